@@ -1,0 +1,269 @@
+// multiproc/any_value.hpp — shared values and arrays whose type code is chosen at run time
+// (Python's Value('d', 0.0) / Array('i', [1, 2, 3]) with the code in a variable).
+//
+//   mp::AnyValue v = mp::make_value('d', 3.5);        // a SharedValue<double>
+//   mp::AnyArray a = mp::make_array('i', {1, 2, 3});  // a SharedArray<int>
+//   double x = v.load_as<double>();
+//   a.visit([](auto& arr) { for (auto& e : arr.lock()) e *= 2; });
+//   mp::AnyValue w = mp::make_value(mp::open_only, "ratio");  // type code read from the segment
+//
+// AnyValue holds one of the fifteen SharedValue<T> of the type-code table; AnyArray one of the
+// SharedArray<T>. get<T>() gives the typed handle (Error if T is not the stored type), visit(f)
+// calls f with it, load_as / store_from convert. Initial values are converted with range checks:
+// make_value('b', 300) and make_value('i', 1.5) are Errors, as in Python. Sharing, locking and
+// crash behaviour are those of SharedValue and SharedArray.
+#pragma once
+
+#include <multiproc/shared_array.hpp>
+#include <multiproc/shared_value.hpp>
+#include <multiproc/typecode.hpp>
+
+#include <cmath>
+#include <initializer_list>
+#include <limits>
+#include <sstream>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+namespace multiproc {
+namespace detail {
+
+template <template <class> class H>
+using AnyOf = std::variant<H<signed char>, H<unsigned char>, H<short>, H<unsigned short>, H<int>,
+                           H<unsigned int>, H<long>, H<unsigned long>, H<long long>,
+                           H<unsigned long long>, H<float>, H<double>, H<char>, H<wchar_t>,
+                           H<bool>>;
+
+template <class V>
+std::string show(const V& v) {
+  std::ostringstream os;
+  if constexpr (std::is_same_v<V, char> || std::is_same_v<V, signed char> ||
+                std::is_same_v<V, unsigned char> || std::is_same_v<V, wchar_t>) {
+    os << static_cast<long long>(v);
+  } else {
+    os << v;
+  }
+  return os.str();
+}
+
+//! Converts v to the type of `code`, refusing what Python refuses: a non-number, a floating-point
+//! value for an integer code, or a value out of the code's range.
+template <class T, class V>
+T convert_checked(const V& v) {
+  static_assert(std::is_arithmetic_v<V>, "type-code values are numbers, characters or bools");
+  constexpr char code = typecode<T>::value;
+  auto fail = [&](const std::string& why) -> T {
+    throw Error(errc::invalid_argument, std::string("multiproc: value ") + show(v) +
+                                            " for type code '" + code + "' (" +
+                                            type_info(code).c_type + "): " + why);
+  };
+  if constexpr (std::is_same_v<T, bool>) {
+    return v != V{};
+  } else if constexpr (std::is_integral_v<T>) {
+    if constexpr (std::is_floating_point_v<V>) {
+      return fail("an integer is needed, not a floating-point number");
+    } else if constexpr (std::is_same_v<V, bool>) {
+      return static_cast<T>(v);
+    } else {
+      // Compare in the widest types so that no conversion wraps before the check.
+      if constexpr (std::is_signed_v<V>) {
+        const long long x = static_cast<long long>(v);
+        if (x < 0 && (std::is_unsigned_v<T> ||
+                      x < static_cast<long long>(std::numeric_limits<T>::min()))) {
+          return fail("out of range");
+        }
+        if (x > 0 && static_cast<unsigned long long>(x) >
+                         static_cast<unsigned long long>(std::numeric_limits<T>::max())) {
+          return fail("out of range");
+        }
+      } else {
+        if (static_cast<unsigned long long>(v) >
+            static_cast<unsigned long long>(std::numeric_limits<T>::max())) {
+          return fail("out of range");
+        }
+      }
+      return static_cast<T>(v);
+    }
+  } else {
+    return static_cast<T>(v);
+  }
+}
+
+template <class T, class V>
+std::vector<T> convert_all(const std::vector<V>& values) {
+  std::vector<T> out;
+  out.reserve(values.size());
+  for (const V& v : values) out.push_back(convert_checked<T>(v));
+  return out;
+}
+
+//! The type code stored in a named object of `kind`; Error if it has none.
+char stored_typecode(const Name& name, Kind kind);
+
+}  // namespace detail
+
+//! A SharedValue<T> whose T is one of the type-code table, chosen at run time.
+class AnyValue {
+ public:
+  using Variant = detail::AnyOf<SharedValue>;
+
+  explicit AnyValue(Variant v) : v_(std::move(v)) {}
+  template <class T>
+  AnyValue(SharedValue<T> v) : v_(std::move(v)) {}  // NOLINT: implicit from a typed handle
+
+  char type_code() const noexcept {
+    return std::visit([](const auto& h) { return typecode_v<typename std::decay_t<decltype(h)>::value_type>; }, v_);
+  }
+  const TypeInfo& type() const { return type_info(type_code()); }
+
+  //! Returns: the typed handle. Throws: Error(errc::type_mismatch) when T is not the stored type.
+  template <class T>
+  SharedValue<T> get() const {
+    if (const auto* h = std::get_if<SharedValue<T>>(&v_)) return *h;
+    throw Error(errc::type_mismatch, segment().describe() + ": holds type code '" +
+                                         type_code() + "', not '" + typecode_v<T> + "'");
+  }
+  //! Calls f(SharedValue<T>&) with the stored handle; returns what f returns.
+  template <class F>
+  decltype(auto) visit(F&& f) const {
+    return std::visit(std::forward<F>(f), v_);
+  }
+  //! Returns: the value (read under its lock) converted with static_cast to U.
+  template <class U>
+  U load_as() const {
+    return std::visit([](const auto& h) { return static_cast<U>(h.load()); }, v_);
+  }
+  //! Effects: stores u converted to the stored type. Throws: Error(errc::invalid_argument) when u
+  //! does not fit (as make_value).
+  template <class U>
+  void store_from(const U& u) const {
+    std::visit(
+        [&](const auto& h) {
+          using T = typename std::decay_t<decltype(h)>::value_type;
+          h.store(detail::convert_checked<T>(u));
+        },
+        v_);
+  }
+  const Segment& segment() const noexcept {
+    return std::visit([](const auto& h) -> const Segment& { return h.segment(); }, v_);
+  }
+
+ private:
+  Variant v_;
+};
+
+//! A SharedArray<T> whose T is one of the type-code table, chosen at run time.
+class AnyArray {
+ public:
+  using Variant = detail::AnyOf<SharedArray>;
+
+  explicit AnyArray(Variant v) : v_(std::move(v)) {}
+  template <class T>
+  AnyArray(SharedArray<T> a) : v_(std::move(a)) {}  // NOLINT: implicit from a typed handle
+
+  char type_code() const noexcept {
+    return std::visit([](const auto& h) { return typecode_v<typename std::decay_t<decltype(h)>::value_type>; }, v_);
+  }
+  const TypeInfo& type() const { return type_info(type_code()); }
+  std::size_t size() const noexcept {
+    return std::visit([](const auto& h) { return h.size(); }, v_);
+  }
+  template <class T>
+  SharedArray<T> get() const {
+    if (const auto* h = std::get_if<SharedArray<T>>(&v_)) return *h;
+    throw Error(errc::type_mismatch, segment().describe() + ": holds type code '" +
+                                         type_code() + "', not '" + typecode_v<T> + "'");
+  }
+  template <class F>
+  decltype(auto) visit(F&& f) const {
+    return std::visit(std::forward<F>(f), v_);
+  }
+  //! Returns: all elements (read under the lock), each converted with static_cast to U.
+  template <class U>
+  std::vector<U> to_vector_as() const {
+    return std::visit(
+        [](const auto& h) {
+          auto g = h.lock();
+          return std::vector<U>(g.begin(), g.end());
+        },
+        v_);
+  }
+  const Segment& segment() const noexcept {
+    return std::visit([](const auto& h) -> const Segment& { return h.segment(); }, v_);
+  }
+
+ private:
+  Variant v_;
+};
+
+//! Returns: an unnamed SharedValue of the type of `code`, holding `initial` (zero by default).
+//! Throws: Error(errc::invalid_argument) for an unknown code or a value that does not fit.
+template <class V>
+AnyValue make_value(char code, const V& initial) {
+  return visit_typecode(code, [&](auto zero) {
+    using T = decltype(zero);
+    return AnyValue(SharedValue<T>(detail::convert_checked<T>(initial)));
+  });
+}
+inline AnyValue make_value(char code) { return make_value(code, 0); }
+
+//! Named forms: create / open or create the value `name` with the type of `code`.
+template <class V>
+AnyValue make_value(create_only_t, const Name& name, char code, const V& initial) {
+  return visit_typecode(code, [&](auto zero) {
+    using T = decltype(zero);
+    return AnyValue(SharedValue<T>(create_only, name, detail::convert_checked<T>(initial)));
+  });
+}
+template <class V>
+AnyValue make_value(open_or_create_t, const Name& name, char code, const V& initial) {
+  return visit_typecode(code, [&](auto zero) {
+    using T = decltype(zero);
+    return AnyValue(SharedValue<T>(open_or_create, name, detail::convert_checked<T>(initial)));
+  });
+}
+//! Opens the value `name`, whatever its type code. Throws: as SharedValue(open_only, name), and
+//! Error(errc::type_mismatch) when its element type has no code (a user's struct).
+inline AnyValue make_value(open_only_t, const Name& name) {
+  return visit_typecode(detail::stored_typecode(name, Kind::value), [&](auto zero) {
+    return AnyValue(SharedValue<decltype(zero)>(open_only, name));
+  });
+}
+
+//! Returns: an unnamed SharedArray of the type of `code` with n zeros, or holding `values`.
+//! Throws: Error(errc::invalid_argument) for an unknown code or a value that does not fit.
+inline AnyArray make_array(char code, std::size_t n) {
+  return visit_typecode(code, [&](auto zero) { return AnyArray(SharedArray<decltype(zero)>(n)); });
+}
+template <class V>
+AnyArray make_array(char code, const std::vector<V>& values) {
+  return visit_typecode(code, [&](auto zero) {
+    using T = decltype(zero);
+    const std::vector<T> converted = detail::convert_all<T>(values);
+    return AnyArray(SharedArray<T>(converted.begin(), converted.end()));
+  });
+}
+template <class V>
+AnyArray make_array(char code, std::initializer_list<V> values) {
+  return make_array(code, std::vector<V>(values));
+}
+
+//! Named forms.
+inline AnyArray make_array(create_only_t, const Name& name, char code, std::size_t n) {
+  return visit_typecode(code, [&](auto zero) {
+    return AnyArray(SharedArray<decltype(zero)>(create_only, name, n));
+  });
+}
+inline AnyArray make_array(open_or_create_t, const Name& name, char code, std::size_t n) {
+  return visit_typecode(code, [&](auto zero) {
+    return AnyArray(SharedArray<decltype(zero)>(open_or_create, name, n));
+  });
+}
+inline AnyArray make_array(open_only_t, const Name& name) {
+  return visit_typecode(detail::stored_typecode(name, Kind::array), [&](auto zero) {
+    return AnyArray(SharedArray<decltype(zero)>(open_only, name));
+  });
+}
+
+}  // namespace multiproc

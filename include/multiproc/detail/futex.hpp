@@ -1,0 +1,52 @@
+// multiproc/detail/futex.hpp — waiting on a 32-bit word in shared memory (Linux futex).
+// Private. The words live in segments shared between processes, so these are the shared
+// (non-FUTEX_PRIVATE) operations.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+namespace multiproc::detail {
+
+using Clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC on Linux: what the futex deadlines use
+
+//! Blocks while *word == expected, until a futex_wake on the word, a signal, or `deadline`
+//! (nullptr: no deadline). Returns false only when the deadline has passed; true otherwise
+//! (woken, value already different, or interrupted — callers re-check their condition).
+bool futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                const Clock::time_point* deadline) noexcept;
+
+//! Wakes up to `count` waiters blocked on word; returns how many were woken.
+int futex_wake(const std::atomic<std::uint32_t>* word, int count) noexcept;
+
+//! One pause instruction: the body of every bounded spin.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+//! Converts any clock's time point to the steady clock (what every deadline is kept in).
+template <class C, class D>
+Clock::time_point to_steady(const std::chrono::time_point<C, D>& t) {
+  if constexpr (std::is_same_v<C, Clock>) {
+    return std::chrono::time_point_cast<Clock::duration>(t);
+  } else {
+    return Clock::now() + std::chrono::duration_cast<Clock::duration>(t - C::now());
+  }
+}
+
+//! now + d without overflow: a huge duration means "no deadline in practice".
+template <class R, class P>
+Clock::time_point deadline_after(const std::chrono::duration<R, P>& d) {
+  const auto now = Clock::now();
+  if (d <= std::chrono::duration<R, P>::zero()) return now;
+  using namespace std::chrono;
+  if (duration_cast<duration<double>>(d).count() > 1e9) return Clock::time_point::max();
+  return now + duration_cast<Clock::duration>(d);
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,66 @@
+// multiproc/detail/mutex_state.hpp — the shared part of Mutex and RecursiveMutex. Private.
+//
+// Why not boost::interprocess::interprocess_mutex: on POSIX it is a process-shared pthread mutex
+// without the robust attribute, so a holder that dies (SIGKILL, a crash) leaves it locked forever,
+// and Boost's own "robust emulation" exists only for its spin mutexes and reports an unusable
+// mutex. multiproc needs the opposite: the next locker recovers it and is told. So the lock is a
+// pthread mutex with PTHREAD_MUTEX_ROBUST + PTHREAD_PROCESS_SHARED: the kernel's robust-futex list
+// marks it when the holding thread dies and wakes a waiter, who gets EOWNERDEAD, makes it
+// consistent and carries on; a short bounded spin in front keeps contended hand-offs cheap.
+#pragma once
+
+#include <multiproc/detail/futex.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <pthread.h>
+#include <string>
+#include <sys/types.h>
+
+namespace multiproc::detail {
+
+// Layout (in shared memory, one cache line or two; written only by the current holder unless
+// noted):
+//   mutex        pthread_mutex_t, robust + process-shared; ERRORCHECK (Mutex) or RECURSIVE
+//   owner        tid of the holder, 0 when free: set after locking, cleared before unlocking
+//                (relaxed: the mutex itself orders it; others read it only for diagnostics)
+//   depth        recursion depth of the holder (RecursiveMutex; 1 for Mutex)
+//   owner_died   1 while the holder is the one that recovered the lock from a dead holder
+//   recursive    immutable after init
+struct alignas(64) MutexState {
+  pthread_mutex_t mutex;
+  std::atomic<std::int32_t> owner;
+  std::uint32_t depth;
+  std::atomic<std::uint32_t> owner_died;
+  std::uint32_t recursive;
+};
+
+//! Initialises a zero-filled state in place. Throws Error if pthread refuses.
+void mutex_init(MutexState* s, bool recursive, const std::string& what);
+
+//! The calling thread's id (cached per thread, refreshed in forked children).
+pid_t current_tid() noexcept;
+
+//! Blocks until held. Throws Error(errc::would_deadlock) when a Mutex is relocked by its holder.
+void mutex_lock(MutexState* s, const std::string& what);
+//! Returns true if it took the lock without blocking.
+bool mutex_try_lock(MutexState* s, const std::string& what);
+//! Returns false if the deadline passed first.
+bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::string& what);
+//! Throws Error(errc::not_owner) when the caller does not hold it.
+void mutex_unlock(MutexState* s, const std::string& what);
+//! For destructors: unlocks, and terminates with a message if the caller does not hold it.
+void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept;
+
+//! Whether the calling thread holds it, having recovered it from a dead holder.
+inline bool mutex_owner_died(const MutexState* s) noexcept {
+  return s->owner_died.load(std::memory_order_relaxed) != 0 &&
+         s->owner.load(std::memory_order_relaxed) == current_tid();
+}
+
+//! Whether the calling thread holds it.
+inline bool mutex_held_by_caller(const MutexState* s) noexcept {
+  return s->owner.load(std::memory_order_relaxed) == current_tid();
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,95 @@
+// multiproc/detail/segment_header.hpp — the header at offset 0 of every multiproc segment.
+// Private: users never name it; the inspector tool and the tests read it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace multiproc::detail {
+
+inline constexpr std::uint64_t kSegmentMagic = 0x434f5250'49544c55ull;  // "ULTIPROC" little-endian
+inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::uint32_t kStateInitializing = 0;
+inline constexpr std::uint32_t kStateReady = 0x52454459;  // "REDY": any other value is not ready
+inline constexpr std::uint8_t kFlagPersistent = 1;
+inline constexpr std::uint8_t kFlagNamed = 2;
+inline constexpr std::size_t kTypeNameSize = 64;
+
+// Layout (256 bytes; the body starts at body_offset, a multiple of 64):
+//
+//   off  field               written by / guarded by
+//   0    state               creator, once: kStateInitializing until the header and body are
+//                            initialised, then kStateReady (release; pairs with the acquire in
+//                            open). Never written again.
+//   4    layout_version      creator, before state; immutable (all fields below are immutable)
+//   8    magic               kSegmentMagic
+//   16   kind                multiproc::Kind of the object in the body
+//   20   type_code           Python type code of the element, 0 for a type outside the table
+//   21   flags               kFlagPersistent, kFlagNamed
+//   24   elem_size, elem_align   of the element type (0 when the kind has none)
+//   32   count               elements of an array, capacity of a queue, 1 for a value
+//   40   body_offset, body_size   where the body is and how long
+//   56   type_hash           fingerprint of the element type (its code, or its mangled name)
+//   64   creator_pid, creator_start_time   who created it (stale-name detection, inspection)
+//   80   type_name           NUL-terminated, for messages ("int", "Point")
+//   144  checksum            FNV-1a of bytes [4, 144): detects a corrupted or foreign header
+//   148  reserved            zero up to 256
+struct SegmentHeader {
+  std::atomic<std::uint32_t> state;
+  std::uint32_t layout_version;
+  std::uint64_t magic;
+  std::uint32_t kind;
+  char type_code;
+  std::uint8_t flags;
+  std::uint16_t reserved0;
+  std::uint32_t elem_size;
+  std::uint32_t elem_align;
+  std::uint64_t count;
+  std::uint64_t body_offset;
+  std::uint64_t body_size;
+  std::uint64_t type_hash;
+  std::int32_t creator_pid;
+  std::uint32_t reserved1;
+  std::uint64_t creator_start_time;
+  char type_name[kTypeNameSize];
+  std::uint32_t checksum;
+  std::uint8_t reserved2[256 - 148];
+};
+static_assert(sizeof(SegmentHeader) == 256, "the segment header layout is fixed at 256 bytes");
+static_assert(offsetof(SegmentHeader, checksum) == 144, "checksum covers bytes [4, 144)");
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free,
+              "the header's state word must be a lock-free atomic to be shared between processes");
+
+inline constexpr std::size_t kHeaderSize = sizeof(SegmentHeader);
+inline constexpr std::size_t kChecksumBegin = 4;
+inline constexpr std::size_t kChecksumEnd = offsetof(SegmentHeader, checksum);
+
+//! FNV-1a, 32 bits, over [p, p + n).
+inline std::uint32_t fnv1a32(const void* p, std::size_t n) noexcept {
+  auto* b = static_cast<const unsigned char*>(p);
+  std::uint32_t h = 2166136261u;
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= b[i];
+    h *= 16777619u;
+  }
+  return h;
+}
+
+//! FNV-1a, 64 bits, over a NUL-terminated string.
+inline std::uint64_t fnv1a64(const char* s) noexcept {
+  std::uint64_t h = 14695981039346656037ull;
+  for (; *s; ++s) {
+    h ^= static_cast<unsigned char>(*s);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+inline std::uint32_t header_checksum(const SegmentHeader& h) noexcept {
+  return fnv1a32(reinterpret_cast<const unsigned char*>(&h) + kChecksumBegin,
+                 kChecksumEnd - kChecksumBegin);
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,14 @@
+// multiproc/multiproc.hpp — everything: Python's multiprocessing, done properly in C++.
+//
+//   #include <multiproc/multiproc.hpp>
+//   namespace mp = multiproc;
+#pragma once
+
+#include <multiproc/any_value.hpp>
+#include <multiproc/error.hpp>
+#include <multiproc/mutex.hpp>
+#include <multiproc/process.hpp>
+#include <multiproc/segment.hpp>
+#include <multiproc/shared_array.hpp>
+#include <multiproc/shared_value.hpp>
+#include <multiproc/typecode.hpp>

@@ -1,0 +1,208 @@
+// multiproc/segment.hpp — one mapped region of shared memory holding one multiproc object.
+//
+// Every shared object (a value, a lock, a queue) lives in its own Segment: a validated 256-byte
+// header (magic, layout version, kind, element type, count, creator) followed by the object's body.
+//
+// - Anonymous segments (Segment::create_anonymous) are inherited by forked children: a handle
+//   captured by a lambda that a Process runs in its child refers to the same memory.
+// - Named segments are opened by unrelated processes with the tags create_only, open_only and
+//   open_or_create. Opening validates the header and throws a multiproc::Error that names the
+//   object and what was wrong — a missing name, a taken name, another kind or element type, a
+//   too-short or corrupted segment — never undefined behaviour.
+//
+// Lifetime of names (the same for every primitive built on Segment): a named object belongs to the
+// process that created it. When the last handle to it in the creating process is destroyed, the
+// name is removed; processes that already have it open keep using it, and copies destroyed in
+// forked children never remove it. A name made with multiproc::persistent("x") keeps its name until
+// multiproc::remove("x"). If the creator died without cleaning up (SIGKILL), the next create of the
+// same name notices that the creator is gone and reuses the name, so a crashed server restarts.
+//
+// Handles are cheap: copies share one mapping (a reference count local to the process). A handle
+// may be used from several threads; the objects built on it say what they allow.
+//
+// Names map to /dev/shm/mp.<name>; a name is 1..200 characters without '/' or NUL.
+#pragma once
+
+#include <multiproc/error.hpp>
+#include <multiproc/typecode.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <typeinfo>
+
+namespace multiproc {
+
+//! Tags selecting how a named object is reached. create_only fails if the name exists (unless its
+//! creator is dead and it is not persistent), open_only fails if it does not, open_or_create does
+//! whichever is needed.
+struct create_only_t {
+  explicit constexpr create_only_t() = default;
+};
+struct open_only_t {
+  explicit constexpr open_only_t() = default;
+};
+struct open_or_create_t {
+  explicit constexpr open_or_create_t() = default;
+};
+inline constexpr create_only_t create_only{};
+inline constexpr open_only_t open_only{};
+inline constexpr open_or_create_t open_or_create{};
+
+//! The name of a shared object, e.g. "web.jobs". Implicit from strings; persistent("x") marks a name
+//! that outlives its creator's handles. Throws Error(errc::invalid_argument) for an empty name, one
+//! longer than 200 characters, or one containing '/' or NUL.
+class Name {
+ public:
+  Name(const char* name) : Name(std::string_view(name ? name : "")) {}  // NOLINT: implicit by design
+  Name(const std::string& name) : Name(std::string_view(name)) {}       // NOLINT
+  Name(std::string_view name);                                          // NOLINT
+
+  const std::string& str() const noexcept { return name_; }
+  bool persistent() const noexcept { return persistent_; }
+
+ private:
+  friend Name persistent(std::string_view name);
+  std::string name_;
+  bool persistent_ = false;
+};
+
+//! A name whose object stays in /dev/shm after its creator's handles are gone, until remove(name).
+Name persistent(std::string_view name);
+
+//! Removes the name (processes that have the object open keep using it).
+//! Returns: true if a name was removed, false if there was none. Throws: Error if the OS refuses.
+bool remove(const Name& name);
+
+//! Whether an object of that name exists now (a snapshot).
+bool exists(const Name& name);
+
+//! The kinds of object a segment can hold; stored in its header and checked on open.
+enum class Kind : std::uint32_t {
+  value = 1,
+  raw_value,
+  array,
+  raw_array,
+  mutex,
+  recursive_mutex,
+  semaphore,
+  bounded_semaphore,
+  condition,
+  event,
+  barrier,
+  queue,
+  joinable_queue,
+  simple_queue,
+  pipe,
+  pool,
+  user = 1000,  //!< first value free for objects users build on Segment themselves
+};
+
+//! "SharedValue", "Mutex", "Queue", ... ; "Segment#<n>" for a kind this build does not know.
+std::string kind_name(Kind kind);
+
+//! The element type of a shared object: its Python type code (0 outside the table), size,
+//! alignment, a fingerprint that tells types apart across processes, and a readable name.
+struct ElementType {
+  char code = 0;
+  std::uint32_t size = 0;
+  std::uint32_t alignment = 0;
+  std::uint64_t hash = 0;
+  std::string name;
+
+  //! Describes T: table types by their code, other types by their mangled name.
+  template <class T>
+  static ElementType of();
+  //! "int ('i', 4 bytes)" or "Point (16 bytes)".
+  std::string describe() const;
+};
+
+namespace detail {
+struct SegmentHeader;
+class SegmentImpl;
+ElementType make_element_type(char code, std::size_t size, std::size_t alignment,
+                              const std::type_info& type);
+}  // namespace detail
+
+template <class T>
+ElementType ElementType::of() {
+  if constexpr (std::is_void_v<T>) {
+    return {};
+  } else {
+    return detail::make_element_type(detail::typecode_or_zero<T>(), sizeof(T), alignof(T),
+                                     typeid(T));
+  }
+}
+
+//! What a segment holds: used to create one, and (kind and element) to check one on open.
+struct SegmentLayout {
+  Kind kind = Kind::user;
+  ElementType element;           //!< empty (size 0) for kinds without an element type
+  std::uint64_t count = 0;       //!< elements, capacity, or 1 for a value
+  std::size_t body_size = 0;     //!< bytes of the body
+  std::size_t body_alignment = 64;
+};
+
+//! A handle to one mapped segment. Default-constructed handles are empty.
+class Segment {
+ public:
+  //! Initialises the body in place. Runs once, in the creator, before anyone can open the object;
+  //! the body is zero-filled when it runs. If it throws, the object is not created.
+  using Init = std::function<void(void* body)>;
+
+  Segment() noexcept = default;
+
+  //! Creates an unnamed segment, shared with children forked after this call.
+  //! Throws: Error(errc::invalid_argument) for an absurd size; Error from errno if mapping fails.
+  static Segment create_anonymous(const SegmentLayout& layout, const Init& init);
+
+  //! Creates a named segment. Throws: Error(errc::already_exists) if the name is taken by a live
+  //! creator or a persistent object, Error(errc::invalid_argument) for an absurd size or too little
+  //! space in /dev/shm, Error from errno otherwise.
+  static Segment create(const Name& name, const SegmentLayout& layout, const Init& init);
+
+  //! Opens a named segment and validates its header against `kind` and, when `element` is given,
+  //! its element type. Waits (up to 2 s) for a concurrent creator to finish initialising.
+  //! Throws: Error(errc::not_found), Error(errc::wrong_kind), Error(errc::type_mismatch),
+  //! Error(errc::corrupt) for a short, foreign or damaged segment, Error from errno otherwise.
+  static Segment open(const Name& name, Kind kind, const ElementType* element);
+
+  //! Opens the name if it exists (validating kind, element type and count/body size against
+  //! `layout`), else creates it. Sets *created when given. Throws as open() and create().
+  static Segment open_or_create(const Name& name, const SegmentLayout& layout, const Init& init,
+                                bool* created = nullptr);
+
+  explicit operator bool() const noexcept { return impl_ != nullptr; }
+
+  void* body() const noexcept { return body_; }
+  const detail::SegmentHeader& header() const noexcept;
+  Kind kind() const noexcept;
+  std::uint64_t count() const noexcept;
+  std::size_t body_size() const noexcept;
+  bool named() const noexcept;
+  //! The name given at creation or open; empty for an anonymous segment.
+  const std::string& name() const noexcept;
+  //! Whether destroying the last handle in this process removes the name.
+  bool owns_name() const noexcept;
+
+  //! "SharedValue<int> 'counter'" or "Queue<std::string> (anonymous)": used in every message.
+  const std::string& describe() const noexcept;
+
+  //! Throws Error(code, describe() + ": " + message).
+  [[noreturn]] void fail(errc code, const std::string& message) const;
+
+  //! Throws Error(errc::corrupt) unless the header's body size is `expected` (a check primitives
+  //! make after open: the count in the header must agree with the body it claims).
+  void expect_body_size(std::size_t expected) const;
+
+ private:
+  explicit Segment(std::shared_ptr<detail::SegmentImpl> impl);
+  std::shared_ptr<detail::SegmentImpl> impl_;
+  void* body_ = nullptr;
+};
+
+}  // namespace multiproc

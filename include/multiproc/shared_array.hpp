@@ -1,0 +1,315 @@
+// multiproc/shared_array.hpp — a fixed-size typed array in shared memory (Python's Array and
+// RawArray).
+//
+//   mp::SharedArray<int> hist(10);               // Array('i', 10): ten zeros plus a robust lock
+//   mp::SharedArray<double> xs{1.5, 2.5, 3.5};   // Array('d', [1.5, 2.5, 3.5])
+//   { auto g = hist.lock(); for (int& h : g) h += 1; }
+//   std::vector<int> snapshot = hist.to_vector();
+//
+// SharedArray<T> holds n elements of T next to a robust Mutex in one segment. operator[] and
+// data() reach the elements without locking (as fast as a plain array; the caller synchronises);
+// load(i) / store(i, v) / to_vector() take the lock; lock() returns a guard with operator[],
+// begin/end and size that holds it. RawArray<T> has no lock at all.
+//
+// As with std::vector, braces pick the list constructor: SharedArray<int>{5} is one element 5,
+// SharedArray<int>(5) is five zeros. The size is fixed at creation; opening a named array takes
+// its size from the segment.
+//
+// T must be trivially copyable and not a pointer. Handles are copyable and their methods const;
+// copies share the elements. Crashes: as SharedValue — a holder that dies releases the lock to the
+// next locker, whose Guard::previous_owner_died() is true.
+#pragma once
+
+#include <multiproc/shared_value.hpp>
+
+#include <cstddef>
+#include <initializer_list>
+#include <iterator>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace multiproc {
+namespace detail {
+
+// Body of an array segment: optional lock, then `count` elements from `data_offset`.
+template <class T, bool Locked>
+struct ArrayLayout {
+  static constexpr std::size_t lock_size = Locked ? sizeof(MutexState) : 0;
+  static constexpr std::size_t data_offset = (lock_size + alignof(T) - 1) / alignof(T) * alignof(T);
+
+  static std::size_t body_size(std::size_t count, const std::string& what) {
+    if (count > (std::numeric_limits<std::size_t>::max() - data_offset) / sizeof(T)) {
+      throw Error(errc::invalid_argument,
+                  what + ": " + std::to_string(count) + " elements of " +
+                      std::to_string(sizeof(T)) + " bytes do not fit in memory");
+    }
+    return data_offset + count * sizeof(T);
+  }
+  static SegmentLayout layout(Kind kind, std::size_t count, const std::string& what) {
+    SegmentLayout l;
+    l.kind = kind;
+    l.element = ElementType::of<T>();
+    l.count = count;
+    l.body_size = body_size(count, what);
+    l.body_alignment = std::max<std::size_t>({alignof(T), Locked ? alignof(MutexState) : 1, 64});
+    return l;
+  }
+  static T* data(void* body) noexcept {
+    return std::launder(reinterpret_cast<T*>(static_cast<char*>(body) + data_offset));
+  }
+};
+
+// The initial elements of an array, as bytes (T is trivially copyable; this also serves bool,
+// which std::vector cannot hand out as a pointer).
+template <class T, class It>
+std::string pack_elements(It first, It last) {
+  std::string bytes;
+  for (; first != last; ++first) {
+    const T v = static_cast<T>(*first);
+    bytes.append(reinterpret_cast<const char*>(&v), sizeof(T));
+  }
+  return bytes;
+}
+
+inline Segment::Init fill_array(bool locked, std::size_t data_offset, std::string bytes) {
+  return [locked, data_offset, bytes = std::move(bytes)](void* body) {
+    if (locked) mutex_init(static_cast<MutexState*>(body), false, "SharedArray");
+    // The body is zero-filled already: a size-only array needs no writes (and so no pages).
+    if (!bytes.empty()) std::memcpy(static_cast<char*>(body) + data_offset, bytes.data(), bytes.size());
+  };
+}
+
+template <class It>
+using if_iterator = typename std::iterator_traits<It>::iterator_category;
+
+template <class T>
+std::string array_what(Kind kind, const Name* name) {
+  return kind_name(kind) + "<" + ElementType::of<T>().name + ">" +
+         (name ? " '" + name->str() + "'" : " (anonymous)");
+}
+
+[[noreturn]] void throw_index(const Segment& seg, std::size_t i, std::size_t n);
+
+}  // namespace detail
+
+template <class T>
+class SharedArray {
+  using Layout = detail::ArrayLayout<T, true>;
+
+ public:
+  using value_type = T;
+
+  //! A held lock plus access to the elements. Move-only; unlocks when destroyed. Must not outlive
+  //! the SharedArray handle it came from, and must be destroyed by the thread that locked.
+  class Guard {
+   public:
+    Guard(Guard&& other) noexcept
+        : state_(std::exchange(other.state_, nullptr)),
+          data_(other.data_),
+          size_(other.size_),
+          seg_(other.seg_) {}
+    Guard& operator=(Guard&&) = delete;
+    ~Guard() {
+      if (state_ != nullptr) detail::mutex_unlock_noexcept(state_, seg_->describe());
+    }
+    T& operator[](std::size_t i) const noexcept { return data_[i]; }
+    T* begin() const noexcept { return data_; }
+    T* end() const noexcept { return data_ + size_; }
+    T* data() const noexcept { return data_; }
+    std::size_t size() const noexcept { return size_; }
+    //! True when this lock was recovered from a holder that died (elements may be half-updated).
+    bool previous_owner_died() const noexcept { return detail::mutex_owner_died(state_); }
+
+   private:
+    friend class SharedArray;
+    Guard(detail::MutexState* state, T* data, std::size_t size, const Segment* seg)
+        : state_(state), data_(data), size_(size), seg_(seg) {}
+    detail::MutexState* state_;
+    T* data_;
+    std::size_t size_;
+    const Segment* seg_;
+  };
+
+  //! Effects: an unnamed array of n zero-filled elements, shared with children forked after this.
+  //! Throws: Error(errc::invalid_argument) when n elements cannot fit in memory.
+  explicit SharedArray(std::size_t n) {
+    attach(Segment::create_anonymous(
+        Layout::layout(Kind::array, n, detail::array_what<T>(Kind::array, nullptr)),
+        detail::fill_array(true, Layout::data_offset, {})));
+  }
+  //! Effects: an unnamed array holding `values`, or the elements of [first, last).
+  SharedArray(std::initializer_list<T> values)
+      : SharedArray(detail::pack_elements<T>(values.begin(), values.end())) {}
+  explicit SharedArray(const std::vector<T>& values)
+      : SharedArray(detail::pack_elements<T>(values.begin(), values.end())) {}
+  template <class It, class = detail::if_iterator<It>>
+  SharedArray(It first, It last) : SharedArray(detail::pack_elements<T>(first, last)) {}
+
+  //! Effects: creates the array called `name` with n zero-filled elements, or with `values`.
+  SharedArray(create_only_t, const Name& name, std::size_t n) {
+    attach(Segment::create(name, Layout::layout(Kind::array, n, detail::array_what<T>(Kind::array, &name)),
+                           detail::fill_array(true, Layout::data_offset, {})));
+  }
+  SharedArray(create_only_t, const Name& name, std::initializer_list<T> values)
+      : SharedArray(name, detail::pack_elements<T>(values.begin(), values.end())) {}
+  template <class It, class = detail::if_iterator<It>>
+  SharedArray(create_only_t, const Name& name, It first, It last)
+      : SharedArray(name, detail::pack_elements<T>(first, last)) {}
+  //! Effects: opens the array called `name`; its size comes from the segment.
+  //! Throws: Error(errc::type_mismatch) for another element type, as Segment::open otherwise.
+  SharedArray(open_only_t, const Name& name) {
+    const ElementType element = ElementType::of<T>();
+    attach(Segment::open(name, Kind::array, &element));
+  }
+  //! Effects: opens `name` (which must have n elements), or creates it with n zeros.
+  SharedArray(open_or_create_t, const Name& name, std::size_t n) {
+    attach(Segment::open_or_create(
+        name, Layout::layout(Kind::array, n, detail::array_what<T>(Kind::array, &name)),
+        detail::fill_array(true, Layout::data_offset, {})));
+  }
+
+  std::size_t size() const noexcept { return size_; }
+  //! Unlocked access to element i (no bounds check; see at()).
+  T& operator[](std::size_t i) const noexcept { return data_[i]; }
+  //! Unlocked access with a bounds check. Throws: Error(errc::invalid_argument) when i >= size().
+  T& at(std::size_t i) const {
+    if (i >= size_) detail::throw_index(seg_, i, size_);
+    return data_[i];
+  }
+  //! The elements, unlocked.
+  T* data() const noexcept { return data_; }
+
+  //! Returns: element i, read under the lock. Throws: as at().
+  T load(std::size_t i) const {
+    auto g = lock();
+    return at(i);
+  }
+  //! Effects: writes element i under the lock. Throws: as at().
+  void store(std::size_t i, const T& v) const {
+    auto g = lock();
+    at(i) = v;
+  }
+  //! Returns: a copy of all elements, taken under the lock.
+  std::vector<T> to_vector() const {
+    auto g = lock();
+    return std::vector<T>(g.begin(), g.end());
+  }
+  //! Effects: blocks until the lock is held. Returns: a guard giving access to the elements.
+  Guard lock() const {
+    detail::mutex_lock(lock_, seg_.describe());
+    return Guard(lock_, data_, size_, &seg_);
+  }
+  //! The array's lock, as a Mutex handle.
+  Mutex mutex() const { return Mutex(seg_, lock_); }
+
+  const Segment& segment() const noexcept { return seg_; }
+
+ private:
+  static_assert((detail::check_shareable<T>(), true));
+
+  explicit SharedArray(std::string bytes) {
+    const std::size_t n = bytes.size() / sizeof(T);
+    attach(Segment::create_anonymous(
+        Layout::layout(Kind::array, n, detail::array_what<T>(Kind::array, nullptr)),
+        detail::fill_array(true, Layout::data_offset, std::move(bytes))));
+  }
+  SharedArray(const Name& name, std::string bytes) {
+    const std::size_t n = bytes.size() / sizeof(T);
+    attach(Segment::create(name, Layout::layout(Kind::array, n, detail::array_what<T>(Kind::array, &name)),
+                           detail::fill_array(true, Layout::data_offset, std::move(bytes))));
+  }
+  void attach(Segment seg) {
+    seg.expect_body_size(Layout::body_size(seg.count(), seg.describe()));
+    seg_ = std::move(seg);
+    lock_ = static_cast<detail::MutexState*>(seg_.body());
+    data_ = Layout::data(seg_.body());
+    size_ = static_cast<std::size_t>(seg_.count());
+  }
+
+  Segment seg_;
+  detail::MutexState* lock_ = nullptr;
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+template <class T>
+class RawArray {
+  using Layout = detail::ArrayLayout<T, false>;
+
+ public:
+  using value_type = T;
+
+  explicit RawArray(std::size_t n) {
+    attach(Segment::create_anonymous(
+        Layout::layout(Kind::raw_array, n, detail::array_what<T>(Kind::raw_array, nullptr)),
+        detail::fill_array(false, Layout::data_offset, {})));
+  }
+  RawArray(std::initializer_list<T> values)
+      : RawArray(detail::pack_elements<T>(values.begin(), values.end())) {}
+  explicit RawArray(const std::vector<T>& values)
+      : RawArray(detail::pack_elements<T>(values.begin(), values.end())) {}
+  template <class It, class = detail::if_iterator<It>>
+  RawArray(It first, It last) : RawArray(detail::pack_elements<T>(first, last)) {}
+  RawArray(create_only_t, const Name& name, std::size_t n) {
+    attach(Segment::create(
+        name, Layout::layout(Kind::raw_array, n, detail::array_what<T>(Kind::raw_array, &name)),
+        detail::fill_array(false, Layout::data_offset, {})));
+  }
+  RawArray(create_only_t, const Name& name, std::initializer_list<T> values)
+      : RawArray(name, detail::pack_elements<T>(values.begin(), values.end())) {}
+  template <class It, class = detail::if_iterator<It>>
+  RawArray(create_only_t, const Name& name, It first, It last)
+      : RawArray(name, detail::pack_elements<T>(first, last)) {}
+  RawArray(open_only_t, const Name& name) {
+    const ElementType element = ElementType::of<T>();
+    attach(Segment::open(name, Kind::raw_array, &element));
+  }
+  RawArray(open_or_create_t, const Name& name, std::size_t n) {
+    attach(Segment::open_or_create(
+        name, Layout::layout(Kind::raw_array, n, detail::array_what<T>(Kind::raw_array, &name)),
+        detail::fill_array(false, Layout::data_offset, {})));
+  }
+
+  std::size_t size() const noexcept { return size_; }
+  T& operator[](std::size_t i) const noexcept { return data_[i]; }
+  T& at(std::size_t i) const {
+    if (i >= size_) detail::throw_index(seg_, i, size_);
+    return data_[i];
+  }
+  T* data() const noexcept { return data_; }
+  T* begin() const noexcept { return data_; }
+  T* end() const noexcept { return data_ + size_; }
+  //! Returns: a copy of all elements (unsynchronised).
+  std::vector<T> to_vector() const { return std::vector<T>(begin(), end()); }
+
+  const Segment& segment() const noexcept { return seg_; }
+
+ private:
+  static_assert((detail::check_shareable<T>(), true));
+
+  explicit RawArray(std::string bytes) {
+    const std::size_t n = bytes.size() / sizeof(T);
+    attach(Segment::create_anonymous(
+        Layout::layout(Kind::raw_array, n, detail::array_what<T>(Kind::raw_array, nullptr)),
+        detail::fill_array(false, Layout::data_offset, std::move(bytes))));
+  }
+  RawArray(const Name& name, std::string bytes) {
+    const std::size_t n = bytes.size() / sizeof(T);
+    attach(Segment::create(
+        name, Layout::layout(Kind::raw_array, n, detail::array_what<T>(Kind::raw_array, &name)),
+        detail::fill_array(false, Layout::data_offset, std::move(bytes))));
+  }
+  void attach(Segment seg) {
+    seg.expect_body_size(Layout::body_size(seg.count(), seg.describe()));
+    seg_ = std::move(seg);
+    data_ = Layout::data(seg_.body());
+    size_ = static_cast<std::size_t>(seg_.count());
+  }
+
+  Segment seg_;
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace multiproc

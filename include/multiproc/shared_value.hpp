@@ -1,0 +1,275 @@
+// multiproc/shared_value.hpp — one typed value in shared memory (Python's Value and RawValue).
+//
+//   mp::SharedValue<long> counter(0);            // Value('l', 0): a value plus its own robust lock
+//   mp::Process p([=]() mutable { counter.update([](long& x) { x += 1; }); });
+//   mp::RawValue<double> ratio(0.5);             // RawValue('d', 0.5): no lock
+//
+// SharedValue<T> holds a T next to a robust Mutex in one segment. load() and store() take the lock
+// for the copy; update(f) runs f(T&) under it (the way to read-modify-write); lock() returns a
+// guard that gives access through * and -> while it holds the lock; mutex() is that lock as a
+// Mutex, for std::unique_lock or a Condition. RawValue<T> is the bare T: its load() and store()
+// are single relaxed atomic accesses when T is 1, 2, 4 or 8 bytes, otherwise plain copies that a
+// concurrent writer may tear.
+//
+// T must be trivially copyable (it is copied between processes byte for byte) and not a pointer.
+// Handles are copyable and their methods are const (a handle is like a pointer): copies share the
+// value, so even a non-mutable lambda can capture one by value and update it. Share by fork
+// (anonymous) or by name (create_only / open_only / open_or_create, checked against T's type code
+// or, for a user's struct, its type name and size).
+//
+// Crashes: a process killed while holding the lock releases it to the next locker, which sees
+// Guard::previous_owner_died() — the value may be half-updated by the dead holder; a T written with
+// store() by a killed process is either the old or the new value (the copy is under the lock, and
+// an interrupted copy is reported that way).
+#pragma once
+
+#include <multiproc/detail/mutex_state.hpp>
+#include <multiproc/mutex.hpp>
+#include <multiproc/segment.hpp>
+#include <multiproc/typecode.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace multiproc {
+namespace detail {
+
+template <class T>
+constexpr void check_shareable() {
+  static_assert(std::is_trivially_copyable_v<T>,
+                "shared values and arrays need a trivially copyable T: it is copied between "
+                "processes byte for byte");
+  static_assert(!std::is_pointer_v<T> && !std::is_member_pointer_v<T>,
+                "a pointer means nothing in another process: share the data, or an index into it");
+  static_assert(!std::is_const_v<T> && !std::is_volatile_v<T>, "use an unqualified T");
+}
+
+// Single-copy atomic when T is a machine word or smaller; memcpy otherwise.
+template <class T>
+inline constexpr bool raw_atomic_v = sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4 ||
+                                     sizeof(T) == 8;
+
+template <class T>
+inline constexpr std::size_t raw_alignment_v = raw_atomic_v<T> ? std::max(alignof(T), sizeof(T))
+                                                               : alignof(T);
+
+template <class T>
+T raw_load(const T* p) noexcept {
+  if constexpr (raw_atomic_v<T>) {
+    alignas(T) unsigned char buf[sizeof(T)];
+    __atomic_load(reinterpret_cast<const unsigned char(*)[sizeof(T)]>(p), &buf, __ATOMIC_RELAXED);
+    T out;
+    std::memcpy(&out, buf, sizeof(T));
+    return out;
+  } else {
+    T out;
+    std::memcpy(&out, p, sizeof(T));
+    return out;
+  }
+}
+
+template <class T>
+void raw_store(T* p, const T& v) noexcept {
+  if constexpr (raw_atomic_v<T>) {
+    using Word = std::conditional_t<
+        sizeof(T) == 1, std::uint8_t,
+        std::conditional_t<sizeof(T) == 2, std::uint16_t,
+                           std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>>;
+    Word w;
+    std::memcpy(&w, &v, sizeof(T));
+    __atomic_store_n(reinterpret_cast<Word*>(p), w, __ATOMIC_RELAXED);
+  } else {
+    std::memcpy(static_cast<void*>(p), &v, sizeof(T));
+  }
+}
+
+// Body of a SharedValue segment: the lock, then the value on its own alignment.
+template <class T>
+struct ValueBody {
+  MutexState mutex;
+  alignas(T) unsigned char storage[sizeof(T)];
+  T* value() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+};
+
+// Body of a RawValue segment: the value, aligned for single-copy atomic access.
+template <class T>
+struct RawValueBody {
+  alignas(raw_alignment_v<T>) unsigned char storage[sizeof(T)];
+  T* value() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+};
+
+template <class Body>
+SegmentLayout body_layout(Kind kind, const ElementType& element, std::uint64_t count) {
+  SegmentLayout layout;
+  layout.kind = kind;
+  layout.element = element;
+  layout.count = count;
+  layout.body_size = sizeof(Body);
+  layout.body_alignment = std::max<std::size_t>(alignof(Body), 64);
+  return layout;
+}
+
+}  // namespace detail
+
+template <class T>
+class SharedValue {
+ public:
+  using value_type = T;
+
+  //! A held lock plus access to the value. Move-only; unlocks when destroyed. Must not outlive
+  //! the SharedValue handle it came from, and must be destroyed by the thread that locked.
+  class Guard {
+   public:
+    Guard(Guard&& other) noexcept
+        : state_(std::exchange(other.state_, nullptr)), value_(other.value_), seg_(other.seg_) {}
+    Guard& operator=(Guard&&) = delete;
+    ~Guard() {
+      if (state_ != nullptr) detail::mutex_unlock_noexcept(state_, seg_->describe());
+    }
+    T& operator*() const noexcept { return *value_; }
+    T* operator->() const noexcept { return value_; }
+    //! True when this lock was recovered from a holder that died (the value may be half-updated).
+    bool previous_owner_died() const noexcept { return detail::mutex_owner_died(state_); }
+
+   private:
+    friend class SharedValue;
+    Guard(detail::MutexState* state, T* value, const Segment* seg)
+        : state_(state), value_(value), seg_(seg) {}
+    detail::MutexState* state_;
+    T* value_;
+    const Segment* seg_;
+  };
+
+  //! Effects: an unnamed value initialised to `initial` (T{} by default), shared with children
+  //! forked after this call.
+  SharedValue() : SharedValue(T{}) {}
+  explicit SharedValue(const T& initial) {
+    attach(Segment::create_anonymous(layout(), initialiser(initial)));
+  }
+  //! Effects: creates the value called `name`, initialised to `initial`.
+  SharedValue(create_only_t, const Name& name, const T& initial = T{}) {
+    attach(Segment::create(name, layout(), initialiser(initial)));
+  }
+  //! Effects: opens the value called `name`. Throws: Error(errc::type_mismatch) when it holds
+  //! another type, Error(errc::wrong_kind) when it is not a SharedValue, as Segment::open.
+  SharedValue(open_only_t, const Name& name) {
+    const ElementType element = ElementType::of<T>();
+    attach(Segment::open(name, Kind::value, &element));
+  }
+  //! Effects: opens `name`, or creates it initialised to `initial`.
+  SharedValue(open_or_create_t, const Name& name, const T& initial = T{}) {
+    attach(Segment::open_or_create(name, layout(), initialiser(initial)));
+  }
+
+  //! Returns: a copy of the value, taken under the lock.
+  T load() const {
+    auto g = lock();
+    return *g;
+  }
+  //! Effects: replaces the value under the lock.
+  void store(const T& v) const {
+    auto g = lock();
+    *g = v;
+  }
+  //! Effects: replaces the value under the lock. Returns: the previous value.
+  T exchange(const T& v) const {
+    auto g = lock();
+    return std::exchange(*g, v);
+  }
+  //! Effects: runs f(T&) under the lock. Returns: what f returns.
+  template <class F>
+  decltype(auto) update(F&& f) const {
+    auto g = lock();
+    return std::forward<F>(f)(*g);
+  }
+  //! Effects: blocks until the lock is held. Returns: a guard giving access to the value.
+  Guard lock() const {
+    detail::mutex_lock(&body_->mutex, seg_.describe());
+    return Guard(&body_->mutex, value_, &seg_);
+  }
+  //! The value's lock, as a Mutex handle (for std::unique_lock, a Condition, ...).
+  Mutex mutex() const { return Mutex(seg_, &body_->mutex); }
+
+  const Segment& segment() const noexcept { return seg_; }
+
+ private:
+  using Body = detail::ValueBody<T>;
+  static_assert((detail::check_shareable<T>(), true));
+
+  static SegmentLayout layout() {
+    return detail::body_layout<Body>(Kind::value, ElementType::of<T>(), 1);
+  }
+  static Segment::Init initialiser(const T& initial) {
+    return [initial](void* p) {
+      auto* body = static_cast<Body*>(p);
+      detail::mutex_init(&body->mutex, false, "SharedValue");
+      ::new (static_cast<void*>(body->storage)) T(initial);
+    };
+  }
+  void attach(Segment seg) {
+    seg.expect_body_size(sizeof(Body));
+    seg_ = std::move(seg);
+    body_ = static_cast<Body*>(seg_.body());
+    value_ = body_->value();
+  }
+
+  Segment seg_;
+  Body* body_ = nullptr;
+  T* value_ = nullptr;
+};
+
+template <class T>
+class RawValue {
+ public:
+  using value_type = T;
+
+  RawValue() : RawValue(T{}) {}
+  explicit RawValue(const T& initial) {
+    attach(Segment::create_anonymous(layout(), initialiser(initial)));
+  }
+  RawValue(create_only_t, const Name& name, const T& initial = T{}) {
+    attach(Segment::create(name, layout(), initialiser(initial)));
+  }
+  RawValue(open_only_t, const Name& name) {
+    const ElementType element = ElementType::of<T>();
+    attach(Segment::open(name, Kind::raw_value, &element));
+  }
+  RawValue(open_or_create_t, const Name& name, const T& initial = T{}) {
+    attach(Segment::open_or_create(name, layout(), initialiser(initial)));
+  }
+
+  //! Returns: the value (a single relaxed atomic load when T is 1, 2, 4 or 8 bytes).
+  T load() const noexcept { return detail::raw_load(value_); }
+  //! Effects: writes the value (a single relaxed atomic store when T is 1, 2, 4 or 8 bytes).
+  void store(const T& v) const noexcept { detail::raw_store(value_, v); }
+  //! The value in place, unsynchronised.
+  T& get() const noexcept { return *value_; }
+
+  const Segment& segment() const noexcept { return seg_; }
+
+ private:
+  using Body = detail::RawValueBody<T>;
+  static_assert((detail::check_shareable<T>(), true));
+
+  static SegmentLayout layout() {
+    return detail::body_layout<Body>(Kind::raw_value, ElementType::of<T>(), 1);
+  }
+  static Segment::Init initialiser(const T& initial) {
+    return [initial](void* p) {
+      ::new (static_cast<void*>(static_cast<Body*>(p)->storage)) T(initial);
+    };
+  }
+  void attach(Segment seg) {
+    seg.expect_body_size(sizeof(Body));
+    seg_ = std::move(seg);
+    value_ = static_cast<Body*>(seg_.body())->value();
+  }
+
+  Segment seg_;
+  T* value_ = nullptr;
+};
+
+}  // namespace multiproc

@@ -1,0 +1,246 @@
+// Robust process-shared mutexes: Mutex and RecursiveMutex share this code.
+#include <multiproc/detail/mutex_state.hpp>
+#include <multiproc/error.hpp>
+#include <multiproc/mutex.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <exception>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace multiproc::detail {
+namespace {
+
+// Bounded spin before sleeping in the kernel: long enough to cover a typical critical section
+// hand-off between cores, short enough that a descheduled holder costs little.
+constexpr int kSpinIterations = 100;
+
+thread_local pid_t tls_tid = 0;
+
+void reset_tid_after_fork() noexcept { tls_tid = 0; }
+
+struct AtforkRegistration {
+  AtforkRegistration() { ::pthread_atfork(nullptr, nullptr, &reset_tid_after_fork); }
+};
+
+[[noreturn]] void throw_errno(int err, const std::string& what, const char* action) {
+  throw Error::from_errno(err, what + ": " + action);
+}
+
+// After pthread reported success (0) or EOWNERDEAD, records the new holder.
+void on_acquired(MutexState* s, int rc) {
+  const pid_t me = current_tid();
+  if (rc == EOWNERDEAD) {
+    // The previous holder died holding it. Mark it usable again and tell the new holder, who may
+    // have to repair the data it guards. For a RecursiveMutex the dead owner's whole recursion is
+    // gone: pthread has reset its count to 1, and so do we.
+    ::pthread_mutex_consistent(&s->mutex);
+    s->owner.store(me, std::memory_order_relaxed);
+    s->depth = 1;
+    s->owner_died.store(1, std::memory_order_relaxed);
+    return;
+  }
+  if (s->recursive != 0 && s->owner.load(std::memory_order_relaxed) == me) {
+    ++s->depth;
+    return;
+  }
+  s->owner.store(me, std::memory_order_relaxed);
+  s->depth = 1;
+}
+
+// Locked with rc; returns true when held, false for EBUSY/ETIMEDOUT; throws otherwise.
+bool handle(MutexState* s, int rc, const std::string& what) {
+  switch (rc) {
+    case 0:
+    case EOWNERDEAD:
+      on_acquired(s, rc);
+      return true;
+    case EBUSY:
+    case ETIMEDOUT:
+      return false;
+    case EDEADLK:
+      throw Error(errc::would_deadlock,
+                  what + ": lock: the calling thread already holds it (use a RecursiveMutex to "
+                         "lock it again)");
+    case ENOTRECOVERABLE:
+      throw Error(errc::corrupt,
+                  what + ": lock: unrecoverable (it was unlocked after its holder died without "
+                         "being made consistent)");
+    case EAGAIN:
+      throw Error(errc::bad_state, what + ": lock: too many recursive locks");
+    default:
+      throw_errno(rc, what, "lock");
+  }
+}
+
+// The lock word of a glibc mutex, read to spin without writing the cache line. Only a hint: the
+// decision is always pthread_mutex_trylock's.
+bool looks_free(const MutexState* s) noexcept {
+#if defined(__GLIBC__)
+  return __atomic_load_n(&s->mutex.__data.__lock, __ATOMIC_RELAXED) == 0;
+#else
+  return true;
+#endif
+}
+
+bool spin_try_lock(MutexState* s, const std::string& what) {
+  for (int i = 0; i < kSpinIterations; ++i) {
+    cpu_relax();
+    if (looks_free(s) && handle(s, ::pthread_mutex_trylock(&s->mutex), what)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+pid_t current_tid() noexcept {
+  static AtforkRegistration registration;  // once per process; resets the cache in children
+  if (tls_tid == 0) tls_tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  return tls_tid;
+}
+
+void mutex_init(MutexState* s, bool recursive, const std::string& what) {
+  pthread_mutexattr_t attr;
+  int rc = ::pthread_mutexattr_init(&attr);
+  if (rc != 0) throw_errno(rc, what, "cannot initialise mutex attributes");
+  struct AttrGuard {
+    pthread_mutexattr_t* a;
+    ~AttrGuard() { ::pthread_mutexattr_destroy(a); }
+  } guard{&attr};
+  if ((rc = ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
+      (rc = ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
+      (rc = ::pthread_mutexattr_settype(
+           &attr, recursive ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK)) != 0) {
+    throw_errno(rc, what, "cannot set robust process-shared mutex attributes");
+  }
+  if ((rc = ::pthread_mutex_init(&s->mutex, &attr)) != 0) {
+    throw_errno(rc, what, "cannot initialise the mutex");
+  }
+  s->owner.store(0, std::memory_order_relaxed);
+  s->depth = 0;
+  s->owner_died.store(0, std::memory_order_relaxed);
+  s->recursive = recursive ? 1 : 0;
+}
+
+void mutex_lock(MutexState* s, const std::string& what) {
+  if (handle(s, ::pthread_mutex_trylock(&s->mutex), what)) return;
+  if (s->recursive == 0 && s->owner.load(std::memory_order_relaxed) == current_tid()) {
+    handle(s, EDEADLK, what);  // throws; checked before spinning on ourselves
+  }
+  if (spin_try_lock(s, what)) return;
+  int rc;
+  while ((rc = ::pthread_mutex_lock(&s->mutex)) == EINTR) {
+  }
+  handle(s, rc, what);
+}
+
+bool mutex_try_lock(MutexState* s, const std::string& what) {
+  return handle(s, ::pthread_mutex_trylock(&s->mutex), what);
+}
+
+bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::string& what) {
+  if (handle(s, ::pthread_mutex_trylock(&s->mutex), what)) return true;
+  if (s->recursive == 0 && s->owner.load(std::memory_order_relaxed) == current_tid()) {
+    handle(s, EDEADLK, what);
+  }
+  if (Clock::now() >= deadline) return false;
+  if (spin_try_lock(s, what)) return true;
+  if (deadline == Clock::time_point::max()) {
+    mutex_lock(s, what);
+    return true;
+  }
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(ns / 1000000000);
+  ts.tv_nsec = static_cast<long>(ns % 1000000000);
+  int rc;
+  while ((rc = ::pthread_mutex_clocklock(&s->mutex, CLOCK_MONOTONIC, &ts)) == EINTR) {
+  }
+  return handle(s, rc, what);
+}
+
+void mutex_unlock(MutexState* s, const std::string& what) {
+  if (s->owner.load(std::memory_order_relaxed) != current_tid()) {
+    throw Error(errc::not_owner, what + ": unlock by a thread that does not hold it");
+  }
+  if (--s->depth > 0) {  // RecursiveMutex: still held at an outer level
+    if (::pthread_mutex_unlock(&s->mutex) != 0) {
+      ++s->depth;
+      throw Error(errc::not_owner, what + ": unlock by a thread that does not hold it");
+    }
+    return;
+  }
+  s->owner_died.store(0, std::memory_order_relaxed);
+  s->owner.store(0, std::memory_order_relaxed);
+  const int rc = ::pthread_mutex_unlock(&s->mutex);
+  if (rc != 0) throw_errno(rc, what, "unlock");
+}
+
+void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept {
+  try {
+    mutex_unlock(s, what);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "multiproc: fatal: %s\n", e.what());
+    std::abort();
+  }
+}
+
+}  // namespace multiproc::detail
+
+// ---------------------------------------------------------------------------------------------
+// Mutex handles
+
+namespace multiproc {
+namespace {
+
+SegmentLayout mutex_layout(Kind kind) {
+  SegmentLayout layout;
+  layout.kind = kind;
+  layout.count = 1;
+  layout.body_size = sizeof(detail::MutexState);
+  layout.body_alignment = alignof(detail::MutexState);
+  return layout;
+}
+
+Segment::Init mutex_initialiser(bool recursive, const Name* name, Kind kind) {
+  std::string what = kind_name(kind) + (name ? " '" + name->str() + "'" : " (anonymous)");
+  return [recursive, what](void* body) {
+    detail::mutex_init(static_cast<detail::MutexState*>(body), recursive, what);
+  };
+}
+
+detail::MutexState* state_of(const Segment& seg) {
+  seg.expect_body_size(sizeof(detail::MutexState));
+  return static_cast<detail::MutexState*>(seg.body());
+}
+
+}  // namespace
+
+Mutex::Mutex() {
+  seg_ = Segment::create_anonymous(mutex_layout(Kind::mutex),
+                                   mutex_initialiser(false, nullptr, Kind::mutex));
+  state_ = state_of(seg_);
+}
+
+Mutex::Mutex(create_only_t, const Name& name) {
+  seg_ = Segment::create(name, mutex_layout(Kind::mutex),
+                         mutex_initialiser(false, &name, Kind::mutex));
+  state_ = state_of(seg_);
+}
+
+Mutex::Mutex(open_only_t, const Name& name) {
+  seg_ = Segment::open(name, Kind::mutex, nullptr);
+  state_ = state_of(seg_);
+}
+
+Mutex::Mutex(open_or_create_t, const Name& name) {
+  seg_ = Segment::open_or_create(name, mutex_layout(Kind::mutex),
+                                 mutex_initialiser(false, &name, Kind::mutex));
+  state_ = state_of(seg_);
+}
+
+}  // namespace multiproc

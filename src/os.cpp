@@ -1,0 +1,79 @@
+#include "os.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <memory>
+#include <unistd.h>
+
+namespace multiproc::detail {
+namespace {
+
+// Reads /proc/<pid>/stat; returns false if it cannot. The command name (field 2) may contain
+// spaces and parentheses, so fields are counted from the last ')'.
+bool read_stat(pid_t pid, char* state, std::uint64_t* start_time) noexcept {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[1024];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr || p[1] != ' ') return false;
+  p += 2;  // field 3: state
+  *state = *p;
+  // Field 22 (starttime) is the 20th field after the state field.
+  for (int field = 3; field < 22; ++field) {
+    p = std::strchr(p, ' ');
+    if (p == nullptr) return false;
+    ++p;
+  }
+  *start_time = std::strtoull(p, nullptr, 10);
+  return true;
+}
+
+}  // namespace
+
+std::uint64_t process_start_time(pid_t pid) noexcept {
+  char state = 0;
+  std::uint64_t start = 0;
+  return read_stat(pid, &state, &start) ? start : 0;
+}
+
+std::uint64_t self_start_time() noexcept {
+  static std::atomic<pid_t> cached_pid{0};
+  static std::atomic<std::uint64_t> cached{0};
+  const pid_t me = ::getpid();
+  if (cached_pid.load(std::memory_order_acquire) != me) {  // first call here, or in a forked child
+    cached.store(process_start_time(me), std::memory_order_relaxed);
+    cached_pid.store(me, std::memory_order_release);  // release: pairs with the acquire above
+  }
+  return cached.load(std::memory_order_relaxed);
+}
+
+bool process_alive(pid_t pid, std::uint64_t start_time) noexcept {
+  if (pid <= 0) return false;
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  char state = 0;
+  std::uint64_t start = 0;
+  if (!read_stat(pid, &state, &start)) return true;  // exists but unreadable: assume alive
+  if (state == 'Z' || state == 'X') return false;     // dead, not yet reaped
+  return start_time == 0 || start == start_time;
+}
+
+std::string demangle(const char* mangled) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
+                                             std::free);
+  return status == 0 && out ? std::string(out.get()) : std::string(mangled);
+}
+
+}  // namespace multiproc::detail

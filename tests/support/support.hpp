@@ -1,0 +1,123 @@
+// Test support: unique names, children (forked or re-executed), and leak checks.
+//
+// - unique_name("x") gives a name no other test run uses: "t<pid>.<counter>.x". Children started
+//   with spawn() inherit the run's prefix, so every name a run makes is recognisable and the
+//   global fixture can check that /dev/shm holds none of them at the end.
+// - run_child(f) forks (through multiproc::Process) and returns the child's exit code, killing it
+//   if it outlives its timeout; CHECK_CHILD(f) checks that it exited with 0.
+// - Scenarios: MPTEST_SCENARIO(name) { ... } defines a function that an unrelated process (the
+//   test binary re-executed with `--scenario name args...`) runs; spawn("name", {args}) starts it.
+// - Gate: a one-shot signal between processes over a pipe (for tests of the primitives that a
+//   library Event would otherwise provide), never a sleep.
+#pragma once
+
+#include <multiproc/multiproc.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace mptest {
+
+namespace mp = multiproc;
+using namespace std::chrono_literals;
+
+//! A name unique to this test run and call.
+std::string unique_name(const std::string& what);
+
+//! The prefix of every name this run makes ("t<pid>.").
+const std::string& run_prefix();
+
+//! Runs f in a forked child; returns its exit code (see Process::exitcode). If the child is still
+//! running after `timeout`, kills it and returns -SIGKILL after reporting a test failure.
+int run_child(std::function<int()> f, std::chrono::milliseconds timeout = 30s);
+
+#define CHECK_CHILD(...) BOOST_CHECK_EQUAL(::mptest::run_child(__VA_ARGS__), 0)
+
+//! Child-side check: prints the failing expression and makes the child exit with 1.
+#define CHILD_REQUIRE(cond)                                                                \
+  do {                                                                                     \
+    if (!(cond)) {                                                                         \
+      std::fprintf(stderr, "%s:%d: child check failed: %s\n", __FILE__, __LINE__, #cond); \
+      return 1;                                                                            \
+    }                                                                                      \
+  } while (0)
+
+using ScenarioFn = int (*)(const std::vector<std::string>& args);
+struct ScenarioRegistration {
+  ScenarioRegistration(const char* name, ScenarioFn fn);
+};
+#define MPTEST_SCENARIO(name)                                                      \
+  static int mptest_scenario_##name(const std::vector<std::string>& args);         \
+  static ::mptest::ScenarioRegistration mptest_register_##name(#name,              \
+                                                               &mptest_scenario_##name); \
+  static int mptest_scenario_##name(const std::vector<std::string>& args)
+
+//! An unrelated process: the test binary re-executed to run a scenario.
+class Spawned {
+ public:
+  Spawned(const std::string& scenario, const std::vector<std::string>& args);
+  Spawned(Spawned&& other) noexcept;
+  Spawned(const Spawned&) = delete;
+  ~Spawned();  // kills and reaps a still running process
+  pid_t pid() const noexcept { return pid_; }
+  //! Waits up to `timeout` for it to exit; returns the exit code (as Process::exitcode), or kills
+  //! it, reports a failure and returns -SIGKILL on timeout.
+  int wait(std::chrono::milliseconds timeout = 30s);
+  void kill_now();
+
+ private:
+  pid_t pid_ = 0;
+  int pidfd_ = -1;
+  bool reaped_ = false;
+  int code_ = 0;
+};
+
+//! Dispatches `--scenario name args...`; returns -1 when argv is not a scenario call.
+int run_scenario_if_requested(int argc, char** argv);
+
+//! A one-shot, cross-process signal over a pipe: open() before fork, then one side signal()s and
+//! the other wait()s (with a timeout). Either side may close its end; a closed writer wakes the
+//! reader with false.
+class Gate {
+ public:
+  Gate();
+  ~Gate();
+  Gate(const Gate&) = delete;
+  Gate& operator=(const Gate&) = delete;
+  void signal(char c = '!');
+  //! Returns true when signalled within the timeout; false on timeout or when the writer closed.
+  bool wait(std::chrono::milliseconds timeout = 30s);
+  char last() const noexcept { return last_; }
+  void close_write();
+
+ private:
+  int fds_[2] = {-1, -1};
+  char last_ = 0;
+};
+
+//! Seconds elapsed since `start`.
+double seconds_since(std::chrono::steady_clock::time_point start);
+
+//! Whether a process with this pid exists and is not a zombie.
+bool pid_running(pid_t pid);
+
+//! Names of /dev/shm entries made by this run (beginning with "mp." + run_prefix()).
+std::vector<std::string> leftover_segments();
+
+}  // namespace mptest
+
+namespace mptest {
+
+//! Per-test fixture (BOOST_FIXTURE_TEST_SUITE(suite, mptest::Clean)): after each test, fails it if
+//! it left a segment in /dev/shm or an unreaped child process, and cleans up either.
+struct Clean {
+  void setup() {}
+  void teardown();
+};
+
+}  // namespace mptest
