@@ -138,7 +138,11 @@ void mutex_lock(MutexState* s, const std::string& what) {
 }
 
 bool mutex_try_lock(MutexState* s, const std::string& what) {
-  return handle(s, ::pthread_mutex_trylock(&s->mutex), what);
+  const int rc = ::pthread_mutex_trylock(&s->mutex);
+  // Held by the caller: not available, as for any other holder (Python's acquire(False) says
+  // False too). Only the blocking forms report the deadlock.
+  if (rc == EDEADLK) return false;
+  return handle(s, rc, what);
 }
 
 bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::string& what) {

@@ -41,10 +41,12 @@ class Mutex {
   //! Throws: Error(errc::would_deadlock) if the calling thread already holds it.
   void lock() const { detail::mutex_lock(state_, seg_.describe()); }
 
-  //! Returns: true if the lock was free and is now held by the calling thread.
+  //! Returns: true if the lock was free and is now held by the calling thread; false if anyone,
+  //! the caller included, holds it.
   bool try_lock() const { return detail::mutex_try_lock(state_, seg_.describe()); }
 
   //! Returns: true if the lock was taken before the timeout / deadline passed.
+  //! Throws: Error(errc::would_deadlock) if the calling thread already holds it.
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return detail::mutex_lock_until(state_, detail::deadline_after(timeout), seg_.describe());

@@ -1,0 +1,307 @@
+// Mutex: the Lockable contract, mutual exclusion across processes, and recovery from holders
+// killed with SIGKILL.
+#include "support/support.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+#include <thread>
+
+using namespace mptest;
+
+namespace {
+
+template <class F>
+void expect_errc(F&& f, mp::errc code) {
+  try {
+    f();
+    BOOST_ERROR("no error thrown");
+  } catch (const mp::Error& e) {
+    BOOST_TEST((e.code() == mp::make_error_code(code)), e.what());
+  }
+}
+
+// Waits until `pid` sleeps in the kernel (state S), i.e. a waiter has blocked.
+bool wait_until_sleeping(pid_t pid, std::chrono::seconds timeout = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (FILE* f = std::fopen(path, "r")) {
+      char buf[512] = {};
+      const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+      std::fclose(f);
+      buf[n] = '\0';
+      const char* p = std::strrchr(buf, ')');
+      if (p != nullptr && p[2] == 'S') return true;
+    }
+    std::this_thread::sleep_for(1ms);  // polling a condition with a deadline, not a sync point
+  }
+  return false;
+}
+
+double cpu_seconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(mutex, Clean)
+
+BOOST_AUTO_TEST_CASE(meets_the_lockable_contract_in_one_process) {
+  mp::Mutex m;
+  m.lock();
+  BOOST_TEST(!m.previous_owner_died());
+  m.unlock();
+  BOOST_TEST(m.try_lock());
+  m.unlock();
+  BOOST_TEST(m.try_lock_for(10ms));
+  m.unlock();
+  BOOST_TEST(m.try_lock_until(std::chrono::system_clock::now() + 10ms));
+  m.unlock();
+  BOOST_TEST(m.try_lock_until(std::chrono::steady_clock::now() - 1s));  // free: succeeds anyway
+  m.unlock();
+  { std::lock_guard<mp::Mutex> g(m); }
+  {
+    std::unique_lock<mp::Mutex> u(m);
+    u.unlock();
+    BOOST_TEST(u.try_lock_for(1ms));
+  }
+  {
+    mp::Mutex other;
+    std::scoped_lock both(m, other);
+    BOOST_TEST(!other.try_lock());
+  }
+  BOOST_TEST(m.try_lock());
+  m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(relocking_from_the_holder_throws_instead_of_deadlocking) {
+  mp::Mutex m;
+  m.lock();
+  expect_errc([&] { m.lock(); }, mp::errc::would_deadlock);
+  expect_errc([&] { m.try_lock_for(10ms); }, mp::errc::would_deadlock);
+  BOOST_TEST(!m.try_lock());
+  m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(unlock_by_a_non_owner_throws) {
+  mp::Mutex m;
+  expect_errc([&] { m.unlock(); }, mp::errc::not_owner);
+  m.lock();
+  std::thread([&] { expect_errc([&] { m.unlock(); }, mp::errc::not_owner); }).join();
+  CHECK_CHILD([m] {
+    try {
+      m.unlock();
+    } catch (const mp::Error& e) {
+      return e.code() == mp::errc::not_owner ? 0 : 2;
+    }
+    return 1;
+  });
+  m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(held_in_another_process_times_out_then_blocks, *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  Gate locked, release;
+  mp::Process holder([&] {
+    m.lock();
+    locked.signal();
+    release.wait();
+    m.unlock();
+  });
+  holder.start();
+  BOOST_REQUIRE(locked.wait());
+  BOOST_TEST(!m.try_lock());
+  auto start = std::chrono::steady_clock::now();
+  BOOST_TEST(!m.try_lock_for(100ms));
+  BOOST_TEST(seconds_since(start) >= 0.099);
+  BOOST_TEST(seconds_since(start) < 5.0);
+  start = std::chrono::steady_clock::now();
+  BOOST_TEST(!m.try_lock_until(std::chrono::system_clock::now() + 50ms));
+  BOOST_TEST(seconds_since(start) >= 0.049);
+  release.signal();
+  m.lock();  // blocks until the holder unlocks
+  BOOST_TEST(!m.previous_owner_died());
+  m.unlock();
+  BOOST_REQUIRE(holder.join_for(30s));
+  BOOST_TEST(*holder.exitcode() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(mutual_exclusion_across_processes_gives_exact_sums, *boost::unit_test::timeout(120)) {
+  mp::Mutex m;
+  mp::RawValue<long> counter(0);  // deliberately unsynchronised except through m
+  constexpr int kChildren = 4;
+  constexpr long kIterations = 20000;
+  std::vector<mp::Process> children;
+  for (int i = 0; i < kChildren; ++i) {
+    // A non-mutable lambda holding copies of the handles: lock_guard deduces <const Mutex>.
+    children.emplace_back([m, counter](int add) {
+      for (long k = 0; k < kIterations; ++k) {
+        std::lock_guard lock(m);
+        counter.store(counter.load() + add);
+      }
+    }, i + 1);
+  }
+  for (auto& c : children) c.start();
+  for (auto& c : children) {
+    BOOST_REQUIRE(c.join_for(60s));
+    BOOST_TEST(*c.exitcode() == 0);
+  }
+  BOOST_TEST(counter.load() == kIterations * kChildren * (kChildren + 1) / 2);
+}
+
+MPTEST_SCENARIO(add_under_named_mutex) {
+  mp::Mutex m(mp::open_only, args.at(0));
+  mp::RawValue<long> counter(mp::open_only, args.at(1));
+  const long n = std::stol(args.at(2));
+  for (long k = 0; k < n; ++k) {
+    std::lock_guard lock(m);
+    counter.store(counter.load() + 1);
+  }
+  return 0;
+}
+
+BOOST_AUTO_TEST_CASE(named_mutex_excludes_unrelated_processes, *boost::unit_test::timeout(120)) {
+  const std::string mname = unique_name("lock"), cname = unique_name("counter");
+  mp::Mutex m(mp::create_only, mname);
+  mp::RawValue<long> counter(mp::create_only, cname, 0);
+  Spawned a("add_under_named_mutex", {mname, cname, "20000"});
+  Spawned b("add_under_named_mutex", {mname, cname, "20000"});
+  for (int k = 0; k < 20000; ++k) {
+    std::lock_guard lock(m);
+    counter.store(counter.load() + 1);
+  }
+  BOOST_TEST(a.wait() == 0);
+  BOOST_TEST(b.wait() == 0);
+  BOOST_TEST(counter.load() == 60000);
+}
+
+MPTEST_SCENARIO(die_holding_named_mutex) {
+  mp::Mutex m(mp::open_only, args.at(0));
+  m.lock();
+  ::kill(::getpid(), SIGKILL);
+  return 1;
+}
+
+BOOST_AUTO_TEST_CASE(named_mutex_recovers_from_an_unrelated_holder_killed) {
+  const std::string name = unique_name("robust");
+  mp::Mutex m(mp::open_or_create, name);
+  Spawned victim("die_holding_named_mutex", {name});
+  BOOST_TEST(victim.wait() == -SIGKILL);
+  BOOST_REQUIRE(m.try_lock_for(5s));
+  BOOST_TEST(m.previous_owner_died());
+  m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(holder_killed_by_sigkill_releases_the_lock_to_the_next_locker, *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  Gate locked, never;
+  mp::Process holder([&] {
+    m.lock();
+    locked.signal();
+    never.wait(60s);
+  });
+  holder.start();
+  BOOST_REQUIRE(locked.wait());
+  BOOST_TEST(!m.try_lock());
+  holder.kill();
+  holder.join();
+  BOOST_TEST(*holder.exitcode() == -SIGKILL);
+  const auto start = std::chrono::steady_clock::now();
+  BOOST_REQUIRE(m.try_lock_for(5s));
+  BOOST_TEST_MESSAGE("recovered in " << seconds_since(start) * 1e6 << " us");
+  BOOST_TEST(m.previous_owner_died());
+  m.unlock();
+  m.lock();
+  BOOST_TEST(!m.previous_owner_died());  // reported once, to the recovering holder
+  m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(waiter_blocked_in_lock_wakes_when_the_holder_dies, *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  Gate locked, never;
+  mp::Process holder([&] {
+    m.lock();
+    locked.signal();
+    never.wait(60s);
+  });
+  holder.start();
+  BOOST_REQUIRE(locked.wait());
+  mp::Process waiter([m] {
+    m.lock();  // blocks until the holder dies
+    const bool told = m.previous_owner_died();
+    m.unlock();
+    return told ? 0 : 1;
+  });
+  waiter.start();
+  BOOST_REQUIRE(wait_until_sleeping(waiter.pid()));
+  BOOST_TEST(waiter.is_alive());
+  const auto start = std::chrono::steady_clock::now();
+  holder.kill();
+  BOOST_REQUIRE(waiter.join_for(10s));
+  BOOST_TEST_MESSAGE("blocked waiter took over in " << seconds_since(start) * 1e6 << " us");
+  BOOST_TEST(*waiter.exitcode() == 0);
+  holder.join();
+}
+
+BOOST_AUTO_TEST_CASE(recovering_holder_that_dies_too_is_recovered_again) {
+  mp::Mutex m;
+  BOOST_TEST(run_child([m] {
+               m.lock();
+               ::kill(::getpid(), SIGKILL);
+               return 1;
+             }) == -SIGKILL);
+  BOOST_TEST(run_child([m] {
+               m.lock();
+               if (!m.previous_owner_died()) return 1;
+               ::kill(::getpid(), SIGKILL);  // dies before repairing or unlocking
+               return 2;
+             }) == -SIGKILL);
+  BOOST_REQUIRE(m.try_lock_for(5s));
+  BOOST_TEST(m.previous_owner_died());
+  m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(thread_exiting_while_holding_releases_it) {
+  mp::Mutex m;
+  std::thread([&] { m.lock(); }).join();
+  BOOST_REQUIRE(m.try_lock_for(5s));
+  BOOST_TEST(m.previous_owner_died());
+  m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(blocked_waiter_uses_no_cpu, *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  m.lock();
+  CHECK_CHILD([m] {
+    const double cpu0 = cpu_seconds();
+    const auto start = std::chrono::steady_clock::now();
+    if (m.try_lock_for(500ms)) return 2;
+    const double wall = seconds_since(start);
+    const double cpu = cpu_seconds() - cpu0;
+    std::fprintf(stderr, "blocked 500 ms: %.3f s wall, %.4f s CPU\n", wall, cpu);
+    return cpu < 0.1 * wall ? 0 : 1;  // spins only briefly, then sleeps
+  });
+  m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(open_or_create_and_open_only_reach_the_same_lock) {
+  const std::string name = unique_name("shared");
+  mp::Mutex a(mp::open_or_create, name);
+  mp::Mutex b(mp::open_or_create, name);
+  mp::Mutex c(mp::open_only, name);
+  a.lock();
+  BOOST_TEST(!b.try_lock());
+  BOOST_TEST(!c.try_lock());
+  a.unlock();
+  BOOST_TEST(c.try_lock());
+  c.unlock();
+  BOOST_TEST(a.segment().owns_name());
+  BOOST_TEST(!b.segment().owns_name());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
