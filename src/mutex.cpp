@@ -1,7 +1,9 @@
 // Robust process-shared mutexes: Mutex and RecursiveMutex share this code.
 #include <multiproc/detail/mutex_state.hpp>
 #include <multiproc/error.hpp>
+#include <multiproc/detail/state_segment.hpp>
 #include <multiproc/mutex.hpp>
+#include <multiproc/recursive_mutex.hpp>
 
 #include <cerrno>
 #include <cstdio>
@@ -184,6 +186,20 @@ void mutex_unlock(MutexState* s, const std::string& what) {
   if (rc != 0) throw_errno(rc, what, "unlock");
 }
 
+unsigned mutex_release_all(MutexState* s, const std::string& what) {
+  if (s->owner.load(std::memory_order_relaxed) != current_tid()) {
+    throw Error(errc::not_owner, what + ": release by a thread that does not hold it");
+  }
+  const unsigned depth = s->depth;
+  for (unsigned i = 0; i < depth; ++i) mutex_unlock(s, what);
+  return depth;
+}
+
+void mutex_reacquire(MutexState* s, unsigned depth, const std::string& what) {
+  mutex_lock(s, what);
+  for (unsigned i = 1; i < depth; ++i) mutex_lock(s, what);  // recursive: immediate
+}
+
 void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept {
   try {
     mutex_unlock(s, what);
@@ -196,55 +212,54 @@ void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept {
 }  // namespace multiproc::detail
 
 // ---------------------------------------------------------------------------------------------
-// Mutex handles
+// Mutex and RecursiveMutex handles
 
 namespace multiproc {
 namespace {
 
-SegmentLayout mutex_layout(Kind kind) {
-  SegmentLayout layout;
-  layout.kind = kind;
-  layout.count = 1;
-  layout.body_size = sizeof(detail::MutexState);
-  layout.body_alignment = alignof(detail::MutexState);
-  return layout;
-}
-
-Segment::Init mutex_initialiser(bool recursive, const Name* name, Kind kind) {
-  std::string what = kind_name(kind) + (name ? " '" + name->str() + "'" : " (anonymous)");
-  return [recursive, what](void* body) {
-    detail::mutex_init(static_cast<detail::MutexState*>(body), recursive, what);
+Segment::Init mutex_initialiser(bool recursive) {
+  return [recursive](void* body) {
+    detail::mutex_init(static_cast<detail::MutexState*>(body), recursive,
+                       recursive ? "RecursiveMutex" : "Mutex");
   };
 }
 
-detail::MutexState* state_of(const Segment& seg) {
-  seg.expect_body_size(sizeof(detail::MutexState));
-  return static_cast<detail::MutexState*>(seg.body());
-}
+using detail::state_layout;
+using detail::MutexState;
 
 }  // namespace
 
+void detail::RobustLock::attach(Segment seg) {
+  state_ = state_of<MutexState>(seg);
+  seg_ = std::move(seg);
+}
+
 Mutex::Mutex() {
-  seg_ = Segment::create_anonymous(mutex_layout(Kind::mutex),
-                                   mutex_initialiser(false, nullptr, Kind::mutex));
-  state_ = state_of(seg_);
+  attach(Segment::create_anonymous(state_layout<MutexState>(Kind::mutex), mutex_initialiser(false)));
 }
-
 Mutex::Mutex(create_only_t, const Name& name) {
-  seg_ = Segment::create(name, mutex_layout(Kind::mutex),
-                         mutex_initialiser(false, &name, Kind::mutex));
-  state_ = state_of(seg_);
+  attach(Segment::create(name, state_layout<MutexState>(Kind::mutex), mutex_initialiser(false)));
 }
-
-Mutex::Mutex(open_only_t, const Name& name) {
-  seg_ = Segment::open(name, Kind::mutex, nullptr);
-  state_ = state_of(seg_);
-}
-
+Mutex::Mutex(open_only_t, const Name& name) { attach(Segment::open(name, Kind::mutex, nullptr)); }
 Mutex::Mutex(open_or_create_t, const Name& name) {
-  seg_ = Segment::open_or_create(name, mutex_layout(Kind::mutex),
-                                 mutex_initialiser(false, &name, Kind::mutex));
-  state_ = state_of(seg_);
+  attach(Segment::open_or_create(name, state_layout<MutexState>(Kind::mutex),
+                                 mutex_initialiser(false)));
+}
+
+RecursiveMutex::RecursiveMutex() {
+  attach(Segment::create_anonymous(state_layout<MutexState>(Kind::recursive_mutex),
+                                   mutex_initialiser(true)));
+}
+RecursiveMutex::RecursiveMutex(create_only_t, const Name& name) {
+  attach(Segment::create(name, state_layout<MutexState>(Kind::recursive_mutex),
+                         mutex_initialiser(true)));
+}
+RecursiveMutex::RecursiveMutex(open_only_t, const Name& name) {
+  attach(Segment::open(name, Kind::recursive_mutex, nullptr));
+}
+RecursiveMutex::RecursiveMutex(open_or_create_t, const Name& name) {
+  attach(Segment::open_or_create(name, state_layout<MutexState>(Kind::recursive_mutex),
+                                 mutex_initialiser(true)));
 }
 
 }  // namespace multiproc

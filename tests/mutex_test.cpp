@@ -22,31 +22,6 @@ void expect_errc(F&& f, mp::errc code) {
   }
 }
 
-// Waits until `pid` sleeps in the kernel (state S), i.e. a waiter has blocked.
-bool wait_until_sleeping(pid_t pid, std::chrono::seconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (FILE* f = std::fopen(path, "r")) {
-      char buf[512] = {};
-      const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-      std::fclose(f);
-      buf[n] = '\0';
-      const char* p = std::strrchr(buf, ')');
-      if (p != nullptr && p[2] == 'S') return true;
-    }
-    std::this_thread::sleep_for(1ms);  // polling a condition with a deadline, not a sync point
-  }
-  return false;
-}
-
-double cpu_seconds() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(mutex, Clean)

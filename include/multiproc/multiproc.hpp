@@ -5,10 +5,15 @@
 #pragma once
 
 #include <multiproc/any_value.hpp>
+#include <multiproc/barrier.hpp>
+#include <multiproc/condition.hpp>
 #include <multiproc/error.hpp>
+#include <multiproc/event.hpp>
 #include <multiproc/mutex.hpp>
 #include <multiproc/process.hpp>
+#include <multiproc/recursive_mutex.hpp>
 #include <multiproc/segment.hpp>
+#include <multiproc/semaphore.hpp>
 #include <multiproc/shared_array.hpp>
 #include <multiproc/shared_value.hpp>
 #include <multiproc/typecode.hpp>

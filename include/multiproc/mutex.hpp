@@ -27,7 +27,58 @@
 
 namespace multiproc {
 
-class Mutex {
+class Condition;
+
+namespace detail {
+
+//! What Mutex and RecursiveMutex share: a handle to a robust lock in a segment.
+class RobustLock {
+ public:
+  //! Effects: blocks until the calling thread holds the lock; recovers it from a dead holder.
+  //! Throws: Error(errc::would_deadlock) if the calling thread already holds a (non-recursive)
+  //! Mutex.
+  void lock() const { mutex_lock(state_, seg_.describe()); }
+
+  //! Returns: true if the lock was free (or, for a RecursiveMutex, held by the caller) and is now
+  //! held by the calling thread; false if another thread — or, for a Mutex, the caller — holds it.
+  bool try_lock() const { return mutex_try_lock(state_, seg_.describe()); }
+
+  //! Returns: true if the lock was taken before the timeout / deadline passed.
+  //! Throws: Error(errc::would_deadlock) if the calling thread already holds a Mutex.
+  template <class Rep, class Period>
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const {
+    return mutex_lock_until(state_, deadline_after(timeout), seg_.describe());
+  }
+  template <class C, class D>
+  bool try_lock_until(const std::chrono::time_point<C, D>& deadline) const {
+    return mutex_lock_until(state_, to_steady(deadline), seg_.describe());
+  }
+
+  //! Requires: the calling thread holds the lock. Throws: Error(errc::not_owner) otherwise.
+  void unlock() const { mutex_unlock(state_, seg_.describe()); }
+
+  //! Returns: true while the calling thread holds the lock after recovering it from a holder that
+  //! died; false otherwise. Cleared when the lock is fully released.
+  bool previous_owner_died() const noexcept { return mutex_owner_died(state_); }
+
+  //! The segment the lock lives in (its own, or that of the SharedValue/SharedArray it guards).
+  const Segment& segment() const noexcept { return seg_; }
+
+ protected:
+  RobustLock() = default;
+  RobustLock(Segment seg, MutexState* state) : seg_(std::move(seg)), state_(state) {}
+  void attach(Segment seg);
+
+  Segment seg_;
+  MutexState* state_ = nullptr;
+
+ private:
+  friend class multiproc::Condition;
+};
+
+}  // namespace detail
+
+class Mutex : public detail::RobustLock {
  public:
   //! Effects: creates an unnamed lock, shared with children forked after this call.
   Mutex();
@@ -37,44 +88,12 @@ class Mutex {
   Mutex(open_only_t, const Name& name);
   Mutex(open_or_create_t, const Name& name);
 
-  //! Effects: blocks until the calling thread holds the lock; recovers it from a dead holder.
-  //! Throws: Error(errc::would_deadlock) if the calling thread already holds it.
-  void lock() const { detail::mutex_lock(state_, seg_.describe()); }
-
-  //! Returns: true if the lock was free and is now held by the calling thread; false if anyone,
-  //! the caller included, holds it.
-  bool try_lock() const { return detail::mutex_try_lock(state_, seg_.describe()); }
-
-  //! Returns: true if the lock was taken before the timeout / deadline passed.
-  //! Throws: Error(errc::would_deadlock) if the calling thread already holds it.
-  template <class Rep, class Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const {
-    return detail::mutex_lock_until(state_, detail::deadline_after(timeout), seg_.describe());
-  }
-  template <class Clock, class Duration>
-  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
-    return detail::mutex_lock_until(state_, detail::to_steady(deadline), seg_.describe());
-  }
-
-  //! Requires: the calling thread holds the lock. Throws: Error(errc::not_owner) otherwise.
-  void unlock() const { detail::mutex_unlock(state_, seg_.describe()); }
-
-  //! Returns: true while the calling thread holds the lock after recovering it from a holder that
-  //! died; false otherwise. Cleared by unlock().
-  bool previous_owner_died() const noexcept { return detail::mutex_owner_died(state_); }
-
-  //! The segment the lock lives in (its own, or that of the SharedValue/SharedArray it guards).
-  const Segment& segment() const noexcept { return seg_; }
-
  private:
   template <class>
   friend class SharedValue;
   template <class>
   friend class SharedArray;
-  Mutex(Segment seg, detail::MutexState* state) : seg_(std::move(seg)), state_(state) {}
-
-  Segment seg_;
-  detail::MutexState* state_ = nullptr;
+  Mutex(Segment seg, detail::MutexState* state) : RobustLock(std::move(seg), state) {}
 };
 
 }  // namespace multiproc

@@ -14,6 +14,8 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <thread>
+#include <ctime>
 #include <unistd.h>
 
 extern char** environ;
@@ -192,6 +194,38 @@ bool Gate::wait(std::chrono::milliseconds timeout) {
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double cpu_seconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(500));  // polling with a deadline
+  }
+}
+
+bool wait_until_sleeping(pid_t pid, std::chrono::milliseconds timeout) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  return eventually(
+      [&] {
+        FILE* f = std::fopen(path, "r");
+        if (f == nullptr) return false;
+        char buf[512] = {};
+        const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+        std::fclose(f);
+        buf[n] = '\0';
+        const char* p = std::strrchr(buf, ')');
+        return p != nullptr && p[1] == ' ' && p[2] == 'S';
+      },
+      timeout);
 }
 
 bool pid_running(pid_t pid) {

@@ -103,6 +103,16 @@ class Gate {
 //! Seconds elapsed since `start`.
 double seconds_since(std::chrono::steady_clock::time_point start);
 
+//! CPU time this process has used, in seconds.
+double cpu_seconds();
+
+//! Waits (polling /proc with a deadline) until `pid` sleeps in the kernel, i.e. has blocked.
+bool wait_until_sleeping(pid_t pid, std::chrono::milliseconds timeout = 10s);
+
+//! Polls `done` until it is true or the timeout passes (for conditions no primitive signals, such
+//! as "n processes are now waiting"); returns its last value.
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s);
+
 //! Whether a process with this pid exists and is not a zombie.
 bool pid_running(pid_t pid);
 

@@ -52,6 +52,12 @@ void mutex_unlock(MutexState* s, const std::string& what);
 //! For destructors: unlocks, and terminates with a message if the caller does not hold it.
 void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept;
 
+//! Fully releases a lock the caller holds (every recursion level); returns the depth it had.
+//! Throws: Error(errc::not_owner) when the caller does not hold it.
+unsigned mutex_release_all(MutexState* s, const std::string& what);
+//! Takes the lock again up to `depth` levels (after mutex_release_all).
+void mutex_reacquire(MutexState* s, unsigned depth, const std::string& what);
+
 //! Whether the calling thread holds it, having recovered it from a dead holder.
 inline bool mutex_owner_died(const MutexState* s) noexcept {
   return s->owner_died.load(std::memory_order_relaxed) != 0 &&

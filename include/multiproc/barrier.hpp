@@ -1,0 +1,111 @@
+// multiproc/barrier.hpp — a reusable rendezvous for a fixed number of processes (Python's
+// multiprocessing.Barrier).
+//
+//   mp::Barrier step(4, [] { std::puts("round done"); });   // shared with 4 children
+//   for (int round = 0; round < 1000; ++round) { work(round); step.wait(); }
+//
+// wait() blocks until `parties` processes (or threads) have called it, then releases them all
+// and starts the next round. It returns a distinct index in [0, parties) each round: the order of
+// arrival, so the last to arrive gets parties - 1. The optional action runs exactly once per
+// round, in the last process to arrive, before anyone is released; if it throws, the barrier
+// breaks and the exception propagates from that process's wait(). The action is part of the
+// handle, not of the shared object: each process that opens a named barrier may give its own, and
+// the one of the last arrival runs.
+//
+// A broken barrier throws BrokenBarrier from every current and future wait() until reset(). It
+// breaks when abort() is called, when a wait_for() times out (every waiter of that round then
+// throws, the timed-out one included), or when the action throws. reset() returns it to the empty
+// state; processes waiting at that moment get BrokenBarrier. Waiting spins briefly (rounds in
+// lockstep hand over fast), then sleeps on a futex word: no CPU while blocked.
+//
+// Crashes: a party that dies before arriving cannot be told from a slow one, so wait() would wait
+// for it forever: wait with wait_for() when parties may die — the round then breaks at the
+// deadline and everyone hears BrokenBarrier. A party that dies inside the barrier's robust
+// internal lock (while running the action, say) breaks the barrier: waiters notice within 200 ms
+// and throw BrokenBarrier. A party that dies while waiting after arriving does not disturb the
+// round.
+#pragma once
+
+#include <multiproc/detail/futex.hpp>
+#include <multiproc/detail/mutex_state.hpp>
+#include <multiproc/detail/state_segment.hpp>
+#include <multiproc/segment.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+
+namespace multiproc {
+namespace detail {
+
+// Layout:
+//   lock          robust mutex guarding count, broken and every change of generation
+//   generation    futex word the waiters of a round sleep on; +1 when the round ends (released,
+//                 broken or reset). Stored with release under the lock, read with acquire.
+//   broken_round  the generation of the last round that ended broken (not released); stored
+//                 before the generation bump that ends it (relaxed; ordered by that release)
+//   parties       immutable
+//   count         processes arrived in the current round
+//   broken        1 from a break until reset()
+struct alignas(64) BarrierState {
+  MutexState lock;
+  std::atomic<std::uint32_t> generation;
+  std::atomic<std::uint32_t> broken_round;
+  std::uint32_t parties;
+  std::uint32_t count;
+  std::uint32_t broken;
+};
+
+}  // namespace detail
+
+class Barrier {
+ public:
+  using Action = std::function<void()>;
+
+  //! Effects: an unnamed barrier for `parties` processes, shared with children forked after this.
+  //! Throws: Error(errc::invalid_argument) when parties is 0.
+  explicit Barrier(unsigned parties, Action action = {});
+  Barrier(create_only_t, const Name& name, unsigned parties, Action action = {});
+  //! Effects: opens the barrier `name`; its parties come from the segment.
+  Barrier(open_only_t, const Name& name, Action action = {});
+  //! Throws: as Segment::open_or_create, and Error(errc::type_mismatch) if it exists with other
+  //! parties.
+  Barrier(open_or_create_t, const Name& name, unsigned parties, Action action = {});
+
+  //! Effects: waits for the round to fill. Returns: this process's index in the round.
+  //! Throws: BrokenBarrier if the barrier is or becomes broken; the action's exception in the
+  //! process that ran it.
+  unsigned wait() const { return wait_until(nullptr); }
+  //! As wait(), but a round not filled by the deadline breaks the barrier (BrokenBarrier).
+  template <class Rep, class Period>
+  unsigned wait_for(const std::chrono::duration<Rep, Period>& timeout) const {
+    const auto deadline = detail::deadline_after(timeout);
+    return wait_until(&deadline);
+  }
+  template <class C, class D>
+  unsigned wait_until(const std::chrono::time_point<C, D>& deadline) const {
+    const auto d = detail::to_steady(deadline);
+    return wait_until(&d);
+  }
+
+  //! Effects: breaks the barrier: waiters now and later get BrokenBarrier until reset().
+  void abort() const;
+  //! Effects: returns the barrier to its empty, unbroken state; current waiters get BrokenBarrier.
+  void reset() const;
+  //! Returns: whether it is broken (a snapshot).
+  bool broken() const;
+  unsigned parties() const noexcept { return h_.state()->parties; }
+  //! Returns: how many processes wait in the current round (a snapshot).
+  unsigned n_waiting() const;
+
+  const Segment& segment() const noexcept { return h_.segment(); }
+
+ private:
+  unsigned wait_until(const detail::Clock::time_point* deadline) const;
+
+  detail::StateHandle<detail::BarrierState> h_;
+  Action action_;
+};
+
+}  // namespace multiproc

@@ -1,0 +1,185 @@
+// multiproc/condition.hpp — a condition variable shared between processes (Python's
+// multiprocessing.Condition; C++'s std::condition_variable_any).
+//
+//   mp::Mutex m;  mp::Condition cv;  mp::SharedValue<int> items(0);   // shared with children
+//   // consumer                                  // producer
+//   std::unique_lock lock(m);                    { std::lock_guard lock(m); ++*items.lock(); }
+//   cv.wait(lock, [&] { return ...; });          cv.notify_one();
+//
+// wait(lock) atomically releases `lock` and sleeps until notified, then locks it again before
+// returning. `lock` is a Mutex, a RecursiveMutex, a std::unique_lock of either, or any other
+// BasicLockable. With a RecursiveMutex every level the caller holds is released while waiting and
+// restored before returning. Spurious wake-ups can happen, as with every condition variable: use
+// the predicate forms. notify(n) wakes at most n of the processes waiting at the time of the call,
+// notify_one() one, notify_all() all of them. Waiting sleeps on a futex word in the segment (no CPU
+// while blocked); timed waits honour their deadline to within the scheduler's resolution.
+//
+// Crashes: no death makes the Condition unusable and no notification is ever lost. A waiter that
+// dies while waiting stays counted, so a later notify_all() (or notify(n) with n above the live
+// waiters) spends one wake ticket on it, which shows up as one spurious wake-up of a later waiter.
+// A process that dies holding the Mutex is handled by the Mutex: the waiter that relocks it next
+// sees previous_owner_died().
+#pragma once
+
+#include <multiproc/detail/futex.hpp>
+#include <multiproc/detail/state_segment.hpp>
+#include <multiproc/mutex.hpp>
+#include <multiproc/recursive_mutex.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <type_traits>
+
+namespace multiproc {
+namespace detail {
+
+// Layout (one cache line):
+//   seq       futex word the waiters sleep on; bumped by every notify that hands out tickets
+//   counts    low 32 bits: waiters registered (entered and not yet left); high 32 bits: wake
+//             tickets handed out by notify and not yet taken. tickets <= waiters always. Changed
+//             only by CAS (seq_cst), so a notify never issues more tickets than there are waiters
+//             and every ticket is taken by exactly one waiter.
+struct alignas(64) ConditionState {
+  std::atomic<std::uint32_t> seq;
+  std::atomic<std::uint64_t> counts;
+};
+
+//! Registers a waiter; returns the seq value to sleep on.
+std::uint32_t condition_enter(ConditionState* s) noexcept;
+//! Unregisters a waiter that never slept (its lock could not be released).
+void condition_cancel(ConditionState* s) noexcept;
+//! Sleeps until the waiter takes a ticket (true) or the deadline passes (false). Unregisters it.
+bool condition_sleep(ConditionState* s, std::uint32_t seq, const Clock::time_point* deadline) noexcept;
+//! Hands out up to n tickets (to waiters present now) and wakes that many sleepers.
+void condition_notify(ConditionState* s, std::uint32_t n) noexcept;
+
+template <class L>
+struct is_unique_robust_lock : std::false_type {};
+template <class M>
+struct is_unique_robust_lock<std::unique_lock<M>>
+    : std::is_base_of<RobustLock, std::remove_const_t<M>> {};
+
+}  // namespace detail
+
+class Condition {
+ public:
+  //! Effects: an unnamed condition variable, shared with children forked after this call.
+  Condition();
+  Condition(create_only_t, const Name& name);
+  Condition(open_only_t, const Name& name);
+  Condition(open_or_create_t, const Name& name);
+
+  //! Requires: the caller holds `lock`. Effects: releases it, sleeps until notified (or a
+  //! spurious wake-up), locks it again. Throws: Error(errc::not_owner) if the caller does not
+  //! hold a Mutex/RecursiveMutex passed as `lock` (nothing is released then).
+  template <class Lock>
+  void wait(Lock& lock) const {
+    wait_impl(lock, nullptr);
+  }
+  //! Effects: while (!pred()) wait(lock).
+  template <class Lock, class Pred>
+  void wait(Lock& lock, Pred pred) const {
+    while (!pred()) wait_impl(lock, nullptr);
+  }
+  //! Returns: false if the timeout passed without a notification, true otherwise.
+  template <class Lock, class Rep, class Period>
+  bool wait_for(Lock& lock, const std::chrono::duration<Rep, Period>& timeout) const {
+    const auto deadline = detail::deadline_after(timeout);
+    return wait_impl(lock, &deadline);
+  }
+  //! Returns: pred() at the end: waits until it holds or the timeout passes.
+  template <class Lock, class Rep, class Period, class Pred>
+  bool wait_for(Lock& lock, const std::chrono::duration<Rep, Period>& timeout, Pred pred) const {
+    const auto deadline = detail::deadline_after(timeout);
+    return wait_until_pred(lock, deadline, pred);
+  }
+  template <class Lock, class C, class D>
+  bool wait_until(Lock& lock, const std::chrono::time_point<C, D>& deadline) const {
+    const auto d = detail::to_steady(deadline);
+    return wait_impl(lock, &d);
+  }
+  template <class Lock, class C, class D, class Pred>
+  bool wait_until(Lock& lock, const std::chrono::time_point<C, D>& deadline, Pred pred) const {
+    return wait_until_pred(lock, detail::to_steady(deadline), pred);
+  }
+
+  //! Effects: wakes one / at most n / all of the processes waiting now.
+  void notify_one() const noexcept { detail::condition_notify(h_.state(), 1); }
+  void notify(std::uint32_t n = 1) const noexcept { detail::condition_notify(h_.state(), n); }
+  void notify_all() const noexcept { detail::condition_notify(h_.state(), UINT32_MAX); }
+
+  const Segment& segment() const noexcept { return h_.segment(); }
+
+ private:
+  template <class Lock, class Pred>
+  bool wait_until_pred(Lock& lock, detail::Clock::time_point deadline, Pred& pred) const {
+    while (!pred()) {
+      if (!wait_impl(lock, &deadline)) return pred();
+    }
+    return true;
+  }
+
+  static detail::MutexState* robust_state(const detail::RobustLock& l) noexcept { return l.state_; }
+  static const std::string& robust_what(const detail::RobustLock& l) noexcept {
+    return l.seg_.describe();
+  }
+
+  // Relocking cannot be allowed to fail silently: the caller believes it holds the lock.
+  [[noreturn]] static void relock_failed(const std::exception& e) noexcept {
+    std::fprintf(stderr, "multiproc: fatal: Condition could not relock after waiting: %s\n",
+                 e.what());
+    std::abort();
+  }
+
+  template <class Lock>
+  bool wait_impl(Lock& lock, const detail::Clock::time_point* deadline) const {
+    detail::ConditionState* s = h_.state();
+    const std::uint32_t seq = detail::condition_enter(s);
+    if constexpr (std::is_base_of_v<detail::RobustLock, std::remove_const_t<Lock>> ||
+                  detail::is_unique_robust_lock<std::remove_const_t<Lock>>::value) {
+      const detail::RobustLock* robust;
+      if constexpr (std::is_base_of_v<detail::RobustLock, std::remove_const_t<Lock>>) {
+        robust = &lock;
+      } else {
+        robust = lock.mutex();
+      }
+      unsigned depth = 0;
+      try {
+        depth = detail::mutex_release_all(robust_state(*robust), robust_what(*robust));
+      } catch (...) {
+        detail::condition_cancel(s);
+        throw;
+      }
+      const bool notified = detail::condition_sleep(s, seq, deadline);
+      try {
+        detail::mutex_reacquire(robust_state(*robust), depth, robust_what(*robust));
+      } catch (const std::exception& e) {
+        relock_failed(e);
+      }
+      return notified;
+    } else {
+      try {
+        lock.unlock();
+      } catch (...) {
+        detail::condition_cancel(s);
+        throw;
+      }
+      const bool notified = detail::condition_sleep(s, seq, deadline);
+      try {
+        lock.lock();
+      } catch (const std::exception& e) {
+        relock_failed(e);
+      }
+      return notified;
+    }
+  }
+
+  detail::StateHandle<detail::ConditionState> h_;
+};
+
+}  // namespace multiproc

@@ -1,0 +1,256 @@
+// Barrier across processes: distinct indices every round, the action once per round, timeouts,
+// abort and reset, and parties that die.
+#include "support/support.hpp"
+
+#include <csignal>
+#include <stdexcept>
+
+using namespace mptest;
+
+namespace {
+
+// Runs `parties` children that each call body(party) and returns their exit codes.
+std::vector<int> run_parties(int parties, const std::function<int(int)>& body,
+                             std::chrono::seconds timeout = 60s) {
+  std::vector<mp::Process> ps;
+  for (int p = 0; p < parties; ++p) {
+    ps.emplace_back([&body](int party) { return body(party); }, p);
+    ps.back().start();
+  }
+  std::vector<int> codes;
+  for (auto& p : ps) {
+    if (!p.join_for(timeout)) {
+      BOOST_ERROR("party " << p.pid() << " did not finish");
+      p.kill();
+      p.join();
+    }
+    codes.push_back(*p.exitcode());
+  }
+  return codes;
+}
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(barrier, Clean)
+
+BOOST_AUTO_TEST_CASE(parties_get_distinct_indices_every_round_and_the_action_runs_once, *boost::unit_test::timeout(180)) {
+  constexpr int kParties = 4, kRounds = 2000;
+  mp::SharedValue<int> actions(0);
+  mp::RawArray<int> seen(static_cast<std::size_t>(kParties) * kRounds);
+  mp::Barrier b(kParties, [actions] { actions.update([](int& a) { ++a; }); });
+  BOOST_TEST(b.parties() == static_cast<unsigned>(kParties));
+  const auto codes = run_parties(kParties, [&](int party) {
+    for (int r = 0; r < kRounds; ++r) {
+      const unsigned index = b.wait();
+      if (index >= kParties) return 2;
+      seen[static_cast<std::size_t>(r) * kParties + index] = party + 1;
+      if (actions.load() < r + 1) return 3;  // the round's action ran before anyone was released
+    }
+    return 0;
+  });
+  for (int c : codes) BOOST_TEST(c == 0);
+  BOOST_TEST(actions.load() == kRounds);
+  int missing = 0;
+  for (int r = 0; r < kRounds; ++r) {
+    int mask = 0;
+    for (int i = 0; i < kParties; ++i) mask |= 1 << (seen[static_cast<std::size_t>(r) * kParties + i] - 1);
+    if (mask != (1 << kParties) - 1) ++missing;  // some index given twice in round r
+  }
+  BOOST_TEST(missing == 0);
+}
+
+BOOST_AUTO_TEST_CASE(single_party_barrier_never_waits) {
+  int runs = 0;
+  mp::Barrier b(1, [&] { ++runs; });
+  BOOST_TEST(b.wait() == 0u);
+  BOOST_TEST(b.wait() == 0u);
+  BOOST_TEST(runs == 2);
+  BOOST_CHECK_THROW(mp::Barrier(0), mp::Error);
+}
+
+BOOST_AUTO_TEST_CASE(timeout_breaks_the_round_for_everyone, *boost::unit_test::timeout(60)) {
+  mp::Barrier b(3);
+  mp::Process patient([b] {
+    try {
+      b.wait();
+    } catch (const mp::BrokenBarrier&) {
+      return 0;
+    }
+    return 1;
+  });
+  patient.start();
+  BOOST_REQUIRE(eventually([&] { return b.n_waiting() == 1u; }));
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    b.wait_for(100ms);
+    BOOST_ERROR("the round filled with 2 of 3");
+  } catch (const mp::BrokenBarrier& e) {
+    BOOST_TEST(seconds_since(start) >= 0.099);
+    BOOST_TEST(std::string(e.what()).find("timed out") != std::string::npos, e.what());
+  }
+  BOOST_REQUIRE(patient.join_for(10s));
+  BOOST_TEST(*patient.exitcode() == 0);
+  BOOST_TEST(b.broken());
+  BOOST_CHECK_THROW(b.wait(), mp::BrokenBarrier);  // stays broken
+  b.reset();
+  BOOST_TEST(!b.broken());
+  const auto codes = run_parties(3, [b](int) { return b.wait_for(30s) < 3 ? 0 : 1; });
+  for (int c : codes) BOOST_TEST(c == 0);
+}
+
+BOOST_AUTO_TEST_CASE(abort_releases_waiters_with_broken_barrier, *boost::unit_test::timeout(60)) {
+  mp::Barrier b(3);
+  std::vector<mp::Process> waiters;
+  for (int i = 0; i < 2; ++i) {
+    waiters.emplace_back([b] {
+      try {
+        b.wait();
+      } catch (const mp::BrokenBarrier&) {
+        return 0;
+      }
+      return 1;
+    });
+    waiters.back().start();
+  }
+  BOOST_REQUIRE(eventually([&] { return b.n_waiting() == 2u; }));
+  b.abort();
+  for (auto& w : waiters) {
+    BOOST_REQUIRE(w.join_for(10s));
+    BOOST_TEST(*w.exitcode() == 0);
+  }
+  BOOST_TEST(b.broken());
+  BOOST_TEST(b.n_waiting() == 0u);
+  b.reset();
+  BOOST_TEST(!b.broken());
+}
+
+BOOST_AUTO_TEST_CASE(reset_while_waiting_breaks_that_round_only, *boost::unit_test::timeout(60)) {
+  mp::Barrier b(2);
+  mp::Process waiter([b] {
+    try {
+      b.wait();
+      return 1;
+    } catch (const mp::BrokenBarrier&) {
+    }
+    return b.wait_for(30s) < 2 ? 0 : 2;  // the next round works
+  });
+  waiter.start();
+  BOOST_REQUIRE(eventually([&] { return b.n_waiting() == 1u; }));
+  b.reset();
+  BOOST_TEST(!b.broken());
+  BOOST_TEST(b.wait_for(30s) < 2u);
+  BOOST_REQUIRE(waiter.join_for(10s));
+  BOOST_TEST(*waiter.exitcode() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(throwing_action_breaks_the_barrier, *boost::unit_test::timeout(60)) {
+  mp::Barrier b(2, [] { throw std::runtime_error("action failed"); });
+  mp::Process other([b] {
+    try {
+      b.wait();
+    } catch (const mp::BrokenBarrier&) {
+      return 0;
+    } catch (const std::runtime_error&) {
+      return 0;  // this one arrived last and ran the action
+    }
+    return 1;
+  });
+  other.start();
+  int outcome = 0;
+  try {
+    b.wait();
+  } catch (const mp::BrokenBarrier&) {
+    outcome = 1;
+  } catch (const std::runtime_error& e) {
+    outcome = 2;
+    BOOST_TEST(std::string(e.what()) == "action failed");
+  }
+  BOOST_TEST(outcome != 0);
+  BOOST_REQUIRE(other.join_for(10s));
+  BOOST_TEST(*other.exitcode() == 0);
+  BOOST_TEST(b.broken());
+}
+
+BOOST_AUTO_TEST_CASE(party_that_dies_before_arriving_is_survived_with_wait_for, *boost::unit_test::timeout(60)) {
+  mp::Barrier b(3);
+  mp::Process doomed([b] {
+    ::kill(::getpid(), SIGKILL);
+    b.wait();
+  });
+  doomed.start();
+  doomed.join();
+  const auto codes = run_parties(2, [b](int) {
+    try {
+      b.wait_for(300ms);
+    } catch (const mp::BrokenBarrier&) {
+      return 0;
+    }
+    return 1;
+  });
+  for (int c : codes) BOOST_TEST(c == 0);
+}
+
+BOOST_AUTO_TEST_CASE(party_that_dies_inside_the_action_breaks_the_barrier, *boost::unit_test::timeout(60)) {
+  mp::Barrier b(3, [] { ::kill(::getpid(), SIGKILL); });  // whoever arrives last dies in it
+  const auto start = std::chrono::steady_clock::now();
+  const auto codes = run_parties(3, [b](int) {
+    try {
+      b.wait();  // no timeout: the waiters must find out by themselves
+    } catch (const mp::BrokenBarrier&) {
+      return 0;
+    }
+    return 1;
+  });
+  int killed = 0, broken = 0;
+  for (int c : codes) {
+    if (c == -SIGKILL) ++killed;
+    if (c == 0) ++broken;
+  }
+  BOOST_TEST(killed == 1);
+  BOOST_TEST(broken == 2);
+  BOOST_TEST_MESSAGE("survivors noticed after " << seconds_since(start) << " s");
+  BOOST_TEST(b.broken());
+}
+
+MPTEST_SCENARIO(barrier_party) {
+  mp::Barrier b(mp::open_only, args.at(0));
+  mp::SharedValue<long> total(mp::open_only, args.at(1));
+  for (int r = 0; r < 100; ++r) {
+    const unsigned index = b.wait_for(30s);
+    total.update([index](long& t) { t += index; });
+  }
+  return 0;
+}
+
+BOOST_AUTO_TEST_CASE(named_barrier_across_unrelated_processes, *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("step"), tname = unique_name("total");
+  mp::Barrier b(mp::create_only, name, 3);
+  mp::SharedValue<long> total(mp::create_only, tname, 0);
+  Spawned a("barrier_party", {name, tname}), c("barrier_party", {name, tname});
+  for (int r = 0; r < 100; ++r) {
+    const unsigned index = b.wait_for(30s);
+    total.update([index](long& t) { t += index; });
+  }
+  BOOST_TEST(a.wait() == 0);
+  BOOST_TEST(c.wait() == 0);
+  BOOST_TEST(total.load() == 100 * (0 + 1 + 2));  // indices 0, 1, 2 in every round
+  BOOST_TEST(mp::Barrier(mp::open_only, name).parties() == 3u);
+  BOOST_CHECK_THROW(mp::Barrier(mp::open_or_create, name, 4), mp::Error);
+}
+
+BOOST_AUTO_TEST_CASE(blocked_waiter_uses_no_cpu, *boost::unit_test::timeout(60)) {
+  mp::Barrier b(2);
+  CHECK_CHILD([b] {
+    const double cpu0 = cpu_seconds();
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      b.wait_for(600ms);
+      return 2;
+    } catch (const mp::BrokenBarrier&) {
+    }
+    const double wall = seconds_since(start), cpu = cpu_seconds() - cpu0;
+    return cpu < 0.1 * wall ? 0 : 1;
+  });
+}
+
+BOOST_AUTO_TEST_SUITE_END()
