@@ -60,15 +60,23 @@ class Locked {
 }  // namespace
 
 Barrier::Barrier(unsigned parties, Action action)
-    : h_(Kind::barrier, parties, barrier_init(parties)), action_(std::move(action)) {}
+    : h_(Kind::barrier, parties, barrier_init(parties)), action_(std::move(action)) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
 Barrier::Barrier(create_only_t, const Name& name, unsigned parties, Action action)
     : h_(Kind::barrier, parties, create_only, name, barrier_init(parties)),
-      action_(std::move(action)) {}
+      action_(std::move(action)) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
 Barrier::Barrier(open_only_t, const Name& name, Action action)
-    : h_(Kind::barrier, open_only, name), action_(std::move(action)) {}
+    : h_(Kind::barrier, open_only, name), action_(std::move(action)) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
 Barrier::Barrier(open_or_create_t, const Name& name, unsigned parties, Action action)
     : h_(Kind::barrier, parties, open_or_create, name, barrier_init(parties)),
-      action_(std::move(action)) {}
+      action_(std::move(action)) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
 
 unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
   BarrierState* s = h_.state();

@@ -29,6 +29,7 @@ class Category final : public std::error_category {
       case errc::remote_error: return "remote error";
       case errc::broken_pool: return "broken pool";
       case errc::timed_out: return "timed out";
+      case errc::owner_died: return "a lock holder died";
     }
     return "unknown multiproc error";
   }

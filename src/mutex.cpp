@@ -43,6 +43,7 @@ void on_acquired(MutexState* s, int rc) {
     s->owner.store(me, std::memory_order_relaxed);
     s->depth = 1;
     s->owner_died.store(1, std::memory_order_relaxed);
+    s->inconsistent.store(1, std::memory_order_relaxed);
     return;
   }
   if (s->recursive != 0 && s->owner.load(std::memory_order_relaxed) == me) {
@@ -124,6 +125,7 @@ void mutex_init(MutexState* s, bool recursive, const std::string& what) {
   s->owner.store(0, std::memory_order_relaxed);
   s->depth = 0;
   s->owner_died.store(0, std::memory_order_relaxed);
+  s->inconsistent.store(0, std::memory_order_relaxed);
   s->recursive = recursive ? 1 : 0;
 }
 
@@ -186,6 +188,13 @@ void mutex_unlock(MutexState* s, const std::string& what) {
   if (rc != 0) throw_errno(rc, what, "unlock");
 }
 
+void throw_inconsistent(const std::string& what) {
+  throw Error(errc::owner_died,
+              what + ": a process died while holding its lock, so the data may be half-updated; "
+                     "take lock(), repair it and call mark_repaired() on the guard (or store a "
+                     "whole new value)");
+}
+
 unsigned mutex_release_all(MutexState* s, const std::string& what) {
   if (s->owner.load(std::memory_order_relaxed) != current_tid()) {
     throw Error(errc::not_owner, what + ": release by a thread that does not hold it");
@@ -231,6 +240,7 @@ using detail::MutexState;
 
 void detail::RobustLock::attach(Segment seg) {
   state_ = state_of<MutexState>(seg);
+  seg.track_lock_owner(&state_->owner);
   seg_ = std::move(seg);
 }
 

@@ -251,15 +251,29 @@ std::optional<int> Process::exitcode() {
   return exitcode_;
 }
 
+namespace {
+// Signals the child through its pidfd when there is one: even if someone else reaped it (SIGCHLD
+// ignored, waitpid(-1)) and its pid was reused, the signal cannot reach another process.
+void send_signal(int pidfd, pid_t pid, int sig) {
+#ifdef SYS_pidfd_send_signal
+  if (pidfd >= 0) {
+    ::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0);
+    return;
+  }
+#endif
+  (void)pidfd;
+  ::kill(pid, sig);
+}
+}  // namespace
+
 void Process::terminate() {
   require_started("terminate()");
-  // While unreaped, the pid cannot be reused: signalling it reaches our child or its zombie.
-  if (!reaped_) ::kill(pid_, SIGTERM);
+  if (!reaped_) send_signal(pidfd_, pid_, SIGTERM);
 }
 
 void Process::kill() {
   require_started("kill()");
-  if (!reaped_) ::kill(pid_, SIGKILL);
+  if (!reaped_) send_signal(pidfd_, pid_, SIGKILL);
 }
 
 }  // namespace multiproc

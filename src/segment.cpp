@@ -3,10 +3,15 @@
 // Boost.Interprocess does the mapping (shared_memory_object, mapped_region,
 // anonymous_shared_memory). What it leaves to us, and this file adds:
 // - a header that is validated on every open, so a wrong or damaged object is a clear Error;
-// - a creation protocol: the header's state word turns "ready" (release) only after the header and
-//   the body are initialised, and openers futex-wait on it (bounded), so nobody sees half an object;
-// - name ownership: the creating process removes the name when its last handle goes, and a name
-//   whose creator died without removing it is reclaimed by the next create.
+// - atomic creation: a named object is built in an unnamed tmpfs file (O_TMPFILE) and linked
+//   under its name only when header and body are complete, so a name never shows half an object
+//   and a creator killed at any instruction leaves either nothing or a whole object behind;
+// - name ownership: the creating process removes the name when its last handle goes (opens of the
+//   same object in that process share one mapping through a registry), and a name whose creator
+//   died without removing it is reclaimed by the next create;
+// - mappings that stay while this process holds a robust lock inside them, because glibc's
+//   per-thread robust-lock list points into them and the kernel walks that list when the thread
+//   dies: unmapping under it would stop the walk and strand every other lock the thread holds.
 #include <multiproc/segment.hpp>
 
 #include <multiproc/detail/futex.hpp>
@@ -24,11 +29,15 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysinfo.h>
+#include <mutex>
+#include <map>
 #include <thread>
+#include <vector>
 #include <unistd.h>
 
 namespace bip = boost::interprocess;
@@ -43,10 +52,13 @@ class SegmentImpl {
   std::string what;      // describe(): "SharedValue<int> 'counter'"
   bool owns_name = false;
   pid_t owner_pid = 0;   // the process whose last handle removes the name
-  dev_t dev = 0;         // identity of the object we created, so we never remove a successor
-  ino_t ino = 0;
+  dev_t dev = 0;         // identity of the named object, so we never remove a successor and
+  ino_t ino = 0;         // so opens in one process share one mapping
+  std::vector<const std::atomic<std::int32_t>*> lock_owners;  // tid words of robust locks inside
+  std::mutex lock_owners_mutex;
 
   ~SegmentImpl();
+  bool lock_held_in_this_process();
 };
 
 }  // namespace detail
@@ -297,50 +309,144 @@ bool reclaim_if_stale(const std::string& name) {
   }
 }
 
-// Creates and publishes a named object; nullptr when the name is taken by a live object.
+// Process-local registry of the named objects this process has mapped, by file identity, so that
+// every handle in one process — created or opened — shares one SegmentImpl (one mapping, and the
+// creator's ownership of the name).
+struct Registry {
+  std::mutex mutex;
+  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<SegmentImpl>> impls;
+};
+
+Registry& registry() {
+  static Registry* r = [] {
+    auto* created = new Registry;  // never destroyed: handles may outlive static destruction
+    // A fork while another thread held the registry's mutex would leave it locked in the child.
+    ::pthread_atfork(nullptr, nullptr, [] { new (&registry().mutex) std::mutex(); });
+    return created;
+  }();
+  return *r;
+}
+
+std::shared_ptr<SegmentImpl> registered(dev_t dev, ino_t ino) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.impls.find({dev, ino});
+  if (it == r.impls.end()) return nullptr;
+  auto impl = it->second.lock();
+  if (!impl) r.impls.erase(it);
+  return impl;
+}
+
+void register_impl(const std::shared_ptr<SegmentImpl>& impl) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (auto it = r.impls.begin(); it != r.impls.end();) {  // drop the expired while here
+    it = it->second.expired() ? r.impls.erase(it) : std::next(it);
+  }
+  r.impls[{impl->dev, impl->ino}] = impl;
+}
+
+// The deleter of every SegmentImpl: keeps the mapping when a thread of this process still holds a
+// robust lock inside it (see the file comment), with a warning, instead of unmapping under it.
+void release_impl(SegmentImpl* impl) noexcept {
+  if (impl->lock_held_in_this_process()) {
+    std::fprintf(stderr,
+                 "multiproc: warning: the last handle to %s was destroyed while this process "
+                 "holds its lock; its memory stays mapped so that the lock stays recoverable\n",
+                 impl->what.c_str());
+    return;
+  }
+  delete impl;
+}
+
+std::shared_ptr<SegmentImpl> new_impl() {
+  return std::shared_ptr<SegmentImpl>(new SegmentImpl, &release_impl);
+}
+
+// Lets Boost's mapped_region map a descriptor opened here (an O_TMPFILE file has no name to give
+// to shared_memory_object).
+class DescriptorMapping {
+ public:
+  explicit DescriptorMapping(int fd) : fd_(fd) {}
+  bip::mapping_handle_t get_mapping_handle() const {
+    return bip::ipcdetail::mapping_handle_from_file_handle(fd_);
+  }
+  bip::mode_t get_mode() const { return bip::read_write; }
+
+ private:
+  int fd_;
+};
+
+class Descriptor {
+ public:
+  explicit Descriptor(int fd) : fd_(fd) {}
+  ~Descriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Descriptor(const Descriptor&) = delete;
+  Descriptor& operator=(const Descriptor&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Publishes the unnamed file `fd` under `path`. Returns false if the name is taken.
+bool link_descriptor(int fd, const std::string& path, const std::string& what) {
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) return true;
+  if (errno == EEXIST) return false;
+  if (errno == ENOENT) {  // no /proc: the direct form (needs CAP_DAC_READ_SEARCH)
+    if (::linkat(fd, "", AT_FDCWD, path.c_str(), AT_EMPTY_PATH) == 0) return true;
+    if (errno == EEXIST) return false;
+  }
+  throw Error::from_errno(errno, what + ": cannot publish the new segment under its name");
+}
+
+// Creates and publishes a named object; nullptr when the name is taken by a live object (or a
+// persistent one).
 std::shared_ptr<SegmentImpl> try_create(const Name& name, const SegmentLayout& layout,
                                         const Segment::Init& init, const std::string& what) {
   const std::size_t total = total_size_for(layout, what);
   const std::size_t body_offset = body_offset_for(layout);
-  check_space(what, total);
-  const std::string sname = shm_name(name.str());
+  const std::string path = shm_path(name.str());
 
   for (int attempt = 0; attempt < kCreateAttempts; ++attempt) {
-    bip::shared_memory_object shm;
-    try {
-      bip::permissions perm;
-      perm.set_permissions(kPermissions);
-      bip::shared_memory_object created(bip::create_only, sname.c_str(), bip::read_write, perm);
-      shm.swap(created);
-    } catch (const bip::interprocess_exception& e) {
-      if (!is_boost_error(e, bip::already_exists_error)) rethrow_boost(e, what, "cannot create");
+    struct stat existing {};
+    if (::stat(path.c_str(), &existing) == 0) {
       if (reclaim_if_stale(name.str())) continue;
       return nullptr;
     }
-    // From here on the name is ours: on any failure, remove it before reporting.
-    try {
-      shm.truncate(static_cast<bip::offset_t>(total));
-      auto impl = std::make_shared<SegmentImpl>();
-      bip::mapped_region region(shm, bip::read_write);
-      impl->region.swap(region);
-      initialise(impl->region.get_address(), layout, body_offset, true, name.persistent(), init);
-      struct stat st {};
-      if (::fstat(shm.get_mapping_handle().handle, &st) == 0) {
-        impl->dev = st.st_dev;
-        impl->ino = st.st_ino;
-      }
-      impl->name = name.str();
-      impl->what = what;
-      impl->owns_name = !name.persistent();
-      impl->owner_pid = ::getpid();
-      return impl;
-    } catch (const bip::interprocess_exception& e) {
-      bip::shared_memory_object::remove(sname.c_str());
-      rethrow_boost(e, what, "cannot size or map the new segment");
-    } catch (...) {
-      bip::shared_memory_object::remove(sname.c_str());
-      throw;
+    check_space(what, total);
+    // Build the whole object in an unnamed file, then link it under its name: the name appears
+    // complete or not at all, whatever instruction the creator is killed at.
+    Descriptor fd(::open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, kPermissions));
+    if (fd.get() < 0) {
+      throw Error::from_errno(errno, what + ": cannot create an unnamed file in /dev/shm");
     }
+    ::fchmod(fd.get(), kPermissions);
+    if (::ftruncate(fd.get(), static_cast<off_t>(total)) != 0) {
+      throw Error::from_errno(errno, what + ": cannot size the new segment");
+    }
+    auto impl = new_impl();
+    try {
+      bip::mapped_region region(DescriptorMapping(fd.get()), bip::read_write);
+      impl->region.swap(region);
+    } catch (const bip::interprocess_exception& e) {
+      rethrow_boost(e, what, "cannot map the new segment");
+    }
+    initialise(impl->region.get_address(), layout, body_offset, true, name.persistent(), init);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw Error::from_errno(errno, what + ": fstat failed");
+    impl->dev = st.st_dev;
+    impl->ino = st.st_ino;
+    impl->name = name.str();
+    impl->what = what;
+    impl->owns_name = !name.persistent();
+    impl->owner_pid = ::getpid();
+    if (!link_descriptor(fd.get(), path, what)) continue;  // lost a race: look again
+    register_impl(impl);
+    return impl;
   }
   throw Error(errc::already_exists,
               what + ": the name keeps being re-created by other processes; giving up");
@@ -358,28 +464,28 @@ std::shared_ptr<SegmentImpl> try_open(const Name& name, Kind kind, const Element
     if (is_boost_error(e, bip::not_found_error)) return nullptr;
     rethrow_boost(e, what, "cannot open");
   }
-  // A creator sizes the object right after creating it; wait (bounded) for that.
-  const auto deadline = detail::Clock::now() + kInitWait;
-  bip::offset_t size = 0;
-  for (int spins = 0;; ++spins) {
-    if (!shm.get_size(size)) throw Error::from_errno(errno, what + ": cannot read its size");
-    if (size >= static_cast<bip::offset_t>(detail::kHeaderSize)) break;
-    if (size != 0) {
-      throw Error(errc::corrupt, what + ": " + std::to_string(size) +
-                                     " bytes, too short to be a multiproc segment");
-    }
-    if (detail::Clock::now() >= deadline) {
-      throw Error(errc::corrupt,
-                  what + ": the segment is empty (its creator died before sizing it?); "
-                         "multiproc::remove() clears it");
-    }
-    if (spins < 100) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // bounded wait for a creator
-    }
+  struct stat st {};
+  if (::fstat(shm.get_mapping_handle().handle, &st) != 0) {
+    throw Error::from_errno(errno, what + ": fstat failed");
   }
-  auto impl = std::make_shared<SegmentImpl>();
+  // Already mapped in this process (created or opened here): share that mapping.
+  if (auto impl = registered(st.st_dev, st.st_ino)) {
+    const auto& h = *static_cast<const SegmentHeader*>(impl->region.get_address());
+    validate(h, impl->region.get_size(), what, kind, element);
+    return impl;
+  }
+  // multiproc publishes only complete objects, but a foreign or damaged file may be anything.
+  bip::offset_t size = 0;
+  if (!shm.get_size(size)) throw Error::from_errno(errno, what + ": cannot read its size");
+  if (size == 0) {
+    throw Error(errc::corrupt, what + ": the segment is empty (not made by multiproc?); "
+                                      "multiproc::remove() clears it");
+  }
+  if (size < static_cast<bip::offset_t>(detail::kHeaderSize)) {
+    throw Error(errc::corrupt, what + ": " + std::to_string(size) +
+                                   " bytes, too short to be a multiproc segment");
+  }
+  auto impl = new_impl();
   try {
     bip::mapped_region region(shm, bip::read_write);
     impl->region.swap(region);
@@ -391,12 +497,26 @@ std::shared_ptr<SegmentImpl> try_open(const Name& name, Kind kind, const Element
   validate(h, impl->region.get_size(), what, kind, element);
   impl->name = name.str();
   impl->what = what;
+  impl->dev = st.st_dev;
+  impl->ino = st.st_ino;
+  register_impl(impl);
   return impl;
 }
 
 }  // namespace
 
 namespace detail {
+
+bool SegmentImpl::lock_held_in_this_process() {
+  std::lock_guard<std::mutex> lock(lock_owners_mutex);
+  for (const auto* owner : lock_owners) {
+    const std::int32_t tid = owner->load(std::memory_order_relaxed);
+    if (tid <= 0) continue;
+    const std::string task = "/proc/self/task/" + std::to_string(tid);
+    if (::access(task.c_str(), F_OK) == 0) return true;
+  }
+  return false;
+}
 
 SegmentImpl::~SegmentImpl() {
   // Only the creating process removes the name — never a forked child holding a copy — and only
@@ -517,7 +637,7 @@ Segment Segment::create_anonymous(const SegmentLayout& layout, const Init& init)
   const std::string what = describe_object(layout.kind, &layout.element, "");
   const std::size_t total = total_size_for(layout, what);
   check_memory(what, total);
-  auto impl = std::make_shared<SegmentImpl>();
+  auto impl = new_impl();
   try {
     bip::mapped_region region = bip::anonymous_shared_memory(total);
     impl->region.swap(region);
@@ -552,11 +672,16 @@ Segment Segment::open_or_create(const Name& name, const SegmentLayout& layout, c
   const std::string what = describe_object(layout.kind, &layout.element, name.str());
   const ElementType* element = layout.element.size != 0 ? &layout.element : nullptr;
   for (int attempt = 0; attempt < kCreateAttempts; ++attempt) {
-    if (auto impl = try_create(name, layout, init, what)) {
-      if (created != nullptr) *created = true;
-      return Segment(std::move(impl));
+    // Open first: an existing object needs no space check and no construction.
+    auto impl = try_open(name, layout.kind, element, what);
+    if (!impl) {
+      if (auto made = try_create(name, layout, init, what)) {
+        if (created != nullptr) *created = true;
+        return Segment(std::move(made));
+      }
+      impl = try_open(name, layout.kind, element, what);  // taken meanwhile
     }
-    if (auto impl = try_open(name, layout.kind, element, what)) {
+    if (impl) {
       Segment seg(std::move(impl));
       const auto& h = seg.header();
       if (h.count != layout.count || h.body_size != layout.body_size) {
@@ -590,6 +715,12 @@ const std::string& Segment::describe() const noexcept { return impl_->what; }
 
 void Segment::fail(errc code, const std::string& message) const {
   throw Error(code, (impl_ ? impl_->what : std::string("multiproc: empty handle")) + ": " + message);
+}
+
+void Segment::track_lock_owner(const std::atomic<std::int32_t>* owner) const {
+  std::lock_guard<std::mutex> lock(impl_->lock_owners_mutex);
+  auto& owners = impl_->lock_owners;
+  if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
 }
 
 void Segment::expect_body_size(std::size_t expected) const {

@@ -59,7 +59,7 @@ BOOST_AUTO_TEST_CASE(parties_get_distinct_indices_every_round_and_the_action_run
   BOOST_TEST(missing == 0);
 }
 
-BOOST_AUTO_TEST_CASE(single_party_barrier_never_waits) {
+BOOST_AUTO_TEST_CASE(single_party_barrier_never_waits, *boost::unit_test::timeout(60)) {
   int runs = 0;
   mp::Barrier b(1, [&] { ++runs; });
   BOOST_TEST(b.wait() == 0u);

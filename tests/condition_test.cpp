@@ -20,7 +20,7 @@ std::uint32_t waiting(const mp::Condition& cv) {
 
 BOOST_FIXTURE_TEST_SUITE(condition, Clean)
 
-BOOST_AUTO_TEST_CASE(wait_for_times_out_and_relocks) {
+BOOST_AUTO_TEST_CASE(wait_for_times_out_and_relocks, *boost::unit_test::timeout(60)) {
   mp::Mutex m;
   mp::Condition cv;
   std::unique_lock lock(m);
@@ -41,7 +41,7 @@ BOOST_AUTO_TEST_CASE(wait_for_times_out_and_relocks) {
   m.unlock();
 }
 
-BOOST_AUTO_TEST_CASE(waiting_without_the_lock_is_an_error_and_leaves_no_waiter) {
+BOOST_AUTO_TEST_CASE(waiting_without_the_lock_is_an_error_and_leaves_no_waiter, *boost::unit_test::timeout(60)) {
   mp::Mutex m;
   mp::Condition cv;
   BOOST_CHECK_THROW(cv.wait_for(m, 10ms), mp::Error);
@@ -171,7 +171,7 @@ BOOST_AUTO_TEST_CASE(dead_waiter_never_swallows_a_notification, *boost::unit_tes
   });
   live.start();
   BOOST_REQUIRE(eventually([&] { return waiting(cv) == 2u; }));  // the dead one is still counted
-  BOOST_REQUIRE(wait_until_sleeping(live.pid()));
+  BOOST_REQUIRE(wait_until_in_futex(live.pid()));
   cv.notify_one();  // must reach the live waiter
   BOOST_REQUIRE(live.join_for(10s));
   BOOST_TEST(*live.exitcode() == 0);

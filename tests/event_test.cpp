@@ -13,7 +13,7 @@ std::uint32_t waiting(const mp::Event& e) {
 
 BOOST_FIXTURE_TEST_SUITE(event, Clean)
 
-BOOST_AUTO_TEST_CASE(set_clear_and_is_set) {
+BOOST_AUTO_TEST_CASE(set_clear_and_is_set, *boost::unit_test::timeout(60)) {
   mp::Event e;
   BOOST_TEST(!e.is_set());
   e.set();
@@ -25,7 +25,7 @@ BOOST_AUTO_TEST_CASE(set_clear_and_is_set) {
   BOOST_TEST(!e.is_set());
 }
 
-BOOST_AUTO_TEST_CASE(wait_for_returns_false_after_the_timeout) {
+BOOST_AUTO_TEST_CASE(wait_for_returns_false_after_the_timeout, *boost::unit_test::timeout(60)) {
   mp::Event e;
   const auto start = std::chrono::steady_clock::now();
   BOOST_TEST(!e.wait_for(50ms));
@@ -58,7 +58,7 @@ BOOST_AUTO_TEST_CASE(set_then_clear_still_releases_the_waiters, *boost::unit_tes
     waiters.back().start();
   }
   BOOST_REQUIRE(eventually([&] { return waiting(e) == 3u; }));
-  for (auto& w : waiters) BOOST_REQUIRE(wait_until_sleeping(w.pid()));
+  for (auto& w : waiters) BOOST_REQUIRE(wait_until_in_futex(w.pid()));
   e.set();
   e.clear();  // at once: the waiters were released by the set all the same
   for (auto& w : waiters) {

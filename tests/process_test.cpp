@@ -49,7 +49,7 @@ void count_atexit() { atexit_runs().store(atexit_runs().load() + 1); }
 
 BOOST_FIXTURE_TEST_SUITE(process, Clean)
 
-BOOST_AUTO_TEST_CASE(exit_code_is_the_int_the_target_returns) {
+BOOST_AUTO_TEST_CASE(exit_code_is_the_int_the_target_returns, *boost::unit_test::timeout(60)) {
   mp::Process p([] { return 7; });
   BOOST_TEST(p.pid() == 0);
   BOOST_TEST(!p.exitcode().has_value());
@@ -75,7 +75,7 @@ BOOST_AUTO_TEST_CASE(exit_code_is_the_int_the_target_returns) {
   BOOST_TEST(empty.exitcode().value() == 0);
 }
 
-BOOST_AUTO_TEST_CASE(arguments_are_copied_into_the_child) {
+BOOST_AUTO_TEST_CASE(arguments_are_copied_into_the_child, *boost::unit_test::timeout(60)) {
   mp::SharedValue<long> out(0);
   std::string text = "four";
   mp::Process p([out](const std::string& s, int k, std::vector<int> v) {
@@ -87,7 +87,7 @@ BOOST_AUTO_TEST_CASE(arguments_are_copied_into_the_child) {
   BOOST_TEST(out.load() == 43);
 }
 
-BOOST_AUTO_TEST_CASE(uncaught_exception_exits_1_and_names_the_type) {
+BOOST_AUTO_TEST_CASE(uncaught_exception_exits_1_and_names_the_type, *boost::unit_test::timeout(60)) {
   const std::string out = capture_stderr([] {
     mp::Process inner([]() -> int { throw std::runtime_error("boom at step 3"); });
     inner.set_name("worker-7");
@@ -110,7 +110,7 @@ BOOST_AUTO_TEST_CASE(uncaught_exception_exits_1_and_names_the_type) {
   BOOST_TEST(other.find("|exit=1") != std::string::npos, other);
 }
 
-BOOST_AUTO_TEST_CASE(killed_child_reports_minus_the_signal) {
+BOOST_AUTO_TEST_CASE(killed_child_reports_minus_the_signal, *boost::unit_test::timeout(60)) {
   Gate never;
   mp::Process k([&] { never.wait(60s); });
   k.start();
@@ -130,7 +130,7 @@ BOOST_AUTO_TEST_CASE(killed_child_reports_minus_the_signal) {
   BOOST_TEST(a.exitcode().value() == -SIGABRT);
 }
 
-BOOST_AUTO_TEST_CASE(crash_signals_take_their_default_action_in_the_child) {
+BOOST_AUTO_TEST_CASE(crash_signals_take_their_default_action_in_the_child, *boost::unit_test::timeout(60)) {
   // Boost.Test, like many frameworks, installs handlers for SIGSEGV and friends in this process.
   // The child must die of the signal instead of running them (and the rest of the suite).
   mp::Process segv([] {
@@ -166,7 +166,7 @@ BOOST_AUTO_TEST_CASE(join_for_times_out_while_the_child_runs, *boost::unit_test:
   BOOST_TEST(p.join_for(0s));  // already reaped
 }
 
-BOOST_AUTO_TEST_CASE(sentinel_becomes_readable_when_the_child_ends) {
+BOOST_AUTO_TEST_CASE(sentinel_becomes_readable_when_the_child_ends, *boost::unit_test::timeout(60)) {
   Gate release;
   mp::Process p([&] { release.wait(60s); });
   BOOST_TEST(p.sentinel() == -1);
@@ -179,7 +179,7 @@ BOOST_AUTO_TEST_CASE(sentinel_becomes_readable_when_the_child_ends) {
   p.join();
 }
 
-BOOST_AUTO_TEST_CASE(misuse_is_an_error) {
+BOOST_AUTO_TEST_CASE(misuse_is_an_error, *boost::unit_test::timeout(60)) {
   mp::Process p([] {});
   BOOST_CHECK_THROW(p.join(), mp::Error);
   BOOST_CHECK_THROW(p.terminate(), mp::Error);
@@ -198,7 +198,7 @@ BOOST_AUTO_TEST_CASE(misuse_is_an_error) {
   p.kill();
 }
 
-BOOST_AUTO_TEST_CASE(names_default_to_a_counter_and_can_be_set) {
+BOOST_AUTO_TEST_CASE(names_default_to_a_counter_and_can_be_set, *boost::unit_test::timeout(60)) {
   mp::Process a([] {}), b([] {});
   BOOST_TEST(a.name().rfind("Process-", 0) == 0);
   BOOST_TEST(a.name() != b.name());
@@ -207,7 +207,7 @@ BOOST_AUTO_TEST_CASE(names_default_to_a_counter_and_can_be_set) {
   BOOST_TEST(!b.daemon());
 }
 
-BOOST_AUTO_TEST_CASE(child_never_runs_the_parents_atexit_handlers) {
+BOOST_AUTO_TEST_CASE(child_never_runs_the_parents_atexit_handlers, *boost::unit_test::timeout(60)) {
   atexit_runs();  // created before the fork (and before the handler, which outlives it)
   static bool registered = false;
   if (!registered) {
@@ -221,7 +221,7 @@ BOOST_AUTO_TEST_CASE(child_never_runs_the_parents_atexit_handlers) {
   BOOST_TEST(atexit_runs().load() == 0);
 }
 
-BOOST_AUTO_TEST_CASE(buffered_output_is_not_printed_twice) {
+BOOST_AUTO_TEST_CASE(buffered_output_is_not_printed_twice, *boost::unit_test::timeout(60)) {
   int fds[2];
   BOOST_REQUIRE(::pipe(fds) == 0);
   // An intermediate process with stdout on a pipe writes "A" without flushing, then starts a
@@ -250,7 +250,7 @@ BOOST_AUTO_TEST_CASE(buffered_output_is_not_printed_twice) {
   BOOST_TEST(out == "AaBb");
 }
 
-BOOST_AUTO_TEST_CASE(destroying_a_started_process_joins_it) {
+BOOST_AUTO_TEST_CASE(destroying_a_started_process_joins_it, *boost::unit_test::timeout(60)) {
   mp::SharedValue<int> done(0);
   Gate release;
   {
@@ -300,7 +300,7 @@ BOOST_AUTO_TEST_CASE(daemon_dies_with_its_parent, *boost::unit_test::timeout(60)
   ::close(pidfd);
 }
 
-BOOST_AUTO_TEST_CASE(moved_processes_keep_their_child) {
+BOOST_AUTO_TEST_CASE(moved_processes_keep_their_child, *boost::unit_test::timeout(60)) {
   std::vector<mp::Process> ps;
   for (int i = 0; i < 3; ++i) ps.emplace_back([](int k) { return k; }, i + 1);
   for (auto& p : ps) p.start();
@@ -331,6 +331,6 @@ BOOST_AUTO_TEST_CASE(many_children_are_all_reaped, *boost::unit_test::timeout(12
   // The fixture checks that no zombie or running child is left.
 }
 
-BOOST_AUTO_TEST_CASE(cpu_count_is_positive) { BOOST_TEST(mp::cpu_count() >= 1); }
+BOOST_AUTO_TEST_CASE(cpu_count_is_positive, *boost::unit_test::timeout(60)) { BOOST_TEST(mp::cpu_count() >= 1); }
 
 BOOST_AUTO_TEST_SUITE_END()

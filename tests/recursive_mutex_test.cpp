@@ -10,7 +10,7 @@ using namespace mptest;
 
 BOOST_FIXTURE_TEST_SUITE(recursive_mutex, Clean)
 
-BOOST_AUTO_TEST_CASE(owner_may_lock_again_and_must_unlock_as_often) {
+BOOST_AUTO_TEST_CASE(owner_may_lock_again_and_must_unlock_as_often, *boost::unit_test::timeout(60)) {
   mp::RecursiveMutex m;
   BOOST_TEST(m.depth() == 0u);
   m.lock();
@@ -34,7 +34,7 @@ BOOST_AUTO_TEST_CASE(owner_may_lock_again_and_must_unlock_as_often) {
   { std::scoped_lock both(m, m); }  // std::lock on the same recursive mutex twice
 }
 
-BOOST_AUTO_TEST_CASE(unlock_by_a_non_owner_throws) {
+BOOST_AUTO_TEST_CASE(unlock_by_a_non_owner_throws, *boost::unit_test::timeout(60)) {
   mp::RecursiveMutex m;
   BOOST_CHECK_THROW(m.unlock(), mp::Error);
   m.lock();
@@ -107,7 +107,7 @@ MPTEST_SCENARIO(recursive_lock_named) {
   return 0;
 }
 
-BOOST_AUTO_TEST_CASE(named_recursive_mutex) {
+BOOST_AUTO_TEST_CASE(named_recursive_mutex, *boost::unit_test::timeout(60)) {
   const std::string name = unique_name("rlock");
   mp::RecursiveMutex m(mp::create_only, name);
   std::lock_guard g(m);

@@ -10,7 +10,7 @@ using namespace mptest;
 
 BOOST_FIXTURE_TEST_SUITE(semaphore, Clean)
 
-BOOST_AUTO_TEST_CASE(counts_units) {
+BOOST_AUTO_TEST_CASE(counts_units, *boost::unit_test::timeout(60)) {
   mp::Semaphore s(2);
   BOOST_TEST(s.value() == 2u);
   BOOST_TEST(s.try_acquire());
@@ -25,7 +25,7 @@ BOOST_AUTO_TEST_CASE(counts_units) {
   BOOST_TEST(one.value() == 1u);
 }
 
-BOOST_AUTO_TEST_CASE(negative_or_huge_initial_value_is_an_error) {
+BOOST_AUTO_TEST_CASE(negative_or_huge_initial_value_is_an_error, *boost::unit_test::timeout(60)) {
   BOOST_CHECK_THROW(mp::Semaphore(-1), mp::Error);
   BOOST_CHECK_THROW(mp::BoundedSemaphore(-5), mp::Error);
   BOOST_CHECK_THROW(mp::Semaphore(1L << 40), mp::Error);
@@ -38,7 +38,7 @@ BOOST_AUTO_TEST_CASE(negative_or_huge_initial_value_is_an_error) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(zero_blocks_until_the_timeout) {
+BOOST_AUTO_TEST_CASE(zero_blocks_until_the_timeout, *boost::unit_test::timeout(60)) {
   mp::Semaphore s(0);
   auto start = std::chrono::steady_clock::now();
   BOOST_TEST(!s.try_acquire_for(50ms));
@@ -50,6 +50,24 @@ BOOST_AUTO_TEST_CASE(zero_blocks_until_the_timeout) {
   BOOST_TEST(!s.try_acquire_until(std::chrono::system_clock::now() + 30ms));
   BOOST_TEST(seconds_since(start) >= 0.029);
   BOOST_TEST(!s.try_acquire_for(0ms));
+}
+
+BOOST_AUTO_TEST_CASE(far_future_deadlines_mean_forever, *boost::unit_test::timeout(60)) {
+  mp::Semaphore s(0);
+  mp::Process waiter([s] {
+    // time_point::max() of another clock with coarse ticks: must not overflow into "expired".
+    using coarse = std::chrono::time_point<std::chrono::system_clock, std::chrono::seconds>;
+    return s.try_acquire_until(coarse::max()) ? 0 : 1;
+  });
+  waiter.start();
+  BOOST_REQUIRE(wait_until_in_futex(waiter.pid()));
+  s.release();
+  BOOST_REQUIRE(waiter.join_for(30s));
+  BOOST_TEST(*waiter.exitcode() == 0);
+  BOOST_TEST((mp::detail::to_steady(std::chrono::system_clock::time_point::max()) ==
+              mp::detail::Clock::time_point::max()));
+  BOOST_TEST((mp::detail::deadline_after(std::chrono::hours::max()) ==
+              mp::detail::Clock::time_point::max()));
 }
 
 BOOST_AUTO_TEST_CASE(release_k_wakes_k_waiting_processes, *boost::unit_test::timeout(60)) {
@@ -66,7 +84,7 @@ BOOST_AUTO_TEST_CASE(release_k_wakes_k_waiting_processes, *boost::unit_test::tim
     });
     waiters.back().start();
   }
-  for (auto& w : waiters) BOOST_REQUIRE(wait_until_sleeping(w.pid()));
+  for (auto& w : waiters) BOOST_REQUIRE(wait_until_in_futex(w.pid()));
   s.release(2);
   BOOST_REQUIRE(acquired.wait());
   BOOST_REQUIRE(acquired.wait());
@@ -110,7 +128,7 @@ BOOST_AUTO_TEST_CASE(limits_concurrency_across_processes, *boost::unit_test::tim
   BOOST_TEST(slots.value() == static_cast<unsigned>(kLimit));
 }
 
-BOOST_AUTO_TEST_CASE(bounded_semaphore_refuses_over_release) {
+BOOST_AUTO_TEST_CASE(bounded_semaphore_refuses_over_release, *boost::unit_test::timeout(60)) {
   mp::BoundedSemaphore b(2);
   BOOST_TEST(b.bound() == 2u);
   try {
@@ -138,7 +156,7 @@ BOOST_AUTO_TEST_CASE(waiter_killed_while_blocked_does_not_take_a_unit, *boost::u
   mp::Semaphore s(0);
   mp::Process victim([s] { s.acquire(); });
   victim.start();
-  BOOST_REQUIRE(wait_until_sleeping(victim.pid()));
+  BOOST_REQUIRE(wait_until_in_futex(victim.pid()));
   victim.kill();
   victim.join();
   s.release();

@@ -10,7 +10,7 @@ using namespace mptest;
 
 BOOST_FIXTURE_TEST_SUITE(shared_array, Clean)
 
-BOOST_AUTO_TEST_CASE(size_constructor_zero_fills) {
+BOOST_AUTO_TEST_CASE(size_constructor_zero_fills, *boost::unit_test::timeout(60)) {
   mp::SharedArray<double> a(1000);
   BOOST_TEST(a.size() == 1000u);
   const auto v = a.to_vector();
@@ -20,7 +20,7 @@ BOOST_AUTO_TEST_CASE(size_constructor_zero_fills) {
   BOOST_TEST(empty.to_vector().empty());
 }
 
-BOOST_AUTO_TEST_CASE(list_vector_and_range_constructors) {
+BOOST_AUTO_TEST_CASE(list_vector_and_range_constructors, *boost::unit_test::timeout(60)) {
   mp::SharedArray<int> a{1, 2, 3};
   BOOST_TEST((a.to_vector() == std::vector<int>{1, 2, 3}));
   mp::SharedArray<int> braces{5};  // braces pick the list: one element
@@ -37,7 +37,7 @@ BOOST_AUTO_TEST_CASE(list_vector_and_range_constructors) {
   BOOST_TEST((flags.to_vector() == std::vector<bool>{true, false, true}));
 }
 
-BOOST_AUTO_TEST_CASE(element_access_locked_and_unlocked) {
+BOOST_AUTO_TEST_CASE(element_access_locked_and_unlocked, *boost::unit_test::timeout(60)) {
   mp::SharedArray<int> a(4);
   a[0] = 10;           // unlocked, like a plain array
   a.store(1, 11);      // locked
@@ -55,7 +55,7 @@ BOOST_AUTO_TEST_CASE(element_access_locked_and_unlocked) {
   BOOST_TEST((a.to_vector() == std::vector<int>{11, 12, 13, 14}));
 }
 
-BOOST_AUTO_TEST_CASE(out_of_range_index_is_an_error_naming_the_array) {
+BOOST_AUTO_TEST_CASE(out_of_range_index_is_an_error_naming_the_array, *boost::unit_test::timeout(60)) {
   const std::string name = unique_name("bounded");
   mp::SharedArray<int> a(mp::create_only, name, 3);
   try {
@@ -74,7 +74,7 @@ BOOST_AUTO_TEST_CASE(out_of_range_index_is_an_error_naming_the_array) {
   a.mutex().unlock();
 }
 
-BOOST_AUTO_TEST_CASE(children_fill_disjoint_slices) {
+BOOST_AUTO_TEST_CASE(children_fill_disjoint_slices, *boost::unit_test::timeout(60)) {
   constexpr std::size_t kN = 100000;
   constexpr int kChildren = 4;
   mp::SharedArray<long> a(kN);
@@ -121,7 +121,7 @@ MPTEST_SCENARIO(square_named_array) {
   return static_cast<int>(g.size());
 }
 
-BOOST_AUTO_TEST_CASE(named_array_size_comes_from_the_segment) {
+BOOST_AUTO_TEST_CASE(named_array_size_comes_from_the_segment, *boost::unit_test::timeout(60)) {
   const std::string name = unique_name("squares");
   mp::SharedArray<double> a(mp::create_only, name, {1, 2, 3, 4, 5});
   Spawned child("square_named_array", {name});
@@ -150,7 +150,7 @@ BOOST_AUTO_TEST_CASE(holder_killed_mid_update_is_reported, *boost::unit_test::ti
   BOOST_TEST(std::accumulate(g.begin(), g.end(), 0) == 4);
 }
 
-BOOST_AUTO_TEST_CASE(raw_array_has_no_lock_and_is_shared) {
+BOOST_AUTO_TEST_CASE(raw_array_has_no_lock_and_is_shared, *boost::unit_test::timeout(60)) {
   mp::RawArray<unsigned char> bytes(256);
   CHECK_CHILD([bytes] {
     for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<unsigned char>(i);

@@ -32,7 +32,7 @@ bool message_has(const T& e, const std::string& part) {
 
 BOOST_FIXTURE_TEST_SUITE(typecode, Clean)
 
-BOOST_AUTO_TEST_CASE(table_matches_the_platform_types) {
+BOOST_AUTO_TEST_CASE(table_matches_the_platform_types, *boost::unit_test::timeout(60)) {
   check_row<signed char>('b');
   check_row<unsigned char>('B');
   check_row<short>('h');
@@ -57,7 +57,7 @@ BOOST_AUTO_TEST_CASE(table_matches_the_platform_types) {
   static_assert(!mp::has_typecode_v<char16_t>);
 }
 
-BOOST_AUTO_TEST_CASE(unknown_code_is_an_error_naming_it) {
+BOOST_AUTO_TEST_CASE(unknown_code_is_an_error_naming_it, *boost::unit_test::timeout(60)) {
   try {
     mp::type_info('x');
     BOOST_FAIL("no error for 'x'");
@@ -75,7 +75,7 @@ BOOST_AUTO_TEST_CASE(unknown_code_is_an_error_naming_it) {
   BOOST_CHECK_THROW(mp::make_value('Z', 1), mp::Error);
 }
 
-BOOST_AUTO_TEST_CASE(make_value_for_every_code_holds_its_value) {
+BOOST_AUTO_TEST_CASE(make_value_for_every_code_holds_its_value, *boost::unit_test::timeout(60)) {
   for (const mp::TypeInfo* t = mp::type_table_begin(); t != mp::type_table_end(); ++t) {
     mp::AnyValue v = mp::make_value(t->code, 1);
     BOOST_TEST(v.type_code() == t->code);
@@ -90,7 +90,7 @@ BOOST_AUTO_TEST_CASE(make_value_for_every_code_holds_its_value) {
   BOOST_TEST(mp::make_value('i').load_as<int>() == 0);
 }
 
-BOOST_AUTO_TEST_CASE(values_out_of_range_are_errors) {
+BOOST_AUTO_TEST_CASE(values_out_of_range_are_errors, *boost::unit_test::timeout(60)) {
   BOOST_CHECK_THROW(mp::make_value('b', 300), mp::Error);
   BOOST_CHECK_THROW(mp::make_value('b', -129), mp::Error);
   BOOST_CHECK_THROW(mp::make_value('B', -1), mp::Error);
@@ -116,7 +116,7 @@ BOOST_AUTO_TEST_CASE(values_out_of_range_are_errors) {
   BOOST_TEST(v.load_as<int>() == 0);
 }
 
-BOOST_AUTO_TEST_CASE(make_array_from_size_and_lists) {
+BOOST_AUTO_TEST_CASE(make_array_from_size_and_lists, *boost::unit_test::timeout(60)) {
   mp::AnyArray zeros = mp::make_array('d', 4);
   BOOST_TEST(zeros.size() == 4u);
   BOOST_TEST(zeros.type_code() == 'd');
@@ -130,7 +130,7 @@ BOOST_AUTO_TEST_CASE(make_array_from_size_and_lists) {
   BOOST_TEST(mp::make_array('Q', 0).size() == 0u);
 }
 
-BOOST_AUTO_TEST_CASE(code_is_stored_and_checked_on_open) {
+BOOST_AUTO_TEST_CASE(code_is_stored_and_checked_on_open, *boost::unit_test::timeout(60)) {
   const std::string name = unique_name("coded");
   mp::AnyValue created = mp::make_value(mp::create_only, name, 'h', 7);
   mp::AnyValue opened = mp::make_value(mp::open_only, name);
@@ -161,7 +161,7 @@ MPTEST_SCENARIO(sum_any_array) {
   return a.type_code() == args.at(2)[0] ? 0 : 4;
 }
 
-BOOST_AUTO_TEST_CASE(unrelated_process_opens_by_code_from_the_segment) {
+BOOST_AUTO_TEST_CASE(unrelated_process_opens_by_code_from_the_segment, *boost::unit_test::timeout(60)) {
   const std::string arr = unique_name("arr"), out = unique_name("out");
   for (char code : std::string("bBhHiIlLqQfd")) {
     mp::AnyArray a = mp::make_array(mp::create_only, arr, code, 5);

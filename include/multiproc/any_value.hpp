@@ -184,8 +184,8 @@ class AnyArray {
   std::vector<U> to_vector_as() const {
     return std::visit(
         [](const auto& h) {
-          auto g = h.lock();
-          return std::vector<U>(g.begin(), g.end());
+          const auto values = h.to_vector();
+          return std::vector<U>(values.begin(), values.end());
         },
         v_);
   }

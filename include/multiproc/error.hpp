@@ -33,6 +33,7 @@ enum class errc {
   remote_error,      //!< an exception raised inside a child task (multiproc::RemoteError)
   broken_pool,       //!< a worker died while running a task (multiproc::BrokenPool)
   timed_out,         //!< an internal bound expired (never used for a user's own timeout)
+  owner_died,        //!< a process died holding the lock of this data, which may be half-updated
 };
 
 }  // namespace multiproc

@@ -26,6 +26,7 @@
 #include <multiproc/error.hpp>
 #include <multiproc/typecode.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -198,6 +199,12 @@ class Segment {
   //! Throws Error(errc::corrupt) unless the header's body size is `expected` (a check primitives
   //! make after open: the count in the header must agree with the body it claims).
   void expect_body_size(std::size_t expected) const;
+
+  //! Records that the body holds a robust lock whose holder's thread id is kept in `owner`. While
+  //! a thread of this process holds such a lock, destroying the last handle keeps the mapping
+  //! (with a warning) instead of unmapping it: glibc's robust-lock list points into it, and the
+  //! kernel walks that list to release the thread's locks when it dies.
+  void track_lock_owner(const std::atomic<std::int32_t>* owner) const;
 
  private:
   explicit Segment(std::shared_ptr<detail::SegmentImpl> impl);

@@ -17,7 +17,8 @@
 //
 // T must be trivially copyable and not a pointer. Handles are copyable and their methods const;
 // copies share the elements. Crashes: as SharedValue — a holder that dies releases the lock to the
-// next locker, whose Guard::previous_owner_died() is true.
+// next locker; until someone calls Guard::mark_repaired(), guards report previous_owner_died() and
+// load(i), store(i, v) and to_vector() throw Error(errc::owner_died).
 #pragma once
 
 #include <multiproc/shared_value.hpp>
@@ -100,35 +101,38 @@ class SharedArray {
  public:
   using value_type = T;
 
-  //! A held lock plus access to the elements. Move-only; unlocks when destroyed. Must not outlive
-  //! the SharedArray handle it came from, and must be destroyed by the thread that locked.
+  //! A held lock plus access to the elements. Move-only; unlocks when destroyed, which must happen
+  //! in the thread that locked.
   class Guard {
    public:
     Guard(Guard&& other) noexcept
-        : state_(std::exchange(other.state_, nullptr)),
+        : seg_(std::move(other.seg_)),
+          state_(std::exchange(other.state_, nullptr)),
           data_(other.data_),
-          size_(other.size_),
-          seg_(other.seg_) {}
+          size_(other.size_) {}
     Guard& operator=(Guard&&) = delete;
     ~Guard() {
-      if (state_ != nullptr) detail::mutex_unlock_noexcept(state_, seg_->describe());
+      if (state_ != nullptr) detail::mutex_unlock_noexcept(state_, seg_.describe());
     }
     T& operator[](std::size_t i) const noexcept { return data_[i]; }
     T* begin() const noexcept { return data_; }
     T* end() const noexcept { return data_ + size_; }
     T* data() const noexcept { return data_; }
     std::size_t size() const noexcept { return size_; }
-    //! True when this lock was recovered from a holder that died (elements may be half-updated).
-    bool previous_owner_died() const noexcept { return detail::mutex_owner_died(state_); }
+    //! True when a process died holding this lock and the elements have not been marked
+    //! repaired since: they may be half-updated. Stays true across unlocks until mark_repaired().
+    bool previous_owner_died() const noexcept { return detail::mutex_inconsistent(state_); }
+    //! Effects: records that the elements are consistent again (after repairing them).
+    void mark_repaired() const noexcept { detail::mutex_mark_repaired(state_); }
 
    private:
     friend class SharedArray;
-    Guard(detail::MutexState* state, T* data, std::size_t size, const Segment* seg)
-        : state_(state), data_(data), size_(size), seg_(seg) {}
+    Guard(const Segment& seg, detail::MutexState* state, T* data, std::size_t size)
+        : seg_(seg), state_(state), data_(data), size_(size) {}
+    Segment seg_;  // keeps the mapping while the lock is held, even if the handle goes first
     detail::MutexState* state_;
     T* data_;
     std::size_t size_;
-    const Segment* seg_;
   };
 
   //! Effects: an unnamed array of n zero-filled elements, shared with children forked after this.
@@ -180,25 +184,31 @@ class SharedArray {
   //! The elements, unlocked.
   T* data() const noexcept { return data_; }
 
-  //! Returns: element i, read under the lock. Throws: as at().
+  //! Returns: element i, read under the lock. Throws: as at(); Error(errc::owner_died) while the
+  //! elements may be half-updated by a process that died holding the lock (see
+  //! Guard::mark_repaired) — the same goes for store(i, v) and to_vector().
   T load(std::size_t i) const {
-    auto g = lock();
+    detail::MutexScope scope(lock_, seg_.describe());
+    scope.require_consistent();
     return at(i);
   }
-  //! Effects: writes element i under the lock. Throws: as at().
+  //! Effects: writes element i under the lock. Throws: as load().
   void store(std::size_t i, const T& v) const {
-    auto g = lock();
+    detail::MutexScope scope(lock_, seg_.describe());
+    scope.require_consistent();
     at(i) = v;
   }
-  //! Returns: a copy of all elements, taken under the lock.
+  //! Returns: a copy of all elements, taken under the lock. Throws: as load().
   std::vector<T> to_vector() const {
-    auto g = lock();
-    return std::vector<T>(g.begin(), g.end());
+    detail::MutexScope scope(lock_, seg_.describe());
+    scope.require_consistent();
+    return std::vector<T>(data_, data_ + size_);
   }
-  //! Effects: blocks until the lock is held. Returns: a guard giving access to the elements.
+  //! Effects: blocks until the lock is held. Returns: a guard giving access to the elements. The
+  //! guard keeps the shared memory mapped, so it may outlive this handle.
   Guard lock() const {
     detail::mutex_lock(lock_, seg_.describe());
-    return Guard(lock_, data_, size_, &seg_);
+    return Guard(seg_, lock_, data_, size_);
   }
   //! The array's lock, as a Mutex handle.
   Mutex mutex() const { return Mutex(seg_, lock_); }
@@ -223,6 +233,7 @@ class SharedArray {
     seg.expect_body_size(Layout::body_size(seg.count(), seg.describe()));
     seg_ = std::move(seg);
     lock_ = static_cast<detail::MutexState*>(seg_.body());
+    seg_.track_lock_owner(&lock_->owner);
     data_ = Layout::data(seg_.body());
     size_ = static_cast<std::size_t>(seg_.count());
   }

@@ -17,10 +17,11 @@
 // (anonymous) or by name (create_only / open_only / open_or_create, checked against T's type code
 // or, for a user's struct, its type name and size).
 //
-// Crashes: a process killed while holding the lock releases it to the next locker, which sees
-// Guard::previous_owner_died() — the value may be half-updated by the dead holder; a T written with
-// store() by a killed process is either the old or the new value (the copy is under the lock, and
-// an interrupted copy is reported that way).
+// Crashes: a process killed while holding the lock releases it to the next locker. The value may
+// then be half-updated (a killed store() may have copied part of a T), and multiproc never hands it
+// out silently: until someone repairs it, lock() returns a guard whose previous_owner_died() is
+// true, and load(), exchange() and update() throw Error(errc::owner_died). Repair through the
+// guard and call mark_repaired(), or store() a whole new value.
 #pragma once
 
 #include <multiproc/detail/mutex_state.hpp>
@@ -119,28 +120,33 @@ class SharedValue {
  public:
   using value_type = T;
 
-  //! A held lock plus access to the value. Move-only; unlocks when destroyed. Must not outlive
-  //! the SharedValue handle it came from, and must be destroyed by the thread that locked.
+  //! A held lock plus access to the value. Move-only; unlocks when destroyed, which must happen in
+  //! the thread that locked.
   class Guard {
    public:
     Guard(Guard&& other) noexcept
-        : state_(std::exchange(other.state_, nullptr)), value_(other.value_), seg_(other.seg_) {}
+        : seg_(std::move(other.seg_)),
+          state_(std::exchange(other.state_, nullptr)),
+          value_(other.value_) {}
     Guard& operator=(Guard&&) = delete;
     ~Guard() {
-      if (state_ != nullptr) detail::mutex_unlock_noexcept(state_, seg_->describe());
+      if (state_ != nullptr) detail::mutex_unlock_noexcept(state_, seg_.describe());
     }
     T& operator*() const noexcept { return *value_; }
     T* operator->() const noexcept { return value_; }
-    //! True when this lock was recovered from a holder that died (the value may be half-updated).
-    bool previous_owner_died() const noexcept { return detail::mutex_owner_died(state_); }
+    //! True when a process died holding this lock and the value has not been marked repaired
+    //! since: it may be half-updated. Stays true across unlocks until mark_repaired().
+    bool previous_owner_died() const noexcept { return detail::mutex_inconsistent(state_); }
+    //! Effects: records that the value is consistent again (after repairing it).
+    void mark_repaired() const noexcept { detail::mutex_mark_repaired(state_); }
 
    private:
     friend class SharedValue;
-    Guard(detail::MutexState* state, T* value, const Segment* seg)
-        : state_(state), value_(value), seg_(seg) {}
+    Guard(const Segment& seg, detail::MutexState* state, T* value)
+        : seg_(seg), state_(state), value_(value) {}
+    Segment seg_;  // keeps the mapping while the lock is held, even if the handle goes first
     detail::MutexState* state_;
     T* value_;
-    const Segment* seg_;
   };
 
   //! Effects: an unnamed value initialised to `initial` (T{} by default), shared with children
@@ -165,30 +171,37 @@ class SharedValue {
   }
 
   //! Returns: a copy of the value, taken under the lock.
+  //! Throws: Error(errc::owner_died) while the value may be half-updated by a process that died
+  //! holding the lock (see Guard::mark_repaired); the same goes for exchange() and update().
   T load() const {
-    auto g = lock();
-    return *g;
+    detail::MutexScope scope(&body_->mutex, seg_.describe());
+    scope.require_consistent();
+    return *value_;
   }
-  //! Effects: replaces the value under the lock.
+  //! Effects: replaces the value under the lock (which also repairs one left half-updated).
   void store(const T& v) const {
-    auto g = lock();
-    *g = v;
+    detail::MutexScope scope(&body_->mutex, seg_.describe());
+    *value_ = v;
+    detail::mutex_mark_repaired(&body_->mutex);
   }
   //! Effects: replaces the value under the lock. Returns: the previous value.
   T exchange(const T& v) const {
-    auto g = lock();
-    return std::exchange(*g, v);
+    detail::MutexScope scope(&body_->mutex, seg_.describe());
+    scope.require_consistent();
+    return std::exchange(*value_, v);
   }
   //! Effects: runs f(T&) under the lock. Returns: what f returns.
   template <class F>
   decltype(auto) update(F&& f) const {
-    auto g = lock();
-    return std::forward<F>(f)(*g);
+    detail::MutexScope scope(&body_->mutex, seg_.describe());
+    scope.require_consistent();
+    return std::forward<F>(f)(*value_);
   }
-  //! Effects: blocks until the lock is held. Returns: a guard giving access to the value.
+  //! Effects: blocks until the lock is held. Returns: a guard giving access to the value. The
+  //! guard keeps the shared memory mapped, so it may outlive this handle.
   Guard lock() const {
     detail::mutex_lock(&body_->mutex, seg_.describe());
-    return Guard(&body_->mutex, value_, &seg_);
+    return Guard(seg_, &body_->mutex, value_);
   }
   //! The value's lock, as a Mutex handle (for std::unique_lock, a Condition, ...).
   Mutex mutex() const { return Mutex(seg_, &body_->mutex); }
@@ -214,6 +227,7 @@ class SharedValue {
     seg_ = std::move(seg);
     body_ = static_cast<Body*>(seg_.body());
     value_ = body_->value();
+    seg_.track_lock_owner(&body_->mutex.owner);
   }
 
   Segment seg_;

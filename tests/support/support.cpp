@@ -119,6 +119,7 @@ Spawned::Spawned(const std::string& scenario, const std::vector<std::string>& ar
     throw std::runtime_error(std::string("posix_spawn failed: ") + std::strerror(rc));
   }
   pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+  if (pidfd_ < 0) throw std::runtime_error("pidfd_open failed: the tests need Linux 5.3 or later");
 }
 
 Spawned::Spawned(Spawned&& other) noexcept
@@ -224,6 +225,21 @@ bool wait_until_sleeping(pid_t pid, std::chrono::milliseconds timeout) {
         buf[n] = '\0';
         const char* p = std::strrchr(buf, ')');
         return p != nullptr && p[1] == ' ' && p[2] == 'S';
+      },
+      timeout);
+}
+
+bool wait_until_in_futex(pid_t pid, std::chrono::milliseconds timeout) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/syscall", static_cast<int>(pid));
+  return eventually(
+      [&] {
+        FILE* f = std::fopen(path, "r");
+        if (f == nullptr) return false;
+        long number = -1;
+        const int n = std::fscanf(f, "%ld", &number);
+        std::fclose(f);
+        return n == 1 && number == SYS_futex;
       },
       timeout);
 }

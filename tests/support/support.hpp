@@ -109,6 +109,10 @@ double cpu_seconds();
 //! Waits (polling /proc with a deadline) until `pid` sleeps in the kernel, i.e. has blocked.
 bool wait_until_sleeping(pid_t pid, std::chrono::milliseconds timeout = 10s);
 
+//! Waits (polling /proc/<pid>/syscall with a deadline) until `pid` is blocked in a futex wait —
+//! inside a multiproc lock, semaphore, event, condition or barrier, not anywhere else.
+bool wait_until_in_futex(pid_t pid, std::chrono::milliseconds timeout = 10s);
+
 //! Polls `done` until it is true or the timeout passes (for conditions no primitive signals, such
 //! as "n processes are now waiting"); returns its last value.
 bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s);

@@ -29,24 +29,27 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-//! Converts any clock's time point to the steady clock (what every deadline is kept in).
-template <class C, class D>
-Clock::time_point to_steady(const std::chrono::time_point<C, D>& t) {
-  if constexpr (std::is_same_v<C, Clock>) {
-    return std::chrono::time_point_cast<Clock::duration>(t);
-  } else {
-    return Clock::now() + std::chrono::duration_cast<Clock::duration>(t - C::now());
-  }
-}
-
-//! now + d without overflow: a huge duration means "no deadline in practice".
+//! now + d without overflow: a duration beyond ~30 years means "no deadline".
 template <class R, class P>
 Clock::time_point deadline_after(const std::chrono::duration<R, P>& d) {
-  const auto now = Clock::now();
-  if (d <= std::chrono::duration<R, P>::zero()) return now;
   using namespace std::chrono;
-  if (duration_cast<duration<double>>(d).count() > 1e9) return Clock::time_point::max();
-  return now + duration_cast<Clock::duration>(d);
+  const auto now = Clock::now();
+  const double seconds = duration_cast<duration<double>>(d).count();
+  if (!(seconds > 0)) return now;
+  if (seconds > 1e9) return Clock::time_point::max();
+  return now + duration_cast<Clock::duration>(duration<double>(seconds));
+}
+
+//! Converts any clock's time point to the steady clock (what every deadline is kept in), without
+//! overflow: time_point::max() of any clock stays "no deadline".
+template <class C, class D>
+Clock::time_point to_steady(const std::chrono::time_point<C, D>& t) {
+  using namespace std::chrono;
+  if (t == std::chrono::time_point<C, D>::max()) return Clock::time_point::max();
+  // The distance in floating point: t - C::now() in D's integer type may overflow.
+  const double left = duration<double>(t.time_since_epoch()).count() -
+                      duration<double>(C::now().time_since_epoch()).count();
+  return deadline_after(duration<double>(left));
 }
 
 }  // namespace multiproc::detail

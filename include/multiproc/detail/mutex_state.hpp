@@ -26,12 +26,15 @@ namespace multiproc::detail {
 //                (relaxed: the mutex itself orders it; others read it only for diagnostics)
 //   depth        recursion depth of the holder (RecursiveMutex; 1 for Mutex)
 //   owner_died   1 while the holder is the one that recovered the lock from a dead holder
+//   inconsistent 1 from a recovery until someone marks the guarded data repaired (survives
+//                unlock: SharedValue/SharedArray refuse to hand out such data silently)
 //   recursive    immutable after init
 struct alignas(64) MutexState {
   pthread_mutex_t mutex;
   std::atomic<std::int32_t> owner;
   std::uint32_t depth;
   std::atomic<std::uint32_t> owner_died;
+  std::atomic<std::uint32_t> inconsistent;
   std::uint32_t recursive;
 };
 
@@ -63,6 +66,34 @@ inline bool mutex_owner_died(const MutexState* s) noexcept {
   return s->owner_died.load(std::memory_order_relaxed) != 0 &&
          s->owner.load(std::memory_order_relaxed) == current_tid();
 }
+
+//! Whether a holder died since the guarded data was last marked repaired.
+inline bool mutex_inconsistent(const MutexState* s) noexcept {
+  return s->inconsistent.load(std::memory_order_relaxed) != 0;
+}
+inline void mutex_mark_repaired(MutexState* s) noexcept {
+  s->inconsistent.store(0, std::memory_order_relaxed);
+}
+
+//! Throws Error(errc::owner_died) naming `what` when the guarded data may be half-updated.
+void throw_inconsistent(const std::string& what);
+
+//! Holds the lock for a scope (the internal fast path of load/store/update: no handle copy).
+class MutexScope {
+ public:
+  MutexScope(MutexState* s, const std::string& what) : s_(s), what_(what) { mutex_lock(s_, what_); }
+  ~MutexScope() { mutex_unlock_noexcept(s_, what_); }
+  MutexScope(const MutexScope&) = delete;
+  MutexScope& operator=(const MutexScope&) = delete;
+  //! Throws Error(errc::owner_died) when the guarded data may be half-updated.
+  void require_consistent() const {
+    if (mutex_inconsistent(s_)) throw_inconsistent(what_);
+  }
+
+ private:
+  MutexState* s_;
+  const std::string& what_;
+};
 
 //! Whether the calling thread holds it.
 inline bool mutex_held_by_caller(const MutexState* s) noexcept {
