@@ -9,8 +9,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
-#include <sched.h>
 #include <string>
 #include <vector>
 
@@ -26,24 +24,17 @@ struct Result {
 // Starts n children running body(i), releases them together, joins them, and times the run.
 template <class Body>
 double run_children(int n, Body body) {
-  mp::RawValue<int> go(0);
-  mp::RawValue<int> ready(0);
-  mp::Mutex ready_lock;
+  mp::Barrier start_line(static_cast<unsigned>(n) + 1);  // so that the processes really contend
   std::vector<mp::Process> children;
   for (int i = 0; i < n; ++i) {
     children.emplace_back([=] {
-      {
-        std::lock_guard lock(ready_lock);
-        ready.store(ready.load() + 1);
-      }
-      while (go.load() == 0) sched_yield();  // a start line, so the processes really contend
+      start_line.wait();
       body(i);
     });
     children.back().start();
   }
-  while (ready.load() < n) sched_yield();
+  start_line.wait();
   const auto start = std::chrono::steady_clock::now();
-  go.store(1);
   for (auto& c : children) c.join();
   for (auto& c : children) {
     if (c.exitcode() != 0) {

@@ -9,6 +9,7 @@
 #include <cxxabi.h>
 #include <fcntl.h>
 #include <memory>
+#include <sched.h>
 #include <unistd.h>
 
 namespace multiproc::detail {
@@ -67,6 +68,17 @@ bool process_alive(pid_t pid, std::uint64_t start_time) noexcept {
   if (!read_stat(pid, &state, &start)) return true;  // exists but unreadable: assume alive
   if (state == 'Z' || state == 'X') return false;     // dead, not yet reaped
   return start_time == 0 || start == start_time;
+}
+
+int available_cpus() noexcept {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
 }
 
 std::string demangle(const char* mangled) {

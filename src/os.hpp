@@ -18,6 +18,9 @@ std::uint64_t self_start_time() noexcept;
 //! start_time is not 0 — started at that time (so a reused pid does not count).
 bool process_alive(pid_t pid, std::uint64_t start_time) noexcept;
 
+//! CPUs this process may run on (sched_getaffinity), at least 1.
+int available_cpus() noexcept;
+
 //! The demangled name of a mangled type name ("i" → "int"); the input if demangling fails.
 std::string demangle(const char* mangled);
 

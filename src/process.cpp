@@ -52,16 +52,7 @@ void reset_crash_signals() noexcept {
 
 }  // namespace
 
-int cpu_count() noexcept {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
-    const int n = CPU_COUNT(&set);
-    if (n > 0) return n;
-  }
-  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? static_cast<int>(n) : 1;
-}
+int cpu_count() noexcept { return detail::available_cpus(); }
 
 Process::Process() : Process(Target{}) {}
 
