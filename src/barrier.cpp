@@ -19,7 +19,6 @@ int spin_budget(unsigned parties) {
   static const int cpus = detail::available_cpus();
   return parties <= static_cast<unsigned>(cpus) ? kSpinIterations : 0;
 }
-constexpr std::uint32_t kNoRound = 0xffffffffu;
 // How often a sleeping waiter checks that the barrier's lock has not been left behind by a dead
 // process (one running the action, say). A wake-up every 200 ms costs no measurable CPU.
 constexpr auto kLivenessCheck = std::chrono::milliseconds(200);
@@ -32,22 +31,32 @@ Segment::Init barrier_init(unsigned parties) {
     auto* s = static_cast<BarrierState*>(body);
     detail::mutex_init(&s->lock, false, "Barrier");
     s->generation.store(0, std::memory_order_relaxed);
-    s->broken_round.store(kNoRound, std::memory_order_relaxed);
+    s->outcomes.store(0, std::memory_order_relaxed);
     s->parties = parties;
-    s->count = 0;
-    s->broken = 0;
+    s->count.store(0, std::memory_order_relaxed);
+    s->broken.store(0, std::memory_order_relaxed);
   };
 }
 
-// Ends the current round as broken. Requires the lock.
-void break_locked(BarrierState* s) {
-  s->broken = 1;
+std::uint64_t round_bit(std::uint32_t generation) { return std::uint64_t{1} << (generation % 64); }
+
+// Ends the current round. Requires the lock.
+void end_round(BarrierState* s, bool broken) {
   const std::uint32_t gen = s->generation.load(std::memory_order_relaxed);
-  s->broken_round.store(gen, std::memory_order_relaxed);
-  s->count = 0;
-  // release: pairs with the acquire in the waiters; publishes broken_round with the new round.
+  if (broken) {
+    s->outcomes.fetch_or(round_bit(gen), std::memory_order_relaxed);
+  } else {
+    s->outcomes.fetch_and(~round_bit(gen), std::memory_order_relaxed);
+  }
+  s->count.store(0, std::memory_order_relaxed);
+  // release: pairs with the acquire in the waiters; publishes the outcome with the new round.
   s->generation.store(gen + 1, std::memory_order_release);
   detail::futex_wake(&s->generation, INT_MAX);
+}
+
+void break_locked(BarrierState* s) {
+  s->broken.store(1, std::memory_order_relaxed);
+  end_round(s, true);
 }
 
 // The barrier's lock, held for the scope. A holder that died mid-update left the bookkeeping in an
@@ -95,10 +104,11 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
   unsigned index;
   {
     Locked lock(s, what);
-    if (s->broken != 0) throw BrokenBarrier(what + ": broken");
+    if (s->broken.load(std::memory_order_relaxed) != 0) throw BrokenBarrier(what + ": broken");
     gen = s->generation.load(std::memory_order_relaxed);
-    index = s->count++;
-    if (s->count == s->parties) {
+    index = s->count.load(std::memory_order_relaxed);
+    s->count.store(index + 1, std::memory_order_relaxed);
+    if (index + 1 == s->parties) {
       if (action_) {
         try {
           action_();
@@ -107,11 +117,7 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
           throw;
         }
       }
-      s->count = 0;
-      // release: pairs with the acquire below; the action's effects are visible to everyone
-      // released by this round.
-      s->generation.store(gen + 1, std::memory_order_release);
-      detail::futex_wake(&s->generation, INT_MAX);
+      end_round(s, false);  // the action's effects are published with the new round
       return index;
     }
   }
@@ -138,7 +144,7 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
       detail::mutex_unlock(&s->lock, what);
     }
   }
-  if (s->broken_round.load(std::memory_order_relaxed) == gen) {
+  if ((s->outcomes.load(std::memory_order_relaxed) & round_bit(gen)) != 0) {
     throw BrokenBarrier(what + ": broken or reset while waiting");
   }
   return index;
@@ -152,19 +158,17 @@ void Barrier::abort() const {
 void Barrier::reset() const {
   BarrierState* s = h_.state();
   Locked lock(s, h_.what());
-  if (s->count > 0) break_locked(s);  // the current waiters hear BrokenBarrier
-  s->broken = 0;
-  s->count = 0;
+  if (s->count.load(std::memory_order_relaxed) > 0) end_round(s, true);  // waiters: BrokenBarrier
+  s->broken.store(0, std::memory_order_relaxed);
+  s->count.store(0, std::memory_order_relaxed);
 }
 
-bool Barrier::broken() const {
-  Locked lock(h_.state(), h_.what());
-  return h_.state()->broken != 0;
+bool Barrier::broken() const noexcept {
+  return h_.state()->broken.load(std::memory_order_relaxed) != 0;
 }
 
-unsigned Barrier::n_waiting() const {
-  Locked lock(h_.state(), h_.what());
-  return h_.state()->count;
+unsigned Barrier::n_waiting() const noexcept {
+  return h_.state()->count.load(std::memory_order_relaxed);
 }
 
 }  // namespace multiproc

@@ -1,96 +1,167 @@
-// Condition: wake tickets counted against registered waiters, futex on a sequence word.
+// Condition: generations and wake tickets under a robust lock, sleepers on a futex bitset.
 //
-// notify(n) hands out min(n, waiters - tickets) tickets and wakes that many sleepers; a waiter
-// returns "notified" only by taking a ticket, so at most n waiters return per notify(n) and a
-// ticket is never lost: a sleeper woken without finding one goes back to sleep on the new sequence
-// value. A waiter that arrives after a notify may take one of its tickets before an older sleeper
-// wakes (the older one then keeps waiting); that is a spurious wake-up as far as the newcomer is
-// concerned, and the predicate forms of wait() absorb it.
+// notify(n) opens generation g+1 and hands out min(n, waiters without a ticket) tickets tagged
+// g+1. A waiter registered at generation e may take a ticket tagged t only if e precedes t — it
+// was waiting when that notify ran — so a process that notifies and then waits can never take
+// back its own notification. Sleepers wait with the bitset bit of their generation and notify
+// wakes every bit but the new generation's, so the wake goes to eligible sleepers.
 #include <multiproc/condition.hpp>
 
 #include <climits>
 
-namespace multiproc {
-namespace detail {
+namespace multiproc::detail {
 namespace {
 
-constexpr std::uint64_t kWaiter = 1;
-constexpr std::uint64_t kTicket = std::uint64_t{1} << 32;
-constexpr int kSpinIterations = 100;
+// Generation a precedes generation b (modulo 2^32).
+bool precedes(std::uint32_t a, std::uint32_t b) noexcept {
+  return static_cast<std::int32_t>(b - a) > 0;
+}
 
-std::uint32_t waiters_of(std::uint64_t c) { return static_cast<std::uint32_t>(c); }
-std::uint32_t tickets_of(std::uint64_t c) { return static_cast<std::uint32_t>(c >> 32); }
+std::uint32_t bit_of(std::uint32_t generation) noexcept { return 1u << (generation & 31); }
 
-// Takes a ticket if there is one, unregistering the waiter. seq_cst CAS.
-bool take_ticket(ConditionState* s) noexcept {
-  std::uint64_t c = s->counts.load();
-  while (tickets_of(c) > 0) {
-    if (s->counts.compare_exchange_weak(c, c - kTicket - kWaiter)) return true;
+// The internal lock; a holder that died mid-update leaves counts to re-derive.
+class Locked {
+ public:
+  Locked(ConditionState* s, const std::string& what) : s_(s), what_(what) {
+    mutex_lock(&s_->lock, what_);
+    if (mutex_inconsistent(&s_->lock)) repair();
+  }
+  ~Locked() { mutex_unlock_noexcept(&s_->lock, what_); }
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+
+ private:
+  void repair() noexcept {
+    if (s_->used > kConditionBatches) s_->used = kConditionBatches;
+    s_->head %= kConditionBatches;
+    std::uint32_t sum = 0;
+    for (std::uint32_t i = 0; i < s_->used; ++i) {
+      sum += s_->batches[(s_->head + i) % kConditionBatches].tickets;
+    }
+    s_->tickets = sum;
+    if (s_->waiters < s_->tickets) s_->waiters = s_->tickets;
+    mutex_mark_repaired(&s_->lock);
+  }
+  ConditionState* s_;
+  const std::string& what_;
+};
+
+// Takes a ticket the waiter of `generation` may take. Requires the lock.
+bool claim(ConditionState* s, std::uint32_t generation) noexcept {
+  for (std::uint32_t i = 0; i < s->used; ++i) {
+    auto& b = s->batches[(s->head + i) % kConditionBatches];
+    if (b.tickets == 0 || !precedes(generation, b.generation)) continue;
+    --b.tickets;
+    --s->tickets;
+    --s->waiters;
+    while (s->used > 0 && s->batches[s->head].tickets == 0) {  // drop spent batches
+      s->head = (s->head + 1) % kConditionBatches;
+      --s->used;
+    }
+    return true;
   }
   return false;
 }
 
-// Timed out: take a ticket that raced in (then report notified), else just unregister.
-bool leave(ConditionState* s) noexcept {
-  std::uint64_t c = s->counts.load();
-  for (;;) {
-    const std::uint64_t next = tickets_of(c) > 0 ? c - kTicket - kWaiter : c - kWaiter;
-    if (s->counts.compare_exchange_weak(c, next)) return tickets_of(c) > 0;
-  }
-}
-
 }  // namespace
 
-std::uint32_t condition_enter(ConditionState* s) noexcept {
-  s->counts.fetch_add(kWaiter);  // seq_cst: a notify after this sees us
-  return s->seq.load();
+void condition_init(ConditionState* s) {
+  mutex_init(&s->lock, false, "Condition");
+  s->seq.store(0, std::memory_order_relaxed);
 }
 
-void condition_cancel(ConditionState* s) noexcept { (void)leave(s); }
+std::uint32_t condition_enter(ConditionState* s, const std::string& what) {
+  Locked lock(s, what);
+  ++s->waiters;
+  return s->seq.load(std::memory_order_relaxed);
+}
 
-bool condition_sleep(ConditionState* s, std::uint32_t seq, const Clock::time_point* deadline) noexcept {
-  for (int i = 0; i < kSpinIterations; ++i) {
-    if (s->seq.load(std::memory_order_relaxed) != seq && take_ticket(s)) return true;
-    cpu_relax();
-  }
-  for (;;) {
-    if (take_ticket(s)) return true;
-    if (!futex_wait(&s->seq, seq, deadline)) return leave(s);
-    seq = s->seq.load();  // woken, or the sequence moved: look for a ticket, then sleep on it
+void condition_cancel(ConditionState* s, std::uint32_t generation, const std::string& what) noexcept {
+  try {
+    Locked lock(s, what);
+    if (!claim(s, generation)) --s->waiters;
+  } catch (...) {
   }
 }
 
-void condition_notify(ConditionState* s, std::uint32_t n) noexcept {
+bool condition_sleep(ConditionState* s, std::uint32_t generation, const Clock::time_point* deadline,
+                     const std::string& what) noexcept {
+  try {
+    for (;;) {
+      // Read the word before looking for a ticket: a notify after this changes it, so the
+      // futex wait below cannot sleep through it.
+      const std::uint32_t seen = s->seq.load(std::memory_order_acquire);
+      {
+        Locked lock(s, what);
+        if (claim(s, generation)) return true;
+        if (deadline != nullptr && Clock::now() >= *deadline) {
+          --s->waiters;
+          return false;
+        }
+      }
+      const auto slice = next_slice(deadline);
+      futex_wait_bitset(&s->seq, seen, bit_of(generation), &slice);
+    }
+  } catch (...) {
+    return false;  // the internal lock failed (cannot happen short of memory corruption)
+  }
+}
+
+void condition_notify(ConditionState* s, std::uint32_t n, const std::string& what) noexcept {
   if (n == 0) return;
-  std::uint64_t c = s->counts.load();
-  std::uint32_t add;
-  for (;;) {
-    const std::uint32_t waiting = waiters_of(c) - tickets_of(c);
-    add = std::min(n, waiting);
-    if (add == 0) return;  // nobody is waiting for a ticket: nothing to do (no syscall)
-    if (s->counts.compare_exchange_weak(c, c + add * kTicket)) break;
+  std::uint32_t outstanding, generation;
+  try {
+    Locked lock(s, what);
+    const std::uint32_t waiting = s->waiters - s->tickets;
+    const std::uint32_t add = std::min(n, waiting);
+    generation = s->seq.load(std::memory_order_relaxed);
+    if (add > 0) {
+      if (s->used == kConditionBatches) {  // the oldest batch is 32 notifies old: retire it
+        s->tickets -= s->batches[s->head].tickets;
+        s->head = (s->head + 1) % kConditionBatches;
+        --s->used;
+      }
+      ++generation;
+      s->batches[(s->head + s->used) % kConditionBatches] = {generation, add};
+      ++s->used;
+      s->tickets += add;
+      // release: pairs with the sleepers' acquire; the batch is visible with the new generation.
+      s->seq.store(generation, std::memory_order_release);
+    }
+    outstanding = s->tickets;
+  } catch (...) {
+    return;
   }
-  s->seq.fetch_add(1);  // seq_cst: sleepers that re-read seq after this will not sleep on it
-  futex_wake(&s->seq, static_cast<int>(std::min<std::uint32_t>(add, INT_MAX)));
+  // Wake as many sleepers as there are tickets — not those of the new generation, who cannot
+  // take them. Tickets a killed notifier handed out without waking are delivered here too.
+  if (outstanding > 0) {
+    futex_wake_bitset(&s->seq, static_cast<int>(std::min<std::uint32_t>(outstanding, INT_MAX)),
+                      ~bit_of(generation));
+  }
 }
 
-}  // namespace detail
+}  // namespace multiproc::detail
 
+namespace multiproc {
 namespace {
-Segment::Init condition_init() {
-  return [](void* body) {
-    auto* s = static_cast<detail::ConditionState*>(body);
-    s->seq.store(0, std::memory_order_relaxed);
-    s->counts.store(0, std::memory_order_relaxed);
-  };
+Segment::Init condition_initialiser() {
+  return [](void* body) { detail::condition_init(static_cast<detail::ConditionState*>(body)); };
 }
 }  // namespace
 
-Condition::Condition() : h_(Kind::condition, 1, condition_init()) {}
+Condition::Condition() : h_(Kind::condition, 1, condition_initialiser()) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
 Condition::Condition(create_only_t, const Name& name)
-    : h_(Kind::condition, 1, create_only, name, condition_init()) {}
-Condition::Condition(open_only_t, const Name& name) : h_(Kind::condition, open_only, name) {}
+    : h_(Kind::condition, 1, create_only, name, condition_initialiser()) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
+Condition::Condition(open_only_t, const Name& name) : h_(Kind::condition, open_only, name) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
 Condition::Condition(open_or_create_t, const Name& name)
-    : h_(Kind::condition, 1, open_or_create, name, condition_init()) {}
+    : h_(Kind::condition, 1, open_or_create, name, condition_initialiser()) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
 
 }  // namespace multiproc

@@ -32,10 +32,12 @@ Event::Event(open_or_create_t, const Name& name)
 void Event::set() const {
   EventState* s = h_.state();
   std::uint32_t w = s->word.load(std::memory_order_relaxed);
-  do {
-    if ((w & kFlag) != 0) return;  // already set: its waiters were released by that set()
-  } while (!s->word.compare_exchange_weak(w, (w + kGenerationStep) | kFlag));  // seq_cst
+  while ((w & kFlag) == 0 &&
+         !s->word.compare_exchange_weak(w, (w + kGenerationStep) | kFlag)) {  // seq_cst
+  }
   // seq_cst: pairs with the waiter's seq_cst increment of waiters before it re-reads the word.
+  // Wake even if the flag was already up: a setter killed between raising it and waking would
+  // otherwise leave the waiters asleep until their next slice.
   if (s->waiters.load() != 0) detail::futex_wake(&s->word, INT_MAX);
 }
 
@@ -67,7 +69,9 @@ bool Event::wait_until(const detail::Clock::time_point* deadline) const {
       result = true;
       break;
     }
-    if (!detail::futex_wait(&s->word, w, deadline)) {
+    const auto slice = detail::next_slice(deadline);  // see kLivenessSlice
+    detail::futex_wait(&s->word, w, &slice);
+    if (deadline != nullptr && detail::Clock::now() >= *deadline) {
       const std::uint32_t last = s->word.load();
       result = (last & kFlag) != 0 || (last & ~kFlag) != (start & ~kFlag);
       break;

@@ -50,7 +50,10 @@ bool SemaphoreBase::semaphore_acquire(SemaphoreState* s, const Clock::time_point
       got = true;
       break;
     }
-    if (!futex_wait(&s->count, 0, deadline)) {
+    // In slices: a releaser killed between adding units and waking us costs at most one slice.
+    const auto slice = next_slice(deadline);
+    futex_wait(&s->count, 0, &slice);
+    if (deadline != nullptr && Clock::now() >= *deadline) {
       got = take(s);  // a release may have raced with the timeout: keep it rather than lose it
       break;
     }

@@ -5,6 +5,8 @@
 #include <csignal>
 #include <mutex>
 
+#include <multiproc/condition.hpp>
+
 using namespace mptest;
 
 namespace {
@@ -12,8 +14,7 @@ namespace {
 // The number of processes registered as waiting on `cv` (white-box, for tests only).
 std::uint32_t waiting(const mp::Condition& cv) {
   const auto* s = static_cast<const mp::detail::ConditionState*>(cv.segment().body());
-  const std::uint64_t c = s->counts.load();
-  return static_cast<std::uint32_t>(c) - static_cast<std::uint32_t>(c >> 32);
+  return __atomic_load_n(&s->waiters, __ATOMIC_ACQUIRE) - __atomic_load_n(&s->tickets, __ATOMIC_ACQUIRE);
 }
 
 }  // namespace
@@ -192,6 +193,70 @@ BOOST_AUTO_TEST_CASE(holder_killed_after_waking_leaves_the_lock_recoverable, *bo
   BOOST_REQUIRE(m.try_lock_for(5s));
   BOOST_TEST(m.previous_owner_died());
   m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(notifier_that_then_waits_never_takes_its_own_notification, *boost::unit_test::timeout(60)) {
+  // Two processes take turns on one Condition: each notifies, then waits for its next turn. A
+  // notifier must never consume the wake-up meant for the other (that deadlocks plain wait()).
+  constexpr int kRounds = 2000;
+  mp::Mutex m;
+  mp::Condition cv;
+  mp::RawValue<int> turn(0);
+  auto player = [=](int me) {
+    std::unique_lock lock(m);
+    for (int r = 0; r < kRounds; ++r) {
+      while (turn.load() != me) cv.wait(lock);  // plain wait: no timeout to hide a lost wake-up
+      turn.store(1 - me);
+      cv.notify_one();
+    }
+    return 0;
+  };
+  mp::Process other(player, 1);
+  other.start();
+  const auto start = std::chrono::steady_clock::now();
+  BOOST_TEST(player(0) == 0);
+  BOOST_REQUIRE(other.join_for(30s));
+  BOOST_TEST(*other.exitcode() == 0);
+  BOOST_TEST_MESSAGE(kRounds << " turns in " << seconds_since(start) << " s");
+}
+
+BOOST_AUTO_TEST_CASE(notifier_killed_before_waking_delays_waiters_only_briefly, *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  mp::Condition cv;
+  mp::RawValue<int> flag(0);
+  std::vector<mp::Process> waiters;
+  for (int i = 0; i < 3; ++i) {
+    waiters.emplace_back([=] {
+      std::unique_lock lock(m);
+      const auto start = std::chrono::steady_clock::now();
+      const bool ok = cv.wait_for(lock, 20s, [&] { return flag.load() == 1; });
+      return ok && seconds_since(start) < 10 ? 0 : 1;
+    });
+    waiters.back().start();
+  }
+  BOOST_REQUIRE(eventually([&] { return waiting(cv) == 3u; }));
+  for (auto& w : waiters) BOOST_REQUIRE(wait_until_in_futex(w.pid()));
+  // A notifier that hands out the tickets and dies holding the internal lock before waking
+  // anyone (what notify_all does, minus its last steps).
+  BOOST_TEST(run_child([=] {
+               flag.store(1);
+               auto* s = const_cast<mp::detail::ConditionState*>(
+                   static_cast<const mp::detail::ConditionState*>(cv.segment().body()));
+               mp::detail::mutex_lock(&s->lock, "test");
+               const std::uint32_t g = s->seq.load() + 1;
+               s->batches[(s->head + s->used) % mp::detail::kConditionBatches] = {g, 3};
+               ++s->used;
+               s->tickets += 3;
+               s->seq.store(g);
+               ::kill(::getpid(), SIGKILL);
+               return 1;
+             }) == -SIGKILL);
+  for (auto& w : waiters) {
+    BOOST_REQUIRE(w.join_for(30s));
+    BOOST_TEST(*w.exitcode() == 0);
+  }
+  cv.notify_all();  // still usable
+  BOOST_TEST(waiting(cv) == 0u);
 }
 
 MPTEST_SCENARIO(notify_named_condition) {

@@ -3,6 +3,8 @@
 
 #include <multiproc/event.hpp>
 
+#include <csignal>
+
 using namespace mptest;
 
 namespace {
@@ -83,7 +85,30 @@ BOOST_AUTO_TEST_CASE(named_event_set_by_an_unrelated_process, *boost::unit_test:
   BOOST_TEST(mp::Event(mp::open_or_create, name).is_set());
 }
 
-BOOST_AUTO_TEST_CASE(setter_that_died_leaves_waiters_a_timeout, *boost::unit_test::timeout(60)) {
+BOOST_AUTO_TEST_CASE(setter_killed_before_waking_delays_waiters_only_briefly, *boost::unit_test::timeout(60)) {
+  mp::Event e;
+  mp::Process waiter([e] {
+    const auto start = std::chrono::steady_clock::now();
+    const bool ok = e.wait_for(20s);
+    return ok && seconds_since(start) < 10 ? 0 : 1;
+  });
+  waiter.start();
+  BOOST_REQUIRE(eventually([&] { return waiting(e) == 1u; }));
+  BOOST_REQUIRE(wait_until_in_futex(waiter.pid()));
+  // set() up to raising the flag, then death before the wake-up.
+  BOOST_TEST(run_child([e] {
+               auto* st = const_cast<mp::detail::EventState*>(
+                   static_cast<const mp::detail::EventState*>(e.segment().body()));
+               st->word.fetch_or(3);  // the flag, and a new generation
+               ::kill(::getpid(), SIGKILL);
+               return 1;
+             }) == -SIGKILL);
+  BOOST_REQUIRE(waiter.join_for(30s));
+  BOOST_TEST(*waiter.exitcode() == 0);
+  BOOST_TEST(e.is_set());
+}
+
+BOOST_AUTO_TEST_CASE(setter_that_died_before_setting_leaves_waiters_a_timeout, *boost::unit_test::timeout(60)) {
   mp::Event e;
   Gate never;
   mp::Process setter([&] { never.wait(60s); e.set(); });

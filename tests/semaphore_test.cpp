@@ -168,6 +168,27 @@ BOOST_AUTO_TEST_CASE(waiter_killed_while_blocked_does_not_take_a_unit, *boost::u
   BOOST_TEST(s.try_acquire_for(5s));
 }
 
+BOOST_AUTO_TEST_CASE(releaser_killed_before_waking_delays_the_waiter_only_briefly, *boost::unit_test::timeout(60)) {
+  mp::Semaphore s(0);
+  mp::Process waiter([s] {
+    const auto start = std::chrono::steady_clock::now();
+    const bool ok = s.try_acquire_for(20s);
+    return ok && seconds_since(start) < 10 ? 0 : 1;
+  });
+  waiter.start();
+  BOOST_REQUIRE(wait_until_in_futex(waiter.pid()));
+  // release() up to its count update, then death before the wake-up.
+  BOOST_TEST(run_child([s] {
+               auto* st = const_cast<mp::detail::SemaphoreState*>(
+                   static_cast<const mp::detail::SemaphoreState*>(s.segment().body()));
+               st->count.fetch_add(1);
+               ::kill(::getpid(), SIGKILL);
+               return 1;
+             }) == -SIGKILL);
+  BOOST_REQUIRE(waiter.join_for(30s));
+  BOOST_TEST(*waiter.exitcode() == 0);
+}
+
 MPTEST_SCENARIO(release_named_semaphore) {
   mp::Semaphore s(mp::open_only, args.at(0));
   s.release(static_cast<std::uint32_t>(std::stoul(args.at(1))));

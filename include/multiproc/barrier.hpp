@@ -21,9 +21,9 @@
 // Crashes: a party that dies before arriving cannot be told from a slow one, so wait() would wait
 // for it forever: wait with wait_for() when parties may die — the round then breaks at the
 // deadline and everyone hears BrokenBarrier. A party that dies inside the barrier's robust
-// internal lock (while running the action, say) breaks the barrier: waiters notice within 200 ms
-// and throw BrokenBarrier. A party that dies while waiting after arriving does not disturb the
-// round.
+// internal lock — while arriving, running the action, abort() or reset() — breaks the barrier:
+// waiters notice within 200 ms and throw BrokenBarrier. A party that dies while waiting after
+// arriving does not disturb the round. broken(), n_waiting() and parties() take no lock.
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
@@ -43,18 +43,19 @@ namespace detail {
 //   lock          robust mutex guarding count, broken and every change of generation
 //   generation    futex word the waiters of a round sleep on; +1 when the round ends (released,
 //                 broken or reset). Stored with release under the lock, read with acquire.
-//   broken_round  the generation of the last round that ended broken (not released); stored
-//                 before the generation bump that ends it (relaxed; ordered by that release)
+//   outcomes      bit (g % 64) set when round g ended broken, cleared when it was released;
+//                 stored before the generation bump that ends the round (relaxed; ordered by
+//                 that release), so a slow waiter reads its own round's outcome
 //   parties       immutable
-//   count         processes arrived in the current round
-//   broken        1 from a break until reset()
+//   count         processes arrived in the current round (atomic: n_waiting() reads it unlocked)
+//   broken        1 from a break until reset() (atomic: broken() reads it unlocked)
 struct alignas(64) BarrierState {
   MutexState lock;
   std::atomic<std::uint32_t> generation;
-  std::atomic<std::uint32_t> broken_round;
+  std::atomic<std::uint64_t> outcomes;
   std::uint32_t parties;
-  std::uint32_t count;
-  std::uint32_t broken;
+  std::atomic<std::uint32_t> count;
+  std::atomic<std::uint32_t> broken;
 };
 
 }  // namespace detail
@@ -94,10 +95,10 @@ class Barrier {
   //! Effects: returns the barrier to its empty, unbroken state; current waiters get BrokenBarrier.
   void reset() const;
   //! Returns: whether it is broken (a snapshot).
-  bool broken() const;
+  bool broken() const noexcept;
   unsigned parties() const noexcept { return h_.state()->parties; }
   //! Returns: how many processes wait in the current round (a snapshot).
-  unsigned n_waiting() const;
+  unsigned n_waiting() const noexcept;
 
   const Segment& segment() const noexcept { return h_.segment(); }
 

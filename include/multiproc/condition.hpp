@@ -9,16 +9,24 @@
 // wait(lock) atomically releases `lock` and sleeps until notified, then locks it again before
 // returning. `lock` is a Mutex, a RecursiveMutex, a std::unique_lock of either, or any other
 // BasicLockable. With a RecursiveMutex every level the caller holds is released while waiting and
-// restored before returning. Spurious wake-ups can happen, as with every condition variable: use
-// the predicate forms. notify(n) wakes at most n of the processes waiting at the time of the call,
-// notify_one() one, notify_all() all of them. Waiting sleeps on a futex word in the segment (no CPU
-// while blocked); timed waits honour their deadline to within the scheduler's resolution.
+// restored before returning.
 //
-// Crashes: no death makes the Condition unusable and no notification is ever lost. A waiter that
-// dies while waiting stays counted, so a later notify_all() (or notify(n) with n above the live
-// waiters) spends one wake ticket on it, which shows up as one spurious wake-up of a later waiter.
-// A process that dies holding the Mutex is handled by the Mutex: the waiter that relocks it next
-// sees previous_owner_died().
+// notify(n) wakes at most n of the processes waiting at the time of the call, notify_one() one,
+// notify_all() all of them; a process that starts waiting after a notify is never woken by it. A
+// wait() returns true only for a notification (timed waits return false at their deadline), so
+// unlike many condition variables there are no spurious wake-ups — the predicate forms are still
+// the right way to wait for a state. Waiting sleeps on a futex word in the segment (no CPU while
+// blocked); timed waits honour their deadline to within the scheduler's resolution.
+//
+// How: each notify opens a new generation and hands out wake tickets that only waiters of older
+// generations may take; the bookkeeping sits under a small robust lock inside the Condition.
+//
+// Crashes: no death makes the Condition unusable, and a notification is never lost. A waiter that
+// dies while waiting stays counted, so a notify that would have gone to it can be spent on it; the
+// live waiters present at that notify can always take its tickets. A notifier killed between
+// handing out tickets and waking sleepers delays them by at most 100 ms (sleepers look again that
+// often). A process that dies holding the Mutex is handled by the Mutex: the waiter that relocks
+// it next sees previous_owner_died().
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
@@ -38,25 +46,39 @@
 namespace multiproc {
 namespace detail {
 
-// Layout (one cache line):
-//   seq       futex word the waiters sleep on; bumped by every notify that hands out tickets
-//   counts    low 32 bits: waiters registered (entered and not yet left); high 32 bits: wake
-//             tickets handed out by notify and not yet taken. tickets <= waiters always. Changed
-//             only by CAS (seq_cst), so a notify never issues more tickets than there are waiters
-//             and every ticket is taken by exactly one waiter.
+inline constexpr std::uint32_t kConditionBatches = 32;
+
+// Layout:
+//   seq       the current generation; futex word the waiters sleep on (each with the bitset bit
+//             of its own generation). Written only under `lock`, with release.
+//   lock      robust mutex guarding everything below (held for a few instructions)
+//   waiters   registered waiters (entered, not yet left)
+//   tickets   wake tickets handed out and not yet taken (the sum over the batches)
+//   batches   ring of (generation, tickets) handed out by notifies, oldest at `head`: a ticket of
+//             generation g may be taken by a waiter that entered at a generation before g
 struct alignas(64) ConditionState {
   std::atomic<std::uint32_t> seq;
-  std::atomic<std::uint64_t> counts;
+  MutexState lock;
+  std::uint32_t waiters;
+  std::uint32_t tickets;
+  std::uint32_t head;
+  std::uint32_t used;
+  struct Batch {
+    std::uint32_t generation;
+    std::uint32_t tickets;
+  } batches[kConditionBatches];
 };
 
-//! Registers a waiter; returns the seq value to sleep on.
-std::uint32_t condition_enter(ConditionState* s) noexcept;
+void condition_init(ConditionState* s);
+//! Registers a waiter; returns its generation.
+std::uint32_t condition_enter(ConditionState* s, const std::string& what);
 //! Unregisters a waiter that never slept (its lock could not be released).
-void condition_cancel(ConditionState* s) noexcept;
+void condition_cancel(ConditionState* s, std::uint32_t generation, const std::string& what) noexcept;
 //! Sleeps until the waiter takes a ticket (true) or the deadline passes (false). Unregisters it.
-bool condition_sleep(ConditionState* s, std::uint32_t seq, const Clock::time_point* deadline) noexcept;
+bool condition_sleep(ConditionState* s, std::uint32_t generation, const Clock::time_point* deadline,
+                     const std::string& what) noexcept;
 //! Hands out up to n tickets (to waiters present now) and wakes that many sleepers.
-void condition_notify(ConditionState* s, std::uint32_t n) noexcept;
+void condition_notify(ConditionState* s, std::uint32_t n, const std::string& what) noexcept;
 
 template <class L>
 struct is_unique_robust_lock : std::false_type {};
@@ -109,9 +131,11 @@ class Condition {
   }
 
   //! Effects: wakes one / at most n / all of the processes waiting now.
-  void notify_one() const noexcept { detail::condition_notify(h_.state(), 1); }
-  void notify(std::uint32_t n = 1) const noexcept { detail::condition_notify(h_.state(), n); }
-  void notify_all() const noexcept { detail::condition_notify(h_.state(), UINT32_MAX); }
+  void notify_one() const noexcept { detail::condition_notify(h_.state(), 1, h_.what()); }
+  void notify(std::uint32_t n = 1) const noexcept {
+    detail::condition_notify(h_.state(), n, h_.what());
+  }
+  void notify_all() const noexcept { detail::condition_notify(h_.state(), UINT32_MAX, h_.what()); }
 
   const Segment& segment() const noexcept { return h_.segment(); }
 
@@ -139,7 +163,7 @@ class Condition {
   template <class Lock>
   bool wait_impl(Lock& lock, const detail::Clock::time_point* deadline) const {
     detail::ConditionState* s = h_.state();
-    const std::uint32_t seq = detail::condition_enter(s);
+    const std::uint32_t seq = detail::condition_enter(s, h_.what());
     if constexpr (std::is_base_of_v<detail::RobustLock, std::remove_const_t<Lock>> ||
                   detail::is_unique_robust_lock<std::remove_const_t<Lock>>::value) {
       const detail::RobustLock* robust;
@@ -152,10 +176,10 @@ class Condition {
       try {
         depth = detail::mutex_release_all(robust_state(*robust), robust_what(*robust));
       } catch (...) {
-        detail::condition_cancel(s);
+        detail::condition_cancel(s, seq, h_.what());
         throw;
       }
-      const bool notified = detail::condition_sleep(s, seq, deadline);
+      const bool notified = detail::condition_sleep(s, seq, deadline, h_.what());
       try {
         detail::mutex_reacquire(robust_state(*robust), depth, robust_what(*robust));
       } catch (const std::exception& e) {
@@ -166,10 +190,10 @@ class Condition {
       try {
         lock.unlock();
       } catch (...) {
-        detail::condition_cancel(s);
+        detail::condition_cancel(s, seq, h_.what());
         throw;
       }
-      const bool notified = detail::condition_sleep(s, seq, deadline);
+      const bool notified = detail::condition_sleep(s, seq, deadline, h_.what());
       try {
         lock.lock();
       } catch (const std::exception& e) {

@@ -10,9 +10,11 @@
 // follows at once (their wait returns true). Waiting spins briefly, then sleeps on a futex word
 // in the segment: no CPU while blocked. Shared by fork or by name.
 //
-// Crashes: the flag is one atomic word; no death corrupts it. A waiter that dies costs nothing.
-// A process that was supposed to set() it and died leaves the flag down: survivors that wait with
-// wait_for() get false at their deadline.
+// Crashes: the flag is one atomic word; no death corrupts it. A setter killed between raising the
+// flag and waking the waiters delays them by at most 100 ms (waiters look again that often). A
+// process that was supposed to set() it and died leaves the flag down: survivors that wait with
+// wait_for() get false at their deadline. A waiter that dies stays counted: later set() calls
+// then make a wake-up system call that a clean event skips.
 #pragma once
 
 #include <multiproc/detail/futex.hpp>

@@ -20,6 +20,23 @@ bool futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
 //! Wakes up to `count` waiters blocked on word; returns how many were woken.
 int futex_wake(const std::atomic<std::uint32_t>* word, int count) noexcept;
 
+//! As futex_wait, for a waiter that belongs to the classes in `bitset` (a nonzero mask).
+bool futex_wait_bitset(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                       std::uint32_t bitset, const Clock::time_point* deadline) noexcept;
+//! Wakes up to `count` waiters whose bitset shares a bit with `mask`.
+int futex_wake_bitset(const std::atomic<std::uint32_t>* word, int count, std::uint32_t mask) noexcept;
+
+//! Longest a waiter that may be woken late (its waker died between changing the state and
+//! waking it) sleeps before it looks again. Every untimed wait in multiproc sleeps in slices of
+//! this length, so no death can leave a process asleep for good.
+inline constexpr std::chrono::milliseconds kLivenessSlice{100};
+
+//! The end of the next sleeping slice: the deadline, or now + kLivenessSlice if that is sooner.
+inline Clock::time_point next_slice(const Clock::time_point* deadline) noexcept {
+  const auto slice = Clock::now() + kLivenessSlice;
+  return deadline != nullptr && *deadline < slice ? *deadline : slice;
+}
+
 //! One pause instruction: the body of every bounded spin.
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
