@@ -9,6 +9,7 @@
 #include <cxxabi.h>
 #include <fcntl.h>
 #include <memory>
+#include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -47,6 +48,25 @@ std::uint64_t process_start_time(pid_t pid) noexcept {
   char state = 0;
   std::uint64_t start = 0;
   return read_stat(pid, &state, &start) ? start : 0;
+}
+
+namespace {
+std::atomic<pid_t> g_pid{0};
+void forget_pid() noexcept { g_pid.store(0, std::memory_order_relaxed); }
+}  // namespace
+
+pid_t current_pid() noexcept {
+  pid_t pid = g_pid.load(std::memory_order_relaxed);
+  if (pid == 0) {
+    static const bool registered = [] {
+      ::pthread_atfork(nullptr, nullptr, &forget_pid);
+      return true;
+    }();
+    (void)registered;
+    pid = ::getpid();
+    g_pid.store(pid, std::memory_order_relaxed);
+  }
+  return pid;
 }
 
 std::uint64_t self_start_time() noexcept {

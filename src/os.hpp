@@ -11,6 +11,9 @@ namespace multiproc::detail {
 //! unknown. Together with the pid it identifies a process across pid reuse.
 std::uint64_t process_start_time(pid_t pid) noexcept;
 
+//! This process's pid, cached (getpid() is a system call) and refreshed in forked children.
+pid_t current_pid() noexcept;
+
 //! This process's start time (cached per pid, so correct in forked children).
 std::uint64_t self_start_time() noexcept;
 

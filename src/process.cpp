@@ -1,5 +1,6 @@
 // Process: fork, run, _exit; pidfd sentinels; exit codes in Python's convention.
 #include <multiproc/process.hpp>
+#include <multiproc/detail/fork_hooks.hpp>
 
 #include "os.hpp"
 
@@ -61,6 +62,7 @@ Process::Process(Target target)
 
 Process::Process(Process&& other) noexcept
     : target_(std::move(other.target_)),
+      captured_(std::move(other.captured_)),
       name_(std::move(other.name_)),
       daemon_(other.daemon_),
       pid_(std::exchange(other.pid_, 0)),
@@ -72,6 +74,7 @@ Process& Process::operator=(Process&& other) noexcept {
   if (this != &other) {
     finish();
     target_ = std::move(other.target_);
+    captured_ = std::move(other.captured_);
     name_ = std::move(other.name_);
     daemon_ = other.daemon_;
     pid_ = std::exchange(other.pid_, 0);
@@ -128,7 +131,9 @@ void Process::start() {
   if (pid_ != 0) throw Error(errc::bad_state, "Process '" + name_ + "': already started");
   flush_stdio();  // or the child would print the parent's buffered output a second time
   const pid_t parent = ::getpid();
+  detail::forking_for_process() = true;  // atfork handlers: this child is registered below
   const pid_t pid = ::fork();
+  detail::forking_for_process() = false;
   if (pid < 0) throw Error::from_errno(errno, "Process '" + name_ + "': fork failed");
   if (pid == 0) {
     if (daemon_) {
@@ -140,6 +145,7 @@ void Process::start() {
   }
   pid_ = pid;
   pidfd_ = open_pidfd(pid);
+  detail::notify_forked(pid, captured_);  // before the parent can close its copies of handles
 }
 
 void Process::run_child() {

@@ -6,14 +6,18 @@
 
 #include <multiproc/any_value.hpp>
 #include <multiproc/barrier.hpp>
+#include <multiproc/codec.hpp>
 #include <multiproc/condition.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/event.hpp>
 #include <multiproc/mutex.hpp>
+#include <multiproc/pipe.hpp>
 #include <multiproc/process.hpp>
+#include <multiproc/queue.hpp>
 #include <multiproc/recursive_mutex.hpp>
 #include <multiproc/segment.hpp>
 #include <multiproc/semaphore.hpp>
 #include <multiproc/shared_array.hpp>
 #include <multiproc/shared_value.hpp>
 #include <multiproc/typecode.hpp>
+#include <multiproc/wait.hpp>

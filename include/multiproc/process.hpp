@@ -20,6 +20,10 @@
 // in the child, so a crash ends the child and shows in exitcode() instead of running a handler
 // the parent installed.
 //
+// Handles the callable and the arguments hold by value belong to the child: a Pipe end captured
+// that way counts the child as one of its holders from start() on (see pipe.hpp), while ends the
+// child merely inherits with the rest of the parent's memory do not.
+//
 // Destroying a started, unjoined Process joins it; a daemon child is terminated (SIGTERM, then
 // SIGKILL after a second) and reaped. A daemon child is also killed if the thread that started it
 // exits (Linux's parent-death signal), so it never outlives its parent. Not thread-safe: one
@@ -27,6 +31,7 @@
 // limits: only the forking thread exists in the child.
 #pragma once
 
+#include <multiproc/detail/fork_hooks.hpp>
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/error.hpp>
 
@@ -51,8 +56,19 @@ class Process {
   template <class F, class... Args,
             class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, Process> &&
                                      std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>>>
-  explicit Process(F&& f, Args&&... args)
-      : Process(make_target(std::forward<F>(f), std::forward<Args>(args)...)) {}
+  explicit Process(F&& f, Args&&... args) : Process(Target{}) {
+    // Record the handles the target captures by value (a Pipe end counts the child as holding
+    // only those: see pipe.hpp).
+    detail::Captured* outer = detail::current_capture();
+    detail::current_capture() = &captured_;
+    try {
+      target_ = make_target(std::forward<F>(f), std::forward<Args>(args)...);
+    } catch (...) {
+      detail::current_capture() = outer;
+      throw;
+    }
+    detail::current_capture() = outer;
+  }
 
   Process(Process&& other) noexcept;
   //! Effects: finishes the current child as the destructor does, then takes other's.
@@ -133,6 +149,7 @@ class Process {
   void require_started(const char* action) const;
 
   Target target_;
+  detail::Captured captured_;
   std::string name_;
   bool daemon_ = false;
   pid_t pid_ = 0;

@@ -1,0 +1,245 @@
+// multiproc/detail/channel.hpp — the byte ring under Queue and Pipe. Private.
+//
+// A channel is a ring of bytes with two ends: producers append records at the tail, consumers
+// take them from the head. Each end is owned by one thread at a time, in one of two ways:
+//
+// - leased: one thread that uses the end over and over holds a lease. Its operations touch only
+//   cache lines it owns — no atomic read-modify-write, no fence — which is what lets a queue run
+//   at the speed of a bare spinning ring. Another thread that wants the end revokes the lease: it
+//   raises `revoke`, issues membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) so that the holder's
+//   plain stores and loads are ordered against it (an asymmetric fence: the rare side pays), and
+//   waits until the holder is not inside an operation (`active` == 0) — or is dead.
+// - shared: every operation takes the end's robust mutex. An end falls back to shared when a
+//   lease is revoked, and is leased again to a thread that performed kLeaseStreak operations in a
+//   row.
+//
+// Records are published by one 64-bit store of the producer's cursor (records << 40 | bytes), so a
+// producer killed at any instruction has published a record entirely or not at all; a consumer
+// advances its own cursor only after copying a record out, so a consumer killed mid-copy leaves
+// the record for the next one. Nothing is ever half-visible, duplicated or lost except the one
+// record in flight in the dead process.
+//
+// Sleeping: a process that must wait (for data, for room, for a lease) registers in a waiters
+// counter, issues the same membarrier, re-checks, and sleeps on a futex "epoch" word that the
+// other side bumps (and wakes) only when it sees waiters. Sleepers wake every kLivenessSlice to
+// notice dead partners; no CPU is used in between.
+#pragma once
+
+#include <multiproc/detail/futex.hpp>
+#include <multiproc/detail/mutex_state.hpp>
+#include <multiproc/error.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace multiproc::detail {
+
+// A cursor packs records (high 24 bits) and bytes (low 40 bits), so one store publishes both.
+inline constexpr int kCursorByteBits = 40;
+inline constexpr std::uint64_t kCursorByteMask = (std::uint64_t{1} << kCursorByteBits) - 1;
+inline constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 23;   // records
+inline constexpr std::uint64_t kMaxRingBytes = std::uint64_t{1} << 38;  // 256 GiB
+inline std::uint64_t cursor_bytes(std::uint64_t c) noexcept { return c & kCursorByteMask; }
+inline std::uint64_t cursor_records(std::uint64_t c) noexcept { return c >> kCursorByteBits; }
+inline std::uint64_t make_cursor(std::uint64_t records, std::uint64_t bytes) noexcept {
+  return (records << kCursorByteBits) | (bytes & kCursorByteMask);
+}
+// Distances between cursors, modulo the field widths.
+inline std::uint64_t bytes_between(std::uint64_t from, std::uint64_t to) noexcept {
+  return (to - from) & kCursorByteMask;
+}
+inline std::uint64_t records_between(std::uint64_t from, std::uint64_t to) noexcept {
+  return ((to >> kCursorByteBits) - (from >> kCursorByteBits)) & ((std::uint64_t{1} << 24) - 1);
+}
+
+// Variable-size records start with this header (8 bytes); fixed-size records have none.
+enum RecordType : std::uint32_t {
+  kRecordWhole = 1,   // a whole message
+  kRecordSkip = 2,    // filler to the end of the ring: continue at offset 0
+  kRecordFirst = 3,   // first chunk of a message too large for the ring (payload: u64 total)
+  kRecordMiddle = 4,  // further chunks
+  kRecordLast = 5,    // last chunk
+  kRecordAbort = 6,   // the sender of the open chunked message died: drop it
+};
+struct RecordHeader {
+  std::uint32_t length;  // payload bytes (excluding this header and padding)
+  std::uint32_t type;    // RecordType
+};
+inline constexpr std::size_t kRecordHeader = sizeof(RecordHeader);
+inline constexpr std::size_t kRecordAlign = 8;
+
+inline constexpr int kChannelSpin = 2000;
+inline constexpr std::uint32_t kEndShared = 0;
+inline constexpr std::uint32_t kEndLeased = 1;
+
+// One end of a channel. Layout (each group on its own cache lines):
+//   ownership   mode, lease_tid/pid/start (written under `lock` when a lease is granted or
+//               revoked), active (written by the lease holder around each operation; futex word
+//               revokers sleep on), revoke (written by a revoker holding `lock`), streak state
+//               (under `lock`)
+//   lock        robust mutex: every operation in shared mode, every lease grant and revocation
+//   cursor      this end's progress; release-stored by the owner after the bytes it covers are
+//               written (producer) or copied out (consumer); acquire-loaded by the other end
+//   other       the owner's cached copy of the other end's cursor (a lower bound; may be stale)
+//   pending     the cursor this end will store when the record being written/read is done
+//   open_message  producer of a Pipe: 1 while a chunked message is half sent (owner only)
+struct alignas(64) EndState {
+  std::atomic<std::uint32_t> mode;
+  std::atomic<std::int32_t> lease_tid;
+  std::atomic<std::int32_t> lease_pid;
+  std::atomic<std::uint32_t> active;
+  std::atomic<std::uint32_t> revoke;
+  std::int32_t last_tid;
+  std::uint32_t streak;
+  std::uint64_t lease_start;
+  alignas(64) MutexState lock;
+  alignas(64) std::atomic<std::uint64_t> cursor;
+  std::uint64_t other;
+  std::uint64_t pending;
+  std::uint32_t open_message;
+};
+
+// A futex word that one side bumps to wake the other, and the count of sleepers it checks first.
+struct alignas(64) Signal {
+  std::atomic<std::uint32_t> epoch;
+  std::atomic<std::uint32_t> waiters;
+};
+
+// The shared state of one channel; the ring follows at `ring_offset` bytes from its start.
+//   config (immutable after init): ring_bytes (a power of two), capacity (records),
+//   record_size (fixed records; 0 for variable), ring_offset
+//   closed: 0, or 1 once close() was called (sticky); read on every operation
+//   done: JoinableQueue's task_done count (fetch_add)
+struct alignas(64) ChannelState {
+  std::uint64_t ring_bytes;
+  std::uint64_t capacity;
+  std::uint64_t ring_offset;
+  std::uint32_t record_size;
+  std::uint32_t reserved;
+  std::atomic<std::uint32_t> closed;
+  alignas(64) std::atomic<std::uint64_t> done;
+  Signal done_signal;
+  EndState producer;
+  EndState consumer;
+  Signal data;   // bumped by producers, slept on by consumers
+  Signal space;  // bumped by consumers, slept on by producers
+};
+
+//! Rounds up to the ring size a channel of `capacity` records of up to `max_record` bytes gets.
+std::uint64_t ring_bytes_for(std::uint64_t capacity, std::uint32_t record_size,
+                             std::uint64_t requested_bytes, const std::string& what);
+
+//! Initialises a zero-filled ChannelState whose ring starts `ring_offset` bytes after it.
+void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capacity,
+                  std::uint32_t record_size, std::uint64_t ring_offset, const std::string& what);
+
+//! Registers this process for asymmetric fences (once per process, again after fork).
+void fence_register() noexcept;
+
+//! How an end is held: not at all, by lease (fast path), or under its mutex.
+enum class EndToken : std::uint8_t { none, lease, locked };
+
+//! A process-local view of one channel: every operation of Queue and Pipe goes through it.
+class ChannelRef {
+ public:
+  ChannelRef() = default;
+  ChannelRef(ChannelState* c, const std::string* what) noexcept
+      : c_(c), ring_(reinterpret_cast<unsigned char*>(c) + c->ring_offset), what_(what) {}
+
+  ChannelState* state() const noexcept { return c_; }
+  const std::string& what() const noexcept { return *what_; }
+  std::uint64_t capacity() const noexcept { return c_->capacity; }
+  std::uint64_t ring_bytes() const noexcept { return c_->ring_bytes; }
+  //! Largest payload one record can carry (variable records).
+  std::size_t max_record_payload() const noexcept;
+
+  // ---- ends -------------------------------------------------------------------------------
+  //! Takes an end, waiting (up to the deadline) for a revoked lease or the mutex.
+  EndToken acquire(EndState& e, const Clock::time_point* deadline) const;
+  void release(EndState& e, EndToken t) const noexcept;
+  EndState& producer() const noexcept { return c_->producer; }
+  EndState& consumer() const noexcept { return c_->consumer; }
+
+  // ---- producer, holding the producer end ------------------------------------------------
+  //! Whether a record of n payload bytes fits now (updates the cached consumer cursor).
+  bool has_room(std::size_t n) const noexcept;
+  //! The same question asked without holding the end (a hint for sleepers).
+  bool room_hint(std::size_t n) const noexcept;
+  //! Writes one record: the payload through `write(dst)` where it is contiguous, with `type`.
+  //! Requires has_room(n). Publishes it and wakes a consumer.
+  template <class Write>
+  void append(std::size_t n, RecordType type, Write&& write) const {
+    unsigned char* dst = reserve(n, type);
+    write(dst);
+    publish(n);
+  }
+  //! Fixed-size records: copies `bytes` (record_size of them; may wrap) and publishes.
+  void append_fixed(const void* bytes) const noexcept;
+
+  // ---- consumer, holding the consumer end ------------------------------------------------
+  //! Whether a record is published and not yet taken (updates the cached producer cursor).
+  bool has_data() const noexcept;
+  //! The same question asked without holding the end (a hint for sleepers and wait()).
+  bool data_hint() const noexcept;
+  //! The next variable record: its header, and its payload (contiguous). Requires has_data();
+  //! steps over skip records.
+  const unsigned char* peek(RecordHeader& h) const noexcept;
+  //! Fixed-size records: copies the next record into `out`. Requires has_data().
+  void take_fixed(void* out) const noexcept;
+  //! Marks the record returned by peek() consumed, and wakes a producer.
+  void consume(const RecordHeader& h) const noexcept;
+
+  // ---- waiting, holding nothing (or the end, for a Pipe mid-message) ----------------------
+  //! Sleeps until `ready()` may have changed (the signal's epoch moved), the deadline, or a
+  //! liveness slice elapses. `ready` is re-checked after registering, so no wake-up is lost.
+  //! Returns false only when the deadline passed.
+  template <class Ready>
+  bool sleep_until(Signal& s, Ready&& ready, const Clock::time_point* deadline) const {
+    // A partner that is running usually answers within a microsecond or two: spin that long
+    // before paying for a sleep (membarrier, futex, two context switches).
+    for (int i = 0; i < kChannelSpin; ++i) {
+      cpu_relax();
+      if (ready()) return true;
+    }
+    s.waiters.fetch_add(1);  // seq_cst
+    asymmetric_fence_heavy();
+    const std::uint32_t epoch = s.epoch.load(std::memory_order_acquire);
+    bool in_time = true;
+    if (!ready()) in_time = sleep_on(s, epoch, deadline);
+    s.waiters.fetch_sub(1, std::memory_order_relaxed);
+    return in_time;
+  }
+  //! Bumps the signal and wakes up to n sleepers — if anyone sleeps.
+  static void notify(Signal& s, int n) noexcept;
+
+  //! Whether close() was called (a snapshot).
+  bool closed() const noexcept { return c_->closed.load(std::memory_order_acquire) != 0; }
+  //! Marks the channel closed and wakes every sleeper. Idempotent.
+  void close() const noexcept;
+  //! Records published and not yet consumed (a snapshot).
+  std::uint64_t size() const noexcept;
+
+  //! The fence a fast path needs between its own store and load when membarrier is missing.
+  static void asymmetric_fence_light() noexcept;
+  //! The fence a slow path issues: membarrier across processes (or a plain seq_cst fence where
+  //! the fast paths fence themselves).
+  static void asymmetric_fence_heavy() noexcept;
+
+ private:
+  unsigned char* reserve(std::size_t n, RecordType type) const noexcept;
+  void publish(std::size_t n) const noexcept;
+  bool sleep_on(Signal& s, std::uint32_t epoch, const Clock::time_point* deadline) const noexcept;
+
+  ChannelState* c_ = nullptr;
+  unsigned char* ring_ = nullptr;
+  const std::string* what_ = nullptr;
+};
+
+//! Record bytes a variable payload of n bytes occupies (header + payload + padding).
+inline std::size_t record_span(std::size_t n) noexcept {
+  return kRecordHeader + (n + kRecordAlign - 1) / kRecordAlign * kRecordAlign;
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,375 @@
+// The channel core under Queue and Pipe: end ownership (lease or robust mutex), records in a
+// byte ring, and the sleep/wake protocol. See include/multiproc/detail/channel.hpp.
+#include <multiproc/detail/channel.hpp>
+
+#include "os.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <string>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace multiproc::detail {
+namespace {
+
+// Operations in a row by one thread, in shared mode, before it is given the lease.
+constexpr std::uint32_t kLeaseStreak = 64;
+
+// ---- asymmetric fences ----------------------------------------------------------------------
+//
+// With membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), fast paths order their store-then-load pairs
+// with a compiler barrier only, and the slow side (a sleeper, a revoker) pays for a barrier on
+// every CPU running a registered process. Without it, fast paths use a full fence.
+
+enum FenceMode : int { kFenceUnknown = 0, kFenceMembarrier = 1, kFenceFull = 2 };
+std::atomic<int> g_fence_mode{kFenceUnknown};
+
+long membarrier(int cmd) noexcept { return ::syscall(__NR_membarrier, cmd, 0, 0); }
+
+void register_now() noexcept {
+  const long supported = membarrier(MEMBARRIER_CMD_QUERY);
+  const bool ok = supported > 0 && (supported & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 &&
+                  (supported & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0 &&
+                  membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+  g_fence_mode.store(ok ? kFenceMembarrier : kFenceFull, std::memory_order_release);
+}
+
+void reregister_in_child() noexcept { register_now(); }
+
+bool holder_alive(const EndState& e) noexcept {
+  const pid_t pid = e.lease_pid.load(std::memory_order_relaxed);
+  const pid_t tid = e.lease_tid.load(std::memory_order_relaxed);
+  if (!process_alive(pid, e.lease_start)) return false;
+  if (tid == pid || tid <= 0) return true;
+  const std::string task = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid);
+  return ::access(task.c_str(), F_OK) == 0;  // the holding thread itself may have exited
+}
+
+std::uint64_t round_up_pow2(std::uint64_t n) noexcept {
+  std::uint64_t p = 64;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+}  // namespace
+
+void fence_register() noexcept {
+  static const bool atfork = [] {
+    ::pthread_atfork(nullptr, nullptr, &reregister_in_child);
+    return true;
+  }();
+  (void)atfork;
+  if (g_fence_mode.load(std::memory_order_acquire) == kFenceUnknown) register_now();
+}
+
+void ChannelRef::asymmetric_fence_light() noexcept {
+  if (g_fence_mode.load(std::memory_order_relaxed) != kFenceMembarrier) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  } else {
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the compiler must not reorder
+  }
+}
+
+void ChannelRef::asymmetric_fence_heavy() noexcept {
+  if (g_fence_mode.load(std::memory_order_relaxed) == kFenceMembarrier &&
+      membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) {
+    return;
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+std::uint64_t ring_bytes_for(std::uint64_t capacity, std::uint32_t record_size,
+                             std::uint64_t requested_bytes, const std::string& what) {
+  if (capacity == 0 || capacity > kMaxCapacity) {
+    throw Error(errc::invalid_argument, what + ": capacity " + std::to_string(capacity) +
+                                            " is not in [1, " + std::to_string(kMaxCapacity) + "]");
+  }
+  std::uint64_t bytes;
+  if (record_size != 0) {
+    bytes = capacity * record_size;
+  } else if (requested_bytes != 0) {
+    bytes = requested_bytes;
+  } else {
+    bytes = std::max<std::uint64_t>(std::uint64_t{64} << 10, capacity * 256);
+  }
+  if (bytes > kMaxRingBytes) {
+    throw Error(errc::invalid_argument, what + ": a ring of " + std::to_string(bytes) +
+                                            " bytes is too large (the limit is " +
+                                            std::to_string(kMaxRingBytes) + ")");
+  }
+  bytes = round_up_pow2(std::max<std::uint64_t>(bytes, record_size == 0 ? 256 : 64));
+  return bytes;
+}
+
+void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capacity,
+                  std::uint32_t record_size, std::uint64_t ring_offset, const std::string& what) {
+  c->ring_bytes = ring_bytes;
+  c->capacity = capacity;
+  c->ring_offset = ring_offset;
+  c->record_size = record_size;
+  mutex_init(&c->producer.lock, false, what + " (producer end)");
+  mutex_init(&c->consumer.lock, false, what + " (consumer end)");
+  // Everything else starts at zero: shared mode, empty ring, not closed.
+}
+
+std::size_t ChannelRef::max_record_payload() const noexcept {
+  // A record and the skip in front of it must fit in an empty ring: its span is at most half.
+  return static_cast<std::size_t>(c_->ring_bytes / 2 - kRecordHeader);
+}
+
+// ---- ends ------------------------------------------------------------------------------------
+
+EndToken ChannelRef::acquire(EndState& e, const Clock::time_point* deadline) const {
+  const pid_t me = current_tid();
+  if (e.mode.load(std::memory_order_relaxed) == kEndLeased &&
+      e.lease_tid.load(std::memory_order_relaxed) == me) {
+    e.active.store(1, std::memory_order_relaxed);
+    asymmetric_fence_light();  // SYNC POINT: pairs with the revoker's heavy fence
+    if (e.revoke.load(std::memory_order_relaxed) == 0 &&
+        e.mode.load(std::memory_order_relaxed) == kEndLeased &&
+        e.lease_tid.load(std::memory_order_relaxed) == me) {
+      return EndToken::lease;
+    }
+    // Being revoked: step aside and queue up with everyone else.
+    e.active.store(0, std::memory_order_release);
+    futex_wake(&e.active, INT_MAX);
+  }
+
+  if (deadline == nullptr || *deadline == Clock::time_point::max()) {
+    mutex_lock(&e.lock, *what_);
+  } else if (!mutex_lock_until(&e.lock, *deadline, *what_)) {
+    return EndToken::none;
+  }
+
+  if (e.mode.load(std::memory_order_relaxed) == kEndLeased) {
+    if (e.lease_tid.load(std::memory_order_relaxed) != me) {
+      // Revoke the lease: after the heavy fence, the holder either saw `revoke` (and will step
+      // aside) or its `active` store is visible to us.
+      e.revoke.store(1);
+      asymmetric_fence_heavy();  // SYNC POINT: pairs with the holder's light fence
+      while (e.active.load(std::memory_order_acquire) != 0) {
+        if (!holder_alive(e)) break;  // died inside an operation: nothing of it was published
+        const auto now = Clock::now();
+        auto slice = now + kLivenessSlice;
+        if (deadline != nullptr && *deadline < slice) slice = *deadline;
+        if (!futex_wait(&e.active, 1, &slice) && deadline != nullptr && Clock::now() >= *deadline) {
+          e.revoke.store(0, std::memory_order_relaxed);
+          mutex_unlock(&e.lock, *what_);
+          return EndToken::none;
+        }
+      }
+    }
+    e.lease_tid.store(0, std::memory_order_relaxed);
+    e.mode.store(kEndShared, std::memory_order_relaxed);
+    e.revoke.store(0, std::memory_order_relaxed);
+  }
+  if (e.last_tid == me) {
+    ++e.streak;
+  } else {
+    e.last_tid = me;
+    e.streak = 1;
+  }
+  return EndToken::locked;
+}
+
+void ChannelRef::release(EndState& e, EndToken t) const noexcept {
+  if (t == EndToken::lease) {
+    // release: pairs with the revoker's acquire load of `active`; publishes this operation.
+    e.active.store(0, std::memory_order_release);
+    asymmetric_fence_light();  // SYNC POINT: store active, then load revoke
+    if (e.revoke.load(std::memory_order_relaxed) != 0) futex_wake(&e.active, INT_MAX);
+    return;
+  }
+  if (t == EndToken::locked) {
+    if (e.streak >= kLeaseStreak) {
+      // The same thread every time: give it the lease, so its next operations skip the mutex.
+      e.streak = 0;
+      e.lease_pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
+      e.lease_start = self_start_time();
+      e.lease_tid.store(current_tid(), std::memory_order_relaxed);
+      e.active.store(0, std::memory_order_relaxed);
+      e.mode.store(kEndLeased, std::memory_order_release);
+    }
+    mutex_unlock_noexcept(&e.lock, *what_);
+  }
+}
+
+// ---- producer --------------------------------------------------------------------------------
+
+bool ChannelRef::has_room(std::size_t n) const noexcept {
+  EndState& p = c_->producer;
+  const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+  auto fits = [&](std::uint64_t head) {
+    if (records_between(head, tail) >= c_->capacity) return false;
+    if (c_->record_size != 0) return true;  // fixed records: the count is the only limit
+    const std::uint64_t rb = c_->ring_bytes;
+    const std::uint64_t off = cursor_bytes(tail) & (rb - 1);
+    std::uint64_t need = record_span(n);
+    if (off + need > rb) need += rb - off;  // a skip to the end first
+    return bytes_between(head, tail) + need <= rb;
+  };
+  if (fits(p.other)) return true;
+  // acquire: pairs with the consumer's release store of its cursor; the bytes it freed are ours.
+  p.other = c_->consumer.cursor.load(std::memory_order_acquire);
+  return fits(p.other);
+}
+
+bool ChannelRef::room_hint(std::size_t n) const noexcept {
+  const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
+  const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
+  if (records_between(head, tail) >= c_->capacity) return false;
+  if (c_->record_size != 0) return true;
+  const std::uint64_t rb = c_->ring_bytes;
+  const std::uint64_t off = cursor_bytes(tail) & (rb - 1);
+  std::uint64_t need = record_span(n);
+  if (off + need > rb) need += rb - off;
+  return bytes_between(head, tail) + need <= rb;
+}
+
+unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const noexcept {
+  EndState& p = c_->producer;
+  const std::uint64_t rb = c_->ring_bytes;
+  const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+  std::uint64_t bytes = cursor_bytes(tail);
+  std::uint64_t off = bytes & (rb - 1);
+  const std::uint64_t span = record_span(n);
+  if (off + span > rb) {
+    auto* skip = reinterpret_cast<RecordHeader*>(ring_ + off);
+    skip->length = static_cast<std::uint32_t>(rb - off - kRecordHeader);
+    skip->type = kRecordSkip;
+    bytes += rb - off;
+    off = 0;
+  }
+  auto* h = reinterpret_cast<RecordHeader*>(ring_ + off);
+  h->length = static_cast<std::uint32_t>(n);
+  h->type = type;
+  p.pending = make_cursor(cursor_records(tail) + 1, bytes + span);
+  return ring_ + off + kRecordHeader;
+}
+
+void ChannelRef::publish(std::size_t /*n*/) const noexcept {
+  EndState& p = c_->producer;
+  // release: pairs with the consumer's acquire load of the producer cursor; publishes the record.
+  p.cursor.store(p.pending, std::memory_order_release);
+  notify(c_->data, 1);
+}
+
+void ChannelRef::append_fixed(const void* bytes) const noexcept {
+  EndState& p = c_->producer;
+  const std::uint64_t rb = c_->ring_bytes;
+  const std::uint64_t size = c_->record_size;
+  const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+  const std::uint64_t off = cursor_bytes(tail) & (rb - 1);
+  if (off + size <= rb) {
+    std::memcpy(ring_ + off, bytes, size);
+  } else {  // wraps: two pieces
+    const std::uint64_t first = rb - off;
+    std::memcpy(ring_ + off, bytes, first);
+    std::memcpy(ring_, static_cast<const unsigned char*>(bytes) + first, size - first);
+  }
+  p.pending = make_cursor(cursor_records(tail) + 1, cursor_bytes(tail) + size);
+  publish(static_cast<std::size_t>(size));
+}
+
+// ---- consumer --------------------------------------------------------------------------------
+
+bool ChannelRef::has_data() const noexcept {
+  EndState& k = c_->consumer;
+  const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
+  if (records_between(head, k.other) != 0) return true;
+  // acquire: pairs with the producer's release store of its cursor; the record is readable.
+  k.other = c_->producer.cursor.load(std::memory_order_acquire);
+  return records_between(head, k.other) != 0;
+}
+
+bool ChannelRef::data_hint() const noexcept {
+  const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
+  const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
+  return records_between(head, tail) != 0;
+}
+
+const unsigned char* ChannelRef::peek(RecordHeader& out) const noexcept {
+  EndState& k = c_->consumer;
+  const std::uint64_t rb = c_->ring_bytes;
+  const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
+  std::uint64_t bytes = cursor_bytes(head);
+  std::uint64_t off = bytes & (rb - 1);
+  RecordHeader h;
+  std::memcpy(&h, ring_ + off, sizeof h);
+  if (h.type == kRecordSkip) {
+    bytes += rb - off;
+    off = 0;
+    std::memcpy(&h, ring_, sizeof h);
+  }
+  out = h;
+  k.pending = make_cursor(cursor_records(head) + 1, bytes + record_span(h.length));
+  return ring_ + off + kRecordHeader;
+}
+
+void ChannelRef::take_fixed(void* out) const noexcept {
+  EndState& k = c_->consumer;
+  const std::uint64_t rb = c_->ring_bytes;
+  const std::uint64_t size = c_->record_size;
+  const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
+  const std::uint64_t off = cursor_bytes(head) & (rb - 1);
+  if (off + size <= rb) {
+    std::memcpy(out, ring_ + off, size);
+  } else {
+    const std::uint64_t first = rb - off;
+    std::memcpy(out, ring_ + off, first);
+    std::memcpy(static_cast<unsigned char*>(out) + first, ring_, size - first);
+  }
+  k.pending = make_cursor(cursor_records(head) + 1, cursor_bytes(head) + size);
+}
+
+void ChannelRef::consume(const RecordHeader&) const noexcept {
+  EndState& k = c_->consumer;
+  // release: pairs with the producer's acquire load of the consumer cursor; frees the bytes.
+  k.cursor.store(k.pending, std::memory_order_release);
+  notify(c_->space, 1);
+  // Chain the wake-ups: another sleeping consumer should look if records remain.
+  if (c_->data.waiters.load(std::memory_order_relaxed) != 0 &&
+      records_between(k.pending, k.other) != 0) {
+    notify(c_->data, 1);
+  }
+}
+
+// ---- waiting ---------------------------------------------------------------------------------
+
+void ChannelRef::notify(Signal& s, int n) noexcept {
+  asymmetric_fence_light();  // SYNC POINT: our cursor store, then the waiters load
+  if (s.waiters.load(std::memory_order_relaxed) == 0) return;
+  s.epoch.fetch_add(1, std::memory_order_release);
+  futex_wake(&s.epoch, n);
+}
+
+bool ChannelRef::sleep_on(Signal& s, std::uint32_t epoch,
+                          const Clock::time_point* deadline) const noexcept {
+  const auto now = Clock::now();
+  if (deadline != nullptr && now >= *deadline) return false;
+  auto slice = now + kLivenessSlice;
+  if (deadline != nullptr && *deadline < slice) slice = *deadline;
+  futex_wait(&s.epoch, epoch, &slice);
+  return deadline == nullptr || Clock::now() < *deadline;
+}
+
+void ChannelRef::close() const noexcept {
+  c_->closed.store(1, std::memory_order_release);
+  for (Signal* s : {&c_->data, &c_->space, &c_->done_signal}) {
+    s->epoch.fetch_add(1, std::memory_order_release);
+    futex_wake(&s->epoch, INT_MAX);
+  }
+}
+
+std::uint64_t ChannelRef::size() const noexcept {
+  const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
+  const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
+  return records_between(head, tail);
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,166 @@
+// wait(): readiness of connections, queues and process sentinels; one futex_waitv over all.
+#include <multiproc/wait.hpp>
+
+#include <cerrno>
+#include <ctime>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <thread>
+#include <unistd.h>
+
+namespace multiproc {
+namespace {
+
+using detail::Clock;
+
+#ifndef FUTEX2_SIZE_U32
+#define FUTEX2_SIZE_U32 FUTEX_32
+#endif
+
+// Waits on several futex words at once; returns false only when `deadline` passed. Falls back to
+// short sleeps on the first word where the kernel has no futex_waitv (Linux < 5.16).
+bool futex_waitv_until(const std::vector<const std::atomic<std::uint32_t>*>& words,
+                       const std::vector<std::uint32_t>& values, Clock::time_point deadline) {
+#ifdef SYS_futex_waitv
+  std::vector<futex_waitv> waiters(words.size());
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    waiters[i] = {};
+    waiters[i].val = values[i];
+    waiters[i].uaddr = reinterpret_cast<std::uintptr_t>(words[i]);
+    waiters[i].flags = FUTEX2_SIZE_U32;  // shared (no FUTEX_PRIVATE_FLAG): words in segments
+  }
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(ns / 1000000000);
+  ts.tv_nsec = static_cast<long>(ns % 1000000000);
+  const long rc = ::syscall(SYS_futex_waitv, waiters.data(), static_cast<unsigned>(waiters.size()),
+                            0, &ts, CLOCK_MONOTONIC);
+  if (rc >= 0 || errno != ENOSYS) return !(rc < 0 && errno == ETIMEDOUT);
+#endif
+  const auto slice = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
+  if (!words.empty()) detail::futex_wait(words[0], values[0], &slice);
+  return Clock::now() < deadline;
+}
+
+// Watches pidfds on a helper thread and turns a ready one into a futex wake on `word`.
+class SentinelWatcher {
+ public:
+  explicit SentinelWatcher(std::vector<int> fds) : fds_(std::move(fds)) {
+    cancel_ = ::eventfd(0, EFD_CLOEXEC);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~SentinelWatcher() {
+    const std::uint64_t one = 1;
+    if (::write(cancel_, &one, sizeof one) < 0) {
+    }
+    thread_.join();
+    ::close(cancel_);
+  }
+  const std::atomic<std::uint32_t>* word() const { return &word_; }
+
+ private:
+  void run() {
+    std::vector<pollfd> p;
+    for (int fd : fds_) p.push_back({fd, POLLIN, 0});
+    p.push_back({cancel_, POLLIN, 0});
+    while (::poll(p.data(), p.size(), -1) < 0 && errno == EINTR) {
+    }
+    word_.store(1, std::memory_order_release);
+    detail::futex_wake(&word_, 1);
+  }
+  std::vector<int> fds_;
+  int cancel_ = -1;
+  std::atomic<std::uint32_t> word_{0};
+  std::thread thread_;
+};
+
+}  // namespace
+
+std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
+                                     const detail::Clock::time_point* deadline) {
+  // What each object waits on, and how to tell it is ready.
+  struct Item {
+    const detail::ChannelRef* channel = nullptr;
+    const Connection* connection = nullptr;
+    Process* process = nullptr;
+  };
+  std::vector<Item> items;
+  std::vector<int> sentinels;
+  for (const Waitable& w : objects) {
+    Item it;
+    if (w.connection_ != nullptr) {
+      it.connection = w.connection_;
+      it.channel = w.connection_->receive_channel();
+      if (it.channel == nullptr) {
+        throw Error(errc::invalid_argument, "multiproc::wait: a Connection that cannot receive");
+      }
+    } else if (w.queue_ != nullptr) {
+      it.channel = w.queue_;
+    } else {
+      it.process = w.process_;
+      if (it.process->pid() == 0) {
+        throw Error(errc::invalid_argument,
+                    "multiproc::wait: Process '" + it.process->name() + "' was not started");
+      }
+      if (it.process->sentinel() >= 0) sentinels.push_back(it.process->sentinel());
+    }
+    items.push_back(it);
+  }
+
+  auto collect = [&](bool thorough) {
+    std::vector<std::size_t> ready;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const Item& it = items[i];
+      bool r;
+      if (it.process != nullptr) {
+        r = !it.process->is_alive();
+      } else if (it.connection != nullptr) {
+        // The liveness scan of the peer (system calls) only when asked: after a sleep slice.
+        r = it.channel->data_hint() || (thorough && it.connection->peer_closed());
+      } else {
+        r = it.channel->data_hint() || it.channel->closed();
+      }
+      if (r) ready.push_back(i);
+    }
+    return ready;
+  };
+
+  std::unique_ptr<SentinelWatcher> watcher;
+  bool thorough = true;
+  for (;;) {
+    auto ready = collect(thorough);
+    if (!ready.empty()) return ready;
+    if (deadline != nullptr && Clock::now() >= *deadline) return ready;
+    if (!sentinels.empty() && !watcher) watcher = std::make_unique<SentinelWatcher>(sentinels);
+
+    // Register as a sleeper on every channel, fence, read the epochs, look once more, sleep.
+    std::vector<const std::atomic<std::uint32_t>*> words;
+    std::vector<std::uint32_t> values;
+    for (const Item& it : items) {
+      if (it.channel == nullptr) continue;
+      it.channel->state()->data.waiters.fetch_add(1);
+    }
+    detail::ChannelRef::asymmetric_fence_heavy();
+    for (const Item& it : items) {
+      if (it.channel == nullptr) continue;
+      words.push_back(&it.channel->state()->data.epoch);
+      values.push_back(it.channel->state()->data.epoch.load(std::memory_order_acquire));
+    }
+    if (watcher) {
+      words.push_back(watcher->word());
+      values.push_back(0);
+    }
+    if (collect(false).empty() && !words.empty()) {
+      futex_waitv_until(words, values, detail::next_slice(deadline));
+    }
+    for (const Item& it : items) {
+      if (it.channel == nullptr) continue;
+      it.channel->state()->data.waiters.fetch_sub(1, std::memory_order_relaxed);
+    }
+    thorough = true;
+  }
+}
+
+}  // namespace multiproc

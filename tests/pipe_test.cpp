@@ -1,0 +1,298 @@
+// Pipe and Connection across processes: both directions, simplex errors, messages of any size,
+// EOF when the peer closes or dies, buffers that are too small, and senders killed mid-message.
+#include "support/support.hpp"
+
+#include <csignal>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <thread>
+
+using namespace mptest;
+
+namespace {
+
+template <class F>
+void expect_errc(F&& f, mp::errc code) {
+  try {
+    f();
+    BOOST_ERROR("no error thrown");
+  } catch (const mp::Error& e) {
+    BOOST_TEST((e.code() == mp::make_error_code(code)), e.what());
+  }
+}
+
+std::string pattern(std::size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 2654435761u + seed) >> 13);
+  return s;
+}
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(pipes, Clean)
+
+BOOST_AUTO_TEST_CASE(duplex_pipe_carries_typed_messages_both_ways, *boost::unit_test::timeout(60)) {
+  auto [a, b] = mp::Pipe();
+  BOOST_TEST(a.can_send());
+  BOOST_TEST(a.can_recv());
+  mp::Process echo([b] {
+    try {
+      for (;;) {
+        const auto [n, s] = b.recv<std::pair<int, std::string>>();
+        b.send(std::make_pair(n + 1, s + "!"));
+      }
+    } catch (const mp::EOFError&) {
+      return 0;
+    }
+  });
+  echo.start();
+  b.close();  // the child holds its end now; we do not
+  for (int i = 0; i < 1000; ++i) {
+    a.send(std::make_pair(i, std::to_string(i)));
+    const auto [n, s] = a.recv<std::pair<int, std::string>>();
+    BOOST_REQUIRE(n == i + 1);
+    BOOST_REQUIRE(s == std::to_string(i) + "!");
+  }
+  a.close();  // the child sees EOF and exits
+  BOOST_REQUIRE(echo.join_for(10s));
+  BOOST_TEST(*echo.exitcode() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(simplex_pipe_refuses_the_wrong_direction, *boost::unit_test::timeout(60)) {
+  auto [reader, writer] = mp::Pipe(false);
+  BOOST_TEST(reader.can_recv());
+  BOOST_TEST(!reader.can_send());
+  BOOST_TEST(writer.can_send());
+  BOOST_TEST(!writer.can_recv());
+  expect_errc([&] { reader.send(1); }, mp::errc::wrong_direction);
+  expect_errc([&] { reader.send_bytes("x"); }, mp::errc::wrong_direction);
+  expect_errc([&] { writer.recv<int>(); }, mp::errc::wrong_direction);
+  expect_errc([&] { writer.recv_bytes(); }, mp::errc::wrong_direction);
+  expect_errc([&] { writer.poll(); }, mp::errc::wrong_direction);
+  writer.send(42);
+  BOOST_TEST(reader.recv<int>() == 42);
+}
+
+BOOST_AUTO_TEST_CASE(bytes_and_typed_messages_interoperate, *boost::unit_test::timeout(60)) {
+  auto [a, b] = mp::Pipe();
+  a.send(std::string("typed"));
+  BOOST_TEST(b.recv_bytes() == "typed");
+  b.send_bytes("raw bytes");
+  BOOST_TEST(a.recv<std::string>() == "raw bytes");
+  a.send_bytes("");
+  BOOST_TEST(b.recv_bytes().empty());
+  a.send(3.25);
+  double d = 0;
+  BOOST_TEST(b.recv_bytes_into(&d, sizeof d) == sizeof d);
+  BOOST_TEST(d == 3.25);
+}
+
+BOOST_AUTO_TEST_CASE(messages_of_every_size_keep_their_boundaries, *boost::unit_test::timeout(120)) {
+  // A small ring, so that most messages stream through it in chunks.
+  auto [a, b] = mp::Pipe(true, 4096);
+  const std::vector<std::size_t> sizes{0, 1, 7, 8, 9, 2040, 2041, 4095, 4096, 5000, 100000, 1 << 20};
+  mp::Process sender([a, &sizes] {
+    for (std::size_t i = 0; i < sizes.size(); ++i) a.send_bytes(pattern(sizes[i], static_cast<unsigned>(i)));
+    a.send(std::string("done"));
+  });
+  sender.start();
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    const std::string m = b.recv_bytes();
+    BOOST_TEST(m.size() == sizes[i]);
+    BOOST_TEST((m == pattern(sizes[i], static_cast<unsigned>(i))), "message " << i);
+  }
+  BOOST_TEST(b.recv<std::string>() == "done");
+  BOOST_REQUIRE(sender.join_for(30s));
+}
+
+BOOST_AUTO_TEST_CASE(a_64_mib_message_streams_through, *boost::unit_test::timeout(120)) {
+  auto [a, b] = mp::Pipe();
+  constexpr std::size_t kSize = std::size_t{64} << 20;
+  mp::Process sender([a] {
+    std::vector<std::uint32_t> big(kSize / 4);
+    std::iota(big.begin(), big.end(), 7u);
+    a.send(big);
+  });
+  sender.start();
+  const auto start = std::chrono::steady_clock::now();
+  const auto got = b.recv<std::vector<std::uint32_t>>();
+  const double seconds = seconds_since(start);
+  BOOST_REQUIRE(got.size() == kSize / 4);
+  bool ok = true;
+  for (std::size_t i = 0; i < got.size() && ok; ++i) ok = got[i] == static_cast<std::uint32_t>(i + 7);
+  BOOST_TEST(ok);
+  BOOST_TEST_MESSAGE("64 MiB in " << seconds << " s");
+  BOOST_REQUIRE(sender.join_for(30s));
+}
+
+BOOST_AUTO_TEST_CASE(too_small_buffer_keeps_the_message, *boost::unit_test::timeout(60)) {
+  auto [a, b] = mp::Pipe(true, 4096);
+  mp::Process sender([a] {
+    a.send_bytes(pattern(100, 1));
+    a.send_bytes(pattern(10000, 2));  // chunked: streams while the receiver reads
+  });
+  sender.start();
+  BOOST_REQUIRE(b.poll(30s));
+  char small[50];
+  expect_errc([&] { b.recv_bytes_into(small, sizeof small); }, mp::errc::too_large);
+  std::vector<char> buf(100);
+  BOOST_TEST(b.recv_bytes_into(buf.data(), buf.size()) == 100u);
+  BOOST_TEST((std::string(buf.begin(), buf.end()) == pattern(100, 1)));
+  expect_errc([&] { b.recv_bytes_into(buf.data(), buf.size()); }, mp::errc::too_large);
+  std::vector<char> big(20000);
+  BOOST_TEST(b.recv_bytes_into(big.data(), big.size()) == 10000u);
+  BOOST_TEST((std::string(big.data(), 10000) == pattern(10000, 2)));
+  BOOST_REQUIRE(sender.join_for(30s));
+}
+
+BOOST_AUTO_TEST_CASE(eof_after_the_peer_closes_and_everything_was_received, *boost::unit_test::timeout(60)) {
+  auto [reader, writer] = mp::Pipe(false);
+  mp::Process child([writer] {
+    for (int i = 0; i < 3; ++i) writer.send(i);
+    writer.close();
+  });
+  child.start();
+  writer.close();  // only the child holds the writing end now
+  BOOST_TEST(reader.recv<int>() == 0);
+  BOOST_TEST(reader.recv<int>() == 1);
+  BOOST_TEST(reader.recv<int>() == 2);
+  BOOST_CHECK_THROW(reader.recv<int>(), mp::EOFError);
+  BOOST_TEST(reader.poll());  // EOF counts as ready
+  BOOST_REQUIRE(child.join_for(10s));
+  expect_errc([&] { writer.send(1); }, mp::errc::closed);  // our own end, closed
+}
+
+BOOST_AUTO_TEST_CASE(eof_when_the_peer_process_dies, *boost::unit_test::timeout(60)) {
+  auto [a, b] = mp::Pipe();
+  Gate ready, never;
+  mp::Process child([b, &ready, &never] {
+    b.send(std::string("last words"));
+    ready.signal();
+    never.wait(60s);
+  });
+  child.start();
+  b.close();
+  BOOST_REQUIRE(ready.wait());
+  child.kill();  // no close, no destructor: the kernel's death is all the pipe learns
+  child.join();
+  BOOST_TEST(a.recv<std::string>() == "last words");
+  const auto start = std::chrono::steady_clock::now();
+  BOOST_CHECK_THROW(a.recv<std::string>(), mp::EOFError);
+  BOOST_TEST(seconds_since(start) < 5.0);
+  expect_errc([&] {
+    for (int i = 0; i < 100000; ++i) a.send(std::string(1000, 'x'));  // fills, then finds out
+  }, mp::errc::closed);
+}
+
+BOOST_AUTO_TEST_CASE(child_holds_only_the_ends_it_captured, *boost::unit_test::timeout(60)) {
+  // The child inherits both ends with the parent's memory but captures only its own: when the
+  // parent closes its end, the child's recv sees EOF (with file descriptors it would hang).
+  auto [parent_end, child_end] = mp::Pipe();
+  mp::Process child([child_end] {
+    try {
+      child_end.recv<int>();
+    } catch (const mp::EOFError&) {
+      return 0;
+    }
+    return 1;
+  });
+  child.start();
+  child_end.close();
+  parent_end.close();
+  BOOST_REQUIRE(child.join_for(10s));
+  BOOST_TEST(*child.exitcode() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(poll_waits_for_a_message, *boost::unit_test::timeout(60)) {
+  auto [a, b] = mp::Pipe();
+  BOOST_TEST(!b.poll());
+  const auto start = std::chrono::steady_clock::now();
+  BOOST_TEST(!b.poll(50ms));
+  BOOST_TEST(seconds_since(start) >= 0.049);
+  mp::Process sender([a] { a.send(1); });
+  sender.start();
+  BOOST_TEST(b.poll(30s));
+  BOOST_TEST(b.recv<int>() == 1);
+  BOOST_REQUIRE(sender.join_for(10s));
+}
+
+MPTEST_SCENARIO(pipe_second_end_echo) {
+  mp::Connection c(mp::open_only, args.at(0), mp::PipeEnd::second);
+  try {
+    for (;;) c.send(c.recv<long>() * 2);
+  } catch (const mp::EOFError&) {
+  }
+  return 0;
+}
+
+BOOST_AUTO_TEST_CASE(named_pipe_between_unrelated_processes, *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("pipe");
+  auto [first, second] = mp::Pipe(mp::create_only, name);
+  Spawned echo("pipe_second_end_echo", {name});
+  for (long i = 1; i <= 100; ++i) {
+    first.send(i);
+    BOOST_TEST(first.recv<long>() == 2 * i);
+    if (i == 1) second.close();  // the echo process, which answered, holds the second end
+  }
+  first.close();
+  BOOST_TEST(echo.wait() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(senders_killed_mid_message_never_corrupt_the_stream, *boost::unit_test::timeout(180)) {
+  // Senders stream large, self-checking messages through a small ring and are killed at random
+  // moments, mid-message often. The receiver must only ever see whole, correct messages: the
+  // next sender marks the dead one's partial message aborted.
+  auto message = [](unsigned seed, std::size_t n) {
+    std::string m(reinterpret_cast<const char*>(&seed), sizeof seed);
+    return m + pattern(n, seed);
+  };
+  auto valid = [](const std::string& m) {
+    if (m.size() < sizeof(unsigned)) return false;
+    unsigned seed;
+    std::memcpy(&seed, m.data(), sizeof seed);
+    return m.compare(sizeof seed, std::string::npos, pattern(m.size() - sizeof seed, seed)) == 0;
+  };
+  auto [reader, writer] = mp::Pipe(false, 8192);
+  std::mt19937 rng(static_cast<unsigned>(::getpid()));
+  int good = 0;
+  for (unsigned round = 0; round < 20; ++round) {
+    mp::Process sender([writer, round, message] {
+      for (unsigned i = 0;; ++i) writer.send_bytes(message(round * 1000 + i, 20000 + i % 7));
+    });
+    sender.start();
+    const int take = 1 + static_cast<int>(rng() % 3);
+    for (int k = 0; k < take; ++k) {
+      BOOST_REQUIRE(valid(reader.recv_bytes()));
+      ++good;
+    }
+    // A random moment to die at — often in the middle of a message (not a synchronisation point).
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+    sender.kill();
+    sender.join();
+  }
+  mp::Process last([writer] { writer.send_bytes("end"); });
+  last.start();
+  for (;;) {  // whole messages the last killed sender left, then ours
+    const std::string m = reader.recv_bytes();
+    if (m == "end") break;
+    BOOST_REQUIRE(valid(m));
+    ++good;
+  }
+  BOOST_REQUIRE(last.join_for(10s));
+  BOOST_TEST_MESSAGE(good << " whole messages received around 20 killed senders");
+}
+
+BOOST_AUTO_TEST_CASE(blocked_receiver_uses_no_cpu, *boost::unit_test::timeout(60)) {
+  auto [a, b] = mp::Pipe();
+  CHECK_CHILD([b] {
+    const double cpu0 = cpu_seconds();
+    const auto start = std::chrono::steady_clock::now();
+    if (b.poll(500ms)) return 2;
+    const double wall = seconds_since(start), cpu = cpu_seconds() - cpu0;
+    return cpu < 0.1 * wall ? 0 : 1;
+  });
+  (void)a;
+}
+
+BOOST_AUTO_TEST_SUITE_END()
