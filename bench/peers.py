@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Python multiprocessing peers for multiproc's benchmark: one measurement per run.
+
+    peers.py <scenario> <impl>     prints {"value": ..., "unit": "...", "better": "higher"}
+    peers.py --list                prints "<scenario> <impl>" lines
+
+Each scenario does the same work as its C++ counterpart in bench.cpp, with the 'fork' start
+method, processes started before the clock runs. Message counts are smaller (Python is slower);
+the results are rates, so they compare directly.
+"""
+import json
+import multiprocessing as mp
+import sys
+import time
+
+ctx = mp.get_context("fork")
+
+
+def result(value, unit, better):
+    print(json.dumps({"value": value, "unit": unit, "better": better}))
+
+
+def _start_line(n):
+    return ctx.Barrier(n + 1)
+
+
+# ---- queues ---------------------------------------------------------------------------------
+
+def _produce(q, start, n, item):
+    start.wait()
+    for i in range(n):
+        q.put(item if item is not None else i)
+
+
+def queue_spsc(kind, n=200000):
+    q = ctx.Queue(1024) if kind == "queue" else ctx.SimpleQueue()
+    start = _start_line(1)
+    p = ctx.Process(target=_produce, args=(q, start, n, None))
+    p.start()
+    start.wait()
+    t0 = time.perf_counter()
+    total = 0
+    for _ in range(n):
+        total += q.get()
+    dt = time.perf_counter() - t0
+    p.join()
+    assert total == n * (n - 1) // 2
+    result(n / dt, "msgs/s", "higher")
+
+
+def _consume(q, start, n, out):
+    start.wait()
+    s = 0
+    for _ in range(n):
+        s += q.get()
+    with out.get_lock():
+        out.value += s
+
+
+def queue_mpmc(n=100000):
+    q = ctx.Queue(1024)
+    out = ctx.Value("q", 0)
+    start = _start_line(4)
+    ps = [ctx.Process(target=_produce, args=(q, start, n, None)) for _ in range(2)]
+    ps += [ctx.Process(target=_consume, args=(q, start, n, out)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for p in ps:
+        p.join()
+    dt = time.perf_counter() - t0
+    assert out.value == 2 * (n * (n - 1) // 2)
+    result(2 * n / dt, "msgs/s", "higher")
+
+
+def queue_bytes(size, n):
+    q = ctx.Queue(256)
+    start = _start_line(1)
+    p = ctx.Process(target=_produce, args=(q, start, n, b"x" * size))
+    p.start()
+    start.wait()
+    t0 = time.perf_counter()
+    bad = 0
+    for _ in range(n):
+        bad += len(q.get()) != size
+    dt = time.perf_counter() - t0
+    p.join()
+    assert bad == 0
+    result(size * n / dt / 1e6, "MB/s", "higher")
+
+
+# ---- pipes ----------------------------------------------------------------------------------
+
+def _echo(conn, start, n, raw):
+    start.wait()
+    for _ in range(n):
+        if raw:
+            conn.send_bytes(conn.recv_bytes())
+        else:
+            conn.send(conn.recv())
+
+
+def pipe_roundtrip(raw, n=20000):
+    a, b = ctx.Pipe()
+    start = _start_line(1)
+    p = ctx.Process(target=_echo, args=(b, start, n, raw))
+    p.start()
+    start.wait()
+    payload = b"12345678"
+    t0 = time.perf_counter()
+    for i in range(n):
+        if raw:
+            a.send_bytes(payload)
+            a.recv_bytes()
+        else:
+            a.send(i)
+            assert a.recv() == i
+    dt = time.perf_counter() - t0
+    p.join()
+    result(dt / n * 1e6, "us", "lower")
+
+
+def _blast(conn, start, n, size):
+    start.wait()
+    msg = b"x" * size
+    for _ in range(n):
+        conn.send_bytes(msg)
+
+
+def pipe_bandwidth(n=256, size=1 << 20):
+    a, b = ctx.Pipe(duplex=False)
+    start = _start_line(1)
+    p = ctx.Process(target=_blast, args=(b, start, n, size))
+    p.start()
+    start.wait()
+    buf = bytearray(size)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        assert a.recv_bytes_into(buf) == size
+    dt = time.perf_counter() - t0
+    p.join()
+    result(size * n / dt / 1e6, "MB/s", "higher")
+
+
+# ---- locks ----------------------------------------------------------------------------------
+
+def _increment(v, start, n):
+    start.wait()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+
+def lock_contention(procs, n=50000):
+    v = ctx.Value("q", 0)
+    start = _start_line(procs)
+    ps = [ctx.Process(target=_increment, args=(v, start, n)) for _ in range(procs)]
+    for p in ps:
+        p.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for p in ps:
+        p.join()
+    dt = time.perf_counter() - t0
+    assert v.value == procs * n
+    result(procs * n / dt, "increments/s", "higher")
+
+
+def lock_uncontended(n=1000000):
+    lock = ctx.Lock()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        lock.acquire()
+        lock.release()
+    dt = time.perf_counter() - t0
+    result(dt / n * 1e9, "ns", "lower")
+
+
+# ---- processes and pools ----------------------------------------------------------------------
+
+def _nothing():
+    pass
+
+
+def process_start_join(n=200):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        p = ctx.Process(target=_nothing)
+        p.start()
+        p.join()
+    dt = time.perf_counter() - t0
+    result(dt / n * 1e6, "us", "lower")
+
+
+def square(x):
+    return x * x
+
+
+def pool_map(n=100000):
+    with ctx.Pool(2) as pool:
+        pool.map(square, range(10))  # workers up and warm
+        t0 = time.perf_counter()
+        out = pool.map(square, range(n))
+        dt = time.perf_counter() - t0
+    assert sum(out) == sum(i * i for i in range(n))
+    result(dt * 1e3, "ms", "lower")
+
+
+def pool_apply_async(n=5000):
+    with ctx.Pool(2) as pool:
+        pool.apply_async(square, (1,)).get()
+        t0 = time.perf_counter()
+        for i in range(n):
+            assert pool.apply_async(square, (i,)).get() == i * i
+        dt = time.perf_counter() - t0
+    result(dt / n * 1e6, "us", "lower")
+
+
+SCENARIOS = {
+    ("queue_spsc_8B", "python_queue"): lambda: queue_spsc("queue"),
+    ("queue_spsc_8B", "python_simplequeue"): lambda: queue_spsc("simple"),
+    ("queue_mpmc_2x2", "python_queue"): queue_mpmc,
+    ("queue_strings_64B", "python_queue"): lambda: queue_bytes(64, 100000),
+    ("queue_strings_4KiB", "python_queue"): lambda: queue_bytes(4096, 50000),
+    ("pipe_roundtrip_8B", "python_pipe"): lambda: pipe_roundtrip(False),
+    ("pipe_roundtrip_8B", "python_pipe_bytes"): lambda: pipe_roundtrip(True),
+    ("pipe_bandwidth_1MiB", "python_pipe_bytes"): pipe_bandwidth,
+    ("lock_contention_2p", "python_value_lock"): lambda: lock_contention(2),
+    ("lock_contention_4p", "python_value_lock"): lambda: lock_contention(4),
+    ("lock_uncontended", "python_lock"): lock_uncontended,
+    ("process_start_join", "python_process"): process_start_join,
+    ("pool_map_100k", "python_pool"): pool_map,
+    ("pool_apply_async", "python_pool"): pool_apply_async,
+}
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--list"]:
+        for scenario, impl in SCENARIOS:
+            print(scenario, impl)
+        sys.exit(0)
+    if len(sys.argv) != 3 or tuple(sys.argv[1:]) not in SCENARIOS:
+        sys.exit("usage: peers.py <scenario> <impl> | --list")
+    SCENARIOS[tuple(sys.argv[1:])]()

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Runs multiproc's benchmark beside its peers, in one run, and reports ratios.
+
+    bench/run.py --bench build/bench/multiproc_bench [--reps 5] [--only a,b] [--out DIR]
+
+Every (scenario, implementation) pair — multiproc, Boost.Interprocess, Python's multiprocessing
+(bench/peers.py, run with this python3), and bare limits — is measured --reps times. The
+repetitions are interleaved (rep 1 of everything, then rep 2, ...) so that a noisy moment on a
+shared machine hits every implementation alike. The table shows each median with its spread
+(min..max), and multiproc's speed relative to each peer: "5.0x" means multiproc is five times
+faster, whatever the unit. The goals of the project are checked against those ratios. Results go
+to DIR/results.json and, when gnuplot is available, DIR/results.png.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (scenario, peer, minimum speed-up of multiproc over the peer) — from the project's issues.
+GOALS = [
+    ("queue_spsc_8B", "boost_message_queue", 4.0),
+    ("queue_spsc_8B", "python_queue", 100.0),
+    ("queue_spsc_8B", "bare_spin_ring", 0.5),
+    ("pipe_roundtrip_8B", "kernel_pipe", 2.0),
+    ("pipe_roundtrip_8B", "python_pipe", 30.0),
+    ("lock_contention_2p", "boost_interprocess_mutex", 1.0),
+    ("lock_contention_4p", "boost_interprocess_mutex", 1.0),
+    ("lock_contention_2p", "python_value_lock", 30.0),
+    ("lock_contention_4p", "python_value_lock", 30.0),
+    ("process_start_join", "bare_fork_waitpid", 1 / 1.5),
+    ("pool_map_100k", "python_pool", 10.0),
+]
+
+ORDER = [
+    "queue_spsc_8B", "queue_mpmc_2x2", "queue_strings_64B", "queue_strings_4KiB",
+    "pipe_roundtrip_8B", "pipe_bandwidth_1MiB", "lock_contention_2p", "lock_contention_4p",
+    "lock_uncontended", "process_start_join", "pool_map_100k", "pool_apply_async",
+]
+
+
+def pairs(cmd):
+    out = subprocess.run(cmd + ["--list"], check=True, capture_output=True, text=True).stdout
+    return [tuple(line.split()) for line in out.splitlines() if line.strip()]
+
+
+def measure(cmd, scenario, impl, timeout):
+    try:
+        p = subprocess.run(cmd + [scenario, impl], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "timed out"
+    if p.returncode != 0:
+        return None, (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1]), None
+    except (ValueError, IndexError):
+        return None, "unreadable output: " + p.stdout[-200:]
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            mem_kb = int(f.readline().split()[1])
+    except OSError:
+        mem_kb = 0
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "system": " ".join(platform.freedesktop_os_release().get("PRETTY_NAME", "").split())
+        if hasattr(platform, "freedesktop_os_release") else platform.platform(),
+    }
+
+
+def speedup(mp_value, peer_value, better):
+    """How many times faster multiproc is than the peer."""
+    if not mp_value or not peer_value:
+        return None
+    return mp_value / peer_value if better == "higher" else peer_value / mp_value
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if v >= 100:
+        return "%.0f" % v
+    if v >= 10:
+        return "%.1f" % v
+    return "%.2f" % v
+
+
+def chart(results, path):
+    """Bars: each peer's speed relative to multiproc (=1), per scenario, log scale."""
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        return False
+    rows = []
+    for scenario in results:
+        impls = results[scenario]
+        mp_res = impls.get("multiproc")
+        if not mp_res or mp_res["median"] is None:
+            continue
+        for impl, r in impls.items():
+            if r["median"] is None:
+                continue
+            rel = speedup(r["median"], mp_res["median"], r["better"])  # peer speed / multiproc speed
+            rows.append((scenario, impl, rel))
+    if not rows:
+        return False
+    data_path = path + ".dat"
+    with open(data_path, "w") as f:
+        for i, (scenario, impl, rel) in enumerate(rows):
+            f.write('%d "%s" "%s" %.6g\n' % (i, scenario, impl, rel))
+    script = """
+set terminal pngcairo size 1600,900 font "sans,10"
+set output '%s'
+set title "Speed relative to multiproc (multiproc = 1; higher is faster), one run, medians"
+set logscale y
+set grid ytics
+set ylabel "speed / multiproc's speed (log scale)"
+set style fill solid 0.8
+set boxwidth 0.8
+set xtics rotate by 60 right font ",8"
+set key off
+set yrange [0.001:*]
+plot '%s' using 1:4:xtic(sprintf("%%s: %%s", strcol(2), strcol(3))) with boxes lc rgb "#4477aa", \\
+     1 with lines lc rgb "#cc3311" lw 2
+""" % (path, data_path)
+    p = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
+    os.remove(data_path)
+    return p.returncode == 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", required=True, help="the multiproc_bench binary")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--only", default="", help="comma-separated scenarios")
+    ap.add_argument("--out", default="bench-results")
+    ap.add_argument("--timeout", type=int, default=180)
+    args = ap.parse_args()
+
+    cpp = [os.path.abspath(args.bench)]
+    py = [sys.executable, os.path.join(HERE, "peers.py")]
+    todo = [(s, i, cpp) for s, i in pairs(cpp)] + [(s, i, py) for s, i in pairs(py)]
+    if args.only:
+        wanted = set(args.only.split(","))
+        todo = [t for t in todo if t[0] in wanted]
+    todo.sort(key=lambda t: (ORDER.index(t[0]) if t[0] in ORDER else 99, t[1] != "multiproc", t[1]))
+
+    samples, units, errors = {}, {}, {}
+    for rep in range(args.reps):
+        print("repetition %d of %d" % (rep + 1, args.reps), file=sys.stderr, flush=True)
+        for scenario, impl, cmd in todo:
+            r, err = measure(cmd, scenario, impl, args.timeout)
+            key = (scenario, impl)
+            if r is None:
+                errors[key] = err
+                print("  %s %s: %s" % (scenario, impl, err), file=sys.stderr, flush=True)
+                continue
+            samples.setdefault(key, []).append(r["value"])
+            units[key] = (r["unit"], r["better"])
+
+    results = {}
+    for scenario, impl, _ in todo:
+        key = (scenario, impl)
+        vals = samples.get(key, [])
+        unit, better = units.get(key, ("?", "higher"))
+        results.setdefault(scenario, {})[impl] = {
+            "median": statistics.median(vals) if vals else None,
+            "min": min(vals) if vals else None,
+            "max": max(vals) if vals else None,
+            "samples": vals,
+            "unit": unit,
+            "better": better,
+            "error": errors.get(key),
+        }
+
+    # The table.
+    print()
+    print("multiproc benchmark, %s" % datetime.date.today().isoformat())
+    m = machine()
+    print("%s, %s CPUs, %s GiB, Linux %s, %s, Python %s; %d repetitions, medians (min..max)" % (
+        m["cpu"], m["cpus"], m["memory_gib"], m["kernel"], m["system"], m["python"], args.reps))
+    for scenario in results:
+        impls = results[scenario]
+        mp_res = impls.get("multiproc", {})
+        print()
+        print("%-22s %-26s %14s  %-22s %12s" % (scenario, "implementation", "median", "spread", "multiproc is"))
+        for impl, r in impls.items():
+            if r["median"] is None:
+                print("%-22s %-26s %14s  %s" % ("", impl, "failed", r["error"]))
+                continue
+            rel = speedup(mp_res.get("median"), r["median"], r["better"]) if impl != "multiproc" else None
+            print("%-22s %-26s %10s %-3s  %-22s %12s" % (
+                "", impl, fmt(r["median"]), r["unit"], "%s..%s" % (fmt(r["min"]), fmt(r["max"])),
+                (fmt(rel) + "x faster") if rel is not None else ""))
+
+    print()
+    print("goals (multiproc's speed-up over the peer, from one run):")
+    goal_rows = []
+    for scenario, peer, goal in GOALS:
+        impls = results.get(scenario, {})
+        mp_res, peer_res = impls.get("multiproc"), impls.get(peer)
+        if not mp_res or not peer_res or mp_res["median"] is None or peer_res["median"] is None:
+            print("  %-20s vs %-26s goal %5sx: not measured" % (scenario, peer, fmt(goal)))
+            continue
+        got = speedup(mp_res["median"], peer_res["median"], mp_res["better"])
+        ok = got >= goal
+        goal_rows.append({"scenario": scenario, "peer": peer, "goal": goal, "got": got, "met": ok})
+        print("  %-20s vs %-26s goal %5sx: %7sx  %s" % (scenario, peer, fmt(goal), fmt(got),
+                                                         "met" if ok else "MISSED"))
+
+    os.makedirs(args.out, exist_ok=True)
+    out = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": m,
+        "repetitions": args.reps,
+        "results": results,
+        "goals": goal_rows,
+    }
+    json_path = os.path.join(args.out, "results.json")
+    with open(json_path, "w") as f:
+        json.dump(out, f, indent=2)
+    png_path = os.path.join(args.out, "results.png")
+    drew = chart(results, png_path)
+    print()
+    print("wrote %s%s" % (json_path, (" and " + png_path) if drew else " (no gnuplot: no chart)"))
+
+
+if __name__ == "__main__":
+    main()
