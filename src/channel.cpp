@@ -26,9 +26,6 @@ constexpr std::uint32_t kLeaseStreak = 64;
 // with a compiler barrier only, and the slow side (a sleeper, a revoker) pays for a barrier on
 // every CPU running a registered process. Without it, fast paths use a full fence.
 
-enum FenceMode : int { kFenceUnknown = 0, kFenceMembarrier = 1, kFenceFull = 2 };
-std::atomic<int> g_fence_mode{kFenceUnknown};
-
 long membarrier(int cmd) noexcept { return ::syscall(__NR_membarrier, cmd, 0, 0); }
 
 void register_now() noexcept {
@@ -65,14 +62,6 @@ void fence_register() noexcept {
   }();
   (void)atfork;
   if (g_fence_mode.load(std::memory_order_acquire) == kFenceUnknown) register_now();
-}
-
-void ChannelRef::asymmetric_fence_light() noexcept {
-  if (g_fence_mode.load(std::memory_order_relaxed) != kFenceMembarrier) {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-  } else {
-    std::atomic_signal_fence(std::memory_order_seq_cst);  // the compiler must not reorder
-  }
 }
 
 void ChannelRef::asymmetric_fence_heavy() noexcept {
@@ -124,22 +113,15 @@ std::size_t ChannelRef::max_record_payload() const noexcept {
 
 // ---- ends ------------------------------------------------------------------------------------
 
-EndToken ChannelRef::acquire(EndState& e, const Clock::time_point* deadline) const {
-  const pid_t me = current_tid();
-  if (e.mode.load(std::memory_order_relaxed) == kEndLeased &&
-      e.lease_tid.load(std::memory_order_relaxed) == me) {
-    e.active.store(1, std::memory_order_relaxed);
-    asymmetric_fence_light();  // SYNC POINT: pairs with the revoker's heavy fence
-    if (e.revoke.load(std::memory_order_relaxed) == 0 &&
-        e.mode.load(std::memory_order_relaxed) == kEndLeased &&
-        e.lease_tid.load(std::memory_order_relaxed) == me) {
-      return EndToken::lease;
-    }
-    // Being revoked: step aside and queue up with everyone else.
-    e.active.store(0, std::memory_order_release);
-    futex_wake(&e.active, INT_MAX);
-  }
+void ChannelRef::step_aside(EndState& e) noexcept {
+  e.active.store(0, std::memory_order_release);
+  futex_wake(&e.active, INT_MAX);
+}
 
+void ChannelRef::wake_revoker(EndState& e) noexcept { futex_wake(&e.active, INT_MAX); }
+
+EndToken ChannelRef::acquire_slow(EndState& e, const Clock::time_point* deadline) const {
+  const pid_t me = current_tid();
   if (deadline == nullptr || *deadline == Clock::time_point::max()) {
     mutex_lock(&e.lock, *what_);
   } else if (!mutex_lock_until(&e.lock, *deadline, *what_)) {
@@ -177,14 +159,7 @@ EndToken ChannelRef::acquire(EndState& e, const Clock::time_point* deadline) con
   return EndToken::locked;
 }
 
-void ChannelRef::release(EndState& e, EndToken t) const noexcept {
-  if (t == EndToken::lease) {
-    // release: pairs with the revoker's acquire load of `active`; publishes this operation.
-    e.active.store(0, std::memory_order_release);
-    asymmetric_fence_light();  // SYNC POINT: store active, then load revoke
-    if (e.revoke.load(std::memory_order_relaxed) != 0) futex_wake(&e.active, INT_MAX);
-    return;
-  }
+void ChannelRef::release_slow(EndState& e, EndToken t) const noexcept {
   if (t == EndToken::locked) {
     if (e.streak >= kLeaseStreak) {
       // The same thread every time: give it the lease, so its next operations skip the mutex.
@@ -201,7 +176,7 @@ void ChannelRef::release(EndState& e, EndToken t) const noexcept {
 
 // ---- producer --------------------------------------------------------------------------------
 
-bool ChannelRef::has_room(std::size_t n) const noexcept {
+bool ChannelRef::has_room_slow(std::size_t n) const noexcept {
   EndState& p = c_->producer;
   const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
   auto fits = [&](std::uint64_t head) {
@@ -259,33 +234,20 @@ void ChannelRef::publish(std::size_t /*n*/) const noexcept {
   notify(c_->data, 1);
 }
 
-void ChannelRef::append_fixed(const void* bytes) const noexcept {
-  EndState& p = c_->producer;
-  const std::uint64_t rb = c_->ring_bytes;
-  const std::uint64_t size = c_->record_size;
-  const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
-  const std::uint64_t off = cursor_bytes(tail) & (rb - 1);
-  if (off + size <= rb) {
-    std::memcpy(ring_ + off, bytes, size);
-  } else {  // wraps: two pieces
-    const std::uint64_t first = rb - off;
-    std::memcpy(ring_ + off, bytes, first);
-    std::memcpy(ring_, static_cast<const unsigned char*>(bytes) + first, size - first);
-  }
-  p.pending = make_cursor(cursor_records(tail) + 1, cursor_bytes(tail) + size);
-  publish(static_cast<std::size_t>(size));
+void ChannelRef::copy_wrapped_in(std::uint64_t off, const void* bytes,
+                                 std::uint64_t size) const noexcept {
+  const std::uint64_t first = c_->ring_bytes - off;
+  std::memcpy(ring_ + off, bytes, first);
+  std::memcpy(ring_, static_cast<const unsigned char*>(bytes) + first, size - first);
+}
+
+void ChannelRef::copy_wrapped_out(std::uint64_t off, void* out, std::uint64_t size) const noexcept {
+  const std::uint64_t first = c_->ring_bytes - off;
+  std::memcpy(out, ring_ + off, first);
+  std::memcpy(static_cast<unsigned char*>(out) + first, ring_, size - first);
 }
 
 // ---- consumer --------------------------------------------------------------------------------
-
-bool ChannelRef::has_data() const noexcept {
-  EndState& k = c_->consumer;
-  const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
-  if (records_between(head, k.other) != 0) return true;
-  // acquire: pairs with the producer's release store of its cursor; the record is readable.
-  k.other = c_->producer.cursor.load(std::memory_order_acquire);
-  return records_between(head, k.other) != 0;
-}
 
 bool ChannelRef::data_hint() const noexcept {
   const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
@@ -311,39 +273,9 @@ const unsigned char* ChannelRef::peek(RecordHeader& out) const noexcept {
   return ring_ + off + kRecordHeader;
 }
 
-void ChannelRef::take_fixed(void* out) const noexcept {
-  EndState& k = c_->consumer;
-  const std::uint64_t rb = c_->ring_bytes;
-  const std::uint64_t size = c_->record_size;
-  const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
-  const std::uint64_t off = cursor_bytes(head) & (rb - 1);
-  if (off + size <= rb) {
-    std::memcpy(out, ring_ + off, size);
-  } else {
-    const std::uint64_t first = rb - off;
-    std::memcpy(out, ring_ + off, first);
-    std::memcpy(static_cast<unsigned char*>(out) + first, ring_, size - first);
-  }
-  k.pending = make_cursor(cursor_records(head) + 1, cursor_bytes(head) + size);
-}
-
-void ChannelRef::consume(const RecordHeader&) const noexcept {
-  EndState& k = c_->consumer;
-  // release: pairs with the producer's acquire load of the consumer cursor; frees the bytes.
-  k.cursor.store(k.pending, std::memory_order_release);
-  notify(c_->space, 1);
-  // Chain the wake-ups: another sleeping consumer should look if records remain.
-  if (c_->data.waiters.load(std::memory_order_relaxed) != 0 &&
-      records_between(k.pending, k.other) != 0) {
-    notify(c_->data, 1);
-  }
-}
-
 // ---- waiting ---------------------------------------------------------------------------------
 
-void ChannelRef::notify(Signal& s, int n) noexcept {
-  asymmetric_fence_light();  // SYNC POINT: our cursor store, then the waiters load
-  if (s.waiters.load(std::memory_order_relaxed) == 0) return;
+void ChannelRef::wake(Signal& s, int n) noexcept {
   s.epoch.fetch_add(1, std::memory_order_release);
   futex_wake(&s.epoch, n);
 }

@@ -20,8 +20,6 @@ namespace {
 // hand-off between cores, short enough that a descheduled holder costs little.
 constexpr int kSpinIterations = 100;
 
-thread_local pid_t tls_tid = 0;
-
 void reset_tid_after_fork() noexcept { tls_tid = 0; }
 
 struct AtforkRegistration {
@@ -99,9 +97,9 @@ bool spin_try_lock(MutexState* s, const std::string& what) {
 
 }  // namespace
 
-pid_t current_tid() noexcept {
+pid_t current_tid_slow() noexcept {
   static AtforkRegistration registration;  // once per process; resets the cache in children
-  if (tls_tid == 0) tls_tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  tls_tid = static_cast<pid_t>(::syscall(SYS_gettid));
   return tls_tid;
 }
 

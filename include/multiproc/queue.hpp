@@ -204,7 +204,7 @@ class QueueBase {
       if (ch_.has_room(n)) {
         if constexpr (kRecordSize != 0) {
           if constexpr (detail::is_plain_v<T>) {
-            ch_.append_fixed(&v);
+            ch_.template append_fixed<kRecordSize>(&v);
           } else {
             std::byte buf[kRecordSize];
             try {
@@ -213,7 +213,7 @@ class QueueBase {
               ch_.release(end, t);
               throw;
             }
-            ch_.append_fixed(buf);
+            ch_.template append_fixed<kRecordSize>(buf);
           }
         } else {
           try {
@@ -253,8 +253,7 @@ class QueueBase {
         RecordHeader h{};
         if constexpr (kRecordSize != 0) {
           alignas(T) unsigned char buf[kRecordSize];
-          ch_.take_fixed(buf);
-          ch_.consume(h);
+          ch_.template take_fixed<kRecordSize>(buf);
           ch_.release(end, t);
           out.emplace(Codec<T>::decode(reinterpret_cast<const std::byte*>(buf), kRecordSize));
         } else {

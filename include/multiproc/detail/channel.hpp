@@ -32,7 +32,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
+#include <sys/types.h>
 
 namespace multiproc::detail {
 
@@ -135,6 +137,11 @@ std::uint64_t ring_bytes_for(std::uint64_t capacity, std::uint32_t record_size,
 void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capacity,
                   std::uint32_t record_size, std::uint64_t ring_offset, const std::string& what);
 
+//! How fast paths order a store before a load: with membarrier(GLOBAL_EXPEDITED) registered,
+//! a compiler barrier (the slow side pays with a membarrier); otherwise a full fence.
+enum FenceMode : int { kFenceUnknown = 0, kFenceMembarrier = 1, kFenceFull = 2 };
+inline std::atomic<int> g_fence_mode{kFenceUnknown};
+
 //! Registers this process for asymmetric fences (once per process, again after fork).
 void fence_register() noexcept;
 
@@ -157,14 +164,30 @@ class ChannelRef {
 
   // ---- ends -------------------------------------------------------------------------------
   //! Takes an end, waiting (up to the deadline) for a revoked lease or the mutex.
-  EndToken acquire(EndState& e, const Clock::time_point* deadline) const;
-  void release(EndState& e, EndToken t) const noexcept;
+  EndToken acquire(EndState& e, const Clock::time_point* deadline) const {
+    if (try_lease(e)) return EndToken::lease;
+    return acquire_slow(e, deadline);
+  }
+  void release(EndState& e, EndToken t) const noexcept {
+    if (t == EndToken::lease) {
+      release_lease(e);
+    } else {
+      release_slow(e, t);
+    }
+  }
   EndState& producer() const noexcept { return c_->producer; }
   EndState& consumer() const noexcept { return c_->consumer; }
 
   // ---- producer, holding the producer end ------------------------------------------------
   //! Whether a record of n payload bytes fits now (updates the cached consumer cursor).
-  bool has_room(std::size_t n) const noexcept;
+  bool has_room(std::size_t n) const noexcept {
+    EndState& p = c_->producer;
+    if (c_->record_size != 0) {  // fixed records: the count is the only limit
+      const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+      if (records_between(p.other, tail) < c_->capacity) return true;
+    }
+    return has_room_slow(n);
+  }
   //! The same question asked without holding the end (a hint for sleepers).
   bool room_hint(std::size_t n) const noexcept;
   //! Writes one record: the payload through `write(dst)` where it is contiguous, with `type`.
@@ -175,21 +198,67 @@ class ChannelRef {
     write(dst);
     publish(n);
   }
-  //! Fixed-size records: copies `bytes` (record_size of them; may wrap) and publishes.
-  void append_fixed(const void* bytes) const noexcept;
+  //! Fixed-size records: copies `bytes` (record_size of them; may wrap) and publishes. Size is
+  //! the record size when known at compile time (0: read it from the channel).
+  template <std::size_t Size = 0>
+  void append_fixed(const void* bytes) const noexcept {
+    EndState& p = c_->producer;
+    const std::uint64_t size = Size != 0 ? Size : c_->record_size;
+    const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+    const std::uint64_t off = cursor_bytes(tail) & (c_->ring_bytes - 1);
+    if (off + size <= c_->ring_bytes) {
+      std::memcpy(ring_ + off, bytes, Size != 0 ? Size : size);
+    } else {
+      copy_wrapped_in(off, bytes, size);
+    }
+    // release: pairs with the consumer's acquire load of the producer cursor; publishes it.
+    p.cursor.store(make_cursor(cursor_records(tail) + 1, cursor_bytes(tail) + size),
+                   std::memory_order_release);
+    notify(c_->data, 1);
+  }
 
   // ---- consumer, holding the consumer end ------------------------------------------------
   //! Whether a record is published and not yet taken (updates the cached producer cursor).
-  bool has_data() const noexcept;
+  bool has_data() const noexcept {
+    EndState& k = c_->consumer;
+    const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
+    if (records_between(head, k.other) != 0) return true;
+    // acquire: pairs with the producer's release store of its cursor; the record is readable.
+    k.other = c_->producer.cursor.load(std::memory_order_acquire);
+    return records_between(head, k.other) != 0;
+  }
   //! The same question asked without holding the end (a hint for sleepers and wait()).
   bool data_hint() const noexcept;
   //! The next variable record: its header, and its payload (contiguous). Requires has_data();
   //! steps over skip records.
   const unsigned char* peek(RecordHeader& h) const noexcept;
-  //! Fixed-size records: copies the next record into `out`. Requires has_data().
-  void take_fixed(void* out) const noexcept;
+  //! Fixed-size records: copies the next record into `out` and consumes it. Requires has_data().
+  template <std::size_t Size = 0>
+  void take_fixed(void* out) const noexcept {
+    EndState& k = c_->consumer;
+    const std::uint64_t size = Size != 0 ? Size : c_->record_size;
+    const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
+    const std::uint64_t off = cursor_bytes(head) & (c_->ring_bytes - 1);
+    if (off + size <= c_->ring_bytes) {
+      std::memcpy(out, ring_ + off, Size != 0 ? Size : size);
+    } else {
+      copy_wrapped_out(off, out, size);
+    }
+    k.pending = make_cursor(cursor_records(head) + 1, cursor_bytes(head) + size);
+    consume(RecordHeader{});
+  }
   //! Marks the record returned by peek() consumed, and wakes a producer.
-  void consume(const RecordHeader& h) const noexcept;
+  void consume(const RecordHeader&) const noexcept {
+    EndState& k = c_->consumer;
+    // release: pairs with the producer's acquire load of the consumer cursor; frees the bytes.
+    k.cursor.store(k.pending, std::memory_order_release);
+    notify(c_->space, 1);
+    // Chain the wake-ups: another sleeping consumer should look if records remain.
+    if (c_->data.waiters.load(std::memory_order_relaxed) != 0 &&
+        records_between(k.pending, k.other) != 0) {
+      notify(c_->data, 1);
+    }
+  }
 
   // ---- waiting, holding nothing (or the end, for a Pipe mid-message) ----------------------
   //! Sleeps until `ready()` may have changed (the signal's epoch moved), the deadline, or a
@@ -212,7 +281,10 @@ class ChannelRef {
     return in_time;
   }
   //! Bumps the signal and wakes up to n sleepers — if anyone sleeps.
-  static void notify(Signal& s, int n) noexcept;
+  static void notify(Signal& s, int n) noexcept {
+    asymmetric_fence_light();  // SYNC POINT: our cursor store, then the waiters load
+    if (s.waiters.load(std::memory_order_relaxed) != 0) wake(s, n);
+  }
 
   //! Whether close() was called (a snapshot).
   bool closed() const noexcept { return c_->closed.load(std::memory_order_acquire) != 0; }
@@ -222,12 +294,51 @@ class ChannelRef {
   std::uint64_t size() const noexcept;
 
   //! The fence a fast path needs between its own store and load when membarrier is missing.
-  static void asymmetric_fence_light() noexcept;
+  static void asymmetric_fence_light() noexcept {
+    if (fences_are_full()) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+    } else {
+      std::atomic_signal_fence(std::memory_order_seq_cst);  // the compiler must not reorder
+    }
+  }
   //! The fence a slow path issues: membarrier across processes (or a plain seq_cst fence where
   //! the fast paths fence themselves).
   static void asymmetric_fence_heavy() noexcept;
 
  private:
+  bool try_lease(EndState& e) const noexcept {
+    const pid_t me = current_tid();
+    if (e.mode.load(std::memory_order_relaxed) != kEndLeased ||
+        e.lease_tid.load(std::memory_order_relaxed) != me) {
+      return false;
+    }
+    e.active.store(1, std::memory_order_relaxed);
+    asymmetric_fence_light();  // SYNC POINT: pairs with the revoker's heavy fence
+    if (e.revoke.load(std::memory_order_relaxed) == 0 &&
+        e.mode.load(std::memory_order_relaxed) == kEndLeased &&
+        e.lease_tid.load(std::memory_order_relaxed) == me) {
+      return true;
+    }
+    step_aside(e);  // being revoked
+    return false;
+  }
+  void release_lease(EndState& e) const noexcept {
+    // release: pairs with the revoker's acquire load of `active`; publishes this operation.
+    e.active.store(0, std::memory_order_release);
+    asymmetric_fence_light();  // SYNC POINT: store active, then load revoke
+    if (e.revoke.load(std::memory_order_relaxed) != 0) wake_revoker(e);
+  }
+  static bool fences_are_full() noexcept {
+    return g_fence_mode.load(std::memory_order_relaxed) != kFenceMembarrier;
+  }
+  static void wake(Signal& s, int n) noexcept;
+  static void step_aside(EndState& e) noexcept;
+  static void wake_revoker(EndState& e) noexcept;
+  EndToken acquire_slow(EndState& e, const Clock::time_point* deadline) const;
+  void release_slow(EndState& e, EndToken t) const noexcept;
+  bool has_room_slow(std::size_t n) const noexcept;
+  void copy_wrapped_in(std::uint64_t off, const void* bytes, std::uint64_t size) const noexcept;
+  void copy_wrapped_out(std::uint64_t off, void* out, std::uint64_t size) const noexcept;
   unsigned char* reserve(std::size_t n, RecordType type) const noexcept;
   void publish(std::size_t n) const noexcept;
   bool sleep_on(Signal& s, std::uint32_t epoch, const Clock::time_point* deadline) const noexcept;

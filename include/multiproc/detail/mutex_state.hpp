@@ -42,7 +42,12 @@ struct alignas(64) MutexState {
 void mutex_init(MutexState* s, bool recursive, const std::string& what);
 
 //! The calling thread's id (cached per thread, refreshed in forked children).
-pid_t current_tid() noexcept;
+inline thread_local pid_t tls_tid = 0;
+pid_t current_tid_slow() noexcept;
+inline pid_t current_tid() noexcept {
+  const pid_t t = tls_tid;
+  return t != 0 ? t : current_tid_slow();
+}
 
 //! Blocks until held. Throws Error(errc::would_deadlock) when a Mutex is relocked by its holder.
 void mutex_lock(MutexState* s, const std::string& what);
