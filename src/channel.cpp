@@ -38,13 +38,12 @@ void register_now() noexcept {
 
 void reregister_in_child() noexcept { register_now(); }
 
+// The lease holder is its thread, in its process (checked by start time against pid reuse).
 bool holder_alive(const EndState& e) noexcept {
   const pid_t pid = e.lease_pid.load(std::memory_order_relaxed);
   const pid_t tid = e.lease_tid.load(std::memory_order_relaxed);
-  if (!process_alive(pid, e.lease_start)) return false;
-  if (tid == pid || tid <= 0) return true;
-  const std::string task = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid);
-  return ::access(task.c_str(), F_OK) == 0;  // the holding thread itself may have exited
+  if (pid <= 0 || process_start_time(pid) != e.lease_start) return false;
+  return tid <= 0 || thread_alive(pid, tid);
 }
 
 std::uint64_t round_up_pow2(std::uint64_t n) noexcept {
@@ -148,7 +147,7 @@ EndToken ChannelRef::acquire_slow(EndState& e, const Clock::time_point* deadline
     }
     e.lease_tid.store(0, std::memory_order_relaxed);
     e.mode.store(kEndShared, std::memory_order_relaxed);
-    e.revoke.store(0, std::memory_order_relaxed);
+    e.revoke.store(0, std::memory_order_release);  // release: mode and tid first (weak CPUs)
   }
   if (e.last_tid == me) {
     ++e.streak;
@@ -164,8 +163,8 @@ void ChannelRef::release_slow(EndState& e, EndToken t) const noexcept {
     if (e.streak >= kLeaseStreak) {
       // The same thread every time: give it the lease, so its next operations skip the mutex.
       e.streak = 0;
-      e.lease_pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
-      e.lease_start = self_start_time();
+      e.lease_pid.store(static_cast<std::int32_t>(current_pid()), std::memory_order_relaxed);
+      e.lease_start = current_start_time();
       e.lease_tid.store(current_tid(), std::memory_order_relaxed);
       e.active.store(0, std::memory_order_relaxed);
       e.mode.store(kEndLeased, std::memory_order_release);
@@ -264,9 +263,15 @@ const unsigned char* ChannelRef::peek(RecordHeader& out) const noexcept {
   RecordHeader h;
   std::memcpy(&h, ring_ + off, sizeof h);
   if (h.type == kRecordSkip) {
+    if (h.length != rb - off - kRecordHeader) return nullptr;  // a skip runs to the ring's end
     bytes += rb - off;
     off = 0;
     std::memcpy(&h, ring_, sizeof h);
+  }
+  // The header comes from shared memory: check it before anyone trusts it.
+  if (h.type < kRecordWhole || h.type > kRecordAbort || h.type == kRecordSkip ||
+      h.length > rb - off - kRecordHeader || record_span(h.length) > rb - off) {
+    return nullptr;
   }
   out = h;
   k.pending = make_cursor(cursor_records(head) + 1, bytes + record_span(h.length));
@@ -275,9 +280,39 @@ const unsigned char* ChannelRef::peek(RecordHeader& out) const noexcept {
 
 // ---- waiting ---------------------------------------------------------------------------------
 
+int ChannelRef::register_sleeper(Signal& s, bool observer) noexcept {
+  (observer ? s.observers : s.waiters).fetch_add(1);  // seq_cst
+  const std::int32_t code = (current_pid() << 1) | (observer ? 1 : 0);
+  for (int i = 0; i < kSleeperSlots; ++i) {
+    std::int32_t free_slot = 0;
+    if (s.sleepers[i].compare_exchange_strong(free_slot, code)) return i;
+  }
+  return -1;  // all slots taken: counted, but not healable if it dies asleep
+}
+
+void ChannelRef::unregister_sleeper(Signal& s, bool observer, int slot) noexcept {
+  if (slot >= 0) {
+    std::int32_t code = (current_pid() << 1) | (observer ? 1 : 0);
+    // Fails only if a healer took the slot, having judged us dead: then it also took the count.
+    if (!s.sleepers[slot].compare_exchange_strong(code, 0)) return;
+  }
+  (observer ? s.observers : s.waiters).fetch_sub(1, std::memory_order_relaxed);
+}
+
 void ChannelRef::wake(Signal& s, int n) noexcept {
   s.epoch.fetch_add(1, std::memory_order_release);
-  futex_wake(&s.epoch, n);
+  if (futex_wake(&s.epoch, n) > 0) return;
+  // Nobody was asleep although the counts say some are: perhaps about to sleep, perhaps killed
+  // while asleep. Now and then, take the dead off the counts, or every later operation would pay
+  // for a wake-up system call.
+  if (s.misses.fetch_add(1, std::memory_order_relaxed) % 64 != 63) return;
+  for (auto& slot : s.sleepers) {
+    std::int32_t code = slot.load(std::memory_order_relaxed);
+    if (code == 0 || process_alive(code >> 1, 0)) continue;
+    if (slot.compare_exchange_strong(code, 0)) {
+      ((code & 1) != 0 ? s.observers : s.waiters).fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
 }
 
 bool ChannelRef::sleep_on(Signal& s, std::uint32_t epoch,
@@ -296,6 +331,10 @@ void ChannelRef::close() const noexcept {
     s->epoch.fetch_add(1, std::memory_order_release);
     futex_wake(&s->epoch, INT_MAX);
   }
+}
+
+void throw_corrupt_record(const std::string& what) {
+  throw Error(errc::corrupt, what + ": a record in the ring is damaged (bad header)");
 }
 
 std::uint64_t ChannelRef::size() const noexcept {

@@ -28,7 +28,9 @@ constexpr std::size_t kChannelSpan = (sizeof(ChannelState) + 63) / 64 * 64;
 //             found every holder dead); cleared when a process opens the end again. Read
 //             unlocked (acquire) on every send and before every sleep.
 //   overflow  more holders than slots: the end never counts as closed
-//   holders   pid and start time of each holding process
+//   holders   pid and start time of each holding process; an entry with a negative pid is a
+//             fork in progress (-parent pid, and a CLOCK_MONOTONIC deadline in ns as `start`):
+//             the child replaces it with its own entry, and it lapses if the child never does
 struct alignas(64) HolderTable {
   MutexState lock;
   std::atomic<std::uint32_t> closed;
@@ -74,6 +76,16 @@ class TableLock {
   HolderTable& t_;
 };
 
+std::uint64_t monotonic_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+}
+
+bool holder_alive(const HolderTable::Holder& h) {
+  if (h.pid < 0) return monotonic_ns() < h.start;  // a fork in progress, until its deadline
+  return process_alive(h.pid, h.start);
+}
+
 void add_holder(HolderTable& t, pid_t pid, std::uint64_t start) {
   TableLock lock(t);
   for (std::uint32_t i = 0; i < t.count; ++i) {
@@ -86,12 +98,15 @@ void add_holder(HolderTable& t, pid_t pid, std::uint64_t start) {
   if (t.count == kMaxHolders) {  // make room by forgetting the dead
     std::uint32_t kept = 0;
     for (std::uint32_t i = 0; i < t.count; ++i) {
-      if (process_alive(t.holders[i].pid, t.holders[i].start)) t.holders[kept++] = t.holders[i];
+      if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
     }
     t.count = kept;
   }
   if (t.count < kMaxHolders) {
-    t.holders[t.count++] = {static_cast<std::int32_t>(pid), 0, start};
+    // The entry first, then the count: a death between the two loses nothing.
+    t.holders[t.count] = {static_cast<std::int32_t>(pid), 0, start};
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    ++t.count;
   } else {
     t.overflow.store(1, std::memory_order_relaxed);  // too many to track: never report closed
   }
@@ -103,7 +118,11 @@ bool remove_holder(HolderTable& t, pid_t pid) {
   TableLock lock(t);
   for (std::uint32_t i = 0; i < t.count; ++i) {
     if (t.holders[i].pid == pid) {
-      t.holders[i] = t.holders[--t.count];
+      // Move the last entry over this one, then shorten: a death between the two leaves a
+      // duplicate, never a lost holder.
+      t.holders[i] = t.holders[t.count - 1];
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      --t.count;
       break;
     }
   }
@@ -114,6 +133,19 @@ bool remove_holder(HolderTable& t, pid_t pid) {
   return false;
 }
 
+// A raw fork is about to happen: the child will hold the end, but registers itself only after
+// fork() returned in the parent. Until it does, this entry keeps the end open.
+void add_pending_fork(HolderTable& t, pid_t parent) {
+  TableLock lock(t);
+  if (t.count == kMaxHolders) {
+    t.overflow.store(1, std::memory_order_relaxed);
+    return;
+  }
+  t.holders[t.count] = {-static_cast<std::int32_t>(parent), 0, monotonic_ns() + 2000000000ull};
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  ++t.count;
+}
+
 // Whether some live process still holds the end; forgets the dead ones.
 bool end_open(HolderTable& t) {
   if (t.closed.load(std::memory_order_acquire) != 0) return false;
@@ -121,7 +153,7 @@ bool end_open(HolderTable& t) {
   TableLock lock(t);
   std::uint32_t kept = 0;
   for (std::uint32_t i = 0; i < t.count; ++i) {
-    if (process_alive(t.holders[i].pid, t.holders[i].start)) t.holders[kept++] = t.holders[i];
+    if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
   }
   t.count = kept;
   if (kept == 0) {
@@ -156,7 +188,15 @@ class ConnectionImpl {
   void require_open(const char* action) const;
   void require_send() const;
   void require_recv() const;
-  bool peer_open() const { return end_open(peer()); }
+  //! Whether a live process holds the peer's end. The closed flag costs a load; the liveness
+  //! scan behind it (a lock and system calls per holder) runs at most every 20 ms per process.
+  bool peer_open() const {
+    if (peer().closed.load(std::memory_order_acquire) != 0) return false;
+    const auto now = Clock::now();
+    if (now - last_scan_.load(std::memory_order_relaxed) < std::chrono::milliseconds(20)) return true;
+    last_scan_.store(now, std::memory_order_relaxed);
+    return end_open(peer());
+  }
   void close();
   void wake_peer() const;
 
@@ -172,6 +212,7 @@ class ConnectionImpl {
   bool can_recv_ = false, can_send_ = false;
   std::atomic<bool> closed_{false};
   mutable pid_t registered_pid_ = 0;
+  mutable std::atomic<Clock::time_point> last_scan_{Clock::time_point{}};
   std::string what_;
 };
 
@@ -206,18 +247,47 @@ void register_process_child(pid_t child, const Captured& captured) noexcept {
   }
 }
 
-// Any other fork: the child holds everything it inherited, as it would file descriptors.
+// Any other fork: the child holds everything it inherited, as it would file descriptors. The
+// parent left a pending entry in each table before forking (prepare_fork); the child replaces it.
+void prepare_fork() noexcept {
+  if (forking_for_process()) return;  // Process::start registers exactly what it captured
+  try {
+    ImplRegistry& r = impl_registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    for (auto& weak : r.impls) {
+      if (auto impl = weak.lock()) {
+        if (!impl->closed_.load()) add_pending_fork(impl->mine(), current_pid());
+      }
+    }
+  } catch (...) {
+  }
+}
+
+void remove_pending_fork(HolderTable& t, pid_t parent) {
+  TableLock lock(t);
+  for (std::uint32_t i = 0; i < t.count; ++i) {
+    if (t.holders[i].pid == -static_cast<std::int32_t>(parent)) {
+      t.holders[i] = t.holders[t.count - 1];
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      --t.count;
+      return;
+    }
+  }
+}
+
 void register_self_in_child() noexcept {
   ImplRegistry& r = impl_registry();
   new (&r.mutex) std::mutex();  // another thread may have held it at fork time
-  if (forking_for_process()) return;  // Process::start registers exactly what it captured
+  if (forking_for_process()) return;
   try {
     const pid_t me = ::getpid();
+    const pid_t parent = ::getppid();
     const std::uint64_t start = self_start_time();
     for (auto& weak : r.impls) {
       if (auto impl = weak.lock()) {
         if (!impl->closed_.load()) {
           add_holder(impl->mine(), me, start);
+          remove_pending_fork(impl->mine(), parent);
           impl->registered_pid_ = me;
         }
       }
@@ -229,7 +299,7 @@ void register_self_in_child() noexcept {
 void track(const std::shared_ptr<ConnectionImpl>& impl) {
   static const bool hooks = [] {
     add_fork_listener(&register_process_child);
-    ::pthread_atfork(nullptr, nullptr, &register_self_in_child);
+    ::pthread_atfork(&prepare_fork, nullptr, &register_self_in_child);
     return true;
   }();
   (void)hooks;
@@ -422,6 +492,7 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
     if (ch.has_data()) {
       RecordHeader h;
       const auto* p = reinterpret_cast<const std::byte*>(ch.peek(h));
+      if (p == nullptr) throw_corrupt_record(c.what_);
       switch (h.type) {
         case kRecordWhole:
           if (!r.accept(h.length)) {
@@ -439,7 +510,9 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
           return;
         case kRecordFirst: {
           std::uint64_t t;
+          if (h.length < sizeof t) throw_corrupt_record(c.what_);
           std::memcpy(&t, p, sizeof t);
+          if (h.length - sizeof t > t) throw_corrupt_record(c.what_);
           if (!r.accept(t)) {
             throw Error(errc::too_large, c.what_ + ": the next message has " + std::to_string(t) +
                                              " bytes, more than the buffer; it stays in the pipe");
@@ -507,6 +580,19 @@ struct PipeFactory {
     return {Connection(first), Connection(second)};
   }
   static Connection open(Segment seg, PipeEnd end) {
+    // This process may already hold the end (made the Pipe, or opened it before): one impl per
+    // end per process, so that dropping one handle does not end the process's holding.
+    {
+      ImplRegistry& r = impl_registry();
+      std::lock_guard<std::mutex> lock(r.mutex);
+      for (auto& weak : r.impls) {
+        auto impl = weak.lock();
+        if (impl && impl->state_ == seg.body() && impl->end_ == end && !impl->closed_.load()) {
+          impl->require_open("open");  // registers this process if it was not yet
+          return Connection(impl);
+        }
+      }
+    }
     auto impl = std::make_shared<ConnectionImpl>(std::move(seg), end, true);
     track(impl);
     return Connection(impl);
@@ -671,7 +757,8 @@ bool Connection::poll_until(detail::Clock::time_point deadline) const {
     if ((slept || detail::Clock::now() >= deadline) && !impl_->peer_open()) return true;
     if (detail::Clock::now() >= deadline) return false;
     ch.sleep_until(ch.state()->data,
-                   [&] { return ch.data_hint() || impl_->peer().closed.load() != 0; }, &deadline);
+                   [&] { return ch.data_hint() || impl_->peer().closed.load() != 0; }, &deadline,
+                   true);  // an observer: poll() takes nothing
     slept = true;
   }
 }

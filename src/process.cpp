@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cxxabi.h>
 #include <cstdio>
+#include <fcntl.h>
 #include <iostream>
 #include <poll.h>
 #include <sched.h>
@@ -131,11 +133,30 @@ void Process::start() {
   if (pid_ != 0) throw Error(errc::bad_state, "Process '" + name_ + "': already started");
   flush_stdio();  // or the child would print the parent's buffered output a second time
   const pid_t parent = ::getpid();
+  // When the target captured handles that track holders, the child waits until the parent has
+  // registered it (below): otherwise a child that closes such a handle at once could be
+  // registered again after its close.
+  int registered[2] = {-1, -1};
+  if (!captured_.empty() && ::pipe2(registered, O_CLOEXEC) != 0) {
+    throw Error::from_errno(errno, "Process '" + name_ + "': pipe failed");
+  }
   detail::forking_for_process() = true;  // atfork handlers: this child is registered below
   const pid_t pid = ::fork();
   detail::forking_for_process() = false;
-  if (pid < 0) throw Error::from_errno(errno, "Process '" + name_ + "': fork failed");
+  if (pid < 0) {
+    for (int fd : registered) {
+      if (fd >= 0) ::close(fd);
+    }
+    throw Error::from_errno(errno, "Process '" + name_ + "': fork failed");
+  }
   if (pid == 0) {
+    if (registered[0] >= 0) {
+      ::close(registered[1]);
+      char c;
+      while (::read(registered[0], &c, 1) < 0 && errno == EINTR) {  // EOF if the parent died
+      }
+      ::close(registered[0]);
+    }
     if (daemon_) {
       // A daemon never outlives its parent (strictly: the thread that forked it).
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -146,6 +167,13 @@ void Process::start() {
   pid_ = pid;
   pidfd_ = open_pidfd(pid);
   detail::notify_forked(pid, captured_);  // before the parent can close its copies of handles
+  if (registered[0] >= 0) {
+    ::close(registered[0]);
+    const char c = 1;
+    while (::write(registered[1], &c, 1) < 0 && errno == EINTR) {
+    }
+    ::close(registered[1]);
+  }
 }
 
 void Process::run_child() {
@@ -153,6 +181,12 @@ void Process::run_child() {
   int code = 0;
   try {
     if (target_) code = target_();
+  } catch (const abi::__forced_unwind&) {
+    // pthread_exit() from the target's thread: unwinding further would run the parent's frames
+    // (copied by fork), so the child ends here. (glibc requires a forced unwind to be rethrown
+    // or the process to end inside the handler.)
+    flush_stdio();
+    ::_exit(0);
   } catch (const std::exception& e) {
     flush_stdio();
     std::fprintf(stderr, "%s (pid %d): uncaught %s: %s\n", name_.c_str(), static_cast<int>(::getpid()),

@@ -117,7 +117,7 @@ std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
       if (it.process != nullptr) {
         r = !it.process->is_alive();
       } else if (it.connection != nullptr) {
-        // The liveness scan of the peer (system calls) only when asked: after a sleep slice.
+        // The peer's closed flag always; its liveness scan (rate-limited) only when asked.
         r = it.channel->data_hint() || (thorough && it.connection->peer_closed());
       } else {
         r = it.channel->data_hint() || it.channel->closed();
@@ -128,9 +128,8 @@ std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
   };
 
   std::unique_ptr<SentinelWatcher> watcher;
-  bool thorough = true;
   for (;;) {
-    auto ready = collect(thorough);
+    auto ready = collect(true);
     if (!ready.empty()) return ready;
     if (deadline != nullptr && Clock::now() >= *deadline) return ready;
     if (!sentinels.empty() && !watcher) watcher = std::make_unique<SentinelWatcher>(sentinels);
@@ -138,9 +137,18 @@ std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
     // Register as a sleeper on every channel, fence, read the epochs, look once more, sleep.
     std::vector<const std::atomic<std::uint32_t>*> words;
     std::vector<std::uint32_t> values;
+    // Registered as observers on every channel for the rest of this iteration, even if a
+    // readiness check throws.
+    struct Registration {
+      std::vector<std::pair<detail::Signal*, int>> slots;
+      ~Registration() {
+        for (auto& [signal, slot] : slots) detail::ChannelRef::unregister_sleeper(*signal, true, slot);
+      }
+    } registration;
     for (const Item& it : items) {
       if (it.channel == nullptr) continue;
-      it.channel->state()->data.waiters.fetch_add(1);
+      detail::Signal* signal = &it.channel->state()->data;
+      registration.slots.emplace_back(signal, detail::ChannelRef::register_sleeper(*signal, true));
     }
     detail::ChannelRef::asymmetric_fence_heavy();
     for (const Item& it : items) {
@@ -155,11 +163,6 @@ std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
     if (collect(false).empty() && !words.empty()) {
       futex_waitv_until(words, values, detail::next_slice(deadline));
     }
-    for (const Item& it : items) {
-      if (it.channel == nullptr) continue;
-      it.channel->state()->data.waiters.fetch_sub(1, std::memory_order_relaxed);
-    }
-    thorough = true;
   }
 }
 

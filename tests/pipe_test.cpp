@@ -6,6 +6,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <sys/wait.h>
 #include <thread>
 
 using namespace mptest;
@@ -202,6 +203,47 @@ BOOST_AUTO_TEST_CASE(child_holds_only_the_ends_it_captured, *boost::unit_test::t
   parent_end.close();
   BOOST_REQUIRE(child.join_for(10s));
   BOOST_TEST(*child.exitcode() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(two_handles_on_one_end_in_a_process_hold_it_together, *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("dup");
+  auto [first, second] = mp::Pipe(mp::create_only, name);
+  second.close();
+  mp::Connection keep(mp::open_only, name, mp::PipeEnd::second);
+  { mp::Connection other(mp::open_only, name, mp::PipeEnd::second); }  // dropped at once
+  keep.send(42);
+  BOOST_TEST(first.recv<int>() == 42);
+  BOOST_TEST(!first.poll(200ms));  // no EOF: `keep` still holds the end
+  BOOST_TEST(!first.peer_closed());
+  keep.close();
+  BOOST_CHECK_THROW(first.recv<int>(), mp::EOFError);
+}
+
+BOOST_AUTO_TEST_CASE(raw_fork_child_holds_what_it_inherited_from_the_start, *boost::unit_test::timeout(120)) {
+  // The child of a plain fork() registers itself only when its atfork handler runs; the parent
+  // left a pending entry before forking, so closing its own copy at once cannot give EOF early.
+  int premature = 0;
+  for (int trial = 0; trial < 30; ++trial) {
+    auto [reader, writer] = mp::Pipe(false);
+    const pid_t child = ::fork();
+    if (child == 0) {
+      try {
+        writer.send(42);
+      } catch (...) {
+        ::_exit(1);
+      }
+      ::_exit(0);
+    }
+    writer.close();
+    try {
+      if (reader.recv<int>() != 42) ++premature;
+    } catch (const mp::EOFError&) {
+      ++premature;
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+  }
+  BOOST_TEST(premature == 0);
 }
 
 BOOST_AUTO_TEST_CASE(poll_waits_for_a_message, *boost::unit_test::timeout(60)) {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdexcept>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -329,6 +330,15 @@ BOOST_AUTO_TEST_CASE(many_children_are_all_reaped, *boost::unit_test::timeout(12
   for (auto& p : ps) BOOST_REQUIRE(p.join_for(60s));
   BOOST_TEST(sum.load() == 63 * 64 / 2);
   // The fixture checks that no zombie or running child is left.
+}
+
+BOOST_AUTO_TEST_CASE(pthread_exit_in_the_target_ends_the_child, *boost::unit_test::timeout(60)) {
+  // The target's thread must not unwind into the frames the child shares with the parent (here,
+  // the test framework's): the child ends instead.
+  mp::Process p([] { ::pthread_exit(nullptr); });
+  p.start();
+  BOOST_REQUIRE(p.join_for(30s));
+  BOOST_TEST(*p.exitcode() == 0);
 }
 
 BOOST_AUTO_TEST_CASE(cpu_count_is_positive, *boost::unit_test::timeout(60)) { BOOST_TEST(mp::cpu_count() >= 1); }

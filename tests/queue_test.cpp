@@ -6,6 +6,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <pthread.h>
 #include <thread>
 
 using namespace mptest;
@@ -367,6 +368,65 @@ BOOST_AUTO_TEST_CASE(simple_queue_between_processes, *boost::unit_test::timeout(
   BOOST_TEST(q.get() == "from the child");
   q.close();
   BOOST_CHECK_THROW(q.get(), mp::Closed);
+}
+
+BOOST_AUTO_TEST_CASE(consumer_killed_while_asleep_is_taken_off_the_sleeper_count, *boost::unit_test::timeout(60)) {
+  // A dead sleeper must not leave every later put paying for a wake-up system call.
+  mp::Queue<long> q(64);
+  mp::Process sleeper([q] { q.get(); });
+  sleeper.start();
+  BOOST_REQUIRE(wait_until_in_futex(sleeper.pid()));
+  sleeper.kill();
+  sleeper.join();
+  const auto& data = q.channel().state()->data;
+  BOOST_TEST(data.waiters.load() == 1u);  // still counted: nobody can know yet
+  for (long i = 0; i < 1000; ++i) {
+    q.put(i);
+    BOOST_REQUIRE(q.get() == i);
+  }
+  BOOST_TEST(data.waiters.load() == 0u);  // healed by the wakers that found nobody
+}
+
+mp::Queue<std::string>* g_zombie_queue = nullptr;
+
+MPTEST_SCENARIO(put_from_a_thread_after_main_exits) {
+  // main() of this process ends its own thread; the process lives on in the worker.
+  static mp::Queue<std::string> q(mp::open_only, args.at(0));
+  g_zombie_queue = &q;
+  pthread_t t;
+  ::pthread_create(&t, nullptr, [](void*) -> void* {
+    for (std::uint32_t s = 0; s < 5000; ++s) g_zombie_queue->put(make_message(0, s));
+    ::_exit(0);
+  }, nullptr);
+  ::pthread_exit(nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(producer_whose_main_thread_exited_is_alive, *boost::unit_test::timeout(120)) {
+  // A process whose main thread called pthread_exit while another thread keeps putting must not
+  // be taken for dead by another producer (which would then write over its messages).
+  constexpr std::uint32_t kN = 5000;
+  const std::string name = unique_name("zombie");
+  mp::Queue<std::string> q(mp::create_only, name, 64, 1 << 20);
+  Spawned zombie_leader("put_from_a_thread_after_main_exits", {name});
+  mp::Process other([q] {
+    for (std::uint32_t s = 0; s < kN; ++s) q.put(make_message(1, s));
+  });
+  other.start();
+  std::uint32_t next[2] = {0, 0};
+  long bad = 0;
+  for (std::uint32_t i = 0; i < 2 * kN; ++i) {
+    const auto m = q.get_for(30s);
+    BOOST_REQUIRE(m.has_value());
+    std::uint32_t p, s;
+    if (!parse_message(*m, p, s) || p > 1 || s != next[p]) {
+      ++bad;
+      continue;
+    }
+    ++next[p];
+  }
+  BOOST_TEST(bad == 0);
+  BOOST_TEST(zombie_leader.wait() == 0);
+  BOOST_REQUIRE(other.join_for(30s));
 }
 
 BOOST_AUTO_TEST_CASE(producers_and_consumers_killed_at_random_lose_only_their_message, *boost::unit_test::timeout(240)) {

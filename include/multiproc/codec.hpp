@@ -6,6 +6,9 @@
 //   - std::vector<U>, std::pair<A, B>, std::tuple<Ts...> and std::optional<U> of any types with a
 //     codec: their elements, each with its length in front when it has no fixed size.
 //
+// Types that only point at data elsewhere — raw pointers, std::string_view — have no codec: the
+// data would not travel. Send a std::string instead.
+//
 // For your own type, specialise multiproc::Codec:
 //
 //   struct Job { int id; std::string url; };
@@ -34,6 +37,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -61,8 +65,14 @@ struct codec_fixed_size<T, std::void_t<decltype(Codec<T>::fixed_size)>>
 [[noreturn]] void throw_decode_error(const char* type, std::size_t got, const char* why);
 
 template <class T>
+struct is_view : std::false_type {};
+template <class C, class Traits>
+struct is_view<std::basic_string_view<C, Traits>> : std::true_type {};
+
+// Copied byte for byte: trivially copyable, and not something that only points at its data.
+template <class T>
 inline constexpr bool is_plain_v = std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> &&
-                                   !std::is_member_pointer_v<T>;
+                                   !std::is_member_pointer_v<T> && !is_view<T>::value;
 
 template <class T>
 struct is_std_string : std::false_type {};

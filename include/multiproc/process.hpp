@@ -24,6 +24,9 @@
 // that way counts the child as one of its holders from start() on (see pipe.hpp), while ends the
 // child merely inherits with the rest of the parent's memory do not.
 //
+// A target that calls pthread_exit() ends the child (exit code 0), other threads included: its
+// thread cannot unwind into the frames it shares with the parent.
+//
 // Destroying a started, unjoined Process joins it; a daemon child is terminated (SIGTERM, then
 // SIGKILL after a second) and reaped. A daemon child is also killed if the thread that started it
 // exits (Linux's parent-death signal), so it never outlives its parent. Not thread-safe: one

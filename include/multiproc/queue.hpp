@@ -258,6 +258,10 @@ class QueueBase {
           out.emplace(Codec<T>::decode(reinterpret_cast<const std::byte*>(buf), kRecordSize));
         } else {
           const unsigned char* src = ch_.peek(h);
+          if (src == nullptr || h.type != kRecordWhole) {
+            ch_.release(end, t);
+            throw_corrupt_record(ch_.what());
+          }
           try {
             out.emplace(Codec<T>::decode(reinterpret_cast<const std::byte*>(src), h.length));
           } catch (...) {

@@ -31,6 +31,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -103,10 +104,23 @@ struct alignas(64) EndState {
   std::uint32_t open_message;
 };
 
-// A futex word that one side bumps to wake the other, and the count of sleepers it checks first.
+inline constexpr int kSleeperSlots = 8;
+
+// A futex word that one side bumps to wake the other, and who sleeps on it. Layout:
+//   epoch      the futex word; bumped (release) by a waker that saw sleepers
+//   waiters    sleepers that will take what they are woken for (get, recv, put): woken one at a
+//              time
+//   observers  sleepers that only look (wait(), poll()): woken on every notify, so that they
+//              cannot swallow the one wake-up meant for a waiter
+//   misses     wakes that found nobody asleep; every 64th, the waker reaps dead sleepers
+//   sleepers   (pid << 1 | observer) of registered sleepers, 0 when free: lets a waker tell a
+//              sleeper killed while registered from a live one, and take it off the counts
 struct alignas(64) Signal {
   std::atomic<std::uint32_t> epoch;
   std::atomic<std::uint32_t> waiters;
+  std::atomic<std::uint32_t> observers;
+  std::atomic<std::uint32_t> misses;
+  std::atomic<std::int32_t> sleepers[kSleeperSlots];
 };
 
 // The shared state of one channel; the ring follows at `ring_offset` bytes from its start.
@@ -230,7 +244,8 @@ class ChannelRef {
   //! The same question asked without holding the end (a hint for sleepers and wait()).
   bool data_hint() const noexcept;
   //! The next variable record: its header, and its payload (contiguous). Requires has_data();
-  //! steps over skip records.
+  //! steps over skip records. Returns nullptr for a header that cannot be right (a damaged
+  //! segment): callers report Error(errc::corrupt).
   const unsigned char* peek(RecordHeader& h) const noexcept;
   //! Fixed-size records: copies the next record into `out` and consumes it. Requires has_data().
   template <std::size_t Size = 0>
@@ -264,26 +279,34 @@ class ChannelRef {
   //! Sleeps until `ready()` may have changed (the signal's epoch moved), the deadline, or a
   //! liveness slice elapses. `ready` is re-checked after registering, so no wake-up is lost.
   //! Returns false only when the deadline passed.
+  //! An observer (wait(), poll()) only looks and is woken by every notify; a waiter takes.
   template <class Ready>
-  bool sleep_until(Signal& s, Ready&& ready, const Clock::time_point* deadline) const {
+  bool sleep_until(Signal& s, Ready&& ready, const Clock::time_point* deadline,
+                   bool observer = false) const {
     // A partner that is running usually answers within a microsecond or two: spin that long
     // before paying for a sleep (membarrier, futex, two context switches).
     for (int i = 0; i < kChannelSpin; ++i) {
       cpu_relax();
       if (ready()) return true;
     }
-    s.waiters.fetch_add(1);  // seq_cst
+    const int slot = register_sleeper(s, observer);
     asymmetric_fence_heavy();
     const std::uint32_t epoch = s.epoch.load(std::memory_order_acquire);
     bool in_time = true;
     if (!ready()) in_time = sleep_on(s, epoch, deadline);
-    s.waiters.fetch_sub(1, std::memory_order_relaxed);
+    unregister_sleeper(s, observer, slot);
     return in_time;
   }
-  //! Bumps the signal and wakes up to n sleepers — if anyone sleeps.
+  //! Counts a sleeper (seq_cst) and records its pid in a free slot; returns the slot or -1.
+  static int register_sleeper(Signal& s, bool observer) noexcept;
+  static void unregister_sleeper(Signal& s, bool observer, int slot) noexcept;
+  //! Bumps the signal and wakes up to n waiters and every observer — if anyone sleeps.
   static void notify(Signal& s, int n) noexcept {
-    asymmetric_fence_light();  // SYNC POINT: our cursor store, then the waiters load
-    if (s.waiters.load(std::memory_order_relaxed) != 0) wake(s, n);
+    asymmetric_fence_light();  // SYNC POINT: our cursor store, then the sleeper counts load
+    const std::uint32_t observers = s.observers.load(std::memory_order_relaxed);
+    if ((s.waiters.load(std::memory_order_relaxed) | observers) != 0) {
+      wake(s, observers != 0 ? INT_MAX : n);
+    }
   }
 
   //! Whether close() was called (a snapshot).
@@ -308,13 +331,18 @@ class ChannelRef {
  private:
   bool try_lease(EndState& e) const noexcept {
     const pid_t me = current_tid();
+    // The thread, its process and the process's start time: a tid or pid reused by another
+    // process does not make it the holder.
     if (e.mode.load(std::memory_order_relaxed) != kEndLeased ||
-        e.lease_tid.load(std::memory_order_relaxed) != me) {
+        e.lease_tid.load(std::memory_order_relaxed) != me ||
+        e.lease_pid.load(std::memory_order_relaxed) != current_pid() ||
+        e.lease_start != current_start_time()) {
       return false;
     }
     e.active.store(1, std::memory_order_relaxed);
     asymmetric_fence_light();  // SYNC POINT: pairs with the revoker's heavy fence
-    if (e.revoke.load(std::memory_order_relaxed) == 0 &&
+    // acquire: pairs with the release store of revoke = 0 after a revocation's mode change.
+    if (e.revoke.load(std::memory_order_acquire) == 0 &&
         e.mode.load(std::memory_order_relaxed) == kEndLeased &&
         e.lease_tid.load(std::memory_order_relaxed) == me) {
       return true;
@@ -347,6 +375,8 @@ class ChannelRef {
   unsigned char* ring_ = nullptr;
   const std::string* what_ = nullptr;
 };
+
+[[noreturn]] void throw_corrupt_record(const std::string& what);
 
 //! Record bytes a variable payload of n bytes occupies (header + payload + padding).
 inline std::size_t record_span(std::size_t n) noexcept {

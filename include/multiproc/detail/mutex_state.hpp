@@ -49,6 +49,20 @@ inline pid_t current_tid() noexcept {
   return t != 0 ? t : current_tid_slow();
 }
 
+//! This process's pid and start time (cached: getpid() is a system call; refreshed in forked
+//! children). Together they name this process across pid reuse.
+inline std::atomic<pid_t> g_cached_pid{0};
+inline std::atomic<std::uint64_t> g_cached_start{0};
+pid_t current_pid_slow() noexcept;
+inline pid_t current_pid() noexcept {
+  const pid_t p = g_cached_pid.load(std::memory_order_acquire);
+  return p != 0 ? p : current_pid_slow();
+}
+inline std::uint64_t current_start_time() noexcept {
+  (void)current_pid();  // fills both caches
+  return g_cached_start.load(std::memory_order_relaxed);
+}
+
 //! Blocks until held. Throws Error(errc::would_deadlock) when a Mutex is relocked by its holder.
 void mutex_lock(MutexState* s, const std::string& what);
 //! Returns true if it took the lock without blocking.
