@@ -38,13 +38,7 @@ void register_now() noexcept {
 
 void reregister_in_child() noexcept { register_now(); }
 
-// The lease holder is its thread, in its process (checked by start time against pid reuse).
-bool holder_alive(const EndState& e) noexcept {
-  const pid_t pid = e.lease_pid.load(std::memory_order_relaxed);
-  const pid_t tid = e.lease_tid.load(std::memory_order_relaxed);
-  if (pid <= 0 || process_start_time(pid) != e.lease_start) return false;
-  return tid <= 0 || thread_alive(pid, tid);
-}
+
 
 std::uint64_t round_up_pow2(std::uint64_t n) noexcept {
   std::uint64_t p = 64;
@@ -112,12 +106,44 @@ std::size_t ChannelRef::max_record_payload() const noexcept {
 
 // ---- ends ------------------------------------------------------------------------------------
 
-void ChannelRef::step_aside(EndState& e) noexcept {
-  e.active.store(0, std::memory_order_release);
-  futex_wake(&e.active, INT_MAX);
+// The holder is its thread, in its process (checked by start time against pid reuse).
+bool holder_slot_alive(const HolderSlot& h) noexcept {
+  const pid_t pid = h.pid.load(std::memory_order_relaxed);
+  const pid_t tid = h.tid.load(std::memory_order_relaxed);
+  if (pid <= 0 || tid <= 0 || process_start_time(pid) != h.start) return false;
+  return thread_alive(pid, tid);
 }
 
-void ChannelRef::wake_revoker(EndState& e) noexcept { futex_wake(&e.active, INT_MAX); }
+void ChannelRef::step_aside(HolderSlot& h) noexcept {
+  h.active.store(0, std::memory_order_release);
+  futex_wake(&h.active, INT_MAX);
+}
+
+void ChannelRef::wake_revoker(HolderSlot& h) noexcept { futex_wake(&h.active, INT_MAX); }
+
+// This thread's holder slot, claimed if need be (requires the end's lock); -1 if none is free
+// (32 live threads have held this end's lease): the end then stays shared for this thread.
+int ChannelRef::claim_holder_slot(EndState& e) noexcept {
+  const pid_t tid = current_tid(), pid = current_pid();
+  const std::uint64_t start = current_start_time();
+  int free_slot = -1;
+  for (int i = 0; i < kHolderSlots; ++i) {
+    HolderSlot& h = e.slots[i];
+    const pid_t t = h.tid.load(std::memory_order_relaxed);
+    if (t == tid && h.pid.load(std::memory_order_relaxed) == pid && h.start == start) return i;
+    if (free_slot < 0 && (t == 0 || !holder_slot_alive(h))) free_slot = i;
+  }
+  if (free_slot < 0) return -1;
+  // A dead thread's slot is reused: it writes nothing any more. (The current lease, if any, was
+  // revoked before this thread got here, so the slot is not the lease's.)
+  HolderSlot& h = e.slots[free_slot];
+  h.tid.store(0, std::memory_order_relaxed);
+  h.active.store(0, std::memory_order_relaxed);
+  h.pid.store(pid, std::memory_order_relaxed);
+  h.start = start;
+  h.tid.store(tid, std::memory_order_release);
+  return free_slot;
+}
 
 EndToken ChannelRef::acquire_slow(EndState& e, const Clock::time_point* deadline) const {
   const pid_t me = current_tid();
@@ -128,26 +154,31 @@ EndToken ChannelRef::acquire_slow(EndState& e, const Clock::time_point* deadline
   }
 
   if (e.mode.load(std::memory_order_relaxed) == kEndLeased) {
-    if (e.lease_tid.load(std::memory_order_relaxed) != me) {
-      // Revoke the lease: after the heavy fence, the holder either saw `revoke` (and will step
-      // aside) or its `active` store is visible to us.
-      e.revoke.store(1);
-      asymmetric_fence_heavy();  // SYNC POINT: pairs with the holder's light fence
-      while (e.active.load(std::memory_order_acquire) != 0) {
-        if (!holder_alive(e)) break;  // died inside an operation: nothing of it was published
-        const auto now = Clock::now();
-        auto slice = now + kLivenessSlice;
-        if (deadline != nullptr && *deadline < slice) slice = *deadline;
-        if (!futex_wait(&e.active, 1, &slice) && deadline != nullptr && Clock::now() >= *deadline) {
-          e.revoke.store(0, std::memory_order_relaxed);
-          mutex_unlock(&e.lock, *what_);
-          return EndToken::none;
+    const std::int32_t slot = e.lease_slot.load(std::memory_order_relaxed);
+    if (slot >= 0 && slot < kHolderSlots) {
+      HolderSlot& h = e.slots[slot];
+      if (h.tid.load(std::memory_order_relaxed) != me ||
+          h.pid.load(std::memory_order_relaxed) != current_pid()) {
+        // Revoke the lease: after the heavy fence, the holder either saw `revoke` (and will step
+        // aside) or its `active` store is visible to us.
+        e.revoke.store(1);
+        asymmetric_fence_heavy();  // SYNC POINT: pairs with the holder's light fence
+        while (h.active.load(std::memory_order_acquire) != 0) {
+          if (!holder_slot_alive(h)) break;  // died inside an operation: nothing was published
+          const auto now = Clock::now();
+          auto slice = now + kLivenessSlice;
+          if (deadline != nullptr && *deadline < slice) slice = *deadline;
+          if (!futex_wait(&h.active, 1, &slice) && deadline != nullptr && Clock::now() >= *deadline) {
+            e.revoke.store(0, std::memory_order_relaxed);
+            mutex_unlock(&e.lock, *what_);
+            return EndToken::none;
+          }
         }
       }
     }
-    e.lease_tid.store(0, std::memory_order_relaxed);
+    e.lease_slot.store(-1, std::memory_order_relaxed);
     e.mode.store(kEndShared, std::memory_order_relaxed);
-    e.revoke.store(0, std::memory_order_release);  // release: mode and tid first (weak CPUs)
+    e.revoke.store(0, std::memory_order_release);  // release: mode and slot first (weak CPUs)
   }
   if (e.last_tid == me) {
     ++e.streak;
@@ -163,11 +194,11 @@ void ChannelRef::release_slow(EndState& e, EndToken t) const noexcept {
     if (e.streak >= kLeaseStreak) {
       // The same thread every time: give it the lease, so its next operations skip the mutex.
       e.streak = 0;
-      e.lease_pid.store(static_cast<std::int32_t>(current_pid()), std::memory_order_relaxed);
-      e.lease_start = current_start_time();
-      e.lease_tid.store(current_tid(), std::memory_order_relaxed);
-      e.active.store(0, std::memory_order_relaxed);
-      e.mode.store(kEndLeased, std::memory_order_release);
+      const int slot = claim_holder_slot(e);
+      if (slot >= 0) {
+        e.lease_slot.store(slot, std::memory_order_relaxed);
+        e.mode.store(kEndLeased, std::memory_order_release);
+      }
     }
     mutex_unlock_noexcept(&e.lock, *what_);
   }

@@ -166,7 +166,8 @@ bool end_open(HolderTable& t) {
 // Whether the thread that holds a producer end (by lease or by its mutex) is gone.
 bool producer_holder_dead(const EndState& e) {
   if (e.mode.load(std::memory_order_relaxed) == kEndLeased) {
-    return !process_alive(e.lease_pid.load(std::memory_order_relaxed), e.lease_start);
+    const std::int32_t slot = e.lease_slot.load(std::memory_order_relaxed);
+    return slot >= 0 && slot < kHolderSlots && !holder_slot_alive(e.slots[slot]);
   }
   const pid_t tid = e.lock.owner.load(std::memory_order_relaxed);
   return tid > 0 && !process_alive(tid, 0);  // a tid is visible in /proc like a pid

@@ -208,6 +208,41 @@ BOOST_AUTO_TEST_CASE(mpmc_gives_exact_counts_and_per_producer_order, *boost::uni
   BOOST_TEST(disorder.load() == 0);  // each consumer saw every producer's messages in order
 }
 
+BOOST_AUTO_TEST_CASE(contended_ends_pass_leases_without_sharing_them, *boost::unit_test::timeout(120)) {
+  // Two producers and two consumers in tight loops: each end's lease moves between threads
+  // constantly (granted after a streak, revoked by the other). A thread preempted right after
+  // checking that it held a lease must not disturb the next holder (it once cleared the new
+  // holder's "active" flag, letting two consumers take the same records).
+  constexpr long kN = 400000;
+  mp::Queue<long> q(1024);
+  mp::RawArray<unsigned char> seen(2 * kN);
+  std::vector<mp::Process> ps;
+  for (long p = 0; p < 2; ++p) {
+    ps.emplace_back([q, p] {
+      for (long i = 0; i < kN; ++i) q.put(p * kN + i);
+    });
+  }
+  for (int c = 0; c < 2; ++c) {
+    ps.emplace_back([q, seen] {
+      for (long i = 0; i < kN; ++i) {
+        const auto v = q.get_for(30s);
+        if (!v || *v < 0 || *v >= 2 * kN) return 1;
+        __atomic_fetch_add(&seen[static_cast<std::size_t>(*v)], 1, __ATOMIC_RELAXED);
+      }
+      return 0;
+    });
+  }
+  for (auto& p : ps) p.start();
+  for (auto& p : ps) {
+    BOOST_REQUIRE(p.join_for(90s));
+    BOOST_TEST(*p.exitcode() == 0);
+  }
+  long once = 0;
+  for (std::size_t i = 0; i < seen.size(); ++i) once += seen[i] == 1;
+  BOOST_TEST(once == 2 * kN);
+  BOOST_TEST(q.empty());
+}
+
 BOOST_AUTO_TEST_CASE(threads_and_processes_share_one_queue, *boost::unit_test::timeout(120)) {
   mp::Queue<long> q(16);
   mp::SharedValue<long> sum(0);

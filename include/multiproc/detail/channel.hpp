@@ -77,32 +77,47 @@ inline constexpr int kChannelSpin = 2000;
 inline constexpr std::uint32_t kEndShared = 0;
 inline constexpr std::uint32_t kEndLeased = 1;
 
+inline constexpr int kHolderSlots = 32;
+
+// A thread that has held (or holds) the lease of an end. Claimed under the end's lock by the
+// thread itself (tid, pid, start); `active` is written only by that thread, around each of its
+// operations while it holds the lease, and is the futex word a revoker sleeps on. Because every
+// thread has its own word, a thread that was preempted just after checking it held the lease —
+// and wakes up after the lease moved on — can only write its own word, never the new holder's.
+struct HolderSlot {
+  std::atomic<std::int32_t> tid;  // 0: free
+  std::atomic<std::int32_t> pid;
+  std::uint64_t start;            // the process's start time (pid reuse)
+  std::atomic<std::uint32_t> active;
+  std::uint32_t reserved;
+};
+
 // One end of a channel. Layout (each group on its own cache lines):
-//   ownership   mode, lease_tid/pid/start (written under `lock` when a lease is granted or
-//               revoked), active (written by the lease holder around each operation; futex word
-//               revokers sleep on), revoke (written by a revoker holding `lock`), streak state
-//               (under `lock`)
+//   ownership   mode and lease_slot (written under `lock` when a lease is granted or revoked),
+//               revoke (written by a revoker holding `lock`), streak state (under `lock`)
 //   lock        robust mutex: every operation in shared mode, every lease grant and revocation
 //   cursor      this end's progress; release-stored by the owner after the bytes it covers are
 //               written (producer) or copied out (consumer); acquire-loaded by the other end
 //   other       the owner's cached copy of the other end's cursor (a lower bound; may be stale)
 //   pending     the cursor this end will store when the record being written/read is done
 //   open_message  producer of a Pipe: 1 while a chunked message is half sent (owner only)
+//   slots       the threads that hold or held the lease (see HolderSlot)
 struct alignas(64) EndState {
   std::atomic<std::uint32_t> mode;
-  std::atomic<std::int32_t> lease_tid;
-  std::atomic<std::int32_t> lease_pid;
-  std::atomic<std::uint32_t> active;
+  std::atomic<std::int32_t> lease_slot;
   std::atomic<std::uint32_t> revoke;
   std::int32_t last_tid;
   std::uint32_t streak;
-  std::uint64_t lease_start;
   alignas(64) MutexState lock;
   alignas(64) std::atomic<std::uint64_t> cursor;
   std::uint64_t other;
   std::uint64_t pending;
   std::uint32_t open_message;
+  alignas(64) HolderSlot slots[kHolderSlots];
 };
+
+//! Whether the thread of a holder slot still runs (and its process is the one that claimed it).
+bool holder_slot_alive(const HolderSlot& h) noexcept;
 
 inline constexpr int kSleeperSlots = 8;
 
@@ -330,38 +345,41 @@ class ChannelRef {
 
  private:
   bool try_lease(EndState& e) const noexcept {
-    const pid_t me = current_tid();
-    // The thread, its process and the process's start time: a tid or pid reused by another
-    // process does not make it the holder.
-    if (e.mode.load(std::memory_order_relaxed) != kEndLeased ||
-        e.lease_tid.load(std::memory_order_relaxed) != me ||
-        e.lease_pid.load(std::memory_order_relaxed) != current_pid() ||
-        e.lease_start != current_start_time()) {
+    if (e.mode.load(std::memory_order_relaxed) != kEndLeased) return false;
+    const std::int32_t slot = e.lease_slot.load(std::memory_order_relaxed);
+    if (slot < 0 || slot >= kHolderSlots) return false;
+    HolderSlot& h = e.slots[slot];
+    // The slot must be ours: this thread, this process, this process's start (pid reuse).
+    if (h.tid.load(std::memory_order_relaxed) != current_tid() ||
+        h.pid.load(std::memory_order_relaxed) != current_pid() || h.start != current_start_time()) {
       return false;
     }
-    e.active.store(1, std::memory_order_relaxed);
+    h.active.store(1, std::memory_order_relaxed);  // our own word only
     asymmetric_fence_light();  // SYNC POINT: pairs with the revoker's heavy fence
     // acquire: pairs with the release store of revoke = 0 after a revocation's mode change.
     if (e.revoke.load(std::memory_order_acquire) == 0 &&
         e.mode.load(std::memory_order_relaxed) == kEndLeased &&
-        e.lease_tid.load(std::memory_order_relaxed) == me) {
+        e.lease_slot.load(std::memory_order_relaxed) == slot) {
       return true;
     }
-    step_aside(e);  // being revoked
+    step_aside(h);  // being revoked, or no longer the holder
     return false;
   }
   void release_lease(EndState& e) const noexcept {
+    // The lease cannot move while we are active: lease_slot is still ours.
+    HolderSlot& h = e.slots[e.lease_slot.load(std::memory_order_relaxed)];
     // release: pairs with the revoker's acquire load of `active`; publishes this operation.
-    e.active.store(0, std::memory_order_release);
+    h.active.store(0, std::memory_order_release);
     asymmetric_fence_light();  // SYNC POINT: store active, then load revoke
-    if (e.revoke.load(std::memory_order_relaxed) != 0) wake_revoker(e);
+    if (e.revoke.load(std::memory_order_relaxed) != 0) wake_revoker(h);
   }
   static bool fences_are_full() noexcept {
     return g_fence_mode.load(std::memory_order_relaxed) != kFenceMembarrier;
   }
   static void wake(Signal& s, int n) noexcept;
-  static void step_aside(EndState& e) noexcept;
-  static void wake_revoker(EndState& e) noexcept;
+  static void step_aside(HolderSlot& h) noexcept;
+  static void wake_revoker(HolderSlot& h) noexcept;
+  static int claim_holder_slot(EndState& e) noexcept;
   EndToken acquire_slow(EndState& e, const Clock::time_point* deadline) const;
   void release_slow(EndState& e, EndToken t) const noexcept;
   bool has_room_slow(std::size_t n) const noexcept;
