@@ -12,6 +12,7 @@
 #include <multiproc/event.hpp>
 #include <multiproc/mutex.hpp>
 #include <multiproc/pipe.hpp>
+#include <multiproc/pool.hpp>
 #include <multiproc/process.hpp>
 #include <multiproc/queue.hpp>
 #include <multiproc/recursive_mutex.hpp>
