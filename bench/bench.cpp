@@ -450,6 +450,185 @@ Result bandwidth_memcpy() {
   return {static_cast<double>(kMiB) * n / seconds(t0) / 1e6, "MB/s", true};
 }
 
+// ---- lock contention: N processes incrementing one shared counter under the lock ------------
+
+template <class Increment>
+Result contention_run(int procs, long per_proc, Increment increment, const std::function<long()>& total) {
+  auto* line = shared_new<StartLine>();
+  std::vector<pid_t> pids;
+  for (int p = 0; p < procs; ++p) {
+    pids.push_back(spawn([&] {
+      line->ready_and_wait();
+      for (long i = 0; i < per_proc; ++i) increment();
+    }));
+  }
+  line->release(procs);
+  const auto t0 = Clock::now();
+  bool ok = true;
+  for (pid_t pid : pids) ok = reap(pid) && ok;
+  const double s = seconds(t0);
+  shared_delete(line);
+  if (!ok || total() != procs * per_proc) die("lock_contention: wrong count");
+  return {procs * per_proc / s, "increments/s", true};
+}
+
+Result contention_multiproc(int procs) {
+  // What a user writes: a SharedValue<long> and its own robust lock.
+  mp::SharedValue<long> counter(0);
+  return contention_run(
+      procs, 2000000, [&] { counter.update([](long& v) { ++v; }); }, [&] { return counter.load(); });
+}
+
+struct BoostCounter {
+  bip::interprocess_mutex mutex;
+  long value = 0;
+};
+
+Result contention_boost(int procs) {
+  auto* c = shared_new<BoostCounter>();
+  Result r = contention_run(
+      procs, 2000000,
+      [&] {
+        c->mutex.lock();
+        ++c->value;
+        c->mutex.unlock();
+      },
+      [&] { return c->value; });
+  shared_delete(c);
+  return r;
+}
+
+struct PthreadCounter {
+  pthread_mutex_t mutex;
+  long value = 0;
+  PthreadCounter() {
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutex_init(&mutex, &a);
+    pthread_mutexattr_destroy(&a);
+  }
+  ~PthreadCounter() { pthread_mutex_destroy(&mutex); }
+};
+
+Result contention_pthread(int procs) {
+  // The bare limit: a plain (not robust) process-shared pthread mutex.
+  auto* c = shared_new<PthreadCounter>();
+  Result r = contention_run(
+      procs, 2000000,
+      [&] {
+        pthread_mutex_lock(&c->mutex);
+        ++c->value;
+        pthread_mutex_unlock(&c->mutex);
+      },
+      [&] { return c->value; });
+  shared_delete(c);
+  return r;
+}
+
+// ---- uncontended lock + unlock, nanoseconds -----------------------------------------------------
+
+template <class Lock, class Unlock>
+Result uncontended_run(Lock lock, Unlock unlock) {
+  const long n = 20000000;
+  const auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    lock();
+    asm volatile("" ::: "memory");
+    unlock();
+  }
+  return {seconds(t0) / n * 1e9, "ns", false};
+}
+
+Result uncontended_multiproc() {
+  mp::Mutex m;
+  return uncontended_run([&] { m.lock(); }, [&] { m.unlock(); });
+}
+
+Result uncontended_boost() {
+  auto* c = shared_new<BoostCounter>();
+  Result r = uncontended_run([&] { c->mutex.lock(); }, [&] { c->mutex.unlock(); });
+  shared_delete(c);
+  return r;
+}
+
+Result uncontended_pthread() {
+  auto* c = shared_new<PthreadCounter>();
+  Result r = uncontended_run([&] { pthread_mutex_lock(&c->mutex); },
+                             [&] { pthread_mutex_unlock(&c->mutex); });
+  shared_delete(c);
+  return r;
+}
+
+// ---- process start + join, microseconds ---------------------------------------------------------
+
+Result process_multiproc() {
+  const long n = 2000;
+  long bad = 0;
+  const auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    mp::Process p([] {});
+    p.start();
+    p.join();
+    bad += p.exitcode() != 0;
+  }
+  const double s = seconds(t0);
+  if (bad != 0) die("process: a child failed");
+  return {s / n * 1e6, "us", false};
+}
+
+Result process_bare() {
+  const long n = 2000;
+  long bad = 0;
+  const auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    const pid_t pid = ::fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) ::_exit(0);
+    bad += !reap(pid);
+  }
+  const double s = seconds(t0);
+  if (bad != 0) die("fork: a child failed");
+  return {s / n * 1e6, "us", false};
+}
+
+// ---- pool: map of 100,000 tiny tasks (ms), apply_async round trip (us) --------------------------
+
+long square(long x) { return x * x; }
+
+Result pool_map_multiproc() {
+  mp::Pool pool(2);
+  pool.map(square, std::vector<long>{1, 2, 3});  // workers up and warm, as in the Python peer
+  std::vector<long> in(100000);
+  for (long i = 0; i < 100000; ++i) in[i] = i;
+  const auto t0 = Clock::now();
+  const std::vector<long> out = pool.map(square, in);
+  const double s = seconds(t0);
+  long sum = 0, expect = 0;
+  for (long i = 0; i < 100000; ++i) {
+    sum += out[i];
+    expect += i * i;
+  }
+  pool.close();
+  pool.join();
+  if (sum != expect) die("pool_map: wrong sum");
+  return {s * 1e3, "ms", false};
+}
+
+Result pool_apply_multiproc() {
+  mp::Pool pool(2);
+  pool.apply(square, 1L);
+  const long n = 50000;
+  long bad = 0;
+  const auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) bad += pool.apply_async(square, i).get() != i * i;
+  const double s = seconds(t0);
+  pool.close();
+  pool.join();
+  if (bad != 0) die("pool_apply_async: wrong result");
+  return {s / n * 1e6, "us", false};
+}
+
 // ---- registry --------------------------------------------------------------------------------
 
 const std::map<std::string, std::map<std::string, std::function<Result()>>>& scenarios() {
@@ -476,6 +655,21 @@ const std::map<std::string, std::map<std::string, std::function<Result()>>>& sce
        {{"multiproc", bandwidth_multiproc},
         {"kernel_pipe", bandwidth_kernel_pipe},
         {"memcpy", bandwidth_memcpy}}},
+      {"lock_contention_2p",
+       {{"multiproc", [] { return contention_multiproc(2); }},
+        {"boost_interprocess_mutex", [] { return contention_boost(2); }},
+        {"bare_pthread_mutex", [] { return contention_pthread(2); }}}},
+      {"lock_contention_4p",
+       {{"multiproc", [] { return contention_multiproc(4); }},
+        {"boost_interprocess_mutex", [] { return contention_boost(4); }},
+        {"bare_pthread_mutex", [] { return contention_pthread(4); }}}},
+      {"lock_uncontended",
+       {{"multiproc", uncontended_multiproc},
+        {"boost_interprocess_mutex", uncontended_boost},
+        {"bare_pthread_mutex", uncontended_pthread}}},
+      {"process_start_join", {{"multiproc", process_multiproc}, {"bare_fork_waitpid", process_bare}}},
+      {"pool_map_100k", {{"multiproc", pool_map_multiproc}}},
+      {"pool_apply_async", {{"multiproc", pool_apply_multiproc}}},
   };
   return s;
 }

@@ -6,19 +6,24 @@
 #include <multiproc/recursive_mutex.hpp>
 
 #include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <exception>
+#include <linux/futex.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 namespace multiproc::detail {
 namespace {
 
-// Bounded spin before sleeping in the kernel: long enough to cover a typical critical section
-// hand-off between cores, short enough that a descheduled holder costs little.
-constexpr int kSpinIterations = 100;
+constexpr std::uint32_t kTidMask = FUTEX_TID_MASK;
+constexpr std::uint32_t kWaiters = FUTEX_WAITERS;
+constexpr std::uint32_t kOwnerDied = FUTEX_OWNER_DIED;
 
 void reset_tid_after_fork() noexcept { tls_tid = 0; }
 
@@ -26,73 +31,141 @@ struct AtforkRegistration {
   AtforkRegistration() { ::pthread_atfork(nullptr, nullptr, &reset_tid_after_fork); }
 };
 
-[[noreturn]] void throw_errno(int err, const std::string& what, const char* action) {
-  throw Error::from_errno(err, what + ": " + action);
+// ---- the kernel robust list (Documentation/locking/robust-futex-ABI.rst) --------------------
+//
+// Each thread registers one list head with the kernel; glibc does it for every thread it starts
+// (and again in a forked child). The kernel only ever follows `next` pointers and reads the word
+// at entry + futex_offset; glibc additionally keeps a `prev` pointer just before each `next` (and
+// a spare word before the head, struct pthread's robust_prev) to unlink in O(1). Our nodes keep
+// both, so either side may unlink its entries whatever sits around them.
+
+// glibc's offset: from pthread_mutex_t::__data.__list.__next back to __data.__lock. Our MutexState
+// puts `word` and `link.next` the same distance apart.
+#if !defined(__GLIBC__) || !__PTHREAD_MUTEX_HAVE_PREV
+#error "multiproc's robust mutex shares the robust futex list of glibc's 64-bit NPTL"
+#endif
+constexpr long kFutexOffset = static_cast<long>(offsetof(pthread_mutex_t, __data.__lock)) -
+                              static_cast<long>(offsetof(pthread_mutex_t, __data.__list.__next));
+static_assert(static_cast<long>(offsetof(MutexState, word)) -
+                      static_cast<long>(offsetof(MutexState, link) + offsetof(RobustLink, next)) ==
+                  kFutexOffset,
+              "MutexState must place word and link.next as glibc places __lock and __list.__next");
+static_assert(offsetof(RobustLink, next) - offsetof(RobustLink, prev) == sizeof(void*),
+              "glibc keeps prev right before next");
+
+
+}  // namespace
+
+RobustListHead* robust_head_slow(const std::string& what) {
+  RobustListHead* head = nullptr;
+  std::size_t len = 0;
+  if (::syscall(SYS_get_robust_list, 0, &head, &len) != 0) {
+    throw Error::from_errno(errno, what + ": lock: cannot read this thread's robust futex list");
+  }
+  if (head == nullptr || len != sizeof(RobustListHead) || head->futex_offset != kFutexOffset) {
+    throw Error(errc::bad_state,
+                what + ": lock: this thread has no robust futex list registered by glibc (a "
+                       "thread not started by pthread_create?), so a lock it held could not be "
+                       "recovered if it died");
+  }
+  tls_robust_head = head;
+  return head;
 }
 
-// After pthread reported success (0) or EOWNERDEAD, records the new holder.
-void on_acquired(MutexState* s, int rc) {
-  const pid_t me = current_tid();
-  if (rc == EOWNERDEAD) {
-    // The previous holder died holding it. Mark it usable again and tell the new holder, who may
-    // have to repair the data it guards. For a RecursiveMutex the dead owner's whole recursion is
-    // gone: pthread has reset its count to 1, and so do we.
-    ::pthread_mutex_consistent(&s->mutex);
-    s->owner.store(me, std::memory_order_relaxed);
-    s->depth = 1;
-    s->owner_died.store(1, std::memory_order_relaxed);
-    s->inconsistent.store(1, std::memory_order_relaxed);
-    return;
-  }
-  if (s->recursive != 0 && s->owner.load(std::memory_order_relaxed) == me) {
-    ++s->depth;
-    return;
-  }
+namespace {
+
+inline RobustListHead* robust_head(const std::string& what) {
+  RobustListHead* h = tls_robust_head;
+  return h != nullptr ? h : robust_head_slow(what);
+}
+
+// ---- the lock -----------------------------------------------------------------------------------
+
+// Records the new holder (after the word was taken with `prev` as its previous value).
+void on_acquired(MutexState* s, pid_t me, std::uint32_t prev) {
   s->owner.store(me, std::memory_order_relaxed);
   s->depth = 1;
+  if ((prev & kOwnerDied) != 0) {
+    // The previous holder died holding it (the kernel said so). Tell the new holder, who may have
+    // to repair the data it guards. For a RecursiveMutex the dead owner's whole recursion is gone.
+    s->owner_died.store(1, std::memory_order_relaxed);
+    s->inconsistent.store(1, std::memory_order_relaxed);
+  }
 }
 
-// Locked with rc; returns true when held, false for EBUSY/ETIMEDOUT; throws otherwise.
-bool handle(MutexState* s, int rc, const std::string& what) {
-  switch (rc) {
-    case 0:
-    case EOWNERDEAD:
-      on_acquired(s, rc);
+[[noreturn]] void throw_would_deadlock(const std::string& what) {
+  throw Error(errc::would_deadlock,
+              what + ": lock: the calling thread already holds it (use a RecursiveMutex to lock it "
+                     "again)");
+}
+
+// Takes the lock, sleeping until `deadline` (nullptr: none). Returns false on timeout; throws
+// would_deadlock for a Mutex its holder relocks. Handles recursion for a RecursiveMutex.
+//
+// Shaped like glibc's lll_lock: every step is a single atomic on the word whose result feeds the
+// next step, never a separate load first. Under contention each extra access to the word is a
+// cache-line transfer made while the holder wants the line back, and the hold time is what decides
+// how often a locker has to sleep.
+bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::string& what) {
+  const pid_t me = current_tid();
+  const auto mine = static_cast<std::uint32_t>(me);
+  RobustListHead* head = robust_head(what);
+  head->list_op_pending = &s->link.next;
+  compiler_barrier();
+  struct ClearPending {
+    RobustListHead* h;
+    ~ClearPending() {
+      compiler_barrier();
+      h->list_op_pending = nullptr;
+    }
+  } clear{head};
+
+  std::uint32_t v = 0;
+  if (s->word.compare_exchange_strong(v, mine, std::memory_order_acquire,
+                                      std::memory_order_relaxed)) {
+    robust_enqueue(head, s);
+    on_acquired(s, me, 0);
+    return true;
+  }
+  for (;;) {
+    if ((v & kTidMask) == mine) {
+      if (s->recursive == 0) throw_would_deadlock(what);
+      if (s->depth == UINT32_MAX) {
+        throw Error(errc::bad_state, what + ": lock: too many recursive locks");
+      }
+      ++s->depth;
       return true;
-    case EBUSY:
-    case ETIMEDOUT:
+    }
+    // Announce a sleeper and learn the state in one atomic step (as glibc's exchange(2)): a
+    // second access would pull the line away from the holder once more.
+    v = s->word.fetch_or(kWaiters, std::memory_order_acquire);
+    if ((v & kTidMask) == 0) {
+      // Free (perhaps released by a holder the kernel found dead). Whoever takes it now must
+      // keep FUTEX_WAITERS: this thread cannot know whether others sleep.
+      v |= kWaiters;
+      if (s->word.compare_exchange_strong(v, mine | kWaiters, std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+        robust_enqueue(head, s);
+        on_acquired(s, me, v);
+        return true;
+      }
+      continue;  // v holds what is there now
+    }
+    if ((v & kTidMask) == mine) continue;  // a RecursiveMutex's holder (it has FUTEX_WAITERS now)
+    if (!futex_wait(&s->word, v | kWaiters, deadline)) {
+      // Timed out; one last look, so that a lock freed at the deadline is not missed.
+      v = s->word.load(std::memory_order_relaxed);
+      while ((v & kTidMask) == 0) {
+        if (s->word.compare_exchange_weak(v, mine | kWaiters, std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+          robust_enqueue(head, s);
+          on_acquired(s, me, v);
+          return true;
+        }
+      }
       return false;
-    case EDEADLK:
-      throw Error(errc::would_deadlock,
-                  what + ": lock: the calling thread already holds it (use a RecursiveMutex to "
-                         "lock it again)");
-    case ENOTRECOVERABLE:
-      throw Error(errc::corrupt,
-                  what + ": lock: unrecoverable (it was unlocked after its holder died without "
-                         "being made consistent)");
-    case EAGAIN:
-      throw Error(errc::bad_state, what + ": lock: too many recursive locks");
-    default:
-      throw_errno(rc, what, "lock");
+    }
   }
-}
-
-// The lock word of a glibc mutex, read to spin without writing the cache line. Only a hint: the
-// decision is always pthread_mutex_trylock's.
-bool looks_free(const MutexState* s) noexcept {
-#if defined(__GLIBC__)
-  return __atomic_load_n(&s->mutex.__data.__lock, __ATOMIC_RELAXED) == 0;
-#else
-  return true;
-#endif
-}
-
-bool spin_try_lock(MutexState* s, const std::string& what) {
-  for (int i = 0; i < kSpinIterations; ++i) {
-    cpu_relax();
-    if (looks_free(s) && handle(s, ::pthread_mutex_trylock(&s->mutex), what)) return true;
-  }
-  return false;
 }
 
 }  // namespace
@@ -103,87 +176,76 @@ pid_t current_tid_slow() noexcept {
   return tls_tid;
 }
 
-void mutex_init(MutexState* s, bool recursive, const std::string& what) {
-  pthread_mutexattr_t attr;
-  int rc = ::pthread_mutexattr_init(&attr);
-  if (rc != 0) throw_errno(rc, what, "cannot initialise mutex attributes");
-  struct AttrGuard {
-    pthread_mutexattr_t* a;
-    ~AttrGuard() { ::pthread_mutexattr_destroy(a); }
-  } guard{&attr};
-  if ((rc = ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
-      (rc = ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
-      (rc = ::pthread_mutexattr_settype(
-           &attr, recursive ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK)) != 0) {
-    throw_errno(rc, what, "cannot set robust process-shared mutex attributes");
-  }
-  if ((rc = ::pthread_mutex_init(&s->mutex, &attr)) != 0) {
-    throw_errno(rc, what, "cannot initialise the mutex");
-  }
+void mutex_init(MutexState* s, bool recursive, const std::string& /*what*/) {
+  s->word.store(0, std::memory_order_relaxed);
   s->owner.store(0, std::memory_order_relaxed);
   s->depth = 0;
   s->owner_died.store(0, std::memory_order_relaxed);
   s->inconsistent.store(0, std::memory_order_relaxed);
   s->recursive = recursive ? 1 : 0;
+  s->link.prev = nullptr;
+  s->link.next = nullptr;
 }
 
-void mutex_lock(MutexState* s, const std::string& what) {
-  if (handle(s, ::pthread_mutex_trylock(&s->mutex), what)) return;
-  if (s->recursive == 0 && s->owner.load(std::memory_order_relaxed) == current_tid()) {
-    handle(s, EDEADLK, what);  // throws; checked before spinning on ourselves
-  }
-  if (spin_try_lock(s, what)) return;
-  int rc;
-  while ((rc = ::pthread_mutex_lock(&s->mutex)) == EINTR) {
-  }
-  handle(s, rc, what);
-}
+void mutex_lock_slow(MutexState* s, const std::string& what) { lock_impl(s, nullptr, what); }
 
 bool mutex_try_lock(MutexState* s, const std::string& what) {
-  const int rc = ::pthread_mutex_trylock(&s->mutex);
-  // Held by the caller: not available, as for any other holder (Python's acquire(False) says
-  // False too). Only the blocking forms report the deadlock.
-  if (rc == EDEADLK) return false;
-  return handle(s, rc, what);
+  const pid_t me = current_tid();
+  const auto mine = static_cast<std::uint32_t>(me);
+  RobustListHead* head = robust_head(what);
+  head->list_op_pending = &s->link.next;
+  compiler_barrier();
+  bool taken = false;
+  std::uint32_t v = 0;
+  for (;;) {
+    if ((v & kTidMask) == 0) {
+      if (s->word.compare_exchange_strong(v, mine | (v & kWaiters), std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+        robust_enqueue(head, s);
+        on_acquired(s, me, v);
+        taken = true;
+        break;
+      }
+      continue;
+    }
+    if ((v & kTidMask) == mine && s->recursive != 0 && s->depth != UINT32_MAX) {
+      ++s->depth;
+      taken = true;
+    }
+    // Held by the caller (a Mutex): not available, as for any other holder (Python's
+    // acquire(False) says False too). Only the blocking forms report the deadlock.
+    break;
+  }
+  compiler_barrier();
+  head->list_op_pending = nullptr;
+  return taken;
 }
 
 bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::string& what) {
-  if (handle(s, ::pthread_mutex_trylock(&s->mutex), what)) return true;
-  if (s->recursive == 0 && s->owner.load(std::memory_order_relaxed) == current_tid()) {
-    handle(s, EDEADLK, what);
-  }
-  if (Clock::now() >= deadline) return false;
-  if (spin_try_lock(s, what)) return true;
-  if (deadline == Clock::time_point::max()) {
-    mutex_lock(s, what);
-    return true;
-  }
-  const auto ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
-  timespec ts{};
-  ts.tv_sec = static_cast<time_t>(ns / 1000000000);
-  ts.tv_nsec = static_cast<long>(ns % 1000000000);
-  int rc;
-  while ((rc = ::pthread_mutex_clocklock(&s->mutex, CLOCK_MONOTONIC, &ts)) == EINTR) {
-  }
-  return handle(s, rc, what);
+  if (deadline == Clock::time_point::max()) return lock_impl(s, nullptr, what);
+  return lock_impl(s, &deadline, what);
 }
 
-void mutex_unlock(MutexState* s, const std::string& what) {
-  if (s->owner.load(std::memory_order_relaxed) != current_tid()) {
+void mutex_unlock_slow(MutexState* s, const std::string& what) {
+  const pid_t me = current_tid();
+  if ((s->word.load(std::memory_order_relaxed) & kTidMask) != static_cast<std::uint32_t>(me)) {
     throw Error(errc::not_owner, what + ": unlock by a thread that does not hold it");
   }
-  if (--s->depth > 0) {  // RecursiveMutex: still held at an outer level
-    if (::pthread_mutex_unlock(&s->mutex) != 0) {
-      ++s->depth;
-      throw Error(errc::not_owner, what + ": unlock by a thread that does not hold it");
-    }
-    return;
+  if (--s->depth > 0) return;  // RecursiveMutex: still held at an outer level
+  if (s->owner_died.load(std::memory_order_relaxed) != 0) {
+    s->owner_died.store(0, std::memory_order_relaxed);
   }
-  s->owner_died.store(0, std::memory_order_relaxed);
   s->owner.store(0, std::memory_order_relaxed);
-  const int rc = ::pthread_mutex_unlock(&s->mutex);
-  if (rc != 0) throw_errno(rc, what, "unlock");
+  RobustListHead* head = robust_head(what);
+  // While pending, a death between unlinking and releasing still lets the kernel free the word.
+  head->list_op_pending = &s->link.next;
+  compiler_barrier();
+  robust_dequeue(s);
+  compiler_barrier();
+  const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
+  if ((old & kWaiters) != 0) futex_wake(&s->word, 1);
+  compiler_barrier();
+  head->list_op_pending = nullptr;
 }
 
 void throw_inconsistent(const std::string& what) {

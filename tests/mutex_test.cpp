@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <ctime>
 #include <mutex>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <thread>
 
 using namespace mptest;
@@ -247,6 +249,77 @@ BOOST_AUTO_TEST_CASE(thread_exiting_while_holding_releases_it, *boost::unit_test
   BOOST_REQUIRE(m.try_lock_for(5s));
   BOOST_TEST(m.previous_owner_died());
   m.unlock();
+}
+
+namespace {
+
+// A robust process-shared glibc mutex in anonymous shared memory: it shares each thread's kernel
+// robust list with multiproc's locks.
+struct GlibcRobust {
+  pthread_mutex_t* m;
+  GlibcRobust() {
+    void* p = ::mmap(nullptr, sizeof(pthread_mutex_t), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    BOOST_REQUIRE(p != MAP_FAILED);
+    m = static_cast<pthread_mutex_t*>(p);
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+  }
+  ~GlibcRobust() {
+    pthread_mutex_destroy(m);
+    ::munmap(m, sizeof(pthread_mutex_t));
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(shares_the_robust_list_with_glibc_mutexes_in_any_order, *boost::unit_test::timeout(60)) {
+  // multiproc's locks sit on the same kernel list as glibc's robust mutexes. Lock and unlock them
+  // interleaved, out of order, so that each side unlinks entries next to the other's, then die:
+  // every lock still held must be recovered, whichever side it belongs to, and the others free.
+  mp::Mutex a, b, c, d;
+  GlibcRobust g1, g2;
+  BOOST_TEST(run_child([&] {
+               a.lock();
+               if (pthread_mutex_lock(g1.m) != 0) return 1;
+               b.lock();
+               if (pthread_mutex_lock(g2.m) != 0) return 2;
+               a.unlock();                                    // ours, between glibc entries
+               if (pthread_mutex_unlock(g1.m) != 0) return 3;  // glibc's, next to ours
+               c.lock();
+               d.lock();
+               c.unlock();  // ours, between ours
+               ::kill(::getpid(), SIGKILL);  // holds b, d (ours) and g2 (glibc's)
+               return 4;
+             }) == -SIGKILL);
+  for (mp::Mutex* held : {&b, &d}) {
+    BOOST_REQUIRE(held->try_lock_for(5s));
+    BOOST_TEST(held->previous_owner_died());
+    held->unlock();
+  }
+  for (mp::Mutex* freed : {&a, &c}) {
+    BOOST_REQUIRE(freed->try_lock());
+    BOOST_TEST(!freed->previous_owner_died());
+    freed->unlock();
+  }
+  BOOST_TEST(pthread_mutex_trylock(g1.m) == 0);
+  BOOST_TEST(pthread_mutex_unlock(g1.m) == 0);
+  BOOST_TEST(pthread_mutex_trylock(g2.m) == EOWNERDEAD);
+  BOOST_TEST(pthread_mutex_consistent(g2.m) == 0);
+  BOOST_TEST(pthread_mutex_unlock(g2.m) == 0);
+  // And the same thread keeps using both kinds afterwards, in this process too.
+  for (int i = 0; i < 3; ++i) {
+    a.lock();
+    BOOST_TEST(pthread_mutex_lock(g1.m) == 0);
+    b.lock();
+    a.unlock();
+    BOOST_TEST(pthread_mutex_unlock(g1.m) == 0);
+    b.unlock();
+  }
 }
 
 BOOST_AUTO_TEST_CASE(blocked_waiter_uses_no_cpu, *boost::unit_test::timeout(60)) {

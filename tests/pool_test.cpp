@@ -35,6 +35,11 @@ bool wait_for_event(std::string name) {
   mp::Event e(mp::open_only, name);
   return e.wait_for(std::chrono::seconds(60));
 }
+// Sets `started`, then waits for `name` (the test knows the task is running, not just queued).
+bool signal_then_wait(std::string started, std::string name) {
+  mp::Event(mp::open_only, started).set();
+  return wait_for_event(std::move(name));
+}
 long g_worker_setting = 0;
 long worker_setting(long) { return g_worker_setting; }
 void nothing() {}
@@ -205,10 +210,12 @@ BOOST_AUTO_TEST_CASE(worker_killed_from_outside_while_busy, *boost::unit_test::t
   mp::Pool pool(1);
   const std::string name = unique_name("never");
   mp::Event never(mp::create_only, name);
-  auto stuck = pool.apply_async(wait_for_event, name);
+  const std::string started_name = unique_name("started");
+  mp::Event started(mp::create_only, started_name);
+  auto stuck = pool.apply_async(signal_then_wait, started_name, name);
   auto queued = pool.apply_async(square, 6L);  // waits behind it
   BOOST_REQUIRE(pool.worker_pids().size() == 1u);
-  BOOST_REQUIRE(wait_until_in_futex(pool.worker_pids()[0]));
+  BOOST_REQUIRE(started.wait_for(std::chrono::seconds(30)));  // the task is running
   ::kill(pool.worker_pids()[0], SIGKILL);
   BOOST_CHECK_THROW(stuck.get(), mp::BrokenPool);
   BOOST_TEST(queued.get() == 36);  // not started: given to the replacement

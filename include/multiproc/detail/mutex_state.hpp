@@ -3,42 +3,66 @@
 // Why not boost::interprocess::interprocess_mutex: on POSIX it is a process-shared pthread mutex
 // without the robust attribute, so a holder that dies (SIGKILL, a crash) leaves it locked forever,
 // and Boost's own "robust emulation" exists only for its spin mutexes and reports an unusable
-// mutex. multiproc needs the opposite: the next locker recovers it and is told. So the lock is a
-// pthread mutex with PTHREAD_MUTEX_ROBUST + PTHREAD_PROCESS_SHARED: the kernel's robust-futex list
-// marks it when the holding thread dies and wakes a waiter, who gets EOWNERDEAD, makes it
-// consistent and carries on; a short bounded spin in front keeps contended hand-offs cheap.
+// mutex. multiproc needs the opposite: the next locker recovers it and is told.
+//
+// Why not a robust pthread mutex either (what multiproc used first): glibc's robust path is a
+// general-purpose slow path (pthread_mutex_lock_full) that costs a third of the throughput of a
+// plain mutex under contention, which would make the robust lock slower than Boost's fragile one.
+// So the lock is a futex word of our own, robust through the same kernel mechanism glibc uses:
+// the word holds the holder's thread id, and while held the lock sits on the thread's kernel
+// robust list (set_robust_list(2)), which the kernel walks when the thread dies — exit, SIGKILL,
+// exec — marking the word FUTEX_OWNER_DIED and waking one waiter. The next locker takes it,
+// learns that the holder died, and carries on. That list belongs to glibc (it registers one per
+// thread and links its own robust mutexes into it), so our entries follow glibc's own linkage
+// exactly: a node {prev, next} placed relative to the word as glibc places __list relative to
+// __lock in a pthread_mutex_t, so that glibc's robust mutexes and ours can share the list in any
+// order. mutex.cpp checks the kernel's futex_offset for the thread at run time and refuses (an
+// Error, never silent non-robustness) if it is not glibc's.
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
 
 #include <atomic>
 #include <cstdint>
-#include <pthread.h>
 #include <string>
+#include <linux/futex.h>
 #include <sys/types.h>
 
 namespace multiproc::detail {
 
-// Layout (in shared memory, one cache line or two; written only by the current holder unless
-// noted):
-//   mutex        pthread_mutex_t, robust + process-shared; ERRORCHECK (Mutex) or RECURSIVE
+//! A node of a thread's kernel robust list, with glibc's back pointer (see above).
+struct RobustLink {
+  void* prev;  // &previous entry's next (or &the list head), with glibc's low-bit tagging
+  void* next;  // the kernel-visible link: next entry, or the list head when last
+};
+
+// Layout (in shared memory, 40 bytes; written only by the current holder unless noted):
+//   word         the lock: 0 when free; otherwise the holder's tid, plus FUTEX_WAITERS when
+//                threads may be sleeping on it. Written by lockers, unlockers and the kernel,
+//                which sets FUTEX_OWNER_DIED (tid 0) when the holder died
 //   owner        tid of the holder, 0 when free: set after locking, cleared before unlocking
-//                (relaxed: the mutex itself orders it; others read it only for diagnostics)
+//                (a copy of word's tid for readers that want a plain int: diagnostics, Segment)
 //   depth        recursion depth of the holder (RecursiveMutex; 1 for Mutex)
 //   owner_died   1 while the holder is the one that recovered the lock from a dead holder
 //   inconsistent 1 from a recovery until someone marks the guarded data repaired (survives
 //                unlock: SharedValue/SharedArray refuse to hand out such data silently)
 //   recursive    immutable after init
-struct alignas(64) MutexState {
-  pthread_mutex_t mutex;
+//   link         the holder's robust-list node (meaningful only while held, and only to the
+//                holding thread and the kernel)
+// Deliberately not padded to a cache line: a small value guarded by the lock (SharedValue<long>,
+// the first elements of a SharedArray) shares the lock's line, so a contended hand-off moves one
+// line between cores, not two. Containers that want the lock alone on its line align it there.
+struct MutexState {
+  std::atomic<std::uint32_t> word;
   std::atomic<std::int32_t> owner;
   std::uint32_t depth;
   std::atomic<std::uint32_t> owner_died;
   std::atomic<std::uint32_t> inconsistent;
   std::uint32_t recursive;
+  RobustLink link;
 };
 
-//! Initialises a zero-filled state in place. Throws Error if pthread refuses.
+//! Initialises a zero-filled state in place (unlocked).
 void mutex_init(MutexState* s, bool recursive, const std::string& what);
 
 //! The calling thread's id (cached per thread, refreshed in forked children).
@@ -63,14 +87,108 @@ inline std::uint64_t current_start_time() noexcept {
   return g_cached_start.load(std::memory_order_relaxed);
 }
 
+// ---- the kernel robust list (Documentation/locking/robust-futex-ABI.rst) --------------------
+//
+// Each thread registers one list head with the kernel; glibc does it for every thread it starts
+// (and again in a forked child). The kernel only ever follows `next` pointers and reads the word
+// at entry + futex_offset; glibc additionally keeps a `prev` pointer just before each `next` (and
+// a spare word before the head, struct pthread's robust_prev) to unlink in O(1). Our nodes keep
+// both, so either side may unlink its entries whatever sits around them. The uncontended lock and
+// unlock are inline below: under contention every instruction between taking and releasing the
+// word, or between releasing and retaking it, decides how often a locker has to sleep.
+
+struct RobustListHead {
+  void* list;             // first entry's `next` field, or &list itself when empty
+  long futex_offset;      // word = entry + futex_offset
+  void* list_op_pending;  // entry being locked or unlocked right now
+};
+
+//! The calling thread's list head, once looked up (mutex.cpp checks it is glibc's). It stays at
+//! the same address in a forked child (glibc re-registers the same struct pthread there).
+inline thread_local RobustListHead* tls_robust_head = nullptr;
+RobustListHead* robust_head_slow(const std::string& what);
+
+inline void compiler_barrier() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
+
+// Entries are addresses of `next` fields, possibly tagged in bit 0 (PI futexes, glibc's).
+inline void** robust_untag(void* entry) noexcept {
+  return reinterpret_cast<void**>(reinterpret_cast<std::uintptr_t>(entry) & ~std::uintptr_t{1});
+}
+inline void*& robust_prev_of(void* entry) noexcept { return *(robust_untag(entry) - 1); }
+inline void*& robust_next_at(void* entry) noexcept { return *robust_untag(entry); }
+
+//! Links s at the front of the list (the holder has just taken the word; list_op_pending covers
+//! the window until this is done).
+inline void robust_enqueue(RobustListHead* head, MutexState* s) noexcept {
+  void* first = head->list;
+  robust_prev_of(first) = &s->link.next;
+  s->link.next = first;
+  s->link.prev = &head->list;
+  compiler_barrier();  // the entry is complete before the kernel can see it
+  head->list = &s->link.next;
+}
+
+//! Unlinks s. The node's own pointers are left as they are: only the holder reads them, and the
+//! next holder overwrites them before linking it.
+inline void robust_dequeue(MutexState* s) noexcept {
+  void* next = s->link.next;
+  void* prev = s->link.prev;
+  robust_prev_of(next) = prev;
+  robust_next_at(prev) = next;
+}
+
+//! The lock and unlock paths that are not the uncontended common case (mutex.cpp).
+void mutex_lock_slow(MutexState* s, const std::string& what);
+void mutex_unlock_slow(MutexState* s, const std::string& what);
+
 //! Blocks until held. Throws Error(errc::would_deadlock) when a Mutex is relocked by its holder.
-void mutex_lock(MutexState* s, const std::string& what);
+inline void mutex_lock(MutexState* s, const std::string& what) {
+  RobustListHead* head = tls_robust_head;
+  if (head != nullptr) {
+    const pid_t me = current_tid();
+    head->list_op_pending = &s->link.next;
+    compiler_barrier();
+    std::uint32_t v = 0;
+    const bool taken = s->word.compare_exchange_strong(v, static_cast<std::uint32_t>(me),
+                                                       std::memory_order_acquire,
+                                                       std::memory_order_relaxed);
+    if (taken) {
+      robust_enqueue(head, s);
+      s->owner.store(me, std::memory_order_relaxed);
+      s->depth = 1;
+    }
+    compiler_barrier();
+    head->list_op_pending = nullptr;
+    if (taken) return;
+  }
+  mutex_lock_slow(s, what);
+}
 //! Returns true if it took the lock without blocking.
 bool mutex_try_lock(MutexState* s, const std::string& what);
 //! Returns false if the deadline passed first.
 bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::string& what);
 //! Throws Error(errc::not_owner) when the caller does not hold it.
-void mutex_unlock(MutexState* s, const std::string& what);
+inline void mutex_unlock(MutexState* s, const std::string& what) {
+  RobustListHead* head = tls_robust_head;
+  const pid_t me = current_tid();
+  if (head == nullptr || s->word.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(me) ||
+      s->depth != 1 || s->owner_died.load(std::memory_order_relaxed) != 0) {
+    // Sleepers to wake, a recursion level, a recovered lock, or not the holder at all.
+    mutex_unlock_slow(s, what);
+    return;
+  }
+  s->depth = 0;
+  s->owner.store(0, std::memory_order_relaxed);
+  // While pending, a death between unlinking and releasing still lets the kernel free the word.
+  head->list_op_pending = &s->link.next;
+  compiler_barrier();
+  robust_dequeue(s);
+  compiler_barrier();
+  const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
+  if ((old & FUTEX_WAITERS) != 0) futex_wake(&s->word, 1);  // a sleeper came since the check
+  compiler_barrier();
+  head->list_op_pending = nullptr;
+}
 //! For destructors: unlocks, and terminates with a message if the caller does not hold it.
 void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept;
 
