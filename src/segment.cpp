@@ -38,6 +38,7 @@
 #include <map>
 #include <thread>
 #include <vector>
+#include <sys/mman.h>
 #include <unistd.h>
 
 namespace bip = boost::interprocess;
@@ -706,6 +707,17 @@ const detail::SegmentHeader& Segment::header() const noexcept {
 Kind Segment::kind() const noexcept { return static_cast<Kind>(header().kind); }
 std::uint64_t Segment::count() const noexcept { return header().count; }
 std::size_t Segment::body_size() const noexcept { return header().body_size; }
+
+void Segment::prefault() const noexcept {
+#ifdef MADV_POPULATE_WRITE
+  const long page = ::sysconf(_SC_PAGESIZE);
+  auto begin = reinterpret_cast<std::uintptr_t>(body_);
+  const std::uintptr_t end = begin + body_size();
+  begin &= ~static_cast<std::uintptr_t>(page - 1);
+  // EINVAL on kernels without it; the pages then fault in on first use as usual.
+  (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+#endif
+}
 bool Segment::named() const noexcept { return !impl_->name.empty(); }
 const std::string& Segment::name() const noexcept { return impl_->name; }
 bool Segment::owns_name() const noexcept {
