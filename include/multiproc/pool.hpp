@@ -152,8 +152,25 @@ std::string apply_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t
 template <class FP, class In>
 std::string map_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t n) {
   using R = typename fn_traits<FP>::result;
-  const auto items = Codec<std::vector<In>>::decode(in, n);
   auto f = reinterpret_cast<FP>(fn);
+  if constexpr (is_plain_v<In> && !std::is_same_v<In, bool> && is_plain_v<R> &&
+                !std::is_same_v<R, bool>) {
+    // Both sides are arrays of plain values (their Codec is their bytes): read each input from
+    // the message and write each result into the reply, with no vector in between.
+    if (n % sizeof(In) != 0) throw_decode_error(typeid(In).name(), n, "not whole values");
+    const std::size_t count = n / sizeof(In);
+    std::string out;
+    out.resize(kResultHeaderBytes + count * sizeof(R));
+    char* dst = out.data() + kResultHeaderBytes;
+    for (std::size_t k = 0; k < count; ++k, in += sizeof(In), dst += sizeof(R)) {
+      In item;
+      std::memcpy(static_cast<void*>(&item), in, sizeof(In));
+      const R r = f(item);
+      std::memcpy(dst, static_cast<const void*>(&r), sizeof(R));
+    }
+    return out;
+  }
+  const auto items = Codec<std::vector<In>>::decode(in, n);
   std::vector<R> out;
   out.reserve(items.size());
   for (const In& item : items) out.push_back(f(item));
