@@ -103,45 +103,74 @@ def fmt(v):
     return "%.2f" % v
 
 
+def peer_family(impl):
+    if impl.startswith("python_"):
+        return 1  # Python's multiprocessing
+    if impl.startswith("boost_"):
+        return 2  # Boost.Interprocess
+    return 3      # bare limits: kernel pipes, raw rings, plain pthread mutexes, memcpy, fork
+
+
+def relative(rel):
+    """'3.0x faster' / '2.0x slower' (multiproc against the peer)."""
+    if rel is None:
+        return ""
+    if rel >= 1:
+        return fmt(rel) + "x faster"
+    return fmt(1 / rel) + "x slower"
+
+
 def chart(results, path):
-    """Bars: each peer's speed relative to multiproc (=1), per scenario, log scale."""
+    """Bars: multiproc's speed-up over each peer, per scenario (log scale), goals as marks."""
     gnuplot = shutil.which("gnuplot")
     if not gnuplot:
         return False
+    goals = {(scenario, peer): goal for scenario, peer, goal in GOALS}
     rows = []
+    x = 0.0
     for scenario in results:
         impls = results[scenario]
         mp_res = impls.get("multiproc")
         if not mp_res or mp_res["median"] is None:
             continue
-        for impl, r in impls.items():
-            if r["median"] is None:
+        for impl, r in sorted(impls.items(), key=lambda kv: (peer_family(kv[0]), kv[0])):
+            if impl == "multiproc" or r["median"] is None:
                 continue
-            rel = speedup(r["median"], mp_res["median"], r["better"])  # peer speed / multiproc speed
-            rows.append((scenario, impl, rel))
+            got = speedup(mp_res["median"], r["median"], r["better"])
+            goal = goals.get((scenario, impl))
+            rows.append((x, scenario, impl, got, peer_family(impl), goal if goal else "NaN"))
+            x += 1
+        x += 0.8  # a gap between scenarios
     if not rows:
         return False
     data_path = path + ".dat"
     with open(data_path, "w") as f:
-        for i, (scenario, impl, rel) in enumerate(rows):
-            f.write('%d "%s" "%s" %.6g\n' % (i, scenario, impl, rel))
+        for x, scenario, impl, got, family, goal in rows:
+            f.write('%.1f "%s / %s" %.6g %d %s\n' % (x, scenario, impl, got, family, goal))
     script = """
-set terminal pngcairo size 1600,900 font "sans,10"
+set terminal pngcairo size 1600,900 font "sans,10" noenhanced
 set output '%s'
-set title "Speed relative to multiproc (multiproc = 1; higher is faster), one run, medians"
+set title "multiproc's speed-up over each peer, same run, medians (above 1: multiproc is faster)"
 set logscale y
 set grid ytics
-set ylabel "speed / multiproc's speed (log scale)"
-set style fill solid 0.8
+set ylabel "multiproc speed / peer speed (log scale)"
+set style fill solid 0.85 border -1
 set boxwidth 0.8
 set xtics rotate by 60 right font ",8"
-set key off
-set yrange [0.001:*]
-plot '%s' using 1:4:xtic(sprintf("%%s: %%s", strcol(2), strcol(3))) with boxes lc rgb "#4477aa", \\
-     1 with lines lc rgb "#cc3311" lw 2
+set key top right
+set yrange [0.1:*]
+set palette defined (1 "#ee7733", 2 "#0077bb", 3 "#999999")
+unset colorbox
+plot '%s' using 1:($4 == 1 ? $3 : 1/0):xtic(2) with boxes lc rgb "#ee7733" title "vs Python multiprocessing", \\
+     '' using 1:($4 == 2 ? $3 : 1/0) with boxes lc rgb "#0077bb" title "vs Boost.Interprocess", \\
+     '' using 1:($4 == 3 ? $3 : 1/0) with boxes lc rgb "#999999" title "vs bare limits (kernel, raw ring, pthread, memcpy, fork)", \\
+     '' using 1:5 with points pt 9 ps 1.6 lc rgb "#cc3311" title "goal", \\
+     1 with lines lc rgb "#000000" lw 1 notitle
 """ % (path, data_path)
     p = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
     os.remove(data_path)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr)
     return p.returncode == 0
 
 
@@ -208,7 +237,7 @@ def main():
             rel = speedup(mp_res.get("median"), r["median"], r["better"]) if impl != "multiproc" else None
             print("%-22s %-26s %10s %-3s  %-22s %12s" % (
                 "", impl, fmt(r["median"]), r["unit"], "%s..%s" % (fmt(r["min"]), fmt(r["max"])),
-                (fmt(rel) + "x faster") if rel is not None else ""))
+                relative(rel)))
 
     print()
     print("goals (multiproc's speed-up over the peer, from one run):")

@@ -15,6 +15,7 @@
 #include <exception>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -25,7 +26,32 @@ constexpr std::uint32_t kTidMask = FUTEX_TID_MASK;
 constexpr std::uint32_t kWaiters = FUTEX_WAITERS;
 constexpr std::uint32_t kOwnerDied = FUTEX_OWNER_DIED;
 
-void reset_tid_after_fork() noexcept { tls_tid = 0; }
+// In a forked child: its thread has a new id, and holds none of the locks the parent's thread
+// held — including the one the parent kept in list_op_pending, which glibc does not clear (it
+// assumes the slot is empty at fork).
+void reset_tid_after_fork() noexcept {
+  tls_tid = 0;
+  if (MutexState* held = tls_pending_lock) {
+    tls_pending_lock = nullptr;
+    RobustListHead* head = tls_robust_head;
+    if (head != nullptr && head->list_op_pending == &held->link.next) {
+      head->list_op_pending = nullptr;
+    }
+  }
+}
+
+// Whether a thread with this id exists (in this process's pid namespace). /proc/<tid> exists for
+// every thread, not only for thread-group leaders; kill(tid, 0) would not do for those. Without
+// /proc (or on any doubt) the answer is yes: the safety net must never take a live thread's lock.
+bool thread_exists(pid_t tid) noexcept {
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d", static_cast<int>(tid));
+  struct stat st;
+  if (::stat(path, &st) == 0) return true;
+  if (errno != ENOENT) return true;
+  struct stat proc;
+  return ::stat("/proc/self", &proc) != 0;  // no /proc at all: cannot tell
+}
 
 struct AtforkRegistration {
   AtforkRegistration() { ::pthread_atfork(nullptr, nullptr, &reset_tid_after_fork); }
@@ -99,8 +125,33 @@ void on_acquired(MutexState* s, pid_t me, std::uint32_t prev) {
                      "again)");
 }
 
+// Moves the lock this thread holds through list_op_pending (if any) onto the list, so that a slow
+// path may use the slot for its own entry. If glibc cleared the slot in the meantime, this also
+// puts that lock back under the kernel's care.
+void vacate_pending(RobustListHead* head) noexcept {
+  MutexState* held = tls_pending_lock;
+  if (held == nullptr) return;
+  robust_enqueue(head, held);  // this thread holds it: its node is ours to write
+  tls_pending_lock = nullptr;
+  compiler_barrier();
+  if (head->list_op_pending == &held->link.next) head->list_op_pending = nullptr;
+}
+
+// After a whole liveness slice asleep on a word that did not change: if the holding thread no
+// longer exists, marks the word as the kernel would have (FUTEX_OWNER_DIED, waiters kept), so
+// that the next attempt takes it as recovered. The kernel does this itself at the holder's
+// death, except for a lock whose registration glibc's robust mutexes cleared (see
+// mutex_state.hpp); this is the safety net for that case.
+void recover_if_holder_vanished(MutexState* s, std::uint32_t seen) noexcept {
+  const pid_t tid = static_cast<pid_t>(seen & kTidMask);
+  if (tid == 0 || thread_exists(tid)) return;
+  // Only if the word still says that thread holds it: it cannot be that thread's again.
+  s->word.compare_exchange_strong(seen, (seen & kWaiters) | kOwnerDied, std::memory_order_relaxed);
+}
+
 // Takes the lock, sleeping until `deadline` (nullptr: none). Returns false on timeout; throws
-// would_deadlock for a Mutex its holder relocks. Handles recursion for a RecursiveMutex.
+// would_deadlock for a Mutex its holder relocks. Handles recursion for a RecursiveMutex. A lock
+// taken here is registered through list_op_pending, as on the fast path.
 //
 // Shaped like glibc's lll_lock: every step is a single atomic on the word whose result feeds the
 // next step, never a separate load first. Under contention each extra access to the word is a
@@ -110,25 +161,35 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
   const pid_t me = current_tid();
   const auto mine = static_cast<std::uint32_t>(me);
   RobustListHead* head = robust_head(what);
+  vacate_pending(head);
   head->list_op_pending = &s->link.next;
   compiler_barrier();
-  struct ClearPending {
+  // Until taken, the slot is only borrowed: cleared on every way out but success.
+  struct Pending {
     RobustListHead* h;
-    ~ClearPending() {
+    bool keep = false;
+    ~Pending() {
+      if (keep) return;
       compiler_barrier();
       h->list_op_pending = nullptr;
     }
-  } clear{head};
+  } pending{head};
+  auto taken = [&](std::uint32_t prev) {
+    s->link.prev = nullptr;  // held through the slot, not on the list
+    on_acquired(s, me, prev);
+    tls_pending_lock = s;
+    pending.keep = true;
+    return true;
+  };
 
   std::uint32_t v = 0;
   if (s->word.compare_exchange_strong(v, mine, std::memory_order_acquire,
                                       std::memory_order_relaxed)) {
-    robust_enqueue(head, s);
-    on_acquired(s, me, 0);
-    return true;
+    return taken(0);
   }
   for (;;) {
     if ((v & kTidMask) == mine) {
+      // A RecursiveMutex's holder (vacate_pending put it on the list if it was in the slot).
       if (s->recursive == 0) throw_would_deadlock(what);
       if (s->depth == UINT32_MAX) {
         throw Error(errc::bad_state, what + ": lock: too many recursive locks");
@@ -145,22 +206,24 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
       v |= kWaiters;
       if (s->word.compare_exchange_strong(v, mine | kWaiters, std::memory_order_acquire,
                                           std::memory_order_relaxed)) {
-        robust_enqueue(head, s);
-        on_acquired(s, me, v);
-        return true;
+        return taken(v);
       }
       continue;  // v holds what is there now
     }
-    if ((v & kTidMask) == mine) continue;  // a RecursiveMutex's holder (it has FUTEX_WAITERS now)
-    if (!futex_wait(&s->word, v | kWaiters, deadline)) {
+    if ((v & kTidMask) == mine) continue;
+    v |= kWaiters;
+    const Clock::time_point slice = next_slice(deadline);
+    if (!futex_wait(&s->word, v, &slice)) {
+      if (deadline == nullptr || Clock::now() < *deadline) {
+        recover_if_holder_vanished(s, v);  // a slice with no change: is the holder still there?
+        continue;
+      }
       // Timed out; one last look, so that a lock freed at the deadline is not missed.
       v = s->word.load(std::memory_order_relaxed);
       while ((v & kTidMask) == 0) {
         if (s->word.compare_exchange_weak(v, mine | kWaiters, std::memory_order_acquire,
                                           std::memory_order_relaxed)) {
-          robust_enqueue(head, s);
-          on_acquired(s, me, v);
-          return true;
+          return taken(v);
         }
       }
       return false;
@@ -193,32 +256,32 @@ bool mutex_try_lock(MutexState* s, const std::string& what) {
   const pid_t me = current_tid();
   const auto mine = static_cast<std::uint32_t>(me);
   RobustListHead* head = robust_head(what);
+  vacate_pending(head);
   head->list_op_pending = &s->link.next;
   compiler_barrier();
-  bool taken = false;
   std::uint32_t v = 0;
   for (;;) {
     if ((v & kTidMask) == 0) {
       if (s->word.compare_exchange_strong(v, mine | (v & kWaiters), std::memory_order_acquire,
                                           std::memory_order_relaxed)) {
-        robust_enqueue(head, s);
+        s->link.prev = nullptr;  // held through the slot, as lock() would
         on_acquired(s, me, v);
-        taken = true;
-        break;
+        tls_pending_lock = s;
+        return true;
       }
       continue;
     }
-    if ((v & kTidMask) == mine && s->recursive != 0 && s->depth != UINT32_MAX) {
-      ++s->depth;
-      taken = true;
-    }
-    // Held by the caller (a Mutex): not available, as for any other holder (Python's
-    // acquire(False) says False too). Only the blocking forms report the deadlock.
     break;
   }
   compiler_barrier();
   head->list_op_pending = nullptr;
-  return taken;
+  if ((v & kTidMask) == mine && s->recursive != 0 && s->depth != UINT32_MAX) {
+    ++s->depth;
+    return true;
+  }
+  // Held by the caller (a Mutex): not available, as for any other holder (Python's
+  // acquire(False) says False too). Only the blocking forms report the deadlock.
+  return false;
 }
 
 bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::string& what) {
@@ -237,15 +300,28 @@ void mutex_unlock_slow(MutexState* s, const std::string& what) {
   }
   s->owner.store(0, std::memory_order_relaxed);
   RobustListHead* head = robust_head(what);
-  // While pending, a death between unlinking and releasing still lets the kernel free the word.
-  head->list_op_pending = &s->link.next;
-  compiler_barrier();
-  robust_dequeue(s);
-  compiler_barrier();
+  if (s->link.prev != nullptr) {
+    // On the list. Unlink it while it is pending, so that a death between unlinking and
+    // releasing still lets the kernel free the word; the slot must be ours for that.
+    vacate_pending(head);
+    head->list_op_pending = &s->link.next;
+    compiler_barrier();
+    robust_dequeue(s);
+    s->link.prev = nullptr;
+    compiler_barrier();
+    const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
+    if ((old & kWaiters) != 0) futex_wake(&s->word, 1);
+    compiler_barrier();
+    head->list_op_pending = nullptr;
+    return;
+  }
+  // Held through the slot (or registered nowhere, if glibc cleared the slot meanwhile).
+  const bool in_slot = tls_pending_lock == s;
+  if (in_slot) tls_pending_lock = nullptr;
   const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
   if ((old & kWaiters) != 0) futex_wake(&s->word, 1);
   compiler_barrier();
-  head->list_op_pending = nullptr;
+  if (in_slot && head->list_op_pending == &s->link.next) head->list_op_pending = nullptr;
 }
 
 void throw_inconsistent(const std::string& what) {

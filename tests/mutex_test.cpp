@@ -322,6 +322,97 @@ BOOST_AUTO_TEST_CASE(shares_the_robust_list_with_glibc_mutexes_in_any_order, *bo
   }
 }
 
+BOOST_AUTO_TEST_CASE(nested_locks_in_any_order_are_all_recovered, *boost::unit_test::timeout(60)) {
+  // A thread holds its first lock through the robust list's pending slot and moves it onto the
+  // list when it takes a second; unlocking out of order and relocking must keep every lock still
+  // held registered, so that all of them are recovered at once (no liveness slice) when it dies.
+  mp::Mutex a, b, c, d;
+  mp::RecursiveMutex r;
+  BOOST_TEST(run_child([&] {
+               a.lock();  // the slot
+               b.lock();  // a onto the list, b in the slot
+               a.unlock();
+               c.lock();  // b onto the list, c in the slot
+               r.lock();
+               r.lock();  // recursion while in the slot
+               b.unlock();
+               if (!d.try_lock()) return 1;
+               r.unlock();
+               ::kill(::getpid(), SIGKILL);  // holds c, d and r (depth 1)
+               return 2;
+             }) == -SIGKILL);
+  const auto start = std::chrono::steady_clock::now();
+  for (mp::Mutex* held : {&c, &d}) {
+    BOOST_REQUIRE(held->try_lock());  // at once: the kernel released them at the death
+    BOOST_TEST(held->previous_owner_died());
+    held->unlock();
+  }
+  BOOST_REQUIRE(r.try_lock());
+  BOOST_TEST(r.previous_owner_died());
+  BOOST_TEST(r.depth() == 1u);
+  r.unlock();
+  for (mp::Mutex* freed : {&a, &b}) {
+    BOOST_REQUIRE(freed->try_lock());
+    BOOST_TEST(!freed->previous_owner_died());
+    freed->unlock();
+  }
+  BOOST_TEST(seconds_since(start) < 0.05);
+}
+
+BOOST_AUTO_TEST_CASE(lock_whose_registration_glibc_cleared_is_recovered_by_its_waiters,
+                     *boost::unit_test::timeout(60)) {
+  // Locking and unlocking a robust pthread mutex clears the pending slot that holds our lock, so
+  // the kernel no longer knows about it. Its waiters notice the dead holder within a liveness
+  // slice or two instead.
+  mp::Mutex m;
+  GlibcRobust g;
+  BOOST_TEST(run_child([&] {
+               m.lock();
+               if (pthread_mutex_lock(g.m) != 0) return 1;
+               if (pthread_mutex_unlock(g.m) != 0) return 2;
+               ::kill(::getpid(), SIGKILL);
+               return 3;
+             }) == -SIGKILL);
+  const auto start = std::chrono::steady_clock::now();
+  BOOST_REQUIRE(m.try_lock_for(10s));
+  const double waited = seconds_since(start);
+  BOOST_TEST(m.previous_owner_died());
+  m.unlock();
+  BOOST_TEST(waited < 2.0);
+  std::fprintf(stderr, "recovered without the kernel after %.3f s\n", waited);
+  // A plain lock() recovers it the same way.
+  BOOST_TEST(run_child([&] {
+               m.lock();
+               if (pthread_mutex_lock(g.m) != 0) return 1;
+               if (pthread_mutex_unlock(g.m) != 0) return 2;
+               ::kill(::getpid(), SIGKILL);
+               return 3;
+             }) == -SIGKILL);
+  m.lock();
+  BOOST_TEST(m.previous_owner_died());
+  m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(child_forked_by_a_holder_holds_nothing, *boost::unit_test::timeout(60)) {
+  // The parent's lock sits in its pending slot at the fork; the child must neither own it nor
+  // carry its registration into its own locking, and its own locks must be recovered.
+  mp::Mutex held, other;
+  held.lock();
+  BOOST_TEST(run_child([&] {
+               if (held.try_lock()) return 1;
+               other.lock();  // through the child's own slot
+               ::kill(::getpid(), SIGKILL);
+               return 2;
+             }) == -SIGKILL);
+  BOOST_REQUIRE(other.try_lock());
+  BOOST_TEST(other.previous_owner_died());
+  other.unlock();
+  BOOST_TEST(!held.previous_owner_died());
+  held.unlock();
+  BOOST_REQUIRE(held.try_lock());
+  held.unlock();
+}
+
 BOOST_AUTO_TEST_CASE(blocked_waiter_uses_no_cpu, *boost::unit_test::timeout(60)) {
   mp::Mutex m;
   m.lock();

@@ -15,7 +15,7 @@
 // Unlike Python's Lock, a Mutex has an owner: only the thread that locked it may unlock it
 // (Error otherwise), and relocking it from the holding thread throws instead of deadlocking.
 //
-// Cost: an uncontended lock()+unlock() is about ten nanoseconds (one compare-and-swap, one
+// Cost: an uncontended lock()+unlock() is under ten nanoseconds (one compare-and-swap, one
 // exchange, inlined); a contended lock() sleeps on the futex word in the shared segment at once
 // (no CPU used while blocked). detail/mutex_state.hpp says how it is robust at that price: the
 // word is on the thread's kernel robust list, shared with glibc, so the kernel releases it when

@@ -9,9 +9,10 @@
 // general-purpose slow path (pthread_mutex_lock_full) that costs a third of the throughput of a
 // plain mutex under contention, which would make the robust lock slower than Boost's fragile one.
 // So the lock is a futex word of our own, robust through the same kernel mechanism glibc uses:
-// the word holds the holder's thread id, and while held the lock sits on the thread's kernel
-// robust list (set_robust_list(2)), which the kernel walks when the thread dies — exit, SIGKILL,
-// exec — marking the word FUTEX_OWNER_DIED and waking one waiter. The next locker takes it,
+// the word holds the holder's thread id, and while held the lock is registered with the thread's
+// kernel robust list (set_robust_list(2); in its pending slot or on the list itself, see below),
+// which the kernel walks when the thread dies — exit, SIGKILL, exec — marking the word
+// FUTEX_OWNER_DIED and waking one waiter. The next locker takes it,
 // learns that the holder died, and carries on. That list belongs to glibc (it registers one per
 // thread and links its own robust mutexes into it), so our entries follow glibc's own linkage
 // exactly: a node {prev, next} placed relative to the word as glibc places __list relative to
@@ -48,7 +49,7 @@ struct RobustLink {
 //                unlock: SharedValue/SharedArray refuse to hand out such data silently)
 //   recursive    immutable after init
 //   link         the holder's robust-list node (meaningful only while held, and only to the
-//                holding thread and the kernel)
+//                holding thread and the kernel); link.prev is null unless the lock is on the list
 // Deliberately not padded to a cache line: a small value guarded by the lock (SharedValue<long>,
 // the first elements of a SharedArray) shares the lock's line, so a contended hand-off moves one
 // line between cores, not two. Containers that want the lock alone on its line align it there.
@@ -93,9 +94,25 @@ inline std::uint64_t current_start_time() noexcept {
 // (and again in a forked child). The kernel only ever follows `next` pointers and reads the word
 // at entry + futex_offset; glibc additionally keeps a `prev` pointer just before each `next` (and
 // a spare word before the head, struct pthread's robust_prev) to unlink in O(1). Our nodes keep
-// both, so either side may unlink its entries whatever sits around them. The uncontended lock and
-// unlock are inline below: under contention every instruction between taking and releasing the
-// word, or between releasing and retaking it, decides how often a locker has to sleep.
+// both, so either side may unlink its entries whatever sits around them.
+//
+// The head also has one `list_op_pending` slot, meant for the entry being locked or unlocked at
+// the moment; the kernel treats it exactly like a list entry when the thread dies. A thread that
+// holds one multiproc lock at a time — the common case by far — keeps that lock in the slot for
+// as long as it holds it, and never touches the list: linking and unlinking cost a quarter of the
+// throughput of a contended lock. A second lock first moves the one in the slot onto the list
+// (it holds it, so it may write its node), as does every slow path, since they use the slot for
+// their own transient entries. Only glibc can take the slot away from us: its robust pthread
+// mutexes use it while they are locked or unlocked and then clear it. A lock whose registration
+// glibc cleared that way is still recovered if its holder dies — by the waiters, which check
+// every kLivenessSlice whether the holding thread still exists — just not instantly.
+//
+// `link.prev` is null while a lock is held through the slot (or free), non-null while it is on
+// the list: what unlock needs to know to leave the list alone when the lock is not on it.
+//
+// The uncontended lock and unlock are inline below: under contention every instruction between
+// taking and releasing the word, or between releasing and retaking it, decides how often a
+// locker has to sleep.
 
 struct RobustListHead {
   void* list;             // first entry's `next` field, or &list itself when empty
@@ -137,6 +154,9 @@ inline void robust_dequeue(MutexState* s) noexcept {
   robust_next_at(prev) = next;
 }
 
+//! The lock this thread holds through list_op_pending (see above), or nullptr.
+inline thread_local MutexState* tls_pending_lock = nullptr;
+
 //! The lock and unlock paths that are not the uncontended common case (mutex.cpp).
 void mutex_lock_slow(MutexState* s, const std::string& what);
 void mutex_unlock_slow(MutexState* s, const std::string& what);
@@ -144,22 +164,23 @@ void mutex_unlock_slow(MutexState* s, const std::string& what);
 //! Blocks until held. Throws Error(errc::would_deadlock) when a Mutex is relocked by its holder.
 inline void mutex_lock(MutexState* s, const std::string& what) {
   RobustListHead* head = tls_robust_head;
-  if (head != nullptr) {
+  if (head != nullptr && head->list_op_pending == nullptr && tls_pending_lock == nullptr) {
+    // Register through the pending slot first: the kernel recovers the word if this thread dies
+    // anywhere from here on, whether or not the compare-and-swap below has happened yet.
     const pid_t me = current_tid();
     head->list_op_pending = &s->link.next;
     compiler_barrier();
     std::uint32_t v = 0;
-    const bool taken = s->word.compare_exchange_strong(v, static_cast<std::uint32_t>(me),
-                                                       std::memory_order_acquire,
-                                                       std::memory_order_relaxed);
-    if (taken) {
-      robust_enqueue(head, s);
+    if (s->word.compare_exchange_strong(v, static_cast<std::uint32_t>(me),
+                                        std::memory_order_acquire, std::memory_order_relaxed)) {
+      s->link.prev = nullptr;  // not on the list
       s->owner.store(me, std::memory_order_relaxed);
       s->depth = 1;
+      tls_pending_lock = s;
+      return;
     }
     compiler_barrier();
     head->list_op_pending = nullptr;
-    if (taken) return;
   }
   mutex_lock_slow(s, what);
 }
@@ -170,22 +191,20 @@ bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::stri
 //! Throws Error(errc::not_owner) when the caller does not hold it.
 inline void mutex_unlock(MutexState* s, const std::string& what) {
   RobustListHead* head = tls_robust_head;
-  const pid_t me = current_tid();
-  if (head == nullptr || s->word.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(me) ||
+  if (head == nullptr || tls_pending_lock != s || head->list_op_pending != &s->link.next ||
+      s->word.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(current_tid()) ||
       s->depth != 1 || s->owner_died.load(std::memory_order_relaxed) != 0) {
-    // Sleepers to wake, a recursion level, a recovered lock, or not the holder at all.
+    // On the list, sleepers to wake, a recursion level, a recovered lock, or not the holder.
     mutex_unlock_slow(s, what);
     return;
   }
   s->depth = 0;
   s->owner.store(0, std::memory_order_relaxed);
-  // While pending, a death between unlinking and releasing still lets the kernel free the word.
-  head->list_op_pending = &s->link.next;
-  compiler_barrier();
-  robust_dequeue(s);
-  compiler_barrier();
+  tls_pending_lock = nullptr;
   const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
   if ((old & FUTEX_WAITERS) != 0) futex_wake(&s->word, 1);  // a sleeper came since the check
+  // Still pending until here: a death after the release leaves a free word (or one another
+  // thread holds), which the kernel leaves alone apart from a wake-up.
   compiler_barrier();
   head->list_op_pending = nullptr;
 }
