@@ -476,7 +476,7 @@ Result contention_multiproc(int procs) {
   // What a user writes: a SharedValue<long> and its own robust lock.
   mp::SharedValue<long> counter(0);
   return contention_run(
-      procs, 2000000, [&] { counter.update([](long& v) { ++v; }); }, [&] { return counter.load(); });
+      procs, 10000000, [&] { counter.update([](long& v) { ++v; }); }, [&] { return counter.load(); });
 }
 
 struct BoostCounter {
@@ -487,7 +487,7 @@ struct BoostCounter {
 Result contention_boost(int procs) {
   auto* c = shared_new<BoostCounter>();
   Result r = contention_run(
-      procs, 2000000,
+      procs, 10000000,
       [&] {
         c->mutex.lock();
         ++c->value;
@@ -515,7 +515,7 @@ Result contention_pthread(int procs) {
   // The bare limit: a plain (not robust) process-shared pthread mutex.
   auto* c = shared_new<PthreadCounter>();
   Result r = contention_run(
-      procs, 2000000,
+      procs, 10000000,
       [&] {
         pthread_mutex_lock(&c->mutex);
         ++c->value;
