@@ -36,7 +36,10 @@ void register_now() noexcept {
   g_fence_mode.store(ok ? kFenceMembarrier : kFenceFull, std::memory_order_release);
 }
 
-void reregister_in_child() noexcept { register_now(); }
+void reregister_in_child() noexcept {
+  after_fork_child();  // this handler may run before mutex.cpp's: the caches first
+  register_now();
+}
 
 
 

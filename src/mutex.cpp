@@ -15,7 +15,6 @@
 #include <exception>
 #include <linux/futex.h>
 #include <pthread.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -26,36 +25,13 @@ constexpr std::uint32_t kTidMask = FUTEX_TID_MASK;
 constexpr std::uint32_t kWaiters = FUTEX_WAITERS;
 constexpr std::uint32_t kOwnerDied = FUTEX_OWNER_DIED;
 
-// In a forked child: its thread has a new id, and holds none of the locks the parent's thread
-// held — including the one the parent kept in list_op_pending, which glibc does not clear (it
-// assumes the slot is empty at fork).
-void reset_tid_after_fork() noexcept {
-  tls_tid = 0;
-  if (MutexState* held = tls_pending_lock) {
-    tls_pending_lock = nullptr;
-    RobustListHead* head = tls_robust_head;
-    if (head != nullptr && head->list_op_pending == &held->link.next) {
-      head->list_op_pending = nullptr;
-    }
-  }
-}
-
-// Whether a thread with this id exists (in this process's pid namespace). /proc/<tid> exists for
-// every thread, not only for thread-group leaders; kill(tid, 0) would not do for those. Without
-// /proc (or on any doubt) the answer is yes: the safety net must never take a live thread's lock.
-bool thread_exists(pid_t tid) noexcept {
-  char path[32];
-  std::snprintf(path, sizeof path, "/proc/%d", static_cast<int>(tid));
-  struct stat st;
-  if (::stat(path, &st) == 0) return true;
-  if (errno != ENOENT) return true;
-  struct stat proc;
-  return ::stat("/proc/self", &proc) != 0;  // no /proc at all: cannot tell
-}
-
+// Registered when the program starts, before any handler a multiproc object registers when it is
+// first used, so that those run after it in a child (POSIX runs child handlers in registration
+// order); they also call after_fork_child() themselves before anything else.
 struct AtforkRegistration {
-  AtforkRegistration() { ::pthread_atfork(nullptr, nullptr, &reset_tid_after_fork); }
+  AtforkRegistration() { ::pthread_atfork(nullptr, nullptr, &after_fork_child); }
 };
+const AtforkRegistration g_atfork_registration;
 
 // ---- the kernel robust list (Documentation/locking/robust-futex-ABI.rst) --------------------
 //
@@ -125,6 +101,10 @@ void on_acquired(MutexState* s, pid_t me, std::uint32_t prev) {
                      "again)");
 }
 
+// Something else (glibc's robust pthread mutexes) cleared the pending slot while a lock of ours
+// was in it: from now on this process keeps every lock on the list (see mutex_state.hpp).
+void slot_was_cleared() noexcept { g_list_only.store(true, std::memory_order_relaxed); }
+
 // Moves the lock this thread holds through list_op_pending (if any) onto the list, so that a slow
 // path may use the slot for its own entry. If glibc cleared the slot in the meantime, this also
 // puts that lock back under the kernel's care.
@@ -134,19 +114,25 @@ void vacate_pending(RobustListHead* head) noexcept {
   robust_enqueue(head, held);  // this thread holds it: its node is ours to write
   tls_pending_lock = nullptr;
   compiler_barrier();
-  if (head->list_op_pending == &held->link.next) head->list_op_pending = nullptr;
+  if (head->list_op_pending == &held->link.next) {
+    head->list_op_pending = nullptr;
+  } else {
+    slot_was_cleared();
+  }
 }
 
-// After a whole liveness slice asleep on a word that did not change: if the holding thread no
-// longer exists, marks the word as the kernel would have (FUTEX_OWNER_DIED, waiters kept), so
-// that the next attempt takes it as recovered. The kernel does this itself at the holder's
-// death, except for a lock whose registration glibc's robust mutexes cleared (see
-// mutex_state.hpp); this is the safety net for that case.
-void recover_if_holder_vanished(MutexState* s, std::uint32_t seen) noexcept {
-  const pid_t tid = static_cast<pid_t>(seen & kTidMask);
-  if (tid == 0 || thread_exists(tid)) return;
-  // Only if the word still says that thread holds it: it cannot be that thread's again.
-  s->word.compare_exchange_strong(seen, (seen & kWaiters) | kOwnerDied, std::memory_order_relaxed);
+// Registers a lock just taken while its entry is pending: it stays in the slot (the common case),
+// or goes onto the list when this process keeps every lock there. `keep` says whether the slot
+// must stay as it is.
+void register_taken(RobustListHead* head, MutexState* s, bool& keep) noexcept {
+  if (g_list_only.load(std::memory_order_relaxed)) {
+    robust_enqueue(head, s);
+    keep = false;  // the caller clears the slot
+    return;
+  }
+  s->link.prev = nullptr;  // held through the slot, not on the list
+  tls_pending_lock = s;
+  keep = true;
 }
 
 // Takes the lock, sleeping until `deadline` (nullptr: none). Returns false on timeout; throws
@@ -175,10 +161,8 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
     }
   } pending{head};
   auto taken = [&](std::uint32_t prev) {
-    s->link.prev = nullptr;  // held through the slot, not on the list
     on_acquired(s, me, prev);
-    tls_pending_lock = s;
-    pending.keep = true;
+    register_taken(head, s, pending.keep);
     return true;
   };
 
@@ -211,13 +195,7 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
       continue;  // v holds what is there now
     }
     if ((v & kTidMask) == mine) continue;
-    v |= kWaiters;
-    const Clock::time_point slice = next_slice(deadline);
-    if (!futex_wait(&s->word, v, &slice)) {
-      if (deadline == nullptr || Clock::now() < *deadline) {
-        recover_if_holder_vanished(s, v);  // a slice with no change: is the holder still there?
-        continue;
-      }
+    if (!futex_wait(&s->word, v | kWaiters, deadline)) {
       // Timed out; one last look, so that a lock freed at the deadline is not missed.
       v = s->word.load(std::memory_order_relaxed);
       while ((v & kTidMask) == 0) {
@@ -233,8 +211,21 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
 
 }  // namespace
 
+void after_fork_child() noexcept {
+  tls_tid = 0;
+  g_cached_pid.store(0, std::memory_order_relaxed);
+  if (MutexState* held = tls_pending_lock) {
+    // Held by the parent's thread, not by this child; glibc does not clear the slot at fork (it
+    // assumes it is empty then), and the kernel must not find the parent's lock in it here.
+    tls_pending_lock = nullptr;
+    RobustListHead* head = tls_robust_head;
+    if (head != nullptr && head->list_op_pending == &held->link.next) {
+      head->list_op_pending = nullptr;
+    }
+  }
+}
+
 pid_t current_tid_slow() noexcept {
-  static AtforkRegistration registration;  // once per process; resets the cache in children
   tls_tid = static_cast<pid_t>(::syscall(SYS_gettid));
   return tls_tid;
 }
@@ -264,9 +255,13 @@ bool mutex_try_lock(MutexState* s, const std::string& what) {
     if ((v & kTidMask) == 0) {
       if (s->word.compare_exchange_strong(v, mine | (v & kWaiters), std::memory_order_acquire,
                                           std::memory_order_relaxed)) {
-        s->link.prev = nullptr;  // held through the slot, as lock() would
         on_acquired(s, me, v);
-        tls_pending_lock = s;
+        bool keep = false;
+        register_taken(head, s, keep);
+        if (!keep) {
+          compiler_barrier();
+          head->list_op_pending = nullptr;
+        }
         return true;
       }
       continue;
@@ -318,10 +313,12 @@ void mutex_unlock_slow(MutexState* s, const std::string& what) {
   // Held through the slot (or registered nowhere, if glibc cleared the slot meanwhile).
   const bool in_slot = tls_pending_lock == s;
   if (in_slot) tls_pending_lock = nullptr;
+  const bool still_pending = head->list_op_pending == &s->link.next;
+  if (in_slot && !still_pending) slot_was_cleared();
   const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
   if ((old & kWaiters) != 0) futex_wake(&s->word, 1);
   compiler_barrier();
-  if (in_slot && head->list_op_pending == &s->link.next) head->list_op_pending = nullptr;
+  if (in_slot && still_pending) head->list_op_pending = nullptr;
 }
 
 void throw_inconsistent(const std::string& what) {

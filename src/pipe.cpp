@@ -277,6 +277,7 @@ void remove_pending_fork(HolderTable& t, pid_t parent) {
 }
 
 void register_self_in_child() noexcept {
+  after_fork_child();  // fresh tid/pid caches and pending slot before taking any lock below
   ImplRegistry& r = impl_registry();
   new (&r.mutex) std::mutex();  // another thread may have held it at fork time
   if (forking_for_process()) return;

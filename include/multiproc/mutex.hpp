@@ -11,6 +11,8 @@
 // it — the next lock() (or a waiter already blocked in lock()) succeeds at once, and
 // previous_owner_died() is true until that holder unlocks, so it can repair the data it guards.
 // Boost's interprocess_mutex stays locked forever in that case, and Python's Lock deadlocks.
+// The one exception: a thread that, holding a Mutex, locks or unlocks a robust pthread mutex
+// (PTHREAD_MUTEX_ROBUST) and dies before its next multiproc lock operation (README, "The lock").
 //
 // Unlike Python's Lock, a Mutex has an owner: only the thread that locked it may unlock it
 // (Error otherwise), and relocking it from the holding thread throws instead of deadlocking.

@@ -103,9 +103,19 @@ inline std::uint64_t current_start_time() noexcept {
 // throughput of a contended lock. A second lock first moves the one in the slot onto the list
 // (it holds it, so it may write its node), as does every slow path, since they use the slot for
 // their own transient entries. Only glibc can take the slot away from us: its robust pthread
-// mutexes use it while they are locked or unlocked and then clear it. A lock whose registration
-// glibc cleared that way is still recovered if its holder dies — by the waiters, which check
-// every kLivenessSlice whether the holding thread still exists — just not instantly.
+// mutexes use it while they are locked or unlocked and then clear it. The next multiproc lock or
+// unlock by that thread notices (the slot no longer holds the lock it left there), puts the lock
+// back under the kernel's care on the list, and switches the process to keeping every lock on
+// the list. Until then — a thread that holds a multiproc lock, locks or unlocks a robust pthread
+// mutex, and dies before its next multiproc lock operation — the kernel does not know the lock,
+// and it is not recovered. (A liveness check by the waiters could cover that window, but the
+// holder's thread id means nothing in another PID namespace or behind hidepid, where such a check
+// would take a live holder's lock; not recovering is the lesser harm.)
+//
+// The kernel handles the pending slot after the list, and stops at the first list entry it cannot
+// read: Segment keeps a mapping alive while a lock in it is held, so our entries stay readable.
+// One copy of multiproc per process: a second (a static copy in two shared objects) would not
+// know about the first's lock in the slot.
 //
 // `link.prev` is null while a lock is held through the slot (or free), non-null while it is on
 // the list: what unlock needs to know to leave the list alone when the lock is not on it.
@@ -156,6 +166,13 @@ inline void robust_dequeue(MutexState* s) noexcept {
 
 //! The lock this thread holds through list_op_pending (see above), or nullptr.
 inline thread_local MutexState* tls_pending_lock = nullptr;
+//! Set once glibc was seen clearing the slot under one of our locks: every lock goes on the list.
+inline std::atomic<bool> g_list_only{false};
+
+//! Resets what a forked child must not inherit: the thread id and pid caches, and the parent's
+//! lock in the pending slot. Registered with pthread_atfork at start-up; every other child handler
+//! of multiproc calls it first (child handlers run in registration order). Idempotent.
+void after_fork_child() noexcept;
 
 //! The lock and unlock paths that are not the uncontended common case (mutex.cpp).
 void mutex_lock_slow(MutexState* s, const std::string& what);
@@ -164,7 +181,8 @@ void mutex_unlock_slow(MutexState* s, const std::string& what);
 //! Blocks until held. Throws Error(errc::would_deadlock) when a Mutex is relocked by its holder.
 inline void mutex_lock(MutexState* s, const std::string& what) {
   RobustListHead* head = tls_robust_head;
-  if (head != nullptr && head->list_op_pending == nullptr && tls_pending_lock == nullptr) {
+  if (head != nullptr && head->list_op_pending == nullptr && tls_pending_lock == nullptr &&
+      !g_list_only.load(std::memory_order_relaxed)) {
     // Register through the pending slot first: the kernel recovers the word if this thread dies
     // anywhere from here on, whether or not the compare-and-swap below has happened yet.
     const pid_t me = current_tid();
