@@ -210,9 +210,11 @@ bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::stri
 inline void mutex_unlock(MutexState* s, const std::string& what) {
   RobustListHead* head = tls_robust_head;
   if (head == nullptr || tls_pending_lock != s || head->list_op_pending != &s->link.next ||
-      s->word.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(current_tid()) ||
+      (s->word.load(std::memory_order_relaxed) & ~std::uint32_t{FUTEX_WAITERS}) !=
+          static_cast<std::uint32_t>(current_tid()) ||
       s->depth != 1 || s->owner_died.load(std::memory_order_relaxed) != 0) {
-    // On the list, sleepers to wake, a recursion level, a recovered lock, or not the holder.
+    // On the list, a recursion level, a recovered lock, or not the holder. (Sleepers to wake
+    // stay here: the contended hand-off is the one to keep short.)
     mutex_unlock_slow(s, what);
     return;
   }
@@ -220,7 +222,7 @@ inline void mutex_unlock(MutexState* s, const std::string& what) {
   s->owner.store(0, std::memory_order_relaxed);
   tls_pending_lock = nullptr;
   const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
-  if ((old & FUTEX_WAITERS) != 0) futex_wake(&s->word, 1);  // a sleeper came since the check
+  if ((old & FUTEX_WAITERS) != 0) futex_wake(&s->word, 1);
   // Still pending until here: a death after the release leaves a free word (or one another
   // thread holds), which the kernel leaves alone apart from a wake-up.
   compiler_barrier();
