@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <climits>
 #include <cstring>
 #include <linux/membarrier.h>
@@ -109,11 +110,18 @@ std::size_t ChannelRef::max_record_payload() const noexcept {
 
 // ---- ends ------------------------------------------------------------------------------------
 
-// The holder is its thread, in its process (checked by start time against pid reuse).
+// The holder is its thread, in its process (checked by start time against pid reuse). Only
+// positive evidence makes it dead: "no such process", another start time, or a thread missing
+// from a process whose /proc entry we can read. A process that exists but that /proc hides from
+// us (hidepid) counts as alive: taking a live holder's end would corrupt the ring.
 bool holder_slot_alive(const HolderSlot& h) noexcept {
   const pid_t pid = h.pid.load(std::memory_order_relaxed);
   const pid_t tid = h.tid.load(std::memory_order_relaxed);
-  if (pid <= 0 || tid <= 0 || process_start_time(pid) != h.start) return false;
+  if (pid <= 0 || tid <= 0) return false;
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  const std::uint64_t start = process_start_time(pid);
+  if (start == 0) return true;  // exists, but unreadable: cannot tell
+  if (start != h.start) return false;
   return thread_alive(pid, tid);
 }
 

@@ -195,7 +195,13 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
       continue;  // v holds what is there now
     }
     if ((v & kTidMask) == mine) continue;
-    if (!futex_wait(&s->word, v | kWaiters, deadline)) {
+    // Sleep in liveness slices even without a deadline: a thread that released the lock and died
+    // before its wake-up (or a woken waiter that died before taking it) wakes nobody, and the
+    // kernel cannot tell once another thread holds the word. Looking again every slice means no
+    // death leaves this thread asleep on a free lock for good.
+    const Clock::time_point slice = next_slice(deadline);
+    if (!futex_wait(&s->word, v | kWaiters, &slice)) {
+      if (deadline == nullptr || Clock::now() < *deadline) continue;  // only a slice: look again
       // Timed out; one last look, so that a lock freed at the deadline is not missed.
       v = s->word.load(std::memory_order_relaxed);
       while ((v & kTidMask) == 0) {
@@ -289,12 +295,19 @@ void mutex_unlock_slow(MutexState* s, const std::string& what) {
   if ((s->word.load(std::memory_order_relaxed) & kTidMask) != static_cast<std::uint32_t>(me)) {
     throw Error(errc::not_owner, what + ": unlock by a thread that does not hold it");
   }
+  RobustListHead* head = robust_head(what);  // before any change: it may throw
+  if (tls_pending_lock == s && head->list_op_pending != &s->link.next) {
+    // glibc cleared the slot under this lock: put it back before anything else, so that the
+    // kernel knows the lock again for the rest of this unlock.
+    head->list_op_pending = &s->link.next;
+    compiler_barrier();
+    slot_was_cleared();
+  }
   if (--s->depth > 0) return;  // RecursiveMutex: still held at an outer level
   if (s->owner_died.load(std::memory_order_relaxed) != 0) {
     s->owner_died.store(0, std::memory_order_relaxed);
   }
   s->owner.store(0, std::memory_order_relaxed);
-  RobustListHead* head = robust_head(what);
   if (s->link.prev != nullptr) {
     // On the list. Unlink it while it is pending, so that a death between unlinking and
     // releasing still lets the kernel free the word; the slot must be ours for that.
@@ -310,15 +323,13 @@ void mutex_unlock_slow(MutexState* s, const std::string& what) {
     head->list_op_pending = nullptr;
     return;
   }
-  // Held through the slot (or registered nowhere, if glibc cleared the slot meanwhile).
+  // Held through the slot (put back above if glibc had cleared it).
   const bool in_slot = tls_pending_lock == s;
   if (in_slot) tls_pending_lock = nullptr;
-  const bool still_pending = head->list_op_pending == &s->link.next;
-  if (in_slot && !still_pending) slot_was_cleared();
   const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
   if ((old & kWaiters) != 0) futex_wake(&s->word, 1);
   compiler_barrier();
-  if (in_slot && still_pending) head->list_op_pending = nullptr;
+  if (in_slot) head->list_op_pending = nullptr;
 }
 
 void throw_inconsistent(const std::string& what) {
@@ -328,18 +339,19 @@ void throw_inconsistent(const std::string& what) {
                      "whole new value)");
 }
 
-unsigned mutex_release_all(MutexState* s, const std::string& what) {
+Released mutex_release_all(MutexState* s, const std::string& what) {
   if (s->owner.load(std::memory_order_relaxed) != current_tid()) {
     throw Error(errc::not_owner, what + ": release by a thread that does not hold it");
   }
-  const unsigned depth = s->depth;
-  for (unsigned i = 0; i < depth; ++i) mutex_unlock(s, what);
-  return depth;
+  const Released held{s->depth, s->owner_died.load(std::memory_order_relaxed) != 0};
+  for (unsigned i = 0; i < held.depth; ++i) mutex_unlock(s, what);
+  return held;
 }
 
-void mutex_reacquire(MutexState* s, unsigned depth, const std::string& what) {
+void mutex_reacquire(MutexState* s, Released held, const std::string& what) {
   mutex_lock(s, what);
-  for (unsigned i = 1; i < depth; ++i) mutex_lock(s, what);  // recursive: immediate
+  for (unsigned i = 1; i < held.depth; ++i) mutex_lock(s, what);  // recursive: immediate
+  if (held.owner_died) s->owner_died.store(1, std::memory_order_relaxed);
 }
 
 void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept {

@@ -294,4 +294,25 @@ BOOST_AUTO_TEST_CASE(blocked_waiter_uses_no_cpu, *boost::unit_test::timeout(60))
   });
 }
 
+BOOST_AUTO_TEST_CASE(waiting_keeps_a_recovery_the_holder_has_not_finished_with,
+                     *boost::unit_test::timeout(60)) {
+  // A lock recovered from a dead holder reports previous_owner_died() until it is unlocked; a
+  // Condition wait releases and retakes it, and must not make the holder forget.
+  mp::Mutex m;
+  mp::Condition cv;
+  BOOST_TEST(run_child([&] {
+               m.lock();
+               ::kill(::getpid(), SIGKILL);
+               return 1;
+             }) == -SIGKILL);
+  m.lock();
+  BOOST_TEST(m.previous_owner_died());
+  BOOST_TEST(!cv.wait_for(m, std::chrono::milliseconds(20)));
+  BOOST_TEST(m.previous_owner_died());
+  m.unlock();
+  m.lock();
+  BOOST_TEST(!m.previous_owner_died());
+  m.unlock();
+}
+
 BOOST_AUTO_TEST_SUITE_END()

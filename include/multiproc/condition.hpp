@@ -172,16 +172,16 @@ class Condition {
       } else {
         robust = lock.mutex();
       }
-      unsigned depth = 0;
+      detail::Released held{};
       try {
-        depth = detail::mutex_release_all(robust_state(*robust), robust_what(*robust));
+        held = detail::mutex_release_all(robust_state(*robust), robust_what(*robust));
       } catch (...) {
         detail::condition_cancel(s, seq, h_.what());
         throw;
       }
       const bool notified = detail::condition_sleep(s, seq, deadline, h_.what());
       try {
-        detail::mutex_reacquire(robust_state(*robust), depth, robust_what(*robust));
+        detail::mutex_reacquire(robust_state(*robust), held, robust_what(*robust));
       } catch (const std::exception& e) {
         relock_failed(e);
       }

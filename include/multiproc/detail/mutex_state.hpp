@@ -231,11 +231,17 @@ inline void mutex_unlock(MutexState* s, const std::string& what) {
 //! For destructors: unlocks, and terminates with a message if the caller does not hold it.
 void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept;
 
-//! Fully releases a lock the caller holds (every recursion level); returns the depth it had.
+//! Fully releases a lock the caller holds (every recursion level); returns how it was held.
 //! Throws: Error(errc::not_owner) when the caller does not hold it.
-unsigned mutex_release_all(MutexState* s, const std::string& what);
-//! Takes the lock again up to `depth` levels (after mutex_release_all).
-void mutex_reacquire(MutexState* s, unsigned depth, const std::string& what);
+struct Released {
+  unsigned depth;   // recursion levels held
+  bool owner_died;  // the holder had recovered it from a dead holder (not yet fully unlocked)
+};
+Released mutex_release_all(MutexState* s, const std::string& what);
+//! Takes the lock again as it was held before mutex_release_all: `depth` levels, and still
+//! reporting a recovery the caller had not finished with (a Condition wait in between must not
+//! make previous_owner_died() forget it).
+void mutex_reacquire(MutexState* s, Released held, const std::string& what);
 
 //! Whether the calling thread holds it, having recovered it from a dead holder.
 inline bool mutex_owner_died(const MutexState* s) noexcept {
