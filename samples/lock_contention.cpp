@@ -46,8 +46,8 @@ double run_children(int n, Body body) {
 }
 
 void report(const char* label, long expected, const Result& r, long increments) {
-  std::printf("  %-18s %14ld %14ld %12ld %9.3f s %9.2f M/s\n", label, expected, r.got,
-              expected - r.got, r.seconds, increments / r.seconds / 1e6);
+  std::printf("  %-18s %14ld %14ld %12ld %8.2f ms %9.2f M/s\n", label, expected, r.got,
+              expected - r.got, r.seconds * 1e3, increments / r.seconds / 1e6);
 }
 
 }  // namespace
