@@ -121,6 +121,14 @@ void vacate_pending(RobustListHead* head) noexcept {
   }
 }
 
+// Makes s this thread's pending entry for a slow operation on it (after moving a lock held through
+// the slot onto the list): the kernel then releases the word if the thread dies mid-operation.
+void borrow_slot(RobustListHead* head, MutexState* s) noexcept {
+  vacate_pending(head);
+  head->list_op_pending = &s->link.next;
+  compiler_barrier();
+}
+
 // Registers a lock just taken while its entry is pending: it stays in the slot (the common case),
 // or goes onto the list when this process keeps every lock there. `keep` says whether the slot
 // must stay as it is.
@@ -147,9 +155,7 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
   const pid_t me = current_tid();
   const auto mine = static_cast<std::uint32_t>(me);
   RobustListHead* head = robust_head(what);
-  vacate_pending(head);
-  head->list_op_pending = &s->link.next;
-  compiler_barrier();
+  borrow_slot(head, s);
   // Until taken, the slot is only borrowed: cleared on every way out but success.
   struct Pending {
     RobustListHead* h;
@@ -253,9 +259,7 @@ bool mutex_try_lock(MutexState* s, const std::string& what) {
   const pid_t me = current_tid();
   const auto mine = static_cast<std::uint32_t>(me);
   RobustListHead* head = robust_head(what);
-  vacate_pending(head);
-  head->list_op_pending = &s->link.next;
-  compiler_barrier();
+  borrow_slot(head, s);
   std::uint32_t v = 0;
   for (;;) {
     if ((v & kTidMask) == 0) {
@@ -311,9 +315,7 @@ void mutex_unlock_slow(MutexState* s, const std::string& what) {
   if (s->link.prev != nullptr) {
     // On the list. Unlink it while it is pending, so that a death between unlinking and
     // releasing still lets the kernel free the word; the slot must be ours for that.
-    vacate_pending(head);
-    head->list_op_pending = &s->link.next;
-    compiler_barrier();
+    borrow_slot(head, s);
     robust_dequeue(s);
     s->link.prev = nullptr;
     compiler_barrier();
