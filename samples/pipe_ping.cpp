@@ -59,7 +59,8 @@ int main(int argc, char** argv) {
   std::printf("round trips of %zu-byte messages between two processes, %ld each:\n", size, n);
 
   {  // multiproc
-    auto [here, there] = mp::Pipe();
+    auto [here, there_] = mp::Pipe();
+    mp::Connection there = there_;  // a lambda may not capture a structured binding in C++17
     mp::Process echo([there] {
       try {
         for (;;) there.send_bytes(there.recv_bytes());

@@ -305,7 +305,10 @@ void PoolCore::update_pids() {
 }
 
 void PoolCore::spawn_worker() {
-  auto [parent_end, child_end] = Pipe(true, kWorkerRing);
+  // Not a structured binding: C++17 does not let a lambda capture one (clang refuses it).
+  std::pair<Connection, Connection> ends = Pipe(true, kWorkerRing);
+  Connection& parent_end = ends.first;
+  Connection child_end = std::move(ends.second);
   Worker w;
   const std::function<void()>* init = &init_;
   const std::size_t maxtasks = maxtasks_;

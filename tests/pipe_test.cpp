@@ -34,7 +34,8 @@ std::string pattern(std::size_t n, unsigned seed) {
 BOOST_FIXTURE_TEST_SUITE(pipes, Clean)
 
 BOOST_AUTO_TEST_CASE(duplex_pipe_carries_typed_messages_both_ways, *boost::unit_test::timeout(60)) {
-  auto [a, b] = mp::Pipe();
+  auto a_b = mp::Pipe();  // not a structured binding: lambdas capture the ends
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
   BOOST_TEST(a.can_send());
   BOOST_TEST(a.can_recv());
   mp::Process echo([b] {
@@ -61,7 +62,8 @@ BOOST_AUTO_TEST_CASE(duplex_pipe_carries_typed_messages_both_ways, *boost::unit_
 }
 
 BOOST_AUTO_TEST_CASE(simplex_pipe_refuses_the_wrong_direction, *boost::unit_test::timeout(60)) {
-  auto [reader, writer] = mp::Pipe(false);
+  auto reader_writer = mp::Pipe(false);  // not a structured binding: lambdas capture the ends
+  mp::Connection reader = std::move(reader_writer.first), writer = std::move(reader_writer.second);
   BOOST_TEST(reader.can_recv());
   BOOST_TEST(!reader.can_send());
   BOOST_TEST(writer.can_send());
@@ -76,7 +78,8 @@ BOOST_AUTO_TEST_CASE(simplex_pipe_refuses_the_wrong_direction, *boost::unit_test
 }
 
 BOOST_AUTO_TEST_CASE(bytes_and_typed_messages_interoperate, *boost::unit_test::timeout(60)) {
-  auto [a, b] = mp::Pipe();
+  auto a_b = mp::Pipe();  // not a structured binding: lambdas capture the ends
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
   a.send(std::string("typed"));
   BOOST_TEST(b.recv_bytes() == "typed");
   b.send_bytes("raw bytes");
@@ -91,7 +94,8 @@ BOOST_AUTO_TEST_CASE(bytes_and_typed_messages_interoperate, *boost::unit_test::t
 
 BOOST_AUTO_TEST_CASE(messages_of_every_size_keep_their_boundaries, *boost::unit_test::timeout(120)) {
   // A small ring, so that most messages stream through it in chunks.
-  auto [a, b] = mp::Pipe(true, 4096);
+  auto a_b = mp::Pipe(true, 4096);  // not a structured binding: lambdas capture the ends
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
   const std::vector<std::size_t> sizes{0, 1, 7, 8, 9, 2040, 2041, 4095, 4096, 5000, 100000, 1 << 20};
   mp::Process sender([a, &sizes] {
     for (std::size_t i = 0; i < sizes.size(); ++i) a.send_bytes(pattern(sizes[i], static_cast<unsigned>(i)));
@@ -108,7 +112,8 @@ BOOST_AUTO_TEST_CASE(messages_of_every_size_keep_their_boundaries, *boost::unit_
 }
 
 BOOST_AUTO_TEST_CASE(a_64_mib_message_streams_through, *boost::unit_test::timeout(120)) {
-  auto [a, b] = mp::Pipe();
+  auto a_b = mp::Pipe();  // not a structured binding: lambdas capture the ends
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
   constexpr std::size_t kSize = std::size_t{64} << 20;
   mp::Process sender([a] {
     std::vector<std::uint32_t> big(kSize / 4);
@@ -128,7 +133,8 @@ BOOST_AUTO_TEST_CASE(a_64_mib_message_streams_through, *boost::unit_test::timeou
 }
 
 BOOST_AUTO_TEST_CASE(too_small_buffer_keeps_the_message, *boost::unit_test::timeout(60)) {
-  auto [a, b] = mp::Pipe(true, 4096);
+  auto a_b = mp::Pipe(true, 4096);  // not a structured binding: lambdas capture the ends
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
   mp::Process sender([a] {
     a.send_bytes(pattern(100, 1));
     a.send_bytes(pattern(10000, 2));  // chunked: streams while the receiver reads
@@ -148,7 +154,8 @@ BOOST_AUTO_TEST_CASE(too_small_buffer_keeps_the_message, *boost::unit_test::time
 }
 
 BOOST_AUTO_TEST_CASE(eof_after_the_peer_closes_and_everything_was_received, *boost::unit_test::timeout(60)) {
-  auto [reader, writer] = mp::Pipe(false);
+  auto reader_writer = mp::Pipe(false);  // not a structured binding: lambdas capture the ends
+  mp::Connection reader = std::move(reader_writer.first), writer = std::move(reader_writer.second);
   mp::Process child([writer] {
     for (int i = 0; i < 3; ++i) writer.send(i);
     writer.close();
@@ -165,7 +172,8 @@ BOOST_AUTO_TEST_CASE(eof_after_the_peer_closes_and_everything_was_received, *boo
 }
 
 BOOST_AUTO_TEST_CASE(eof_when_the_peer_process_dies, *boost::unit_test::timeout(60)) {
-  auto [a, b] = mp::Pipe();
+  auto a_b = mp::Pipe();  // not a structured binding: lambdas capture the ends
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
   Gate ready, never;
   mp::Process child([b, &ready, &never] {
     b.send(std::string("last words"));
@@ -189,7 +197,8 @@ BOOST_AUTO_TEST_CASE(eof_when_the_peer_process_dies, *boost::unit_test::timeout(
 BOOST_AUTO_TEST_CASE(child_holds_only_the_ends_it_captured, *boost::unit_test::timeout(60)) {
   // The child inherits both ends with the parent's memory but captures only its own: when the
   // parent closes its end, the child's recv sees EOF (with file descriptors it would hang).
-  auto [parent_end, child_end] = mp::Pipe();
+  auto parent_end_child_end = mp::Pipe();  // not a structured binding: lambdas capture the ends
+  mp::Connection parent_end = std::move(parent_end_child_end.first), child_end = std::move(parent_end_child_end.second);
   mp::Process child([child_end] {
     try {
       child_end.recv<int>();
@@ -207,7 +216,8 @@ BOOST_AUTO_TEST_CASE(child_holds_only_the_ends_it_captured, *boost::unit_test::t
 
 BOOST_AUTO_TEST_CASE(two_handles_on_one_end_in_a_process_hold_it_together, *boost::unit_test::timeout(60)) {
   const std::string name = unique_name("dup");
-  auto [first, second] = mp::Pipe(mp::create_only, name);
+  auto first_second = mp::Pipe(mp::create_only, name);  // not a structured binding: lambdas capture the ends
+  mp::Connection first = std::move(first_second.first), second = std::move(first_second.second);
   second.close();
   mp::Connection keep(mp::open_only, name, mp::PipeEnd::second);
   { mp::Connection other(mp::open_only, name, mp::PipeEnd::second); }  // dropped at once
@@ -224,7 +234,8 @@ BOOST_AUTO_TEST_CASE(raw_fork_child_holds_what_it_inherited_from_the_start, *boo
   // left a pending entry before forking, so closing its own copy at once cannot give EOF early.
   int premature = 0;
   for (int trial = 0; trial < 30; ++trial) {
-    auto [reader, writer] = mp::Pipe(false);
+    auto reader_writer = mp::Pipe(false);  // not a structured binding: lambdas capture the ends
+    mp::Connection reader = std::move(reader_writer.first), writer = std::move(reader_writer.second);
     const pid_t child = ::fork();
     if (child == 0) {
       try {
@@ -247,7 +258,8 @@ BOOST_AUTO_TEST_CASE(raw_fork_child_holds_what_it_inherited_from_the_start, *boo
 }
 
 BOOST_AUTO_TEST_CASE(poll_waits_for_a_message, *boost::unit_test::timeout(60)) {
-  auto [a, b] = mp::Pipe();
+  auto a_b = mp::Pipe();  // not a structured binding: lambdas capture the ends
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
   BOOST_TEST(!b.poll());
   const auto start = std::chrono::steady_clock::now();
   BOOST_TEST(!b.poll(50ms));
@@ -270,7 +282,8 @@ MPTEST_SCENARIO(pipe_second_end_echo) {
 
 BOOST_AUTO_TEST_CASE(named_pipe_between_unrelated_processes, *boost::unit_test::timeout(60)) {
   const std::string name = unique_name("pipe");
-  auto [first, second] = mp::Pipe(mp::create_only, name);
+  auto first_second = mp::Pipe(mp::create_only, name);  // not a structured binding: lambdas capture the ends
+  mp::Connection first = std::move(first_second.first), second = std::move(first_second.second);
   Spawned echo("pipe_second_end_echo", {name});
   for (long i = 1; i <= 100; ++i) {
     first.send(i);
@@ -295,7 +308,8 @@ BOOST_AUTO_TEST_CASE(senders_killed_mid_message_never_corrupt_the_stream, *boost
     std::memcpy(&seed, m.data(), sizeof seed);
     return m.compare(sizeof seed, std::string::npos, pattern(m.size() - sizeof seed, seed)) == 0;
   };
-  auto [reader, writer] = mp::Pipe(false, 8192);
+  auto reader_writer = mp::Pipe(false, 8192);  // not a structured binding: lambdas capture the ends
+  mp::Connection reader = std::move(reader_writer.first), writer = std::move(reader_writer.second);
   std::mt19937 rng(static_cast<unsigned>(::getpid()));
   int good = 0;
   for (unsigned round = 0; round < 20; ++round) {
@@ -326,7 +340,8 @@ BOOST_AUTO_TEST_CASE(senders_killed_mid_message_never_corrupt_the_stream, *boost
 }
 
 BOOST_AUTO_TEST_CASE(blocked_receiver_uses_no_cpu, *boost::unit_test::timeout(60)) {
-  auto [a, b] = mp::Pipe();
+  auto a_b = mp::Pipe();  // not a structured binding: lambdas capture the ends
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
   CHECK_CHILD([b] {
     const double cpu0 = cpu_seconds();
     const auto start = std::chrono::steady_clock::now();

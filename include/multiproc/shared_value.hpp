@@ -30,6 +30,7 @@
 #include <multiproc/typecode.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <type_traits>
@@ -57,31 +58,32 @@ template <class T>
 inline constexpr std::size_t raw_alignment_v = raw_atomic_v<T> ? std::max(alignof(T), sizeof(T))
                                                                : alignof(T);
 
+// The unsigned integer as wide as T, for single-copy atomic access to T's bytes. (An atomic
+// access through an array type would be 1-byte aligned: clang then calls libatomic.)
+template <class T>
+using raw_word_t = std::conditional_t<
+    sizeof(T) == 1, std::uint8_t,
+    std::conditional_t<sizeof(T) == 2, std::uint16_t,
+                       std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>>;
+
 template <class T>
 T raw_load(const T* p) noexcept {
+  T out;
   if constexpr (raw_atomic_v<T>) {
-    alignas(T) unsigned char buf[sizeof(T)];
-    __atomic_load(reinterpret_cast<const unsigned char(*)[sizeof(T)]>(p), &buf, __ATOMIC_RELAXED);
-    T out;
-    std::memcpy(&out, buf, sizeof(T));
-    return out;
+    const raw_word_t<T> w = __atomic_load_n(reinterpret_cast<const raw_word_t<T>*>(p), __ATOMIC_RELAXED);
+    std::memcpy(static_cast<void*>(&out), &w, sizeof(T));
   } else {
-    T out;
-    std::memcpy(&out, p, sizeof(T));
-    return out;
+    std::memcpy(static_cast<void*>(&out), p, sizeof(T));
   }
+  return out;
 }
 
 template <class T>
 void raw_store(T* p, const T& v) noexcept {
   if constexpr (raw_atomic_v<T>) {
-    using Word = std::conditional_t<
-        sizeof(T) == 1, std::uint8_t,
-        std::conditional_t<sizeof(T) == 2, std::uint16_t,
-                           std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>>;
-    Word w;
+    raw_word_t<T> w;
     std::memcpy(&w, &v, sizeof(T));
-    __atomic_store_n(reinterpret_cast<Word*>(p), w, __ATOMIC_RELAXED);
+    __atomic_store_n(reinterpret_cast<raw_word_t<T>*>(p), w, __ATOMIC_RELAXED);
   } else {
     std::memcpy(static_cast<void*>(p), &v, sizeof(T));
   }
