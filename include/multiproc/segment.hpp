@@ -167,7 +167,8 @@ class Segment {
   static Segment create(const Name& name, const SegmentLayout& layout, const Init& init);
 
   //! Opens a named segment and validates its header against `kind` and, when `element` is given,
-  //! its element type. Waits (up to 2 s) for a concurrent creator to finish initialising.
+  //! its element type. (Names are linked only once their object is complete, so a segment still
+  //! marked as initialising is foreign or damaged: it is waited for up to 2 s, then refused.)
   //! Throws: Error(errc::not_found), Error(errc::wrong_kind), Error(errc::type_mismatch),
   //! Error(errc::corrupt) for a short, foreign or damaged segment, Error from errno otherwise.
   static Segment open(const Name& name, Kind kind, const ElementType* element);
