@@ -20,20 +20,21 @@
 // state. Waiting sleeps on a futex word in the segment (no CPU while blocked); timed waits honour
 // their deadline to within the scheduler's resolution.
 //
-// How: every wait takes a 64-bit arrival number. Waiters below `notified_below` are notified.
-// Above it, the `serving` group (arrived before the last notify that reached past the group
-// before it) holds a count of tickets its members take first come, first served; waiters that
-// arrived since are `newcomers`, whom a notify serves only once the serving group is all
-// notified, by making them the serving group. A waiter that times out unnotified just leaves its
-// group's count. The counts sit under a small robust lock inside the Condition.
+// How: every wait draws a 64-bit arrival number; numbers below `notified_below` are notified.
+// The waiters above it form two groups: the serving group, formed by a notify from the waiters
+// present then, and the newcomers who came since. A notify hands tickets to the serving group,
+// whose members take them first come, first served; only once every member holds one (the group
+// is then folded into the notified range) does it turn the newcomers into the serving group and
+// hand them the rest. A waiter that times out without a ticket leaves its group's count. The
+// counts sit under a small robust lock inside the Condition; a notified waiter returns without it.
 //
-// Crashes: no death makes the Condition unusable, and a notification is never lost to a live
+// Crashes: no death makes the Condition unusable or loses a notification handed to a live
 // waiter. A waiter that dies while waiting stays counted in its group, so one notification may be
 // spent on it (only waiters present at that notify could have had it anyway). A notifier killed
 // between updating the counts and waking sleepers delays them by at most 100 ms (sleepers look
 // again that often); one killed in the middle of the update leaves counts the next user repairs,
-// at worst as if that notify had been notify(fewer). A process that dies holding the Mutex is
-// handled by the Mutex: the waiter that relocks it next sees previous_owner_died().
+// at worst as if that notify had been a notify(n) with a smaller n. A process that dies holding
+// the Mutex is handled by the Mutex: the waiter that relocks it next sees previous_owner_died().
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
@@ -44,6 +45,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -55,22 +57,22 @@
 namespace multiproc {
 namespace detail {
 
-// Layout (all offsets fixed; written under `lock` unless noted):
-//   notified_below  arrival numbers below it are notified; only grows. Stored (release) under
-//                   `lock`; waiters read it (acquire) without the lock to return early
-//   newcomer_word   futex word of sleeping newcomers: +1 whenever the newcomers become the
-//                   serving group (then they are moved to serving_word)
-//   serving_word    futex word of sleeping serving-group members: +1 whenever tickets are handed
-//                   out
-//   lock            robust mutex guarding everything below (held for a few instructions)
-//   arrived         arrival numbers handed out (the next waiter's number)
-//   serving_end     the serving group is [notified_below, serving_end), the newcomers
-//                   [serving_end, arrived)
-//   serving         serving-group members still waiting (dead ones included)
-//   tickets         notifications handed to the serving group and not yet taken;
-//                   tickets < serving, or both 0 (a group whose members all hold tickets is
-//                   folded into the notified range at once)
-//   newcomers       newcomers still waiting (dead ones included)
+// Layout (128 bytes; offset: field; written under `lock` unless noted):
+//   0   notified_below  arrival numbers below it are notified; only grows. Stored (release)
+//                       under `lock`; waiters read it (acquire) without the lock to return early
+//   8   newcomer_word   futex word of sleeping newcomers: +1 whenever the newcomers become the
+//                       serving group (their sleepers are then moved to serving_word)
+//   12  serving_word    futex word of sleeping serving-group members: +1 whenever tickets are
+//                       handed out
+//   16  lock            robust mutex guarding everything below (held for a few instructions)
+//   56  arrived         arrival numbers handed out (the next waiter's number)
+//   64  serving_end     the serving group is [notified_below, serving_end), the newcomers
+//                       [serving_end, arrived)
+//   72  serving         serving-group members still waiting (dead ones included)
+//   80  tickets         notifications handed to the serving group and not yet taken;
+//                       tickets < serving, or both 0 (a group whose members all hold tickets
+//                       is folded into the notified range at once)
+//   88  newcomers       newcomers still waiting (dead ones included)
 struct alignas(64) ConditionState {
   std::atomic<std::uint64_t> notified_below;
   std::atomic<std::uint32_t> newcomer_word;
@@ -84,6 +86,8 @@ struct alignas(64) ConditionState {
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
               "Condition's shared 64-bit counter must be a lock-free atomic");
+static_assert(offsetof(ConditionState, arrived) == 56 && sizeof(ConditionState) == 128,
+              "the Condition layout above is shared between builds");
 
 void condition_init(ConditionState* s);
 //! Registers a waiter; returns its arrival number.
