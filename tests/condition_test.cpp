@@ -1,4 +1,5 @@
-// Condition across processes: notify counts, timeouts, a producer/consumer with exact sums,
+// Condition across processes: notify counts (hundreds of stopped waiters, one CPU), timeouts,
+// late arrivals, a producer/consumer and round robins with exact sums,
 // recursive locks, and waiters that die.
 #include "support/support.hpp"
 
