@@ -1,25 +1,64 @@
-// Condition: generations and wake tickets under a robust lock, sleepers on a futex bitset.
+// Condition: 64-bit arrival numbers and two waiter groups under a robust lock; sleepers on two
+// futex words, the newcomers' moved onto the serving group's when it takes them over.
 //
-// notify(n) opens generation g+1 and hands out min(n, waiters without a ticket) tickets tagged
-// g+1. A waiter registered at generation e may take a ticket tagged t only if e precedes t — it
-// was waiting when that notify ran — so a process that notifies and then waits can never take
-// back its own notification. Sleepers wait with the bitset bit of their generation and notify
-// wakes every bit but the new generation's, so the wake goes to eligible sleepers.
+// Every waiter draws an arrival number. Numbers below notified_below are notified. The serving
+// group [notified_below, serving_end) holds `serving` members and `tickets` notifications for
+// them (tickets < serving: once every member holds one, the group is folded into the notified
+// range). Newcomers [serving_end, arrived) came after the notify that formed the serving group.
+// notify(n) gives tickets to the serving group first; only when all of it is notified does it
+// make the newcomers — all present now — the serving group and give them the rest. So no ticket
+// can reach a process that started waiting after the notify, and every count is exact however
+// many waiters and outstanding notifications there are. A waiter that times out takes a ticket if
+// its group has one, else leaves its group's count, so no notification is spent on it.
+//
+// Sleeping: newcomers sleep on newcomer_word, serving-group members on serving_word. Forming a
+// serving group bumps newcomer_word and, under the lock (before any later newcomer can sleep
+// there), wakes as many as it gave tickets and requeues the other sleepers onto serving_word;
+// handing out tickets bumps serving_word and wakes that many there. Each word is read under the
+// lock before sleeping on it, and written only under the lock, so a sleeper cannot miss a change.
 #include <multiproc/condition.hpp>
 
+#include <algorithm>
 #include <climits>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 namespace multiproc::detail {
 namespace {
 
-// Generation a precedes generation b (modulo 2^32).
-bool precedes(std::uint32_t a, std::uint32_t b) noexcept {
-  return static_cast<std::int32_t>(b - a) > 0;
+int wake_count(std::uint64_t n) noexcept {
+  return static_cast<int>(std::min<std::uint64_t>(n, INT_MAX));
 }
 
-std::uint32_t bit_of(std::uint32_t generation) noexcept { return 1u << (generation & 31); }
+// Wakes up to `wake` sleepers on `from` and moves all others to `to`, if *from == expected.
+void futex_requeue(std::atomic<std::uint32_t>* from, std::uint32_t expected, int wake,
+                   std::atomic<std::uint32_t>* to) noexcept {
+  // The kernel takes the requeue count in the timeout argument's place.
+  (void)::syscall(SYS_futex, from, FUTEX_CMP_REQUEUE, wake, static_cast<long>(INT_MAX), to,
+                  expected);
+}
 
-// The internal lock; a holder that died mid-update leaves counts to re-derive.
+void bump(std::atomic<std::uint32_t>& word) noexcept {
+  // relaxed: written and read (by waiters about to sleep) only under the lock; the kernel's
+  // futex ordering covers the compare against a sleeper's value.
+  word.store(word.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+// If every serving-group member holds a ticket (or none is left), they are all notified: fold
+// the group into the notified range. Requires the lock.
+void normalize(ConditionState* s) noexcept {
+  if (s->tickets < s->serving) return;
+  // release: pairs with the acquire in condition_sleep's look without the lock.
+  s->notified_below.store(s->serving_end, std::memory_order_release);
+  compiler_barrier();  // a death from here on leaves an empty range that repair() clears
+  s->serving = 0;
+  s->tickets = 0;
+}
+
+// The internal lock; a holder that died mid-update leaves counts to re-derive. Updates are
+// ordered so that a death between two stores errs towards a waiter counted that may be gone (a
+// notification can be spent on it), never towards a notification no notify handed out.
 class Locked {
  public:
   Locked(ConditionState* s, const std::string& what) : s_(s), what_(what) {
@@ -32,75 +71,97 @@ class Locked {
 
  private:
   void repair() noexcept {
-    if (s_->used > kConditionBatches) s_->used = kConditionBatches;
-    s_->head %= kConditionBatches;
-    std::uint32_t sum = 0;
-    for (std::uint32_t i = 0; i < s_->used; ++i) {
-      sum += s_->batches[(s_->head + i) % kConditionBatches].tickets;
-    }
-    s_->tickets = sum;
-    if (s_->waiters < s_->tickets) s_->waiters = s_->tickets;
-    mutex_mark_repaired(&s_->lock);
+    ConditionState& s = *s_;
+    const std::uint64_t below = s.notified_below.load(std::memory_order_relaxed);
+    s.arrived = std::max(s.arrived, below);
+    s.serving_end = std::clamp(s.serving_end, below, s.arrived);
+    s.serving = std::min(s.serving, s.serving_end - below);
+    s.newcomers = std::min(s.newcomers, s.arrived - s.serving_end);
+    normalize(s_);
+    // Sleepers may have missed a change the dead holder made: all of them look again.
+    bump(s.newcomer_word);
+    bump(s.serving_word);
+    futex_wake(&s.newcomer_word, INT_MAX);
+    futex_wake(&s.serving_word, INT_MAX);
+    mutex_mark_repaired(&s.lock);
   }
   ConditionState* s_;
   const std::string& what_;
 };
 
-// Takes a ticket the waiter of `generation` may take. Requires the lock.
-bool claim(ConditionState* s, std::uint32_t generation) noexcept {
-  for (std::uint32_t i = 0; i < s->used; ++i) {
-    auto& b = s->batches[(s->head + i) % kConditionBatches];
-    if (b.tickets == 0 || !precedes(generation, b.generation)) continue;
-    --b.tickets;
-    --s->tickets;
-    --s->waiters;
-    while (s->used > 0 && s->batches[s->head].tickets == 0) {  // drop spent batches
-      s->head = (s->head + 1) % kConditionBatches;
-      --s->used;
-    }
-    return true;
+// Takes a ticket of the serving group. Requires the lock and tickets > 0.
+void take(ConditionState* s) noexcept {
+  --s->tickets;
+  compiler_barrier();  // a death here leaves one member too many: a phantom waiter, never a ticket
+  --s->serving;
+  normalize(s);
+}
+
+// Unregisters a waiter that was not notified. Requires the lock.
+void leave(ConditionState* s, std::uint64_t ticket) noexcept {
+  if (ticket >= s->serving_end) {
+    if (s->newcomers > 0) --s->newcomers;
+  } else if (s->serving > 0) {
+    --s->serving;
+    normalize(s);
   }
-  return false;
 }
 
 }  // namespace
 
 void condition_init(ConditionState* s) {
+  s->notified_below.store(0, std::memory_order_relaxed);
+  s->newcomer_word.store(0, std::memory_order_relaxed);
+  s->serving_word.store(0, std::memory_order_relaxed);
   mutex_init(&s->lock, false, "Condition");
-  s->seq.store(0, std::memory_order_relaxed);
+  s->arrived = s->serving_end = s->serving = s->tickets = s->newcomers = 0;
 }
 
-std::uint32_t condition_enter(ConditionState* s, const std::string& what) {
+std::uint64_t condition_enter(ConditionState* s, const std::string& what) {
   Locked lock(s, what);
-  ++s->waiters;
-  return s->seq.load(std::memory_order_relaxed);
+  const std::uint64_t ticket = s->arrived;
+  s->arrived = ticket + 1;
+  compiler_barrier();  // a death here leaves a number nobody holds: harmless
+  ++s->newcomers;
+  return ticket;
 }
 
-void condition_cancel(ConditionState* s, std::uint32_t generation, const std::string& what) noexcept {
+void condition_cancel(ConditionState* s, std::uint64_t ticket, const std::string& what) noexcept {
   try {
     Locked lock(s, what);
-    if (!claim(s, generation)) --s->waiters;
+    // A waiter already notified keeps its notification (spent: the wait throws); otherwise it
+    // leaves without taking a ticket, which stays for the rest of its group.
+    if (ticket >= s->notified_below.load(std::memory_order_relaxed)) leave(s, ticket);
   } catch (...) {
   }
 }
 
-bool condition_sleep(ConditionState* s, std::uint32_t generation, const Clock::time_point* deadline,
+bool condition_sleep(ConditionState* s, std::uint64_t ticket, const Clock::time_point* deadline,
                      const std::string& what) noexcept {
   try {
     for (;;) {
-      // Read the word before looking for a ticket: a notify after this changes it, so the
-      // futex wait below cannot sleep through it.
-      const std::uint32_t seen = s->seq.load(std::memory_order_acquire);
+      // acquire: pairs with the release in normalize(); a notified waiter needs no lock.
+      if (ticket < s->notified_below.load(std::memory_order_acquire)) return true;
+      std::atomic<std::uint32_t>* word;
+      std::uint32_t seen;
       {
         Locked lock(s, what);
-        if (claim(s, generation)) return true;
+        if (ticket < s->notified_below.load(std::memory_order_relaxed)) return true;
+        const bool serving = ticket < s->serving_end;
+        if (serving && s->tickets > 0) {
+          take(s);
+          return true;
+        }
         if (deadline != nullptr && Clock::now() >= *deadline) {
-          --s->waiters;
+          leave(s, ticket);
           return false;
         }
+        // Read under the lock: a notify that changes what this waiter sees changes the word too.
+        word = serving ? &s->serving_word : &s->newcomer_word;
+        seen = word->load(std::memory_order_relaxed);
       }
       const auto slice = next_slice(deadline);
-      futex_wait_bitset(&s->seq, seen, bit_of(generation), &slice);
+      futex_wait(word, seen, &slice);
     }
   } catch (...) {
     return false;  // the internal lock failed (cannot happen short of memory corruption)
@@ -109,35 +170,47 @@ bool condition_sleep(ConditionState* s, std::uint32_t generation, const Clock::t
 
 void condition_notify(ConditionState* s, std::uint32_t n, const std::string& what) noexcept {
   if (n == 0) return;
-  std::uint32_t outstanding, generation;
+  std::uint64_t given = 0;
   try {
     Locked lock(s, what);
-    const std::uint32_t waiting = s->waiters - s->tickets;
-    const std::uint32_t add = std::min(n, waiting);
-    generation = s->seq.load(std::memory_order_relaxed);
-    if (add > 0) {
-      if (s->used == kConditionBatches) {  // the oldest batch is 32 notifies old: retire it
-        s->tickets -= s->batches[s->head].tickets;
-        s->head = (s->head + 1) % kConditionBatches;
-        --s->used;
-      }
-      ++generation;
-      s->batches[(s->head + s->used) % kConditionBatches] = {generation, add};
-      ++s->used;
-      s->tickets += add;
-      // release: pairs with the sleepers' acquire; the batch is visible with the new generation.
-      s->seq.store(generation, std::memory_order_release);
+    std::uint64_t left = n;
+    // The serving group first: it was waiting before the newcomers.
+    given = std::min(left, s->serving - s->tickets);
+    if (given > 0) {
+      s->tickets += given;
+      left -= given;
+      normalize(s);
     }
-    outstanding = s->tickets;
+    if (left == 0 || s->newcomers == 0) {
+      if (given > 0) bump(s->serving_word);
+    } else {
+      // The serving group is all notified (and folded): the newcomers become the serving group.
+      s->serving = s->newcomers;
+      compiler_barrier();  // each step of this keeps a state repair() can finish (see Locked)
+      s->serving_end = s->arrived;
+      compiler_barrier();
+      s->newcomers = 0;
+      compiler_barrier();
+      const std::uint64_t more = std::min(left, s->serving);
+      s->tickets = more;
+      normalize(s);
+      bump(s->serving_word);
+      bump(s->newcomer_word);
+      // Under the lock, so that no newcomer of the new group is asleep on newcomer_word yet.
+      if (given > 0) futex_wake(&s->serving_word, wake_count(given));
+      futex_requeue(&s->newcomer_word, s->newcomer_word.load(std::memory_order_relaxed),
+                    wake_count(more), &s->serving_word);
+      return;
+    }
   } catch (...) {
     return;
   }
-  // Wake as many sleepers as there are tickets — not those of the new generation, who cannot
-  // take them. Tickets a killed notifier handed out without waking are delivered here too.
-  if (outstanding > 0) {
-    futex_wake_bitset(&s->seq, static_cast<int>(std::min<std::uint32_t>(outstanding, INT_MAX)),
-                      ~bit_of(generation));
-  }
+  if (given > 0) futex_wake(&s->serving_word, wake_count(given));
+}
+
+std::uint64_t condition_waiting(ConditionState* s, const std::string& what) {
+  Locked lock(s, what);
+  return s->serving - s->tickets + s->newcomers;
 }
 
 }  // namespace multiproc::detail

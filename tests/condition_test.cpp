@@ -1,8 +1,14 @@
-// Condition across processes: notify counts, timeouts, a producer/consumer with exact sums,
+// Condition across processes: notify counts (hundreds of stopped waiters, one CPU), timeouts,
+// late arrivals, a producer/consumer and round robins with exact sums,
 // recursive locks, and waiters that die.
 #include "support/support.hpp"
 
 #include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <mutex>
 
 #include <multiproc/condition.hpp>
@@ -12,9 +18,134 @@ using namespace mptest;
 namespace {
 
 // The number of processes registered as waiting on `cv` (white-box, for tests only).
-std::uint32_t waiting(const mp::Condition& cv) {
+std::uint64_t waiting(const mp::Condition& cv) {
+  return mp::detail::condition_waiting(
+      static_cast<mp::detail::ConditionState*>(cv.segment().body()), "test");
+}
+
+mp::detail::ConditionState* state_of(const mp::Condition& cv) {
+  return static_cast<mp::detail::ConditionState*>(cv.segment().body());
+}
+
+
+// Whether `pid` is stopped (SIGSTOP): state T in /proc/<pid>/stat.
+bool stopped(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return false;
+  char buf[512] = {};
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  return p != nullptr && p[1] == ' ' && (p[2] == 'T' || p[2] == 't');
+}
+
+// Stops every process in `pids` (all waiting on cv) at a point where none of them holds the
+// Condition's internal lock — a stopped holder would block every notify. Continues them all and
+// retries when one was caught holding it. Returns false if that never works out.
+bool stop_outside_the_lock(const mp::Condition& cv, const std::vector<pid_t>& pids) {
   const auto* s = static_cast<const mp::detail::ConditionState*>(cv.segment().body());
-  return __atomic_load_n(&s->waiters, __ATOMIC_ACQUIRE) - __atomic_load_n(&s->tickets, __ATOMIC_ACQUIRE);
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    for (pid_t pid : pids) ::kill(pid, SIGSTOP);
+    bool all = true;
+    for (pid_t pid : pids) all = all && eventually([&] { return stopped(pid); });
+    if (!all) return false;
+    // The lock word, not `owner`: a holder stopped right after taking it has not set owner yet.
+    if ((s->lock.word.load() & FUTEX_TID_MASK) == 0) return true;  // no stopped process can take it now
+    for (pid_t pid : pids) ::kill(pid, SIGCONT);
+    for (pid_t pid : pids) {
+      if (!wait_until_in_futex(pid)) return false;
+    }
+  }
+  return false;
+}
+
+// Continues the stopped processes when it goes out of scope (a failed check must not leave a
+// stopped child for Process's destructor to join forever).
+struct ContinueAtExit {
+  std::vector<pid_t> pids;
+  ~ContinueAtExit() {
+    for (pid_t pid : pids) ::kill(pid, SIGCONT);
+  }
+};
+
+// Pins this process (and the children it forks while pinned) to one CPU; restores the old mask.
+class PinnedToOneCpu {
+ public:
+  PinnedToOneCpu() {
+    ok_ = ::sched_getaffinity(0, sizeof old_, &old_) == 0;
+    if (!ok_) return;
+    int cpu = 0;
+    while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &old_)) ++cpu;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    ok_ = ::sched_setaffinity(0, sizeof one, &one) == 0;
+  }
+  ~PinnedToOneCpu() {
+    if (ok_) ::sched_setaffinity(0, sizeof old_, &old_);
+  }
+  bool ok() const noexcept { return ok_; }
+
+ private:
+  cpu_set_t old_{};
+  bool ok_ = false;
+};
+
+// Starts k waiting processes on (m, cv), each running wait_for(timeout) without a predicate and
+// exiting with 0 if it returned true (a notification), 1 if false. Returns once every one of them
+// is registered: each releases `ready` under the lock before waiting, and the caller then takes
+// the lock itself, which a waiter gives up only inside wait.
+std::vector<mp::Process> start_waiters(int k, const mp::Mutex& m, const mp::Condition& cv,
+                                       std::chrono::milliseconds timeout) {
+  mp::Semaphore ready(0);
+  std::vector<mp::Process> ws;
+  ws.reserve(static_cast<std::size_t>(k));
+  for (int i = 0; i < k; ++i) {
+    ws.emplace_back([&m, &cv, ready, timeout] {
+      std::unique_lock lock(m);
+      ready.release();
+      return cv.wait_for(lock, timeout) ? 0 : 1;
+    });
+    ws.back().start();
+  }
+  for (int i = 0; i < k; ++i) BOOST_REQUIRE(ready.try_acquire_for(30s));
+  { std::lock_guard lock(m); }
+  return ws;
+}
+
+// Joins them all; returns how many exited with 0 (their wait returned true).
+int notified_count(std::vector<mp::Process>& ws) {
+  int ok = 0;
+  for (auto& w : ws) {
+    BOOST_REQUIRE(w.join_for(60s));
+    const int code = *w.exitcode();
+    BOOST_TEST((code == 0 || code == 1), "waiter exit code " << code);
+    ok += code == 0 ? 1 : 0;
+  }
+  return ok;
+}
+
+std::vector<pid_t> pids_of(const std::vector<mp::Process>& ws) {
+  std::vector<pid_t> pids;
+  for (const auto& w : ws) pids.push_back(w.pid());
+  return pids;
+}
+
+// k waiters asleep and stopped while k notify_one() calls run: all k must return true.
+void stopped_waiters_each_get_a_notify_one(int k) {
+  mp::Mutex m;
+  mp::Condition cv;
+  auto ws = start_waiters(k, m, cv, 20s);
+  ContinueAtExit cont{pids_of(ws)};
+  for (const auto& w : ws) BOOST_REQUIRE(wait_until_in_futex(w.pid()));
+  BOOST_REQUIRE(stop_outside_the_lock(cv, cont.pids));
+  for (int i = 0; i < k; ++i) cv.notify_one();
+  for (pid_t pid : cont.pids) ::kill(pid, SIGCONT);
+  BOOST_TEST(notified_count(ws) == k);
+  BOOST_TEST(waiting(cv) == 0u);
 }
 
 }  // namespace
@@ -46,7 +177,12 @@ BOOST_AUTO_TEST_CASE(waiting_without_the_lock_is_an_error_and_leaves_no_waiter, 
   mp::Mutex m;
   mp::Condition cv;
   BOOST_CHECK_THROW(cv.wait_for(m, 10ms), mp::Error);
+  std::unique_lock<mp::Mutex> none;
+  BOOST_CHECK_THROW(cv.wait_for(none, 10ms), mp::Error);
+  std::unique_lock<mp::Mutex> unowned(m, std::defer_lock);
+  BOOST_CHECK_THROW(cv.wait(unowned), mp::Error);
   BOOST_TEST(waiting(cv) == 0u);
+  BOOST_TEST(state_of(cv)->arrived == 0u);  // nothing was even registered
 }
 
 BOOST_AUTO_TEST_CASE(notify_n_wakes_at_most_n_waiting_processes, *boost::unit_test::timeout(120)) {
@@ -236,18 +372,17 @@ BOOST_AUTO_TEST_CASE(notifier_killed_before_waking_delays_waiters_only_briefly, 
   }
   BOOST_REQUIRE(eventually([&] { return waiting(cv) == 3u; }));
   for (auto& w : waiters) BOOST_REQUIRE(wait_until_in_futex(w.pid()));
-  // A notifier that hands out the tickets and dies holding the internal lock before waking
-  // anyone (what notify_all does, minus its last steps).
+  // A notifier that notifies all three and dies holding the internal lock before waking anyone
+  // (what notify_all does, minus its last steps).
   BOOST_TEST(run_child([=] {
                flag.store(1);
-               auto* s = const_cast<mp::detail::ConditionState*>(
-                   static_cast<const mp::detail::ConditionState*>(cv.segment().body()));
+               auto* s = state_of(cv);
                mp::detail::mutex_lock(&s->lock, "test");
-               const std::uint32_t g = s->seq.load() + 1;
-               s->batches[(s->head + s->used) % mp::detail::kConditionBatches] = {g, 3};
-               ++s->used;
-               s->tickets += 3;
-               s->seq.store(g);
+               s->serving = s->newcomers;
+               s->serving_end = s->arrived;
+               s->newcomers = 0;
+               s->notified_below.store(s->arrived);
+               s->serving = 0;
                ::kill(::getpid(), SIGKILL);
                return 1;
              }) == -SIGKILL);
@@ -256,6 +391,57 @@ BOOST_AUTO_TEST_CASE(notifier_killed_before_waking_delays_waiters_only_briefly, 
     BOOST_TEST(*w.exitcode() == 0);
   }
   cv.notify_all();  // still usable
+  BOOST_TEST(waiting(cv) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_notifier_killed_in_the_middle_of_its_update_is_repaired, *boost::unit_test::timeout(60)) {
+  // The newcomers become the serving group in three stores; a notifier may die after any one
+  // of them holding the internal lock. The next user repairs the counts: both waiters are
+  // still counted and one notify each reaches them.
+  for (int cut = 1; cut <= 3; ++cut) {
+    mp::Mutex m;
+    mp::Condition cv;
+    auto ws = start_waiters(2, m, cv, 20s);
+    BOOST_TEST(run_child([=] {
+                 auto* s = state_of(cv);
+                 mp::detail::mutex_lock(&s->lock, "test");
+                 s->serving = s->newcomers;
+                 if (cut > 1) s->serving_end = s->arrived;
+                 if (cut > 2) s->newcomers = 0;
+                 ::kill(::getpid(), SIGKILL);
+                 return 1;
+               }) == -SIGKILL);
+    BOOST_TEST(waiting(cv) == 2u, "cut after store " << cut);
+    cv.notify_one();
+    cv.notify_one();
+    BOOST_TEST(notified_count(ws) == 2, "cut after store " << cut);
+    BOOST_TEST(waiting(cv) == 0u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(waiters_killed_while_asleep_among_many_leave_it_usable, *boost::unit_test::timeout(60)) {
+  // Twelve waiters, every third one SIGKILLed asleep: notify_all still reaches every live one,
+  // and afterwards the Condition serves new waiters exactly.
+  mp::Mutex m;
+  mp::Condition cv;
+  auto ws = start_waiters(12, m, cv, 20s);
+  std::vector<mp::Process> live;
+  for (std::size_t i = 0; i < ws.size(); ++i) {
+    if (i % 3 == 0) {
+      BOOST_REQUIRE(wait_until_in_futex(ws[i].pid()));
+      ws[i].kill();
+      ws[i].join();
+      BOOST_TEST(*ws[i].exitcode() == -SIGKILL);
+    } else {
+      live.push_back(std::move(ws[i]));
+    }
+  }
+  cv.notify_all();
+  BOOST_TEST(notified_count(live) == 8);
+  auto more = start_waiters(3, m, cv, 20s);
+  BOOST_TEST(waiting(cv) == 3u);
+  cv.notify(3);
+  BOOST_TEST(notified_count(more) == 3);
   BOOST_TEST(waiting(cv) == 0u);
 }
 
@@ -313,6 +499,201 @@ BOOST_AUTO_TEST_CASE(waiting_keeps_a_recovery_the_holder_has_not_finished_with,
   m.lock();
   BOOST_TEST(!m.previous_owner_died());
   m.unlock();
+}
+
+// Issue 10: more than 32 notifications outstanding at once were lost (a ring of 32 batches).
+BOOST_AUTO_TEST_CASE(thirty_three_stopped_waiters_all_get_their_notify_one, *boost::unit_test::timeout(90)) {
+  stopped_waiters_each_get_a_notify_one(33);
+}
+
+BOOST_AUTO_TEST_CASE(sixty_four_stopped_waiters_all_get_their_notify_one, *boost::unit_test::timeout(90)) {
+  stopped_waiters_each_get_a_notify_one(64);
+}
+
+BOOST_AUTO_TEST_CASE(two_hundred_stopped_waiters_all_get_their_notify_one, *boost::unit_test::timeout(120)) {
+  stopped_waiters_each_get_a_notify_one(200);
+}
+
+BOOST_AUTO_TEST_CASE(waiters_on_one_cpu_all_get_their_notify_one, *boost::unit_test::timeout(90)) {
+  // What `taskset -c 0` shows: the notifier runs its notifies before the woken get the CPU.
+  constexpr int kWaiters = 64;
+  PinnedToOneCpu pin;
+  BOOST_REQUIRE(pin.ok());
+  mp::Mutex m;
+  mp::Condition cv;
+  auto ws = start_waiters(kWaiters, m, cv, 20s);
+  for (int i = 0; i < kWaiters; ++i) cv.notify_one();
+  BOOST_TEST(notified_count(ws) == kWaiters);
+  BOOST_TEST(waiting(cv) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(notify_n_wakes_exactly_n_and_the_rest_time_out, *boost::unit_test::timeout(60)) {
+  constexpr int kWaiters = 10, kNotified = 4;
+  mp::Mutex m;
+  mp::Condition cv;
+  auto ws = start_waiters(kWaiters, m, cv, 2500ms);
+  cv.notify(kNotified);
+  BOOST_TEST(waiting(cv) == static_cast<std::uint64_t>(kWaiters - kNotified));
+  BOOST_TEST(notified_count(ws) == kNotified);  // the others return false at their timeout
+  BOOST_TEST(waiting(cv) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_waiter_arriving_after_a_notify_is_not_woken_by_it, *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  mp::Condition cv;
+  cv.notify_one();  // nobody waiting: nothing to keep for later
+  {
+    std::unique_lock lock(m);
+    BOOST_TEST(!cv.wait_for(lock, 50ms));
+  }
+  // The first waiter is notified while stopped; a second one arriving afterwards must not take it.
+  auto first = start_waiters(1, m, cv, 20s);
+  ContinueAtExit cont{pids_of(first)};
+  BOOST_REQUIRE(wait_until_in_futex(first[0].pid()));
+  BOOST_REQUIRE(stop_outside_the_lock(cv, cont.pids));
+  cv.notify_one();
+  auto second = start_waiters(1, m, cv, 300ms);
+  BOOST_TEST(notified_count(second) == 0);
+  ::kill(first[0].pid(), SIGCONT);
+  BOOST_TEST(notified_count(first) == 1);
+  BOOST_TEST(waiting(cv) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(timed_out_waiters_do_not_eat_notifications, *boost::unit_test::timeout(60)) {
+  // Waiters alternate in arrival order between short and long timeouts. One notify_one while all
+  // are present (any of them may take it); once the short ones have timed out, one notify_one
+  // per long waiter still waiting must reach every one of them.
+  constexpr int kPairs = 5;
+  mp::Mutex m;
+  mp::Condition cv;
+  std::vector<mp::Process> brief, patient;
+  for (int i = 0; i < kPairs; ++i) {
+    auto b = start_waiters(1, m, cv, 400ms);
+    auto p = start_waiters(1, m, cv, 20s);
+    brief.push_back(std::move(b[0]));
+    patient.push_back(std::move(p[0]));
+  }
+  cv.notify_one();
+  const int brief_notified = notified_count(brief);  // the others time out
+  BOOST_TEST(brief_notified <= 1);
+  const int patient_left = kPairs - (1 - brief_notified);
+  BOOST_TEST(waiting(cv) == static_cast<std::uint64_t>(patient_left));
+  for (int i = 0; i < patient_left; ++i) cv.notify_one();
+  BOOST_TEST(notified_count(patient) == kPairs);
+  BOOST_TEST(waiting(cv) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_waiter_stopped_through_many_rounds_is_still_served, *boost::unit_test::timeout(90)) {
+  // One waiter stays asleep (stopped) while others come and are notified one by one; then every
+  // waiter gets exactly one notification. 31 rounds: in the former design the last notify opened
+  // the generation whose wake-up bit the old waiter shared, so it woke only after a 100 ms slice.
+  constexpr int kRounds = 31;
+  mp::Mutex m;
+  mp::Condition cv;
+  auto old = start_waiters(1, m, cv, 30s);
+  const pid_t old_pid = old[0].pid();
+  ContinueAtExit cont{{old_pid}};
+  BOOST_REQUIRE(wait_until_in_futex(old_pid));
+  BOOST_REQUIRE(stop_outside_the_lock(cv, cont.pids));
+  std::vector<mp::Process> others;
+  for (int i = 0; i < kRounds; ++i) {
+    auto w = start_waiters(1, m, cv, 30s);
+    others.push_back(std::move(w[0]));
+    cv.notify_one();
+  }
+  ::kill(old_pid, SIGCONT);
+  BOOST_TEST(waiting(cv) == 1u);  // kRounds + 1 waiters, kRounds notifications
+  // The old waiter either took a notification while stopped (and exits) or sleeps again.
+  BOOST_REQUIRE(eventually([&] {
+    if (!pid_running(old_pid)) return true;
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/syscall", static_cast<int>(old_pid));
+    FILE* f = std::fopen(path, "r");
+    long number = -1;
+    if (f != nullptr) {
+      if (std::fscanf(f, "%ld", &number) != 1) number = -1;
+      std::fclose(f);
+    }
+    return number == SYS_futex;
+  }));
+  const auto start = std::chrono::steady_clock::now();
+  cv.notify_one();
+  BOOST_TEST(notified_count(old) == 1);
+  BOOST_TEST_MESSAGE("the old waiter returned " << seconds_since(start) * 1000
+                                                << " ms after the last notify");
+  BOOST_TEST(notified_count(others) == kRounds);
+  BOOST_TEST(waiting(cv) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(round_robin_with_notify_all_between_processes, *boost::unit_test::timeout(90)) {
+  // Four processes take turns with plain waits (no timeout hides a lost wake-up); each turn
+  // adds to a shared counter. A lost or extra notification shows as a hang or a wrong sum.
+  constexpr int kPlayers = 4, kTurns = 300;
+  mp::Mutex m;
+  mp::Condition cv;
+  mp::RawValue<long> turn(0), sum(0);
+  std::vector<mp::Process> ps;
+  for (int me = 0; me < kPlayers; ++me) {
+    ps.emplace_back([=] {
+      std::unique_lock lock(m);
+      for (int t = 0; t < kTurns; ++t) {
+        cv.wait(lock, [&] { return turn.load() % kPlayers == me; });
+        sum.store(sum.load() + me + 1);
+        turn.store(turn.load() + 1);
+        cv.notify_all();
+      }
+      return 0;
+    });
+    ps.back().start();
+  }
+  for (auto& p : ps) {
+    BOOST_REQUIRE(p.join_for(60s));
+    BOOST_TEST(*p.exitcode() == 0);
+  }
+  BOOST_TEST(turn.load() == long{kPlayers} * kTurns);
+  BOOST_TEST(sum.load() == long{kTurns} * (kPlayers * (kPlayers + 1) / 2));
+  BOOST_TEST(waiting(cv) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(tokens_handed_out_with_notify_n_are_counted_exactly, *boost::unit_test::timeout(90)) {
+  // A counting semaphore built from Mutex + Condition: producers add k tokens and notify(k),
+  // consumers take one each with plain waits (single CPU, so notifications pile up).
+  constexpr int kConsumers = 6, kPerConsumer = 200, kBatch = 3;
+  PinnedToOneCpu pin;
+  BOOST_REQUIRE(pin.ok());
+  mp::Mutex m;
+  mp::Condition cv;
+  mp::RawValue<long> tokens(0), taken(0), taken_sum(0);
+  std::vector<mp::Process> ps;
+  for (int c = 0; c < kConsumers; ++c) {
+    ps.emplace_back([=] {
+      for (int i = 0; i < kPerConsumer; ++i) {
+        std::unique_lock lock(m);
+        while (tokens.load() == 0) cv.wait(lock);
+        tokens.store(tokens.load() - 1);
+        taken.store(taken.load() + 1);
+        taken_sum.store(taken_sum.load() + c + 1);
+      }
+      return 0;
+    });
+    ps.back().start();
+  }
+  ps.emplace_back([=] {
+    for (int i = 0; i < kConsumers * kPerConsumer / kBatch; ++i) {
+      std::lock_guard lock(m);
+      tokens.store(tokens.load() + kBatch);
+      cv.notify(kBatch);
+    }
+    return 0;
+  });
+  ps.back().start();
+  for (auto& p : ps) {
+    BOOST_REQUIRE(p.join_for(60s));
+    BOOST_TEST(*p.exitcode() == 0);
+  }
+  BOOST_TEST(tokens.load() == 0);
+  BOOST_TEST(taken.load() == long{kConsumers} * kPerConsumer);
+  BOOST_TEST(taken_sum.load() == long{kPerConsumer} * (kConsumers * (kConsumers + 1) / 2));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -11,74 +11,96 @@
 // BasicLockable. With a RecursiveMutex every level the caller holds is released while waiting and
 // restored before returning.
 //
-// notify(n) wakes at most n of the processes waiting at the time of the call, notify_one() one,
-// notify_all() all of them; a process that starts waiting after a notify is never woken by it. A
-// wait() returns true only for a notification (timed waits return false at their deadline), so
-// unlike many condition variables there are no spurious wake-ups — the predicate forms are still
-// the right way to wait for a state. Waiting sleeps on a futex word in the segment (no CPU while
-// blocked); timed waits honour their deadline to within the scheduler's resolution.
+// notify(n) wakes min(n, processes waiting and not yet notified) of the processes waiting at the
+// time of the call, notify_one() one, notify_all() all of them; a process that starts waiting
+// after a notify is never woken by it. Any number of waiters and outstanding notifications is
+// counted exactly. There are no spurious wake-ups: a wait returns true only when it consumed a
+// notification, and a timed wait returns false only at its deadline (a waiter notified before it
+// looked at the clock returns true). The predicate forms are still the right way to wait for a
+// state. Waiting sleeps on a futex word in the segment (no CPU while blocked); timed waits honour
+// their deadline to within the scheduler's resolution.
 //
-// How: each notify opens a new generation and hands out wake tickets that only waiters of older
-// generations may take; the bookkeeping sits under a small robust lock inside the Condition.
+// How: every wait draws a 64-bit arrival number; numbers below `notified_below` are notified.
+// The waiters above it form two groups: the serving group, formed by a notify from the waiters
+// present then, and the newcomers who came since. A notify hands tickets to the serving group,
+// whose members take them first come, first served; only once every member holds one (the group
+// is then folded into the notified range) does it turn the newcomers into the serving group and
+// hand them the rest. A waiter that times out without a ticket leaves its group's count. The
+// counts sit under a small robust lock inside the Condition; a notified waiter returns without it.
 //
-// Crashes: no death makes the Condition unusable, and a notification is never lost. A waiter that
-// dies while waiting stays counted, so a notify that would have gone to it can be spent on it; the
-// live waiters present at that notify can always take its tickets. A notifier killed between
-// handing out tickets and waking sleepers delays them by at most 100 ms (sleepers look again that
-// often). A process that dies holding the Mutex is handled by the Mutex: the waiter that relocks
-// it next sees previous_owner_died().
+// Crashes: no death makes the Condition unusable or loses a notification handed to a live
+// waiter. A waiter that dies while waiting stays counted in its group, so one notification may be
+// spent on it (only waiters present at that notify could have had it anyway). A notifier killed
+// between updating the counts and waking sleepers delays them by at most 100 ms (sleepers look
+// again that often); one killed in the middle of the update leaves counts the next user repairs,
+// at worst as if that notify had been a notify(n) with a smaller n. A process that dies holding
+// the Mutex is handled by the Mutex: the waiter that relocks it next sees previous_owner_died().
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/detail/state_segment.hpp>
+#include <multiproc/error.hpp>
 #include <multiproc/mutex.hpp>
 #include <multiproc/recursive_mutex.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <string>
 #include <type_traits>
 
 namespace multiproc {
 namespace detail {
 
-inline constexpr std::uint32_t kConditionBatches = 32;
-
-// Layout:
-//   seq       the current generation; futex word the waiters sleep on (each with the bitset bit
-//             of its own generation). Written only under `lock`, with release.
-//   lock      robust mutex guarding everything below (held for a few instructions)
-//   waiters   registered waiters (entered, not yet left)
-//   tickets   wake tickets handed out and not yet taken (the sum over the batches)
-//   batches   ring of (generation, tickets) handed out by notifies, oldest at `head`: a ticket of
-//             generation g may be taken by a waiter that entered at a generation before g
+// Layout (128 bytes; offset: field; written under `lock` unless noted):
+//   0   notified_below  arrival numbers below it are notified; only grows. Stored (release)
+//                       under `lock`; waiters read it (acquire) without the lock to return early
+//   8   newcomer_word   futex word of sleeping newcomers: +1 whenever the newcomers become the
+//                       serving group (their sleepers are then moved to serving_word)
+//   12  serving_word    futex word of sleeping serving-group members: +1 whenever tickets are
+//                       handed out
+//   16  lock            robust mutex guarding everything below (held for a few instructions)
+//   56  arrived         arrival numbers handed out (the next waiter's number)
+//   64  serving_end     the serving group is [notified_below, serving_end), the newcomers
+//                       [serving_end, arrived)
+//   72  serving         serving-group members still waiting (dead ones included)
+//   80  tickets         notifications handed to the serving group and not yet taken;
+//                       tickets < serving, or both 0 (a group whose members all hold tickets
+//                       is folded into the notified range at once)
+//   88  newcomers       newcomers still waiting (dead ones included)
 struct alignas(64) ConditionState {
-  std::atomic<std::uint32_t> seq;
+  std::atomic<std::uint64_t> notified_below;
+  std::atomic<std::uint32_t> newcomer_word;
+  std::atomic<std::uint32_t> serving_word;
   MutexState lock;
-  std::uint32_t waiters;
-  std::uint32_t tickets;
-  std::uint32_t head;
-  std::uint32_t used;
-  struct Batch {
-    std::uint32_t generation;
-    std::uint32_t tickets;
-  } batches[kConditionBatches];
+  std::uint64_t arrived;
+  std::uint64_t serving_end;
+  std::uint64_t serving;
+  std::uint64_t tickets;
+  std::uint64_t newcomers;
 };
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
+              "Condition's shared 64-bit counter must be a lock-free atomic");
+static_assert(offsetof(ConditionState, arrived) == 56 && sizeof(ConditionState) == 128,
+              "the Condition layout above is shared between builds");
 
 void condition_init(ConditionState* s);
-//! Registers a waiter; returns its generation.
-std::uint32_t condition_enter(ConditionState* s, const std::string& what);
+//! Registers a waiter; returns its arrival number.
+std::uint64_t condition_enter(ConditionState* s, const std::string& what);
 //! Unregisters a waiter that never slept (its lock could not be released).
-void condition_cancel(ConditionState* s, std::uint32_t generation, const std::string& what) noexcept;
-//! Sleeps until the waiter takes a ticket (true) or the deadline passes (false). Unregisters it.
-bool condition_sleep(ConditionState* s, std::uint32_t generation, const Clock::time_point* deadline,
+void condition_cancel(ConditionState* s, std::uint64_t ticket, const std::string& what) noexcept;
+//! Sleeps until the waiter is notified (true) or the deadline passes (false). Unregisters it.
+bool condition_sleep(ConditionState* s, std::uint64_t ticket, const Clock::time_point* deadline,
                      const std::string& what) noexcept;
-//! Hands out up to n tickets (to waiters present now) and wakes that many sleepers.
+//! Notifies up to n of the waiters present now and not yet notified, and wakes them.
 void condition_notify(ConditionState* s, std::uint32_t n, const std::string& what) noexcept;
+//! Waiters present and not yet notified (a snapshot, for tests and diagnostics).
+std::uint64_t condition_waiting(ConditionState* s, const std::string& what);
 
 template <class L>
 struct is_unique_robust_lock : std::false_type {};
@@ -96,9 +118,10 @@ class Condition {
   Condition(open_only_t, const Name& name);
   Condition(open_or_create_t, const Name& name);
 
-  //! Requires: the caller holds `lock`. Effects: releases it, sleeps until notified (or a
-  //! spurious wake-up), locks it again. Throws: Error(errc::not_owner) if the caller does not
-  //! hold a Mutex/RecursiveMutex passed as `lock` (nothing is released then).
+  //! Requires: the caller holds `lock`. Effects: releases it, sleeps until notified (never
+  //! spuriously), locks it again. Throws: Error(errc::not_owner) if the caller does not hold a
+  //! Mutex/RecursiveMutex passed as `lock`, or a unique_lock has none (nothing is released or
+  //! registered then).
   template <class Lock>
   void wait(Lock& lock) const {
     wait_impl(lock, nullptr);
@@ -108,7 +131,7 @@ class Condition {
   void wait(Lock& lock, Pred pred) const {
     while (!pred()) wait_impl(lock, nullptr);
   }
-  //! Returns: false if the timeout passed without a notification, true otherwise.
+  //! Returns: true if notified, false if the timeout passed first (and only then).
   template <class Lock, class Rep, class Period>
   bool wait_for(Lock& lock, const std::chrono::duration<Rep, Period>& timeout) const {
     const auto deadline = detail::deadline_after(timeout);
@@ -153,6 +176,10 @@ class Condition {
     return l.seg_.describe();
   }
 
+  [[noreturn]] static void not_owner(const std::string& what, const char* problem) {
+    throw Error(errc::not_owner, what + ": Condition wait with a lock " + problem);
+  }
+
   // Relocking cannot be allowed to fail silently: the caller believes it holds the lock.
   [[noreturn]] static void relock_failed(const std::exception& e) noexcept {
     std::fprintf(stderr, "multiproc: fatal: Condition could not relock after waiting: %s\n",
@@ -163,7 +190,6 @@ class Condition {
   template <class Lock>
   bool wait_impl(Lock& lock, const detail::Clock::time_point* deadline) const {
     detail::ConditionState* s = h_.state();
-    const std::uint32_t seq = detail::condition_enter(s, h_.what());
     if constexpr (std::is_base_of_v<detail::RobustLock, std::remove_const_t<Lock>> ||
                   detail::is_unique_robust_lock<std::remove_const_t<Lock>>::value) {
       const detail::RobustLock* robust;
@@ -172,21 +198,28 @@ class Condition {
       } else {
         robust = lock.mutex();
       }
+      // Refuse a lock the caller does not hold before registering: a notify could reach a
+      // registered waiter before it found out.
+      if (robust == nullptr) not_owner(h_.what(), "a std::unique_lock without a mutex");
+      detail::MutexState* const ms = robust_state(*robust);
+      if (!detail::mutex_held_by_caller(ms)) not_owner(robust_what(*robust), "not held by the caller");
+      const std::uint64_t seq = detail::condition_enter(s, h_.what());
       detail::Released held{};
       try {
-        held = detail::mutex_release_all(robust_state(*robust), robust_what(*robust));
+        held = detail::mutex_release_all(ms, robust_what(*robust));
       } catch (...) {
         detail::condition_cancel(s, seq, h_.what());
         throw;
       }
       const bool notified = detail::condition_sleep(s, seq, deadline, h_.what());
       try {
-        detail::mutex_reacquire(robust_state(*robust), held, robust_what(*robust));
+        detail::mutex_reacquire(ms, held, robust_what(*robust));
       } catch (const std::exception& e) {
         relock_failed(e);
       }
       return notified;
     } else {
+      const std::uint64_t seq = detail::condition_enter(s, h_.what());
       try {
         lock.unlock();
       } catch (...) {

@@ -9,7 +9,8 @@
 namespace multiproc::detail {
 
 inline constexpr std::uint64_t kSegmentMagic = 0x434f5250'49544c55ull;  // "ULTIPROC" little-endian
-inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: MutexState is our own robust futex lock
+inline constexpr std::uint32_t kLayoutVersion = 3;  // 2: MutexState is our own robust futex lock;
+                                                    // 3: Condition counts waiters in 64 bits
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kStateInitializing = 0;
 inline constexpr std::uint32_t kStateReady = 0x52454459;  // "REDY": any other value is not ready
