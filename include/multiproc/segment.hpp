@@ -204,8 +204,8 @@ class Segment {
   };
   FileId file_id() const noexcept;
 
-  //! Removes `name` now if it still refers to the object `id` — never a successor created under
-  //! the same name since. Processes that have the object open keep using it; its creator's last
+  //! Removes `name` now if it still refers to the object `id` (checked just before removing, as
+  //! the creator's destructor does), not a successor created under the same name since. Processes that have the object open keep using it; its creator's last
   //! handle then has no name to remove. Returns: true if it removed the name, false if the name
   //! was gone or refers to another object. Throws: Error if the OS refuses.
   static bool unlink(const Name& name, FileId id);
