@@ -125,6 +125,15 @@ MPTEST_SCENARIO(shm_open_checked) {
   }
 }
 
+// An unrelated process: opens a named ShareableList<std::string>, checks element 0 is args[1],
+// then sets element 1 to args[2]; exits with the list's width.
+MPTEST_SCENARIO(shm_string_list) {
+  mp::ShareableList<std::string> list(mp::open_only, args.at(0));
+  CHILD_REQUIRE(list.get(0) == args.at(1));
+  list.set(1, args.at(2));
+  return static_cast<int>(list.width());
+}
+
 BOOST_FIXTURE_TEST_SUITE(shared_memory, Clean)
 
 // ---------------------------------------------------------------------------------------------
@@ -660,6 +669,92 @@ BOOST_AUTO_TEST_CASE(list_damaged_count_is_corrupt, *boost::unit_test::timeout(6
   });
   expect_error([&] { mp::ShareableList<int>(mp::open_only, name); }, mp::errc::corrupt,
                {"count 11"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// ShareableList<std::string>
+
+BOOST_AUTO_TEST_CASE(string_list_holds_fixed_width_strings, *boost::unit_test::timeout(60)) {
+  mp::ShareableList<std::string> words{"howdy", "", "hi"};
+  BOOST_TEST(words.size() == 3u);
+  BOOST_TEST(words.width() >= 5u);
+  BOOST_TEST((4 + words.width()) % 8 == 0u);
+  BOOST_TEST((words.to_vector() == std::vector<std::string>{"howdy", "", "hi"}));
+  words.set(1, "hello");
+  words[2] = "x";
+  const std::string got = words[1];
+  BOOST_TEST(got == "hello");
+  BOOST_TEST(words.count("hello") == 1u);
+  BOOST_TEST(words.index("x") == 2u);
+  BOOST_TEST(!words.find("nope"));
+  expect_error([&] { (void)words.index("nope"); }, mp::errc::invalid_argument,
+               {"ShareableList<std::string> (anonymous)", "not in the list"});
+  // Too long for the element: an error, the element unchanged.
+  const std::string long_value(words.width() + 1, 'z');
+  expect_error([&] { words.set(0, long_value); }, mp::errc::invalid_argument,
+               {"exceeds the element width"});
+  BOOST_TEST(words.get(0) == "howdy");
+  words.set(0, std::string(words.width(), 'w'));  // exactly the width fits
+  BOOST_TEST(words.get(0) == std::string(words.width(), 'w'));
+  expect_error([&] { (void)words.get(3); }, mp::errc::invalid_argument, {"index 3", "size 3"});
+  // Embedded NULs are bytes like any other.
+  words.set(2, std::string("a\0b", 3));
+  BOOST_TEST(words.get(2).size() == 3u);
+
+  mp::ShareableList<std::string> blank(4, 100);  // four empty strings with room for 100 bytes
+  BOOST_TEST((blank.to_vector() == std::vector<std::string>(4)));
+  BOOST_TEST(blank.width() >= 100u);
+  mp::ShareableList<std::string> wide({"a"}, 30);
+  BOOST_TEST(wide.width() >= 30u);
+  mp::ShareableList<std::string> from_vector(std::vector<std::string>{"abc", "de"});
+  BOOST_TEST(from_vector.get(0) == "abc");
+  expect_error([] { mp::ShareableList<std::string>(std::size_t{1} << 62, 64); },
+               mp::errc::invalid_argument, {"ShareableList<std::string>", "do not fit"});
+  expect_error([] { mp::ShareableList<std::string>(1, std::size_t{1} << 40); },
+               mp::errc::invalid_argument, {"too large"});
+}
+
+BOOST_AUTO_TEST_CASE(string_list_shared_by_name_and_type_checked, *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("words");
+  mp::ShareableList<std::string> words(mp::create_only, name, {"first", "second"}, 16);
+  Spawned child("shm_string_list", {name, "first", "from the child"});
+  BOOST_TEST(child.wait() == static_cast<int>(words.width()));
+  BOOST_TEST(words.get(1) == "from the child");
+  CHECK_CHILD([words] {  // inherited by fork
+    CHILD_REQUIRE(words.get(1) == "from the child");
+    words.set(0, "forked");
+    return 0;
+  });
+  BOOST_TEST(words.get(0) == "forked");
+  expect_error([&] { mp::ShareableList<int>(mp::open_only, name); }, mp::errc::type_mismatch,
+               {"std::string", "int ('i', 4 bytes)"});
+  const std::string iname = unique_name("ints");
+  mp::ShareableList<int> ints(mp::create_only, iname, 3);
+  expect_error([&] { mp::ShareableList<std::string>(mp::open_only, iname); },
+               mp::errc::type_mismatch, {"int ('i', 4 bytes)", "opened as std::string"});
+  expect_error([&] { mp::ShareableList<std::string>(mp::open_only, unique_name("none")); },
+               mp::errc::not_found, {"no object of that name"});
+  BOOST_TEST(mp::ShareableList<std::string>(mp::open_only, name).shm().unlink());
+  BOOST_TEST(!mp::exists(name));
+}
+
+BOOST_AUTO_TEST_CASE(string_list_damaged_lengths_stay_inside_the_element, *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("damaged");
+  mp::ShareableList<std::string> words(mp::create_only, name, {"abc", "def"});
+  // A stray write puts an absurd length into element 0: reads stop at the element's width.
+  mp::SharedMemory raw = words.shm();
+  const std::uint32_t absurd = 0xffffffffu;
+  std::memcpy(raw.data(), &absurd, sizeof absurd);
+  BOOST_TEST(words.get(0).size() == words.width());
+  BOOST_TEST(words.get(1) == "def");
+  // A header claiming odd slots is corrupt, not a wild read.
+  patch(name, [](mp::detail::SegmentHeader& h) {
+    h.elem_size = 3;
+    h.body_size = 6;
+    h.checksum = mp::detail::header_checksum(h);
+  });
+  expect_error([&] { mp::ShareableList<std::string>(mp::open_only, name); }, mp::errc::corrupt,
+               {"string slots of 3 bytes"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

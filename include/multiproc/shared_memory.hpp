@@ -43,6 +43,7 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -292,6 +293,96 @@ class ShareableList {
   Segment seg_;
   T* data_ = nullptr;
   std::size_t size_ = 0;
+};
+
+//! ShareableList<std::string>: Python's ShareableList of str/bytes items. Each element holds up to
+//! width() bytes (any bytes, NULs included), fixed at creation: at least the width asked for and
+//! the longest initial value, rounded up so that a slot is a multiple of 8 bytes. Storing a longer
+//! value is an Error (Python: ValueError), and so is opening a list of strings as ShareableList<T>
+//! of another T, or the reverse (errc::type_mismatch).
+//!
+//! No lock and no atomicity: a read concurrent with a write of the same element may see a mix of
+//! the two strings (never more than width() bytes, never memory outside the element).
+template <>
+class ShareableList<std::string> {
+ public:
+  using value_type = std::string;
+
+  //! What list[i] returns: reads convert to std::string (get(i)), assignments store (set(i, v)).
+  class Reference {
+   public:
+    operator std::string() const { return list_->get(i_); }  // NOLINT: a proxy by design
+    const Reference& operator=(std::string_view v) const {
+      list_->set(i_, v);
+      return *this;
+    }
+    const Reference& operator=(const Reference& other) const {
+      list_->set(i_, other.list_->get(other.i_));
+      return *this;
+    }
+    Reference(const Reference&) = default;
+
+   private:
+    friend class ShareableList;
+    Reference(const ShareableList* list, std::size_t i) noexcept : list_(list), i_(i) {}
+    const ShareableList* list_;
+    std::size_t i_;
+  };
+
+  //! Effects: an unnamed list of n empty strings, each with room for `width` bytes.
+  //! Throws: Error(errc::invalid_argument) for an absurd n or width.
+  ShareableList(std::size_t n, std::size_t width);
+  //! Effects: an unnamed list holding `values`, each element with room for max(width, longest).
+  ShareableList(std::initializer_list<std::string_view> values, std::size_t width = 0);
+  explicit ShareableList(const std::vector<std::string>& values, std::size_t width = 0);
+  //! Effects: creates the list called `name`, as the constructors above.
+  ShareableList(create_only_t, const Name& name, std::size_t n, std::size_t width);
+  ShareableList(create_only_t, const Name& name, std::initializer_list<std::string_view> values,
+                std::size_t width = 0);
+  ShareableList(create_only_t, const Name& name, const std::vector<std::string>& values,
+                std::size_t width = 0);
+  //! Effects: opens the list of strings called `name`; size and width come from the segment.
+  //! Throws: Error(errc::type_mismatch) when it holds another element type; as Segment::open.
+  ShareableList(open_only_t, const Name& name);
+
+  std::size_t size() const noexcept { return size_; }
+  //! The most bytes an element holds.
+  std::size_t width() const noexcept { return slot_ - kLengthBytes; }
+
+  //! Returns: element i. Throws: Error(errc::invalid_argument) naming the list when i >= size().
+  std::string get(std::size_t i) const;
+  //! Effects: element i = v. Throws: as get(); Error(errc::invalid_argument) when v is longer than
+  //! width() (the element is then unchanged).
+  void set(std::size_t i, std::string_view v) const;
+  //! Returns: a proxy for element i. Throws: as get().
+  Reference operator[](std::size_t i) const {
+    check(i);
+    return Reference(this, i);
+  }
+
+  std::size_t count(std::string_view v) const;
+  std::optional<std::size_t> find(std::string_view v) const;
+  //! Throws: Error(errc::invalid_argument) naming the list when no element equals v.
+  std::size_t index(std::string_view v) const;
+  std::vector<std::string> to_vector() const;
+
+  const std::string& name() const noexcept { return seg_.name(); }
+  SharedMemory shm() const { return SharedMemory(SharedMemory::View{}, seg_); }
+  const Segment& segment() const noexcept { return seg_; }
+
+ private:
+  // Element i is the slot at i * slot_: a 4-byte length, then width() bytes.
+  static constexpr std::size_t kLengthBytes = 4;
+  ShareableList(const Name* name, const std::vector<std::string_view>& values, std::size_t n,
+                std::size_t width);
+  void check(std::size_t i) const;
+  std::string_view view(std::size_t i) const noexcept;
+  void attach(Segment seg);
+
+  Segment seg_;
+  char* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t slot_ = 0;
 };
 
 }  // namespace multiproc
