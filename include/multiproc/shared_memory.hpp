@@ -26,7 +26,8 @@
 // No locking, as in Python: concurrent writers of the same bytes race. ShareableList<T> reads and
 // writes each element with one relaxed single-copy atomic access when T is 1, 2, 4 or 8 bytes (no
 // torn values, but no ordering either: publish with an Event, Barrier, Mutex or Queue), and with a
-// plain copy that a concurrent writer may tear otherwise.
+// plain copy that a concurrent writer may tear otherwise. ShareableList<std::string> holds strings
+// of a width fixed at creation (Python's str items), with no atomicity at all.
 //
 // Crashes: nothing here can be left locked. A process killed while writing leaves the bytes it had
 // written (a larger-than-8-byte list element may be half-written). A creator killed before
