@@ -613,6 +613,8 @@ std::string kind_name(Kind kind) {
     case Kind::simple_queue: return "SimpleQueue";
     case Kind::pipe: return "Pipe";
     case Kind::pool: return "Pool";
+    case Kind::shared_memory: return "SharedMemory";
+    case Kind::shareable_list: return "ShareableList";
     case Kind::user: break;
   }
   return "Segment#" + std::to_string(static_cast<std::uint32_t>(kind));
@@ -724,6 +726,25 @@ bool Segment::owns_name() const noexcept {
   return impl_->owns_name && impl_->owner_pid == ::getpid();
 }
 const std::string& Segment::describe() const noexcept { return impl_->what; }
+
+Segment::FileId Segment::file_id() const noexcept {
+  if (!named()) return {};
+  return {static_cast<std::uint64_t>(impl_->dev), static_cast<std::uint64_t>(impl_->ino)};
+}
+
+bool Segment::unlink(const Name& name, FileId id) {
+  // Same check as the creator's destructor: remove only while the name refers to that file.
+  struct stat st {};
+  if (::stat(shm_path(name.str()).c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    throw Error::from_errno(errno, "multiproc: cannot look up '" + name.str() + "'");
+  }
+  if (static_cast<std::uint64_t>(st.st_dev) != id.dev ||
+      static_cast<std::uint64_t>(st.st_ino) != id.ino) {
+    return false;
+  }
+  return remove(name);
+}
 
 void Segment::fail(errc code, const std::string& message) const {
   throw Error(code, (impl_ ? impl_->what : std::string("multiproc: empty handle")) + ": " + message);

@@ -19,6 +19,7 @@
 #include <multiproc/segment.hpp>
 #include <multiproc/semaphore.hpp>
 #include <multiproc/shared_array.hpp>
+#include <multiproc/shared_memory.hpp>
 #include <multiproc/shared_value.hpp>
 #include <multiproc/typecode.hpp>
 #include <multiproc/wait.hpp>

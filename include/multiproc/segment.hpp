@@ -100,6 +100,8 @@ enum class Kind : std::uint32_t {
   simple_queue,
   pipe,
   pool,
+  shared_memory,
+  shareable_list,
   user = 1000,  //!< first value free for objects users build on Segment themselves
 };
 
@@ -194,6 +196,20 @@ class Segment {
   const std::string& name() const noexcept;
   //! Whether destroying the last handle in this process removes the name.
   bool owns_name() const noexcept;
+
+  //! Which file a named segment is (device and inode; zeros when anonymous), so that its name can
+  //! later be removed only while it still refers to this object.
+  struct FileId {
+    std::uint64_t dev = 0;
+    std::uint64_t ino = 0;
+  };
+  FileId file_id() const noexcept;
+
+  //! Removes `name` now if it still refers to the object `id` (checked just before removing, as
+  //! the creator's destructor does), not a successor created under the same name since. Processes that have the object open keep using it; its creator's last
+  //! handle then has no name to remove. Returns: true if it removed the name, false if the name
+  //! was gone or refers to another object. Throws: Error if the OS refuses.
+  static bool unlink(const Name& name, FileId id);
 
   //! "SharedValue<int> 'counter'" or "Queue<std::string> (anonymous)": used in every message.
   const std::string& describe() const noexcept;
