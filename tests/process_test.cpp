@@ -497,6 +497,36 @@ BOOST_AUTO_TEST_CASE(a_grandchild_sees_its_parent, *boost::unit_test::timeout(60
   w.close();
 }
 
+BOOST_AUTO_TEST_CASE(an_orphan_sees_its_dead_parent_as_not_alive, *boost::unit_test::timeout(60)) {
+  auto [r, w] = mp::Pipe(false);
+  Gate parent_gone;
+  mp::Process outer([w = w, &parent_gone] {
+    mp::Process inner([w, &parent_gone] {
+      const auto before = mp::parent_process();
+      w.send(static_cast<int>(before && before->is_alive()));
+      if (!parent_gone.wait(30s)) return 1;
+      const auto after = mp::parent_process();  // the same snapshot: reparenting changes nothing
+      w.send(static_cast<int>(after ? after->pid() : -1));
+      w.send(static_cast<int>(after && after->is_alive()));
+      return 0;
+    });
+    inner.start();
+    inner.join();  // killed in here
+    return 0;
+  });
+  outer.start();
+  BOOST_REQUIRE(r.poll(30s));
+  BOOST_TEST(r.recv<int>() == 1);
+  outer.kill();  // the grandchild is orphaned
+  outer.join();
+  parent_gone.signal();
+  BOOST_REQUIRE(r.poll(30s));
+  BOOST_TEST(r.recv<int>() == outer.pid());
+  BOOST_REQUIRE(r.poll(30s));
+  BOOST_TEST(r.recv<int>() == 0);
+  w.close();
+}
+
 BOOST_AUTO_TEST_CASE(children_do_not_inherit_the_parents_children, *boost::unit_test::timeout(60)) {
   Gate release;
   std::vector<mp::Process> busy;

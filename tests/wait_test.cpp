@@ -1,12 +1,14 @@
 // wait(): the ready subset of connections, queues and process sentinels, and its timeout.
 #include "support/support.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace mptest;
@@ -172,6 +174,60 @@ BOOST_AUTO_TEST_CASE(without_pidfds_a_killed_process_is_noticed, *boost::unit_te
     p.kill();
     CHILD_REQUIRE(mp::wait({p}, 30s).size() == 1);
     CHILD_REQUIRE(p.exitcode() == -SIGKILL);
+    return 0;
+  });
+}
+
+BOOST_AUTO_TEST_CASE(without_pidfds_join_for_sleeps_and_join_collects_once, *boost::unit_test::timeout(60)) {
+  // The Process side of the path without pidfds: join_for() sleeps between looks, join() blocks
+  // in waitid, and a lister on another thread reaping the same children never makes a join fail.
+  CHECK_CHILD([] {
+    NoNewDescriptors limit;
+    CHILD_REQUIRE(limit.active());
+    mp::Event go;
+    std::vector<mp::Process> ps;
+    for (int i = 0; i < 8; ++i) {
+      ps.emplace_back([go](int k) { return go.wait_for(60s) ? k : 100; }, i);
+      ps.back().set_daemon(true);
+      ps.back().start();
+      CHILD_REQUIRE(ps.back().sentinel() == -1);
+    }
+    const double cpu0 = cpu_seconds();
+    const auto start = std::chrono::steady_clock::now();
+    CHILD_REQUIRE(!ps[0].join_for(200ms));
+    const double wall = seconds_since(start), cpu = cpu_seconds() - cpu0;
+    std::fprintf(stderr, "join_for(200 ms): %.3f s wall, %.3f s CPU\n", wall, cpu);
+    CHILD_REQUIRE(wall >= 0.19 && cpu < 0.5 * wall);
+    std::atomic<bool> stop{false};
+    std::atomic<long> listings{0};
+    std::thread lister([&] {
+      while (!stop.load()) {
+        (void)mp::active_children();
+        listings.fetch_add(1);
+      }
+    });
+    const bool listed = eventually([&] { return listings.load() > 0; });
+    go.set();
+    int sum = 0;
+    for (int i = 0; i < 8; ++i) {
+      try {
+        if (i % 2 == 0) {
+          ps[i].join();
+        } else if (!ps[i].join_for(30s)) {
+          break;
+        }
+        sum += ps[i].exitcode().value_or(-1000);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "join of child %d threw: %s\n", i, e.what());
+        sum = -1;
+        break;
+      }
+    }
+    stop.store(true);
+    lister.join();
+    CHILD_REQUIRE(listed);
+    CHILD_REQUIRE(sum == 7 * 8 / 2);
+    CHILD_REQUIRE(mp::active_children().empty());
     return 0;
   });
 }
