@@ -86,7 +86,9 @@ class SentinelWatcher {
     p.push_back({cancel_, POLLIN, 0});
     while (::poll(p.data(), p.size(), -1) < 0 && errno == EINTR) {
     }
-    // release: pairs with the futex_waitv on word() (the kernel compares it) and wakes it.
+    // relaxed would do: nothing is published through the word. Its only partner is the value
+    // compare inside futex_waitv (a wait that starts after this store returns at once); the
+    // waiter then finds the ended process with its own waitpid.
     word_.store(1, std::memory_order_release);
     detail::futex_wake(&word_, 1);
   }

@@ -104,8 +104,9 @@ std::optional<ProcessInfo> parent_process();
 
 //! Effects: reaps every child this process started with Process that has ended and not been
 //! joined yet (their Process objects keep the exit code; nothing is left a zombie).
-//! Returns: the children started with Process, in start order, that still run. Children of
-//! other processes (this one's parent's included) are never listed.
+//! Returns: the children started with Process, in start order, that still run — a Pool's
+//! workers included, as in Python. Children of other processes (this one's parent's included)
+//! and children made with a raw fork() are never listed.
 std::vector<ProcessInfo> active_children();
 
 class Process {
