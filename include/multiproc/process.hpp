@@ -45,7 +45,8 @@
 // one otherwise — also after a raw fork(), whose child keeps its parent's name and daemon flag
 // (as in Python) but has the forking process as its parent. active_children() lists the children
 // this process started with Process that still run, and reaps those that ended (their Process
-// objects then report the exit code); a forked child starts with none.
+// objects then report the exit code, -N for one a signal killed); a forked child starts with
+// none. A child whose parent died keeps it as parent_process(), whose is_alive() is then false.
 #pragma once
 
 #include <multiproc/detail/fork_hooks.hpp>
@@ -191,9 +192,10 @@ class Process {
   void close();
 
   //! "Process-<n>" unless set (n counts the Process objects constructed, from 1; a forked child
-  //! goes on from its parent's count, so names stay distinct in a tree); also used in
-  //! the child's crash message, as the child's current_process().name(), and by
-  //! active_children(). A name set after start() does not reach the running child.
+  //! goes on from its parent's count at the fork, so a default name is unique within one
+  //! process, not across a tree); also used in the child's crash message, as the child's
+  //! current_process().name(), and by active_children(). A name set after start() does not
+  //! reach the running child.
   const std::string& name() const noexcept { return name_; }
   Process& set_name(std::string name);
 
