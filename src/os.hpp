@@ -1,6 +1,7 @@
 // Private helpers over Linux process facts. Not installed.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <sys/types.h>
@@ -26,6 +27,14 @@ int available_cpus() noexcept;
 
 //! Whether thread `tid` of process `pid` still runs (not exited, not a zombie).
 bool thread_alive(pid_t pid, pid_t tid) noexcept;
+
+//! How long a waiter that cannot be woken when a child ends (no pidfd) sleeps before it looks at
+//! the child's exit status again, in its `round`-th sleep of one wait: 1, 2, 4, 8, then 16 ms.
+//! Short at first (a child that ends at once is seen at once), bounded so a long wait costs
+//! about 60 wake-ups a second.
+inline std::chrono::milliseconds exit_poll_slice(unsigned round) noexcept {
+  return std::chrono::milliseconds(1u << (round < 4 ? round : 4));
+}
 
 //! The demangled name of a mangled type name ("i" → "int"); the input if demangling fails.
 std::string demangle(const char* mangled);

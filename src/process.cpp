@@ -1,9 +1,11 @@
-// Process: fork, run, _exit; pidfd sentinels; exit codes in Python's convention.
+// Process: fork, run, _exit; pidfd sentinels; exit codes in Python's convention; the registry
+// of active children and this process's identity (current_process, parent_process).
 #include <multiproc/process.hpp>
 #include <multiproc/detail/fork_hooks.hpp>
 
 #include "os.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -11,7 +13,9 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <iostream>
+#include <mutex>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -21,7 +25,111 @@
 #include <unistd.h>
 
 namespace multiproc {
+namespace detail {
+
+// A started child's exit status. Shared by its Process (a move carries the pointer along) and,
+// until the child is reaped, by the registry of active children, so whoever reaps it first
+// records the status for both. Every field but pid is guarded by registry().mutex.
+struct ChildState {
+  pid_t pid = 0;
+  std::string name;              // the Process's name (set_name updates it)
+  bool daemon = false;
+  std::uint64_t start_time = 0;  // read from /proc when first listed; 0 until then
+  bool ended = false;            // reaped (or lost)
+  bool lost = false;             // reaped outside multiproc: the exit code is unknown
+  bool lost_reported = false;    // a Process call has thrown for the loss
+  std::optional<int> exitcode;
+};
+
+struct ProcessInfoAccess {
+  static ProcessInfo make(pid_t pid, std::string name, bool daemon, std::uint64_t start_time) {
+    return ProcessInfo(pid, std::move(name), daemon, start_time);
+  }
+};
+
+}  // namespace detail
+
 namespace {
+
+using detail::ChildState;
+using detail::ProcessInfoAccess;
+
+// What this process knows about itself and its children. One mutex guards all of it; the atfork
+// handlers below hold it across every fork, so no child inherits it locked or half-updated.
+struct Registry {
+  std::mutex mutex;
+  std::vector<std::shared_ptr<ChildState>> active;  // started with Process, not reaped; in order
+  std::string self_name = "MainProcess";
+  bool self_daemon = false;
+  std::optional<ProcessInfo> parent;
+  pid_t forker_pid = 0;  // the process that is forking, and its start time: set by prepare_fork
+  std::uint64_t forker_start = 0;
+};
+
+Registry& registry() {
+  static Registry* r = new Registry;  // never destroyed: a Process may outlive static destructors
+  return *r;
+}
+
+void prepare_fork() noexcept {
+  Registry& r = registry();
+  const std::uint64_t start = detail::self_start_time();  // cached: see the registration below
+  r.mutex.lock();
+  r.forker_pid = ::getpid();
+  r.forker_start = start;
+}
+
+void parent_after_fork() noexcept { registry().mutex.unlock(); }
+
+// Every forked child, raw fork() included: the parent's children are not its children, and its
+// parent is the process that forked it, under the name that process had.
+void child_after_fork() noexcept {
+  Registry& r = registry();
+  r.active.clear();
+  r.parent.reset();
+  try {
+    r.parent = ProcessInfoAccess::make(r.forker_pid, r.self_name, r.self_daemon, r.forker_start);
+  } catch (...) {  // out of memory: no parent rather than a wrong one
+  }
+  r.mutex.unlock();
+}
+
+const bool g_atfork_registered = [] {
+  // Fill the pid cache first: filling it registers an atfork handler of its own, which must not
+  // happen inside prepare_fork (glibc holds its atfork lock while the handlers run).
+  (void)detail::self_start_time();
+  ::pthread_atfork(&prepare_fork, &parent_after_fork, &child_after_fork);
+  return true;
+}();
+
+// Collects the child's exit status if it has ended. Requires registry().mutex.
+bool poll_locked(ChildState& c) noexcept {
+  if (c.ended) return true;
+  int status = 0;
+  for (;;) {
+    const pid_t r = ::waitpid(c.pid, &status, WNOHANG);
+    if (r == c.pid) {
+      c.ended = true;
+      if (WIFEXITED(status)) {
+        c.exitcode = WEXITSTATUS(status);
+      } else if (WIFSIGNALED(status)) {
+        c.exitcode = -WTERMSIG(status);
+      }
+      return true;
+    }
+    if (r == 0) return false;
+    if (errno == EINTR) continue;
+    c.ended = true;  // ECHILD: someone else reaped it (SIGCHLD ignored, or waitpid(-1))
+    c.lost = true;
+    return true;
+  }
+}
+
+// Takes a child off the active list (if it is there). Requires registry().mutex.
+void unlist_locked(Registry& r, const std::shared_ptr<ChildState>& c) noexcept {
+  const auto it = std::find(r.active.begin(), r.active.end(), c);
+  if (it != r.active.end()) r.active.erase(it);
+}
 
 std::atomic<unsigned> process_counter{0};
 
@@ -53,9 +161,58 @@ void reset_crash_signals() noexcept {
   }
 }
 
+// Signals the child through its pidfd when there is one: even if someone else reaped it (SIGCHLD
+// ignored, waitpid(-1)) and its pid was reused, the signal cannot reach another process.
+void send_signal(int pidfd, pid_t pid, int sig) noexcept {
+#ifdef SYS_pidfd_send_signal
+  if (pidfd >= 0) {
+    ::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0);
+    return;
+  }
+#endif
+  (void)pidfd;
+  ::kill(pid, sig);
+}
+
 }  // namespace
 
 int cpu_count() noexcept { return detail::available_cpus(); }
+
+// ---- who am I -------------------------------------------------------------------------------
+
+bool ProcessInfo::is_alive() const noexcept { return detail::process_alive(pid_, start_time_); }
+
+ProcessInfo current_process() {
+  const std::uint64_t start = detail::self_start_time();
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  return ProcessInfoAccess::make(::getpid(), r.self_name, r.self_daemon, start);
+}
+
+std::optional<ProcessInfo> parent_process() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  return r.parent;
+}
+
+std::vector<ProcessInfo> active_children() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (const auto& c : r.active) poll_locked(*c);  // reaps the ended ones
+  r.active.erase(std::remove_if(r.active.begin(), r.active.end(),
+                                [](const std::shared_ptr<ChildState>& c) { return c->ended; }),
+                 r.active.end());
+  std::vector<ProcessInfo> out;
+  out.reserve(r.active.size());
+  for (const auto& c : r.active) {
+    // Not reaped, so its pid cannot have been reused yet: the start time read now is its own.
+    if (c->start_time == 0) c->start_time = detail::process_start_time(c->pid);
+    out.push_back(ProcessInfoAccess::make(c->pid, c->name, c->daemon, c->start_time));
+  }
+  return out;
+}
+
+// ---- Process --------------------------------------------------------------------------------
 
 Process::Process() : Process(Target{}) {}
 
@@ -67,10 +224,10 @@ Process::Process(Process&& other) noexcept
       captured_(std::move(other.captured_)),
       name_(std::move(other.name_)),
       daemon_(other.daemon_),
+      closed_(std::exchange(other.closed_, false)),
       pid_(std::exchange(other.pid_, 0)),
       pidfd_(std::exchange(other.pidfd_, -1)),
-      reaped_(std::exchange(other.reaped_, false)),
-      exitcode_(std::exchange(other.exitcode_, std::nullopt)) {}
+      child_(std::move(other.child_)) {}
 
 Process& Process::operator=(Process&& other) noexcept {
   if (this != &other) {
@@ -79,10 +236,10 @@ Process& Process::operator=(Process&& other) noexcept {
     captured_ = std::move(other.captured_);
     name_ = std::move(other.name_);
     daemon_ = other.daemon_;
+    closed_ = std::exchange(other.closed_, false);
     pid_ = std::exchange(other.pid_, 0);
     pidfd_ = std::exchange(other.pidfd_, -1);
-    reaped_ = std::exchange(other.reaped_, false);
-    exitcode_ = std::exchange(other.exitcode_, std::nullopt);
+    child_ = std::move(other.child_);
   }
   return *this;
 }
@@ -90,19 +247,24 @@ Process& Process::operator=(Process&& other) noexcept {
 Process::~Process() { finish(); }
 
 void Process::finish() noexcept {
-  if (pid_ != 0 && !reaped_) {
+  if (pid_ != 0 && !closed_) {
     try {
-      if (daemon_) {
-        terminate();
-        if (!join_for(std::chrono::seconds(1))) {
-          kill();
+      if (!try_reap()) {
+        if (daemon_) {
+          terminate();
+          if (!join_for(std::chrono::seconds(1))) {
+            kill();
+            join();
+          }
+        } else {
           join();
         }
-      } else {
-        join();
       }
     } catch (...) {  // destructors never throw; the child was reaped elsewhere
     }
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    unlist_locked(r, child_);
   }
   if (pidfd_ >= 0) {
     ::close(pidfd_);
@@ -112,10 +274,16 @@ void Process::finish() noexcept {
 
 Process& Process::set_name(std::string name) {
   name_ = std::move(name);
+  if (child_) {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    child_->name = name_;
+  }
   return *this;
 }
 
 Process& Process::set_daemon(bool daemon) {
+  require_open("set_daemon()");
   if (pid_ != 0) {
     throw Error(errc::bad_state, "Process '" + name_ + "': set_daemon after start()");
   }
@@ -123,14 +291,25 @@ Process& Process::set_daemon(bool daemon) {
   return *this;
 }
 
+void Process::require_open(const char* action) const {
+  if (closed_) {
+    throw Error(errc::bad_state, "Process '" + name_ + "': " + action + ": process object is closed");
+  }
+}
+
 void Process::require_started(const char* action) const {
+  require_open(action);
   if (pid_ == 0) {
     throw Error(errc::bad_state, "Process '" + name_ + "': " + action + " before start()");
   }
 }
 
 void Process::start() {
+  require_open("start()");
   if (pid_ != 0) throw Error(errc::bad_state, "Process '" + name_ + "': already started");
+  auto child = std::make_shared<ChildState>();  // before the fork: nothing may fail after it
+  child->name = name_;
+  child->daemon = daemon_;
   flush_stdio();  // or the child would print the parent's buffered output a second time
   const pid_t parent = ::getpid();
   // When the target captured handles that track holders, the child waits until the parent has
@@ -150,6 +329,13 @@ void Process::start() {
     throw Error::from_errno(errno, "Process '" + name_ + "': fork failed");
   }
   if (pid == 0) {
+    {
+      // child_after_fork made the parent our parent_process(); this is who we are.
+      Registry& r = registry();
+      std::lock_guard<std::mutex> lock(r.mutex);
+      r.self_name = name_;
+      r.self_daemon = daemon_;
+    }
     if (registered[0] >= 0) {
       ::close(registered[1]);
       char c;
@@ -166,6 +352,13 @@ void Process::start() {
   }
   pid_ = pid;
   pidfd_ = open_pidfd(pid);
+  child->pid = pid;
+  child_ = child;
+  {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    r.active.push_back(std::move(child));
+  }
   detail::notify_forked(pid, captured_);  // before the parent can close its copies of handles
   if (registered[0] >= 0) {
     ::close(registered[0]);
@@ -202,59 +395,44 @@ void Process::run_child() {
   ::_exit(code);
 }
 
-void Process::reap(int status) {
-  reaped_ = true;
-  if (WIFEXITED(status)) {
-    exitcode_ = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    exitcode_ = -WTERMSIG(status);
-  }
-}
-
 bool Process::try_reap() {
-  if (reaped_) return true;
-  int status = 0;
-  for (;;) {
-    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) {
-      reap(status);
-      return true;
-    }
-    if (r == 0) return false;
-    if (errno == EINTR) continue;
-    reaped_ = true;  // ECHILD: someone else reaped it (SIGCHLD ignored, or waitpid(-1))
-    throw Error::from_errno(errno, "Process '" + name_ + "' (pid " + std::to_string(pid_) +
-                                       "): cannot collect its exit status");
+  Registry& r = registry();
+  std::unique_lock<std::mutex> lock(r.mutex);
+  if (!poll_locked(*child_)) return false;
+  unlist_locked(r, child_);
+  if (child_->lost && !child_->lost_reported) {
+    child_->lost_reported = true;
+    lock.unlock();
+    throw Error::from_errno(ECHILD, "Process '" + name_ + "' (pid " + std::to_string(pid_) +
+                                        "): cannot collect its exit status");
   }
+  return true;
 }
 
 void Process::join() {
   require_started("join()");
-  if (reaped_) return;
-  int status = 0;
-  for (;;) {
-    const pid_t r = ::waitpid(pid_, &status, 0);
-    if (r == pid_) {
-      reap(status);
-      return;
+  while (!try_reap()) {
+    // Sleep until it ends, reaping nothing: the status is collected under the lock above.
+    if (pidfd_ >= 0) {
+      pollfd pfd{pidfd_, POLLIN, 0};
+      ::poll(&pfd, 1, -1);
+    } else {
+      siginfo_t info{};
+      ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT);  // ECHILD: reaped
     }
-    if (errno == EINTR) continue;
-    reaped_ = true;
-    throw Error::from_errno(errno, "Process '" + name_ + "' (pid " + std::to_string(pid_) +
-                                       "): cannot collect its exit status");
   }
 }
 
 bool Process::join_until(detail::Clock::time_point deadline) {
   require_started("join_for()");
   if (try_reap()) return true;
-  for (;;) {
+  if (deadline == detail::Clock::time_point::max()) {
+    join();
+    return true;
+  }
+  for (unsigned round = 0;; ++round) {
     const auto now = detail::Clock::now();
     if (now >= deadline) return try_reap();
-    if (deadline == detail::Clock::time_point::max()) {
-      join();
-      return true;
-    }
     const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
     if (pidfd_ >= 0) {
       timespec ts{};
@@ -263,48 +441,63 @@ bool Process::join_until(detail::Clock::time_point deadline) {
       pollfd pfd{pidfd_, POLLIN, 0};
       ::ppoll(&pfd, 1, &ts, nullptr);
     } else {
-      // No pidfd (kernel older than 5.3): poll the exit status with short sleeps.
-      std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(
-          left, std::chrono::milliseconds(2)));
+      // No pidfd: look at the exit status again after a short sleep.
+      std::this_thread::sleep_for(
+          std::min<std::chrono::nanoseconds>(left, detail::exit_poll_slice(round)));
     }
     if (try_reap()) return true;
   }
 }
 
 bool Process::is_alive() {
-  if (pid_ == 0 || reaped_) return false;
+  require_open("is_alive()");
+  if (pid_ == 0) return false;
   return !try_reap();
 }
 
 std::optional<int> Process::exitcode() {
+  require_open("exitcode()");
   if (pid_ == 0) return std::nullopt;
   try_reap();
-  return exitcode_;
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  return child_->exitcode;
 }
-
-namespace {
-// Signals the child through its pidfd when there is one: even if someone else reaped it (SIGCHLD
-// ignored, waitpid(-1)) and its pid was reused, the signal cannot reach another process.
-void send_signal(int pidfd, pid_t pid, int sig) {
-#ifdef SYS_pidfd_send_signal
-  if (pidfd >= 0) {
-    ::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0);
-    return;
-  }
-#endif
-  (void)pidfd;
-  ::kill(pid, sig);
-}
-}  // namespace
 
 void Process::terminate() {
   require_started("terminate()");
-  if (!reaped_) send_signal(pidfd_, pid_, SIGTERM);
+  // Under the lock: nobody can reap the child (freeing its pid for reuse) before the signal.
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  if (!child_->ended) send_signal(pidfd_, pid_, SIGTERM);
 }
 
 void Process::kill() {
   require_started("kill()");
-  if (!reaped_) send_signal(pidfd_, pid_, SIGKILL);
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  if (!child_->ended) send_signal(pidfd_, pid_, SIGKILL);
+}
+
+void Process::close() {
+  if (closed_) return;
+  if (pid_ != 0) {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    if (!poll_locked(*child_)) {
+      throw Error(errc::bad_state, "Process '" + name_ + "' (pid " + std::to_string(pid_) +
+                                       "): close() while it is still running");
+    }
+    unlist_locked(r, child_);
+  }
+  if (pidfd_ >= 0) {
+    ::close(pidfd_);
+    pidfd_ = -1;
+  }
+  closed_ = true;
+  child_.reset();
+  target_ = nullptr;  // releases the handles the target holds
+  captured_.clear();
 }
 
 }  // namespace multiproc

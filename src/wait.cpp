@@ -1,14 +1,19 @@
 // wait(): readiness of connections, queues and process sentinels; one futex_waitv over all.
 #include <multiproc/wait.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 #include <linux/futex.h>
+#include <memory>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <system_error>
 #include <thread>
 #include <unistd.h>
+
+#include "os.hpp"
 
 namespace multiproc {
 namespace {
@@ -47,31 +52,48 @@ bool futex_waitv_until(const std::vector<const std::atomic<std::uint32_t>*>& wor
 // Watches pidfds on a helper thread and turns a ready one into a futex wake on `word`.
 class SentinelWatcher {
  public:
-  explicit SentinelWatcher(std::vector<int> fds) : fds_(std::move(fds)) {
-    cancel_ = ::eventfd(0, EFD_CLOEXEC);
-    thread_ = std::thread([this] { run(); });
+  //! Returns: a running watcher, or nullptr if it cannot start (no eventfd, e.g. at the
+  //! open-file limit, or no thread): the caller then polls the processes in sleeps instead.
+  static std::unique_ptr<SentinelWatcher> start(std::vector<int> fds) {
+    const int cancel = ::eventfd(0, EFD_CLOEXEC);
+    if (cancel < 0) return nullptr;
+    std::unique_ptr<SentinelWatcher> w(new SentinelWatcher(std::move(fds), cancel));
+    try {
+      w->thread_ = std::thread([p = w.get()] { p->run(); });
+    } catch (const std::system_error&) {
+      return nullptr;  // the destructor closes the eventfd; no thread to join
+    }
+    return w;
   }
   ~SentinelWatcher() {
-    const std::uint64_t one = 1;
-    if (::write(cancel_, &one, sizeof one) < 0) {
+    if (thread_.joinable()) {
+      const std::uint64_t one = 1;
+      while (::write(cancel_, &one, sizeof one) < 0 && errno == EINTR) {
+      }
+      thread_.join();
     }
-    thread_.join();
     ::close(cancel_);
   }
+  SentinelWatcher(const SentinelWatcher&) = delete;
+  SentinelWatcher& operator=(const SentinelWatcher&) = delete;
   const std::atomic<std::uint32_t>* word() const { return &word_; }
 
  private:
+  SentinelWatcher(std::vector<int> fds, int cancel) : fds_(std::move(fds)), cancel_(cancel) {}
   void run() {
     std::vector<pollfd> p;
     for (int fd : fds_) p.push_back({fd, POLLIN, 0});
     p.push_back({cancel_, POLLIN, 0});
     while (::poll(p.data(), p.size(), -1) < 0 && errno == EINTR) {
     }
+    // relaxed would do: nothing is published through the word. Its only partner is the value
+    // compare inside futex_waitv (a wait that starts after this store returns at once); the
+    // waiter then finds the ended process with its own waitpid.
     word_.store(1, std::memory_order_release);
     detail::futex_wake(&word_, 1);
   }
   std::vector<int> fds_;
-  int cancel_ = -1;
+  int cancel_;
   std::atomic<std::uint32_t> word_{0};
   std::thread thread_;
 };
@@ -127,12 +149,22 @@ std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
     return ready;
   };
 
+  // Processes nothing wakes us for (no pidfd, or no watcher thread) are polled: the sleep below
+  // ends after a short slice (os.hpp) and the next round looks at their exit status again.
+  bool unwatched = sentinels.size() < static_cast<std::size_t>(std::count_if(
+                                          items.begin(), items.end(),
+                                          [](const Item& it) { return it.process != nullptr; }));
   std::unique_ptr<SentinelWatcher> watcher;
-  for (;;) {
+  bool watcher_tried = false;
+  for (unsigned round = 0;; ++round) {
     auto ready = collect(true);
     if (!ready.empty()) return ready;
     if (deadline != nullptr && Clock::now() >= *deadline) return ready;
-    if (!sentinels.empty() && !watcher) watcher = std::make_unique<SentinelWatcher>(sentinels);
+    if (!sentinels.empty() && !watcher_tried) {
+      watcher_tried = true;
+      watcher = SentinelWatcher::start(sentinels);
+      if (!watcher) unwatched = true;
+    }
 
     // Register as a sleeper on every channel, fence, read the epochs, look once more, sleep.
     std::vector<const std::atomic<std::uint32_t>*> words;
@@ -160,8 +192,14 @@ std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
       words.push_back(watcher->word());
       values.push_back(0);
     }
-    if (collect(false).empty() && !words.empty()) {
-      futex_waitv_until(words, values, detail::next_slice(deadline));
+    if (collect(false).empty()) {
+      auto until = detail::next_slice(deadline);
+      if (unwatched) until = std::min(until, Clock::now() + detail::exit_poll_slice(round));
+      if (words.empty()) {
+        std::this_thread::sleep_until(until);  // only processes to poll (or nothing at all)
+      } else {
+        futex_waitv_until(words, values, until);
+      }
     }
   }
 }

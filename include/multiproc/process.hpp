@@ -10,15 +10,16 @@
 // multiproc handle it inherited (captured by the callable or passed as an argument) refers to the
 // same shared object. Arguments are decay-copied when the Process is constructed.
 //
-// Exit code: an int returned by the callable (0..255 as the OS keeps it; other integral types are
-// converted to int), 0 for any other return type; 1 for an uncaught exception, whose type and
-// what() the child prints to stderr first; -N when signal N killed it. The child never returns
-// into the parent's code: it leaves with _exit() after flushing stdio, so the parent's static
-// destructors, atexit handlers and test framework never run in it. The parent flushes its own
-// stdio before fork so that buffered output is not printed twice. Synchronous crash signals
-// (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS) are reset to their default action
-// in the child, so a crash ends the child and shows in exitcode() instead of running a handler
-// the parent installed.
+// Exit code: what the callable returns when that is an integral type other than bool (converted
+// to int; the OS keeps the low 8 bits, so -1 reads 255 and 300 reads 44); 0 when it returns bool
+// (true would read as a failure, so a bool is not taken as an exit code) or anything else; 1 for
+// an uncaught exception, whose type and what() the child prints to stderr first; -N when signal
+// N killed it. The child never returns into the parent's code: it leaves with _exit() after
+// flushing stdio, so the parent's static destructors, atexit handlers and test framework never
+// run in it. The parent flushes its own stdio before fork so that buffered output is not printed
+// twice. Synchronous crash signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS)
+// are reset to their default action in the child, so a crash ends the child and shows in
+// exitcode() instead of running a handler the parent installed.
 //
 // Handles the callable and the arguments hold by value belong to the child: a Pipe end captured
 // that way counts the child as one of its holders from start() on (see pipe.hpp), while ends the
@@ -30,8 +31,22 @@
 // Destroying a started, unjoined Process joins it; a daemon child is terminated (SIGTERM, then
 // SIGKILL after a second) and reaped. A daemon child is also killed if the thread that started it
 // exits (Linux's parent-death signal), so it never outlives its parent. Not thread-safe: one
-// thread at a time uses a given Process. Fork in a program with other threads has the usual
-// limits: only the forking thread exists in the child.
+// thread at a time uses a given Process (active_children() may run on any thread meanwhile: the
+// exit status is collected under one lock, whoever collects it). Fork in a program with other
+// threads has the usual limits: only the forking thread exists in the child.
+//
+// The end of a child is watched through its pidfd. Without one (Linux < 5.3, or pidfd_open
+// failing, e.g. at the open-file limit), join_for() and multiproc::wait() poll the exit status
+// in sleeps of 1 to 16 ms; join() blocks in waitid().
+//
+// Who am I: current_process() describes the calling process: "MainProcess" in the process that
+// never came from a Process, else the name its Process had at start(); pid(); daemon().
+// parent_process() is nullopt in the main process and describes the process that forked this
+// one otherwise — also after a raw fork(), whose child keeps its parent's name and daemon flag
+// (as in Python) but has the forking process as its parent. active_children() lists the children
+// this process started with Process that still run, and reaps those that ended (their Process
+// objects then report the exit code, -N for one a signal killed); a forked child starts with
+// none. A child whose parent died keeps it as parent_process(), whose is_alive() is then false.
 #pragma once
 
 #include <multiproc/detail/fork_hooks.hpp>
@@ -39,15 +54,61 @@
 #include <multiproc/error.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <sys/types.h>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace multiproc {
+
+namespace detail {
+struct ChildState;  // a started child's exit status, shared with the active_children() registry
+struct ProcessInfoAccess;
+}  // namespace detail
+
+//! A snapshot of one process's identity, as current_process(), parent_process() and
+//! active_children() return it. A plain value: it stays valid (and safe) after the Process it
+//! describes is moved, closed or destroyed.
+class ProcessInfo {
+ public:
+  pid_t pid() const noexcept { return pid_; }
+  //! The name at the time of the snapshot (see the header comment).
+  const std::string& name() const noexcept { return name_; }
+  bool daemon() const noexcept { return daemon_; }
+  //! Returns: whether the process still runs (exists and is not a zombie). Checks the process's
+  //! start time too, so a pid reused by another process does not count. Reaps nothing.
+  bool is_alive() const noexcept;
+
+ private:
+  friend struct detail::ProcessInfoAccess;
+  ProcessInfo(pid_t pid, std::string name, bool daemon, std::uint64_t start_time)
+      : pid_(pid), name_(std::move(name)), daemon_(daemon), start_time_(start_time) {}
+  pid_t pid_;
+  std::string name_;
+  bool daemon_;
+  std::uint64_t start_time_;  // clock ticks since boot (/proc/<pid>/stat); 0 if unknown
+};
+
+//! Returns: the calling process: pid() is getpid(), name() "MainProcess" or the name of the
+//! Process that started it, daemon() as that Process had it (false in the main process).
+ProcessInfo current_process();
+
+//! Returns: the process that forked this one (by Process or a raw fork()), or nullopt in the main
+//! process. Its name() is what current_process().name() was there at the fork.
+std::optional<ProcessInfo> parent_process();
+
+//! Effects: reaps every child this process started with Process that has ended and not been
+//! joined yet (their Process objects keep the exit code; nothing is left a zombie).
+//! Returns: the children started with Process, in start order, that still run — a Pool's
+//! workers included, as in Python. Children of other processes (this one's parent's included)
+//! and children made with a raw fork() are never listed.
+std::vector<ProcessInfo> active_children();
 
 class Process {
  public:
@@ -83,14 +144,18 @@ class Process {
   ~Process();
 
   //! Effects: forks the child, which runs the target and exits.
-  //! Throws: Error(errc::bad_state) if already started; Error from errno if fork fails.
+  //! Throws: Error(errc::bad_state) if already started or closed; Error from errno if fork fails.
   void start();
 
   //! Effects: waits for the child to end and reaps it.
-  //! Throws: Error(errc::bad_state) if not started.
+  //! Throws: Error(errc::bad_state) if not started or closed. Error(ECHILD) if someone outside
+  //! multiproc reaped the child (SIGCHLD ignored, waitpid(-1)): reported once, by the first call
+  //! that finds it (join, join_for, is_alive, exitcode); from then on the Process counts as ended
+  //! with no exit code.
   void join();
 
   //! Returns: true if the child ended (and was reaped) within the timeout.
+  //! Throws: as join().
   template <class Rep, class Period>
   bool join_for(const std::chrono::duration<Rep, Period>& timeout) {
     return join_until(detail::deadline_after(timeout));
@@ -101,30 +166,45 @@ class Process {
   }
   bool join_until(detail::Clock::time_point deadline);
 
-  //! Returns: true between start() and the child's end.
+  //! Returns: true between start() and the child's end (reaps it once it ended).
+  //! Throws: Error(errc::bad_state) once closed; Error(ECHILD) as join().
   bool is_alive();
 
-  //! The child's pid; 0 before start().
+  //! The child's pid; 0 before start(). Still the pid after close().
   pid_t pid() const noexcept { return pid_; }
 
   //! Returns: the exit code once the child ended (see the header comment), else nullopt.
+  //! Throws: Error(errc::bad_state) once closed; Error(ECHILD) as join().
   std::optional<int> exitcode();
 
   //! Effects: sends SIGTERM / SIGKILL to a running child; does nothing after it ended.
-  //! Throws: Error(errc::bad_state) if not started.
+  //! Throws: Error(errc::bad_state) if not started or closed.
   void terminate();
   void kill();
 
-  //! "Process-<n>" unless set; also used in the child's crash message.
+  //! Effects: releases what the Process holds — the pidfd, the target and its captured handles —
+  //! and leaves active_children(). Calling it again does nothing. Allowed before start() (the
+  //! Process can then never start) and once the child ended (reaped here if need be).
+  //! Throws: Error(errc::bad_state), naming the process, while the child still runs. Afterwards
+  //! start, join, join_for, is_alive, exitcode, terminate, kill and set_daemon throw
+  //! Error(errc::bad_state, "... process object is closed"); name(), daemon() and pid() still
+  //! answer, sentinel() is -1.
+  void close();
+
+  //! "Process-<n>" unless set (n counts the Process objects constructed, from 1; a forked child
+  //! goes on from its parent's count at the fork, so a default name is unique within one
+  //! process, not across a tree); also used in the child's crash message, as the child's
+  //! current_process().name(), and by active_children(). A name set after start() does not
+  //! reach the running child.
   const std::string& name() const noexcept { return name_; }
   Process& set_name(std::string name);
 
   bool daemon() const noexcept { return daemon_; }
-  //! Throws: Error(errc::bad_state) after start().
+  //! Throws: Error(errc::bad_state) after start() or close().
   Process& set_daemon(bool daemon);
 
   //! A file descriptor that becomes readable when the child ends (a pidfd), for poll() or
-  //! multiproc::wait; -1 before start() or where the kernel has no pidfd.
+  //! multiproc::wait; -1 before start(), after close(), or where there is no pidfd (see above).
   int sentinel() const noexcept { return pidfd_; }
 
  private:
@@ -146,19 +226,19 @@ class Process {
   }
 
   [[noreturn]] void run_child();
-  void reap(int status);
-  bool try_reap();
-  void finish() noexcept;  // the destructor's work
+  bool try_reap();          // true once the child ended; throws as join() documents
+  void finish() noexcept;   // the destructor's work
+  void require_open(const char* action) const;
   void require_started(const char* action) const;
 
   Target target_;
   detail::Captured captured_;
   std::string name_;
   bool daemon_ = false;
+  bool closed_ = false;
   pid_t pid_ = 0;
   int pidfd_ = -1;
-  bool reaped_ = false;
-  std::optional<int> exitcode_;
+  std::shared_ptr<detail::ChildState> child_;  // from start() until close()
 };
 
 //! Number of CPUs this process may run on (sched_getaffinity), at least 1.

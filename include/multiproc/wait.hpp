@@ -7,9 +7,12 @@
 // Objects: a Connection that can receive (ready: a message, or EOF, is waiting), any Queue
 // (ready: a message is waiting, or it is closed), a Process (ready: it has ended — its sentinel).
 // wait() returns the indices of the ready objects as soon as one is ready; with a timeout, an
-// empty vector once it passes. A blocked wait() uses no CPU: it sleeps on the futex words of all
-// the queues and connections at once (futex_waitv), and a helper thread watches process sentinels
-// (pidfds) when any are listed. A peer's death is noticed within 100 ms.
+// empty vector once it passes (an empty list just sleeps until then — for ever without one). A
+// blocked wait() uses no CPU: it sleeps on the futex words of all the queues and connections at
+// once (futex_waitv), and a helper thread watches process sentinels (pidfds) when any are listed.
+// A Process without a pidfd (see process.hpp), or every Process when the helper cannot start (no
+// eventfd or thread, e.g. at the open-file limit), is polled instead: wait() looks at its exit
+// status between sleeps of 1 to 16 ms. A peer's death is noticed within 100 ms.
 #pragma once
 
 #include <multiproc/detail/channel.hpp>
@@ -47,7 +50,7 @@ std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
 
 //! Returns: the indices of the ready objects; blocks until at least one is ready.
 //! Throws: Error(errc::invalid_argument) for a Connection that cannot receive, or a Process not
-//! started.
+//! started; Error(errc::bad_state) for a closed Process; Error(ECHILD) as Process::join.
 inline std::vector<std::size_t> wait(const std::vector<Waitable>& objects) {
   return detail_wait(objects, nullptr);
 }
