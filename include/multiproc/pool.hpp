@@ -417,6 +417,7 @@ class AsyncResult {
     detail::on_job_finish(job_, [decode = decode_, f = std::move(f)](detail::JobState& job) {
       if (job.error) return;
       if constexpr (std::is_void_v<R>) {
+        (void)decode;
         f();
       } else {
         f(decode(job));
