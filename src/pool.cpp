@@ -1,8 +1,8 @@
 // Pool: a manager thread in the parent, one duplex Pipe and one shared "started" word per worker.
 //
 // The manager thread forks every worker (so that the workers' parent-death signal is tied to a
-// thread that lives as long as the pool), sends each worker at most a couple of tasks at a time
-// over its own Pipe (an idle worker first, then a second task to a busy one), and reads the
+// thread that lives as long as the pool), sends each worker at most two tasks at a time over its
+// own Pipe (an idle worker first; a busy one only the next chunk of its own call), and reads the
 // results back in order. Before running a task, a worker stores how many tasks it has started
 // into its word; when it dies, the manager reads every reply it sent, then compares: a started
 // task with no reply was running — that call fails with BrokenPool — and the tasks after it were
@@ -562,10 +562,11 @@ void PoolCore::handle_exit(std::size_t i) {
 }
 
 void PoolCore::dispatch() {
-  // First every idle worker gets a task; then, once no worker is still starting, a busy one may
-  // get a second small one that fits its ring's free space (so that it never waits for us between
-  // tasks, and sending never waits on a busy worker), within its maxtasksperchild budget. (While a
-  // worker starts, a second task could wait behind a long one though that worker will be free.)
+  // First every idle worker gets a task. Then, once no worker is still starting, a busy one may
+  // get the next chunk of the call it is running, if small enough to fit its ring's free space (so
+  // that it does not wait for us between the chunks of a map, and sending never waits on a busy
+  // worker) — never another call's task, which could wait behind a long task while another
+  // worker is free. All within the worker's maxtasksperchild budget.
   bool all_ready = true;
   for (const Worker& w : workers_) all_ready = all_ready && w.ready;
   const std::size_t max_depth = all_ready && static_cast<int>(workers_.size()) == n_ ? 2 : 1;
@@ -588,7 +589,9 @@ void PoolCore::dispatch() {
           }
           if (pending_.empty()) return;
           const std::size_t bytes = pending_.front().message.size();
-          const bool fits = w.outstanding.empty() || w.outstanding_bytes + bytes < kWorkerRing / 4;
+          const bool fits = w.outstanding.empty() ||
+                            (pending_.front().job == w.outstanding.front().job &&
+                             w.outstanding_bytes + bytes < kWorkerRing / 4);
           if (!fits) break;
           next = std::move(pending_.front());
           pending_.pop_front();
