@@ -321,10 +321,10 @@ bool producer_holder_dead(const EndState& e) noexcept {
 }
 }  // namespace
 
-bool ChannelRef::open_message_dead() const noexcept {
+bool ChannelRef::open_message_dead(bool ask_liveness) const noexcept {
   // acquire: pairs with the release stores of open_message; what was sent before is visible.
   const std::uint32_t open = c_->producer.open_message.load(std::memory_order_acquire);
-  if (open == kOpenStreaming) return producer_holder_dead(c_->producer);
+  if (open == kOpenStreaming) return ask_liveness && producer_holder_dead(c_->producer);
   // kOpenAbandoned, or kOpenNone: its sender finished (then its Last chunk would be visible,
   // and the caller saw no data) or the next sender cleared it.
   return true;

@@ -554,7 +554,7 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
     }
     if (slept && in_message &&
         ch.producer().open_message.load(std::memory_order_acquire) == kOpenStreaming &&
-        !ch.has_data() && ch.open_message_dead()) {
+        !ch.has_data() && ch.open_message_dead(true)) {
       in_message = false;  // its sender died mid-message; the next sender will also say so
     }
     ch.sleep_until(ch.state()->data,

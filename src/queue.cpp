@@ -229,8 +229,10 @@ bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned 
   std::memcpy(out.data(), src + sizeof total, static_cast<std::size_t>(got0));
   ch.consume(first);
   std::uint64_t got = got0;
+  bool idle = false;  // slept without data arriving: time to ask whether the sender lives
   for (;;) {
     if (ch.has_data()) {
+      idle = false;
       RecordHeader h;
       const unsigned char* p = ch.peek(h);
       if (p == nullptr) throw_corrupt_record(ch.what());
@@ -253,13 +255,14 @@ bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned 
       out.clear();
       throw_closed(ch, "get");
     }
-    if (ch.open_message_dead() && !ch.has_data()) {
+    if (ch.open_message_dead(idle) && !ch.has_data()) {
       out.clear();  // its sender died or gave up
       return false;
     }
     // Its sender is alive and sending: wait past any deadline (the message is half taken).
     ch.sleep_until(ch.state()->data,
                    [&] { return ch.data_hint() || ch.shut_down_immediately(); }, nullptr);
+    idle = true;
   }
 }
 

@@ -380,8 +380,9 @@ class ChannelRef {
   //! Messages ever published, all 64 bits (a snapshot).
   std::uint64_t messages_put() const noexcept;
   //! Whether the chunked message the consumer is assembling can never be completed: its sender
-  //! gave up or died, or the producer end moved on. Requires: the caller saw no data after it.
-  bool open_message_dead() const noexcept;
+  //! gave up, or the producer end moved on, or (only when `ask_liveness`: system calls) its
+  //! sender died. Requires: the caller saw no data after it.
+  bool open_message_dead(bool ask_liveness) const noexcept;
   //! The owner of the producer end: publishes that the chunked message it was sending is given
   //! up, and wakes the consumer assembling it.
   void abandon_message() const noexcept;
