@@ -37,8 +37,10 @@
 // consumer loop ends cleanly without sentinels. shutdown(true) (Python 3.13's immediate=True)
 // also discards what is queued: gets throw Closed at once, size() is 0, and a JoinableQueue
 // counts the discarded messages as done, so join() returns once the messages already taken are
-// marked done. Blocked putters and getters, in any process, wake and throw. size(), empty() and
-// full() are snapshots.
+// marked done. Blocked putters and getters, in any process, wake and throw. Both throw Closed,
+// as close() does (not a new ShutDown type): shutdown(false) is close(), and a consumer loop that
+// ends on Closed ends on either; the message says which. size(), empty() and full() are
+// snapshots.
 //
 // Shared by fork (copy the handle into the child's lambda) or by name (create_only / open_only /
 // open_or_create, checked against T). Any number of threads and processes may put and get.
@@ -54,8 +56,9 @@
 // 100 ms, or when the next message begins); a consumer killed mid-get leaves the message for the
 // next get — except a streamed message it had begun, which is lost (the next consumer skips its
 // remaining chunks). Nothing is duplicated or torn. A dead holder of an end's lease or mutex is
-// detected and replaced. shutdown() is one atomic store: a process killed inside it has shut the
-// queue down or not. For JoinableQueue, a consumer that dies between get() and task_done() (or
+// detected and replaced. shutdown(true) is one atomic read-modify-write (close() takes the
+// producer end's robust lock around one): a process killed inside it has shut the queue down or
+// not. For JoinableQueue, a consumer that dies between get() and task_done() (or
 // mid-way through a streamed message) leaves join() waiting (as in Python): use join_for(). A
 // message lost with its producer was never counted.
 #pragma once
@@ -97,7 +100,7 @@ bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
 //! immediately meanwhile; Error(errc::corrupt) for a damaged record.
 bool take_large(const ChannelRef& ch, const RecordHeader& h, const unsigned char* src,
                 std::vector<std::byte>& out);
-//! Capacity and ring bytes an unbounded queue gets (capacity 0), for records of `record_size`.
+//! The capacity an unbounded queue (capacity 0) gets, for records of `record_size` (0: variable).
 std::uint64_t unbounded_capacity(std::uint32_t record_size) noexcept;
 
 template <class T>
@@ -121,9 +124,11 @@ class QueueBase {
   //! Effects: appends v, blocking while the queue is full (v may be of any size).
   //! Throws: Closed after close() or shutdown(); what Codec<T>::encode throws (nothing is put).
   void put(const T& v) const { put_impl(v, nullptr, true); }
-  //! Returns: false (without waiting) if the queue is full. Throws: as put().
+  //! Returns: false (without waiting) if the queue is full — or, for a message larger than the
+  //! ring, if the ring had no room for its next chunk (it is given up). Throws: as put().
   bool try_put(const T& v) const { return put_impl(v, nullptr, false); }
-  //! Returns: false if the queue stayed full until the timeout. Throws: as put().
+  //! Returns: false if the queue stayed full until the timeout (a message larger than the ring:
+  //! if it was not through by then; it is given up). Throws: as put().
   template <class Rep, class Period>
   bool put_for(const T& v, const std::chrono::duration<Rep, Period>& timeout) const {
     const auto deadline = deadline_after(timeout);
@@ -136,10 +141,11 @@ class QueueBase {
   }
 
   //! Returns: the oldest message, blocking while the queue is empty.
-  //! Throws: Closed once the queue is closed and drained; what Codec<T>::decode throws (the
-  //! message is consumed then).
+  //! Throws: Closed once the queue is closed and drained, or at once after shutdown(true);
+  //! what Codec<T>::decode throws (the message is consumed then).
   T get() const { return *get_impl(nullptr, true); }
-  //! Returns: the oldest message, or nullopt (without waiting) if there is none. Throws: as get().
+  //! Returns: the oldest message, or nullopt (without waiting) if there is none. A streamed
+  //! message that has begun is waited for to its end, here and in get_for(). Throws: as get().
   std::optional<T> try_get() const { return get_impl(nullptr, false); }
   //! Returns: the oldest message, or nullopt if none arrived before the timeout. Throws: as get().
   template <class Rep, class Period>
