@@ -191,6 +191,9 @@ EndToken ChannelRef::acquire_slow(EndState& e, const Clock::time_point* deadline
     e.mode.store(kEndShared, std::memory_order_relaxed);
     e.revoke.store(0, std::memory_order_release);  // release: mode and slot first (weak CPUs)
   }
+  // A chunked message still marked as being sent has no sender any more: its holder finished
+  // its operation (or died in it) before we got here. Tell the consumer assembling it.
+  if (e.open_message.load(std::memory_order_relaxed) == kOpenStreaming) abandon_message_of(e);
   if (e.last_tid == me) {
     ++e.streak;
   } else {
@@ -264,15 +267,67 @@ unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const noexcep
   auto* h = reinterpret_cast<RecordHeader*>(ring_ + off);
   h->length = static_cast<std::uint32_t>(n);
   h->type = type;
-  p.pending = make_cursor(cursor_records(tail) + 1, bytes + span);
+  p.pending = make_cursor(cursor_records(tail) + record_counts(type), bytes + span);
   return ring_ + off + kRecordHeader;
 }
 
 void ChannelRef::publish(std::size_t /*n*/) const noexcept {
   EndState& p = c_->producer;
+  const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
   // release: pairs with the consumer's acquire load of the producer cursor; publishes the record.
   p.cursor.store(p.pending, std::memory_order_release);
+  // Refresh the 64-bit count when the 24-bit one crossed a multiple of kPutsRefresh.
+  if (cursor_records(p.pending) != cursor_records(tail) &&
+      (cursor_records(p.pending) & (kPutsRefresh - 1)) == 0) {
+    refresh_puts(p.pending);
+  }
   notify(c_->data, 1);
+}
+
+void ChannelRef::refresh_puts(std::uint64_t cursor) const noexcept {
+  // Only the producer end's owner writes puts_base; it lags the cursor by less than 2^21.
+  const std::uint64_t base = c_->puts_base.load(std::memory_order_relaxed);
+  // release: pairs with the acquire in messages_put().
+  c_->puts_base.store(base + ((cursor_records(cursor) - base) & kCursorRecordMask),
+                      std::memory_order_release);
+}
+
+std::uint64_t ChannelRef::messages_put() const noexcept {
+  // puts_base first, then the cursor: the base is never ahead of the cursor read after it, and
+  // never 2^24 behind (it is refreshed every kPutsRefresh messages, and the owner that died
+  // before a refresh is followed by one that refreshes at the next multiple).
+  const std::uint64_t base = c_->puts_base.load(std::memory_order_acquire);
+  const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
+  return base + ((cursor_records(tail) - base) & kCursorRecordMask);
+}
+
+void ChannelRef::abandon_message() const noexcept { abandon_message_of(c_->producer); }
+
+void ChannelRef::abandon_message_of(EndState& e) const noexcept {
+  // release: pairs with the acquire in open_message_dead(); every chunk sent is published.
+  e.open_message.store(kOpenAbandoned, std::memory_order_release);
+  notify(c_->data, INT_MAX);
+}
+
+namespace {
+// Whether the thread that holds a producer end (by lease or by its mutex) is gone.
+bool producer_holder_dead(const EndState& e) noexcept {
+  if (e.mode.load(std::memory_order_relaxed) == kEndLeased) {
+    const std::int32_t slot = e.lease_slot.load(std::memory_order_relaxed);
+    return slot >= 0 && slot < kHolderSlots && !holder_slot_alive(e.slots[slot]);
+  }
+  const pid_t tid = e.lock.owner.load(std::memory_order_relaxed);
+  return tid > 0 && !process_alive(tid, 0);  // a tid is visible in /proc like a pid
+}
+}  // namespace
+
+bool ChannelRef::open_message_dead(bool ask_liveness) const noexcept {
+  // acquire: pairs with the release stores of open_message; what was sent before is visible.
+  const std::uint32_t open = c_->producer.open_message.load(std::memory_order_acquire);
+  if (open == kOpenStreaming) return ask_liveness && producer_holder_dead(c_->producer);
+  // kOpenAbandoned, or kOpenNone: its sender finished (then its Last chunk would be visible,
+  // and the caller saw no data) or the next sender cleared it.
+  return true;
 }
 
 void ChannelRef::copy_wrapped_in(std::uint64_t off, const void* bytes,
@@ -293,7 +348,7 @@ void ChannelRef::copy_wrapped_out(std::uint64_t off, void* out, std::uint64_t si
 bool ChannelRef::data_hint() const noexcept {
   const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
   const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
-  return records_between(head, tail) != 0;
+  return bytes_between(head, tail) != 0;  // a message, or the beginning of a chunked one
 }
 
 const unsigned char* ChannelRef::peek(RecordHeader& out) const noexcept {
@@ -316,7 +371,7 @@ const unsigned char* ChannelRef::peek(RecordHeader& out) const noexcept {
     return nullptr;
   }
   out = h;
-  k.pending = make_cursor(cursor_records(head) + 1, bytes + record_span(h.length));
+  k.pending = make_cursor(cursor_records(head) + record_counts(h.type), bytes + record_span(h.length));
   return ring_ + off + kRecordHeader;
 }
 
@@ -367,8 +422,9 @@ bool ChannelRef::sleep_on(Signal& s, std::uint32_t epoch,
   return deadline == nullptr || Clock::now() < *deadline;
 }
 
-void ChannelRef::close() const noexcept {
-  c_->closed.store(1, std::memory_order_release);
+void ChannelRef::close(std::uint32_t bits) const noexcept {
+  // One read-modify-write: a process killed here has either closed the channel or not.
+  c_->closed.fetch_or(bits);
   for (Signal* s : {&c_->data, &c_->space, &c_->done_signal}) {
     s->epoch.fetch_add(1, std::memory_order_release);
     futex_wake(&s->epoch, INT_MAX);
@@ -380,6 +436,7 @@ void throw_corrupt_record(const std::string& what) {
 }
 
 std::uint64_t ChannelRef::size() const noexcept {
+  if (shut_down_immediately()) return 0;  // what is left is discarded
   const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
   const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
   return records_between(head, tail);

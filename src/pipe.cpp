@@ -163,15 +163,6 @@ bool end_open(HolderTable& t) {
   return true;
 }
 
-// Whether the thread that holds a producer end (by lease or by its mutex) is gone.
-bool producer_holder_dead(const EndState& e) {
-  if (e.mode.load(std::memory_order_relaxed) == kEndLeased) {
-    const std::int32_t slot = e.lease_slot.load(std::memory_order_relaxed);
-    return slot >= 0 && slot < kHolderSlots && !holder_slot_alive(e.slots[slot]);
-  }
-  const pid_t tid = e.lock.owner.load(std::memory_order_relaxed);
-  return tid > 0 && !process_alive(tid, 0);  // a tid is visible in /proc like a pid
-}
 
 const char* end_name(PipeEnd e) { return e == PipeEnd::first ? "first" : "second"; }
 
@@ -429,17 +420,17 @@ void ConnectionImpl::wait_room(std::size_t n) const {
 
 void ConnectionImpl::abort_open_message() const {
   EndState& e = send_.producer();
-  if (e.open_message == 0) return;
+  if (e.open_message.load(std::memory_order_relaxed) == kOpenNone) return;
   // The previous sender died (or threw) halfway through a chunked message: tell the receiver.
   wait_room(0);
   send_.append(0, kRecordAbort, [](unsigned char*) {});
-  e.open_message = 0;
+  e.open_message.store(kOpenNone, std::memory_order_release);
 }
 
 void ConnectionImpl::stream(const std::byte* data, std::size_t n) const {
   EndState& e = send_.producer();
   const std::size_t maxp = send_.max_record_payload();
-  e.open_message = 1;
+  e.open_message.store(kOpenStreaming, std::memory_order_relaxed);  // published with the First
   // First chunk: the total length, then as much as fits.
   const std::uint64_t total = n;
   std::size_t part = std::min(n, maxp - sizeof total);
@@ -456,7 +447,7 @@ void ConnectionImpl::stream(const std::byte* data, std::size_t n) const {
     send_.append(part, type, [&](unsigned char* dst) { std::memcpy(dst, data + sent, part); });
     sent += part;
   }
-  e.open_message = 0;
+  e.open_message.store(kOpenNone, std::memory_order_release);
 }
 
 // Holds an end for a scope.
@@ -561,8 +552,9 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
       }
       continue;
     }
-    if (slept && in_message && ch.producer().open_message != 0 &&
-        producer_holder_dead(ch.producer())) {
+    if (slept && in_message &&
+        ch.producer().open_message.load(std::memory_order_acquire) == kOpenStreaming &&
+        !ch.has_data() && ch.open_message_dead(true)) {
       in_message = false;  // its sender died mid-message; the next sender will also say so
     }
     ch.sleep_until(ch.state()->data,
@@ -675,6 +667,24 @@ void Connection::send_bytes(const void* data, std::size_t n) const {
   } else {
     impl_->stream(bytes, n);
   }
+}
+
+void Connection::send_bytes(const void* data, std::size_t length, std::ptrdiff_t offset,
+                            std::optional<std::ptrdiff_t> size) const {
+  // Python's checks, in Python's order, with Python's words.
+  auto invalid = [this](const char* why) {
+    throw Error(errc::invalid_argument, impl_->what_ + ": send_bytes: " + why);
+  };
+  if (offset < 0) invalid("offset is negative");
+  const auto off = static_cast<std::size_t>(offset);
+  if (length < off) invalid("buffer length < offset");
+  std::size_t n = length - off;
+  if (size) {
+    if (*size < 0) invalid("size is negative");
+    if (static_cast<std::size_t>(*size) > n) invalid("buffer length < offset + size");
+    n = static_cast<std::size_t>(*size);
+  }
+  send_bytes(static_cast<const std::byte*>(data) + off, n);
 }
 
 void Connection::send_with(std::size_t n, void (*encode)(void*, std::byte*), void* ctx) const {

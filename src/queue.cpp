@@ -4,7 +4,9 @@
 
 #include "os.hpp"
 
+#include <algorithm>
 #include <climits>
+#include <cstring>
 
 namespace multiproc {
 namespace detail {
@@ -14,8 +16,22 @@ void throw_decode_error(const char* type, std::size_t got, const char* why) {
                                  std::to_string(got) + " bytes: " + why);
 }
 
+namespace {
+// The ring of an unbounded queue (capacity 0): large, and sparse until messages pass through.
+constexpr std::uint64_t kUnboundedRingBytes = std::uint64_t{64} << 20;
+}  // namespace
+
+std::uint64_t unbounded_capacity(std::uint32_t record_size) noexcept {
+  if (record_size == 0) return kMaxCapacity;
+  return std::clamp<std::uint64_t>(kUnboundedRingBytes / record_size, 1, kMaxCapacity);
+}
+
 SegmentLayout queue_layout(Kind kind, const ElementType& element, std::uint64_t capacity,
                            std::uint32_t record_size, std::uint64_t bytes, const std::string& what) {
+  if (capacity == 0) {  // unbounded, as Python's maxsize <= 0: as large as is sensible
+    capacity = unbounded_capacity(record_size);
+    if (record_size == 0 && bytes == 0) bytes = kUnboundedRingBytes;
+  }
   const std::uint64_t ring = ring_bytes_for(capacity, record_size, bytes, what);
   SegmentLayout layout;
   layout.kind = kind;
@@ -48,44 +64,206 @@ ChannelState* queue_state(const Segment& seg, std::uint32_t record_size) {
   return c;
 }
 
-void throw_too_large(const std::string& what, std::size_t n, std::size_t max) {
-  throw Error(errc::too_large, what + ": a message of " + std::to_string(n) +
-                                   " bytes can never fit (at most " + std::to_string(max) +
-                                   " per message; create the queue with more bytes)");
-}
-
-void throw_closed(const std::string& what, const char* operation) {
-  throw Closed(what + ": " + operation + (std::string(operation) == "put"
-                                              ? " on a closed queue"
-                                              : " on a closed queue that has been drained"));
+void throw_closed(const ChannelRef& ch, const char* operation) {
+  const bool put = std::string(operation) == "put";
+  const char* state = ch.shut_down_immediately()
+                          ? " on a queue shut down immediately (what was queued is discarded)"
+                      : put ? " on a closed queue"
+                            : " on a closed queue that has been drained";
+  throw Closed(ch.what() + ": " + operation + state);
 }
 
 namespace {
-constexpr std::uint64_t kRecordMask = (std::uint64_t{1} << 24) - 1;
-std::uint64_t unfinished(const ChannelState* c, std::uint64_t done) noexcept {
-  const std::uint64_t put = cursor_records(c->producer.cursor.load(std::memory_order_acquire));
-  return (put - done) & kRecordMask;
+
+// Messages put and not yet marked done, all 64 bits: puts - done, less what an immediate
+// shutdown discarded (the messages still in the ring: nobody can take them any more).
+// `done` is read before this call; the cursor once, before the consumer's: every stale value
+// errs towards more unfinished, never fewer.
+std::uint64_t unfinished(const ChannelRef& ch, std::uint64_t done) noexcept {
+  ChannelState* c = ch.state();
+  const bool discarded = ch.shut_down_immediately();
+  const std::uint64_t base = c->puts_base.load(std::memory_order_acquire);
+  const std::uint64_t tail = c->producer.cursor.load(std::memory_order_acquire);
+  const std::uint64_t puts = base + ((cursor_records(tail) - base) & kCursorRecordMask);
+  std::uint64_t left = 0;
+  if (discarded) left = records_between(c->consumer.cursor.load(std::memory_order_acquire), tail);
+  const std::uint64_t taken = puts - left;
+  return taken > done ? taken - done : 0;
 }
+
 }  // namespace
 
-void task_done(ChannelState* c, const std::string& what) {
+void task_done(const ChannelRef& ch) {
+  ChannelState* c = ch.state();
   std::uint64_t done = c->done.load(std::memory_order_relaxed);
   for (;;) {
-    if (unfinished(c, done) == 0) {
-      throw Error(errc::bad_state, what + ": task_done() called more times than messages were put");
+    if (unfinished(ch, done) == 0) {
+      throw Error(errc::bad_state,
+                  ch.what() + ": task_done() called more times than messages were put");
     }
     if (c->done.compare_exchange_weak(done, done + 1)) break;
   }
-  if (unfinished(c, done + 1) == 0) ChannelRef::notify(c->done_signal, INT_MAX);
+  if (unfinished(ch, done + 1) == 0) ChannelRef::notify(c->done_signal, INT_MAX);
 }
 
 bool join_until(const ChannelRef& ch, const Clock::time_point* deadline) {
   ChannelState* c = ch.state();
-  auto all_done = [c] { return unfinished(c, c->done.load(std::memory_order_acquire)) == 0; };
+  auto all_done = [&] { return unfinished(ch, c->done.load(std::memory_order_acquire)) == 0; };
   while (!all_done()) {
     if (!ch.sleep_until(c->done_signal, all_done, deadline)) return all_done();
   }
   return true;
+}
+
+// ---- messages larger than a record -----------------------------------------------------------
+//
+// The producer holds its end from the first chunk to the last, so chunks of one message are
+// contiguous; open_message says a message is half sent (kOpenStreaming) or given up
+// (kOpenAbandoned). The next producer to take the end just clears it: a consumer that was
+// assembling the dead message drops it when it sees the next message begin, or when it finds no
+// more data and open_message_dead().
+
+namespace {
+
+class HeldProducer {
+ public:
+  HeldProducer(const ChannelRef& ch, const Clock::time_point* deadline)
+      : ch_(ch), t_(ch.acquire(ch.producer(), deadline)) {}
+  ~HeldProducer() { release(); }
+  HeldProducer(const HeldProducer&) = delete;
+  HeldProducer& operator=(const HeldProducer&) = delete;
+  bool held() const noexcept { return t_ != EndToken::none; }
+  void release() noexcept {
+    if (t_ != EndToken::none) ch_.release(ch_.producer(), t_);
+    t_ = EndToken::none;
+  }
+
+ private:
+  const ChannelRef& ch_;
+  EndToken t_;
+};
+
+bool past(const Clock::time_point* deadline) {
+  return deadline != nullptr && Clock::now() >= *deadline;
+}
+
+}  // namespace
+
+bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
+               const Clock::time_point* deadline, bool wait) {
+  // Chunks of a quarter ring: a few are in flight at once, and a skip to the ring's end wastes
+  // at most one.
+  const std::size_t maxp = static_cast<std::size_t>(ch.ring_bytes() / 4 - kRecordHeader);
+  const std::uint64_t total = n;
+  std::size_t part = std::min(n, maxp - sizeof total);
+  EndState& e = ch.producer();
+  // The first chunk: like a small put, the end is let go while waiting for room.
+  for (;;) {
+    HeldProducer held(ch, deadline);
+    if (!held.held()) return false;
+    if (ch.closed()) {
+      held.release();
+      throw_closed(ch, "put");
+    }
+    // A message an earlier holder left half sent is dead: say so by moving on.
+    e.open_message.store(kOpenNone, std::memory_order_release);
+    if (ch.has_room(sizeof total + part)) {
+      e.open_message.store(kOpenStreaming, std::memory_order_relaxed);  // published with the First
+      ch.append(sizeof total + part, kRecordFirst, [&](unsigned char* dst) {
+        std::memcpy(dst, &total, sizeof total);
+        std::memcpy(dst + sizeof total, data, part);
+      });
+      std::size_t sent = part;
+      // The other chunks, holding the end: contiguous in the ring.
+      while (sent < n) {
+        part = std::min(n - sent, maxp);
+        for (;;) {
+          if (ch.shut_down_immediately()) {  // what we would send is discarded
+            ch.abandon_message();
+            held.release();
+            throw_closed(ch, "put");
+          }
+          if (ch.has_room(part)) break;
+          if (!wait || past(deadline) ||
+              !ch.sleep_until(ch.state()->space,
+                              [&] { return ch.room_hint(part) || ch.shut_down_immediately(); },
+                              deadline)) {
+            if (ch.has_room(part)) break;
+            ch.abandon_message();  // never delivered: the consumer drops what it has
+            return false;
+          }
+        }
+        const RecordType type = sent + part == n ? kRecordLast : kRecordMiddle;
+        ch.append(part, type, [&](unsigned char* dst) { std::memcpy(dst, data + sent, part); });
+        sent += part;
+      }
+      e.open_message.store(kOpenNone, std::memory_order_release);
+      return true;
+    }
+    held.release();
+    if (!wait) return false;
+    if (!ch.sleep_until(ch.state()->space,
+                        [&] { return ch.closed() || ch.room_hint(sizeof total + part); },
+                        deadline)) {
+      return false;
+    }
+  }
+}
+
+bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned char* src,
+                std::vector<std::byte>& out) {
+  if (first.type != kRecordFirst) {
+    // Middle or Last chunks whose First a dead consumer took (or a Pipe-style abort): skip.
+    if (first.type < kRecordMiddle || first.type > kRecordAbort) throw_corrupt_record(ch.what());
+    ch.consume(first);
+    return false;
+  }
+  std::uint64_t total;
+  if (first.length < sizeof total) throw_corrupt_record(ch.what());
+  std::memcpy(&total, src, sizeof total);
+  const std::uint64_t got0 = first.length - sizeof total;
+  if (got0 > total || total <= ch.max_record_payload() - sizeof total) {
+    throw_corrupt_record(ch.what());
+  }
+  out.resize(static_cast<std::size_t>(total));  // may throw: nothing is consumed yet
+  std::memcpy(out.data(), src + sizeof total, static_cast<std::size_t>(got0));
+  ch.consume(first);
+  std::uint64_t got = got0;
+  bool idle = false;  // slept without data arriving: time to ask whether the sender lives
+  for (;;) {
+    if (ch.has_data()) {
+      idle = false;
+      RecordHeader h;
+      const unsigned char* p = ch.peek(h);
+      if (p == nullptr) throw_corrupt_record(ch.what());
+      if (h.type == kRecordMiddle || h.type == kRecordLast) {
+        if (got + h.length > total || (h.type == kRecordLast) != (got + h.length == total)) {
+          ch.consume(h);
+          throw Error(errc::corrupt, ch.what() + ": a streamed message does not match its length");
+        }
+        std::memcpy(out.data() + got, p, h.length);
+        got += h.length;
+        ch.consume(h);
+        if (h.type == kRecordLast) return true;
+        continue;
+      }
+      // A new message begins (or an abort): the one we have will never be completed.
+      out.clear();
+      return false;
+    }
+    if (ch.shut_down_immediately()) {
+      out.clear();
+      throw_closed(ch, "get");
+    }
+    if (ch.open_message_dead(idle) && !ch.has_data()) {
+      out.clear();  // its sender died or gave up
+      return false;
+    }
+    // Its sender is alive and sending: wait past any deadline (the message is half taken).
+    ch.sleep_until(ch.state()->data,
+                   [&] { return ch.data_hint() || ch.shut_down_immediately(); }, nullptr);
+    idle = true;
+  }
 }
 
 }  // namespace detail

@@ -339,6 +339,51 @@ BOOST_AUTO_TEST_CASE(senders_killed_mid_message_never_corrupt_the_stream, *boost
   BOOST_TEST_MESSAGE(good << " whole messages received around 20 killed senders");
 }
 
+BOOST_AUTO_TEST_CASE(send_bytes_with_offset_and_size_as_python, *boost::unit_test::timeout(60)) {
+  auto a_b = mp::Pipe(true, 4096);  // not a structured binding: lambdas capture the ends
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
+  const std::string big = pattern(100000, 5);  // larger than the ring: streamed
+  mp::Process sender([a, big] {
+    const std::string buf = "hello world";
+    a.send_bytes(buf, 6, std::nullopt);  // "world"
+    a.send_bytes(buf, 0, 5);             // "hello"
+    a.send_bytes(buf, 11, std::nullopt); // "" (offset == length is allowed)
+    a.send_bytes(buf, 3, 0);             // ""
+    a.send_bytes(big.data(), big.size(), 1, static_cast<std::ptrdiff_t>(big.size() - 2));
+    a.send_bytes("end", 3);              // two arguments: (pointer, length), as before
+  });
+  sender.start();
+  BOOST_TEST(b.recv_bytes() == "world");
+  BOOST_TEST(b.recv_bytes() == "hello");
+  BOOST_TEST(b.recv_bytes() == "");
+  BOOST_TEST(b.recv_bytes() == "");
+  BOOST_TEST((b.recv_bytes() == big.substr(1, big.size() - 2)));
+  BOOST_TEST(b.recv_bytes() == "end");
+  BOOST_REQUIRE(sender.join_for(30s));
+  BOOST_TEST(*sender.exitcode() == 0);
+  // Python's checks and words; nothing is sent.
+  const std::string buf = "0123456789";
+  auto expect_invalid = [&](std::ptrdiff_t offset, std::optional<std::ptrdiff_t> size,
+                            const std::string& words) {
+    try {
+      b.send_bytes(buf, offset, size);
+      BOOST_ERROR("no error for offset " << offset);
+    } catch (const mp::Error& e) {
+      BOOST_TEST((e.code() == mp::errc::invalid_argument));
+      BOOST_TEST(std::string(e.what()).find(words) != std::string::npos, e.what());
+      BOOST_TEST(std::string(e.what()).find("Pipe") != std::string::npos, e.what());
+    }
+  };
+  expect_invalid(-1, std::nullopt, "offset is negative");
+  expect_invalid(11, std::nullopt, "buffer length < offset");
+  expect_invalid(0, -1, "size is negative");
+  expect_invalid(6, 5, "buffer length < offset + size");
+  expect_invalid(PTRDIFF_MAX, 1, "buffer length < offset");
+  b.send_bytes(buf, 10, 0);
+  BOOST_TEST(a.recv_bytes() == "");  // the refused ones sent nothing
+  BOOST_TEST(!a.poll());
+}
+
 BOOST_AUTO_TEST_CASE(blocked_receiver_uses_no_cpu, *boost::unit_test::timeout(60)) {
   auto a_b = mp::Pipe();  // not a structured binding: lambdas capture the ends
   mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);

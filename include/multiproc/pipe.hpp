@@ -50,6 +50,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -111,6 +112,20 @@ class Connection {
   //! Effects: sends n bytes as one message (any size).
   void send_bytes(const void* data, std::size_t n) const;
   void send_bytes(std::string_view bytes) const { send_bytes(bytes.data(), bytes.size()); }
+  //! Python's send_bytes(buf, offset, size): sends bytes [offset, offset + size) of `buf` as one
+  //! message; size = std::nullopt (Python's None) sends to the end of `buf`. Offset and size
+  //! are signed, so that a negative one is reported as Python reports it. Both are required:
+  //! send_bytes(p, n) with two arguments is always (pointer, length).
+  //! Throws: Error(errc::invalid_argument) naming the connection, with Python's messages:
+  //! "offset is negative", "buffer length < offset", "size is negative", "buffer length <
+  //! offset + size"; otherwise as send_bytes(data, n).
+  void send_bytes(std::string_view buf, std::ptrdiff_t offset,
+                  std::optional<std::ptrdiff_t> size) const {
+    send_bytes(buf.data(), buf.size(), offset, size);
+  }
+  //! The same on `length` bytes at `data`.
+  void send_bytes(const void* data, std::size_t length, std::ptrdiff_t offset,
+                  std::optional<std::ptrdiff_t> size) const;
   //! Returns: the next message's bytes.
   std::string recv_bytes() const;
   //! Effects: receives the next message into buffer. Returns: its length.

@@ -11,16 +11,36 @@
 //
 // Messages are typed: Queue<T> carries any T with a Codec (codec.hpp) — trivially copyable types
 // byte for byte, std::string, std::vector, tuples, your own. A Queue holds at most `capacity`
-// messages and, for variable-size types, at most `bytes` bytes of them (default: 256 per message
-// and at least 64 KiB); one message may take at most half of `bytes`, and a larger one is
-// rejected at put() with Error(errc::too_large). put() blocks while the queue is full, try_put()
-// returns false, put_for() gives up after a timeout; get() blocks while it is empty, try_get() and
-// get_for() return std::nullopt. Messages of one producer arrive in the order it put them. A put()
-// that returned is visible to get() at once (no feeder thread, unlike Python), and stays in the
-// queue if the producer exits right after.
+// messages, and its messages live in a ring of `bytes` bytes (variable-size types; default: 256
+// per message and at least 64 KiB). A message of any size goes through: one larger than
+// max_message_bytes() (half the ring) streams through the ring in chunks, the producer writing
+// while a consumer reads (as Pipe does), so the ring bounds memory, not message size.
+// put() blocks while the queue is full, try_put() returns false, put_for() gives up after a
+// timeout; get() blocks while it is empty, try_get() and get_for() return std::nullopt. Messages of
+// one producer arrive in the order it put them. A put() that returned is visible to get() at once
+// (no feeder thread, unlike Python), and stays in the queue if the producer exits right after.
 //
-// close(): later puts throw Closed; gets drain what is left, then throw Closed — a consumer loop
-// ends cleanly without sentinels. size(), empty() and full() are snapshots.
+// Large messages: a producer holds its end while it streams one (other producers wait), and a
+// consumer holds its end while it assembles one, so chunks of different messages never mix.
+// put_for() and try_put() give the message up if the ring has no room for its next chunk by the
+// deadline (try_put(): at once) — it is then never delivered, and they return false. A get that
+// has begun taking a streamed message finishes it even past its deadline, as long as the producer
+// is alive and sending (the deadline bounds the wait for a message to begin).
+//
+// Unbounded: Queue<T>() (and capacity 0, Python's maxsize <= 0) cannot grow a fixed shared
+// ring, so it is a large queue instead: up to 2^23 messages (fewer for fixed-size T over 8 bytes:
+// as many as fit in 64 MiB) in a 64 MiB ring. The segment is created sparse: pages cost memory
+// only once messages have passed through them (after 64 MiB of traffic, all of them). A put
+// blocks only when 2^23 messages, or 64 MiB of them, wait unconsumed; full() reports the count.
+//
+// close() (= shutdown()): later puts throw Closed; gets drain what is left, then throw Closed — a
+// consumer loop ends cleanly without sentinels. shutdown(true) (Python 3.13's immediate=True)
+// also discards what is queued: gets throw Closed at once, size() is 0, and a JoinableQueue
+// counts the discarded messages as done, so join() returns once the messages already taken are
+// marked done. Blocked putters and getters, in any process, wake and throw. Both throw Closed,
+// as close() does (not a new ShutDown type): shutdown(false) is close(), and a consumer loop that
+// ends on Closed ends on either; the message says which. size(), empty() and full() are
+// snapshots.
 //
 // Shared by fork (copy the handle into the child's lambda) or by name (create_only / open_only /
 // open_or_create, checked against T). Any number of threads and processes may put and get.
@@ -32,10 +52,15 @@
 //
 // Crashes: a producer or consumer killed at any instruction — inside put or get included — never
 // leaves the queue unusable. A message is published by one 64-bit store: a producer killed
-// mid-put loses only that message; a consumer killed mid-get leaves the message for the next
-// get. Nothing is duplicated or torn. A dead holder of an end's lease or mutex is detected and
-// replaced. For JoinableQueue, a consumer that dies between get() and task_done() leaves join()
-// waiting (as in Python): use join_for().
+// mid-put loses only that message (a streamed one too: the consumer assembling it drops it within
+// 100 ms, or when the next message begins); a consumer killed mid-get leaves the message for the
+// next get — except a streamed message it had begun, which is lost (the next consumer skips its
+// remaining chunks). Nothing is duplicated or torn. A dead holder of an end's lease or mutex is
+// detected and replaced. shutdown(true) is one atomic read-modify-write (close() takes the
+// producer end's robust lock around one): a process killed inside it has shut the queue down or
+// not. For JoinableQueue, a consumer that dies between get() and task_done() (or
+// mid-way through a streamed message) leaves join() waiting (as in Python): use join_for(). A
+// message lost with its producer was never counted.
 #pragma once
 
 #include <multiproc/codec.hpp>
@@ -48,6 +73,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace multiproc {
 namespace detail {
@@ -60,10 +86,22 @@ SegmentLayout queue_layout(Kind kind, const ElementType& element, std::uint64_t 
 Segment::Init queue_init(std::uint64_t capacity, std::uint32_t record_size, std::uint64_t ring_bytes,
                          std::string what);
 ChannelState* queue_state(const Segment& seg, std::uint32_t record_size);
-[[noreturn]] void throw_too_large(const std::string& what, std::size_t n, std::size_t max);
-[[noreturn]] void throw_closed(const std::string& what, const char* operation);
-void task_done(ChannelState* c, const std::string& what);
+[[noreturn]] void throw_closed(const ChannelRef& ch, const char* operation);
+void task_done(const ChannelRef& ch);
 bool join_until(const ChannelRef& ch, const Clock::time_point* deadline);
+//! Streams a message larger than one record (`n` encoded bytes) through the ring.
+//! Returns false if it was given up at the deadline (wait = false: when the ring had no room).
+//! Throws: Closed after close() or shutdown().
+bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
+               const Clock::time_point* deadline, bool wait);
+//! Holding the consumer end, with peek() having returned a record other than kRecordWhole:
+//! assembles a streamed message into `out` (returns true), or consumes remains of a message
+//! whose reader died (returns false: look again). Throws: Closed if the queue is shut down
+//! immediately meanwhile; Error(errc::corrupt) for a damaged record.
+bool take_large(const ChannelRef& ch, const RecordHeader& h, const unsigned char* src,
+                std::vector<std::byte>& out);
+//! The capacity an unbounded queue (capacity 0) gets, for records of `record_size` (0: variable).
+std::uint64_t unbounded_capacity(std::uint32_t record_size) noexcept;
 
 template <class T>
 std::string queue_what(Kind kind, const Name* name) {
@@ -83,12 +121,14 @@ class QueueBase {
  public:
   using value_type = T;
 
-  //! Effects: appends v, blocking while the queue is full.
-  //! Throws: Closed after close(); Error(errc::too_large) if v can never fit.
+  //! Effects: appends v, blocking while the queue is full (v may be of any size).
+  //! Throws: Closed after close() or shutdown(); what Codec<T>::encode throws (nothing is put).
   void put(const T& v) const { put_impl(v, nullptr, true); }
-  //! Returns: false (without waiting) if the queue is full. Throws: as put().
+  //! Returns: false (without waiting) if the queue is full — or, for a message larger than the
+  //! ring, if the ring had no room for its next chunk (it is given up). Throws: as put().
   bool try_put(const T& v) const { return put_impl(v, nullptr, false); }
-  //! Returns: false if the queue stayed full until the timeout. Throws: as put().
+  //! Returns: false if the queue stayed full until the timeout (a message larger than the ring:
+  //! if it was not through by then; it is given up). Throws: as put().
   template <class Rep, class Period>
   bool put_for(const T& v, const std::chrono::duration<Rep, Period>& timeout) const {
     const auto deadline = deadline_after(timeout);
@@ -101,10 +141,11 @@ class QueueBase {
   }
 
   //! Returns: the oldest message, blocking while the queue is empty.
-  //! Throws: Closed once the queue is closed and drained; what Codec<T>::decode throws (the
-  //! message is consumed then).
+  //! Throws: Closed once the queue is closed and drained, or at once after shutdown(true);
+  //! what Codec<T>::decode throws (the message is consumed then).
   T get() const { return *get_impl(nullptr, true); }
-  //! Returns: the oldest message, or nullopt (without waiting) if there is none. Throws: as get().
+  //! Returns: the oldest message, or nullopt (without waiting) if there is none. A streamed
+  //! message that has begun is waited for to its end, here and in get_for(). Throws: as get().
   std::optional<T> try_get() const { return get_impl(nullptr, false); }
   //! Returns: the oldest message, or nullopt if none arrived before the timeout. Throws: as get().
   template <class Rep, class Period>
@@ -118,25 +159,40 @@ class QueueBase {
     return get_impl(&d, true);
   }
 
-  //! Messages in the queue now (a snapshot).
+  //! Complete messages in the queue now (a snapshot; 0 after shutdown(true)).
   std::size_t size() const noexcept { return static_cast<std::size_t>(ch_.size()); }
   bool empty() const noexcept { return size() == 0; }
+  //! Whether size() >= capacity() (a snapshot). A put of a variable-size T may also wait while
+  //! the ring's bytes are taken, which full() does not report.
   bool full() const noexcept { return size() >= capacity(); }
+  //! Most messages the queue holds (the unbounded default: see the header comment).
   std::size_t capacity() const noexcept { return static_cast<std::size_t>(ch_.capacity()); }
-  //! Bytes of the ring, and the largest message that fits.
+  //! Bytes of the ring, and the largest message that goes through without streaming.
   std::size_t ring_bytes() const noexcept { return static_cast<std::size_t>(ch_.ring_bytes()); }
   std::size_t max_message_bytes() const noexcept {
     return kRecordSize != 0 ? kRecordSize : ch_.max_record_payload();
   }
 
   //! Effects: no more puts (they throw Closed); gets drain what is left, then throw Closed.
-  //! Waits for a put in progress to finish. Idempotent.
+  //! Waits for a put in progress (a streamed message too) to finish. Idempotent.
   void close() const {
     const EndToken t = ch_.acquire(ch_.producer(), nullptr);
     ch_.close();
     ch_.release(ch_.producer(), t);
   }
-  //! Whether close() was called (a snapshot).
+  //! Python 3.13's Queue.shutdown(immediate). Effects: immediate = false is close().
+  //! immediate = true: no more puts, and what is queued is discarded at once — gets throw
+  //! Closed, a put or get streaming a large message gives it up, and for a JoinableQueue the
+  //! discarded messages count as done (join() then waits only for messages already taken).
+  //! Wakes every blocked caller in every process. Does not wait. Idempotent, and sticky.
+  void shutdown(bool immediate = false) const {
+    if (!immediate) {
+      close();
+    } else {
+      ch_.close(kClosed | kImmediate);
+    }
+  }
+  //! Whether close() or shutdown() was called (a snapshot).
   bool closed() const noexcept { return ch_.closed(); }
 
   const Segment& segment() const noexcept { return seg_; }
@@ -185,21 +241,31 @@ class QueueBase {
       (void)v;
       return kRecordSize;
     } else {
-      const std::size_t n = Codec<T>::size(v);
-      if (n > ch_.max_record_payload()) throw_too_large(ch_.what(), n, ch_.max_record_payload());
-      return n;
+      return Codec<T>::size(v);
     }
+  }
+
+  // A message larger than a record: encoded aside (an encoder that throws puts nothing), then
+  // streamed. Out of line from put_impl: the common path stays small.
+  bool put_large_impl(const T& v, std::size_t n, const Clock::time_point* deadline,
+                      bool wait) const {
+    std::vector<std::byte> buffer(n);
+    Codec<T>::encode(v, buffer.data());
+    return put_large(ch_, buffer.data(), n, deadline, wait);
   }
 
   bool put_impl(const T& v, const Clock::time_point* deadline, bool wait) const {
     const std::size_t n = encoded_size(v);
+    if constexpr (kRecordSize == 0) {
+      if (n > ch_.max_record_payload()) return put_large_impl(v, n, deadline, wait);
+    }
     EndState& end = ch_.producer();
     for (;;) {
       const EndToken t = ch_.acquire(end, deadline);
       if (t == EndToken::none) return false;
       if (ch_.closed()) {
         ch_.release(end, t);
-        throw_closed(ch_.what(), "put");
+        throw_closed(ch_, "put");
       }
       if (ch_.has_room(n)) {
         if constexpr (kRecordSize != 0) {
@@ -241,6 +307,10 @@ class QueueBase {
     for (;;) {
       const EndToken t = ch_.acquire(end, deadline);
       if (t == EndToken::none) return std::nullopt;
+      if (ch_.shut_down_immediately()) {
+        ch_.release(end, t);
+        throw_closed(ch_, "get");
+      }
       bool data = ch_.has_data();
       bool closed = false;
       if (!data) {
@@ -258,9 +328,23 @@ class QueueBase {
           out.emplace(Codec<T>::decode(reinterpret_cast<const std::byte*>(buf), kRecordSize));
         } else {
           const unsigned char* src = ch_.peek(h);
-          if (src == nullptr || h.type != kRecordWhole) {
+          if (src == nullptr) {
             ch_.release(end, t);
             throw_corrupt_record(ch_.what());
+          }
+          if (h.type != kRecordWhole) {  // streamed in chunks: assembled out of line
+            std::vector<std::byte> buffer;
+            bool whole;
+            try {
+              whole = take_large(ch_, h, src, buffer);
+            } catch (...) {
+              ch_.release(end, t);
+              throw;
+            }
+            ch_.release(end, t);
+            if (!whole) continue;  // remains of a message whose reader died: look again
+            out.emplace(Codec<T>::decode(buffer.data(), buffer.size()));
+            return out;
           }
           try {
             out.emplace(Codec<T>::decode(reinterpret_cast<const std::byte*>(src), h.length));
@@ -275,7 +359,7 @@ class QueueBase {
         return out;
       }
       ch_.release(end, t);
-      if (closed) throw_closed(ch_.what(), "get");
+      if (closed) throw_closed(ch_, "get");
       if (!wait) return std::nullopt;
       if (!ch_.sleep_until(ch_.state()->data, [&] { return ch_.closed() || ch_.data_hint(); },
                            deadline)) {
@@ -292,16 +376,19 @@ class Queue : public detail::QueueBase<T> {
   using Base = detail::QueueBase<T>;
 
  public:
-  //! Effects: an unnamed queue of up to `capacity` messages (and, for variable-size T, `bytes`
-  //! bytes of them; 0 picks the default), shared with children forked after this call.
-  //! Throws: Error(errc::invalid_argument) for a capacity of 0 or above 2^23, or absurd bytes.
+  //! Effects: an unnamed, unbounded queue (Python's Queue(); see "Unbounded" above).
+  Queue() : Base(Kind::queue, 0, 0) {}
+  //! Effects: an unnamed queue of up to `capacity` messages (0: unbounded, as Python's
+  //! maxsize <= 0) in a ring of `bytes` bytes for variable-size T (0 picks the default),
+  //! shared with children forked after this call.
+  //! Throws: Error(errc::invalid_argument) for a capacity above 2^23, or absurd bytes.
   explicit Queue(std::size_t capacity, std::size_t bytes = 0)
       : Base(Kind::queue, capacity, bytes) {}
-  Queue(create_only_t, const Name& name, std::size_t capacity, std::size_t bytes = 0)
+  Queue(create_only_t, const Name& name, std::size_t capacity = 0, std::size_t bytes = 0)
       : Base(Kind::queue, create_only, name, capacity, bytes) {}
   //! Effects: opens the queue `name`; capacity and bytes come from the segment.
   Queue(open_only_t, const Name& name) : Base(Kind::queue, open_only, name) {}
-  Queue(open_or_create_t, const Name& name, std::size_t capacity, std::size_t bytes = 0)
+  Queue(open_or_create_t, const Name& name, std::size_t capacity = 0, std::size_t bytes = 0)
       : Base(Kind::queue, open_or_create, name, capacity, bytes) {}
 };
 
@@ -312,17 +399,22 @@ class JoinableQueue : public detail::QueueBase<T> {
   using Base = detail::QueueBase<T>;
 
  public:
+  //! Effects: an unbounded queue (Python's JoinableQueue(); see Queue).
+  JoinableQueue() : Base(Kind::joinable_queue, 0, 0) {}
   explicit JoinableQueue(std::size_t capacity, std::size_t bytes = 0)
       : Base(Kind::joinable_queue, capacity, bytes) {}
-  JoinableQueue(create_only_t, const Name& name, std::size_t capacity, std::size_t bytes = 0)
+  JoinableQueue(create_only_t, const Name& name, std::size_t capacity = 0, std::size_t bytes = 0)
       : Base(Kind::joinable_queue, create_only, name, capacity, bytes) {}
   JoinableQueue(open_only_t, const Name& name) : Base(Kind::joinable_queue, open_only, name) {}
-  JoinableQueue(open_or_create_t, const Name& name, std::size_t capacity, std::size_t bytes = 0)
+  JoinableQueue(open_or_create_t, const Name& name, std::size_t capacity = 0,
+                std::size_t bytes = 0)
       : Base(Kind::joinable_queue, open_or_create, name, capacity, bytes) {}
 
-  //! Effects: marks one message put on this queue as handled.
-  //! Throws: Error(errc::bad_state) when called more times than messages were put.
-  void task_done() const { detail::task_done(this->ch_.state(), this->ch_.what()); }
+  //! Effects: marks one message put on this queue as handled. The count of unfinished messages
+  //! is 64 bits wide.
+  //! Throws: Error(errc::bad_state) when called more times than messages were put (messages
+  //! discarded by shutdown(true) count as done).
+  void task_done() const { detail::task_done(this->ch_); }
   //! Effects: blocks until every message put so far has been marked handled.
   void join() const { detail::join_until(this->ch_, nullptr); }
   //! Returns: false if messages were still unhandled at the timeout.
@@ -333,19 +425,20 @@ class JoinableQueue : public detail::QueueBase<T> {
   }
 };
 
-//! Python's SimpleQueue: put, get, empty, close — a Queue with a default capacity (Python's is
-//! unbounded; this one blocks put() at `capacity` messages).
+//! Python's SimpleQueue: put, get, empty, close — unbounded by default, like Python's (see
+//! "Unbounded" in Queue); a capacity may be given.
 template <class T>
 class SimpleQueue : public detail::QueueBase<T> {
   using Base = detail::QueueBase<T>;
 
  public:
-  explicit SimpleQueue(std::size_t capacity = 1024, std::size_t bytes = 0)
+  SimpleQueue() : Base(Kind::simple_queue, 0, 0) {}
+  explicit SimpleQueue(std::size_t capacity, std::size_t bytes = 0)
       : Base(Kind::simple_queue, capacity, bytes) {}
-  SimpleQueue(create_only_t, const Name& name, std::size_t capacity = 1024, std::size_t bytes = 0)
+  SimpleQueue(create_only_t, const Name& name, std::size_t capacity = 0, std::size_t bytes = 0)
       : Base(Kind::simple_queue, create_only, name, capacity, bytes) {}
   SimpleQueue(open_only_t, const Name& name) : Base(Kind::simple_queue, open_only, name) {}
-  SimpleQueue(open_or_create_t, const Name& name, std::size_t capacity = 1024,
+  SimpleQueue(open_or_create_t, const Name& name, std::size_t capacity = 0,
               std::size_t bytes = 0)
       : Base(Kind::simple_queue, open_or_create, name, capacity, bytes) {}
 };

@@ -13,11 +13,19 @@
 //   lease is revoked, and is leased again to a thread that performed kLeaseStreak operations in a
 //   row.
 //
-// Records are published by one 64-bit store of the producer's cursor (records << 40 | bytes), so a
-// producer killed at any instruction has published a record entirely or not at all; a consumer
+// Records are published by one 64-bit store of the producer's cursor (messages << 40 | bytes), so
+// a producer killed at any instruction has published a record entirely or not at all; a consumer
 // advances its own cursor only after copying a record out, so a consumer killed mid-copy leaves
 // the record for the next one. Nothing is ever half-visible, duplicated or lost except the one
 // record in flight in the dead process.
+//
+// Messages larger than a record stream through the ring in chunks (First, Middle..., Last) while
+// the sender holds the producer end, so the chunks of one message are contiguous. The cursor's
+// message count moves only with a Whole record or a Last chunk: a message counts once it is
+// complete, and a message whose sender died or gave up never counts. A consumer holds the
+// consumer end while it assembles a message; chunks it finds without their First (their reader
+// died) are skipped, and a partial message is dropped when a new message begins after it, or when
+// its sender is gone (`open_message`).
 //
 // Sleeping: a process that must wait (for data, for room, for a lease) registers in a waiters
 // counter, issues the same membarrier, re-checks, and sleeps on a futex "epoch" word that the
@@ -39,11 +47,15 @@
 
 namespace multiproc::detail {
 
-// A cursor packs records (high 24 bits) and bytes (low 40 bits), so one store publishes both.
+// A cursor packs complete messages (high 24 bits) and bytes (low 40 bits), so one store publishes
+// both.
 inline constexpr int kCursorByteBits = 40;
 inline constexpr std::uint64_t kCursorByteMask = (std::uint64_t{1} << kCursorByteBits) - 1;
 inline constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 23;   // records
 inline constexpr std::uint64_t kMaxRingBytes = std::uint64_t{1} << 38;  // 256 GiB
+inline constexpr std::uint64_t kCursorRecordMask = (std::uint64_t{1} << 24) - 1;
+// ChannelState::puts_base is refreshed whenever the message count crosses a multiple of this.
+inline constexpr std::uint64_t kPutsRefresh = std::uint64_t{1} << 20;
 inline std::uint64_t cursor_bytes(std::uint64_t c) noexcept { return c & kCursorByteMask; }
 inline std::uint64_t cursor_records(std::uint64_t c) noexcept { return c >> kCursorByteBits; }
 inline std::uint64_t make_cursor(std::uint64_t records, std::uint64_t bytes) noexcept {
@@ -54,18 +66,31 @@ inline std::uint64_t bytes_between(std::uint64_t from, std::uint64_t to) noexcep
   return (to - from) & kCursorByteMask;
 }
 inline std::uint64_t records_between(std::uint64_t from, std::uint64_t to) noexcept {
-  return ((to >> kCursorByteBits) - (from >> kCursorByteBits)) & ((std::uint64_t{1} << 24) - 1);
+  return ((to >> kCursorByteBits) - (from >> kCursorByteBits)) & kCursorRecordMask;
 }
 
 // Variable-size records start with this header (8 bytes); fixed-size records have none.
 enum RecordType : std::uint32_t {
-  kRecordWhole = 1,   // a whole message
+  kRecordWhole = 1,   // a whole message (counts one message)
   kRecordSkip = 2,    // filler to the end of the ring: continue at offset 0
-  kRecordFirst = 3,   // first chunk of a message too large for the ring (payload: u64 total)
+  kRecordFirst = 3,   // first chunk of a message too large for a record (payload: u64 total)
   kRecordMiddle = 4,  // further chunks
-  kRecordLast = 5,    // last chunk
-  kRecordAbort = 6,   // the sender of the open chunked message died: drop it
+  kRecordLast = 5,    // last chunk (counts one message)
+  kRecordAbort = 6,   // the sender of the open chunked message died: drop it (Pipe only)
 };
+//! Messages a record adds to the cursor's count: only a Whole record or a Last chunk completes one.
+inline constexpr std::uint64_t record_counts(std::uint32_t type) noexcept {
+  return type == kRecordWhole || type == kRecordLast ? 1 : 0;
+}
+
+// EndState::open_message of a producer end.
+inline constexpr std::uint32_t kOpenNone = 0;       // no chunked message half sent
+inline constexpr std::uint32_t kOpenStreaming = 1;  // the holder is sending one
+inline constexpr std::uint32_t kOpenAbandoned = 2;  // its sender gave up (timeout, shutdown)
+
+// ChannelState::closed bits.
+inline constexpr std::uint32_t kClosed = 1;     // close() or shutdown(): no more puts
+inline constexpr std::uint32_t kImmediate = 2;  // shutdown(immediate): what is queued is discarded
 struct RecordHeader {
   std::uint32_t length;  // payload bytes (excluding this header and padding)
   std::uint32_t type;    // RecordType
@@ -100,7 +125,9 @@ struct HolderSlot {
 //               written (producer) or copied out (consumer); acquire-loaded by the other end
 //   other       the owner's cached copy of the other end's cursor (a lower bound; may be stale)
 //   pending     the cursor this end will store when the record being written/read is done
-//   open_message  producer of a Pipe: 1 while a chunked message is half sent (owner only)
+//   open_message  producer end: kOpenStreaming while a chunked message is half sent,
+//               kOpenAbandoned when its sender gave up; written by the owner (release, after
+//               the chunks it covers), read by consumers (acquire) to tell a dead message
 //   slots       the threads that hold or held the lease (see HolderSlot)
 struct alignas(64) EndState {
   std::atomic<std::uint32_t> mode;
@@ -112,7 +139,7 @@ struct alignas(64) EndState {
   alignas(64) std::atomic<std::uint64_t> cursor;
   std::uint64_t other;
   std::uint64_t pending;
-  std::uint32_t open_message;
+  std::atomic<std::uint32_t> open_message;
   alignas(64) HolderSlot slots[kHolderSlots];
 };
 
@@ -141,8 +168,13 @@ struct alignas(64) Signal {
 // The shared state of one channel; the ring follows at `ring_offset` bytes from its start.
 //   config (immutable after init): ring_bytes (a power of two), capacity (records),
 //   record_size (fixed records; 0 for variable), ring_offset
-//   closed: 0, or 1 once close() was called (sticky); read on every operation
-//   done: JoinableQueue's task_done count (fetch_add)
+//   closed: kClosed | kImmediate bits, set once (fetch_or) and never cleared; read on every
+//   operation
+//   puts_base: the 64-bit count of messages published, as of a moment when the cursor's 24-bit
+//   count was congruent to it; the producer end's owner refreshes it every kPutsRefresh
+//   messages, so the full count is puts_base + (cursor messages - puts_base) mod 2^24 (see
+//   messages_put()). Joinable queues count unfinished tasks with it.
+//   done: JoinableQueue's task_done count (fetch_add), 64 bits
 struct alignas(64) ChannelState {
   std::uint64_t ring_bytes;
   std::uint64_t capacity;
@@ -150,6 +182,8 @@ struct alignas(64) ChannelState {
   std::uint32_t record_size;
   std::uint32_t reserved;
   std::atomic<std::uint32_t> closed;
+  std::uint32_t reserved2;
+  std::atomic<std::uint64_t> puts_base;
   alignas(64) std::atomic<std::uint64_t> done;
   Signal done_signal;
   EndState producer;
@@ -240,21 +274,23 @@ class ChannelRef {
     } else {
       copy_wrapped_in(off, bytes, size);
     }
+    const std::uint64_t next = make_cursor(cursor_records(tail) + 1, cursor_bytes(tail) + size);
     // release: pairs with the consumer's acquire load of the producer cursor; publishes it.
-    p.cursor.store(make_cursor(cursor_records(tail) + 1, cursor_bytes(tail) + size),
-                   std::memory_order_release);
+    p.cursor.store(next, std::memory_order_release);
+    if ((cursor_records(next) & (kPutsRefresh - 1)) == 0) refresh_puts(next);
     notify(c_->data, 1);
   }
 
   // ---- consumer, holding the consumer end ------------------------------------------------
-  //! Whether a record is published and not yet taken (updates the cached producer cursor).
+  //! Whether a record (a message, or a chunk of one) is published and not yet taken (updates
+  //! the cached producer cursor).
   bool has_data() const noexcept {
     EndState& k = c_->consumer;
     const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
-    if (records_between(head, k.other) != 0) return true;
+    if (bytes_between(head, k.other) != 0) return true;
     // acquire: pairs with the producer's release store of its cursor; the record is readable.
     k.other = c_->producer.cursor.load(std::memory_order_acquire);
-    return records_between(head, k.other) != 0;
+    return bytes_between(head, k.other) != 0;
   }
   //! The same question asked without holding the end (a hint for sleepers and wait()).
   bool data_hint() const noexcept;
@@ -285,7 +321,7 @@ class ChannelRef {
     notify(c_->space, 1);
     // Chain the wake-ups: another sleeping consumer should look if records remain.
     if (c_->data.waiters.load(std::memory_order_relaxed) != 0 &&
-        records_between(k.pending, k.other) != 0) {
+        bytes_between(k.pending, k.other) != 0) {
       notify(c_->data, 1);
     }
   }
@@ -331,12 +367,25 @@ class ChannelRef {
     }
   }
 
-  //! Whether close() was called (a snapshot).
+  //! Whether close() or shutdown() was called (a snapshot).
   bool closed() const noexcept { return c_->closed.load(std::memory_order_acquire) != 0; }
-  //! Marks the channel closed and wakes every sleeper. Idempotent.
-  void close() const noexcept;
-  //! Records published and not yet consumed (a snapshot).
+  //! Whether shutdown(immediate = true) was called (a snapshot).
+  bool shut_down_immediately() const noexcept {
+    return (c_->closed.load(std::memory_order_acquire) & kImmediate) != 0;
+  }
+  //! Sets `bits` (kClosed, kImmediate) in the closed word and wakes every sleeper. Idempotent.
+  void close(std::uint32_t bits = kClosed) const noexcept;
+  //! Complete messages published and not yet consumed (a snapshot).
   std::uint64_t size() const noexcept;
+  //! Messages ever published, all 64 bits (a snapshot).
+  std::uint64_t messages_put() const noexcept;
+  //! Whether the chunked message the consumer is assembling can never be completed: its sender
+  //! gave up, or the producer end moved on, or (only when `ask_liveness`: system calls) its
+  //! sender died. Requires: the caller saw no data after it.
+  bool open_message_dead(bool ask_liveness) const noexcept;
+  //! The owner of the producer end: publishes that the chunked message it was sending is given
+  //! up, and wakes the consumer assembling it.
+  void abandon_message() const noexcept;
 
   //! The fence a fast path needs between its own store and load when membarrier is missing.
   static void asymmetric_fence_light() noexcept {
@@ -399,6 +448,8 @@ class ChannelRef {
   void copy_wrapped_out(std::uint64_t off, void* out, std::uint64_t size) const noexcept;
   unsigned char* reserve(std::size_t n, RecordType type) const noexcept;
   void publish(std::size_t n) const noexcept;
+  void refresh_puts(std::uint64_t cursor) const noexcept;
+  void abandon_message_of(EndState& e) const noexcept;
   bool sleep_on(Signal& s, std::uint32_t epoch, const Clock::time_point* deadline) const noexcept;
 
   ChannelState* c_ = nullptr;

@@ -9,8 +9,10 @@
 namespace multiproc::detail {
 
 inline constexpr std::uint64_t kSegmentMagic = 0x434f5250'49544c55ull;  // "ULTIPROC" little-endian
-inline constexpr std::uint32_t kLayoutVersion = 3;  // 2: MutexState is our own robust futex lock;
-                                                    // 3: Condition counts waiters in 64 bits
+// 2: MutexState is our own robust futex lock. 3: Condition counts waiters in 64 bits; channel
+// cursors count complete messages (a chunked message counts at its Last chunk); ChannelState has
+// puts_base and the shutdown bit.
+inline constexpr std::uint32_t kLayoutVersion = 3;
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kStateInitializing = 0;
 inline constexpr std::uint32_t kStateReady = 0x52454459;  // "REDY": any other value is not ready
