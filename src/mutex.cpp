@@ -391,6 +391,33 @@ void detail::RobustLock::attach(Segment seg) {
   seg_ = std::move(seg);
 }
 
+std::optional<pid_t> detail::RobustLock::holder_tid() const noexcept {
+  const std::uint32_t tid = state_->word.load(std::memory_order_relaxed) & FUTEX_TID_MASK;
+  if (tid == 0) return std::nullopt;
+  return static_cast<pid_t>(tid);
+}
+
+std::optional<pid_t> detail::RobustLock::holder_pid() const {
+  const std::optional<pid_t> tid = holder_tid();
+  if (!tid) return std::nullopt;
+  // /proc/<tid> exists for every thread id of this PID namespace (unlisted, but reachable), and
+  // its Tgid line names the thread group: the process.
+  const std::string path = "/proc/" + std::to_string(*tid) + "/status";
+  std::FILE* f = std::fopen(path.c_str(), "re");
+  if (f == nullptr) return std::nullopt;
+  std::optional<pid_t> pid;
+  char line[256];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    long tgid = 0;
+    if (std::sscanf(line, "Tgid: %ld", &tgid) == 1) {
+      if (tgid > 0) pid = static_cast<pid_t>(tgid);
+      break;
+    }
+  }
+  std::fclose(f);
+  return pid;
+}
+
 Mutex::Mutex() {
   attach(Segment::create_anonymous(state_layout<MutexState>(Kind::mutex), mutex_initialiser(false)));
 }

@@ -62,12 +62,24 @@ struct ArrayLayout {
 };
 
 // The initial elements of an array, as bytes (T is trivially copyable; this also serves bool,
-// which std::vector cannot hand out as a pointer).
+// which std::vector cannot hand out as a pointer). Elements of another arithmetic type are
+// converted with a range check (detail::cast_checked): a double beyond float's range or a NaN
+// into an integer array is an Error, not undefined behaviour.
 template <class T, class It>
 std::string pack_elements(It first, It last) {
+  using V = std::decay_t<decltype(*first)>;
   std::string bytes;
-  for (; first != last; ++first) {
-    const T v = static_cast<T>(*first);
+  std::size_t i = 0;
+  for (; first != last; ++first, ++i) {
+    const T v = [&]() -> T {
+      if constexpr (std::is_arithmetic_v<T> && std::is_arithmetic_v<V> && !std::is_same_v<T, V>) {
+        return cast_checked<T>(static_cast<V>(*first), "multiproc: SharedArray/RawArray<" +
+                                                          ElementType::of<T>().name +
+                                                          ">: element " + std::to_string(i));
+      } else {
+        return static_cast<T>(*first);
+      }
+    }();
     bytes.append(reinterpret_cast<const char*>(&v), sizeof(T));
   }
   return bytes;

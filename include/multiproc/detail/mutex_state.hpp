@@ -277,6 +277,13 @@ class MutexScope {
   const std::string& what_;
 };
 
+//! Whether some thread holds it (a snapshot). False once a holder died and until someone takes it
+//! again: the kernel leaves FUTEX_OWNER_DIED without a thread id in the word.
+inline bool mutex_locked(const MutexState* s) noexcept {
+  // relaxed: a snapshot that orders nothing (the caller reads no data the lock guards from it).
+  return (s->word.load(std::memory_order_relaxed) & FUTEX_TID_MASK) != 0;
+}
+
 //! Whether the calling thread holds it.
 inline bool mutex_held_by_caller(const MutexState* s) noexcept {
   return s->owner.load(std::memory_order_relaxed) == current_tid();
