@@ -91,7 +91,9 @@ void on_acquired(MutexState* s, pid_t me, std::uint32_t prev) {
     // The previous holder died holding it (the kernel said so). Tell the new holder, who may have
     // to repair the data it guards. For a RecursiveMutex the dead owner's whole recursion is gone.
     s->owner_died.store(1, std::memory_order_relaxed);
-    s->inconsistent.store(1, std::memory_order_relaxed);
+    // One more recovery (bits 1-31), and the data inconsistent (bit 0): see MutexState.
+    const std::uint32_t was = s->inconsistent.load(std::memory_order_relaxed);
+    s->inconsistent.store((((was >> 1) + 1) << 1) | 1u, std::memory_order_relaxed);
   }
 }
 

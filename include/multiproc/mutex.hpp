@@ -33,6 +33,7 @@
 
 #include <chrono>
 #include <optional>
+#include <type_traits>
 #include <sys/types.h>
 
 namespace multiproc {
@@ -40,6 +41,8 @@ namespace multiproc {
 class Condition;
 
 namespace detail {
+
+struct LockAccess;
 
 //! What Mutex and RecursiveMutex share: a handle to a robust lock in a segment.
 class RobustLock {
@@ -103,7 +106,17 @@ class RobustLock {
 
  private:
   friend class multiproc::Condition;
+  friend struct LockAccess;
 };
+
+//! For SharedValue/SharedArray, which may be guarded by a caller's lock.
+struct LockAccess {
+  static MutexState* state(const RobustLock& l) noexcept { return l.state_; }
+};
+
+//! Whether L is Mutex or RecursiveMutex (what a SharedValue/SharedArray may be guarded by).
+template <class L>
+inline constexpr bool is_robust_lock_v = std::is_base_of_v<RobustLock, L>;
 
 }  // namespace detail
 
