@@ -78,10 +78,10 @@ class Barrier {
   //! With a timeout (Python's Barrier(parties, action, timeout)), wait() without an argument waits
   //! at most that long, as wait_for(timeout), in every process that shares the barrier: the
   //! timeout is stored in the shared object, not in this handle. A negative timeout counts as 0.
+  //! Without an action: Barrier(4, {}, 5s).
   //! Throws: Error(errc::invalid_argument) when parties is 0.
   explicit Barrier(unsigned parties, Action action = {});
   Barrier(unsigned parties, Action action, Timeout timeout);
-  Barrier(unsigned parties, Timeout timeout) : Barrier(parties, Action{}, timeout) {}
   Barrier(create_only_t, const Name& name, unsigned parties, Action action = {});
   Barrier(create_only_t, const Name& name, unsigned parties, Action action, Timeout timeout);
   //! Effects: opens the barrier `name`; its parties and default timeout come from the segment.

@@ -9,7 +9,10 @@
 // SharedArray<T> holds n elements of T next to a robust Mutex in one segment. operator[] and
 // data() reach the elements without locking (as fast as a plain array; the caller synchronises);
 // load(i) / store(i, v) / to_vector() take the lock; lock() returns a guard with operator[],
-// begin/end and size that holds it. RawArray<T> has no lock at all.
+// begin/end and size that holds it. RawArray<T> has no lock at all (Python's lock=False).
+// Made with a Mutex or RecursiveMutex of the caller's — SharedArray<int>(10, m), Python's
+// Array('i', 10, lock=m) — it is guarded by that lock instead, as SharedValue describes (named
+// arrays need a named lock, which openers open by the name the array records).
 //
 // As with std::vector, braces pick the list constructor: SharedArray<int>{5} is one element 5,
 // SharedArray<int>(5) is five zeros. The size is fixed at creation; opening a named array takes
@@ -18,7 +21,8 @@
 // T must be trivially copyable and not a pointer. Handles are copyable and their methods const;
 // copies share the elements. Crashes: as SharedValue — a holder that dies releases the lock to the
 // next locker; until someone calls Guard::mark_repaired(), guards report previous_owner_died() and
-// load(i), store(i, v) and to_vector() throw Error(errc::owner_died).
+// load(i), store(i, v) and to_vector() throw Error(errc::owner_died); with a shared lock, every
+// object guarded by it does, each until it is repaired itself.
 #pragma once
 
 #include <multiproc/shared_value.hpp>

@@ -2,7 +2,9 @@
 //
 //   mp::SharedValue<long> counter(0);            // Value('l', 0): a value plus its own robust lock
 //   mp::Process p([=]() mutable { counter.update([](long& x) { x += 1; }); });
-//   mp::RawValue<double> ratio(0.5);             // RawValue('d', 0.5): no lock
+//   mp::RawValue<double> ratio(0.5);             // RawValue('d', 0.5): no lock (lock=False)
+//   mp::Mutex m;                                 // Value('l', 0, lock=m): values sharing a lock
+//   mp::SharedValue<long> hits(0, m), misses(0, m);
 //
 // SharedValue<T> holds a T next to a robust Mutex in one segment. load() and store() take the lock
 // for the copy; update(f) runs f(T&) under it (the way to read-modify-write); lock() returns a
@@ -10,6 +12,16 @@
 // Mutex, for std::unique_lock or a Condition. RawValue<T> is the bare T: its load() and store()
 // are single relaxed atomic accesses when T is 1, 2, 4 or 8 bytes, otherwise plain copies that a
 // concurrent writer may tear.
+//
+// A caller's lock: made with a Mutex or RecursiveMutex (Python's lock= argument), a value is
+// guarded by that lock instead of its own, so that several values and arrays can share one lock:
+// load/store/update/lock() of any of them take it, mutex() (recursive_mutex() for a
+// RecursiveMutex) returns it. The value's handle holds the lock's, so copies and forked children
+// get both. A named value records its lock's name, and open_only opens the lock with it; so a
+// named value needs a named lock (Mutex(create_only, "x")) — an anonymous one is an Error, as is
+// open_or_create with a lock other than the one the value records. With a shared RecursiveMutex,
+// update() of one value may update() another sharing it; with a Mutex that is
+// Error(errc::would_deadlock), never a hang.
 //
 // T must be trivially copyable (it is copied between processes byte for byte) and not a pointer.
 // Handles are copyable and their methods are const (a handle is like a pointer): copies share the
@@ -21,7 +33,11 @@
 // then be half-updated (a killed store() may have copied part of a T), and multiproc never hands it
 // out silently: until someone repairs it, lock() returns a guard whose previous_owner_died() is
 // true, and load(), exchange() and update() throw Error(errc::owner_died). Repair through the
-// guard and call mark_repaired(), or store() a whole new value.
+// guard and call mark_repaired(), or store() a whole new value. With a shared lock, a holder that
+// dies makes every value and array guarded by that lock report it (the lock cannot tell which one
+// the holder was changing): each one throws and reports previous_owner_died() until it is itself
+// repaired or stored; repairing one does not repair the others. A second death concerns them all
+// again. An object created after the death (before the lock is next taken) is not concerned.
 #pragma once
 
 #include <multiproc/detail/mutex_state.hpp>
