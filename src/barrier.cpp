@@ -3,7 +3,9 @@
 
 #include "os.hpp"
 
+#include <algorithm>
 #include <climits>
+#include <optional>
 
 namespace multiproc {
 namespace {
@@ -23,11 +25,11 @@ int spin_budget(unsigned parties) {
 // process (one running the action, say). A wake-up every 200 ms costs no measurable CPU.
 constexpr auto kLivenessCheck = std::chrono::milliseconds(200);
 
-Segment::Init barrier_init(unsigned parties) {
+Segment::Init barrier_init(unsigned parties, std::optional<Barrier::Timeout> timeout = {}) {
   if (parties == 0) {
     throw Error(errc::invalid_argument, "multiproc: Barrier: parties must be at least 1");
   }
-  return [parties](void* body) {
+  return [parties, timeout](void* body) {
     auto* s = static_cast<BarrierState*>(body);
     detail::mutex_init(&s->lock, false, "Barrier");
     s->generation.store(0, std::memory_order_relaxed);
@@ -35,6 +37,8 @@ Segment::Init barrier_init(unsigned parties) {
     s->parties = parties;
     s->count.store(0, std::memory_order_relaxed);
     s->broken.store(0, std::memory_order_relaxed);
+    s->has_timeout = timeout ? 1 : 0;
+    s->timeout_ns = timeout ? std::max<std::int64_t>(timeout->count(), 0) : 0;
   };
 }
 
@@ -87,6 +91,21 @@ Barrier::Barrier(create_only_t, const Name& name, unsigned parties, Action actio
       action_(std::move(action)) {
   h_.segment().track_lock_owner(&h_.state()->lock.owner);
 }
+Barrier::Barrier(unsigned parties, Action action, Timeout timeout)
+    : h_(Kind::barrier, parties, barrier_init(parties, timeout)), action_(std::move(action)) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
+Barrier::Barrier(create_only_t, const Name& name, unsigned parties, Action action, Timeout timeout)
+    : h_(Kind::barrier, parties, create_only, name, barrier_init(parties, timeout)),
+      action_(std::move(action)) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
+Barrier::Barrier(open_or_create_t, const Name& name, unsigned parties, Action action,
+                 Timeout timeout)
+    : h_(Kind::barrier, parties, open_or_create, name, barrier_init(parties, timeout)),
+      action_(std::move(action)) {
+  h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
 Barrier::Barrier(open_only_t, const Name& name, Action action)
     : h_(Kind::barrier, open_only, name), action_(std::move(action)) {
   h_.segment().track_lock_owner(&h_.state()->lock.owner);
@@ -95,6 +114,19 @@ Barrier::Barrier(open_or_create_t, const Name& name, unsigned parties, Action ac
     : h_(Kind::barrier, parties, open_or_create, name, barrier_init(parties)),
       action_(std::move(action)) {
   h_.segment().track_lock_owner(&h_.state()->lock.owner);
+}
+
+unsigned Barrier::wait() const {
+  const std::optional<Timeout> t = timeout();
+  if (!t) return wait_until(nullptr);
+  const auto deadline = detail::deadline_after(*t);
+  return wait_until(&deadline);
+}
+
+std::optional<Barrier::Timeout> Barrier::timeout() const noexcept {
+  const BarrierState* s = h_.state();
+  if (s->has_timeout == 0) return std::nullopt;
+  return Timeout(s->timeout_ns);
 }
 
 unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {

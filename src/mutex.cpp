@@ -91,7 +91,9 @@ void on_acquired(MutexState* s, pid_t me, std::uint32_t prev) {
     // The previous holder died holding it (the kernel said so). Tell the new holder, who may have
     // to repair the data it guards. For a RecursiveMutex the dead owner's whole recursion is gone.
     s->owner_died.store(1, std::memory_order_relaxed);
-    s->inconsistent.store(1, std::memory_order_relaxed);
+    // One more recovery (bits 1-31), and the data inconsistent (bit 0): see MutexState.
+    const std::uint32_t was = s->inconsistent.load(std::memory_order_relaxed);
+    s->inconsistent.store((((was >> 1) + 1) << 1) | 1u, std::memory_order_relaxed);
   }
 }
 
@@ -389,6 +391,33 @@ void detail::RobustLock::attach(Segment seg) {
   state_ = state_of<MutexState>(seg);
   seg.track_lock_owner(&state_->owner);
   seg_ = std::move(seg);
+}
+
+std::optional<pid_t> detail::RobustLock::holder_tid() const noexcept {
+  const std::uint32_t tid = state_->word.load(std::memory_order_relaxed) & FUTEX_TID_MASK;
+  if (tid == 0) return std::nullopt;
+  return static_cast<pid_t>(tid);
+}
+
+std::optional<pid_t> detail::RobustLock::holder_pid() const {
+  const std::optional<pid_t> tid = holder_tid();
+  if (!tid) return std::nullopt;
+  // /proc/<tid> exists for every thread id of this PID namespace (unlisted, but reachable), and
+  // its Tgid line names the thread group: the process.
+  const std::string path = "/proc/" + std::to_string(*tid) + "/status";
+  std::FILE* f = std::fopen(path.c_str(), "re");
+  if (f == nullptr) return std::nullopt;
+  std::optional<pid_t> pid;
+  char line[256];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    long tgid = 0;
+    if (std::sscanf(line, "Tgid: %ld", &tgid) == 1) {
+      if (tgid > 0) pid = static_cast<pid_t>(tgid);
+      break;
+    }
+  }
+  std::fclose(f);
+  return pid;
 }
 
 Mutex::Mutex() {

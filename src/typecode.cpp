@@ -50,6 +50,10 @@ const TypeInfo& type_info(char code) {
                                           "; valid codes are " + kCodes);
 }
 
+namespace detail {
+void throw_conversion(const std::string& message) { throw Error(errc::invalid_argument, message); }
+}  // namespace detail
+
 const TypeInfo* type_table_begin() noexcept { return std::begin(kTable); }
 const TypeInfo* type_table_end() noexcept { return std::end(kTable); }
 const char* valid_typecodes() noexcept { return kCodes; }

@@ -3,6 +3,7 @@
 #include "support/support.hpp"
 
 #include <csignal>
+#include <optional>
 #include <stdexcept>
 
 using namespace mptest;
@@ -275,6 +276,77 @@ BOOST_AUTO_TEST_CASE(blocked_waiter_uses_no_cpu, *boost::unit_test::timeout(60))
     const double wall = seconds_since(start), cpu = cpu_seconds() - cpu0;
     return cpu < 0.1 * wall ? 0 : 1;
   });
+}
+
+BOOST_AUTO_TEST_CASE(default_timeout_breaks_a_round_a_party_never_joins, *boost::unit_test::timeout(60)) {
+  // Python's Barrier(parties, action, timeout): wait() without an argument waits at most the
+  // default timeout. Three parties, two arrive: both get BrokenBarrier after about 300 ms.
+  mp::Barrier b(3, {}, 300ms);
+  BOOST_TEST((b.timeout() == std::optional<mp::Barrier::Timeout>(300ms)));
+  BOOST_TEST(!mp::Barrier(3).timeout().has_value());
+  const auto start = std::chrono::steady_clock::now();  // before the first party arrives
+  const auto codes = run_parties(2, [b, start](int) {
+    try {
+      b.wait();
+    } catch (const mp::BrokenBarrier&) {
+      // Not before the first arrival's timeout (the round breaks for everyone at once).
+      return seconds_since(start) >= 0.299 ? 0 : 2;
+    }
+    return 1;
+  });
+  for (int c : codes) BOOST_TEST(c == 0);
+  BOOST_TEST(seconds_since(start) < 20.0);  // generous: about 0.3 s
+  BOOST_TEST(b.broken());
+  BOOST_CHECK_THROW(b.wait(), mp::BrokenBarrier);
+  // Reset, the same barrier fills in time: the default timeout does not get in the way, over
+  // many rounds, and an explicit wait_for overrides it.
+  b.reset();
+  mp::SharedValue<long> total(0);
+  const auto ok = run_parties(3, [b, total](int) {
+    for (int r = 0; r < 200; ++r) {
+      const unsigned index = r % 2 == 0 ? b.wait() : b.wait_for(30s);
+      total.update([index](long& t) { t += index; });
+    }
+    return 0;
+  });
+  for (int c : ok) BOOST_TEST(c == 0);
+  BOOST_TEST(total.load() == 200 * (0 + 1 + 2));
+  BOOST_TEST(!b.broken());
+}
+
+BOOST_AUTO_TEST_CASE(default_timeout_with_an_action_and_zero, *boost::unit_test::timeout(60)) {
+  mp::SharedValue<int> actions(0);
+  mp::Barrier b(2, [actions] { actions.update([](int& a) { ++a; }); }, 10s);
+  const auto codes = run_parties(2, [b](int) { return b.wait() < 2 ? 0 : 1; });
+  for (int c : codes) BOOST_TEST(c == 0);
+  BOOST_TEST(actions.load() == 1);
+  mp::Barrier zero(2, {}, 0s);  // a zero timeout: a lone waiter breaks it at once
+  BOOST_CHECK_THROW(zero.wait(), mp::BrokenBarrier);
+  mp::Barrier negative(1, {}, -5s);  // counts as 0; a single party never waits
+  BOOST_TEST(negative.wait() == 0u);
+  BOOST_TEST((negative.timeout() == std::optional<mp::Barrier::Timeout>(0s)));
+}
+
+MPTEST_SCENARIO(barrier_default_timeout_party) {
+  mp::Barrier b(mp::open_only, args.at(0));  // the timeout comes from the segment
+  if (!b.timeout() || *b.timeout() != 200ms) return 3;
+  try {
+    b.wait();
+  } catch (const mp::BrokenBarrier&) {
+    return 0;
+  }
+  return 1;
+}
+
+BOOST_AUTO_TEST_CASE(named_barrier_shares_its_default_timeout, *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("timed");
+  mp::Barrier b(mp::create_only, name, 3, {}, 200ms);
+  Spawned a("barrier_default_timeout_party", {name}), c("barrier_default_timeout_party", {name});
+  BOOST_TEST(a.wait() == 0);
+  BOOST_TEST(c.wait() == 0);
+  BOOST_TEST(b.broken());
+  mp::Barrier again(mp::open_or_create, name, 3, {}, 5s);  // exists: keeps its own timeout
+  BOOST_TEST((again.timeout() == std::optional<mp::Barrier::Timeout>(200ms)));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

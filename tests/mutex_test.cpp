@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <ctime>
 #include <mutex>
+#include <optional>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <thread>
@@ -445,6 +446,117 @@ BOOST_AUTO_TEST_CASE(open_or_create_and_open_only_reach_the_same_lock, *boost::u
   c.unlock();
   BOOST_TEST(a.segment().owns_name());
   BOOST_TEST(b.segment().owns_name());  // one mapping per process, owned by its creator
+}
+
+BOOST_AUTO_TEST_CASE(locked_and_holder_follow_a_holder_in_another_process, *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  BOOST_TEST(!m.locked());
+  BOOST_TEST(!m.holder_tid().has_value());
+  BOOST_TEST(!m.holder_pid().has_value());
+  Gate taken, release, released, leave;
+  mp::Process holder([&] {
+    m.lock();
+    taken.signal();
+    release.wait();
+    m.unlock();
+    released.signal();
+    leave.wait();
+  });
+  holder.start();
+  BOOST_REQUIRE(taken.wait());
+  BOOST_TEST(m.locked());
+  BOOST_TEST((m.holder_pid() == std::optional<pid_t>(holder.pid())));
+  BOOST_TEST((m.holder_tid() == std::optional<pid_t>(holder.pid())));  // a single-threaded child
+  ::kill(holder.pid(), SIGSTOP);  // a stopped holder still holds it
+  BOOST_TEST(m.locked());
+  BOOST_TEST(!m.try_lock());
+  ::kill(holder.pid(), SIGCONT);
+  release.signal();
+  BOOST_REQUIRE(released.wait());
+  BOOST_TEST(!m.locked());
+  BOOST_TEST(!m.holder_pid().has_value());
+  leave.signal();
+  BOOST_REQUIRE(holder.join_for(30s));
+  BOOST_TEST(*holder.exitcode() == 0);
+  m.lock();  // and the caller itself
+  BOOST_TEST(m.locked());
+  BOOST_TEST((m.holder_pid() == std::optional<pid_t>(::getpid())));
+  m.unlock();
+  BOOST_TEST(!m.locked());
+}
+
+BOOST_AUTO_TEST_CASE(holder_pid_maps_a_holding_thread_to_its_process, *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  Gate taken, leave;
+  mp::Process holder([&] {
+    std::thread t([&] {
+      m.lock();
+      taken.signal();
+      leave.wait();
+      m.unlock();
+    });
+    t.join();
+  });
+  holder.start();
+  BOOST_REQUIRE(taken.wait());
+  BOOST_TEST(m.locked());
+  BOOST_REQUIRE(m.holder_tid().has_value());
+  BOOST_TEST(*m.holder_tid() != holder.pid());  // the thread, not the process
+  BOOST_TEST((m.holder_pid() == std::optional<pid_t>(holder.pid())));
+  leave.signal();
+  BOOST_REQUIRE(holder.join_for(30s));
+  BOOST_TEST(*holder.exitcode() == 0);
+  BOOST_TEST(!m.locked());
+}
+
+BOOST_AUTO_TEST_CASE(locked_is_false_after_the_holder_died_until_someone_takes_it, *boost::unit_test::timeout(60)) {
+  // The kernel marks the word "owner died" with no thread id: free to take, so locked() is false
+  // (Python's locked() says whether a lock is acquired). The next locker recovers it.
+  mp::Mutex m;
+  BOOST_TEST(run_child([m] {
+               m.lock();
+               ::kill(::getpid(), SIGKILL);
+               return 1;
+             }) == -SIGKILL);
+  BOOST_TEST(!m.locked());
+  BOOST_TEST(!m.holder_pid().has_value());
+  BOOST_REQUIRE(m.try_lock());
+  BOOST_TEST(m.previous_owner_died());
+  BOOST_TEST(m.locked());
+  m.unlock();
+  BOOST_TEST(!m.locked());
+}
+
+BOOST_AUTO_TEST_CASE(locked_with_a_waiter_and_after_the_holder_dies_under_it, *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  Gate taken, never, got, leave;
+  mp::Process holder([&] {
+    m.lock();
+    taken.signal();
+    never.wait(60s);
+  });
+  holder.start();
+  BOOST_REQUIRE(taken.wait());
+  mp::Process waiter([&] {
+    m.lock();  // sleeps with FUTEX_WAITERS set, until the holder dies
+    got.signal(m.previous_owner_died() ? 'd' : 'n');
+    leave.wait();
+    m.unlock();
+  });
+  waiter.start();
+  BOOST_REQUIRE(wait_until_in_futex(waiter.pid()));
+  BOOST_TEST(m.locked());  // the waiters bit does not confuse it
+  BOOST_TEST((m.holder_pid() == std::optional<pid_t>(holder.pid())));
+  holder.kill();
+  holder.join();
+  BOOST_REQUIRE(got.wait());
+  BOOST_TEST(got.last() == 'd');
+  BOOST_TEST(m.locked());  // the waiter recovered it and holds it now
+  BOOST_TEST((m.holder_pid() == std::optional<pid_t>(waiter.pid())));
+  leave.signal();
+  BOOST_REQUIRE(waiter.join_for(30s));
+  BOOST_TEST(*waiter.exitcode() == 0);
+  BOOST_TEST(!m.locked());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 using namespace mptest;
@@ -114,6 +115,31 @@ BOOST_AUTO_TEST_CASE(named_recursive_mutex, *boost::unit_test::timeout(60)) {
   Spawned child("recursive_lock_named", {name});
   BOOST_TEST(child.wait() == 0);
   BOOST_CHECK_THROW(mp::Mutex(mp::open_only, name), mp::Error);  // another kind
+}
+
+BOOST_AUTO_TEST_CASE(locked_at_any_depth_and_seen_from_another_process, *boost::unit_test::timeout(60)) {
+  mp::RecursiveMutex m;
+  BOOST_TEST(!m.locked());
+  m.lock();
+  m.lock();
+  BOOST_TEST(m.locked());
+  CHECK_CHILD([m] { return m.locked() && m.holder_pid() == std::optional<pid_t>(::getppid()) ? 0 : 1; });
+  m.unlock();
+  BOOST_TEST(m.locked());  // still held at depth 1
+  m.unlock();
+  BOOST_TEST(!m.locked());
+  CHECK_CHILD([m] { return !m.locked() && !m.holder_tid() ? 0 : 1; });
+  BOOST_TEST(run_child([m] {
+               m.lock();
+               m.lock();
+               ::kill(::getpid(), SIGKILL);
+               return 1;
+             }) == -SIGKILL);
+  BOOST_TEST(!m.locked());  // its holder died: free to take
+  BOOST_REQUIRE(m.try_lock());
+  BOOST_TEST(m.previous_owner_died());
+  BOOST_TEST(m.locked());
+  m.unlock();
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <list>
+#include <mutex>
 #include <numeric>
 
 using namespace mptest;
@@ -165,6 +166,46 @@ BOOST_AUTO_TEST_CASE(raw_array_has_no_lock_and_is_shared, *boost::unit_test::tim
   BOOST_TEST((opened.to_vector() == std::vector<int>{3, 1, 2}));
   BOOST_CHECK_THROW(mp::SharedArray<int>(mp::open_only, name), mp::Error);  // a RawArray
   BOOST_CHECK_THROW(opened.at(3), mp::Error);
+}
+
+MPTEST_SCENARIO(bump_array_under_named_rlock) {
+  mp::SharedArray<int> a(mp::open_only, args.at(0));  // opens the RecursiveMutex it records
+  mp::RecursiveMutex r = a.recursive_mutex();
+  if (r.segment().name() != args.at(1)) return 3;
+  for (int k = 0; k < 2000; ++k) {
+    std::lock_guard outer(r);
+    auto g = a.lock();  // nested in the same recursive lock
+    if (r.depth() != 2u) return 4;
+    for (int& x : g) ++x;
+  }
+  return 0;
+}
+
+BOOST_AUTO_TEST_CASE(named_array_guarded_by_a_named_recursive_mutex, *boost::unit_test::timeout(120)) {
+  const std::string rname = unique_name("rlock"), aname = unique_name("arr");
+  mp::RecursiveMutex r(mp::create_only, rname);
+  mp::SharedArray<int> a(mp::create_only, aname, {0, 0, 0}, r);
+  mp::SharedValue<int> idle(0, r);
+  // A process killed while idle (holding handles, not the lock) concerns nobody.
+  BOOST_TEST(run_child([a, idle] {
+               ::kill(::getpid(), SIGKILL);
+               return a.size() + idle.load() == 0 ? 1 : 2;
+             }) == -SIGKILL);
+  Spawned p("bump_array_under_named_rlock", {aname, rname});
+  Spawned q("bump_array_under_named_rlock", {aname, rname});
+  for (int k = 0; k < 2000; ++k) {
+    auto g = a.lock();
+    for (int& x : g) ++x;
+  }
+  BOOST_TEST(p.wait() == 0);
+  BOOST_TEST(q.wait() == 0);
+  BOOST_TEST((a.to_vector() == std::vector<int>{6000, 6000, 6000}));
+  BOOST_TEST(idle.load() == 0);
+  BOOST_CHECK_THROW(a.mutex(), mp::Error);  // use recursive_mutex()
+  mp::SharedArray<int> again(mp::open_or_create, aname, 3);  // exists: opens the lock it records
+  BOOST_TEST(again.recursive_mutex().segment().name() == rname);
+  const mp::Mutex plain(mp::create_only, unique_name("plain"));
+  BOOST_CHECK_THROW(mp::SharedArray<int>(mp::open_or_create, aname, 3, plain), mp::Error);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -4,7 +4,9 @@
 
 #include <multiproc/detail/segment_header.hpp>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 using namespace mptest;
@@ -26,6 +28,18 @@ bool message_has(const T& e, const std::string& part) {
   const bool found = std::string(e.what()).find(part) != std::string::npos;
   if (!found) BOOST_TEST_MESSAGE("message was: " << e.what());
   return found;
+}
+
+template <class F>
+void expect_conversion_error(F&& f, const std::string& value, const std::string& code_part) {
+  try {
+    f();
+    BOOST_ERROR("no error for value " << value);
+  } catch (const mp::Error& e) {
+    BOOST_TEST((e.code() == mp::errc::invalid_argument), e.what());
+    BOOST_TEST(message_has(e, value));
+    BOOST_TEST(message_has(e, code_part));
+  }
 }
 
 }  // namespace
@@ -149,6 +163,110 @@ BOOST_AUTO_TEST_CASE(code_is_stored_and_checked_on_open, *boost::unit_test::time
   const std::string lname = unique_name("long");
   mp::SharedValue<long> l(mp::create_only, lname, 5);
   BOOST_CHECK_THROW(mp::SharedValue<long long>(mp::open_only, lname), mp::Error);
+}
+
+BOOST_AUTO_TEST_CASE(float_code_refuses_a_finite_double_beyond_its_range, *boost::unit_test::timeout(60)) {
+  // Converting 1e300 to float is undefined in C++; Python's struct.pack('<f', 1e300) raises
+  // OverflowError. Infinities and NaN are floats; tiny values round to zero, as in Python.
+  expect_conversion_error([] { mp::make_value('f', 1e300); }, "1e+300", "'f'");
+  expect_conversion_error([] { mp::make_value('f', -1e39); }, "-1e+39", "'f'");
+  expect_conversion_error([] { mp::make_array('f', {1.0, 1e300}); }, "1e+300", "'f'");
+  expect_conversion_error([] { mp::make_value('f', 1e4000L); }, "1e+4000", "'f'");
+  expect_conversion_error([] { mp::make_value('d', 1e4000L); }, "1e+4000", "'d'");
+  mp::AnyValue f = mp::make_value('f', 2.5);
+  expect_conversion_error([&] { f.store_from(3.5e38); }, "3.5e+38", "'f'");
+  BOOST_TEST(f.load_as<double>() == 2.5);  // the refused store changed nothing
+  BOOST_TEST(std::isinf(mp::make_value('f', HUGE_VAL).load_as<double>()));
+  BOOST_TEST(std::isnan(mp::make_value('f', std::nan("")).load_as<double>()));
+  BOOST_TEST(mp::make_value('f', 1e-50).load_as<double>() == 0.0);
+  BOOST_TEST(mp::make_value('f', 3.4028234663852886e38).load_as<float>() ==
+             std::numeric_limits<float>::max());
+  BOOST_TEST(mp::make_value('d', 1e300).load_as<double>() == 1e300);
+}
+
+BOOST_AUTO_TEST_CASE(every_code_refuses_what_does_not_fit, *boost::unit_test::timeout(60)) {
+  // Negative values into unsigned codes, each code's bounds, and floating-point values into
+  // integer codes (a TypeError in Python).
+  expect_conversion_error([] { mp::make_value('B', -1); }, "-1", "'B'");
+  expect_conversion_error([] { mp::make_value('H', -1); }, "-1", "'H'");
+  expect_conversion_error([] { mp::make_value('L', -1L); }, "-1", "'L'");
+  expect_conversion_error([] { mp::make_value('Q', -1LL); }, "-1", "'Q'");
+  expect_conversion_error([] { mp::make_value('h', -32769); }, "-32769", "'h'");
+  expect_conversion_error([] { mp::make_value('i', 2147483648LL); }, "2147483648", "'i'");
+  expect_conversion_error([] { mp::make_value('I', 4294967296LL); }, "4294967296", "'I'");
+  expect_conversion_error([] { mp::make_value('l', 9223372036854775808ULL); }, "9223372036854775808", "'l'");
+  expect_conversion_error([] { mp::make_value('q', 1e19); }, "1e+19", "'q'");
+  expect_conversion_error([] { mp::make_value('Q', std::nan("")); }, "nan", "'Q'");
+  expect_conversion_error([] { mp::make_value('b', HUGE_VAL); }, "inf", "'b'");
+  expect_conversion_error([] { mp::make_array('I', std::vector<long long>{1, -5}); }, "-5", "'I'");
+  BOOST_TEST(mp::make_value('h', -32768).load_as<int>() == -32768);
+  BOOST_TEST(mp::make_value('I', 4294967295LL).load_as<unsigned>() == 4294967295u);
+  BOOST_TEST(mp::make_value('q', -9223372036854775807LL - 1).load_as<long long>() ==
+             std::numeric_limits<long long>::min());
+  // 'c' is one byte (0..255, or a char itself), 'u' a Unicode code point, '?' anything.
+  expect_conversion_error([] { mp::make_value('c', 256); }, "256", "'c'");
+  expect_conversion_error([] { mp::make_value('c', -129); }, "-129", "'c'");
+  expect_conversion_error([] { mp::make_value('c', 65.0); }, "65", "'c'");
+  BOOST_TEST(mp::make_value('c', 200).get<char>().load() == static_cast<char>(static_cast<unsigned char>(200)));
+  BOOST_TEST(mp::make_value('c', 'x').get<char>().load() == 'x');
+  expect_conversion_error([] { mp::make_value('u', -1); }, "-1", "'u'");
+  expect_conversion_error([] { mp::make_value('u', 0x110000); }, "1114112", "'u'");
+  expect_conversion_error([] { mp::make_value('u', 0.5); }, "0.5", "'u'");
+  BOOST_TEST(mp::make_value('u', 0x10FFFF).load_as<long>() == 0x10FFFF);
+  BOOST_TEST(mp::make_value('u', L'\u00e9').get<wchar_t>().load() == L'\u00e9');
+  BOOST_TEST(mp::make_value('?', 0.5).get<bool>().load());
+  BOOST_TEST(!mp::make_value('?', 0).get<bool>().load());
+}
+
+BOOST_AUTO_TEST_CASE(loads_refuse_a_value_that_does_not_fit_the_asked_type, *boost::unit_test::timeout(60)) {
+  // load_as / to_vector_as convert like static_cast (fractions truncated), but a value out of the
+  // target's range is an Error: 1e300 into int is undefined behaviour in C++ (UBSan reports it).
+  mp::AnyValue big = mp::make_value('d', 1e300);
+  expect_conversion_error([&] { big.load_as<int>(); }, "1e+300", "'i'");
+  expect_conversion_error([&] { big.load_as<float>(); }, "1e+300", "'f'");
+  BOOST_TEST(big.load_as<long double>() == static_cast<long double>(1e300));
+  mp::AnyValue nan = mp::make_value('d', std::nan(""));
+  expect_conversion_error([&] { nan.load_as<long>(); }, "nan", "'l'");
+  BOOST_TEST(mp::make_value('d', -2.75).load_as<int>() == -2);
+  BOOST_TEST(mp::make_value('d', -0.5).load_as<unsigned>() == 0u);  // truncates to 0: fits
+  mp::AnyValue negative = mp::make_value('i', -1);
+  expect_conversion_error([&] { negative.load_as<unsigned>(); }, "-1", "'I'");
+  mp::AnyValue wide = mp::make_value('i', 300);
+  expect_conversion_error([&] { wide.load_as<signed char>(); }, "300", "'b'");
+  BOOST_TEST(wide.load_as<short>() == 300);
+  mp::AnyArray a = mp::make_array('d', {1.5, 1e300, -3.0});
+  try {
+    a.to_vector_as<int>();
+    BOOST_ERROR("to_vector_as<int> converted 1e300");
+  } catch (const mp::Error& e) {
+    BOOST_TEST(message_has(e, "element 1"));
+    BOOST_TEST(message_has(e, "1e+300"));
+  }
+  BOOST_TEST((mp::make_array('d', {1.5, -3.0}).to_vector_as<int>() == std::vector<int>{1, -3}));
+  mp::AnyArray q = mp::make_array('Q', std::vector<unsigned long long>{18446744073709551615ULL});
+  BOOST_CHECK_THROW(q.to_vector_as<long long>(), mp::Error);
+  BOOST_TEST(q.to_vector_as<double>()[0] == 18446744073709551615.0);
+}
+
+BOOST_AUTO_TEST_CASE(typed_arrays_from_other_element_types_check_each_element, *boost::unit_test::timeout(60)) {
+  const std::vector<double> doubles{1.0, 2.9, 1e300};
+  try {
+    mp::SharedArray<int> a(doubles.begin(), doubles.end());
+    BOOST_ERROR("an int array took 1e300");
+  } catch (const mp::Error& e) {
+    BOOST_TEST((e.code() == mp::errc::invalid_argument));
+    BOOST_TEST(message_has(e, "element 2"));
+    BOOST_TEST(message_has(e, "1e+300"));
+  }
+  BOOST_CHECK_THROW(mp::SharedArray<float>(doubles.begin(), doubles.end()), mp::Error);
+  const std::vector<long> longs{-3, 4};
+  BOOST_CHECK_THROW(mp::RawArray<unsigned>(longs.begin(), longs.end()), mp::Error);
+  mp::SharedArray<double> ok(doubles.begin(), doubles.begin() + 2);
+  BOOST_TEST((ok.to_vector() == std::vector<double>{1.0, 2.9}));
+  mp::SharedArray<int> truncated(doubles.begin(), doubles.begin() + 2);  // static_cast semantics
+  BOOST_TEST((truncated.to_vector() == std::vector<int>{1, 2}));
+  mp::RawArray<short> shorts(longs.begin(), longs.end());
+  BOOST_TEST((shorts.to_vector() == std::vector<short>{-3, 4}));
 }
 
 MPTEST_SCENARIO(sum_any_array) {

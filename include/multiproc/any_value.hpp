@@ -9,9 +9,13 @@
 //
 // AnyValue holds one of the fifteen SharedValue<T> of the type-code table; AnyArray one of the
 // SharedArray<T>. get<T>() gives the typed handle (Error if T is not the stored type), visit(f)
-// calls f with it, load_as / store_from convert. Initial values are converted with range checks:
-// make_value('b', 300) and make_value('i', 1.5) are Errors, as in Python. Sharing, locking and
-// crash behaviour are those of SharedValue and SharedArray.
+// calls f with it, load_as / store_from convert. Every conversion is checked, and a value that
+// does not fit is an Error naming the type code and the value, never undefined behaviour:
+// make_value('b', 300), make_value('i', 1.5), make_value('B', -1) and make_value('f', 1e300) are
+// Errors ('f' accepts infinities and NaN, and rounds tiny values to zero, as Python does; Python's
+// Value('f', 1e300) silently stores inf, multiproc refuses it as Python's struct.pack('<f') does).
+// load_as<U>() and to_vector_as<U>() convert like static_cast but refuse what does not fit in U.
+// Sharing, locking and crash behaviour are those of SharedValue and SharedArray.
 #pragma once
 
 #include <multiproc/shared_array.hpp>
@@ -21,7 +25,7 @@
 #include <cmath>
 #include <initializer_list>
 #include <limits>
-#include <sstream>
+#include <string>
 #include <type_traits>
 #include <variant>
 #include <vector>
@@ -35,57 +39,45 @@ using AnyOf = std::variant<H<signed char>, H<unsigned char>, H<short>, H<unsigne
                            H<unsigned long long>, H<float>, H<double>, H<char>, H<wchar_t>,
                            H<bool>>;
 
-template <class V>
-std::string show(const V& v) {
-  std::ostringstream os;
-  if constexpr (std::is_same_v<V, char> || std::is_same_v<V, signed char> ||
-                std::is_same_v<V, unsigned char> || std::is_same_v<V, wchar_t>) {
-    os << static_cast<long long>(v);
-  } else {
-    os << v;
-  }
-  return os.str();
-}
-
-//! Converts v to the type of `code`, refusing what Python refuses: a non-number, a floating-point
-//! value for an integer code, or a value out of the code's range.
+//! Converts v to the type of `code`, refusing what Python refuses: a floating-point value for an
+//! integer code, a value out of the code's range (a negative one for an unsigned code, a finite
+//! double beyond float's range for 'f'), a 'c' outside one byte, a 'u' that is not a Unicode
+//! code point. Anything converts to '?' (nonzero is true); infinities and NaN to 'f' and 'd'.
 template <class T, class V>
 T convert_checked(const V& v) {
   static_assert(std::is_arithmetic_v<V>, "type-code values are numbers, characters or bools");
   constexpr char code = typecode<T>::value;
-  auto fail = [&](const std::string& why) -> T {
-    throw Error(errc::invalid_argument, std::string("multiproc: value ") + show(v) +
+  auto fail = [&](const char* why) -> T {
+    throw Error(errc::invalid_argument, std::string("multiproc: value ") + show_number(v) +
                                             " for type code '" + code + "' (" +
                                             type_info(code).c_type + "): " + why);
   };
   if constexpr (std::is_same_v<T, bool>) {
     return v != V{};
-  } else if constexpr (std::is_integral_v<T>) {
-    if constexpr (std::is_floating_point_v<V>) {
-      return fail("an integer is needed, not a floating-point number");
-    } else if constexpr (std::is_same_v<V, bool>) {
-      return static_cast<T>(v);
-    } else {
-      // Compare in the widest types so that no conversion wraps before the check.
-      if constexpr (std::is_signed_v<V>) {
-        const long long x = static_cast<long long>(v);
-        if (x < 0 && (std::is_unsigned_v<T> ||
-                      x < static_cast<long long>(std::numeric_limits<T>::min()))) {
-          return fail("out of range");
-        }
-        if (x > 0 && static_cast<unsigned long long>(x) >
-                         static_cast<unsigned long long>(std::numeric_limits<T>::max())) {
-          return fail("out of range");
-        }
-      } else {
-        if (static_cast<unsigned long long>(v) >
-            static_cast<unsigned long long>(std::numeric_limits<T>::max())) {
-          return fail("out of range");
-        }
-      }
-      return static_cast<T>(v);
+  } else if constexpr (std::is_integral_v<T> && std::is_floating_point_v<V>) {
+    return fail("an integer is needed, not a floating-point number");
+  } else if constexpr (std::is_same_v<T, char>) {
+    // One byte, as Python's c_char: 0..255, or any value of char itself (negative where char is
+    // signed): 200 and char(-56) are the same byte 0xc8.
+    if constexpr (!std::is_same_v<V, char>) {
+      if (!fits<unsigned char>(v) && !fits<char>(v)) return fail("out of range for one byte");
+      if (fits<unsigned char>(v)) return static_cast<char>(static_cast<unsigned char>(v));
     }
+    return static_cast<char>(v);
+  } else if constexpr (std::is_same_v<T, wchar_t>) {
+    // A Unicode code point, as Python's one-character str.
+    if (!fits<long>(v) || static_cast<long>(v) < 0 || static_cast<long>(v) > 0x10FFFF) {
+      return fail("not a Unicode code point (0 to 0x10FFFF)");
+    }
+    return static_cast<wchar_t>(v);
   } else {
+    if (!fits<T>(v)) {
+      if constexpr (std::is_floating_point_v<V>) {
+        if (std::isnan(v)) return fail("not a number");
+      }
+      return fail(std::is_floating_point_v<T> ? "out of range (beyond the largest finite value)"
+                                              : "out of range");
+    }
     return static_cast<T>(v);
   }
 }
@@ -129,10 +121,15 @@ class AnyValue {
   decltype(auto) visit(F&& f) const {
     return std::visit(std::forward<F>(f), v_);
   }
-  //! Returns: the value (read under its lock) converted with static_cast to U.
+  //! Returns: the value (read under its lock) converted with static_cast to U (a floating-point
+  //! value into an integer type is truncated toward zero).
+  //! Throws: Error(errc::invalid_argument) naming the value when it does not fit in U — out of
+  //! U's range, or NaN or infinite into an integer type; as SharedValue::load() otherwise.
   template <class U>
   U load_as() const {
-    return std::visit([](const auto& h) { return static_cast<U>(h.load()); }, v_);
+    return std::visit(
+        [](const auto& h) { return detail::cast_checked<U>(h.load(), h.segment().describe()); },
+        v_);
   }
   //! Effects: stores u converted to the stored type. Throws: Error(errc::invalid_argument) when u
   //! does not fit (as make_value).
@@ -179,13 +176,21 @@ class AnyArray {
   decltype(auto) visit(F&& f) const {
     return std::visit(std::forward<F>(f), v_);
   }
-  //! Returns: all elements (read under the lock), each converted with static_cast to U.
+  //! Returns: all elements (read under the lock), each converted as load_as() converts.
+  //! Throws: Error(errc::invalid_argument) naming the element when one does not fit in U.
   template <class U>
   std::vector<U> to_vector_as() const {
     return std::visit(
         [](const auto& h) {
           const auto values = h.to_vector();
-          return std::vector<U>(values.begin(), values.end());
+          std::vector<U> out;
+          out.reserve(values.size());
+          for (std::size_t i = 0; i < values.size(); ++i) {
+            out.push_back(detail::cast_checked<U>(
+                static_cast<typename std::decay_t<decltype(h)>::value_type>(values[i]),
+                h.segment().describe() + ": element " + std::to_string(i)));
+          }
+          return out;
         },
         v_);
   }

@@ -12,6 +12,9 @@
 // handle, not of the shared object: each process that opens a named barrier may give its own, and
 // the one of the last arrival runs.
 //
+// A default timeout given at construction (Python's Barrier(parties, action, timeout)) makes every
+// wait() without an argument a wait_for(timeout), in every process sharing the barrier.
+//
 // A broken barrier throws BrokenBarrier from every current and future wait() until reset(). It
 // breaks when abort() is called, when a wait_for() times out (every waiter of that round then
 // throws, the timed-out one included), or when the action throws. reset() returns it to the empty
@@ -19,7 +22,7 @@
 // lockstep hand over fast), then sleeps on a futex word: no CPU while blocked.
 //
 // Crashes: a party that dies before arriving cannot be told from a slow one, so wait() would wait
-// for it forever: wait with wait_for() when parties may die — the round then breaks at the
+// for it forever: give the barrier a default timeout, or wait with wait_for(), when parties may die — the round then breaks at the
 // deadline and everyone hears BrokenBarrier. A party that dies inside the barrier's robust
 // internal lock — while arriving, running the action, abort() or reset() — breaks the barrier:
 // waiters notice within 200 ms and throw BrokenBarrier. A party that dies while waiting after
@@ -35,6 +38,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 
 namespace multiproc {
 namespace detail {
@@ -49,6 +53,9 @@ namespace detail {
 //   parties       immutable
 //   count         processes arrived in the current round (atomic: n_waiting() reads it unlocked)
 //   broken        1 from a break until reset() (atomic: broken() reads it unlocked)
+//   has_timeout   immutable: 1 when wait() has a default timeout (0 in a barrier made without one)
+//   timeout_ns    immutable: that timeout in nanoseconds (>= 0)
+// 128 bytes with the alignment either way: the timeout fields sit in what was padding.
 struct alignas(64) BarrierState {
   MutexState lock;
   std::atomic<std::uint32_t> generation;
@@ -56,6 +63,8 @@ struct alignas(64) BarrierState {
   std::uint32_t parties;
   std::atomic<std::uint32_t> count;
   std::atomic<std::uint32_t> broken;
+  std::uint32_t has_timeout;
+  std::int64_t timeout_ns;
 };
 
 }  // namespace detail
@@ -63,21 +72,30 @@ struct alignas(64) BarrierState {
 class Barrier {
  public:
   using Action = std::function<void()>;
+  using Timeout = std::chrono::nanoseconds;
 
   //! Effects: an unnamed barrier for `parties` processes, shared with children forked after this.
+  //! With a timeout (Python's Barrier(parties, action, timeout)), wait() without an argument waits
+  //! at most that long, as wait_for(timeout), in every process that shares the barrier: the
+  //! timeout is stored in the shared object, not in this handle. A negative timeout counts as 0.
+  //! Without an action: Barrier(4, {}, 5s).
   //! Throws: Error(errc::invalid_argument) when parties is 0.
   explicit Barrier(unsigned parties, Action action = {});
+  Barrier(unsigned parties, Action action, Timeout timeout);
   Barrier(create_only_t, const Name& name, unsigned parties, Action action = {});
-  //! Effects: opens the barrier `name`; its parties come from the segment.
+  Barrier(create_only_t, const Name& name, unsigned parties, Action action, Timeout timeout);
+  //! Effects: opens the barrier `name`; its parties and default timeout come from the segment.
   Barrier(open_only_t, const Name& name, Action action = {});
   //! Throws: as Segment::open_or_create, and Error(errc::type_mismatch) if it exists with other
-  //! parties.
+  //! parties. A barrier that exists keeps the default timeout it was created with.
   Barrier(open_or_create_t, const Name& name, unsigned parties, Action action = {});
+  Barrier(open_or_create_t, const Name& name, unsigned parties, Action action, Timeout timeout);
 
-  //! Effects: waits for the round to fill. Returns: this process's index in the round.
-  //! Throws: BrokenBarrier if the barrier is or becomes broken; the action's exception in the
-  //! process that ran it.
-  unsigned wait() const { return wait_until(nullptr); }
+  //! Effects: waits for the round to fill — at most the default timeout, when the barrier has one
+  //! (then as wait_for(timeout())). Returns: this process's index in the round.
+  //! Throws: BrokenBarrier if the barrier is or becomes broken (a default timeout that passes
+  //! breaks it, as wait_for's does); the action's exception in the process that ran it.
+  unsigned wait() const;
   //! As wait(), but a round not filled by the deadline breaks the barrier (BrokenBarrier).
   template <class Rep, class Period>
   unsigned wait_for(const std::chrono::duration<Rep, Period>& timeout) const {
@@ -97,6 +115,8 @@ class Barrier {
   //! Returns: whether it is broken (a snapshot).
   bool broken() const noexcept;
   unsigned parties() const noexcept { return h_.state()->parties; }
+  //! Returns: the default timeout of wait(), or nullopt when it waits without one.
+  std::optional<Timeout> timeout() const noexcept;
   //! Returns: how many processes wait in the current round (a snapshot).
   unsigned n_waiting() const noexcept;
 

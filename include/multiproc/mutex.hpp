@@ -14,6 +14,9 @@
 // The one exception: a thread that, holding a Mutex, locks or unlocks a robust pthread mutex
 // (PTHREAD_MUTEX_ROBUST) and dies before its next multiproc lock operation (README, "The lock").
 //
+// locked() says whether anyone holds it (Python's Lock.locked()); holder_tid() and holder_pid()
+// say who, for diagnostics ("which worker is sitting on the jobs lock?").
+//
 // Unlike Python's Lock, a Mutex has an owner: only the thread that locked it may unlock it
 // (Error otherwise), and relocking it from the holding thread throws instead of deadlocking.
 //
@@ -29,12 +32,17 @@
 #include <multiproc/segment.hpp>
 
 #include <chrono>
+#include <optional>
+#include <type_traits>
+#include <sys/types.h>
 
 namespace multiproc {
 
 class Condition;
 
 namespace detail {
+
+struct LockAccess;
 
 //! What Mutex and RecursiveMutex share: a handle to a robust lock in a segment.
 class RobustLock {
@@ -66,6 +74,25 @@ class RobustLock {
   //! died; false otherwise. Cleared when the lock is fully released.
   bool previous_owner_died() const noexcept { return mutex_owner_died(state_); }
 
+  //! Returns: whether some thread holds the lock now (Python's Lock.locked()). A snapshot: another
+  //! process may take or release it the moment after. It reads the lock word and nothing else; it
+  //! never blocks and costs lock() nothing. A lock whose holder died and that nobody has taken
+  //! since reads false: it is free to take (the next locker gets it at once and sees
+  //! previous_owner_died()). For a RecursiveMutex, true also when the caller holds it.
+  bool locked() const noexcept { return mutex_locked(state_); }
+
+  //! Returns: the kernel thread id (gettid) of the holder, or nullopt when the lock is free — a
+  //! snapshot, for diagnostics. In a single-threaded process it is the process id.
+  std::optional<pid_t> holder_tid() const noexcept;
+
+  //! Returns: the process id of the holder, or nullopt when the lock is free or the holder's
+  //! process cannot be told. Best effort, for diagnostics: the lock word holds only the holder's
+  //! thread id (nothing more is stored on the lock path), which this maps to its process through
+  //! /proc/<tid>/status (Tgid). nullopt when that thread exited in the meantime or /proc hides it
+  //! (hidepid); like every snapshot it may be stale by the time it is read, and a thread id reused
+  //! after the holder released the lock and exited could name another process.
+  std::optional<pid_t> holder_pid() const;
+
   //! The segment the lock lives in (its own, or that of the SharedValue/SharedArray it guards).
   const Segment& segment() const noexcept { return seg_; }
 
@@ -79,7 +106,17 @@ class RobustLock {
 
  private:
   friend class multiproc::Condition;
+  friend struct LockAccess;
 };
+
+//! For SharedValue/SharedArray, which may be guarded by a caller's lock.
+struct LockAccess {
+  static MutexState* state(const RobustLock& l) noexcept { return l.state_; }
+};
+
+//! Whether L is Mutex or RecursiveMutex (what a SharedValue/SharedArray may be guarded by).
+template <class L>
+inline constexpr bool is_robust_lock_v = std::is_base_of_v<RobustLock, L>;
 
 }  // namespace detail
 

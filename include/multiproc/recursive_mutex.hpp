@@ -29,6 +29,13 @@ class RecursiveMutex : public detail::RobustLock {
   unsigned depth() const noexcept {
     return detail::mutex_held_by_caller(state_) ? state_->depth : 0;
   }
+
+ private:
+  template <class>
+  friend class SharedValue;
+  template <class>
+  friend class SharedArray;
+  RecursiveMutex(Segment seg, detail::MutexState* state) : RobustLock(std::move(seg), state) {}
 };
 
 }  // namespace multiproc

@@ -17,7 +17,10 @@
 // array's segment header and checked when a named object is opened. Pure data: safe everywhere.
 #pragma once
 
+#include <charconv>
+#include <cmath>
 #include <cstddef>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -128,5 +131,107 @@ decltype(auto) visit_typecode(char code, F&& f) {
   (void)type_info(code);  // throws the standard "unknown type code" error
   return f(0);            // not reached
 }
+
+// ---- checked conversions between the table's types ----------------------------------------
+//
+// C++ leaves a conversion undefined when the value does not fit: a double beyond float's range
+// into a float, a NaN or a too-large floating-point value into an integer. make_value, make_array,
+// AnyValue / AnyArray and the typed array constructors from other element types convert through
+// these instead, and report what does not fit as an Error.
+namespace detail {
+
+//! Whether static_cast<To>(v) is defined and keeps v's value — for a floating-point v into an
+//! integer type, its value truncated toward zero (as static_cast does). An integer never fits an
+//! integer type it would wrap in (a negative value into an unsigned type included); NaN and the
+//! infinities fit only floating-point types; a finite value beyond a floating-point type's largest
+//! finite value does not fit it (C++ leaves that conversion undefined). Anything fits bool.
+template <class To, class From>
+bool fits(From v) noexcept {
+  static_assert(std::is_arithmetic_v<From> && std::is_arithmetic_v<To>,
+                "type-code values are numbers, characters or bools");
+  static_assert(!std::is_integral_v<From> || sizeof(From) <= sizeof(long long),
+                "type-code values are at most 64-bit integers");
+  if constexpr (std::is_same_v<To, bool> || std::is_same_v<From, bool>) {
+    return true;
+  } else if constexpr (std::is_integral_v<To>) {
+    if constexpr (std::is_floating_point_v<From>) {
+      if (std::isnan(v)) return false;
+      const From t = std::trunc(v);  // an infinity stays infinite, and fails below
+      // 2^digits is To's maximum + 1, and -2^digits its minimum when signed: both exact.
+      const From limit = std::ldexp(From(1), std::numeric_limits<To>::digits);
+      return (std::is_signed_v<To> ? t >= -limit : t >= From(0)) && t < limit;
+    } else if constexpr (std::is_signed_v<From>) {
+      // Compare in the widest types, so that nothing wraps before the check.
+      const long long x = static_cast<long long>(v);
+      if (x < 0) {
+        return std::is_signed_v<To> && x >= static_cast<long long>(std::numeric_limits<To>::min());
+      }
+      return static_cast<unsigned long long>(x) <=
+             static_cast<unsigned long long>(std::numeric_limits<To>::max());
+    } else {
+      return static_cast<unsigned long long>(v) <=
+             static_cast<unsigned long long>(std::numeric_limits<To>::max());
+    }
+  } else if constexpr (std::is_floating_point_v<From> &&
+                       (std::numeric_limits<From>::max() > std::numeric_limits<To>::max())) {
+    // Narrowing (double into float): infinities and NaN convert; finite values must be in range
+    // (a value that would round to the largest finite value is refused too: C++ does not define
+    // that conversion, and Python's struct refuses it as well).
+    return !std::isfinite(v) || std::fabs(v) <= static_cast<From>(std::numeric_limits<To>::max());
+  } else {
+    return true;  // any integer into a floating-point type (rounded), or widening
+  }
+}
+
+//! The value as Python would print it: integers in decimal (characters as their code), floating
+//! point in the shortest form that reads back the same ("1e+300", "0.1").
+template <class V>
+std::string show_number(V v) {
+  if constexpr (std::is_same_v<V, bool>) {
+    return v ? "true" : "false";
+  } else if constexpr (std::is_floating_point_v<V>) {
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
+  } else if constexpr (std::is_signed_v<V>) {
+    return std::to_string(static_cast<long long>(v));
+  } else {
+    return std::to_string(static_cast<unsigned long long>(v));
+  }
+}
+
+//! "'i' (int)" for a table type, "long double" style names for others.
+template <class T>
+std::string describe_type() {
+  if constexpr (has_typecode_v<T>) {
+    const char code = typecode<std::remove_cv_t<T>>::value;
+    return std::string("'") + code + "' (" + type_info(code).c_type + ")";
+  } else if constexpr (std::is_same_v<T, long double>) {
+    return "long double";
+  } else {
+    return std::is_floating_point_v<T> ? "a floating-point type"
+           : std::is_signed_v<T>       ? "a signed integer type of " + std::to_string(sizeof(T)) + " bytes"
+                                       : "an unsigned integer type of " + std::to_string(sizeof(T)) + " bytes";
+  }
+}
+
+//! Throws Error(errc::invalid_argument) with `message` (typecode.cpp: keeps error.hpp out of here).
+[[noreturn]] void throw_conversion(const std::string& message);
+
+//! static_cast<To>(v) when v fits To (see fits()); otherwise Error(errc::invalid_argument) saying
+//! "<context>: value <v> does not fit in type code 'x' (...)".
+template <class To, class From>
+To cast_checked(From v, const std::string& context) {
+  if (!fits<To>(v)) {
+    bool nan = false;
+    if constexpr (std::is_floating_point_v<From>) nan = std::isnan(v);
+    throw_conversion(context + ": value " + show_number(v) + " does not fit in " +
+                     (has_typecode_v<To> ? "type code " : "") + describe_type<To>() +
+                     (nan ? " (not a number)" : " (out of range)"));
+  }
+  return static_cast<To>(v);
+}
+
+}  // namespace detail
 
 }  // namespace multiproc

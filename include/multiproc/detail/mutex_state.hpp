@@ -45,8 +45,11 @@ struct RobustLink {
 //                (a copy of word's tid for readers that want a plain int: diagnostics, Segment)
 //   depth        recursion depth of the holder (RecursiveMutex; 1 for Mutex)
 //   owner_died   1 while the holder is the one that recovered the lock from a dead holder
-//   inconsistent 1 from a recovery until someone marks the guarded data repaired (survives
-//                unlock: SharedValue/SharedArray refuse to hand out such data silently)
+//   inconsistent bit 0: 1 from a recovery until someone marks the guarded data repaired
+//                (survives unlock; Condition and Pipe use it for their own state). Bits 1-31:
+//                how many times the lock was recovered from a dead holder (wraps), which is what
+//                SharedValue/SharedArray compare with their own count, so that each object
+//                sharing one lock is repaired separately. Written by holders only.
 //   recursive    immutable after init
 //   link         the holder's robust-list node (meaningful only while held, and only to the
 //                holding thread and the kernel); link.prev is null unless the lock is on the list
@@ -249,12 +252,18 @@ inline bool mutex_owner_died(const MutexState* s) noexcept {
          s->owner.load(std::memory_order_relaxed) == current_tid();
 }
 
-//! Whether a holder died since the guarded data was last marked repaired.
+//! Whether a holder died since the guarded data was last marked repaired. (Relaxed, as the
+//! stores: read and written under the lock, whose acquire and release order them.)
 inline bool mutex_inconsistent(const MutexState* s) noexcept {
-  return s->inconsistent.load(std::memory_order_relaxed) != 0;
+  return (s->inconsistent.load(std::memory_order_relaxed) & 1u) != 0;
 }
 inline void mutex_mark_repaired(MutexState* s) noexcept {
-  s->inconsistent.store(0, std::memory_order_relaxed);
+  s->inconsistent.store(s->inconsistent.load(std::memory_order_relaxed) & ~1u,
+                        std::memory_order_relaxed);
+}
+//! How many times the lock was recovered from a dead holder (modulo 2^31). Read under the lock.
+inline std::uint32_t mutex_recoveries(const MutexState* s) noexcept {
+  return s->inconsistent.load(std::memory_order_relaxed) >> 1;
 }
 
 //! Throws Error(errc::owner_died) naming `what` when the guarded data may be half-updated.
@@ -276,6 +285,13 @@ class MutexScope {
   MutexState* s_;
   const std::string& what_;
 };
+
+//! Whether some thread holds it (a snapshot). False once a holder died and until someone takes it
+//! again: the kernel leaves FUTEX_OWNER_DIED without a thread id in the word.
+inline bool mutex_locked(const MutexState* s) noexcept {
+  // relaxed: a snapshot that orders nothing (the caller reads no data the lock guards from it).
+  return (s->word.load(std::memory_order_relaxed) & FUTEX_TID_MASK) != 0;
+}
 
 //! Whether the calling thread holds it.
 inline bool mutex_held_by_caller(const MutexState* s) noexcept {
