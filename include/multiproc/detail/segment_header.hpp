@@ -11,7 +11,8 @@ namespace multiproc::detail {
 inline constexpr std::uint64_t kSegmentMagic = 0x434f5250'49544c55ull;  // "ULTIPROC" little-endian
 // 2: MutexState is our own robust futex lock. 3: Condition counts waiters in 64 bits; channel
 // cursors count complete messages (a chunked message counts at its Last chunk); ChannelState has
-// puts_base and the shutdown bit.
+// puts_base and the shutdown bit; value and array bodies record the kind and name of the lock that
+// guards them (a caller's Mutex or RecursiveMutex may be shared by several).
 inline constexpr std::uint32_t kLayoutVersion = 3;
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kStateInitializing = 0;
