@@ -189,7 +189,7 @@ class ShareableList {
   explicit ShareableList(std::size_t n) {
     attach(Segment::create_anonymous(
         Layout::layout(Kind::shareable_list, n, detail::array_what<T>(Kind::shareable_list, nullptr)),
-        detail::fill_array(false, Layout::data_offset, {})));
+        detail::fill_array(nullptr, Layout::data_offset, n * sizeof(T), {})));
   }
   //! Effects: an unnamed list holding `values`.
   ShareableList(std::initializer_list<T> values)
@@ -202,7 +202,7 @@ class ShareableList {
   ShareableList(create_only_t, const Name& name, std::size_t n) {
     attach(Segment::create(
         name, Layout::layout(Kind::shareable_list, n, detail::array_what<T>(Kind::shareable_list, &name)),
-        detail::fill_array(false, Layout::data_offset, {})));
+        detail::fill_array(nullptr, Layout::data_offset, n * sizeof(T), {})));
   }
   ShareableList(create_only_t, const Name& name, std::initializer_list<T> values)
       : ShareableList(&name, detail::pack_elements<T>(values.begin(), values.end())) {}
@@ -219,7 +219,7 @@ class ShareableList {
   ShareableList(open_or_create_t, const Name& name, std::size_t n) {
     attach(Segment::open_or_create(
         name, Layout::layout(Kind::shareable_list, n, detail::array_what<T>(Kind::shareable_list, &name)),
-        detail::fill_array(false, Layout::data_offset, {})));
+        detail::fill_array(nullptr, Layout::data_offset, n * sizeof(T), {})));
   }
 
   //! Number of elements, fixed at creation.
@@ -276,7 +276,7 @@ class ShareableList {
     const std::size_t n = bytes.size() / sizeof(T);
     const auto layout =
         Layout::layout(Kind::shareable_list, n, detail::array_what<T>(Kind::shareable_list, name));
-    auto init = detail::fill_array(false, Layout::data_offset, std::move(bytes));
+    auto init = detail::fill_array(nullptr, Layout::data_offset, n * sizeof(T), std::move(bytes));
     attach(name != nullptr ? Segment::create(*name, layout, init)
                            : Segment::create_anonymous(layout, init));
   }
