@@ -17,25 +17,6 @@ namespace bip = boost::interprocess;
 
 namespace {
 
-bool message_has(const std::exception& e, const std::string& part) {
-  const bool found = std::string(e.what()).find(part) != std::string::npos;
-  if (!found) BOOST_TEST_MESSAGE("message was: " << e.what());
-  return found;
-}
-
-// Runs f, which must throw an Error with `code` and a message containing every part.
-template <class F>
-void expect_error(F&& f, mp::errc code, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    BOOST_ERROR("no error thrown");
-  } catch (const mp::Error& e) {
-    BOOST_TEST((e.code() == mp::make_error_code(code)),
-               "code was " << e.code().message() << ": " << e.what());
-    for (const auto& part : parts) BOOST_TEST(message_has(e, part), "missing '" << part << "'");
-  }
-}
-
 // A raw shared memory object under multiproc's naming, with arbitrary content: a foreign or
 // damaged segment. Removed by the test through mp::remove.
 void make_raw(const std::string& name, std::size_t size, const std::function<void(char*)>& fill) {

@@ -19,25 +19,6 @@ using namespace mptest;
 
 namespace {
 
-bool message_has(const std::exception& e, const std::string& part) {
-  const bool found = std::string(e.what()).find(part) != std::string::npos;
-  if (!found) BOOST_TEST_MESSAGE("message was: " << e.what());
-  return found;
-}
-
-// Runs f, which must throw an Error with `code` and a message containing every part.
-template <class F>
-void expect_error(F&& f, mp::errc code, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    BOOST_ERROR("no error thrown");
-  } catch (const mp::Error& e) {
-    BOOST_TEST((e.code() == mp::make_error_code(code)),
-               "code was " << e.code().message() << ": " << e.what());
-    for (const auto& part : parts) BOOST_TEST(message_has(e, part), "missing '" << part << "'");
-  }
-}
-
 // The test pattern: word i of a block filled with `seed`.
 std::uint64_t pattern(std::uint64_t i, std::uint64_t seed) {
   std::uint64_t z = i + seed * 0x9e3779b97f4a7c15ull + 1;  // splitmix64

@@ -23,13 +23,6 @@ void check_row(char code) {
   BOOST_TEST(mp::typecode_v<const T> == code);
 }
 
-template <class T>
-bool message_has(const T& e, const std::string& part) {
-  const bool found = std::string(e.what()).find(part) != std::string::npos;
-  if (!found) BOOST_TEST_MESSAGE("message was: " << e.what());
-  return found;
-}
-
 template <class F>
 void expect_conversion_error(F&& f, const std::string& value, const std::string& code_part) {
   try {

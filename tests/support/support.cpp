@@ -318,4 +318,10 @@ void Clean::teardown() {
   }
 }
 
+bool message_has(const std::exception& e, const std::string& part) {
+  const bool found = std::string(e.what()).find(part) != std::string::npos;
+  if (!found) BOOST_TEST_MESSAGE("message was: " << e.what());
+  return found;
+}
+
 }  // namespace mptest

@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -119,6 +120,22 @@ bool eventually(const std::function<bool()>& done, std::chrono::milliseconds tim
 
 //! Whether a process with this pid exists and is not a zombie.
 bool pid_running(pid_t pid);
+
+//! Whether e's message contains `part` (printed when it does not).
+bool message_has(const std::exception& e, const std::string& part);
+
+//! Runs f, which must throw an Error with `code` and a message containing every part.
+template <class F>
+void expect_error(F&& f, mp::errc code, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    BOOST_ERROR("no error thrown");
+  } catch (const mp::Error& e) {
+    BOOST_TEST((e.code() == mp::make_error_code(code)),
+               "code was " << e.code().message() << ": " << e.what());
+    for (const auto& part : parts) BOOST_TEST(message_has(e, part), "missing '" << part << "'");
+  }
+}
 
 //! Names of /dev/shm entries made by this run (beginning with "mp." + run_prefix()).
 std::vector<std::string> leftover_segments();
