@@ -182,7 +182,13 @@ void condition_notify(ConditionState* s, std::uint32_t n, const std::string& wha
       normalize(s);
     }
     if (left == 0 || s->newcomers == 0) {
-      if (given > 0) bump(s->serving_word);
+      if (given > 0) {
+        bump(s->serving_word);
+        // Under the lock: after it, a later notify may requeue new, unticketed members onto
+        // serving_word, and this wake could go to one of them instead of a ticket holder.
+        futex_wake(&s->serving_word, wake_count(given));
+      }
+      return;
     } else {
       // The serving group is all notified (and folded): the newcomers become the serving group.
       s->serving = s->newcomers;
@@ -205,7 +211,6 @@ void condition_notify(ConditionState* s, std::uint32_t n, const std::string& wha
   } catch (...) {
     return;
   }
-  if (given > 0) futex_wake(&s->serving_word, wake_count(given));
 }
 
 std::uint64_t condition_waiting(ConditionState* s, const std::string& what) {

@@ -811,8 +811,16 @@ class StreamState {
                     "multiproc::Pool: the pool was destroyed before the stream read all its input");
       }
       const std::size_t n = batch.size();
-      core->extend(job, std::move(batch));
-      submitted += n;
+      try {
+        core->extend(job, std::move(batch));
+        submitted += n;
+      } catch (...) {
+        // The pool stopped taking work (closed and joined, terminated, broken): what was already
+        // submitted still arrives, then this error, at its place after them.
+        if (!input_error) input_error = std::current_exception();
+        input_done = true;
+        source.reset();
+      }
     }
     if (input_done && open) {
       open = false;

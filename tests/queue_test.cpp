@@ -174,6 +174,23 @@ BOOST_AUTO_TEST_CASE(message_larger_than_the_ring_goes_through, *boost::unit_tes
   BOOST_CHECK_THROW(mp::Queue<int>(std::size_t{1} << 30), mp::Error);
 }
 
+BOOST_AUTO_TEST_CASE(close_does_not_wait_for_a_streaming_put_blocked_on_the_closer, *boost::unit_test::timeout(60)) {
+  // A producer streams a message larger than the ring and blocks for room; the consumer decides
+  // to close first. close() once waited for the producer's end, which waited for this consumer:
+  // a deadlock. Now the close goes through, and the message begun still arrives whole.
+  mp::Queue<std::string> q(4, 4096);
+  mp::Process producer([q] { q.put(pattern(1 << 20, 3)); });
+  producer.start();
+  BOOST_REQUIRE(wait_until_in_futex(producer.pid()));  // the ring is full of its first chunks
+  q.close();
+  BOOST_TEST(q.closed());
+  BOOST_TEST((q.get() == pattern(1 << 20, 3)));
+  BOOST_CHECK_THROW(q.get(), mp::Closed);
+  BOOST_REQUIRE(producer.join_for(30s));
+  BOOST_TEST(*producer.exitcode() == 0);
+  BOOST_CHECK_THROW(q.put("late"), mp::Closed);
+}
+
 BOOST_AUTO_TEST_CASE(large_strings_and_vectors_stream_through_small_queues, *boost::unit_test::timeout(120)) {
   // 33 KB through Queue(8) (a 64 KiB ring), 1 MiB and 64 MiB through the same; a 1 MiB vector
   // through a 4 KiB ring; each checked byte for byte against its pattern, across processes.

@@ -174,11 +174,25 @@ class QueueBase {
   }
 
   //! Effects: no more puts (they throw Closed); gets drain what is left, then throw Closed.
-  //! Waits for a put in progress (a streamed message too) to finish. Idempotent.
+  //! Waits for a put in progress to finish, so that nothing is published after it — except a
+  //! streamed message already begun: its producer may be waiting for a consumer (perhaps the very
+  //! thread calling close()), so close() then closes without waiting; that message still
+  //! completes and is delivered (a consumer assembling one does not stop at close()). Idempotent.
   void close() const {
-    const EndToken t = ch_.acquire(ch_.producer(), nullptr);
-    ch_.close();
-    ch_.release(ch_.producer(), t);
+    for (;;) {
+      const auto deadline = detail::Clock::now() + std::chrono::milliseconds(10);
+      const EndToken t = ch_.acquire(ch_.producer(), &deadline);
+      if (t != EndToken::none) {
+        ch_.close();
+        ch_.release(ch_.producer(), t);
+        return;
+      }
+      // A snapshot (only the value matters): a stale answer costs one more round.
+      if (ch_.producer().open_message.load(std::memory_order_relaxed) == detail::kOpenStreaming) {
+        ch_.close();
+        return;
+      }
+    }
   }
   //! Python 3.13's Queue.shutdown(immediate). Effects: immediate = false is close().
   //! immediate = true: no more puts, and what is queued is discarded at once — gets throw
