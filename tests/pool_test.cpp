@@ -695,6 +695,27 @@ BOOST_AUTO_TEST_CASE(a_stream_outlives_close_until_join, *boost::unit_test::time
   BOOST_CHECK_THROW(for (long v : *orphan) taken += v, mp::Error);
 }
 
+BOOST_AUTO_TEST_CASE(a_stream_cut_by_join_hands_out_what_was_submitted_first, *boost::unit_test::timeout(60)) {
+  // The stream has chunks in flight when the pool is closed and joined: join() lets them run,
+  // and the stream delivers every one of them, in order, before its bad_state. (It once threw
+  // at the next refill, dropping the results already computed.)
+  mp::Pool pool(2);
+  auto stream = pool.imap(square, Numbers{});
+  auto it = stream.begin();
+  BOOST_REQUIRE(it != stream.end());
+  BOOST_TEST(*it == 0);
+  pool.close();
+  pool.join();
+  long next = 1, more = 0;
+  try {
+    for (++it; it != stream.end(); ++it, ++next, ++more) BOOST_TEST(*it == next * next);
+    BOOST_FAIL("an endless stream ended");
+  } catch (const mp::Error& e) {
+    BOOST_TEST((e.code() == mp::errc::bad_state));
+  }
+  BOOST_TEST(more >= 1);  // the window held more than the one taken
+}
+
 // ---- a dead worker fails exactly its running call (item 3) -------------------------------------
 
 BOOST_AUTO_TEST_CASE(a_worker_killed_idle_with_tasks_in_its_pipe_fails_nothing, *boost::unit_test::timeout(120)) {
