@@ -33,7 +33,6 @@ BOOST_AUTO_TEST_CASE(imap_in_order_and_imap_unordered_in_any, *boost::unit_test:
   BOOST_TEST(n == 0u);
 }
 
-
 BOOST_AUTO_TEST_CASE(terminate_ends_a_stream_with_chunks_in_flight, *boost::unit_test::timeout(60)) {
   mp::Pool pool(2);
   NamedEvent never("never");
@@ -43,7 +42,6 @@ BOOST_AUTO_TEST_CASE(terminate_ends_a_stream_with_chunks_in_flight, *boost::unit
   pool.join();
   BOOST_CHECK_THROW(for (bool b : stream) BOOST_TEST(!b), mp::Error);
 }
-
 
 // ---- lazy imap (item 2) ------------------------------------------------------------------------
 
@@ -275,7 +273,6 @@ BOOST_AUTO_TEST_CASE(a_stream_cut_by_join_hands_out_what_was_submitted_first, *b
   }
   BOOST_TEST(more >= 1);  // the window held more than the one taken
 }
-
 
 BOOST_AUTO_TEST_CASE(many_threads_wait_on_one_result_and_stream_at_once, *boost::unit_test::timeout(120)) {
   mp::Pool pool(2);

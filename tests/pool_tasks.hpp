@@ -29,6 +29,17 @@ struct NamedEvent : UniqueName, mp::Event {
       : UniqueName{unique_name(what)}, mp::Event(mp::create_only, name) {}
 };
 
+// Whether f() throws an E (any other exception goes through).
+template <class E, class F>
+bool throws(F&& f) {
+  try {
+    f();
+  } catch (const E&) {
+    return true;
+  }
+  return false;
+}
+
 inline long square(long x) { return x * x; }
 inline int add(int a, int b) { return a + b; }
 inline std::string shout(std::string s, int times) {
@@ -119,6 +130,5 @@ inline long sum_of_squares(long n) {
   (a % 3 == 0 ? a : b % 3 == 0 ? b : c) /= 3;
   return a * b * c;
 }
-
 
 }  // namespace pooltest

@@ -3,7 +3,9 @@
 // arguments. Failures: pool_failure_test.cpp; imap streams: pool_stream_test.cpp.
 #include "pool_tasks.hpp"
 
+#include <array>
 #include <atomic>
+#include <numeric>
 #include <optional>
 #include <thread>
 
@@ -54,6 +56,24 @@ BOOST_AUTO_TEST_CASE(starmap_apply_and_apply_async, *boost::unit_test::timeout(6
   BOOST_TEST(v.successful());
 }
 
+BOOST_AUTO_TEST_CASE(starmap_spreads_plain_and_encoded_items_alike, *boost::unit_test::timeout(60)) {
+  // std::array items are plain (sent as their bytes, results written in place); std::pair items
+  // are encoded (a vector in between): map and starmap share the worker's code for both.
+  mp::Pool pool(2);
+  std::vector<std::array<int, 2>> arrays;
+  std::vector<std::pair<int, int>> pairs;
+  for (int i = 0; i < 1000; ++i) {
+    arrays.push_back({i, 2 * i});
+    pairs.emplace_back(i, 2 * i);
+  }
+  for (std::size_t chunk : {std::size_t{0}, std::size_t{1}, std::size_t{7}}) {
+    const auto from_arrays = pool.starmap(add, arrays, chunk);
+    BOOST_TEST((from_arrays == pool.starmap(add, pairs, chunk)), "chunksize " << chunk);
+    BOOST_REQUIRE(from_arrays.size() == 1000u);
+    BOOST_TEST(std::accumulate(from_arrays.begin(), from_arrays.end(), 0) == 3 * 999 * 1000 / 2);
+    BOOST_TEST(from_arrays[999] == 2997);
+  }
+}
 
 BOOST_AUTO_TEST_CASE(async_result_waits_times_out_and_reports, *boost::unit_test::timeout(60)) {
   mp::Pool pool(2);
@@ -107,7 +127,6 @@ BOOST_AUTO_TEST_CASE(progress_is_reported_chunk_by_chunk, *boost::unit_test::tim
   }
 }
 
-
 BOOST_AUTO_TEST_CASE(large_arguments_and_results_stream_through, *boost::unit_test::timeout(120)) {
   mp::Pool pool(2);
   std::vector<std::string> big(8, std::string(3 << 20, 'x'));  // larger than a worker's ring
@@ -116,7 +135,6 @@ BOOST_AUTO_TEST_CASE(large_arguments_and_results_stream_through, *boost::unit_te
   const auto echoed = pool.apply([](std::string s) { return s + s; }, std::string(2 << 20, 'y'));
   BOOST_TEST(echoed.size() == (4u << 20));
 }
-
 
 // ---- get_for (item 4) --------------------------------------------------------------------------
 
@@ -155,7 +173,6 @@ BOOST_AUTO_TEST_CASE(get_for_returns_empty_at_the_deadline_and_the_result_after,
     BOOST_TEST((e.code() == mp::errc::bad_state));
   }
 }
-
 
 // ---- callbacks given with the call (item 5) ----------------------------------------------------
 
