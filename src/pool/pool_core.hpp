@@ -82,8 +82,8 @@ int worker_main(const Connection& conn, const std::function<void()>& init, std::
                 const RawValue<std::uint64_t>& started);
 
 //! The pool itself, shared by the Pool handle and its streams (weakly). Callers' threads submit
-//! work (lifecycle.cpp, stream.cpp); one manager thread owns the workers (manager.cpp) and
-//! completes the jobs (jobs.cpp).
+//! work (lifecycle.cpp, stream.cpp); one manager thread owns the workers (manager.cpp) and hands
+//! their replies to the jobs (jobs.cpp).
 class PoolCore {
  public:
   PoolCore(int processes, std::function<void()> init, std::size_t maxtasks);
