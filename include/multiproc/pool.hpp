@@ -56,282 +56,24 @@
 
 #include <multiproc/codec.hpp>
 #include <multiproc/detail/futex.hpp>
+#include <multiproc/detail/pool_job.hpp>
+#include <multiproc/detail/pool_task.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/process.hpp>
 
-#include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
-#include <cstdint>
-#include <cstring>
 #include <deque>
-#include <exception>
 #include <functional>
 #include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <string>
-#include <tuple>
 #include <type_traits>
-#include <typeinfo>
 #include <utility>
 #include <vector>
 
 namespace multiproc {
-namespace detail {
-
-// Bytes reserved in front of a task's payload and of a result's payload for the pool's own
-// headers, so that neither is copied again to prepend them.
-inline constexpr std::size_t kTaskHeaderBytes = 28;
-inline constexpr std::size_t kResultHeaderBytes = 13;
-
-//! Runs one task in a worker: decodes the payload, calls the function, and returns the encoded
-//! result after kResultHeaderBytes of room for the header.
-using Trampoline = std::string (*)(std::uintptr_t fn, const std::byte* in, std::size_t n);
-
-//! One unit of work sent to a worker: `message` holds kTaskHeaderBytes of room, then the payload.
-struct PoolTask {
-  Trampoline trampoline;
-  std::uintptr_t fn;
-  std::string message;
-};
-
-//! What a call collects: one reply per task (call, ordered stream) or replies in completion
-//! order (unordered stream).
-enum class JobKind : std::uint8_t { call, ordered_stream, unordered_stream };
-
-//! The state of one call (apply, map, an imap stream, ...), shared by the caller's handle and the
-//! pool's manager thread. Guarded by `mutex`; `cv` announces each reply and the end.
-struct JobState {
-  std::mutex mutex;
-  std::condition_variable cv;
-  JobKind kind = JobKind::call;
-  std::size_t tasks = 0;  // submitted so far (a stream adds tasks as it reads its input)
-  std::size_t done = 0;   // answered
-  // call, ordered stream: the reply of task `first + i` (header first; status byte 0 = success),
-  // once it came. A stream pops the front as it takes replies.
-  std::deque<std::optional<std::string>> results;
-  std::size_t first = 0;
-  std::deque<std::string> arrived;  // unordered stream: replies not taken yet, in arrival order
-  std::exception_ptr error;  // set when the call failed (a stream: failed as a whole)
-  bool completing = false;   // the outcome is known; callbacks are running
-  bool finished = false;     // callbacks ran: get() may return
-  std::vector<std::function<void(JobState&)>> on_finish;  // run by the manager, without the mutex
-  std::function<void(std::size_t, std::size_t)> progress;
-};
-
-class PoolCore;
-class StreamState;
-struct StreamDeleter {
-  void operator()(StreamState* s) const noexcept;
-};
-
-//! Reads a lazy input (imap) a chunk at a time, on the thread that iterates the stream.
-class ChunkSource {
- public:
-  virtual ~ChunkSource() = default;
-  //! Effects: reads up to one chunk of items into `out`. Returns: how many it read (0: the input
-  //! ended). An exception from the input is stored in `error` (the items read before it are in
-  //! `out`); the source is not read again after that.
-  virtual std::size_t read(PoolTask& out, std::exception_ptr& error) noexcept = 0;
-};
-
-template <class R>
-struct success_callback {
-  using type = std::function<void(const R&)>;
-};
-template <>
-struct success_callback<void> {
-  using type = std::function<void()>;
-};
-
-template <class F>
-auto task_pointer(F f) {
-  static_assert(std::is_convertible_v<F, decltype(+f)> && std::is_pointer_v<decltype(+f)> &&
-                    std::is_function_v<std::remove_pointer_t<decltype(+f)>>,
-                "Pool tasks must be plain functions or captureless lambdas: they run in other "
-                "processes, where captured state would not exist (pass it as arguments, or set it "
-                "up with the Pool's initializer)");
-  return +f;
-}
-
-template <class FP>
-struct fn_traits;
-template <class R, class... A>
-struct fn_traits<R (*)(A...)> {
-  using result = R;
-  using args = std::tuple<std::decay_t<A>...>;
-  static constexpr std::size_t arity = sizeof...(A);
-};
-
-//! v encoded after `room` unused bytes.
-template <class V>
-std::string encode_value(const V& v, std::size_t room = 0) {
-  std::string out(room + Codec<V>::size(v), '\0');
-  Codec<V>::encode(v, reinterpret_cast<std::byte*>(out.data()) + room);
-  return out;
-}
-//! The value encoded in s after `skip` bytes.
-template <class V>
-V decode_value(const std::string& s, std::size_t skip = 0) {
-  return Codec<V>::decode(reinterpret_cast<const std::byte*>(s.data()) + skip, s.size() - skip);
-}
-
-//! Plain values travel in chunks as their bytes, with no vector in between.
-template <class T>
-inline constexpr bool is_bulk_v = is_plain_v<T> && !std::is_same_v<T, bool>;
-
-template <class FP>
-std::string apply_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t n) {
-  using T = fn_traits<FP>;
-  auto args = Codec<typename T::args>::decode(in, n);
-  auto f = reinterpret_cast<FP>(fn);
-  if constexpr (std::is_void_v<typename T::result>) {
-    std::apply(f, args);
-    return std::string(kResultHeaderBytes, '\0');
-  } else {
-    return encode_value(std::apply(f, args), kResultHeaderBytes);
-  }
-}
-
-template <class FP, class In>
-std::string map_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t n) {
-  using R = typename fn_traits<FP>::result;
-  auto f = reinterpret_cast<FP>(fn);
-  if constexpr (is_bulk_v<In> && is_bulk_v<R>) {
-    // Both sides are arrays of plain values (their Codec is their bytes): read each input from
-    // the message and write each result into the reply, with no vector in between.
-    if (n % sizeof(In) != 0) throw_decode_error(typeid(In).name(), n, "not whole values");
-    const std::size_t count = n / sizeof(In);
-    std::string out;
-    out.resize(kResultHeaderBytes + count * sizeof(R));
-    char* dst = out.data() + kResultHeaderBytes;
-    for (std::size_t k = 0; k < count; ++k, in += sizeof(In), dst += sizeof(R)) {
-      In item;
-      std::memcpy(static_cast<void*>(&item), in, sizeof(In));
-      const R r = f(item);
-      std::memcpy(dst, static_cast<const void*>(&r), sizeof(R));
-    }
-    return out;
-  }
-  const auto items = Codec<std::vector<In>>::decode(in, n);
-  std::vector<R> out;
-  out.reserve(items.size());
-  for (const In& item : items) out.push_back(f(item));
-  return encode_value(out, kResultHeaderBytes);
-}
-
-template <class FP, class Tuple>
-std::string starmap_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t n) {
-  using R = typename fn_traits<FP>::result;
-  const auto items = Codec<std::vector<Tuple>>::decode(in, n);
-  auto f = reinterpret_cast<FP>(fn);
-  std::vector<R> out;
-  out.reserve(items.size());
-  for (const Tuple& item : items) out.push_back(std::apply(f, item));
-  return encode_value(out, kResultHeaderBytes);
-}
-
-//! Builds one task message from items added one by one.
-template <class In>
-class ChunkBuilder {
- public:
-  //! Room for `n` items (more are possible; fewer are fine).
-  explicit ChunkBuilder(std::size_t n) {
-    if constexpr (is_bulk_v<In>) {
-      // Codec<std::vector<In>> of plain values is just their bytes: write them straight into the
-      // message, behind the room for the task header.
-      bytes_.resize(kTaskHeaderBytes + std::min<std::size_t>(n, std::size_t{1} << 16) * sizeof(In));
-    } else {
-      part_.reserve(std::min<std::size_t>(n, std::size_t{1} << 12));
-    }
-  }
-  void add(const In& v) {
-    if constexpr (is_bulk_v<In>) {
-      const std::size_t at = kTaskHeaderBytes + count_ * sizeof(In);
-      if (at == bytes_.size()) bytes_.resize(kTaskHeaderBytes + 2 * count_ * sizeof(In) + sizeof(In));
-      std::memcpy(bytes_.data() + at, static_cast<const void*>(&v), sizeof(In));
-      ++count_;
-    } else {
-      part_.push_back(v);
-    }
-  }
-  //! The task message: kTaskHeaderBytes of room, then the items.
-  std::string message() {
-    if constexpr (is_bulk_v<In>) {
-      bytes_.resize(kTaskHeaderBytes + count_ * sizeof(In));
-      return std::move(bytes_);
-    } else {
-      return encode_value(part_, kTaskHeaderBytes);
-    }
-  }
-
- private:
-  std::string bytes_;
-  std::size_t count_ = 0;
-  std::vector<In> part_;
-};
-
-//! imap's input: `Range` is a reference to the caller's range (which must outlive the stream) or
-//! the range itself, kept here (a temporary passed to imap).
-template <class In, class Range>
-class RangeSource final : public ChunkSource {
- public:
-  RangeSource(Range&& range, std::size_t chunksize, Trampoline trampoline, std::uintptr_t fn)
-      : range_(std::forward<Range>(range)),
-        it_(std::begin(range_)),
-        end_(std::end(range_)),
-        chunksize_(chunksize),
-        trampoline_(trampoline),
-        fn_(fn) {}
-  std::size_t read(PoolTask& out, std::exception_ptr& error) noexcept override {
-    std::size_t n = 0;
-    try {
-      ChunkBuilder<In> chunk(chunksize_);
-      try {
-        while (n < chunksize_ && it_ != end_) {
-          chunk.add(*it_);
-          ++n;  // counted before ++it_: an item read is an item sent, even if ++ then throws
-          ++it_;
-        }
-      } catch (...) {
-        error = std::current_exception();
-      }
-      if (n != 0) out = PoolTask{trampoline_, fn_, chunk.message()};
-    } catch (...) {  // no memory for the chunk
-      error = std::current_exception();
-      n = 0;
-    }
-    return n;
-  }
-
- private:
-  using Stored = std::conditional_t<std::is_lvalue_reference_v<Range>, Range, std::remove_cv_t<Range>>;
-  Stored range_;
-  decltype(std::begin(std::declval<Stored&>())) it_;
-  decltype(std::end(std::declval<Stored&>())) end_;
-  std::size_t chunksize_;
-  Trampoline trampoline_;
-  std::uintptr_t fn_;
-};
-
-//! Python's default chunk size: about four chunks per worker.
-std::size_t default_chunksize(std::size_t items, std::size_t workers) noexcept;
-
-//! Waits for a job to finish (up to the deadline); returns whether it did.
-bool wait_job(JobState& job, const Clock::time_point* deadline);
-//! Rethrows the job's error, if any. Requires it finished.
-void rethrow_job_error(JobState& job);
-//! Adds a callback to run when the job finishes (at once, here, if it already has).
-void on_job_finish(const std::shared_ptr<JobState>& job, std::function<void(JobState&)> fn);
-//! The next reply of a stream (header first), reading input and submitting chunks as needed.
-//! Returns: false at the end. Throws: the task's error (RemoteError, BrokenPool), the input's
-//! exception, Error(errc::bad_state) if the pool stopped.
-bool stream_next(StreamState& stream, std::string& reply);
-
-}  // namespace detail
 
 //! Callbacks given with a call (apply_async, map_async, starmap_async): `on_success(result)` (or
 //! `on_success()` for a void call) when it succeeds, `on_error(const Error&)` when it fails. Either
@@ -348,17 +90,8 @@ Callbacks<std::decay_t<S>, std::decay_t<E>> callbacks(S&& on_success, E&& on_err
   return {std::forward<S>(on_success), std::forward<E>(on_error)};
 }
 
-namespace detail {
-template <class T>
-struct is_callbacks : std::false_type {};
-template <class S, class E>
-struct is_callbacks<Callbacks<S, E>> : std::true_type {};
-template <class... A>
-struct first_is_callbacks : std::false_type {};
-template <class A0, class... A>
-struct first_is_callbacks<A0, A...> : is_callbacks<std::decay_t<A0>> {};
-}  // namespace detail
-
+//! The outcome of apply_async / map_async / starmap_async. Copies share the call; any thread may
+//! wait on it.
 template <class R>
 class AsyncResult {
  public:
@@ -368,27 +101,12 @@ class AsyncResult {
   //! Returns: the result, waiting for it. Throws: RemoteError (a task threw), BrokenPool (a
   //! worker died running it, or the pool broke), Error(errc::bad_state) (the pool was terminated
   //! first).
-  R get() const {
-    detail::wait_job(*job_, nullptr);
-    detail::rethrow_job_error(*job_);
-    if constexpr (!std::is_void_v<R>) return decode_(*job_);
-  }
+  R get() const;
   //! Python's get(timeout). Returns: the result (void: true) if the call finishes within the
   //! timeout; at the deadline without it (nullopt; void: false) — the timeout is no exception.
   //! Throws: as get(), when the call failed within the timeout.
   template <class Rep, class Period>
-  auto get_for(const std::chrono::duration<Rep, Period>& timeout) const {
-    const auto deadline = detail::deadline_after(timeout);
-    const bool done = detail::wait_job(*job_, &deadline);
-    if constexpr (std::is_void_v<R>) {
-      if (done) detail::rethrow_job_error(*job_);
-      return done;
-    } else {
-      if (!done) return std::optional<R>();
-      detail::rethrow_job_error(*job_);
-      return std::optional<R>(decode_(*job_));
-    }
-  }
+  auto get_for(const std::chrono::duration<Rep, Period>& timeout) const;
   void wait() const { detail::wait_job(*job_, nullptr); }
   //! Returns: whether the result is ready within the timeout.
   template <class Rep, class Period>
@@ -401,45 +119,15 @@ class AsyncResult {
     return job_->finished;
   }
   //! Returns: whether the call succeeded. Throws: Error(errc::bad_state) before it is ready.
-  bool successful() const {
-    std::lock_guard<std::mutex> lock(job_->mutex);
-    if (!job_->finished) {
-      throw Error(errc::bad_state, "multiproc::AsyncResult: successful() before the result is ready");
-    }
-    return !job_->error;
-  }
+  bool successful() const;
   //! Effects: calls f(result) in this process when the call succeeds — from the pool's manager
   //! thread, or at once from this thread if it already has. Keep it short; an exception from it
   //! is printed and dropped. To have it in place before the call can finish, give it with the
   //! call (mp::callbacks).
-  const AsyncResult& on_success(Success f) const {
-    if (!f) return *this;
-    detail::on_job_finish(job_, [decode = decode_, f = std::move(f)](detail::JobState& job) {
-      if (job.error) return;
-      if constexpr (std::is_void_v<R>) {
-        (void)decode;
-        f();
-      } else {
-        f(decode(job));
-      }
-    });
-    return *this;
-  }
+  const AsyncResult& on_success(Success f) const;
   //! Effects: calls f(error) in this process when the call fails (RemoteError, BrokenPool, ...),
   //! from the same threads as on_success.
-  const AsyncResult& on_error(std::function<void(const Error&)> f) const {
-    if (!f) return *this;
-    detail::on_job_finish(job_, [f = std::move(f)](detail::JobState& job) {
-      if (!job.error) return;
-      try {
-        std::rethrow_exception(job.error);
-      } catch (const Error& e) {
-        f(e);
-      } catch (...) {
-      }
-    });
-    return *this;
-  }
+  const AsyncResult& on_error(std::function<void(const Error&)> f) const;
 
  private:
   friend class Pool;
@@ -470,15 +158,9 @@ class ResultStream {
     iterator() = default;
     reference operator*() const { return s_->buffer_[pos_]; }
     pointer operator->() const { return &s_->buffer_[pos_]; }
-    iterator& operator++() {
-      if (++pos_ == s_->buffer_.size()) {
-        pos_ = 0;
-        ResultStream* s = s_;
-        s_ = nullptr;  // should next_chunk throw, this iterator is at the end
-        if (s->next_chunk()) s_ = s;
-      }
-      return *this;
-    }
+    //! Effects: moves to the next result, waiting for it. Throws: as described above (this
+    //! iterator is then at the end).
+    iterator& operator++();
     void operator++(int) { ++*this; }
     bool operator==(const iterator& o) const { return s_ == o.s_ && pos_ == o.pos_; }
     bool operator!=(const iterator& o) const { return !(*this == o); }
@@ -490,11 +172,9 @@ class ResultStream {
     std::size_t pos_ = 0;
   };
 
-  iterator begin() {
-    if (started_) throw Error(errc::bad_state, "multiproc::ResultStream: a single-pass range");
-    started_ = true;
-    return next_chunk() ? iterator(this) : iterator();
-  }
+  //! Returns: an iterator at the first result, waiting for it. Throws: Error(errc::bad_state) on
+  //! a second call (single pass), or as described above.
+  iterator begin();
   iterator end() { return iterator(); }
 
   //! The number of results taken from the pool so far (the chunk being iterated included): the
@@ -503,27 +183,12 @@ class ResultStream {
 
  private:
   friend class Pool;
-  explicit ResultStream(std::unique_ptr<detail::StreamState, detail::StreamDeleter> state)
-      : state_(std::move(state)) {}
+  explicit ResultStream(detail::StreamHandle state) : state_(std::move(state)) {}
 
   // Loads the next non-empty chunk into buffer_; false at the end.
-  bool next_chunk() {
-    std::string reply;
-    while (state_ != nullptr && detail::stream_next(*state_, reply)) {
-      auto values = detail::decode_value<std::vector<R>>(reply, detail::kResultHeaderBytes);
-      if constexpr (std::is_same_v<R, bool>) {
-        buffer_.assign(values.begin(), values.end());
-      } else {
-        buffer_ = std::move(values);
-      }
-      delivered_ += buffer_.size();
-      if (!buffer_.empty()) return true;
-    }
-    buffer_.clear();
-    return false;
-  }
+  bool next_chunk();
 
-  std::unique_ptr<detail::StreamState, detail::StreamDeleter> state_;
+  detail::StreamHandle state_;
   std::size_t delivered_ = 0;
   bool started_ = false;
   // The chunk being iterated (a deque for bool: iterators hand out references into it).
@@ -546,88 +211,37 @@ class Pool {
 
   //! Returns: f(args...), computed in a worker.
   template <class F, class... Args>
-  auto apply(F f, Args&&... args) {
-    return apply_async(f, std::forward<Args>(args)...).get();
-  }
+  auto apply(F f, Args&&... args);
   //! Returns: an AsyncResult for f(args...). With mp::callbacks(on_success, on_error) right after
   //! f, the callbacks are attached before the call is submitted. Throws: Error(errc::bad_state)
   //! after close() or terminate(), BrokenPool on a broken pool (the callbacks then never run).
   template <class F, class... Args,
             class = std::enable_if_t<!detail::first_is_callbacks<Args...>::value>>
-  auto apply_async(F f, Args&&... args) {
-    return apply_async(f, Callbacks<std::nullptr_t, std::nullptr_t>{nullptr, nullptr},
-                       std::forward<Args>(args)...);
-  }
+  auto apply_async(F f, Args&&... args);
   template <class F, class S, class E, class... Args>
-  auto apply_async(F f, Callbacks<S, E> cb, Args&&... args) {
-    auto fp = detail::task_pointer(f);
-    using FP = decltype(fp);
-    using R = typename detail::fn_traits<FP>::result;
-    static_assert(std::is_invocable_v<FP, std::decay_t<Args>&...>,
-                  "apply_async(f, args...): f cannot be called with these arguments");
-    const typename detail::fn_traits<FP>::args tuple(std::forward<Args>(args)...);
-    std::vector<detail::PoolTask> tasks;
-    tasks.push_back({&detail::apply_trampoline<FP>, reinterpret_cast<std::uintptr_t>(fp),
-                     detail::encode_value(tuple, detail::kTaskHeaderBytes)});
-    AsyncResult<R> result(std::make_shared<detail::JobState>(), [](detail::JobState& j) -> R {
-      if constexpr (!std::is_void_v<R>) {
-        std::lock_guard<std::mutex> lock(j.mutex);
-        return detail::decode_value<R>(*j.results[0], detail::kResultHeaderBytes);
-      }
-    });
-    attach(result, std::move(cb));
-    submit(result.job_, std::move(tasks), {});
-    return result;
-  }
+  auto apply_async(F f, Callbacks<S, E> cb, Args&&... args);
 
   //! Returns: [f(x) for x in inputs], in order.
   template <class F, class Range>
-  auto map(F f, const Range& inputs, std::size_t chunksize = 0, Progress progress = {}) {
-    return map_async(f, inputs, chunksize, std::move(progress)).get();
-  }
+  auto map(F f, const Range& inputs, std::size_t chunksize = 0, Progress progress = {});
   //! Returns: an AsyncResult for map(...). Reads all of `inputs` first: an exception from the
   //! input leaves here, before anything is submitted. With mp::callbacks(...) right after f, as
   //! apply_async.
   template <class F, class Range, class = std::enable_if_t<!detail::is_callbacks<Range>::value>>
-  auto map_async(F f, const Range& inputs, std::size_t chunksize = 0, Progress progress = {}) {
-    return map_async(f, Callbacks<std::nullptr_t, std::nullptr_t>{nullptr, nullptr}, inputs,
-                     chunksize, std::move(progress));
-  }
+  auto map_async(F f, const Range& inputs, std::size_t chunksize = 0, Progress progress = {});
   template <class F, class S, class E, class Range>
   auto map_async(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t chunksize = 0,
-                 Progress progress = {}) {
-    using In = std::decay_t<decltype(*std::begin(inputs))>;
-    auto fp = detail::task_pointer(f);
-    using FP = decltype(fp);
-    using R = typename detail::fn_traits<FP>::result;
-    static_assert(!std::is_void_v<R>, "map(f, inputs): f must return a value");
-    return submit_all<R>(chunk<In>(inputs, chunksize, &detail::map_trampoline<FP, In>,
-                                   reinterpret_cast<std::uintptr_t>(fp)),
-                         std::move(cb), std::move(progress));
-  }
+                 Progress progress = {});
 
   //! Returns: [f(a, b, ...) for (a, b, ...) in inputs], in order. Inputs are tuples or pairs.
   template <class F, class Range>
-  auto starmap(F f, const Range& inputs, std::size_t chunksize = 0, Progress progress = {}) {
-    return starmap_async(f, inputs, chunksize, std::move(progress)).get();
-  }
+  auto starmap(F f, const Range& inputs, std::size_t chunksize = 0, Progress progress = {});
+  //! Returns: an AsyncResult for starmap(...), as map_async.
   template <class F, class Range, class = std::enable_if_t<!detail::is_callbacks<Range>::value>>
-  auto starmap_async(F f, const Range& inputs, std::size_t chunksize = 0, Progress progress = {}) {
-    return starmap_async(f, Callbacks<std::nullptr_t, std::nullptr_t>{nullptr, nullptr}, inputs,
-                         chunksize, std::move(progress));
-  }
+  auto starmap_async(F f, const Range& inputs, std::size_t chunksize = 0, Progress progress = {});
   template <class F, class S, class E, class Range>
   auto starmap_async(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t chunksize = 0,
-                     Progress progress = {}) {
-    using In = std::decay_t<decltype(*std::begin(inputs))>;
-    auto fp = detail::task_pointer(f);
-    using FP = decltype(fp);
-    using R = typename detail::fn_traits<FP>::result;
-    static_assert(!std::is_void_v<R>, "starmap(f, inputs): f must return a value");
-    return submit_all<R>(chunk<In>(inputs, chunksize, &detail::starmap_trampoline<FP, In>,
-                                   reinterpret_cast<std::uintptr_t>(fp)),
-                         std::move(cb), std::move(progress));
-  }
+                     Progress progress = {});
 
   //! Returns: a lazy range of f(x) for x in inputs, in order, each available as soon as its chunk
   //! is done (chunksize 1 by default, as in Python). The input is read as the stream is iterated,
@@ -635,14 +249,10 @@ class Pool {
   //! endless input works in constant memory. An lvalue `inputs` must outlive the stream (it is
   //! read in place); a temporary is moved into the stream. Throws: as apply_async.
   template <class F, class Range>
-  auto imap(F f, Range&& inputs, std::size_t chunksize = 1) {
-    return stream(f, std::forward<Range>(inputs), chunksize, true);
-  }
+  auto imap(F f, Range&& inputs, std::size_t chunksize = 1);
   //! As imap, in the order the results complete.
   template <class F, class Range>
-  auto imap_unordered(F f, Range&& inputs, std::size_t chunksize = 1) {
-    return stream(f, std::forward<Range>(inputs), chunksize, false);
-  }
+  auto imap_unordered(F f, Range&& inputs, std::size_t chunksize = 1);
 
   //! Effects: no new call is accepted (they throw Error(errc::bad_state)); queued work runs and
   //! open streams keep reading their input.
@@ -661,114 +271,23 @@ class Pool {
   std::vector<pid_t> worker_pids() const;
 
  private:
+  // Submits the tasks of a call (src/pool/); the template plumbing is in detail/pool_impl.hpp.
   void submit(const std::shared_ptr<detail::JobState>& job, std::vector<detail::PoolTask> tasks,
               Progress progress);
-  std::unique_ptr<detail::StreamState, detail::StreamDeleter> open_stream(
-      std::unique_ptr<detail::ChunkSource> source, bool ordered);
+  detail::StreamHandle open_stream(std::unique_ptr<detail::ChunkSource> source, bool ordered);
 
   template <class R, class S, class E>
-  static void attach(const AsyncResult<R>& result, Callbacks<S, E> cb) {
-    if constexpr (!std::is_same_v<S, std::nullptr_t>) {
-      if constexpr (std::is_void_v<R>) {
-        static_assert(std::is_invocable_v<S&>, "mp::callbacks(on_success, ...): on_success() of a "
-                                               "void call takes no argument");
-      } else {
-        static_assert(std::is_invocable_v<S&, const R&>,
-                      "mp::callbacks(on_success, ...): on_success must take the result (const R&)");
-      }
-      result.on_success(typename AsyncResult<R>::Success(std::move(cb.on_success)));
-    }
-    if constexpr (!std::is_same_v<E, std::nullptr_t>) {
-      static_assert(std::is_invocable_v<E&, const Error&>,
-                    "mp::callbacks(..., on_error): on_error must take a const multiproc::Error&");
-      result.on_error(std::function<void(const Error&)>(std::move(cb.on_error)));
-    }
-  }
-
-  template <class R, class S, class E>
-  AsyncResult<std::vector<R>> submit_all(std::vector<detail::PoolTask> tasks, Callbacks<S, E> cb,
-                                         Progress progress) {
-    AsyncResult<std::vector<R>> result(std::make_shared<detail::JobState>(), &concat<R>);
-    attach(result, std::move(cb));
-    submit(result.job_, std::move(tasks), std::move(progress));
-    return result;
-  }
-
-  // map's input, read at once (twice for a forward range: counting, then copying; an input-only
-  // range is first copied into a vector).
-  template <class In, class Range>
-  std::vector<detail::PoolTask> chunk(const Range& inputs, std::size_t chunksize,
-                                      detail::Trampoline trampoline, std::uintptr_t fn) {
-    using It = decltype(std::begin(inputs));
-    if constexpr (!std::is_base_of_v<std::forward_iterator_tag,
-                                     typename std::iterator_traits<It>::iterator_category>) {
-      std::vector<In> copy;
-      for (auto it = std::begin(inputs); it != std::end(inputs); ++it) copy.push_back(*it);
-      return chunk<In>(copy, chunksize, trampoline, fn);
-    } else {
-      const auto items = static_cast<std::size_t>(std::distance(std::begin(inputs), std::end(inputs)));
-      if (chunksize == 0) chunksize = detail::default_chunksize(items, size());
-      std::vector<detail::PoolTask> tasks;
-      tasks.reserve(items / chunksize + 1);
-      auto it = std::begin(inputs);
-      for (std::size_t i = 0; i < items; i += chunksize) {
-        const std::size_t n = std::min(items - i, chunksize);
-        detail::ChunkBuilder<In> part(n);
-        for (std::size_t k = 0; k < n; ++k, ++it) part.add(*it);
-        tasks.push_back({trampoline, fn, part.message()});
-      }
-      return tasks;
-    }
-  }
-
-  template <class R>
-  static std::vector<R> concat(detail::JobState& job) {
-    std::lock_guard<std::mutex> lock(job.mutex);
-    std::vector<R> out;
-    if constexpr (detail::is_bulk_v<R>) {
-      // Each reply is [header][values] (Codec<std::vector<R>> of plain values is their bytes):
-      // one copy into place.
-      std::size_t total = 0;
-      for (const auto& r : job.results) {
-        const std::size_t bytes = r->size() - detail::kResultHeaderBytes;
-        if (bytes % sizeof(R) != 0) detail::throw_decode_error(typeid(R).name(), bytes, "not whole values");
-        total += bytes / sizeof(R);
-      }
-      out.resize(total);
-      std::size_t at = 0;
-      for (const auto& r : job.results) {
-        const std::size_t bytes = r->size() - detail::kResultHeaderBytes;
-        if (bytes != 0) {
-          std::memcpy(static_cast<void*>(out.data() + at), r->data() + detail::kResultHeaderBytes, bytes);
-        }
-        at += bytes / sizeof(R);
-      }
-    } else {
-      for (const auto& r : job.results) {
-        auto part = detail::decode_value<std::vector<R>>(*r, detail::kResultHeaderBytes);
-        out.insert(out.end(), std::make_move_iterator(part.begin()),
-                   std::make_move_iterator(part.end()));
-      }
-    }
-    return out;
-  }
-
+  AsyncResult<R> start_call(std::vector<detail::PoolTask> tasks, Callbacks<S, E> cb,
+                            Progress progress, typename AsyncResult<R>::Decode decode);
+  template <detail::Spread Spread, class F, class S, class E, class Range>
+  auto map_call(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t chunksize,
+                Progress progress);
   template <class F, class Range>
-  auto stream(F f, Range&& inputs, std::size_t chunksize, bool ordered) {
-    using In = std::decay_t<decltype(*std::begin(inputs))>;
-    auto fp = detail::task_pointer(f);
-    using FP = decltype(fp);
-    using R = typename detail::fn_traits<FP>::result;
-    static_assert(!std::is_void_v<R>, "imap(f, inputs): f must return a value");
-    if (chunksize == 0) chunksize = 1;
-    std::unique_ptr<detail::ChunkSource> source =
-        std::make_unique<detail::RangeSource<In, Range>>(std::forward<Range>(inputs), chunksize,
-                                                         &detail::map_trampoline<FP, In>,
-                                                         reinterpret_cast<std::uintptr_t>(fp));
-    return ResultStream<R>(open_stream(std::move(source), ordered));
-  }
+  auto stream(F f, Range&& inputs, std::size_t chunksize, bool ordered);
 
   std::shared_ptr<detail::PoolCore> core_;  // shared with the streams (weakly)
 };
 
 }  // namespace multiproc
+
+#include <multiproc/detail/pool_impl.hpp>  // the definitions of the templates above

@@ -1,0 +1,150 @@
+// multiproc/detail/pool_job.hpp — private: the state of one Pool call as its caller sees it
+// (JobState, shared with the pool's manager thread), how replies are decoded into results, and
+// the entry points into src/pool/ that AsyncResult and ResultStream use. Users never name these.
+#pragma once
+
+#include <multiproc/detail/futex.hpp>  // Clock
+#include <multiproc/detail/pool_task.hpp>
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <typeinfo>
+#include <vector>
+
+namespace multiproc {
+
+template <class S, class E>
+struct Callbacks;
+
+namespace detail {
+
+//! What a call collects: one reply per task (call, ordered stream) or replies in completion
+//! order (unordered stream).
+enum class JobKind : std::uint8_t { call, ordered_stream, unordered_stream };
+
+//! The state of one call (apply, map, an imap stream, ...), shared by the caller's handle and the
+//! pool's manager thread. Guarded by `mutex`; `cv` announces each reply and the end.
+struct JobState {
+  std::mutex mutex;
+  std::condition_variable cv;
+  JobKind kind = JobKind::call;
+  std::size_t tasks = 0;  // submitted so far (a stream adds tasks as it reads its input)
+  std::size_t done = 0;   // answered
+  // call, ordered stream: the reply of task `first + i` (header first; status byte 0 = success),
+  // once it came. A stream pops the front as it takes replies.
+  std::deque<std::optional<std::string>> results;
+  std::size_t first = 0;
+  std::deque<std::string> arrived;  // unordered stream: replies not taken yet, in arrival order
+  std::exception_ptr error;  // set when the call failed (a stream: failed as a whole)
+  bool completing = false;   // the outcome is known; callbacks are running
+  bool finished = false;     // callbacks ran: get() may return
+  std::vector<std::function<void(JobState&)>> on_finish;  // run by the manager, without the mutex
+  std::function<void(std::size_t, std::size_t)> progress;
+};
+
+class PoolCore;
+class StreamState;
+struct StreamDeleter {
+  void operator()(StreamState* s) const noexcept;
+};
+using StreamHandle = std::unique_ptr<StreamState, StreamDeleter>;
+
+//! Waits for a job to finish (up to the deadline); returns whether it did.
+bool wait_job(JobState& job, const Clock::time_point* deadline);
+//! Rethrows the job's error, if any. Requires it finished.
+void rethrow_job_error(JobState& job);
+//! Adds a callback to run when the job finishes (at once, here, if it already has).
+void on_job_finish(const std::shared_ptr<JobState>& job, std::function<void(JobState&)> fn);
+//! The next reply of a stream (header first), reading input and submitting chunks as needed.
+//! Returns: false at the end. Throws: the task's error (RemoteError, BrokenPool), the input's
+//! exception, Error(errc::bad_state) if the pool stopped.
+bool stream_next(StreamState& stream, std::string& reply);
+
+template <class R>
+struct success_callback {
+  using type = std::function<void(const R&)>;
+};
+template <>
+struct success_callback<void> {
+  using type = std::function<void()>;
+};
+
+template <class T>
+struct is_callbacks : std::false_type {};
+template <class S, class E>
+struct is_callbacks<Callbacks<S, E>> : std::true_type {};
+template <class... A>
+struct first_is_callbacks : std::false_type {};
+template <class A0, class... A>
+struct first_is_callbacks<A0, A...> : is_callbacks<std::decay_t<A0>> {};
+
+// ---- results: replies decoded (on the caller's thread) --------------------------------------
+
+//! apply's result: the one reply. Requires: the job finished without error.
+template <class R>
+R decode_single(JobState& job) {
+  if constexpr (!std::is_void_v<R>) {
+    std::lock_guard<std::mutex> lock(job.mutex);
+    return decode_value<R>(*job.results[0], kResultHeaderBytes);
+  }
+}
+
+//! map's result: the replies' vectors, one after the other. Requires: the job finished without
+//! error.
+template <class R>
+std::vector<R> concat(JobState& job) {
+  std::lock_guard<std::mutex> lock(job.mutex);
+  std::vector<R> out;
+  if constexpr (is_bulk_v<R>) {
+    // Each reply is [header][values] (Codec<std::vector<R>> of plain values is their bytes):
+    // one copy into place.
+    std::size_t total = 0;
+    for (const auto& r : job.results) {
+      const std::size_t bytes = r->size() - kResultHeaderBytes;
+      if (bytes % sizeof(R) != 0) throw_decode_error(typeid(R).name(), bytes, "not whole values");
+      total += bytes / sizeof(R);
+    }
+    out.resize(total);
+    std::size_t at = 0;
+    for (const auto& r : job.results) {
+      const std::size_t bytes = r->size() - kResultHeaderBytes;
+      if (bytes != 0) {
+        std::memcpy(static_cast<void*>(out.data() + at), r->data() + kResultHeaderBytes, bytes);
+      }
+      at += bytes / sizeof(R);
+    }
+  } else {
+    for (const auto& r : job.results) {
+      auto part = decode_value<std::vector<R>>(*r, kResultHeaderBytes);
+      out.insert(out.end(), std::make_move_iterator(part.begin()),
+                 std::make_move_iterator(part.end()));
+    }
+  }
+  return out;
+}
+
+//! A stream's chunk: the values of one reply, into `buffer` (a std::vector<R>, or a
+//! std::deque<bool> for bool).
+template <class R, class Buffer>
+void decode_chunk(const std::string& reply, Buffer& buffer) {
+  auto values = decode_value<std::vector<R>>(reply, kResultHeaderBytes);
+  if constexpr (std::is_same_v<R, bool>) {
+    buffer.assign(values.begin(), values.end());
+  } else {
+    buffer = std::move(values);
+  }
+}
+
+}  // namespace detail
+}  // namespace multiproc

@@ -1,0 +1,274 @@
+// multiproc/detail/pool_task.hpp — private: how a call to the Pool becomes task messages for its
+// workers. Users never name any of this.
+//
+// A task is a type-erased call: a trampoline (one instantiation per task function and input type,
+// the same address in every forked worker), the function's address, and a message holding
+// kTaskHeaderBytes of room for the pool's header followed by the Codec-encoded input — the
+// arguments of an apply, or a chunk of a map's items. The worker calls the trampoline, which
+// decodes the input, calls the function and returns the encoded result behind kResultHeaderBytes
+// of room. Chunks of plain values (is_bulk_v) are their bytes both ways, with no vector in between.
+#pragma once
+
+#include <multiproc/codec.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <iterator>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+namespace multiproc::detail {
+
+// Bytes reserved in front of a task's payload and of a result's payload for the pool's own
+// headers, so that neither is copied again to prepend them (layouts: src/pool/pool_core.hpp).
+inline constexpr std::size_t kTaskHeaderBytes = 28;
+inline constexpr std::size_t kResultHeaderBytes = 13;
+
+//! Runs one task in a worker: decodes the payload, calls the function, and returns the encoded
+//! result after kResultHeaderBytes of room for the header.
+using Trampoline = std::string (*)(std::uintptr_t fn, const std::byte* in, std::size_t n);
+
+//! One unit of work sent to a worker: `message` holds kTaskHeaderBytes of room, then the payload.
+struct PoolTask {
+  Trampoline trampoline;
+  std::uintptr_t fn;
+  std::string message;
+};
+
+//! Returns: f as a function pointer. Requires (static_assert): f is a plain function or a
+//! captureless lambda.
+template <class F>
+auto task_pointer(F f) {
+  static_assert(std::is_convertible_v<F, decltype(+f)> && std::is_pointer_v<decltype(+f)> &&
+                    std::is_function_v<std::remove_pointer_t<decltype(+f)>>,
+                "Pool tasks must be plain functions or captureless lambdas: they run in other "
+                "processes, where captured state would not exist (pass it as arguments, or set it "
+                "up with the Pool's initializer)");
+  return +f;
+}
+
+template <class FP>
+struct fn_traits;
+template <class R, class... A>
+struct fn_traits<R (*)(A...)> {
+  using result = R;
+  using args = std::tuple<std::decay_t<A>...>;
+};
+
+//! v encoded after `room` unused bytes.
+template <class V>
+std::string encode_value(const V& v, std::size_t room = 0) {
+  std::string out(room + Codec<V>::size(v), '\0');
+  Codec<V>::encode(v, reinterpret_cast<std::byte*>(out.data()) + room);
+  return out;
+}
+//! The value encoded in s after `skip` bytes.
+template <class V>
+V decode_value(const std::string& s, std::size_t skip = 0) {
+  return Codec<V>::decode(reinterpret_cast<const std::byte*>(s.data()) + skip, s.size() - skip);
+}
+
+//! Plain values travel in chunks as their bytes, with no vector in between.
+template <class T>
+inline constexpr bool is_bulk_v = is_plain_v<T> && !std::is_same_v<T, bool>;
+
+// ---- trampolines: what a worker runs --------------------------------------------------------
+
+//! apply: the message is the encoded tuple of arguments; the reply, the encoded result (none for
+//! a void function).
+template <class FP>
+std::string apply_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t n) {
+  using T = fn_traits<FP>;
+  auto args = Codec<typename T::args>::decode(in, n);
+  auto f = reinterpret_cast<FP>(fn);
+  if constexpr (std::is_void_v<typename T::result>) {
+    std::apply(f, args);
+    return std::string(kResultHeaderBytes, '\0');
+  } else {
+    return encode_value(std::apply(f, args), kResultHeaderBytes);
+  }
+}
+
+//! How a chunk's item is passed to the function: as its one argument (map, imap) or spread into
+//! its arguments (starmap: the item is a tuple or a pair).
+enum class Spread : bool { no, yes };
+
+//! map / starmap / imap: the message is a chunk of items (Codec<std::vector<In>>); the reply, the
+//! vector of results.
+template <class FP, class In, Spread S>
+std::string chunk_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t n) {
+  using R = typename fn_traits<FP>::result;
+  auto f = reinterpret_cast<FP>(fn);
+  const auto call = [f](const In& item) -> R {
+    if constexpr (S == Spread::yes) {
+      return std::apply(f, item);
+    } else {
+      return f(item);
+    }
+  };
+  if constexpr (is_bulk_v<In> && is_bulk_v<R>) {
+    // Both sides are arrays of plain values (their Codec is their bytes): read each input from
+    // the message and write each result into the reply, with no vector in between.
+    if (n % sizeof(In) != 0) throw_decode_error(typeid(In).name(), n, "not whole values");
+    const std::size_t count = n / sizeof(In);
+    std::string out;
+    out.resize(kResultHeaderBytes + count * sizeof(R));
+    char* dst = out.data() + kResultHeaderBytes;
+    for (std::size_t k = 0; k < count; ++k, in += sizeof(In), dst += sizeof(R)) {
+      In item;
+      std::memcpy(static_cast<void*>(&item), in, sizeof(In));
+      const R r = call(item);
+      std::memcpy(dst, static_cast<const void*>(&r), sizeof(R));
+    }
+    return out;
+  } else {
+    const auto items = Codec<std::vector<In>>::decode(in, n);
+    std::vector<R> out;
+    out.reserve(items.size());
+    for (const In& item : items) out.push_back(call(item));
+    return encode_value(out, kResultHeaderBytes);
+  }
+}
+
+//! A chunked call's function, erased: the result type, the trampoline and the address.
+template <class F, class In, Spread S>
+struct ChunkCall {
+  using FP = decltype(task_pointer(std::declval<F>()));
+  using result = typename fn_traits<FP>::result;
+  static Trampoline trampoline() noexcept { return &chunk_trampoline<FP, In, S>; }
+};
+
+// ---- chunks: what a caller sends ------------------------------------------------------------
+
+//! Builds one task message from items added one by one.
+template <class In>
+class ChunkBuilder {
+ public:
+  //! Room for `n` items (more are possible; fewer are fine).
+  explicit ChunkBuilder(std::size_t n) {
+    if constexpr (is_bulk_v<In>) {
+      // Codec<std::vector<In>> of plain values is just their bytes: write them straight into the
+      // message, behind the room for the task header.
+      bytes_.resize(kTaskHeaderBytes + std::min<std::size_t>(n, std::size_t{1} << 16) * sizeof(In));
+    } else {
+      part_.reserve(std::min<std::size_t>(n, std::size_t{1} << 12));
+    }
+  }
+  void add(const In& v) {
+    if constexpr (is_bulk_v<In>) {
+      const std::size_t at = kTaskHeaderBytes + count_ * sizeof(In);
+      if (at == bytes_.size()) bytes_.resize(kTaskHeaderBytes + 2 * count_ * sizeof(In) + sizeof(In));
+      std::memcpy(bytes_.data() + at, static_cast<const void*>(&v), sizeof(In));
+      ++count_;
+    } else {
+      part_.push_back(v);
+    }
+  }
+  //! The task message: kTaskHeaderBytes of room, then the items.
+  std::string message() {
+    if constexpr (is_bulk_v<In>) {
+      bytes_.resize(kTaskHeaderBytes + count_ * sizeof(In));
+      return std::move(bytes_);
+    } else {
+      return encode_value(part_, kTaskHeaderBytes);
+    }
+  }
+
+ private:
+  std::string bytes_;
+  std::size_t count_ = 0;
+  std::vector<In> part_;
+};
+
+//! Python's default chunk size for map: about four chunks per worker.
+std::size_t default_chunksize(std::size_t items, std::size_t workers) noexcept;
+
+//! map's input, read at once, in chunks of `chunksize` (0: default_chunksize). A forward range is
+//! read twice (counting, then copying); an input-only range is first copied into a vector.
+//! Throws: what reading the input throws (nothing is submitted then).
+template <class In, class Range>
+std::vector<PoolTask> chunk_all(const Range& inputs, std::size_t chunksize, std::size_t workers,
+                                Trampoline trampoline, std::uintptr_t fn) {
+  using It = decltype(std::begin(inputs));
+  if constexpr (!std::is_base_of_v<std::forward_iterator_tag,
+                                   typename std::iterator_traits<It>::iterator_category>) {
+    std::vector<In> copy;
+    for (auto it = std::begin(inputs); it != std::end(inputs); ++it) copy.push_back(*it);
+    return chunk_all<In>(copy, chunksize, workers, trampoline, fn);
+  } else {
+    const auto items = static_cast<std::size_t>(std::distance(std::begin(inputs), std::end(inputs)));
+    if (chunksize == 0) chunksize = default_chunksize(items, workers);
+    std::vector<PoolTask> tasks;
+    tasks.reserve(items / chunksize + 1);
+    auto it = std::begin(inputs);
+    for (std::size_t i = 0; i < items; i += chunksize) {
+      const std::size_t n = std::min(items - i, chunksize);
+      ChunkBuilder<In> part(n);
+      for (std::size_t k = 0; k < n; ++k, ++it) part.add(*it);
+      tasks.push_back({trampoline, fn, part.message()});
+    }
+    return tasks;
+  }
+}
+
+//! Reads a lazy input (imap) a chunk at a time, on the thread that iterates the stream.
+class ChunkSource {
+ public:
+  virtual ~ChunkSource() = default;
+  //! Effects: reads up to one chunk of items into `out`. Returns: how many it read (0: the input
+  //! ended). An exception from the input is stored in `error` (the items read before it are in
+  //! `out`); the source is not read again after that.
+  virtual std::size_t read(PoolTask& out, std::exception_ptr& error) noexcept = 0;
+};
+
+//! imap's input: `Range` is a reference to the caller's range (which must outlive the stream) or
+//! the range itself, kept here (a temporary passed to imap).
+template <class In, class Range>
+class RangeSource final : public ChunkSource {
+ public:
+  RangeSource(Range&& range, std::size_t chunksize, Trampoline trampoline, std::uintptr_t fn)
+      : range_(std::forward<Range>(range)),
+        it_(std::begin(range_)),
+        end_(std::end(range_)),
+        chunksize_(chunksize),
+        trampoline_(trampoline),
+        fn_(fn) {}
+  std::size_t read(PoolTask& out, std::exception_ptr& error) noexcept override {
+    std::size_t n = 0;
+    try {
+      ChunkBuilder<In> chunk(chunksize_);
+      try {
+        while (n < chunksize_ && it_ != end_) {
+          chunk.add(*it_);
+          ++n;  // counted before ++it_: an item read is an item sent, even if ++ then throws
+          ++it_;
+        }
+      } catch (...) {
+        error = std::current_exception();
+      }
+      if (n != 0) out = PoolTask{trampoline_, fn_, chunk.message()};
+    } catch (...) {  // no memory for the chunk
+      error = std::current_exception();
+      n = 0;
+    }
+    return n;
+  }
+
+ private:
+  using Stored = std::conditional_t<std::is_lvalue_reference_v<Range>, Range, std::remove_cv_t<Range>>;
+  Stored range_;
+  decltype(std::begin(std::declval<Stored&>())) it_;
+  decltype(std::end(std::declval<Stored&>())) end_;
+  std::size_t chunksize_;
+  Trampoline trampoline_;
+  std::uintptr_t fn_;
+};
+
+}  // namespace multiproc::detail

@@ -1,0 +1,334 @@
+// The Pool's manager thread: it starts and replaces the workers, dispatches tasks to them, reads
+// their replies, and accounts for the ones that die (see pool_core.hpp for the whole).
+#include "pool_core.hpp"
+
+#include <multiproc/wait.hpp>
+
+#include "../os.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+
+namespace multiproc::detail {
+
+namespace {
+
+std::string describe_exit(const std::optional<int>& code) {
+  if (!code) return "ended";
+  if (*code < 0) {
+    const char* name = sigdescr_np(-*code);
+    return std::string("was killed by signal ") + std::to_string(-*code) +
+           (name != nullptr ? std::string(" (") + name + ")" : "");
+  }
+  return "exited with code " + std::to_string(*code);
+}
+
+}  // namespace
+
+void PoolCore::update_pids() {
+  std::vector<pid_t> pids;
+  for (const Worker& w : workers_) pids.push_back(w.process->pid());
+  std::lock_guard<std::mutex> lock(m_);
+  pids_ = std::move(pids);
+}
+
+void PoolCore::spawn_worker() {
+  // Not a structured binding: C++17 does not let a lambda capture one (clang refuses it).
+  std::pair<Connection, Connection> ends = Pipe(true, kWorkerRing);
+  Connection& parent_end = ends.first;
+  Connection child_end = std::move(ends.second);
+  Worker w;
+  const std::function<void()>* init = &init_;
+  const std::size_t maxtasks = maxtasks_;
+  const RawValue<std::uint64_t> started = w.started;
+  w.process = std::make_unique<Process>([child_end, init, maxtasks, started] {
+    return worker_main(child_end, *init, maxtasks, started);
+  });
+  w.process->set_name("PoolWorker-" + std::to_string(workers_.size() + 1));
+  w.process->set_daemon(true);  // dies with the manager thread, i.e. with the pool
+  w.process->start();
+  child_end.close();  // the worker holds its end; we hold ours
+  w.conn = std::make_unique<Connection>(parent_end);
+  // Tasks and results stream through the rings: fault their pages in now, while the worker starts,
+  // not a page at a time inside the first big map() (that was a third of its time).
+  w.conn->segment().prefault();
+  workers_.push_back(std::move(w));
+}
+
+void PoolCore::handle_result(Worker& w, std::string& msg) {
+  if (!w.ready) {  // its first message: the initializer succeeded
+    w.ready = true;
+    early_deaths_ = 0;
+    return;
+  }
+  if (w.outstanding.empty() || msg.size() < kResultHeader) return;  // cannot happen
+  Sent s = std::move(w.outstanding.front());
+  w.outstanding.pop_front();
+  w.outstanding_bytes -= s.message.size();
+  ++w.answered;
+  deliver(s.job, s.index, msg);
+}
+
+void PoolCore::read_results(Worker& w) {
+  while (w.conn->poll()) {
+    std::string msg;
+    try {
+      msg = w.conn->recv_bytes();
+    } catch (const EOFError&) {
+      return;  // the worker is gone; handle_exit takes over
+    }
+    handle_result(w, msg);
+  }
+}
+
+void PoolCore::handle_exit(std::size_t i) {
+  Worker& w = workers_[i];
+  try {
+    w.process->join();
+  } catch (const Error&) {  // reaped elsewhere (SIGCHLD ignored): the exit code is unknown
+  }
+  read_results(w);  // every reply it sent before it went
+  const std::optional<int> code = w.process->exitcode();
+  const bool clean = code && *code == 0;
+  // It had started `started` tasks and we hold `answered` replies: one more started than
+  // answered is the task it was running (it works one at a time). The rest it never started.
+  if (w.started.load() > w.answered && !w.outstanding.empty()) {
+    Sent running = std::move(w.outstanding.front());
+    w.outstanding.pop_front();
+    std::string reply(kResultHeader, kStatusBroken);
+    reply += "multiproc::Pool: worker " + w.process->name() + " (pid " +
+             std::to_string(w.process->pid()) + ") " + describe_exit(code) +
+             " while running task " + std::to_string(running.index + 1) + " of a call";
+    deliver(running.job, running.index, reply);
+  }
+  if (!w.ready && !clean) ++early_deaths_;  // died before it was ready: its initializer failed
+  std::deque<Sent> unstarted = std::move(w.outstanding);
+  workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(i));
+  std::lock_guard<std::mutex> lock(m_);
+  for (auto it = unstarted.rbegin(); it != unstarted.rend(); ++it) {
+    pending_.push_front({std::move(it->job), it->index, std::move(it->message)});
+  }
+  if (early_deaths_ >= kEarlyDeathsToBreak && !broken_) {
+    broken_ = std::make_exception_ptr(BrokenPool(
+        "multiproc::Pool: workers keep dying in their initializer (the last " +
+        describe_exit(code) + ")"));
+  }
+}
+
+void PoolCore::dispatch() {
+  // First every idle worker gets a task. Then, once no worker is still starting, a busy one may
+  // get the next chunk of the call it is running, if small enough to fit its ring's free space (so
+  // that it does not wait for us between the chunks of a map, and sending never waits on a busy
+  // worker) — never another call's task, which could wait behind a long task while another
+  // worker is free. All within the worker's maxtasksperchild budget.
+  bool all_ready = true;
+  for (const Worker& w : workers_) all_ready = all_ready && w.ready;
+  const std::size_t max_depth = all_ready && static_cast<int>(workers_.size()) == n_ ? 2 : 1;
+  for (std::size_t depth = 1; depth <= max_depth; ++depth) {
+    for (Worker& w : workers_) {
+      if (!w.ready) continue;
+      while (w.outstanding.size() < depth) {
+        if (maxtasks_ != 0 && w.sent >= maxtasks_) break;
+        Pending next;
+        {
+          std::lock_guard<std::mutex> lock(m_);
+          while (!pending_.empty()) {
+            bool finished;
+            {
+              std::lock_guard<std::mutex> job_lock(pending_.front().job->mutex);
+              finished = pending_.front().job->completing;
+            }
+            if (!finished) break;
+            pending_.pop_front();  // its call failed already: skip the rest of it
+          }
+          if (pending_.empty()) return;
+          const std::size_t bytes = pending_.front().message.size();
+          const bool fits = w.outstanding.empty() ||
+                            (pending_.front().job == w.outstanding.front().job &&
+                             w.outstanding_bytes + bytes < kWorkerRing / 4);
+          if (!fits) break;
+          next = std::move(pending_.front());
+          pending_.pop_front();
+        }
+        try {
+          w.conn->send_bytes(next.message);
+        } catch (const Error&) {  // the worker died meanwhile: the task goes back
+          std::lock_guard<std::mutex> lock(m_);
+          pending_.push_front(std::move(next));
+          break;
+        }
+        w.outstanding_bytes += next.message.size();
+        ++w.sent;
+        w.outstanding.push_back({std::move(next.job), next.index, std::move(next.message)});
+      }
+    }
+  }
+}
+
+void PoolCore::shut_down_workers(bool kill) {
+  for (Worker& w : workers_) {
+    if (kill) {
+      w.process->kill();
+    } else {
+      w.conn->close();  // EOF: the worker finishes and exits
+    }
+  }
+  for (Worker& w : workers_) {
+    try {
+      if (!w.process->join_for(std::chrono::seconds(10))) {
+        w.process->kill();
+        w.process->join();
+      }
+    } catch (const Error&) {
+    }
+  }
+  // Their calls are not finished: keep them for fail_everything.
+  for (Worker& w : workers_) {
+    for (Sent& s : w.outstanding) orphaned_.push_back(std::move(s));
+  }
+  workers_.clear();
+  update_pids();
+}
+
+void PoolCore::fail_everything(std::exception_ptr error) {
+  std::deque<Pending> pending;
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    pending.swap(pending_);
+  }
+  for (Pending& p : pending) finish(p.job, error);
+  for (Worker& w : workers_) {
+    for (Sent& s : w.outstanding) finish(s.job, error);
+    w.outstanding.clear();
+    w.outstanding_bytes = 0;
+  }
+  for (Sent& s : orphaned_) finish(s.job, error);
+  orphaned_.clear();
+}
+
+void PoolCore::run() noexcept {
+  std::exception_ptr failure;  // the manager itself failed: its calls fail with this
+  try {
+    try {
+      for (int i = 0; i < n_; ++i) spawn_worker();
+      update_pids();
+    } catch (...) {
+      shut_down_workers(true);
+      {
+        std::lock_guard<std::mutex> lock(m_);
+        state_ = State::stopped;
+      }
+      std::lock_guard<std::mutex> lock(started_mutex_);
+      start_error_ = std::current_exception();
+      started_ = true;
+      started_cv_.notify_all();
+      return;  // the constructor throws: no call exists yet
+    }
+    {
+      std::lock_guard<std::mutex> lock(started_mutex_);
+      started_ = true;
+    }
+    started_cv_.notify_all();
+    for (;;) {
+      State state;
+      {
+        std::lock_guard<std::mutex> lock(m_);
+        state = state_;
+      }
+      if (state == State::terminating) {
+        shut_down_workers(true);
+        fail_everything(std::make_exception_ptr(
+            Error(errc::bad_state, "multiproc::Pool: terminated before the call finished")));
+        break;
+      }
+      // Workers that exited: collect their results, fail or requeue their tasks, replace them.
+      bool replaced = false;
+      for (std::size_t i = 0; i < workers_.size();) {
+        bool alive = true;
+        try {
+          alive = workers_[i].process->is_alive();
+        } catch (const Error&) {
+          alive = false;
+        }
+        if (alive) {
+          ++i;
+          continue;
+        }
+        handle_exit(i);
+        replaced = true;
+      }
+      std::exception_ptr broken;
+      bool idle;
+      {
+        std::lock_guard<std::mutex> lock(m_);
+        broken = broken_;
+        idle = pending_.empty();
+      }
+      if (broken) {
+        fail_everything(broken);
+      } else {
+        while (static_cast<int>(workers_.size()) < n_ && (state == State::running || !idle)) {
+          spawn_worker();
+          replaced = true;
+        }
+      }
+      if (replaced) update_pids();
+      bool outstanding = false;
+      for (const Worker& w : workers_) outstanding = outstanding || !w.outstanding.empty();
+      if (state == State::closing && !outstanding) {
+        // Decided under the lock, so that no stream extends a pool that is stopping.
+        bool stop = false;
+        {
+          std::lock_guard<std::mutex> lock(m_);
+          if (pending_.empty() && (open_streams_ == 0 || joining_)) {
+            state_ = State::stopped;
+            stop = true;
+          }
+        }
+        if (stop) {
+          shut_down_workers(false);
+          break;
+        }
+      }
+      dispatch();
+
+      std::vector<Waitable> objects{kick_};
+      for (const Worker& w : workers_) objects.emplace_back(*w.conn);
+      const auto ready = wait(objects, std::chrono::milliseconds(100));
+      for (std::size_t r : ready) {
+        if (r == 0) {
+          while (kick_.try_get()) {
+          }
+        } else {
+          read_results(workers_[r - 1]);
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    // Nothing above should throw (a worker that cannot be replaced, say); if something does, the
+    // pool is broken and every call fails.
+    std::fprintf(stderr, "multiproc::Pool: manager thread failed: %s\n", e.what());
+    failure = std::make_exception_ptr(BrokenPool(std::string("multiproc::Pool: ") + e.what()));
+  } catch (...) {
+    failure = std::make_exception_ptr(BrokenPool("multiproc::Pool: manager thread failed"));
+  }
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    if (failure && !broken_) broken_ = failure;  // later calls fail with it too
+    state_ = State::stopped;  // no call or chunk is accepted any more
+  }
+  try {
+    if (failure) shut_down_workers(true);
+  } catch (...) {
+  }
+  // Whatever is left fails now: no call is ever left waiting.
+  try {
+    fail_everything(failure ? failure
+                            : std::make_exception_ptr(Error(
+                                  errc::bad_state, "multiproc::Pool: stopped before the call finished")));
+  } catch (...) {
+  }
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,194 @@
+// Private to the Pool's sources (src/pool/): message layouts, the pool's core (PoolCore, run by
+// the manager thread), the worker's loop and an imap stream's consumer side. Not installed.
+//
+// How the pool works: a manager thread in the parent, one duplex Pipe and one shared "started"
+// word per worker.
+//
+// The manager thread forks every worker (so that the workers' parent-death signal is tied to a
+// thread that lives as long as the pool), sends each worker at most two tasks at a time over its
+// own Pipe (an idle worker first; a busy one only the next chunk of its own call), and reads the
+// results back in order. Before running a task, a worker stores how many tasks it has started
+// into its word; when it dies, the manager reads every reply it sent, then compares: a started
+// task with no reply was running — that call fails with BrokenPool — and the tasks after it were
+// never started and go back to the queue (so a worker killed idle fails nothing). The backlog
+// lives in the manager's memory, not in shared memory, so terminate() needs nothing but killing
+// the workers.
+//
+// Calls: a map or apply is a job with its tasks known up front. An imap stream is a job that
+// grows: the consumer's thread reads the input and appends chunks (extend), keeping at most
+// kStreamChunksPerWorker chunks per worker submitted but not taken; while a stream is open, a
+// closed pool keeps its workers until join(). Every way out of the manager thread fails whatever
+// is left (pending, sent, or in a stopped worker), so no call is ever left waiting.
+//
+// Files: worker.cpp (the worker's loop), manager.cpp (the manager thread: workers, dispatch,
+// deaths), jobs.cpp (completing a call: replies, errors, callbacks), stream.cpp (imap streams),
+// lifecycle.cpp (the Pool handle; submit, close, terminate, join).
+#pragma once
+
+#include <multiproc/pool.hpp>
+
+#include <multiproc/pipe.hpp>
+#include <multiproc/queue.hpp>
+#include <multiproc/shared_value.hpp>
+
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace multiproc::detail {
+
+// Message layouts. Task: [job u64][index u32][trampoline u64][fn u64] payload.
+// Result: [job u64][index u32][status u8] payload. Status 0: the encoded result; 1: the task threw,
+// payload "type\0message"; 2: the worker died running it (made by the manager), payload the message.
+// The index is informational (the manager matches replies by order); an endless stream wraps it.
+inline constexpr std::size_t kTaskHeader = kTaskHeaderBytes;
+inline constexpr std::size_t kResultHeader = kResultHeaderBytes;
+static_assert(kTaskHeader == 8 + 4 + 8 + 8 && kResultHeader == 8 + 4 + 1, "header layouts");
+inline constexpr std::size_t kStatusAt = 12;  // the status byte of a result
+inline constexpr char kStatusOk = 0;
+inline constexpr char kStatusRemoteError = 1;
+inline constexpr char kStatusBroken = 2;
+inline constexpr std::size_t kWorkerRing = std::size_t{1} << 20;
+inline constexpr int kEarlyDeathsToBreak = 3;
+// An imap stream keeps at most this many chunks per worker submitted but not taken.
+inline constexpr std::size_t kStreamChunksPerWorker = 4;
+
+template <class T>
+void put_at(std::string& s, std::size_t off, T v) {
+  std::memcpy(s.data() + off, &v, sizeof v);
+}
+template <class T>
+T get_at(const std::string& s, std::size_t off) {
+  T v;
+  std::memcpy(&v, s.data() + off, sizeof v);
+  return v;
+}
+
+//! The error a failed reply (status not kStatusOk) stands for: RemoteError or BrokenPool.
+std::exception_ptr reply_error(const std::string& reply);
+
+//! The worker's whole life: run the initializer, then tasks until the pipe closes or the budget
+//! is spent. Runs in the forked child. `started` counts the tasks it has taken up. Returns: its
+//! exit code.
+int worker_main(const Connection& conn, const std::function<void()>& init, std::size_t maxtasks,
+                const RawValue<std::uint64_t>& started);
+
+//! The pool itself, shared by the Pool handle and its streams (weakly). Callers' threads submit
+//! work (lifecycle.cpp, stream.cpp); one manager thread owns the workers (manager.cpp) and hands
+//! their replies to the jobs (jobs.cpp).
+class PoolCore {
+ public:
+  PoolCore(int processes, std::function<void()> init, std::size_t maxtasks);
+  ~PoolCore();
+
+  void submit(const std::shared_ptr<JobState>& job, std::vector<PoolTask> tasks,
+              std::function<void(std::size_t, std::size_t)> progress);
+  // Streams: open (a new call), extend with more chunks, end of input, cancel.
+  void open_stream();
+  void extend(const std::shared_ptr<JobState>& job, std::vector<PoolTask> tasks);
+  void end_stream_input();
+  void cancel_stream(const std::shared_ptr<JobState>& job, bool open);
+  void close();
+  void terminate();
+  void join();
+  std::size_t size() const noexcept { return static_cast<std::size_t>(n_); }
+  std::vector<pid_t> pids() const {
+    std::lock_guard<std::mutex> lock(m_);
+    return pids_;
+  }
+  static void finish(const std::shared_ptr<JobState>& job, std::exception_ptr error);
+
+ private:
+  enum class State { running, closing, terminating, stopped };
+  // A task of a call: waiting in pending_ (Pending), or sent to a worker and not answered yet
+  // (Sent: the message is kept, to send it again should the worker exit before starting it).
+  struct QueuedTask {
+    std::shared_ptr<JobState> job;
+    std::size_t index;
+    std::string message;  // the whole task message, header included
+  };
+  using Pending = QueuedTask;
+  using Sent = QueuedTask;
+  struct Worker {
+    std::unique_ptr<Process> process;
+    std::unique_ptr<Connection> conn;
+    RawValue<std::uint64_t> started;  // tasks it has taken up (written by the worker only)
+    std::deque<Sent> outstanding;     // sent, not answered, in the order sent
+    std::size_t outstanding_bytes = 0;
+    std::size_t sent = 0;
+    std::uint64_t answered = 0;
+    bool ready = false;  // it ran its initializer and said so
+  };
+
+  void run() noexcept;
+  void spawn_worker();
+  void dispatch();
+  void read_results(Worker& w);
+  void handle_result(Worker& w, std::string& msg);
+  void deliver(const std::shared_ptr<JobState>& job, std::size_t index, std::string& reply);
+  void handle_exit(std::size_t i);
+  void shut_down_workers(bool kill);
+  static void run_callbacks(JobState& job, std::vector<std::function<void(JobState&)>>& callbacks);
+  void fail_everything(std::exception_ptr error);
+  void update_pids();
+  void kick() { kick_.try_put(1); }
+  // Requires m_ held. Throws: the pool's BrokenPool, or Error(errc::bad_state) unless running.
+  void check_accepting() const;
+
+  const int n_;
+  const std::function<void()> init_;
+  const std::size_t maxtasks_;
+
+  // Guards state_, broken_, pending_ (with the manager), pids_, next_job_, open_streams_,
+  // joining_. Taken before a job's mutex, never after.
+  mutable std::mutex m_;
+  State state_ = State::running;
+  std::exception_ptr broken_;
+  std::deque<Pending> pending_;
+  std::vector<pid_t> pids_;
+  std::uint64_t next_job_ = 1;
+  std::size_t open_streams_ = 0;  // streams that may still add tasks
+  bool joining_ = false;
+
+  std::vector<Worker> workers_;  // the manager thread's alone
+  std::deque<Sent> orphaned_;    // sent to workers shut down before their calls failed (manager's)
+  int early_deaths_ = 0;
+  Queue<char> kick_{64};
+  std::mutex started_mutex_;
+  std::condition_variable started_cv_;
+  bool started_ = false;
+  std::exception_ptr start_error_;
+  std::thread manager_;
+  std::mutex join_mutex_;
+  bool joined_ = false;
+};
+
+//! An imap stream's consumer side: the input, the counts, the pool it feeds. Used by one thread.
+class StreamState {
+ public:
+  std::weak_ptr<PoolCore> pool;
+  std::shared_ptr<JobState> job;
+  std::unique_ptr<ChunkSource> source;
+  std::size_t window = 1;     // chunks submitted but not taken, at most
+  std::size_t submitted = 0;  // chunks
+  std::size_t taken = 0;
+  bool input_done = false;  // read to its end, or it threw
+  bool open = true;         // the pool counts it as a stream that may still add chunks
+  bool over = false;        // ended (by its end or an error)
+  std::exception_ptr input_error;
+
+  // Reads input and submits chunks until `window` are in flight or the input is done.
+  void top_up();
+  // The next reply (header first); false at the end. Throws: as stream_next.
+  bool next(std::string& reply);
+};
+
+}  // namespace multiproc::detail

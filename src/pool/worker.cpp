@@ -1,0 +1,62 @@
+// The worker side of the Pool: the loop a forked worker runs (see pool_core.hpp for the whole).
+#include "pool_core.hpp"
+
+#include "../os.hpp"
+
+#include <cstring>
+#include <exception>
+#include <typeinfo>
+
+namespace multiproc::detail {
+
+int worker_main(const Connection& conn, const std::function<void()>& init, std::size_t maxtasks,
+                const RawValue<std::uint64_t>& started) {
+  conn.segment().prefault();  // this process's page tables for the rings, while the parent does its own
+  if (init) init();  // an exception ends the worker with exit code 1 (Process prints it)
+  try {
+    conn.send_bytes("");  // ready: the initializer is done, tasks may come
+  } catch (const Error&) {
+    return 0;
+  }
+  std::uint64_t taken = 0;
+  for (;;) {
+    std::string msg;
+    try {
+      msg = conn.recv_bytes();
+    } catch (const EOFError&) {
+      return 0;  // the pool closed our pipe: done
+    }
+    if (msg.size() < kTaskHeader) return 2;
+    // Relaxed store: read by the manager only after this process has died and been reaped
+    // (handle_exit), when nothing runs here any more. Before the task's code: a worker that dies
+    // with this unchanged had not started the task.
+    started.store(++taken);
+    const auto trampoline = reinterpret_cast<Trampoline>(get_at<std::uint64_t>(msg, 12));
+    const auto fn = static_cast<std::uintptr_t>(get_at<std::uint64_t>(msg, 20));
+    std::string reply;
+    try {
+      // The trampoline leaves room for the header in front of the encoded result.
+      reply = trampoline(fn, reinterpret_cast<const std::byte*>(msg.data()) + kTaskHeader,
+                         msg.size() - kTaskHeader);
+      reply[kStatusAt] = kStatusOk;
+    } catch (const std::exception& e) {
+      reply.assign(kResultHeader, kStatusRemoteError);
+      reply += demangle(typeid(e).name());
+      reply.push_back('\0');
+      reply += e.what();
+    } catch (...) {
+      reply.assign(kResultHeader, kStatusRemoteError);
+      reply += "unknown exception";
+      reply.push_back('\0');
+    }
+    std::memcpy(reply.data(), msg.data(), 12);  // job and index
+    try {
+      conn.send_bytes(reply);
+    } catch (const Error&) {
+      return 0;  // the pool is gone
+    }
+    if (maxtasks != 0 && taken >= maxtasks) return 0;
+  }
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,300 @@
+// Pool, when things go wrong: remote errors, workers killed idle / mid-call / with a task queued
+// behind, a task that exits, terminate with running calls and a backlog, close+join while workers
+// die, maxtasksperchild, initializers (failing ones break the pool), a pool that cannot replace a
+// worker, destroying a busy pool.
+#include "pool_tasks.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+#include <set>
+#include <sys/resource.h>
+
+using namespace pooltest;
+
+// One suite, `pool`, over pool_test.cpp, pool_failure_test.cpp and pool_stream_test.cpp.
+BOOST_FIXTURE_TEST_SUITE(pool, Clean)
+
+BOOST_AUTO_TEST_CASE(task_exceptions_become_remote_errors_and_the_worker_survives, *boost::unit_test::timeout(60)) {
+  mp::Pool pool(2);
+  const auto before = pool.worker_pids();
+  try {
+    pool.map(fail_on_three, range(10), 1);
+    BOOST_FAIL("no error");
+  } catch (const mp::RemoteError& e) {
+    BOOST_TEST(e.type() == "std::invalid_argument");
+    BOOST_TEST(e.remote_message() == "three is not welcome");
+    BOOST_TEST(std::string(e.what()).find("std::invalid_argument: three is not welcome") !=
+               std::string::npos);
+    BOOST_TEST((e.code() == mp::errc::remote_error));
+  }
+  BOOST_TEST(pool.apply(square, 5L) == 25);
+  BOOST_TEST((pool.worker_pids() == before));  // nobody died
+}
+
+BOOST_AUTO_TEST_CASE(worker_killed_mid_map_fails_that_call_fast_and_is_replaced, *boost::unit_test::timeout(120)) {
+  mp::Pool pool(2);
+  const auto before = pool.worker_pids();
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    pool.map(kill_myself_on, range(20), 1);
+    BOOST_FAIL("no error");
+  } catch (const mp::BrokenPool& e) {
+    BOOST_TEST(std::string(e.what()).find("signal 9") != std::string::npos, e.what());
+  }
+  const double took = seconds_since(start);
+  BOOST_TEST_MESSAGE("BrokenPool after " << took << " s");
+  BOOST_TEST(took < 5.0);  // generous: it is a fraction of a second
+  // The pool carries on with a replacement worker.
+  BOOST_TEST((pool.map(square, range(100)) == pool.map(square, range(100))));
+  BOOST_TEST(pool.apply(square, 4L) == 16);
+  const auto after = pool.worker_pids();
+  BOOST_TEST(after.size() == 2u);
+  BOOST_TEST((after != before));
+}
+
+BOOST_AUTO_TEST_CASE(worker_killed_from_outside_while_busy, *boost::unit_test::timeout(120)) {
+  mp::Pool pool(1);
+  NamedEvent never("never");
+  NamedEvent started("started");
+  auto stuck = pool.apply_async(signal_then_wait, started.name, never.name);
+  auto queued = pool.apply_async(square, 6L);  // waits behind it
+  BOOST_REQUIRE(pool.worker_pids().size() == 1u);
+  BOOST_REQUIRE(started.wait_for(std::chrono::seconds(30)));  // the task is running
+  ::kill(pool.worker_pids()[0], SIGKILL);
+  BOOST_CHECK_THROW(stuck.get(), mp::BrokenPool);
+  BOOST_TEST(queued.get() == 36);  // not started: given to the replacement
+}
+
+BOOST_AUTO_TEST_CASE(terminate_returns_promptly_with_a_long_backlog, *boost::unit_test::timeout(60)) {
+  mp::Pool pool(2);
+  NamedEvent never("blocked");
+  std::vector<std::string> names(5000, never.name);
+  auto backlog = pool.map_async(wait_for_event, names, 1);
+  BOOST_REQUIRE(pool.worker_pids().size() == 2u);
+  const auto start = std::chrono::steady_clock::now();
+  pool.terminate();
+  pool.join();
+  BOOST_TEST(seconds_since(start) < 5.0);
+  try {
+    backlog.get();
+    BOOST_FAIL("a terminated call returned");
+  } catch (const mp::Error& e) {
+    BOOST_TEST((e.code() == mp::errc::bad_state));
+  }
+  BOOST_CHECK_THROW(pool.apply(square, 1L), mp::Error);
+}
+
+BOOST_AUTO_TEST_CASE(maxtasksperchild_replaces_workers, *boost::unit_test::timeout(120)) {
+  mp::Pool pool(2, {}, 3);
+  std::set<int> pids;
+  for (int v : pool.map(my_pid, std::vector<int>(30, 0), 1)) pids.insert(v);
+  BOOST_TEST(pids.size() >= 10u);  // 30 tasks, at most 3 per worker
+  BOOST_TEST(pool.apply(square, 3L) == 9);
+}
+
+BOOST_AUTO_TEST_CASE(initializer_runs_in_each_worker, *boost::unit_test::timeout(60)) {
+  mp::Pool pool(2, [] { g_worker_setting = 1234; });
+  for (long v : pool.map(worker_setting, range(20), 1)) BOOST_TEST(v == 1234);
+  BOOST_TEST(g_worker_setting == 0);  // not in this process
+}
+
+BOOST_AUTO_TEST_CASE(failing_initializer_breaks_the_pool_instead_of_hanging, *boost::unit_test::timeout(120)) {
+  mp::Pool pool(1, [] { throw std::runtime_error("cannot set up"); });
+  try {
+    pool.apply(square, 2L);
+    BOOST_FAIL("a broken pool answered");
+  } catch (const mp::BrokenPool& e) {
+    BOOST_TEST(std::string(e.what()).find("initializer") != std::string::npos, e.what());
+  }
+  BOOST_CHECK_THROW(pool.apply(square, 2L), mp::BrokenPool);
+}
+
+BOOST_AUTO_TEST_CASE(close_and_join, *boost::unit_test::timeout(60)) {
+  mp::Pool pool(2);
+  auto r = pool.map_async(square, range(1000));
+  BOOST_CHECK_THROW(pool.join(), mp::Error);  // before close or terminate
+  pool.close();
+  BOOST_CHECK_THROW(pool.apply(square, 1L), mp::Error);
+  pool.join();  // the queued work finished first
+  BOOST_TEST(r.get().size() == 1000u);
+  BOOST_TEST(pool.worker_pids().empty());
+  BOOST_CHECK_THROW(mp::Pool(0), mp::Error);
+  BOOST_CHECK_THROW(mp::Pool(-2), mp::Error);
+}
+
+BOOST_AUTO_TEST_CASE(destroying_a_busy_pool_reaps_everything, *boost::unit_test::timeout(60)) {
+  NamedEvent never("stuck");
+  std::optional<mp::AsyncResult<bool>> r;
+  {
+    mp::Pool pool(3);
+    r.emplace(pool.apply_async(wait_for_event, never.name));
+  }  // terminates and joins (the fixture checks for zombies and /dev/shm leftovers)
+  BOOST_TEST(r->ready());
+  BOOST_CHECK_THROW(r->get(), mp::Error);  // the call was cut short, not left hanging
+}
+
+// ---- every call ends (issue 10, item 1) --------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(terminate_fails_a_running_call_with_bad_state, *boost::unit_test::timeout(60)) {
+  mp::Pool pool(2);
+  NamedEvent never("never");
+  NamedEvent started("started");
+  auto running = pool.apply_async(signal_then_wait, started.name, never.name);
+  auto queued = pool.map_async(wait_for_event, std::vector<std::string>(50, never.name), 1);
+  BOOST_REQUIRE(started.wait_for(30s));  // running in a worker, not just queued
+  pool.terminate();
+  pool.join();
+  for (auto* r : {&running}) {
+    BOOST_REQUIRE(r->wait_for(10s));  // before the fix: never ready, get() blocked forever
+    BOOST_TEST(r->ready());
+    BOOST_TEST(!r->successful());
+    try {
+      r->get();
+      BOOST_FAIL("a terminated call returned");
+    } catch (const mp::Error& e) {
+      BOOST_TEST((e.code() == mp::errc::bad_state));
+    }
+  }
+  BOOST_REQUIRE(queued.wait_for(10s));
+  BOOST_CHECK_THROW(queued.get(), mp::Error);
+}
+
+BOOST_AUTO_TEST_CASE(close_and_join_while_workers_die_end_every_call, *boost::unit_test::timeout(120)) {
+  mp::Pool pool(2);
+  auto dying = pool.map_async(kill_myself_on, range(20), 1);
+  auto failing = pool.map_async(fail_on_three, range(1000), 1);  // fails fast; join must not wait on it
+  auto fine = pool.map_async(square, range(5000), 10);
+  pool.close();
+  pool.join();
+  BOOST_REQUIRE(dying.ready());
+  BOOST_CHECK_THROW(dying.get(), mp::BrokenPool);
+  BOOST_CHECK_THROW(failing.get(), mp::RemoteError);
+  const auto squares = fine.get();
+  BOOST_TEST(std::accumulate(squares.begin(), squares.end(), 0L) == sum_of_squares(5000));
+  BOOST_TEST(pool.worker_pids().empty());
+}
+
+BOOST_AUTO_TEST_CASE(calls_pending_on_a_pool_that_breaks_fail, *boost::unit_test::timeout(120)) {
+  mp::Pool pool(2, [] { throw std::runtime_error("cannot set up"); });
+  auto a = pool.apply_async(square, 2L);
+  std::optional<mp::AsyncResult<std::vector<long>>> b;
+  try {
+    b.emplace(pool.map_async(square, range(100), 1));
+  } catch (const mp::BrokenPool&) {  // already broken: refused at once
+  }
+  BOOST_REQUIRE(a.wait_for(60s));
+  BOOST_CHECK_THROW(a.get(), mp::BrokenPool);
+  if (b) {
+    BOOST_REQUIRE(b->wait_for(60s));
+    BOOST_CHECK_THROW(b->get(), mp::BrokenPool);
+  }
+  BOOST_CHECK_THROW(pool.imap(square, range(3)), mp::BrokenPool);
+}
+
+// A worker that cannot be replaced (here: no address space left for its pipe) makes the manager
+// fail; every pending call fails with BrokenPool, later calls too, and nothing hangs. In a child,
+// since it lowers the child's address-space limit.
+BOOST_AUTO_TEST_CASE(a_worker_that_cannot_be_replaced_breaks_the_pool, *boost::unit_test::timeout(120)) {
+  NamedEvent never("never");
+  NamedEvent started("started");
+  const std::string pid_name = unique_name("pid");
+  mp::RawValue<int> pid(mp::create_only, pid_name, 0);
+  CHECK_CHILD([&] {
+    std::setvbuf(stderr, nullptr, _IONBF, 0);
+    mp::Pool pool(1);
+    auto running = pool.apply_async(report_pid_then_wait, pid_name, started.name, never.name);
+    auto queued = pool.apply_async(square, 3L);
+    CHILD_REQUIRE(started.wait_for(30s));
+    // Address space for what is mapped now, and not for another worker's 2 MiB pipe
+    rlimit limit{};
+    CHILD_REQUIRE(::getrlimit(RLIMIT_AS, &limit) == 0);
+    std::ifstream statm("/proc/self/statm");
+    long pages = 0;
+    statm >> pages;
+    // (1 MiB less than now: the dead worker's 2 MiB pipe is unmapped before its replacement's.)
+    limit.rlim_cur = static_cast<rlim_t>(pages * ::sysconf(_SC_PAGESIZE) - (1 << 20));
+    CHILD_REQUIRE(::setrlimit(RLIMIT_AS, &limit) == 0);
+    ::kill(pid.load(), SIGKILL);
+    CHILD_REQUIRE(running.wait_for(30s));
+    CHILD_REQUIRE(queued.wait_for(30s));
+    if (!throws<mp::BrokenPool>([&] { running.get(); })) return 10;
+    if (!throws<mp::BrokenPool>([&] { queued.get(); })) return 11;
+    if (!throws<mp::BrokenPool>([&] { pool.apply(square, 1L); })) return 12;
+    return 0;
+  });
+}
+
+// ---- a dead worker fails exactly its running call (item 3) -------------------------------------
+
+BOOST_AUTO_TEST_CASE(a_worker_killed_idle_with_tasks_in_its_pipe_fails_nothing, *boost::unit_test::timeout(120)) {
+  mp::Pool pool(2);
+  const pid_t victim = pool.apply(my_pid, 0);  // a worker that is up and idle
+  BOOST_REQUIRE(::kill(victim, SIGSTOP) == 0);
+  std::vector<mp::AsyncResult<long>> results;
+  for (long i = 0; i < 20; ++i) results.push_back(pool.apply_async(square, i));
+  // The other worker runs everything but what was sent to the stopped one (at most two tasks).
+  BOOST_REQUIRE(eventually([&] {
+    std::size_t ready = 0;
+    for (auto& r : results) ready += r.ready();
+    return ready >= 18;
+  }, 30s));
+  BOOST_REQUIRE(::kill(victim, SIGKILL) == 0);  // it never started what it was sent
+  for (long i = 0; i < 20; ++i) {
+    BOOST_REQUIRE(results[static_cast<std::size_t>(i)].wait_for(30s));
+    BOOST_TEST(results[static_cast<std::size_t>(i)].get() == i * i);  // before the fix: BrokenPool
+  }
+  const auto squares = pool.map(square, range(1000), 1);
+  BOOST_TEST(std::accumulate(squares.begin(), squares.end(), 0L) == sum_of_squares(1000));
+  const auto pids = pool.worker_pids();
+  BOOST_TEST(pids.size() == 2u);
+  BOOST_TEST((std::find(pids.begin(), pids.end(), victim) == pids.end()));
+}
+
+BOOST_AUTO_TEST_CASE(a_worker_killed_busy_fails_only_its_call, *boost::unit_test::timeout(120)) {
+  mp::Pool pool(2);
+  const std::string pid_name = unique_name("pid");
+  mp::RawValue<int> pid(mp::create_only, pid_name, 0);
+  NamedEvent hold("hold");
+  NamedEvent started("started");
+  const std::string other_pid_name = unique_name("otherpid");
+  mp::RawValue<int> other_pid(mp::create_only, other_pid_name, 0);
+  NamedEvent other_hold("otherhold");
+  NamedEvent other_started("otherstarted");
+  auto victim_call = pool.apply_async(report_pid_then_wait, pid_name, started.name, hold.name);
+  auto other_call =
+      pool.apply_async(report_pid_then_wait, other_pid_name, other_started.name, other_hold.name);
+  BOOST_REQUIRE(started.wait_for(30s));
+  BOOST_REQUIRE(other_started.wait_for(30s));
+  BOOST_REQUIRE(pid.load() != other_pid.load());  // one on each worker
+  // Both workers busy: these wait in a worker's pipe or in the pool's queue.
+  auto queued = pool.apply_async(square, 6L);
+  auto big = pool.map_async(square, range(50000), 100);
+  ::kill(pid.load(), SIGKILL);
+  try {
+    victim_call.get();
+    BOOST_FAIL("a killed call returned");
+  } catch (const mp::BrokenPool& e) {
+    BOOST_TEST(std::string(e.what()).find("signal 9") != std::string::npos, e.what());
+  }
+  BOOST_TEST(!other_call.ready());  // still running, untouched
+  other_hold.set();
+  BOOST_TEST(other_call.get());
+  BOOST_TEST(queued.get() == 36);  // not started when its worker died, if it was sent there
+  const auto squares = big.get();
+  BOOST_TEST(std::accumulate(squares.begin(), squares.end(), 0L) == sum_of_squares(50000));
+  hold.set();
+}
+
+BOOST_AUTO_TEST_CASE(a_task_that_exits_cleanly_fails_its_call, *boost::unit_test::timeout(60)) {
+  mp::Pool pool(2);
+  try {
+    pool.map(exit_quietly, range(10), 1);
+    BOOST_FAIL("no error");
+  } catch (const mp::BrokenPool& e) {  // before the fix: requeued, and so again and again
+    BOOST_TEST(std::string(e.what()).find("exited with code 0") != std::string::npos, e.what());
+  }
+  BOOST_TEST(pool.apply(square, 5L) == 25);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

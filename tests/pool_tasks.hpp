@@ -1,0 +1,134 @@
+// Tasks and inputs shared by the Pool's test files (pool_test.cpp, pool_failure_test.cpp,
+// pool_stream_test.cpp): plain functions, as Pool tasks must be, and an input range made on the fly.
+#pragma once
+
+#include "support/support.hpp"
+
+#include <atomic>
+#include <climits>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+namespace pooltest {
+
+using namespace mptest;
+
+// An Event made under a unique name, which tasks open by that name: `go.name`.
+struct UniqueName {
+  std::string name;
+};
+struct NamedEvent : UniqueName, mp::Event {
+  explicit NamedEvent(const std::string& what)
+      : UniqueName{unique_name(what)}, mp::Event(mp::create_only, name) {}
+};
+
+// Whether f() throws an E (any other exception goes through).
+template <class E, class F>
+bool throws(F&& f) {
+  try {
+    f();
+  } catch (const E&) {
+    return true;
+  }
+  return false;
+}
+
+inline long square(long x) { return x * x; }
+inline int add(int a, int b) { return a + b; }
+inline std::string shout(std::string s, int times) {
+  std::string out;
+  for (int i = 0; i < times; ++i) out += s;
+  return out + "!";
+}
+inline long fail_on_three(long x) {
+  if (x == 3) throw std::invalid_argument("three is not welcome");
+  return x;
+}
+inline int my_pid(int) { return static_cast<int>(::getpid()); }
+inline long kill_myself_on(long x) {
+  if (x == 7) ::kill(::getpid(), SIGKILL);
+  return x;
+}
+// Blocks until the named event is set (a task the test controls without sleeping).
+inline bool wait_for_event(std::string name) {
+  mp::Event e(mp::open_only, name);
+  return e.wait_for(std::chrono::seconds(60));
+}
+// Sets `started`, then waits for `name` (the test knows the task is running, not just queued).
+inline bool signal_then_wait(std::string started, std::string name) {
+  mp::Event(mp::open_only, started).set();
+  return wait_for_event(std::move(name));
+}
+// Stores this worker's pid in the named RawValue, sets `started`, then waits for `name`.
+inline bool report_pid_then_wait(std::string pid_name, std::string started, std::string name) {
+  mp::RawValue<int>(mp::open_only, pid_name).store(static_cast<int>(::getpid()));
+  return signal_then_wait(std::move(started), std::move(name));
+}
+inline long exit_quietly(long x) {
+  if (x == 2) std::_Exit(0);  // a "clean" exit in the middle of a task
+  return x;
+}
+inline long g_worker_setting = 0;
+inline long worker_setting(long) { return g_worker_setting; }
+inline void nothing() {}
+
+inline std::vector<long> range(long n) {
+  std::vector<long> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0L);
+  return v;
+}
+
+// An input-only range 0, 1, 2, ... below `limit` (LONG_MAX: endless in practice) whose items are
+// made as they are read; reading item `throw_at` throws. `read` counts the items read.
+struct Numbers {
+  long limit = LONG_MAX;
+  long throw_at = -1;
+  std::atomic<long>* read = nullptr;
+  struct iterator {
+    using iterator_category = std::input_iterator_tag;
+    using value_type = long;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const long*;
+    using reference = long;
+    long i;
+    const Numbers* n;
+    long operator*() const {
+      if (i == n->throw_at) throw std::runtime_error("no item " + std::to_string(i));
+      if (n->read != nullptr) ++*n->read;
+      return i;
+    }
+    iterator& operator++() {
+      ++i;
+      return *this;
+    }
+    bool operator==(const iterator& o) const { return i == o.i; }
+    bool operator!=(const iterator& o) const { return i != o.i; }
+  };
+  iterator begin() const { return {0, this}; }
+  iterator end() const { return {limit, this}; }
+};
+
+// Resident memory of this process, in bytes.
+inline long resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  long size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * ::sysconf(_SC_PAGESIZE);
+}
+
+// 0² + 1² + ... + (n-1)², dividing before multiplying so that it does not overflow.
+inline long sum_of_squares(long n) {
+  long a = n - 1, b = n, c = 2 * n - 1;
+  (a % 2 == 0 ? a : b) /= 2;
+  (a % 3 == 0 ? a : b % 3 == 0 ? b : c) /= 3;
+  return a * b * c;
+}
+
+}  // namespace pooltest
