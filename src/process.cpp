@@ -15,7 +15,6 @@
 #include <iostream>
 #include <mutex>
 #include <poll.h>
-#include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -95,10 +94,11 @@ void child_after_fork() noexcept {
 }
 
 const bool g_atfork_registered = [] {
-  // Fill the pid cache first: filling it registers an atfork handler of its own, which must not
-  // happen inside prepare_fork (glibc holds its atfork lock while the handlers run).
+  // Fill the start-time cache now: prepare_fork reads it, and filling it reads /proc.
   (void)detail::self_start_time();
-  ::pthread_atfork(&prepare_fork, &parent_after_fork, &child_after_fork);
+  // The process_registry stage of every fork (fork_hooks.hpp says where it runs, and why).
+  detail::register_fork_hooks(detail::ForkStage::process_registry,
+                              {&prepare_fork, &parent_after_fork, &child_after_fork});
   return true;
 }();
 
@@ -180,7 +180,10 @@ int cpu_count() noexcept { return detail::available_cpus(); }
 
 // ---- who am I -------------------------------------------------------------------------------
 
-bool ProcessInfo::is_alive() const noexcept { return detail::process_alive(pid_, start_time_); }
+bool ProcessInfo::is_alive() const noexcept {
+  // unknown (a process /proc does not show us): alive, as before.
+  return detail::process_liveness(pid_, start_time_) != detail::Liveness::dead;
+}
 
 ProcessInfo current_process() {
   const std::uint64_t start = detail::self_start_time();

@@ -37,7 +37,8 @@ std::uint64_t monotonic_ns() {
 
 bool holder_alive(const HolderTable::Holder& h) {
   if (h.pid < 0) return monotonic_ns() < h.start;  // a fork in progress, until its deadline
-  return process_alive(h.pid, h.start);
+  return process_liveness(h.pid, h.start) != Liveness::dead;  // unknown: a holder we cannot see
+                                                               // keeps the end open
 }
 
 }  // namespace

@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <mutex>
-#include <pthread.h>
 #include <unistd.h>
 #include <vector>
 
@@ -65,7 +64,6 @@ void prepare_fork() noexcept {
 }
 
 void register_self_in_child() noexcept {
-  after_fork_child();  // fresh tid/pid caches and pending slot before taking any lock below
   ImplRegistry& r = impl_registry();
   new (&r.mutex) std::mutex();  // another thread may have held it at fork time
   if (forking_for_process()) return;
@@ -91,7 +89,8 @@ void register_self_in_child() noexcept {
 void track(const std::shared_ptr<ConnectionImpl>& impl) {
   static const bool hooks = [] {
     add_fork_listener(&register_process_child);
-    ::pthread_atfork(&prepare_fork, nullptr, &register_self_in_child);
+    // The pipe_holders stage of every fork (fork_hooks.hpp says why it is the last).
+    register_fork_hooks(ForkStage::pipe_holders, {&prepare_fork, nullptr, &register_self_in_child});
     return true;
   }();
   (void)hooks;

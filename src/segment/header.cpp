@@ -131,7 +131,8 @@ void wait_ready(const SegmentHeader& h, const std::string& what) {
       throw Error(errc::corrupt, what + ": not a multiproc segment (bad state word)");
     }
     const pid_t creator = relaxed_load(&h.creator_pid);
-    if (creator != 0 && !detail::process_alive(creator, 0)) {
+    // unknown: keep waiting (to the deadline) rather than call a live creator's object dead.
+    if (creator != 0 && process_liveness(creator, 0) == Liveness::dead) {
       throw Error(errc::corrupt, what + ": its creator (pid " + std::to_string(creator) +
                                      ") died while initialising it; the next create of the "
                                      "name reclaims it, or multiproc::remove clears it");
@@ -141,7 +142,7 @@ void wait_ready(const SegmentHeader& h, const std::string& what) {
       throw Error(errc::corrupt,
                   what + ": still not initialised after 2 s (is it a multiproc segment?)");
     }
-    const auto slice = std::min(deadline, now + std::chrono::milliseconds(50));
+    const auto slice = next_slice(&deadline);
     detail::futex_wait(&h.state, detail::kStateInitializing, &slice);
   }
 }

@@ -49,11 +49,12 @@ bool creator_is_gone(bip::shared_memory_object& shm) {
   if (state == detail::kStateReady) {
     if (h.magic != detail::kSegmentMagic || h.checksum != detail::header_checksum(h)) return false;
     if ((h.flags & detail::kFlagPersistent) != 0) return false;
-    return !detail::process_alive(h.creator_pid, h.creator_start_time);
+    // unknown: not stale (never reclaim a name whose creator may be alive).
+    return process_liveness(h.creator_pid, h.creator_start_time) == Liveness::dead;
   }
   if (state == detail::kStateInitializing) {
     const pid_t creator = relaxed_load(&h.creator_pid);
-    return creator != 0 && !detail::process_alive(creator, 0);
+    return creator != 0 && process_liveness(creator, 0) == Liveness::dead;  // unknown: as above
   }
   return false;
 }

@@ -7,12 +7,13 @@
 // lock the thread holds.
 #include "segment_impl.hpp"
 
+#include <multiproc/detail/fork_hooks.hpp>
+
 #include <boost/interprocess/shared_memory_object.hpp>
 
 #include <cstdio>
 #include <map>
 #include <string>
-#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,8 +32,10 @@ struct Registry {
 Registry& registry() {
   static Registry* r = [] {
     auto* created = new Registry;  // never destroyed: handles may outlive static destruction
-    // A fork while another thread held the registry's mutex would leave it locked in the child.
-    ::pthread_atfork(nullptr, nullptr, [] { new (&registry().mutex) std::mutex(); });
+    // A fork while another thread held the registry's mutex would leave it locked in the child:
+    // the segment_registry stage of every fork (fork_hooks.hpp) gives the child a fresh one.
+    register_fork_hooks(ForkStage::segment_registry,
+                        {nullptr, nullptr, []() noexcept { new (&registry().mutex) std::mutex(); }});
     return created;
   }();
   return *r;
