@@ -56,6 +56,11 @@ void register_fork_hooks(ForkStage stage, ForkHooks hooks) noexcept {
   s.child.store(hooks.child);
 }
 
+ForkHooks registered_fork_hooks(ForkStage stage) noexcept {
+  const StageHandlers& s = g_stages[static_cast<unsigned>(stage)];
+  return {s.prepare.load(), s.parent.load(), s.child.load()};
+}
+
 void install_fork_hooks() noexcept {
   static const bool installed = [] {
     register_fork_hooks(ForkStage::identity, {nullptr, nullptr, &forget_identity});

@@ -64,6 +64,9 @@ struct ForkHooks {
 //! during static initialisation and from any thread.
 void register_fork_hooks(ForkStage stage, ForkHooks hooks) noexcept;
 
+//! The handlers `stage` has now (tests wrap them to watch the order).
+ForkHooks registered_fork_hooks(ForkStage stage) noexcept;
+
 //! Registers the list with pthread_atfork, once per process (done at start-up; the identity
 //! caches call it again before they are first filled, in case a static initialiser forks).
 void install_fork_hooks() noexcept;
