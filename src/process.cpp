@@ -1,5 +1,8 @@
 // Process: fork, run, _exit; pidfd sentinels; exit codes in Python's convention; the registry
 // of active children and this process's identity (current_process, parent_process).
+// Just over 500 lines, kept whole: the Process methods and the registry share one mutex and one
+// ChildState (whoever reaps a child first records its status for both), and splitting them would
+// put that locking protocol in two files.
 #include <multiproc/process.hpp>
 #include <multiproc/detail/fork_hooks.hpp>
 
