@@ -21,9 +21,6 @@ int spin_budget(unsigned parties) {
   static const int cpus = detail::available_cpus();
   return parties <= static_cast<unsigned>(cpus) ? kSpinIterations : 0;
 }
-// How often a sleeping waiter checks that the barrier's lock has not been left behind by a dead
-// process (one running the action, say). A wake-up every 200 ms costs no measurable CPU.
-constexpr auto kLivenessCheck = std::chrono::milliseconds(200);
 
 Segment::Init barrier_init(unsigned parties, std::optional<Barrier::Timeout> timeout = {}) {
   if (parties == 0) {
@@ -158,9 +155,10 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
     detail::cpu_relax();
   }
   while (s->generation.load(std::memory_order_acquire) == gen) {
-    const auto now = detail::Clock::now();
-    const bool final_slice = deadline != nullptr && *deadline <= now + kLivenessCheck;
-    const auto slice = final_slice ? *deadline : now + kLivenessCheck;
+    // Every kLivenessSlice, a sleeper checks that the barrier's lock was not left behind by a
+    // dead process (one running the action, say).
+    const auto slice = detail::next_slice(deadline);
+    const bool final_slice = deadline != nullptr && slice == *deadline;
     if (detail::futex_wait(&s->generation, gen, &slice)) continue;
     if (final_slice) {
       Locked lock(s, what);

@@ -4,6 +4,8 @@
 
 #include "os.hpp"
 
+#include <multiproc/detail/fork_hooks.hpp>
+
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
@@ -37,10 +39,7 @@ void register_now() noexcept {
   g_fence_mode.store(ok ? kFenceMembarrier : kFenceFull, std::memory_order_release);
 }
 
-void reregister_in_child() noexcept {
-  after_fork_child();  // this handler may run before mutex.cpp's: the caches first
-  register_now();
-}
+void reregister_in_child() noexcept { register_now(); }
 
 
 
@@ -53,8 +52,8 @@ std::uint64_t round_up_pow2(std::uint64_t n) noexcept {
 }  // namespace
 
 void fence_register() noexcept {
-  static const bool atfork = [] {
-    ::pthread_atfork(nullptr, nullptr, &reregister_in_child);
+  static const bool atfork = [] {  // the fences stage of every fork (see fork_hooks.hpp)
+    register_fork_hooks(ForkStage::fences, {nullptr, nullptr, &reregister_in_child});
     return true;
   }();
   (void)atfork;
@@ -117,12 +116,8 @@ std::size_t ChannelRef::max_record_payload() const noexcept {
 bool holder_slot_alive(const HolderSlot& h) noexcept {
   const pid_t pid = h.pid.load(std::memory_order_relaxed);
   const pid_t tid = h.tid.load(std::memory_order_relaxed);
-  if (pid <= 0 || tid <= 0) return false;
-  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
-  const std::uint64_t start = process_start_time(pid);
-  if (start == 0) return true;  // exists, but unreadable: cannot tell
-  if (start != h.start) return false;
-  return thread_alive(pid, tid);
+  // unknown counts as alive (see above).
+  return thread_liveness(pid, tid, h.start) != Liveness::dead;
 }
 
 void ChannelRef::step_aside(HolderSlot& h) noexcept {
@@ -176,9 +171,7 @@ EndToken ChannelRef::acquire_slow(EndState& e, const Clock::time_point* deadline
         asymmetric_fence_heavy();  // SYNC POINT: pairs with the holder's light fence
         while (h.active.load(std::memory_order_acquire) != 0) {
           if (!holder_slot_alive(h)) break;  // died inside an operation: nothing was published
-          const auto now = Clock::now();
-          auto slice = now + kLivenessSlice;
-          if (deadline != nullptr && *deadline < slice) slice = *deadline;
+          const auto slice = next_slice(deadline);
           if (!futex_wait(&h.active, 1, &slice) && deadline != nullptr && Clock::now() >= *deadline) {
             e.revoke.store(0, std::memory_order_relaxed);
             mutex_unlock(&e.lock, *what_);
@@ -317,7 +310,8 @@ bool producer_holder_dead(const EndState& e) noexcept {
     return slot >= 0 && slot < kHolderSlots && !holder_slot_alive(e.slots[slot]);
   }
   const pid_t tid = e.lock.owner.load(std::memory_order_relaxed);
-  return tid > 0 && !process_alive(tid, 0);  // a tid is visible in /proc like a pid
+  // A tid is visible in /proc like a pid. unknown: not dead (the message may still complete).
+  return tid > 0 && process_liveness(tid, 0) == Liveness::dead;
 }
 }  // namespace
 
@@ -405,7 +399,8 @@ void ChannelRef::wake(Signal& s, int n) noexcept {
   if (s.misses.fetch_add(1, std::memory_order_relaxed) % 64 != 63) return;
   for (auto& slot : s.sleepers) {
     std::int32_t code = slot.load(std::memory_order_relaxed);
-    if (code == 0 || process_alive(code >> 1, 0)) continue;
+    // unknown: keep the count (a wake-up too many costs less than a sleeper never woken).
+    if (code == 0 || process_liveness(code >> 1, 0) != Liveness::dead) continue;
     if (slot.compare_exchange_strong(code, 0)) {
       ((code & 1) != 0 ? s.observers : s.waiters).fetch_sub(1, std::memory_order_relaxed);
     }
@@ -414,10 +409,8 @@ void ChannelRef::wake(Signal& s, int n) noexcept {
 
 bool ChannelRef::sleep_on(Signal& s, std::uint32_t epoch,
                           const Clock::time_point* deadline) const noexcept {
-  const auto now = Clock::now();
-  if (deadline != nullptr && now >= *deadline) return false;
-  auto slice = now + kLivenessSlice;
-  if (deadline != nullptr && *deadline < slice) slice = *deadline;
+  if (deadline != nullptr && Clock::now() >= *deadline) return false;
+  const auto slice = next_slice(deadline);
   futex_wait(&s.epoch, epoch, &slice);
   return deadline == nullptr || Clock::now() < *deadline;
 }

@@ -1,5 +1,6 @@
 // Robust process-shared mutexes: Mutex and RecursiveMutex share this code.
 #include <multiproc/detail/mutex_state.hpp>
+#include <multiproc/detail/fork_hooks.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/detail/state_segment.hpp>
 #include <multiproc/mutex.hpp>
@@ -25,13 +26,9 @@ constexpr std::uint32_t kTidMask = FUTEX_TID_MASK;
 constexpr std::uint32_t kWaiters = FUTEX_WAITERS;
 constexpr std::uint32_t kOwnerDied = FUTEX_OWNER_DIED;
 
-// Registered when the program starts, before any handler a multiproc object registers when it is
-// first used, so that those run after it in a child (POSIX runs child handlers in registration
-// order); they also call after_fork_child() themselves before anything else.
-struct AtforkRegistration {
-  AtforkRegistration() { ::pthread_atfork(nullptr, nullptr, &after_fork_child); }
-};
-const AtforkRegistration g_atfork_registration;
+// The robust_slot stage of every fork (fork_hooks.hpp says where it runs, and why there).
+const bool g_fork_hooks_registered =
+    (register_fork_hooks(ForkStage::robust_slot, {nullptr, nullptr, &after_fork_child}), true);
 
 // ---- the kernel robust list (Documentation/locking/robust-futex-ABI.rst) --------------------
 //
@@ -226,8 +223,6 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
 }  // namespace
 
 void after_fork_child() noexcept {
-  tls_tid = 0;
-  g_cached_pid.store(0, std::memory_order_relaxed);
   if (MutexState* held = tls_pending_lock) {
     // Held by the parent's thread, not by this child; glibc does not clear the slot at fork (it
     // assumes it is empty then), and the kernel must not find the parent's lock in it here.
@@ -237,11 +232,6 @@ void after_fork_child() noexcept {
       head->list_op_pending = nullptr;
     }
   }
-}
-
-pid_t current_tid_slow() noexcept {
-  tls_tid = static_cast<pid_t>(::syscall(SYS_gettid));
-  return tls_tid;
 }
 
 void mutex_init(MutexState* s, bool recursive, const std::string& /*what*/) {

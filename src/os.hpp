@@ -1,32 +1,41 @@
 // Private helpers over Linux process facts. Not installed.
+//
+// The process module lives in src/process/ and multiproc/detail/this_process.hpp: identity
+// caches, the ordered fork-hook list (fork_hooks.hpp), the liveness query. This header gathers
+// what the rest of src/ asks of it, plus the sleep slices and two small OS helpers. It includes
+// no lock header.
 #pragma once
+
+#include <multiproc/detail/this_process.hpp>  // current_pid(), current_tid()
+
+#include "process/liveness.hpp"  // Liveness, process_liveness(), thread_liveness()
 
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <sys/types.h>
 
-#include <multiproc/detail/mutex_state.hpp>  // current_pid(), current_tid()
-
 namespace multiproc::detail {
 
-//! The start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), or 0 if
-//! unknown. Together with the pid it identifies a process across pid reuse.
-std::uint64_t process_start_time(pid_t pid) noexcept;
-
 //! This process's start time (cached per pid, so correct in forked children).
-std::uint64_t self_start_time() noexcept;
-
-//! Whether the process (pid, start_time) still runs: it exists, is not a zombie (a leader that
-//! exited while other threads run still counts as running), and — when start_time is not 0 —
-//! started at that time (so a reused pid does not count).
-bool process_alive(pid_t pid, std::uint64_t start_time) noexcept;
+inline std::uint64_t self_start_time() noexcept { return current_start_time(); }
 
 //! CPUs this process may run on (sched_getaffinity), at least 1.
 int available_cpus() noexcept;
 
-//! Whether thread `tid` of process `pid` still runs (not exited, not a zombie).
-bool thread_alive(pid_t pid, pid_t tid) noexcept;
+// ---- sleep slices ----------------------------------------------------------------------------
+//
+// A waiter that can miss its wake-up (its waker died in between, or nothing can wake it) sleeps
+// in slices and looks again. The one slice length is kLivenessSlice (100 ms), with next_slice()
+// the one helper (both in multiproc/detail/futex.hpp, which every waiter already includes): a
+// dead process is noticed within 100 ms, and a sleeper costs 10 wake-ups a second. The lengths
+// that differ, and why:
+//   exit_poll_slice (below)        1..16 ms: a child's exit has no futex to wake on without a
+//                                  pidfd, and join() should return promptly when it ends.
+//   kPeerScanInterval (pipe)       20 ms: not a sleep — the most often one process rescans a
+//                                  pipe peer's holders, so a busy poll() does not live in /proc.
+//   kUnwatchedWordSlice (wait.cpp) 1 ms: without futex_waitv, wait() sleeps on one word only and
+//                                  must look at the others that often.
 
 //! How long a waiter that cannot be woken when a child ends (no pidfd) sleeps before it looks at
 //! the child's exit status again, in its `round`-th sleep of one wait: 1, 2, 4, 8, then 16 ms.

@@ -1,5 +1,8 @@
 // Process: fork, run, _exit; pidfd sentinels; exit codes in Python's convention; the registry
 // of active children and this process's identity (current_process, parent_process).
+// Just over 500 lines, kept whole: the Process methods and the registry share one mutex and one
+// ChildState (whoever reaps a child first records its status for both), and splitting them would
+// put that locking protocol in two files.
 #include <multiproc/process.hpp>
 #include <multiproc/detail/fork_hooks.hpp>
 
@@ -15,7 +18,6 @@
 #include <iostream>
 #include <mutex>
 #include <poll.h>
-#include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -95,10 +97,11 @@ void child_after_fork() noexcept {
 }
 
 const bool g_atfork_registered = [] {
-  // Fill the pid cache first: filling it registers an atfork handler of its own, which must not
-  // happen inside prepare_fork (glibc holds its atfork lock while the handlers run).
+  // Fill the start-time cache now: prepare_fork reads it, and filling it reads /proc.
   (void)detail::self_start_time();
-  ::pthread_atfork(&prepare_fork, &parent_after_fork, &child_after_fork);
+  // The process_registry stage of every fork (fork_hooks.hpp says where it runs, and why).
+  detail::register_fork_hooks(detail::ForkStage::process_registry,
+                              {&prepare_fork, &parent_after_fork, &child_after_fork});
   return true;
 }();
 
@@ -180,7 +183,10 @@ int cpu_count() noexcept { return detail::available_cpus(); }
 
 // ---- who am I -------------------------------------------------------------------------------
 
-bool ProcessInfo::is_alive() const noexcept { return detail::process_alive(pid_, start_time_); }
+bool ProcessInfo::is_alive() const noexcept {
+  // unknown (a process /proc does not show us): alive, as before.
+  return detail::process_liveness(pid_, start_time_) != detail::Liveness::dead;
+}
 
 ProcessInfo current_process() {
   const std::uint64_t start = detail::self_start_time();

@@ -20,6 +20,11 @@ namespace {
 
 using detail::Clock;
 
+// Without futex_waitv, a wait on several words sleeps on the first one only: how often it looks
+// at the others. Short, because a ready connection among them should be seen about at once; the
+// fallback exists only on kernels older than 5.16.
+constexpr std::chrono::milliseconds kUnwatchedWordSlice{1};
+
 #ifndef FUTEX2_SIZE_U32
 #define FUTEX2_SIZE_U32 FUTEX_32
 #endif
@@ -44,7 +49,7 @@ bool futex_waitv_until(const std::vector<const std::atomic<std::uint32_t>*>& wor
                             0, &ts, CLOCK_MONOTONIC);
   if (rc >= 0 || errno != ENOSYS) return !(rc < 0 && errno == ETIMEDOUT);
 #endif
-  const auto slice = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
+  const auto slice = std::min(deadline, Clock::now() + kUnwatchedWordSlice);
   if (!words.empty()) detail::futex_wait(words[0], values[0], &slice);
   return Clock::now() < deadline;
 }

@@ -295,7 +295,7 @@ void PoolCore::run() noexcept {
 
       std::vector<Waitable> objects{kick_};
       for (const Worker& w : workers_) objects.emplace_back(*w.conn);
-      const auto ready = wait(objects, std::chrono::milliseconds(100));
+      const auto ready = wait(objects, detail::kLivenessSlice);  // then look for exited workers
       for (std::size_t r : ready) {
         if (r == 0) {
           while (kick_.try_get()) {

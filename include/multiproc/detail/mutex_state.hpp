@@ -22,6 +22,7 @@
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
+#include <multiproc/detail/this_process.hpp>  // the identity caches (current_tid)
 
 #include <atomic>
 #include <cstdint>
@@ -69,27 +70,7 @@ struct MutexState {
 //! Initialises a zero-filled state in place (unlocked).
 void mutex_init(MutexState* s, bool recursive, const std::string& what);
 
-//! The calling thread's id (cached per thread, refreshed in forked children).
-inline thread_local pid_t tls_tid = 0;
-pid_t current_tid_slow() noexcept;
-inline pid_t current_tid() noexcept {
-  const pid_t t = tls_tid;
-  return t != 0 ? t : current_tid_slow();
-}
-
-//! This process's pid and start time (cached: getpid() is a system call; refreshed in forked
-//! children). Together they name this process across pid reuse.
-inline std::atomic<pid_t> g_cached_pid{0};
-inline std::atomic<std::uint64_t> g_cached_start{0};
-pid_t current_pid_slow() noexcept;
-inline pid_t current_pid() noexcept {
-  const pid_t p = g_cached_pid.load(std::memory_order_acquire);
-  return p != 0 ? p : current_pid_slow();
-}
-inline std::uint64_t current_start_time() noexcept {
-  (void)current_pid();  // fills both caches
-  return g_cached_start.load(std::memory_order_relaxed);
-}
+// current_tid(), current_pid(), current_start_time(): multiproc/detail/this_process.hpp.
 
 // ---- the kernel robust list (Documentation/locking/robust-futex-ABI.rst) --------------------
 //
@@ -172,9 +153,9 @@ inline thread_local MutexState* tls_pending_lock = nullptr;
 //! Set once glibc was seen clearing the slot under one of our locks: every lock goes on the list.
 inline std::atomic<bool> g_list_only{false};
 
-//! Resets what a forked child must not inherit: the thread id and pid caches, and the parent's
-//! lock in the pending slot. Registered with pthread_atfork at start-up; every other child handler
-//! of multiproc calls it first (child handlers run in registration order). Idempotent.
+//! Resets what a forked child must not inherit: the parent's lock in the pending slot. The
+//! robust_slot stage of the fork-hook list (fork_hooks.hpp): after the identity caches are
+//! cleared, before any stage takes a lock. Idempotent.
 void after_fork_child() noexcept;
 
 //! The lock and unlock paths that are not the uncontended common case (mutex.cpp).

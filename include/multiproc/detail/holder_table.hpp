@@ -1,0 +1,70 @@
+// multiproc/detail/holder_table.hpp — which processes hold an object, in shared memory. Private.
+//
+// A table of (pid, start time) entries under a robust lock, with a `closed` flag for "no live
+// process holds it any more". Pipe keeps one per end, which is how "the peer closed or died"
+// becomes EOF; anything else whose life is "while some process holds it" (a Manager's objects, a
+// server's clients) can keep one the same way. Crash safety: every update writes the entry before
+// the count (or moves the last entry over before shortening), so a holder SIGKILLed mid-update
+// leaves a duplicate, never a lost holder; the next locker recovers the lock and clamps the count.
+// A holder that dies without removing itself is forgotten by the next liveness scan.
+#pragma once
+
+#include <multiproc/detail/mutex_state.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <sys/types.h>
+
+namespace multiproc::detail {
+
+inline constexpr std::uint32_t kMaxHolders = 64;
+
+// The processes holding one object. Layout (in shared memory):
+//   lock      robust mutex guarding count and holders
+//   closed    1 once no process holds it (set by the last close, or by a liveness scan that
+//             found every holder dead); cleared when a process holds it again. Read
+//             unlocked (acquire) on every send and before every sleep.
+//   overflow  more holders than slots: it never counts as closed
+//   holders   pid and start time of each holding process; an entry with a negative pid is a
+//             fork in progress (-parent pid, and a CLOCK_MONOTONIC deadline in ns as `start`):
+//             the child replaces it with its own entry, and it lapses if the child never does
+struct alignas(64) HolderTable {
+  MutexState lock;
+  std::atomic<std::uint32_t> closed;
+  std::atomic<std::uint32_t> overflow;
+  std::uint32_t count;
+  struct Holder {
+    std::int32_t pid;
+    std::uint32_t reserved;
+    std::uint64_t start;
+  } holders[kMaxHolders];
+};
+
+//! Initialises a zero-filled table in place, held by one process.
+void holder_table_init(HolderTable& t, pid_t pid, std::uint64_t start, const std::string& what);
+
+//! Records (pid, start) as a holder (updating its start time if pid is there), and reopens the
+//! table. Past kMaxHolders live holders, sets `overflow` instead.
+void add_holder(HolderTable& t, pid_t pid, std::uint64_t start);
+
+//! Forgets pid. Returns true if no process holds it any more (and sets `closed`).
+bool remove_holder(HolderTable& t, pid_t pid);
+
+//! A fork is about to happen: the child will hold it but registers itself only after fork()
+//! returned in the parent. Until it does (or for at most 2 s), this entry keeps the table open.
+void add_pending_fork(HolderTable& t, pid_t parent);
+//! The child registered itself: drops the entry add_pending_fork(parent) left.
+void remove_pending_fork(HolderTable& t, pid_t parent);
+
+//! Whether some live process still holds it; forgets the dead ones (a lock and a liveness query
+//! per holder, unless `closed` or `overflow` already answer).
+bool holders_alive(HolderTable& t);
+
+//! The cheap check: whether the table was seen closed (acquire: pairs with the release stores of
+//! `closed`, so whatever the last holder did before closing is visible).
+inline bool holder_table_closed(const HolderTable& t) noexcept {
+  return t.closed.load(std::memory_order_acquire) != 0;
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,137 @@
+// The holder table (see multiproc/detail/holder_table.hpp): who holds a shared object, kept
+// crash-safe under a robust lock.
+#include <multiproc/detail/holder_table.hpp>
+
+#include "../os.hpp"
+
+#include <multiproc/detail/futex.hpp>
+
+#include <algorithm>
+#include <chrono>
+
+namespace multiproc::detail {
+namespace {
+
+class TableLock {
+ public:
+  explicit TableLock(HolderTable& t) : t_(t) {
+    mutex_lock(&t_.lock, kWhat);
+    if (mutex_inconsistent(&t_.lock)) {  // a holder died mid-update: keep what is well-formed
+      t_.count = std::min(t_.count, kMaxHolders);
+      mutex_mark_repaired(&t_.lock);
+    }
+  }
+  ~TableLock() { mutex_unlock_noexcept(&t_.lock, kWhat); }
+  TableLock(const TableLock&) = delete;
+  TableLock& operator=(const TableLock&) = delete;
+
+ private:
+  static inline const std::string kWhat = "holder table";
+  HolderTable& t_;
+};
+
+std::uint64_t monotonic_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+}
+
+bool holder_alive(const HolderTable::Holder& h) {
+  if (h.pid < 0) return monotonic_ns() < h.start;  // a fork in progress, until its deadline
+  return process_liveness(h.pid, h.start) != Liveness::dead;  // unknown: a holder we cannot see
+                                                               // keeps the end open
+}
+
+}  // namespace
+
+void holder_table_init(HolderTable& t, pid_t pid, std::uint64_t start, const std::string& what) {
+  mutex_init(&t.lock, false, what);
+  t.count = 1;
+  t.holders[0] = {static_cast<std::int32_t>(pid), 0, start};
+}
+
+void add_holder(HolderTable& t, pid_t pid, std::uint64_t start) {
+  TableLock lock(t);
+  for (std::uint32_t i = 0; i < t.count; ++i) {
+    if (t.holders[i].pid == pid) {
+      t.holders[i].start = start;
+      t.closed.store(0, std::memory_order_release);
+      return;
+    }
+  }
+  if (t.count == kMaxHolders) {  // make room by forgetting the dead
+    std::uint32_t kept = 0;
+    for (std::uint32_t i = 0; i < t.count; ++i) {
+      if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
+    }
+    t.count = kept;
+  }
+  if (t.count < kMaxHolders) {
+    // The entry first, then the count: a death between the two loses nothing.
+    t.holders[t.count] = {static_cast<std::int32_t>(pid), 0, start};
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    ++t.count;
+  } else {
+    t.overflow.store(1, std::memory_order_relaxed);  // too many to track: never report closed
+  }
+  t.closed.store(0, std::memory_order_release);
+}
+
+bool remove_holder(HolderTable& t, pid_t pid) {
+  TableLock lock(t);
+  for (std::uint32_t i = 0; i < t.count; ++i) {
+    if (t.holders[i].pid == pid) {
+      // Move the last entry over this one, then shorten: a death between the two leaves a
+      // duplicate, never a lost holder.
+      t.holders[i] = t.holders[t.count - 1];
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      --t.count;
+      break;
+    }
+  }
+  if (t.count == 0 && t.overflow.load(std::memory_order_relaxed) == 0) {
+    t.closed.store(1, std::memory_order_release);
+    return true;
+  }
+  return false;
+}
+
+void add_pending_fork(HolderTable& t, pid_t parent) {
+  TableLock lock(t);
+  if (t.count == kMaxHolders) {
+    t.overflow.store(1, std::memory_order_relaxed);
+    return;
+  }
+  t.holders[t.count] = {-static_cast<std::int32_t>(parent), 0, monotonic_ns() + 2000000000ull};
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  ++t.count;
+}
+
+void remove_pending_fork(HolderTable& t, pid_t parent) {
+  TableLock lock(t);
+  for (std::uint32_t i = 0; i < t.count; ++i) {
+    if (t.holders[i].pid == -static_cast<std::int32_t>(parent)) {
+      t.holders[i] = t.holders[t.count - 1];
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      --t.count;
+      return;
+    }
+  }
+}
+
+bool holders_alive(HolderTable& t) {
+  if (t.closed.load(std::memory_order_acquire) != 0) return false;
+  if (t.overflow.load(std::memory_order_relaxed) != 0) return true;
+  TableLock lock(t);
+  std::uint32_t kept = 0;
+  for (std::uint32_t i = 0; i < t.count; ++i) {
+    if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
+  }
+  t.count = kept;
+  if (kept == 0) {
+    t.closed.store(1, std::memory_order_release);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace multiproc::detail

@@ -1,0 +1,117 @@
+// Private to src/pipe/: the state behind a Connection, and the steps the pipe files share.
+// One job per file:
+//   pipe.cpp      the Connection API: making and opening pipes, send/recv entry points, close
+//   framing.cpp   chunked framing: streaming a message larger than one record, and receiving one
+//   tracking.cpp  which ends this process holds, and who holds them after a fork
+// The holder table itself (who holds an end) is src/channel/holder_table.cpp.
+#pragma once
+
+#include <multiproc/pipe.hpp>
+
+#include <multiproc/detail/holder_table.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace multiproc::detail {
+
+inline constexpr std::size_t kChannelSpan = (sizeof(ChannelState) + 63) / 64 * 64;
+
+// Layout of a pipe segment's body: this header, then the channel towards the first end (ring
+// included), then — duplex only — the channel towards the second end.
+struct alignas(64) PipeState {
+  std::uint32_t duplex;
+  std::uint32_t reserved;
+  std::uint64_t ring_bytes;
+  HolderTable holders[2];
+};
+inline constexpr std::size_t kPipeHeader = (sizeof(PipeState) + 63) / 64 * 64;
+
+inline ChannelState* channel_at(PipeState* p, int index) {
+  return reinterpret_cast<ChannelState*>(reinterpret_cast<unsigned char*>(p) + kPipeHeader +
+                                         static_cast<std::size_t>(index) * (kChannelSpan + p->ring_bytes));
+}
+
+//! How often one process scans the peer's holders for liveness at most (a lock and a /proc
+//! read per holder): often enough that a dead peer is seen well within one kLivenessSlice, rarely
+//! enough that a busy poll() loop does not spend its time in /proc.
+inline constexpr std::chrono::milliseconds kPeerScanInterval{20};
+
+class ConnectionImpl {
+ public:
+  ConnectionImpl(Segment seg, PipeEnd end, bool register_self);
+  ~ConnectionImpl();
+
+  HolderTable& mine() const { return state_->holders[static_cast<int>(end_)]; }
+  HolderTable& peer() const { return state_->holders[1 - static_cast<int>(end_)]; }
+  void require_open(const char* action) const;
+  void require_send() const;
+  void require_recv() const;
+  //! Whether a live process holds the peer's end. The closed flag costs a load; the liveness
+  //! scan behind it (a lock and system calls per holder) runs at most every kPeerScanInterval.
+  bool peer_open() const {
+    if (holder_table_closed(peer())) return false;
+    const auto now = Clock::now();
+    if (now - last_scan_.load(std::memory_order_relaxed) < kPeerScanInterval) return true;
+    last_scan_.store(now, std::memory_order_relaxed);
+    return holders_alive(peer());
+  }
+  void close();
+  void wake_peer() const;
+
+  // Sending, holding the producer end of send_.
+  void wait_room(std::size_t n) const;
+  void stream(const std::byte* data, std::size_t n) const;
+  void abort_open_message() const;
+
+  Segment seg_;
+  PipeState* state_ = nullptr;
+  PipeEnd end_;
+  ChannelRef recv_, send_;
+  bool can_recv_ = false, can_send_ = false;
+  std::atomic<bool> closed_{false};
+  mutable pid_t registered_pid_ = 0;
+  mutable std::atomic<Clock::time_point> last_scan_{Clock::time_point{}};
+  std::string what_;
+};
+
+// tracking.cpp
+//! Notes a new impl of this process, so that forked children are registered as its holders.
+void track(const std::shared_ptr<ConnectionImpl>& impl);
+//! The open impl of this process for `end` of the pipe whose body is at `body`, or nullptr.
+std::shared_ptr<ConnectionImpl> find_tracked(const void* body, PipeEnd end);
+
+// framing.cpp
+// Holds an end for a scope.
+class HeldEnd {
+ public:
+  HeldEnd(const ChannelRef& ch, EndState& e) : ch_(ch), e_(e), t_(ch.acquire(e, nullptr)) {}
+  ~HeldEnd() { ch_.release(e_, t_); }
+  HeldEnd(const HeldEnd&) = delete;
+  HeldEnd& operator=(const HeldEnd&) = delete;
+
+ private:
+  const ChannelRef& ch_;
+  EndState& e_;
+  EndToken t_;
+};
+
+// What a receive does with a message: see it whole from the ring, or assemble its chunks.
+struct Receiver {
+  // Returns false (and nothing is consumed) if a message of `total` bytes is not acceptable.
+  virtual bool accept(std::uint64_t total) = 0;
+  virtual void whole(const std::byte* p, std::size_t n) = 0;
+  virtual std::byte* assembly(std::uint64_t total) = 0;  // where the chunks go
+  virtual void assembled(const std::byte* p, std::size_t n) = 0;
+  virtual ~Receiver() = default;
+};
+
+//! Receives one message (whole or chunked) into r. Throws EOFError when the peer closed its end
+//! and everything was received, Error(too_large) when r does not accept the length.
+void receive_message(const ConnectionImpl& c, Receiver& r);
+
+}  // namespace multiproc::detail

@@ -1,0 +1,133 @@
+// Pipe: chunked framing. A message that fits one ring record goes as one Whole record; a larger
+// one streams as First (carrying the total length), Middle..., Last, so there is no size limit
+// on a message. A sender that dies (or throws) mid-message is told to the receiver by an Abort
+// record from the next sender, or noticed by the receiver itself (open_message_dead).
+#include "connection_impl.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace multiproc::detail {
+
+void ConnectionImpl::abort_open_message() const {
+  EndState& e = send_.producer();
+  if (e.open_message.load(std::memory_order_relaxed) == kOpenNone) return;
+  // The previous sender died (or threw) halfway through a chunked message: tell the receiver.
+  wait_room(0);
+  send_.append(0, kRecordAbort, [](unsigned char*) {});
+  e.open_message.store(kOpenNone, std::memory_order_release);
+}
+
+void ConnectionImpl::stream(const std::byte* data, std::size_t n) const {
+  EndState& e = send_.producer();
+  const std::size_t maxp = send_.max_record_payload();
+  e.open_message.store(kOpenStreaming, std::memory_order_relaxed);  // published with the First
+  // First chunk: the total length, then as much as fits.
+  const std::uint64_t total = n;
+  std::size_t part = std::min(n, maxp - sizeof total);
+  wait_room(sizeof total + part);
+  send_.append(sizeof total + part, kRecordFirst, [&](unsigned char* dst) {
+    std::memcpy(dst, &total, sizeof total);
+    std::memcpy(dst + sizeof total, data, part);
+  });
+  std::size_t sent = part;
+  while (sent < n) {
+    part = std::min(n - sent, maxp);
+    const RecordType type = sent + part == n ? kRecordLast : kRecordMiddle;
+    wait_room(part);
+    send_.append(part, type, [&](unsigned char* dst) { std::memcpy(dst, data + sent, part); });
+    sent += part;
+  }
+  e.open_message.store(kOpenNone, std::memory_order_release);
+}
+
+void receive_message(const ConnectionImpl& c, Receiver& r) {
+  c.require_recv();
+  const ChannelRef& ch = c.recv_;
+  HeldEnd held(ch, ch.consumer());
+  std::byte* dst = nullptr;
+  std::uint64_t total = 0, got = 0;
+  bool in_message = false, slept = false;
+  for (;;) {
+    if (ch.has_data()) {
+      RecordHeader h;
+      const auto* p = reinterpret_cast<const std::byte*>(ch.peek(h));
+      if (p == nullptr) throw_corrupt_record(c.what_);
+      switch (h.type) {
+        case kRecordWhole:
+          if (!r.accept(h.length)) {
+            throw Error(errc::too_large, c.what_ + ": the next message has " +
+                                             std::to_string(h.length) +
+                                             " bytes, more than the buffer; it stays in the pipe");
+          }
+          try {
+            r.whole(p, h.length);
+          } catch (...) {
+            ch.consume(h);
+            throw;
+          }
+          ch.consume(h);
+          return;
+        case kRecordFirst: {
+          std::uint64_t t;
+          if (h.length < sizeof t) throw_corrupt_record(c.what_);
+          std::memcpy(&t, p, sizeof t);
+          if (h.length - sizeof t > t) throw_corrupt_record(c.what_);
+          if (!r.accept(t)) {
+            throw Error(errc::too_large, c.what_ + ": the next message has " + std::to_string(t) +
+                                             " bytes, more than the buffer; it stays in the pipe");
+          }
+          total = t;
+          dst = r.assembly(total);
+          got = h.length - sizeof t;
+          std::memcpy(dst, p + sizeof t, static_cast<std::size_t>(got));
+          in_message = true;
+          ch.consume(h);
+          break;
+        }
+        case kRecordMiddle:
+        case kRecordLast:
+          if (in_message) {
+            if (got + h.length > total) {
+              ch.consume(h);
+              throw Error(errc::corrupt, c.what_ + ": a chunked message is longer than announced");
+            }
+            std::memcpy(dst + got, p, h.length);
+            got += h.length;
+          }
+          ch.consume(h);  // chunks of a message whose first part a dead receiver took: skipped
+          if (in_message && h.type == kRecordLast) {
+            r.assembled(dst, static_cast<std::size_t>(total));
+            return;
+          }
+          break;
+        case kRecordAbort:
+          in_message = false;  // its sender died: drop what we have of it
+          ch.consume(h);
+          break;
+        default:
+          ch.consume(h);
+          throw Error(errc::corrupt, c.what_ + ": unknown record type " + std::to_string(h.type));
+      }
+      continue;
+    }
+    // The cheap closed flag every time; the liveness scans (system calls) only after a sleep
+    // that brought nothing — so a dead peer is noticed within 100 ms, at no cost while data flows.
+    if (c.peer().closed.load(std::memory_order_acquire) != 0 || (slept && !c.peer_open())) {
+      if (!ch.has_data()) {
+        throw EOFError(c.what_ + ": the peer closed its end and everything it sent was received");
+      }
+      continue;
+    }
+    if (slept && in_message &&
+        ch.producer().open_message.load(std::memory_order_acquire) == kOpenStreaming &&
+        !ch.has_data() && ch.open_message_dead(true)) {
+      in_message = false;  // its sender died mid-message; the next sender will also say so
+    }
+    ch.sleep_until(ch.state()->data,
+                   [&] { return ch.data_hint() || c.peer().closed.load() != 0; }, nullptr);
+    slept = true;
+  }
+}
+
+}  // namespace multiproc::detail

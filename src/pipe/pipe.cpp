@@ -1,0 +1,350 @@
+// Pipe and Connection: the API. Two channels in one segment (one per direction); each end has a
+// holder table, which turns "no live process holds the other end" into EOF. The framing of large
+// messages and the fork tracking of holders live next to this file (see connection_impl.hpp).
+#include "connection_impl.hpp"
+
+#include "../os.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <unistd.h>
+#include <vector>
+
+namespace multiproc {
+namespace detail {
+namespace {
+
+constexpr std::uint64_t kDefaultPipeRing = std::uint64_t{1} << 20;
+
+const char* end_name(PipeEnd e) { return e == PipeEnd::first ? "first" : "second"; }
+
+}  // namespace
+
+ConnectionImpl::ConnectionImpl(Segment seg, PipeEnd end, bool register_self)
+    : seg_(std::move(seg)), end_(end) {
+  state_ = static_cast<PipeState*>(seg_.body());
+  what_ = seg_.describe() + " (" + end_name(end) + " end)";
+  const std::uint64_t rb = state_->ring_bytes;
+  const std::uint32_t channels = state_->duplex != 0 ? 2 : 1;
+  if (rb == 0 || (rb & (rb - 1)) != 0 || seg_.count() != channels ||
+      seg_.body_size() != kPipeHeader + channels * (kChannelSpan + rb)) {
+    seg_.fail(errc::corrupt, "its pipe header does not match its segment");
+  }
+  for (std::uint32_t i = 0; i < channels; ++i) {
+    ChannelState* c = channel_at(state_, static_cast<int>(i));
+    if (c->ring_bytes != rb || c->ring_offset != kChannelSpan || c->record_size != 0) {
+      seg_.fail(errc::corrupt, "its channel headers do not match its segment");
+    }
+    seg_.track_lock_owner(&c->producer.lock.owner);
+    seg_.track_lock_owner(&c->consumer.lock.owner);
+  }
+  seg_.track_lock_owner(&state_->holders[0].lock.owner);
+  seg_.track_lock_owner(&state_->holders[1].lock.owner);
+  // Channel 0 carries messages to the first end; channel 1 (duplex) to the second.
+  if (end == PipeEnd::first) {
+    recv_ = ChannelRef(channel_at(state_, 0), &what_);
+    can_recv_ = true;
+    if (channels == 2) {
+      send_ = ChannelRef(channel_at(state_, 1), &what_);
+      can_send_ = true;
+    }
+  } else {
+    send_ = ChannelRef(channel_at(state_, 0), &what_);
+    can_send_ = true;
+    if (channels == 2) {
+      recv_ = ChannelRef(channel_at(state_, 1), &what_);
+      can_recv_ = true;
+    }
+  }
+  fence_register();
+  registered_pid_ = ::getpid();
+  if (register_self) add_holder(mine(), registered_pid_, self_start_time());
+}
+
+ConnectionImpl::~ConnectionImpl() {
+  // The last handle in this process: it stops holding the end (in a forked child, only if the
+  // child held it).
+  if (!closed_.load() && registered_pid_ == ::getpid()) {
+    try {
+      close();
+    } catch (...) {
+    }
+  }
+}
+
+void ConnectionImpl::close() {
+  if (closed_.exchange(true)) return;
+  remove_holder(mine(), ::getpid());
+  wake_peer();
+}
+
+void ConnectionImpl::wake_peer() const {
+  // Whatever the peer waits for — data from us, room to send to us — it must look again.
+  for (const ChannelRef* ch : {&send_, &recv_}) {
+    if (ch->state() == nullptr) continue;
+    for (Signal* s : {&ch->state()->data, &ch->state()->space}) {
+      s->epoch.fetch_add(1, std::memory_order_release);
+      futex_wake(&s->epoch, INT_MAX);
+    }
+  }
+}
+
+void ConnectionImpl::require_open(const char* action) const {
+  if (closed_.load(std::memory_order_relaxed)) {
+    throw Error(errc::closed, what_ + ": " + action + " on a closed connection");
+  }
+  // A process that uses an end it was not registered for (a Process child that reached the
+  // handle through a reference) holds it from now on.
+  const pid_t me = current_pid();
+  if (registered_pid_ != me) {
+    add_holder(mine(), me, self_start_time());
+    registered_pid_ = me;
+  }
+}
+
+void ConnectionImpl::require_send() const {
+  require_open("send");
+  if (!can_send_) {
+    throw Error(errc::wrong_direction,
+                what_ + ": this end of a one-way Pipe only receives (send on the second end)");
+  }
+}
+
+void ConnectionImpl::require_recv() const {
+  require_open("recv");
+  if (!can_recv_) {
+    throw Error(errc::wrong_direction,
+                what_ + ": this end of a one-way Pipe only sends (receive on the first end)");
+  }
+}
+
+void ConnectionImpl::wait_room(std::size_t n) const {
+  // The cheap closed flag every time; the liveness scan of the peer's holders (system calls)
+  // only after a sleep that brought no room — within 100 ms of a peer's death.
+  bool slept = false;
+  while (!send_.has_room(n)) {
+    if (peer().closed.load(std::memory_order_acquire) != 0 || (slept && !peer_open())) {
+      throw Closed(what_ + ": send: the peer closed its end");
+    }
+    send_.sleep_until(send_.state()->space,
+                      [&] { return send_.room_hint(n) || peer().closed.load() != 0; }, nullptr);
+    slept = true;
+  }
+}
+
+// ---- creation --------------------------------------------------------------------------------
+
+struct PipeFactory {
+  static std::pair<Connection, Connection> make(Segment seg) {
+    auto first = std::make_shared<ConnectionImpl>(seg, PipeEnd::first, false);
+    auto second = std::make_shared<ConnectionImpl>(seg, PipeEnd::second, false);
+    track(first);
+    track(second);
+    return {Connection(first), Connection(second)};
+  }
+  static Connection open(Segment seg, PipeEnd end) {
+    // This process may already hold the end (made the Pipe, or opened it before): one impl per
+    // end per process, so that dropping one handle does not end the process's holding.
+    if (auto impl = find_tracked(seg.body(), end)) {
+      impl->require_open("open");  // registers this process if it was not yet
+      return Connection(impl);
+    }
+    auto impl = std::make_shared<ConnectionImpl>(std::move(seg), end, true);
+    track(impl);
+    return Connection(impl);
+  }
+};
+
+namespace {
+
+SegmentLayout pipe_layout(bool duplex, std::uint64_t ring_bytes) {
+  SegmentLayout layout;
+  layout.kind = Kind::pipe;
+  layout.count = duplex ? 2 : 1;
+  layout.body_size = kPipeHeader + layout.count * (kChannelSpan + ring_bytes);
+  layout.body_alignment = 64;
+  return layout;
+}
+
+Segment::Init pipe_init(bool duplex, std::uint64_t ring_bytes, std::string what) {
+  return [=](void* body) {
+    auto* p = static_cast<PipeState*>(body);
+    p->duplex = duplex ? 1 : 0;
+    p->ring_bytes = ring_bytes;
+    const std::uint64_t start = self_start_time();
+    for (HolderTable& t : p->holders) {  // the creator holds both ends
+      holder_table_init(t, ::getpid(), start, what + " (holders)");
+    }
+    const std::uint64_t capacity = std::min<std::uint64_t>(ring_bytes / 16, kMaxCapacity);
+    for (int i = 0; i < (duplex ? 2 : 1); ++i) {
+      channel_init(channel_at(p, i), ring_bytes, capacity, 0, kChannelSpan, what);
+    }
+  };
+}
+
+std::uint64_t pipe_ring_bytes(std::size_t requested, const std::string& what) {
+  return ring_bytes_for(1, 0, requested != 0 ? requested : kDefaultPipeRing, what);
+}
+
+}  // namespace
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+
+std::pair<Connection, Connection> Pipe(bool duplex, std::size_t ring_bytes) {
+  const std::string what = "Pipe (anonymous)";
+  const std::uint64_t rb = detail::pipe_ring_bytes(ring_bytes, what);
+  return detail::PipeFactory::make(
+      Segment::create_anonymous(detail::pipe_layout(duplex, rb), detail::pipe_init(duplex, rb, what)));
+}
+
+std::pair<Connection, Connection> Pipe(create_only_t, const Name& name, bool duplex,
+                                       std::size_t ring_bytes) {
+  const std::string what = "Pipe '" + name.str() + "'";
+  const std::uint64_t rb = detail::pipe_ring_bytes(ring_bytes, what);
+  return detail::PipeFactory::make(
+      Segment::create(name, detail::pipe_layout(duplex, rb), detail::pipe_init(duplex, rb, what)));
+}
+
+Connection::Connection(open_only_t, const Name& name, PipeEnd end)
+    : Connection(detail::PipeFactory::open(Segment::open(name, Kind::pipe, nullptr), end)) {}
+
+void Connection::send_bytes(const void* data, std::size_t n) const {
+  impl_->require_send();
+  if (impl_->peer().closed.load(std::memory_order_acquire) != 0) {
+    throw Closed(impl_->what_ + ": send: the peer closed its end");
+  }
+  const detail::ChannelRef& ch = impl_->send_;
+  detail::HeldEnd held(ch, ch.producer());
+  impl_->abort_open_message();
+  const auto* bytes = static_cast<const std::byte*>(data);
+  if (n <= ch.max_record_payload()) {
+    impl_->wait_room(n);
+    ch.append(n, detail::kRecordWhole, [&](unsigned char* dst) {
+      if (n != 0) std::memcpy(dst, bytes, n);
+    });
+  } else {
+    impl_->stream(bytes, n);
+  }
+}
+
+void Connection::send_bytes(const void* data, std::size_t length, std::ptrdiff_t offset,
+                            std::optional<std::ptrdiff_t> size) const {
+  // Python's checks, in Python's order, with Python's words.
+  auto invalid = [this](const char* why) {
+    throw Error(errc::invalid_argument, impl_->what_ + ": send_bytes: " + why);
+  };
+  if (offset < 0) invalid("offset is negative");
+  const auto off = static_cast<std::size_t>(offset);
+  if (length < off) invalid("buffer length < offset");
+  std::size_t n = length - off;
+  if (size) {
+    if (*size < 0) invalid("size is negative");
+    if (static_cast<std::size_t>(*size) > n) invalid("buffer length < offset + size");
+    n = static_cast<std::size_t>(*size);
+  }
+  send_bytes(static_cast<const std::byte*>(data) + off, n);
+}
+
+void Connection::send_with(std::size_t n, void (*encode)(void*, std::byte*), void* ctx) const {
+  impl_->require_send();
+  if (impl_->peer().closed.load(std::memory_order_acquire) != 0) {
+    throw Closed(impl_->what_ + ": send: the peer closed its end");
+  }
+  const detail::ChannelRef& ch = impl_->send_;
+  if (n > ch.max_record_payload()) {  // too large for one record: encode aside, then stream
+    std::vector<std::byte> buffer(n);
+    encode(ctx, buffer.data());
+    send_bytes(buffer.data(), n);
+    return;
+  }
+  detail::HeldEnd held(ch, ch.producer());
+  impl_->abort_open_message();
+  impl_->wait_room(n);
+  ch.append(n, detail::kRecordWhole,
+            [&](unsigned char* dst) { encode(ctx, reinterpret_cast<std::byte*>(dst)); });
+}
+
+void Connection::receive_with(void (*decode)(void*, const std::byte*, std::size_t), void* ctx) const {
+  struct Typed : detail::Receiver {
+    void (*decode)(void*, const std::byte*, std::size_t);
+    void* ctx;
+    std::vector<std::byte> buffer;
+    bool accept(std::uint64_t) override { return true; }
+    void whole(const std::byte* p, std::size_t n) override { decode(ctx, p, n); }
+    std::byte* assembly(std::uint64_t total) override {
+      buffer.resize(static_cast<std::size_t>(total));
+      return buffer.data();
+    }
+    void assembled(const std::byte* p, std::size_t n) override { decode(ctx, p, n); }
+  } r;
+  r.decode = decode;
+  r.ctx = ctx;
+  detail::receive_message(*impl_, r);
+}
+
+std::string Connection::recv_bytes() const {
+  struct Bytes : detail::Receiver {
+    std::string out;
+    bool accept(std::uint64_t) override { return true; }
+    void whole(const std::byte* p, std::size_t n) override {
+      out.assign(reinterpret_cast<const char*>(p), n);
+    }
+    std::byte* assembly(std::uint64_t total) override {
+      out.resize(static_cast<std::size_t>(total));
+      return reinterpret_cast<std::byte*>(out.data());
+    }
+    void assembled(const std::byte*, std::size_t) override {}
+  } r;
+  detail::receive_message(*impl_, r);
+  return std::move(r.out);
+}
+
+std::size_t Connection::recv_bytes_into(void* buffer, std::size_t size) const {
+  struct Into : detail::Receiver {
+    std::byte* buffer;
+    std::size_t size;
+    std::size_t length = 0;
+    bool accept(std::uint64_t total) override { return total <= size; }
+    void whole(const std::byte* p, std::size_t n) override {
+      if (n != 0) std::memcpy(buffer, p, n);
+      length = n;
+    }
+    std::byte* assembly(std::uint64_t) override { return buffer; }
+    void assembled(const std::byte*, std::size_t n) override { length = n; }
+  } r;
+  r.buffer = static_cast<std::byte*>(buffer);
+  r.size = size;
+  detail::receive_message(*impl_, r);
+  return r.length;
+}
+
+bool Connection::poll_until(detail::Clock::time_point deadline) const {
+  impl_->require_recv();
+  const detail::ChannelRef& ch = impl_->recv_;
+  bool slept = false;
+  for (;;) {
+    if (ch.data_hint() || impl_->peer().closed.load(std::memory_order_acquire) != 0) return true;
+    if ((slept || detail::Clock::now() >= deadline) && !impl_->peer_open()) return true;
+    if (detail::Clock::now() >= deadline) return false;
+    ch.sleep_until(ch.state()->data,
+                   [&] { return ch.data_hint() || impl_->peer().closed.load() != 0; }, &deadline,
+                   true);  // an observer: poll() takes nothing
+    slept = true;
+  }
+}
+
+void Connection::close() const { impl_->close(); }
+bool Connection::closed() const noexcept { return impl_->closed_.load(); }
+PipeEnd Connection::end() const noexcept { return impl_->end_; }
+bool Connection::can_send() const noexcept { return impl_->can_send_; }
+bool Connection::can_recv() const noexcept { return impl_->can_recv_; }
+const Segment& Connection::segment() const noexcept { return impl_->seg_; }
+const detail::ChannelRef* Connection::receive_channel() const noexcept {
+  return impl_->can_recv_ ? &impl_->recv_ : nullptr;
+}
+bool Connection::peer_closed() const { return !impl_->peer_open(); }
+
+}  // namespace multiproc

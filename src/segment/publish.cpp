@@ -1,0 +1,193 @@
+// Segments: atomic publishing of named objects and reclaim of stale names.
+//
+// A named object is built in an unnamed tmpfs file (O_TMPFILE) and linked under its name only
+// when header and body are complete, so a name never shows half an object and a creator killed at
+// any instruction leaves either nothing or a whole object behind. A name whose creator died
+// without removing it (and that is not persistent) is reclaimed by the next create.
+#include "segment_impl.hpp"
+
+#include "../os.hpp"
+
+#include <boost/interprocess/shared_memory_object.hpp>
+
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+namespace multiproc::detail::seg {
+namespace {
+
+constexpr unsigned kPermissions = 0600;  // owner only, as Python's shared_memory
+
+// Space check before a named segment is sized, so an absurd size is an Error now instead of a
+// SIGBUS on first touch (tmpfs allocates lazily).
+void check_space(const std::string& what, std::size_t total) {
+  struct statvfs fs {};
+  if (::statvfs("/dev/shm", &fs) == 0) {
+    const unsigned long long avail =
+        static_cast<unsigned long long>(fs.f_bavail) * static_cast<unsigned long long>(fs.f_frsize);
+    if (total > avail) {
+      throw Error(errc::invalid_argument, what + ": needs " + std::to_string(total) +
+                                              " bytes but /dev/shm has only " +
+                                              std::to_string(avail) + " free");
+    }
+  }
+}
+
+// Maps only the header of an existing object, to judge whether it is stale. Returns false when the
+// object cannot be judged (too short, foreign, not published yet by a live creator).
+bool creator_is_gone(bip::shared_memory_object& shm) {
+  bip::offset_t size = 0;
+  if (!shm.get_size(size) || size < static_cast<bip::offset_t>(detail::kHeaderSize)) return false;
+  bip::mapped_region region(shm, bip::read_only, 0, detail::kHeaderSize);
+  const auto& h = *static_cast<const SegmentHeader*>(region.get_address());
+  const std::uint32_t state = h.state.load(std::memory_order_acquire);
+  if (state == detail::kStateReady) {
+    if (h.magic != detail::kSegmentMagic || h.checksum != detail::header_checksum(h)) return false;
+    if ((h.flags & detail::kFlagPersistent) != 0) return false;
+    // unknown: not stale (never reclaim a name whose creator may be alive).
+    return process_liveness(h.creator_pid, h.creator_start_time) == Liveness::dead;
+  }
+  if (state == detail::kStateInitializing) {
+    const pid_t creator = relaxed_load(&h.creator_pid);
+    return creator != 0 && process_liveness(creator, 0) == Liveness::dead;  // unknown: as above
+  }
+  return false;
+}
+
+// If the name's creator is dead and the object is not persistent, removes the name and returns
+// true (the caller retries its create). Concurrent reclaimers serialise on flock() of the old
+// object and only remove the name while it still refers to that object, so a fresh object made by
+// another process in between is never removed.
+bool reclaim_if_stale(const std::string& name) {
+  const std::string sname = shm_name(name);
+  try {
+    bip::shared_memory_object shm(bip::open_only, sname.c_str(), bip::read_only);
+    if (!creator_is_gone(shm)) return false;
+    const int fd = shm.get_mapping_handle().handle;
+    while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {
+    }
+    struct stat mine {}, current {};
+    bool removed = false;
+    if (::fstat(fd, &mine) == 0 && ::stat(shm_path(name).c_str(), &current) == 0 &&
+        mine.st_ino == current.st_ino && mine.st_dev == current.st_dev) {
+      removed = bip::shared_memory_object::remove(sname.c_str());
+    }
+    ::flock(fd, LOCK_UN);
+    (void)removed;
+    return true;  // removed by us or by another reclaimer: either way, try to create again
+  } catch (const bip::interprocess_exception& e) {
+    return is_boost_error(e, bip::not_found_error);  // gone meanwhile: create again
+  }
+}
+
+// Lets Boost's mapped_region map a descriptor opened here (an O_TMPFILE file has no name to give
+// to shared_memory_object).
+class DescriptorMapping {
+ public:
+  explicit DescriptorMapping(int fd) : fd_(fd) {}
+  bip::mapping_handle_t get_mapping_handle() const {
+    return bip::ipcdetail::mapping_handle_from_file_handle(fd_);
+  }
+  bip::mode_t get_mode() const { return bip::read_write; }
+
+ private:
+  int fd_;
+};
+
+class Descriptor {
+ public:
+  explicit Descriptor(int fd) : fd_(fd) {}
+  ~Descriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Descriptor(const Descriptor&) = delete;
+  Descriptor& operator=(const Descriptor&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Publishes the unnamed file `fd` under `path`. Returns false if the name is taken.
+bool link_descriptor(int fd, const std::string& path, const std::string& what) {
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) return true;
+  if (errno == EEXIST) return false;
+  if (errno == ENOENT) {  // no /proc: the direct form (needs CAP_DAC_READ_SEARCH)
+    if (::linkat(fd, "", AT_FDCWD, path.c_str(), AT_EMPTY_PATH) == 0) return true;
+    if (errno == EEXIST) return false;
+  }
+  throw Error::from_errno(errno, what + ": cannot publish the new segment under its name");
+}
+
+
+}  // namespace
+
+void check_memory(const std::string& what, std::size_t total) {
+  struct sysinfo si {};
+  if (::sysinfo(&si) == 0) {
+    const unsigned long long ram =
+        static_cast<unsigned long long>(si.totalram) * si.mem_unit +
+        static_cast<unsigned long long>(si.totalswap) * si.mem_unit;
+    if (total > ram) {
+      throw Error(errc::invalid_argument, what + ": needs " + std::to_string(total) +
+                                              " bytes, more than this machine's memory (" +
+                                              std::to_string(ram) + ")");
+    }
+  }
+}
+
+// persistent one).
+std::shared_ptr<SegmentImpl> try_create(const Name& name, const SegmentLayout& layout,
+                                        const Segment::Init& init, const std::string& what) {
+  const std::size_t total = total_size_for(layout, what);
+  const std::size_t body_offset = body_offset_for(layout);
+  const std::string path = shm_path(name.str());
+
+  for (int attempt = 0; attempt < kCreateAttempts; ++attempt) {
+    struct stat existing {};
+    if (::stat(path.c_str(), &existing) == 0) {
+      if (reclaim_if_stale(name.str())) continue;
+      return nullptr;
+    }
+    check_space(what, total);
+    // Build the whole object in an unnamed file, then link it under its name: the name appears
+    // complete or not at all, whatever instruction the creator is killed at.
+    Descriptor fd(::open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, kPermissions));
+    if (fd.get() < 0) {
+      throw Error::from_errno(errno, what + ": cannot create an unnamed file in /dev/shm");
+    }
+    ::fchmod(fd.get(), kPermissions);
+    if (::ftruncate(fd.get(), static_cast<off_t>(total)) != 0) {
+      throw Error::from_errno(errno, what + ": cannot size the new segment");
+    }
+    auto impl = new_impl();
+    try {
+      bip::mapped_region region(DescriptorMapping(fd.get()), bip::read_write);
+      impl->region.swap(region);
+    } catch (const bip::interprocess_exception& e) {
+      rethrow_boost(e, what, "cannot map the new segment");
+    }
+    initialise(impl->region.get_address(), layout, body_offset, true, name.persistent(), init);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw Error::from_errno(errno, what + ": fstat failed");
+    impl->dev = st.st_dev;
+    impl->ino = st.st_ino;
+    impl->name = name.str();
+    impl->what = what;
+    impl->owns_name = !name.persistent();
+    impl->owner_pid = ::getpid();
+    if (!link_descriptor(fd.get(), path, what)) continue;  // lost a race: look again
+    register_impl(impl);
+    return impl;
+  }
+  throw Error(errc::already_exists,
+              what + ": the name keeps being re-created by other processes; giving up");
+}
+
+}  // namespace multiproc::detail::seg

@@ -1,0 +1,240 @@
+// Segments: the Segment handle — anonymous create, open (map + validate), open_or_create — and
+// the Boost glue. The other jobs live next to it (see segment_impl.hpp): the header, atomic
+// publishing and stale-name reclaim, the per-process registry, names.
+//
+// Boost.Interprocess does the mapping (shared_memory_object, mapped_region,
+// anonymous_shared_memory). What it leaves to us:
+// - a header that is validated on every open, so a wrong or damaged object is a clear Error;
+// - atomic creation: a named object is built in an unnamed tmpfs file (O_TMPFILE) and linked
+//   under its name only when header and body are complete, so a name never shows half an object
+//   and a creator killed at any instruction leaves either nothing or a whole object behind;
+// - name ownership: the creating process removes the name when its last handle goes (opens of the
+//   same object in that process share one mapping through a registry), and a name whose creator
+//   died without removing it is reclaimed by the next create;
+// - mappings that stay while this process holds a robust lock inside them, because glibc's
+//   per-thread robust-lock list points into them and the kernel walks that list when the thread
+//   dies: unmapping under it would stop the walk and strand every other lock the thread holds.
+#include "segment_impl.hpp"
+
+#include <boost/interprocess/anonymous_shared_memory.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace multiproc {
+namespace detail::seg {
+
+// Translates a Boost.Interprocess exception into an Error naming the object.
+[[noreturn]] void rethrow_boost(const bip::interprocess_exception& e, const std::string& what,
+                                const char* action) {
+  const int native = e.get_native_error();
+  switch (e.get_error_code()) {
+    case bip::not_found_error:
+      throw Error(errc::not_found, what + ": " + action + ": no object of that name exists");
+    case bip::already_exists_error:
+      throw Error(errc::already_exists, what + ": " + action + ": the name is taken");
+    default:
+      if (native != 0) throw Error::from_errno(native, what + ": " + action);
+      throw Error(errc::invalid_argument, what + ": " + action + ": " + e.what());
+  }
+}
+
+}  // namespace detail::seg
+
+namespace {
+
+using detail::SegmentHeader;
+using detail::SegmentImpl;
+using namespace detail::seg;
+
+std::string type_display(Kind kind, const ElementType* element) {
+  std::string s = kind_name(kind);
+  if (element != nullptr && element->size != 0) s += "<" + element->name + ">";
+  return s;
+}
+
+std::string describe_object(Kind kind, const ElementType* element, const std::string& name) {
+  return type_display(kind, element) + (name.empty() ? " (anonymous)" : " '" + name + "'");
+}
+
+// Opens and validates; nullptr when the name does not exist.
+std::shared_ptr<SegmentImpl> try_open(const Name& name, Kind kind, const ElementType* element,
+                                      const std::string& what) {
+  const std::string sname = shm_name(name.str());
+  bip::shared_memory_object shm;
+  try {
+    bip::shared_memory_object opened(bip::open_only, sname.c_str(), bip::read_write);
+    shm.swap(opened);
+  } catch (const bip::interprocess_exception& e) {
+    if (is_boost_error(e, bip::not_found_error)) return nullptr;
+    rethrow_boost(e, what, "cannot open");
+  }
+  struct stat st {};
+  if (::fstat(shm.get_mapping_handle().handle, &st) != 0) {
+    throw Error::from_errno(errno, what + ": fstat failed");
+  }
+  // Already mapped in this process (created or opened here): share that mapping.
+  if (auto impl = registered(st.st_dev, st.st_ino)) {
+    const auto& h = *static_cast<const SegmentHeader*>(impl->region.get_address());
+    validate(h, impl->region.get_size(), what, kind, element);
+    return impl;
+  }
+  // multiproc publishes only complete objects, but a foreign or damaged file may be anything.
+  bip::offset_t size = 0;
+  if (!shm.get_size(size)) throw Error::from_errno(errno, what + ": cannot read its size");
+  if (size == 0) {
+    throw Error(errc::corrupt, what + ": the segment is empty (not made by multiproc?); "
+                                      "multiproc::remove() clears it");
+  }
+  if (size < static_cast<bip::offset_t>(detail::kHeaderSize)) {
+    throw Error(errc::corrupt, what + ": " + std::to_string(size) +
+                                   " bytes, too short to be a multiproc segment");
+  }
+  auto impl = new_impl();
+  try {
+    bip::mapped_region region(shm, bip::read_write);
+    impl->region.swap(region);
+  } catch (const bip::interprocess_exception& e) {
+    rethrow_boost(e, what, "cannot map");
+  }
+  const auto& h = *static_cast<const SegmentHeader*>(impl->region.get_address());
+  wait_ready(h, what);
+  validate(h, impl->region.get_size(), what, kind, element);
+  impl->name = name.str();
+  impl->what = what;
+  impl->dev = st.st_dev;
+  impl->ino = st.st_ino;
+  register_impl(impl);
+  return impl;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Segment
+
+Segment::Segment(std::shared_ptr<detail::SegmentImpl> impl)
+    : impl_(std::move(impl)),
+      body_(static_cast<char*>(impl_->region.get_address()) +
+            static_cast<const SegmentHeader*>(impl_->region.get_address())->body_offset) {}
+
+Segment Segment::create_anonymous(const SegmentLayout& layout, const Init& init) {
+  const std::string what = describe_object(layout.kind, &layout.element, "");
+  const std::size_t total = total_size_for(layout, what);
+  check_memory(what, total);
+  auto impl = new_impl();
+  try {
+    bip::mapped_region region = bip::anonymous_shared_memory(total);
+    impl->region.swap(region);
+  } catch (const bip::interprocess_exception& e) {
+    rethrow_boost(e, what, "cannot map anonymous shared memory");
+  }
+  impl->what = what;
+  initialise(impl->region.get_address(), layout, body_offset_for(layout), false, false, init);
+  return Segment(std::move(impl));
+}
+
+Segment Segment::create(const Name& name, const SegmentLayout& layout, const Init& init) {
+  const std::string what = describe_object(layout.kind, &layout.element, name.str());
+  auto impl = try_create(name, layout, init, what);
+  if (!impl) {
+    throw Error(errc::already_exists,
+                what + ": cannot create: the name is taken (use open_only or open_or_create to "
+                       "share it, or multiproc::remove to discard it)");
+  }
+  return Segment(std::move(impl));
+}
+
+Segment Segment::open(const Name& name, Kind kind, const ElementType* element) {
+  const std::string what = describe_object(kind, element, name.str());
+  auto impl = try_open(name, kind, element, what);
+  if (!impl) throw Error(errc::not_found, what + ": cannot open: no object of that name exists");
+  return Segment(std::move(impl));
+}
+
+Segment Segment::open_or_create(const Name& name, const SegmentLayout& layout, const Init& init,
+                                bool* created) {
+  const std::string what = describe_object(layout.kind, &layout.element, name.str());
+  const ElementType* element = layout.element.size != 0 ? &layout.element : nullptr;
+  for (int attempt = 0; attempt < kCreateAttempts; ++attempt) {
+    // Open first: an existing object needs no space check and no construction.
+    auto impl = try_open(name, layout.kind, element, what);
+    if (!impl) {
+      if (auto made = try_create(name, layout, init, what)) {
+        if (created != nullptr) *created = true;
+        return Segment(std::move(made));
+      }
+      impl = try_open(name, layout.kind, element, what);  // taken meanwhile
+    }
+    if (impl) {
+      Segment seg(std::move(impl));
+      const auto& h = seg.header();
+      if (h.count != layout.count || h.body_size != layout.body_size) {
+        seg.fail(errc::type_mismatch,
+                 "exists with count " + std::to_string(h.count) + " (" +
+                     std::to_string(h.body_size) + " bytes), asked for count " +
+                     std::to_string(layout.count) + " (" + std::to_string(layout.body_size) +
+                     " bytes)");
+      }
+      if (created != nullptr) *created = false;
+      return seg;
+    }
+    // Removed between our create and open attempts: try again.
+  }
+  throw Error(errc::already_exists,
+              what + ": the name keeps being created and removed by other processes; giving up");
+}
+
+const detail::SegmentHeader& Segment::header() const noexcept {
+  return *static_cast<const SegmentHeader*>(impl_->region.get_address());
+}
+Kind Segment::kind() const noexcept { return static_cast<Kind>(header().kind); }
+std::uint64_t Segment::count() const noexcept { return header().count; }
+std::size_t Segment::body_size() const noexcept { return header().body_size; }
+
+void Segment::prefault() const noexcept {
+#ifdef MADV_POPULATE_WRITE
+  const long page = ::sysconf(_SC_PAGESIZE);
+  auto begin = reinterpret_cast<std::uintptr_t>(body_);
+  const std::uintptr_t end = begin + body_size();
+  begin &= ~static_cast<std::uintptr_t>(page - 1);
+  // EINVAL on kernels without it; the pages then fault in on first use as usual.
+  (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+#endif
+}
+bool Segment::named() const noexcept { return !impl_->name.empty(); }
+const std::string& Segment::name() const noexcept { return impl_->name; }
+bool Segment::owns_name() const noexcept {
+  return impl_->owns_name && impl_->owner_pid == ::getpid();
+}
+const std::string& Segment::describe() const noexcept { return impl_->what; }
+
+Segment::FileId Segment::file_id() const noexcept {
+  if (!named()) return {};
+  return {static_cast<std::uint64_t>(impl_->dev), static_cast<std::uint64_t>(impl_->ino)};
+}
+
+
+void Segment::fail(errc code, const std::string& message) const {
+  throw Error(code, (impl_ ? impl_->what : std::string("multiproc: empty handle")) + ": " + message);
+}
+
+void Segment::track_lock_owner(const std::atomic<std::int32_t>* owner) const {
+  std::lock_guard<std::mutex> lock(impl_->lock_owners_mutex);
+  auto& owners = impl_->lock_owners;
+  if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
+}
+
+void Segment::expect_body_size(std::size_t expected) const {
+  if (body_size() != expected) {
+    fail(errc::corrupt, "its header claims count " + std::to_string(count()) + " and " +
+                            std::to_string(body_size()) + " body bytes, which should be " +
+                            std::to_string(expected));
+  }
+}
+
+}  // namespace multiproc

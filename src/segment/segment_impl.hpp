@@ -1,0 +1,96 @@
+// Private to src/segment/: the per-process state of one mapped segment, and the steps the
+// segment files share. One job per file:
+//   segment.cpp   the Segment handle: anonymous create, open (map + validate), open_or_create
+//   header.cpp    the header: sizing, writing, validating, waiting for publication; type names
+//   publish.cpp   named create: build in an unnamed file, link under the name; stale-name reclaim
+//   registry.cpp  one mapping per named object per process; mappings kept while a lock is held
+//   name.cpp      Name, persistent(), remove(), exists() and the /dev/shm spelling of names
+#pragma once
+
+#include <multiproc/segment.hpp>
+
+#include <multiproc/detail/segment_header.hpp>
+
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace multiproc::detail {
+
+class SegmentImpl {
+ public:
+  boost::interprocess::mapped_region region;
+  std::string name;      // the user's name; empty when anonymous
+  std::string what;      // describe(): "SharedValue<int> 'counter'"
+  bool owns_name = false;
+  pid_t owner_pid = 0;   // the process whose last handle removes the name
+  dev_t dev = 0;         // identity of the named object, so we never remove a successor and
+  ino_t ino = 0;         // so opens in one process share one mapping
+  std::vector<const std::atomic<std::int32_t>*> lock_owners;  // tid words of robust locks inside
+  std::mutex lock_owners_mutex;
+
+  ~SegmentImpl();
+  bool lock_held_in_this_process();
+};
+
+namespace seg {
+
+namespace bip = boost::interprocess;
+
+inline constexpr std::size_t kMaxNameLength = 200;
+inline constexpr int kCreateAttempts = 8;
+
+//! The shared-memory object name of a user's name ("mp.<name>"; Boost adds the '/').
+std::string shm_name(const std::string& name);
+//! Its path under /dev/shm.
+std::string shm_path(const std::string& name);
+
+//! Translates a Boost.Interprocess exception into an Error naming the object. (segment.cpp)
+[[noreturn]] void rethrow_boost(const bip::interprocess_exception& e, const std::string& what,
+                                const char* action);
+inline bool is_boost_error(const bip::interprocess_exception& e, bip::error_code_t code) {
+  return e.get_error_code() == code;
+}
+
+// header.cpp
+std::size_t body_offset_for(const SegmentLayout& layout);
+//! Total bytes of a segment, or an Error for an absurd layout.
+std::size_t total_size_for(const SegmentLayout& layout, const std::string& what);
+//! Initialises header and body, then publishes the segment (state word, release).
+void initialise(void* base, const SegmentLayout& layout, std::size_t body_offset, bool named,
+                bool persistent, const Segment::Init& init);
+//! Checks a ready header against what the opener expects. Throws Error naming the object.
+void validate(const SegmentHeader& h, std::size_t mapped, const std::string& what, Kind kind,
+              const ElementType* element);
+//! Waits until the creator publishes the header (bounded), or throws if it never will.
+void wait_ready(const SegmentHeader& h, const std::string& what);
+
+//! creator_pid is written before the header is published: read it without tearing or ordering.
+inline std::int32_t relaxed_load(const std::int32_t* p) {
+  return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+// registry.cpp
+//! The SegmentImpl this process already maps for file (dev, ino), or nullptr.
+std::shared_ptr<SegmentImpl> registered(dev_t dev, ino_t ino);
+void register_impl(const std::shared_ptr<SegmentImpl>& impl);
+//! A new, empty SegmentImpl whose deleter keeps the mapping while a lock in it is held.
+std::shared_ptr<SegmentImpl> new_impl();
+
+// publish.cpp
+//! Sizes that mmap could not back are an Error now, not a SIGBUS on first touch.
+void check_memory(const std::string& what, std::size_t total);
+//! Creates and publishes a named object; nullptr when the name is taken by a live object (or a
+//! persistent one).
+std::shared_ptr<SegmentImpl> try_create(const Name& name, const SegmentLayout& layout,
+                                        const Segment::Init& init, const std::string& what);
+
+}  // namespace seg
+}  // namespace multiproc::detail
