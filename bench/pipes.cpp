@@ -75,45 +75,46 @@ struct alignas(64) PingPong {
   alignas(64) std::atomic<int> to_a{0};
 };
 
-Result pipe_rt_bare_spin() {
+// roundtrip_run over a PingPong in shared memory: round trip k (1, 2, ...) is ping(pp, k) in the
+// parent and pong(pp, k) in the child.
+template <class Ping, class Pong>
+Result pingpong_run(long n, Ping ping, Pong pong) {
   auto* pp = shared_new<PingPong>();
   int seq_b = 0;
   Result r = roundtrip_run(
-      1000000,
-      [&](long i) {
-        pp->to_b.store(static_cast<int>(i) + 1, std::memory_order_release);
-        while (pp->to_a.load(std::memory_order_acquire) != static_cast<int>(i) + 1) relax();
-      },
-      [&] {
-        ++seq_b;
-        while (pp->to_b.load(std::memory_order_acquire) != seq_b) relax();
-        pp->to_a.store(seq_b, std::memory_order_release);
-      });
+      n, [&](long i) { ping(*pp, static_cast<int>(i) + 1); }, [&] { pong(*pp, ++seq_b); });
   shared_delete(pp);
   return r;
 }
 
-Result pipe_rt_bare_futex() {
-  auto* pp = shared_new<PingPong>();
-  int seq_b = 0;
-  Result r = roundtrip_run(
-      50000,
-      [&](long i) {
-        const int want = static_cast<int>(i) + 1;
-        pp->to_b.store(want, std::memory_order_release);
-        futex(&pp->to_b, FUTEX_WAKE, 1);
-        int v;
-        while ((v = pp->to_a.load(std::memory_order_acquire)) != want) futex(&pp->to_a, FUTEX_WAIT, v);
+Result pipe_rt_bare_spin() {
+  return pingpong_run(
+      1000000,
+      [](PingPong& pp, int k) {
+        pp.to_b.store(k, std::memory_order_release);
+        while (pp.to_a.load(std::memory_order_acquire) != k) relax();
       },
-      [&] {
-        ++seq_b;
-        int v;
-        while ((v = pp->to_b.load(std::memory_order_acquire)) != seq_b) futex(&pp->to_b, FUTEX_WAIT, v);
-        pp->to_a.store(seq_b, std::memory_order_release);
-        futex(&pp->to_a, FUTEX_WAKE, 1);
+      [](PingPong& pp, int k) {
+        while (pp.to_b.load(std::memory_order_acquire) != k) relax();
+        pp.to_a.store(k, std::memory_order_release);
       });
-  shared_delete(pp);
-  return r;
+}
+
+Result pipe_rt_bare_futex() {
+  return pingpong_run(
+      50000,
+      [](PingPong& pp, int k) {
+        pp.to_b.store(k, std::memory_order_release);
+        futex(&pp.to_b, FUTEX_WAKE, 1);
+        int v;
+        while ((v = pp.to_a.load(std::memory_order_acquire)) != k) futex(&pp.to_a, FUTEX_WAIT, v);
+      },
+      [](PingPong& pp, int k) {
+        int v;
+        while ((v = pp.to_b.load(std::memory_order_acquire)) != k) futex(&pp.to_b, FUTEX_WAIT, v);
+        pp.to_a.store(k, std::memory_order_release);
+        futex(&pp.to_a, FUTEX_WAKE, 1);
+      });
 }
 
 // ---- pipe bandwidth with 1 MiB messages, MB/s ------------------------------------------------
