@@ -4,7 +4,7 @@
     peers.py <scenario> <impl>     prints {"value": ..., "unit": "...", "better": "higher"}
     peers.py --list                prints "<scenario> <impl>" lines
 
-Each scenario does the same work as its C++ counterpart in bench.cpp, with the 'fork' start
+Each scenario does the same work as its C++ counterpart in bench/*.cpp, with the 'fork' start
 method, processes started before the clock runs. Message counts are smaller (Python is slower);
 the results are rates, so they compare directly.
 """
@@ -22,6 +22,17 @@ def result(value, unit, better):
 
 def _start_line(n):
     return ctx.Barrier(n + 1)
+
+
+def _timed_processes(start, ps):
+    """Starts ps, releases them with the parent at the start line; seconds until all joined."""
+    for p in ps:
+        p.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for p in ps:
+        p.join()
+    return time.perf_counter() - t0
 
 
 # ---- queues ---------------------------------------------------------------------------------
@@ -63,13 +74,7 @@ def queue_mpmc(n=100000):
     start = _start_line(4)
     ps = [ctx.Process(target=_produce, args=(q, start, n, None)) for _ in range(2)]
     ps += [ctx.Process(target=_consume, args=(q, start, n, out)) for _ in range(2)]
-    for p in ps:
-        p.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for p in ps:
-        p.join()
-    dt = time.perf_counter() - t0
+    dt = _timed_processes(start, ps)
     assert out.value == 2 * (n * (n - 1) // 2)
     result(2 * n / dt, "msgs/s", "higher")
 
@@ -156,13 +161,7 @@ def lock_contention(procs, n=50000):
     v = ctx.Value("q", 0)
     start = _start_line(procs)
     ps = [ctx.Process(target=_increment, args=(v, start, n)) for _ in range(procs)]
-    for p in ps:
-        p.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for p in ps:
-        p.join()
-    dt = time.perf_counter() - t0
+    dt = _timed_processes(start, ps)
     assert v.value == procs * n
     result(procs * n / dt, "increments/s", "higher")
 
@@ -198,7 +197,7 @@ def square(x):
 
 
 def pool_map(n=100000, maps=10):
-    # As bench.cpp: the mean of `maps` consecutive maps on one warm pool.
+    # As processes.cpp: the mean of `maps` consecutive maps on one warm pool.
     with ctx.Pool(2) as pool:
         pool.map(square, range(10))  # workers up and warm
         t0 = time.perf_counter()

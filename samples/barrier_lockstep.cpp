@@ -6,6 +6,8 @@
 // barrier's action (run once per round, by the last process to arrive) checks the tally and
 // counts the round. At the end the tally, the action count and every process's round count must
 // agree exactly.
+#include "args.hpp"
+
 #include <multiproc/multiproc.hpp>
 
 #include <chrono>
@@ -16,12 +18,9 @@
 namespace mp = multiproc;
 
 int main(int argc, char** argv) {
-  const int n = argc > 1 ? std::atoi(argv[1]) : 4;
-  const int rounds = argc > 2 ? std::atoi(argv[2]) : 20000;
-  if (n < 1 || rounds < 1) {
-    std::fprintf(stderr, "usage: barrier_lockstep [processes>=1] [rounds>=1]\n");
-    return 2;
-  }
+  const sample::Args args(argc, argv, "usage: barrier_lockstep [processes>=1] [rounds>=1]");
+  const int n = args.get_int(1, 4, 1);
+  const int rounds = args.get_int(2, 20000, 1);
   // Arrivals add their barrier index: every full round adds 0 + 1 + ... + (n-1).
   const long per_round = static_cast<long>(n) * (n - 1) / 2;
   mp::SharedValue<long> tally(0);

@@ -4,6 +4,8 @@
 //   lock_contention [processes=4] [iterations=1000000]
 //
 // Process i adds i+1 each iteration, so the expected total is iterations * N(N+1)/2.
+#include "args.hpp"
+
 #include <multiproc/multiproc.hpp>
 
 #include <chrono>
@@ -53,12 +55,9 @@ void report(const char* label, long expected, const Result& r, long increments) 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int n = argc > 1 ? std::atoi(argv[1]) : 4;
-  const long iterations = argc > 2 ? std::atol(argv[2]) : 1000000;
-  if (n < 1 || iterations < 1) {
-    std::fprintf(stderr, "usage: lock_contention [processes>=1] [iterations>=1]\n");
-    return 2;
-  }
+  const sample::Args args(argc, argv, "usage: lock_contention [processes>=1] [iterations>=1]");
+  const int n = args.get_int(1, 4, 1);
+  const long iterations = args.get(2, 1000000, 1);
   const long expected = iterations * n * (n + 1) / 2;
   const long increments = iterations * n;
 

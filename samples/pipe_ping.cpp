@@ -4,6 +4,8 @@
 //
 // A child echoes every message back; the parent measures each round trip and prints the median,
 // the 99th percentile and the mean, for multiproc's Pipe and for a pair of kernel pipes.
+#include "args.hpp"
+
 #include <multiproc/multiproc.hpp>
 
 #include <algorithm>
@@ -27,34 +29,30 @@ void report(const char* label, std::vector<double>& us) {
               us[us.size() * 99 / 100], sum / static_cast<double>(us.size()));
 }
 
-bool write_all(int fd, const char* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<std::size_t>(w);
+// Repeats io(p + done, left) — a read or a write — until n bytes went through; false on an error
+// or end of file.
+template <class Io, class Byte>
+bool transfer_all(Io io, Byte* p, std::size_t n) {
+  for (std::size_t done = 0; done < n;) {
+    const ssize_t r = io(p + done, n - done);
+    if (r <= 0) return false;
+    done += static_cast<std::size_t>(r);
   }
   return true;
 }
+bool write_all(int fd, const char* p, std::size_t n) {
+  return transfer_all([fd](const char* at, std::size_t left) { return ::write(fd, at, left); }, p, n);
+}
 bool read_all(int fd, char* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t r = ::read(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
+  return transfer_all([fd](char* at, std::size_t left) { return ::read(fd, at, left); }, p, n);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const long n = argc > 1 ? std::atol(argv[1]) : 100000;
-  const std::size_t size = argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 8;
-  if (n < 1) {
-    std::fprintf(stderr, "usage: pipe_ping [round_trips>=1] [message_bytes]\n");
-    return 2;
-  }
+  const sample::Args args(argc, argv, "usage: pipe_ping [round_trips>=1] [message_bytes>=0]");
+  const long n = args.get(1, 100000, 1);
+  const auto size = static_cast<std::size_t>(args.get(2, 8, 0));
   const std::string msg(size, 'p');
   std::printf("round trips of %zu-byte messages between two processes, %ld each:\n", size, n);
 

@@ -4,6 +4,8 @@
 //
 // The progress callback runs in this process each time a chunk comes back; the squares are
 // checked against the closed formula at the end.
+#include "args.hpp"
+
 #include <multiproc/multiproc.hpp>
 
 #include <chrono>
@@ -19,13 +21,10 @@ long square(long x) { return x * x; }
 }  // namespace
 
 int main(int argc, char** argv) {
-  const long count = argc > 1 ? std::atol(argv[1]) : 2000000;
-  const int workers = argc > 2 ? std::atoi(argv[2]) : mp::cpu_count();
-  const std::size_t chunksize = argc > 3 ? std::strtoul(argv[3], nullptr, 10) : 0;
-  if (count < 0 || workers < 1) {
-    std::fprintf(stderr, "usage: pool_map [count>=0] [workers>=1] [chunksize]\n");
-    return 2;
-  }
+  const sample::Args args(argc, argv, "usage: pool_map [count>=0] [workers>=1] [chunksize>=0]");
+  const long count = args.get(1, 2000000, 0);
+  const int workers = args.get_int(2, mp::cpu_count(), 1);
+  const auto chunksize = static_cast<std::size_t>(args.get(3, 0, 0));
   std::vector<long> inputs(static_cast<std::size_t>(count));
   std::iota(inputs.begin(), inputs.end(), 0L);
 

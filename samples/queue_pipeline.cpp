@@ -6,6 +6,8 @@
 // for real work) and put it on the results queue; the collector adds the results up. Closing a
 // queue ends the stage that reads it once it is drained — no sentinels — and the totals are
 // checked exactly at the end.
+#include "args.hpp"
+
 #include <multiproc/multiproc.hpp>
 
 #include <chrono>
@@ -24,13 +26,10 @@ long digit_sum(long x) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int producers = argc > 1 ? std::atoi(argv[1]) : 2;
-  const int workers = argc > 2 ? std::atoi(argv[2]) : 3;
-  const long jobs = argc > 3 ? std::atol(argv[3]) : 200000;
-  if (producers < 1 || workers < 1 || jobs < 1) {
-    std::fprintf(stderr, "usage: queue_pipeline [producers>=1] [workers>=1] [jobs>=1]\n");
-    return 2;
-  }
+  const sample::Args args(argc, argv, "usage: queue_pipeline [producers>=1] [workers>=1] [jobs>=1]");
+  const int producers = args.get_int(1, 2, 1);
+  const int workers = args.get_int(2, 3, 1);
+  const long jobs = args.get(3, 200000, 1);
 
   mp::Queue<long> tasks(4096);
   mp::Queue<std::pair<long, long>> results(4096);  // (job, result)

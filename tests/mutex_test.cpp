@@ -13,20 +13,6 @@
 
 using namespace mptest;
 
-namespace {
-
-template <class F>
-void expect_errc(F&& f, mp::errc code) {
-  try {
-    f();
-    BOOST_ERROR("no error thrown");
-  } catch (const mp::Error& e) {
-    BOOST_TEST((e.code() == mp::make_error_code(code)), e.what());
-  }
-}
-
-}  // namespace
-
 BOOST_FIXTURE_TEST_SUITE(mutex, Clean)
 
 BOOST_AUTO_TEST_CASE(meets_the_lockable_contract_in_one_process, *boost::unit_test::timeout(60)) {
@@ -71,14 +57,7 @@ BOOST_AUTO_TEST_CASE(unlock_by_a_non_owner_throws, *boost::unit_test::timeout(60
   expect_errc([&] { m.unlock(); }, mp::errc::not_owner);
   m.lock();
   std::thread([&] { expect_errc([&] { m.unlock(); }, mp::errc::not_owner); }).join();
-  CHECK_CHILD([m] {
-    try {
-      m.unlock();
-    } catch (const mp::Error& e) {
-      return e.code() == mp::errc::not_owner ? 0 : 2;
-    }
-    return 1;
-  });
+  CHECK_CHILD([m] { return child_expect_errc([&] { m.unlock(); }, mp::errc::not_owner); });
   m.unlock();
 }
 

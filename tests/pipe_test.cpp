@@ -13,16 +13,6 @@ using namespace mptest;
 
 namespace {
 
-template <class F>
-void expect_errc(F&& f, mp::errc code) {
-  try {
-    f();
-    BOOST_ERROR("no error thrown");
-  } catch (const mp::Error& e) {
-    BOOST_TEST((e.code() == mp::make_error_code(code)), e.what());
-  }
-}
-
 std::string pattern(std::size_t n, unsigned seed) {
   std::string s(n, '\0');
   for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 2654435761u + seed) >> 13);

@@ -670,12 +670,7 @@ BOOST_AUTO_TEST_CASE(active_children_on_another_thread_while_joining, *boost::un
     }
     std::atomic<bool> stop{false};
     std::atomic<long> listings{0};
-    std::thread lister([&] {
-      while (!stop.load()) {
-        (void)mp::active_children();
-        listings.fetch_add(1);
-      }
-    });
+    std::thread lister = repeat_until(stop, listings, [] { (void)mp::active_children(); });
     int sum = 0;
     try {
       BOOST_REQUIRE(eventually([&] { return listings.load() > 0; }));

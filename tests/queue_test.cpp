@@ -13,16 +13,6 @@ using namespace mptest;
 
 namespace {
 
-template <class F>
-void expect_errc(F&& f, mp::errc code) {
-  try {
-    f();
-    BOOST_ERROR("no error thrown");
-  } catch (const mp::Error& e) {
-    BOOST_TEST((e.code() == mp::make_error_code(code)), e.what());
-  }
-}
-
 // A self-checking message: producer, sequence number, a payload whose length and bytes depend on
 // both, and a checksum.
 std::string make_message(std::uint32_t producer, std::uint32_t seq) {

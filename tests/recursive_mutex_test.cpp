@@ -47,14 +47,7 @@ BOOST_AUTO_TEST_CASE(unlock_by_a_non_owner_throws, *boost::unit_test::timeout(60
       BOOST_TEST((e.code() == mp::errc::not_owner));
     }
   }).join();
-  CHECK_CHILD([m] {
-    try {
-      m.unlock();
-    } catch (const mp::Error& e) {
-      return e.code() == mp::errc::not_owner ? 0 : 2;
-    }
-    return 1;
-  });
+  CHECK_CHILD([m] { return child_expect_errc([&] { m.unlock(); }, mp::errc::not_owner); });
   BOOST_TEST(m.depth() == 1u);  // the failed unlocks changed nothing
   m.unlock();
 }

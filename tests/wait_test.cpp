@@ -200,12 +200,7 @@ BOOST_AUTO_TEST_CASE(without_pidfds_join_for_sleeps_and_join_collects_once, *boo
     CHILD_REQUIRE(wall >= 0.19 && cpu < 0.5 * wall);
     std::atomic<bool> stop{false};
     std::atomic<long> listings{0};
-    std::thread lister([&] {
-      while (!stop.load()) {
-        (void)mp::active_children();
-        listings.fetch_add(1);
-      }
-    });
+    std::thread lister = repeat_until(stop, listings, [] { (void)mp::active_children(); });
     const bool listed = eventually([&] { return listings.load() > 0; });
     go.set();
     int sum = 0;

@@ -22,4 +22,5 @@
 #include <multiproc/shared_memory.hpp>
 #include <multiproc/shared_value.hpp>
 #include <multiproc/typecode.hpp>
+#include <multiproc/version.hpp>
 #include <multiproc/wait.hpp>

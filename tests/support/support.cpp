@@ -36,6 +36,20 @@ int decode_status(int status) {
   return -1000;
 }
 
+// The state letter of /proc/<pid>/stat (R, S, D, T, Z, X...), or '\0' when it cannot be read.
+char proc_state(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return '\0';
+  char buf[512] = {};
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // the name in parentheses may itself hold ") "
+  return p != nullptr && p[1] == ' ' ? p[2] : '\0';
+}
+
 // Waits for a pidfd to become readable, up to `timeout`; false on timeout.
 bool wait_pidfd(int pidfd, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -213,20 +227,7 @@ bool eventually(const std::function<bool()>& done, std::chrono::milliseconds tim
 }
 
 bool wait_until_sleeping(pid_t pid, std::chrono::milliseconds timeout) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  return eventually(
-      [&] {
-        FILE* f = std::fopen(path, "r");
-        if (f == nullptr) return false;
-        char buf[512] = {};
-        const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-        std::fclose(f);
-        buf[n] = '\0';
-        const char* p = std::strrchr(buf, ')');
-        return p != nullptr && p[1] == ' ' && p[2] == 'S';
-      },
-      timeout);
+  return eventually([&] { return proc_state(pid) == 'S'; }, timeout);
 }
 
 bool wait_until_in_futex(pid_t pid, std::chrono::milliseconds timeout) {
@@ -246,16 +247,18 @@ bool wait_until_in_futex(pid_t pid, std::chrono::milliseconds timeout) {
 
 bool pid_running(pid_t pid) {
   if (::kill(pid, 0) != 0) return false;
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "r");
-  if (f == nullptr) return false;
-  char buf[512] = {};
-  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');
-  return p != nullptr && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+  const char state = proc_state(pid);
+  return state != '\0' && state != 'Z' && state != 'X';
+}
+
+std::thread repeat_until(const std::atomic<bool>& stop, std::atomic<long>& rounds,
+                         std::function<void()> f) {
+  return std::thread([&stop, &rounds, f = std::move(f)] {
+    while (!stop.load()) {
+      f();
+      rounds.fetch_add(1);
+    }
+  });
 }
 
 std::vector<std::string> leftover_segments() {

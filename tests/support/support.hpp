@@ -15,11 +15,13 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <initializer_list>
 #include <string>
 #include <sys/types.h>
+#include <thread>
 #include <vector>
 
 namespace mptest {
@@ -136,6 +138,34 @@ void expect_error(F&& f, mp::errc code, std::initializer_list<std::string> parts
     for (const auto& part : parts) BOOST_TEST(message_has(e, part), "missing '" << part << "'");
   }
 }
+
+//! Runs f, which must throw an Error with `code` (any message).
+template <class F>
+void expect_errc(F&& f, mp::errc code) {
+  try {
+    f();
+    BOOST_ERROR("no error thrown");
+  } catch (const mp::Error& e) {
+    BOOST_TEST((e.code() == mp::make_error_code(code)), e.what());
+  }
+}
+
+//! Child-side expect_errc, for CHECK_CHILD: 0 when f throws an Error with `code`, 2 when it throws
+//! one with another code, 1 when it does not throw.
+template <class F>
+int child_expect_errc(F&& f, mp::errc code) {
+  try {
+    f();
+  } catch (const mp::Error& e) {
+    return e.code() == code ? 0 : 2;
+  }
+  return 1;
+}
+
+//! Starts a thread that calls f() over and over until `stop` is set, adding one to `rounds` after
+//! each call. The caller sets `stop` and joins the thread (on every path, exceptions included).
+std::thread repeat_until(const std::atomic<bool>& stop, std::atomic<long>& rounds,
+                         std::function<void()> f);
 
 //! Names of /dev/shm entries made by this run (beginning with "mp." + run_prefix()).
 std::vector<std::string> leftover_segments();

@@ -1,0 +1,187 @@
+// Pipe scenarios: the round trip of 8 bytes (microseconds) beside kernel pipes, a socketpair and
+// bare spinning and futex ping-pongs; 1 MiB messages (MB/s) beside a kernel pipe and memcpy.
+#include "harness.hpp"
+
+#include <multiproc/multiproc.hpp>
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/socket.h>
+
+namespace mp = multiproc;
+
+namespace bench {
+namespace {
+
+// ---- pipe round trip of 8 bytes, microseconds --------------------------------------------------
+
+template <class Ping, class Pong>
+Result roundtrip_run(long n, Ping ping, Pong pong) {
+  const double s = timed_with_child(
+      "roundtrip: echo failed", [&] { for (long i = 0; i < n; ++i) pong(); },
+      [&] { for (long i = 0; i < n; ++i) ping(i); });
+  return {s / n * 1e6, "us", false};
+}
+
+Result pipe_rt_multiproc() {
+  auto ends = mp::Pipe();  // not a structured binding: C++17 lambdas cannot capture one
+  mp::Connection &a = ends.first, &b = ends.second;
+  return roundtrip_run(
+      200000,
+      [&](long i) {
+        a.send(i);
+        if (a.recv<long>() != i) die("pipe_rt: wrong reply");
+      },
+      [&] { b.send(b.recv<long>()); });
+}
+
+Result pipe_rt_fd(bool socket) {
+  int ab[2], ba[2];
+  if (socket) {
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, ab) != 0) die("socketpair");
+    ba[0] = ab[1];
+    ba[1] = ab[0];
+  } else if (::pipe(ab) != 0 || ::pipe(ba) != 0) {
+    die("pipe");
+  }
+  // For a pipe: ab carries a -> b, ba carries b -> a. For a socketpair one socket each way.
+  const int a_out = socket ? ab[0] : ab[1], a_in = socket ? ab[0] : ba[0];
+  const int b_in = socket ? ab[1] : ab[0], b_out = socket ? ab[1] : ba[1];
+  Result r = roundtrip_run(
+      50000,
+      [&](long i) {
+        long v = i;
+        if (::write(a_out, &v, sizeof v) != sizeof v || ::read(a_in, &v, sizeof v) != sizeof v ||
+            v != i) {
+          die("fd roundtrip");
+        }
+      },
+      [&] {
+        long v;
+        if (::read(b_in, &v, sizeof v) != sizeof v || ::write(b_out, &v, sizeof v) != sizeof v) {
+          die("fd echo");
+        }
+      });
+  for (int fd : {ab[0], ab[1]}) ::close(fd);
+  if (!socket) {
+    ::close(ba[0]);
+    ::close(ba[1]);
+  }
+  return r;
+}
+
+struct alignas(64) PingPong {
+  alignas(64) std::atomic<int> to_b{0};
+  alignas(64) std::atomic<int> to_a{0};
+};
+
+// roundtrip_run over a PingPong in shared memory: round trip k (1, 2, ...) is ping(pp, k) in the
+// parent and pong(pp, k) in the child.
+template <class Ping, class Pong>
+Result pingpong_run(long n, Ping ping, Pong pong) {
+  auto* pp = shared_new<PingPong>();
+  int seq_b = 0;
+  Result r = roundtrip_run(
+      n, [&](long i) { ping(*pp, static_cast<int>(i) + 1); }, [&] { pong(*pp, ++seq_b); });
+  shared_delete(pp);
+  return r;
+}
+
+Result pipe_rt_bare_spin() {
+  return pingpong_run(
+      1000000,
+      [](PingPong& pp, int k) {
+        pp.to_b.store(k, std::memory_order_release);
+        while (pp.to_a.load(std::memory_order_acquire) != k) relax();
+      },
+      [](PingPong& pp, int k) {
+        while (pp.to_b.load(std::memory_order_acquire) != k) relax();
+        pp.to_a.store(k, std::memory_order_release);
+      });
+}
+
+Result pipe_rt_bare_futex() {
+  return pingpong_run(
+      50000,
+      [](PingPong& pp, int k) {
+        pp.to_b.store(k, std::memory_order_release);
+        futex(&pp.to_b, FUTEX_WAKE, 1);
+        int v;
+        while ((v = pp.to_a.load(std::memory_order_acquire)) != k) futex(&pp.to_a, FUTEX_WAIT, v);
+      },
+      [](PingPong& pp, int k) {
+        int v;
+        while ((v = pp.to_b.load(std::memory_order_acquire)) != k) futex(&pp.to_b, FUTEX_WAIT, v);
+        pp.to_a.store(k, std::memory_order_release);
+        futex(&pp.to_a, FUTEX_WAKE, 1);
+      });
+}
+
+// ---- pipe bandwidth with 1 MiB messages, MB/s ------------------------------------------------
+
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+Result bandwidth_multiproc() {
+  auto ends = mp::Pipe(true, 4 * kMiB);  // not a structured binding (see pipe_rt_multiproc)
+  mp::Connection &a = ends.first, &b = ends.second;
+  const std::string msg(kMiB, 'x');
+  std::vector<char> buf(kMiB);
+  return bytes_run(kMiB, 512, [&] { a.send_bytes(msg); },
+                   [&] { return b.recv_bytes_into(buf.data(), buf.size()); });
+}
+
+Result bandwidth_kernel_pipe() {
+  int fds[2];
+  if (::pipe(fds) != 0) die("pipe");
+  ::fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(kMiB));  // the largest an unprivileged pipe gets
+  const std::string msg(kMiB, 'x');
+  std::vector<char> buf(kMiB);
+  Result r = bytes_run(
+      kMiB, 512,
+      [&] {
+        if (!transfer_all(kMiB, [&](std::size_t off, std::size_t left) {
+              return ::write(fds[1], msg.data() + off, left);
+            })) {
+          die("write");
+        }
+      },
+      [&] {
+        if (!transfer_all(kMiB, [&](std::size_t off, std::size_t left) {
+              return ::read(fds[0], buf.data() + off, left);
+            })) {
+          die("read");
+        }
+        return kMiB;
+      });
+  ::close(fds[0]);
+  ::close(fds[1]);
+  return r;
+}
+
+Result bandwidth_memcpy() {
+  // The bare limit: one process copying 1 MiB blocks (a message crosses memory twice through a
+  // ring, once here), on buffers of the same sizes as the pipe's.
+  std::vector<char> src(4 * kMiB, 'x'), dst(kMiB);
+  const long n = 2048;
+  const auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    std::memcpy(dst.data(), src.data() + (i % 4) * kMiB, kMiB);
+    asm volatile("" : : "r"(dst.data()) : "memory");
+  }
+  return {static_cast<double>(kMiB) * n / seconds(t0) / 1e6, "MB/s", true};
+}
+
+}  // namespace
+
+void add_pipe_scenarios(Scenarios& s) {
+  s["pipe_roundtrip_8B"] = {{"multiproc", pipe_rt_multiproc},
+                            {"kernel_pipe", [] { return pipe_rt_fd(false); }},
+                            {"socketpair", [] { return pipe_rt_fd(true); }},
+                            {"bare_spin", pipe_rt_bare_spin},
+                            {"bare_futex", pipe_rt_bare_futex}};
+  s["pipe_bandwidth_1MiB"] = {{"multiproc", bandwidth_multiproc},
+                              {"kernel_pipe", bandwidth_kernel_pipe},
+                              {"memcpy", bandwidth_memcpy}};
+}
+
+}  // namespace bench

@@ -1,0 +1,99 @@
+// Process and Pool scenarios: start + join of a child (us) beside a bare fork + waitpid; a Pool
+// map of 100,000 tiny tasks (ms) and an apply_async round trip (us), whose peers are Python's
+// (bench/peers.py).
+#include "harness.hpp"
+
+#include <multiproc/multiproc.hpp>
+
+namespace mp = multiproc;
+
+namespace bench {
+namespace {
+
+// ---- process start + join, microseconds ---------------------------------------------------------
+
+//! The mean time of n calls of start_and_join(), which returns whether the child exited with 0.
+template <class StartAndJoin>
+Result per_child(const char* what, StartAndJoin start_and_join) {
+  const long n = 2000;
+  long bad = 0;
+  const auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) bad += !start_and_join();
+  const double s = seconds(t0);
+  if (bad != 0) die(what);
+  return {s / n * 1e6, "us", false};
+}
+
+Result process_multiproc() {
+  return per_child("process: a child failed", [] {
+    mp::Process p([] {});
+    p.start();
+    p.join();
+    return p.exitcode() == 0;
+  });
+}
+
+Result process_bare() {
+  return per_child("fork: a child failed", [] {
+    const pid_t pid = ::fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) ::_exit(0);
+    return reap(pid);
+  });
+}
+
+// ---- pool: map of 100,000 tiny tasks (ms), apply_async round trip (us) --------------------------
+
+long square(long x) { return x * x; }
+
+Result pool_map_multiproc() {
+  // The mean of `maps` consecutive maps on one warm pool (as peers.py): the first map of a
+  // process also pays for growing its heap, which says little about a pool in use.
+  const int maps = 10;
+  mp::Pool pool(2);
+  pool.map(square, std::vector<long>{1, 2, 3});  // workers up and warm, as in the Python peer
+  std::vector<long> in(100000);
+  long expect = 0;
+  for (long i = 0; i < 100000; ++i) {
+    in[i] = i;
+    expect += i * i;
+  }
+  std::vector<std::vector<long>> outs;  // kept, as the Python peer keeps its lists
+  const auto t0 = Clock::now();
+  for (int m = 0; m < maps; ++m) outs.push_back(pool.map(square, in));
+  const double s = seconds(t0) / maps;
+  long bad = 0;
+  for (const auto& out : outs) {
+    long sum = 0;
+    for (long v : out) sum += v;
+    bad += out.size() != in.size() || sum != expect;
+  }
+  pool.close();
+  pool.join();
+  if (bad != 0) die("pool_map: wrong sum");
+  return {s * 1e3, "ms", false};
+}
+
+Result pool_apply_multiproc() {
+  mp::Pool pool(2);
+  pool.apply(square, 1L);
+  const long n = 50000;
+  long bad = 0;
+  const auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) bad += pool.apply_async(square, i).get() != i * i;
+  const double s = seconds(t0);
+  pool.close();
+  pool.join();
+  if (bad != 0) die("pool_apply_async: wrong result");
+  return {s / n * 1e6, "us", false};
+}
+
+}  // namespace
+
+void add_process_scenarios(Scenarios& s) {
+  s["process_start_join"] = {{"multiproc", process_multiproc}, {"bare_fork_waitpid", process_bare}};
+  s["pool_map_100k"] = {{"multiproc", pool_map_multiproc}};
+  s["pool_apply_async"] = {{"multiproc", pool_apply_multiproc}};
+}
+
+}  // namespace bench
