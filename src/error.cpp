@@ -28,7 +28,6 @@ class Category final : public std::error_category {
       case errc::broken_barrier: return "broken barrier";
       case errc::remote_error: return "remote error";
       case errc::broken_pool: return "broken pool";
-      case errc::timed_out: return "timed out";
       case errc::owner_died: return "a lock holder died";
     }
     return "unknown multiproc error";
@@ -42,7 +41,6 @@ class Category final : public std::error_category {
       case errc::invalid_argument: return std::errc::invalid_argument;
       case errc::not_owner: return std::errc::operation_not_permitted;
       case errc::would_deadlock: return std::errc::resource_deadlock_would_occur;
-      case errc::timed_out: return std::errc::timed_out;
       case errc::too_large: return std::errc::message_size;
       default: return {value, *this};
     }

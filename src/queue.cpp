@@ -1,8 +1,7 @@
-// Non-template parts of Queue, JoinableQueue and SimpleQueue, and of the codecs.
-#include <multiproc/codec.hpp>
+// Non-template parts of Queue, JoinableQueue and SimpleQueue.
 #include <multiproc/queue.hpp>
 
-#include "os.hpp"
+#include "chunk_framing.hpp"
 
 #include <algorithm>
 #include <climits>
@@ -10,11 +9,6 @@
 
 namespace multiproc {
 namespace detail {
-
-void throw_decode_error(const char* type, std::size_t got, const char* why) {
-  throw Error(errc::corrupt, "multiproc: cannot decode a " + demangle(type) + " from " +
-                                 std::to_string(got) + " bytes: " + why);
-}
 
 namespace {
 // The ring of an unbounded queue (capacity 0): large, and sparse until messages pass through.
@@ -38,7 +32,7 @@ SegmentLayout queue_layout(Kind kind, const ElementType& element, std::uint64_t 
   layout.element = element;
   layout.count = capacity;
   layout.body_size = kChannelHeader + ring;
-  layout.body_alignment = 64;
+  layout.body_alignment = kCacheLine;
   return layout;
 }
 
@@ -62,6 +56,23 @@ ChannelState* queue_state(const Segment& seg, std::uint32_t record_size) {
                                 " bytes, record size " + std::to_string(c->record_size) + ")");
   }
   return c;
+}
+
+void close_queue(const ChannelRef& ch) {
+  for (;;) {
+    const auto deadline = Clock::now() + std::chrono::milliseconds(10);
+    const EndToken t = ch.acquire(ch.producer(), &deadline);
+    if (t != EndToken::none) {
+      ch.close();
+      ch.release(ch.producer(), t);
+      return;
+    }
+    // A snapshot (only the value matters): a stale answer costs one more round.
+    if (ch.producer().open_message.load(std::memory_order_relaxed) == kOpenStreaming) {
+      ch.close();
+      return;
+    }
+  }
 }
 
 void throw_closed(const ChannelRef& ch, const char* operation) {
@@ -154,8 +165,7 @@ bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
   // Chunks of a quarter ring: a few are in flight at once, and a skip to the ring's end wastes
   // at most one.
   const std::size_t maxp = static_cast<std::size_t>(ch.ring_bytes() / 4 - kRecordHeader);
-  const std::uint64_t total = n;
-  std::size_t part = std::min(n, maxp - sizeof total);
+  std::size_t part = first_chunk_bytes(n, maxp);
   EndState& e = ch.producer();
   // The first chunk: like a small put, the end is let go while waiting for room.
   for (;;) {
@@ -167,12 +177,9 @@ bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
     }
     // A message an earlier holder left half sent is dead: say so by moving on.
     e.open_message.store(kOpenNone, std::memory_order_release);
-    if (ch.has_room(sizeof total + part)) {
+    if (ch.has_room(kChunkLength + part)) {
       e.open_message.store(kOpenStreaming, std::memory_order_relaxed);  // published with the First
-      ch.append(sizeof total + part, kRecordFirst, [&](unsigned char* dst) {
-        std::memcpy(dst, &total, sizeof total);
-        std::memcpy(dst + sizeof total, data, part);
-      });
+      append_first_chunk(ch, data, n, part);
       std::size_t sent = part;
       // The other chunks, holding the end: contiguous in the ring.
       while (sent < n) {
@@ -193,8 +200,7 @@ bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
             return false;
           }
         }
-        const RecordType type = sent + part == n ? kRecordLast : kRecordMiddle;
-        ch.append(part, type, [&](unsigned char* dst) { std::memcpy(dst, data + sent, part); });
+        append_next_chunk(ch, data, n, sent, part);
         sent += part;
       }
       e.open_message.store(kOpenNone, std::memory_order_release);
@@ -203,7 +209,7 @@ bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
     held.release();
     if (!wait) return false;
     if (!ch.sleep_until(ch.state()->space,
-                        [&] { return ch.closed() || ch.room_hint(sizeof total + part); },
+                        [&] { return ch.closed() || ch.room_hint(kChunkLength + part); },
                         deadline)) {
       return false;
     }

@@ -1,11 +1,65 @@
-// Non-template parts of SharedArray and AnyValue/AnyArray.
+// Non-template parts of the shared objects (detail/shared_object.hpp, detail/locked_object.hpp),
+// SharedArray and AnyValue/AnyArray.
 #include <multiproc/any_value.hpp>
+#include <multiproc/detail/locked_object.hpp>
 #include <multiproc/detail/segment_header.hpp>
+#include <multiproc/detail/shared_object.hpp>
 #include <multiproc/shared_array.hpp>
 
 #include <cstring>
 
 namespace multiproc::detail {
+
+std::string object_type_name(Kind kind, const ElementType* element) {
+  std::string s = kind_name(kind);
+  if (element != nullptr && element->size != 0) s += "<" + element->name + ">";
+  return s;
+}
+
+std::string describe_object(Kind kind, const ElementType* element, std::string_view name) {
+  std::string s = object_type_name(kind, element);
+  if (name.empty()) return s + " (anonymous)";
+  s += " '";
+  s += name;
+  return s + "'";
+}
+
+ElementType element_from_header(const SegmentHeader& h) {
+  ElementType e;
+  e.code = h.type_code;
+  e.size = h.elem_size;
+  e.alignment = h.elem_align;
+  e.hash = h.type_hash;
+  e.name = std::string(h.type_name, ::strnlen(h.type_name, sizeof h.type_name));
+  return e;
+}
+
+Segment Placement::make(const SegmentLayout& layout, const Segment::Init& init,
+                        bool* created) const {
+  if (created != nullptr) *created = true;
+  if (name_ == nullptr) return Segment::create_anonymous(layout, init);
+  if (!open_existing_) return Segment::create(*name_, layout, init);
+  return Segment::open_or_create(*name_, layout, init, created);
+}
+
+void LockedHandle::attach_lock(LockedHead* head, const LockTail* tail, const LockChoice* lock,
+                               bool created) {
+  if (lock != nullptr && !created) check_same_lock(seg_, head, tail, *lock);
+  LockChoice c = resolve_lock(seg_, head, tail, created ? lock : nullptr);
+  head_ = head;
+  lock_ = c.state;
+  lock_seg_ = std::move(c.seg);
+  if (!lock_seg_) seg_.track_lock_owner(&lock_->owner);
+}
+
+const Segment& LockedHandle::lock_segment(bool recursive) const {
+  if ((lock_->recursive != 0) != recursive) {
+    seg_.fail(errc::wrong_kind, recursive
+                                    ? "it is not guarded by a RecursiveMutex: use mutex()"
+                                    : "it is guarded by a RecursiveMutex: use recursive_mutex()");
+  }
+  return lock_seg_ ? lock_seg_ : seg_;
+}
 
 void throw_index(const Segment& seg, std::size_t i, std::size_t n) {
   seg.fail(errc::invalid_argument,
@@ -39,13 +93,15 @@ LockChoice choose_lock(const RobustLock& lock, const std::string& what, const Na
   return c;
 }
 
-void init_lock(LockedHead* head, LockTail* tail, const LockChoice& choice, const char* what) {
+void init_lock(LockedHead* head, LockTail* tail, const LockChoice* lock, const char* what) {
   mutex_init(&head->mutex, false, what);
-  head->lock_kind = static_cast<std::uint32_t>(choice.kind);
-  if (choice.kind == LockKind::own) {
+  if (lock == nullptr || lock->kind == LockKind::own) {
+    head->lock_kind = static_cast<std::uint32_t>(LockKind::own);
     head->repaired_at.store(0, std::memory_order_relaxed);
     return;
   }
+  const LockChoice& choice = *lock;
+  head->lock_kind = static_cast<std::uint32_t>(choice.kind);
   // Start consistent with the lock as it is now. If its holder died and nobody has taken it
   // since, the next locker will count that recovery: it cannot concern data made after it. (Read
   // the count first: a recovery in between then makes the new object look suspect, never the
@@ -109,11 +165,6 @@ void check_same_lock(const Segment& seg, const LockedHead* head, const LockTail*
                                        : "the lock '" + recorded + "'") +
                  ", not by " + choice.seg.describe());
   }
-}
-
-void throw_lock_kind(const Segment& seg, bool recursive) {
-  seg.fail(errc::wrong_kind, recursive ? "it is guarded by a RecursiveMutex: use recursive_mutex()"
-                                       : "it is not guarded by a RecursiveMutex: use mutex()");
 }
 
 }  // namespace multiproc::detail

@@ -12,42 +12,38 @@
 namespace multiproc {
 namespace {
 
-std::string what_of(const Name* name) {
-  return std::string(kind_name(Kind::shared_memory)) +
-         (name != nullptr ? " '" + name->str() + "'" : " (anonymous)");
-}
-
-SegmentLayout layout_for(std::size_t size, const std::string& what) {
+SegmentLayout layout_for(std::size_t size, const Name* name) {
   if (size == 0) {
     throw Error(errc::invalid_argument,
-                what + ": 'size' must be a positive number different from zero");
+                detail::describe_object(Kind::shared_memory, nullptr, name ? name->str() : "") +
+                    ": 'size' must be a positive number different from zero");
   }
   SegmentLayout layout;
   layout.kind = Kind::shared_memory;
   layout.count = size;
   layout.body_size = size;  // Segment refuses absurd sizes with Error(errc::invalid_argument)
-  layout.body_alignment = 64;
+  layout.body_alignment = detail::kCacheLine;
   return layout;
 }
 
 }  // namespace
 
-SharedMemory::SharedMemory(std::size_t size) {
+SharedMemory::SharedMemory(const detail::Placement& where, std::size_t size) {
   // The body of a new segment is zero-filled already: no initialiser, so no page is touched.
-  attach(Segment::create_anonymous(layout_for(size, what_of(nullptr)), {}));
+  attach(where.make(layout_for(size, where.name()), {}));
 }
 
-SharedMemory::SharedMemory(create_only_t, const Name& name, std::size_t size) {
-  attach(Segment::create(name, layout_for(size, what_of(&name)), {}));
-}
+SharedMemory::SharedMemory(std::size_t size) : SharedMemory(detail::Placement(), size) {}
+
+SharedMemory::SharedMemory(create_only_t t, const Name& name, std::size_t size)
+    : SharedMemory(detail::Placement(t, name), size) {}
 
 SharedMemory::SharedMemory(open_only_t, const Name& name) {
   attach(Segment::open(name, Kind::shared_memory, nullptr));
 }
 
-SharedMemory::SharedMemory(open_or_create_t, const Name& name, std::size_t size) {
-  attach(Segment::open_or_create(name, layout_for(size, what_of(&name)), {}));
-}
+SharedMemory::SharedMemory(open_or_create_t t, const Name& name, std::size_t size)
+    : SharedMemory(detail::Placement(t, name), size) {}
 
 SharedMemory::SharedMemory(View, Segment seg)
     : seg_(std::move(seg)),
@@ -92,10 +88,13 @@ constexpr std::size_t kLength = 4;
 constexpr std::size_t kMaxWidth = std::size_t{1} << 30;  // a slot's size must fit elem_size (32 bits)
 constexpr const char* kStringKey = "multiproc:ShareableList<std::string>";
 
-std::string string_list_what(const Name* name) {
-  return kind_name(Kind::shareable_list) + "<std::string>" +
-         (name != nullptr ? " '" + name->str() + "'" : " (anonymous)");
-}
+// How an element is named in descriptions: "ShareableList<std::string> 'x'".
+const ElementType kStringElement = [] {
+  ElementType e;
+  e.size = 1;  // any non-zero size: describe_object shows the name
+  e.name = "std::string";
+  return e;
+}();
 
 ElementType string_element(std::size_t slot) {
   ElementType e;
@@ -130,7 +129,8 @@ void store_length(char* slot, std::size_t n) noexcept {
 
 StringList::ShareableList(const Name* name, const std::vector<std::string_view>& values,
                           std::size_t n, std::size_t width) {
-  const std::string what = string_list_what(name);
+  const std::string what = detail::describe_object(Kind::shareable_list, &kStringElement,
+                                                   name != nullptr ? name->str() : "");
   for (std::string_view v : values) width = std::max(width, v.size());
   if (width > kMaxWidth) {
     throw Error(errc::invalid_argument, what + ": an element width of " + std::to_string(width) +
@@ -143,7 +143,7 @@ StringList::ShareableList(const Name* name, const std::vector<std::string_view>&
   layout.element = string_element(slot);
   layout.count = n;
   layout.body_size = string_body_size(n, slot, what);
-  layout.body_alignment = 64;
+  layout.body_alignment = detail::kCacheLine;
   const auto init = [&values, slot](void* body) {
     char* p = static_cast<char*>(body);
     for (std::string_view v : values) {
@@ -184,12 +184,9 @@ StringList::ShareableList(open_only_t, const Name& name) {
 void StringList::attach(Segment seg) {
   const auto& h = seg.header();
   if (h.type_code != 0 || h.type_hash != detail::fnv1a64(kStringKey) || h.elem_align != kLength) {
-    ElementType held;
-    held.code = h.type_code;
-    held.size = h.elem_size;
-    held.name = std::string(h.type_name, strnlen(h.type_name, sizeof h.type_name));
-    seg.fail(errc::type_mismatch,
-             "created with element type " + held.describe() + ", opened as std::string");
+    seg.fail(errc::type_mismatch, "created with element type " +
+                                      detail::element_from_header(h).describe() +
+                                      ", opened as std::string");
   }
   const std::size_t slot = h.elem_size;
   if (slot < 8 || slot % 8 != 0 || slot - kLength > kMaxWidth) {

@@ -52,6 +52,15 @@ const TypeInfo& type_info(char code) {
 
 namespace detail {
 void throw_conversion(const std::string& message) { throw Error(errc::invalid_argument, message); }
+
+std::string describe_arithmetic(char code, bool floating, bool is_signed, bool long_double,
+                                std::size_t size) {
+  if (code != 0) return std::string("'") + code + "' (" + type_info(code).c_type + ")";
+  if (long_double) return "long double";
+  if (floating) return "a floating-point type";
+  return (is_signed ? "a signed integer type of " : "an unsigned integer type of ") +
+         std::to_string(size) + " bytes";
+}
 }  // namespace detail
 
 const TypeInfo* type_table_begin() noexcept { return std::begin(kTable); }

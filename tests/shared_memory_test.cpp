@@ -738,4 +738,45 @@ BOOST_AUTO_TEST_CASE(string_list_damaged_lengths_stay_inside_the_element, *boost
                {"string slots of 3 bytes"});
 }
 
+// Kind numbers are written into every segment header and read by other builds (and the inspector):
+// removing a kind nobody creates must not renumber the others. Error codes keep their numbers too.
+BOOST_AUTO_TEST_CASE(kind_and_error_numbers_stay_fixed, *boost::unit_test::timeout(60)) {
+  auto kind_of = [](const mp::Segment& seg) { return seg.header().kind; };
+  BOOST_TEST(kind_of(mp::SharedMemory(8).segment()) == 17u);
+  BOOST_TEST(kind_of(mp::ShareableList<int>(2).segment()) == 18u);
+  const std::string name = unique_name("kinds");
+  mp::SharedMemory named(mp::create_only, name, 8);
+  BOOST_TEST(kind_of(mp::SharedMemory(mp::open_only, name).segment()) == 17u);
+  BOOST_TEST(static_cast<std::uint32_t>(mp::Kind::shared_memory) == 17u);
+  BOOST_TEST(static_cast<std::uint32_t>(mp::Kind::shareable_list) == 18u);
+  BOOST_TEST(static_cast<int>(mp::errc::broken_pool) == 16);
+  BOOST_TEST(static_cast<int>(mp::errc::owner_died) == 18);
+  BOOST_TEST(mp::make_error_code(mp::errc::owner_died).message() == "a lock holder died");
+  BOOST_TEST(mp::error_category().message(17) == "unknown multiproc error");
+}
+
+// Every way of making a list gives the same object: anonymous, create_only, open_or_create
+// (creating, then opening), open_only — size, contents and name as asked, across a fork.
+BOOST_AUTO_TEST_CASE(every_constructor_makes_the_same_list, *boost::unit_test::timeout(60)) {
+  const std::string a = unique_name("ctor.a"), b = unique_name("ctor.b");
+  mp::ShareableList<long> anon{5, 6, 7};
+  mp::ShareableList<long> created(mp::create_only, a, std::vector<long>{1, 2, 3});
+  mp::ShareableList<long> made(mp::open_or_create, b, 4);
+  mp::ShareableList<long> opened(mp::open_or_create, b, 4);
+  BOOST_TEST(opened.segment().body() == made.segment().body());
+  expect_error([&] { mp::ShareableList<long>(mp::open_or_create, b, 5); }, mp::errc::type_mismatch,
+               {"ShareableList<long> '" + b + "'"});
+  BOOST_TEST(run_child([=] {
+               mp::ShareableList<long> again(mp::open_only, a);
+               long sum = 0;
+               for (long v : again.to_vector()) sum += v;
+               for (long v : anon.to_vector()) sum += v;
+               made.set(3, 40);
+               return static_cast<int>(sum + static_cast<long>(again.size() + made.size()));
+             }) == 1 + 2 + 3 + 5 + 6 + 7 + 3 + 4);
+  BOOST_TEST(opened.get(3) == 40);
+  BOOST_TEST(created.name() == a);
+  BOOST_TEST(anon.name().empty());
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -93,16 +93,13 @@ std::vector<T> convert_all(const std::vector<V>& values) {
 //! The type code stored in a named object of `kind`; Error if it has none.
 char stored_typecode(const Name& name, Kind kind);
 
-}  // namespace detail
-
-//! A SharedValue<T> whose T is one of the type-code table, chosen at run time.
-class AnyValue {
+//! What AnyValue and AnyArray share: one of the fifteen handles H<T> of the type-code table.
+template <template <class> class H>
+class AnyHandle {
  public:
-  using Variant = detail::AnyOf<SharedValue>;
+  using Variant = AnyOf<H>;
 
-  explicit AnyValue(Variant v) : v_(std::move(v)) {}
-  template <class T>
-  AnyValue(SharedValue<T> v) : v_(std::move(v)) {}  // NOLINT: implicit from a typed handle
+  explicit AnyHandle(Variant v) : v_(std::move(v)) {}
 
   char type_code() const noexcept {
     return std::visit([](const auto& h) { return typecode_v<typename std::decay_t<decltype(h)>::value_type>; }, v_);
@@ -111,16 +108,34 @@ class AnyValue {
 
   //! Returns: the typed handle. Throws: Error(errc::type_mismatch) when T is not the stored type.
   template <class T>
-  SharedValue<T> get() const {
-    if (const auto* h = std::get_if<SharedValue<T>>(&v_)) return *h;
+  H<T> get() const {
+    if (const auto* h = std::get_if<H<T>>(&v_)) return *h;
     throw Error(errc::type_mismatch, segment().describe() + ": holds type code '" +
                                          type_code() + "', not '" + typecode_v<T> + "'");
   }
-  //! Calls f(SharedValue<T>&) with the stored handle; returns what f returns.
+  //! Calls f(H<T>&) with the stored handle; returns what f returns.
   template <class F>
   decltype(auto) visit(F&& f) const {
     return std::visit(std::forward<F>(f), v_);
   }
+  const Segment& segment() const noexcept {
+    return std::visit([](const auto& h) -> const Segment& { return h.segment(); }, v_);
+  }
+
+ protected:
+  Variant v_;
+};
+
+}  // namespace detail
+
+//! A SharedValue<T> whose T is one of the type-code table, chosen at run time: type_code(),
+//! type(), get<T>(), visit(f) and segment() as detail::AnyHandle says.
+class AnyValue : public detail::AnyHandle<SharedValue> {
+ public:
+  using AnyHandle::AnyHandle;
+  template <class T>
+  AnyValue(SharedValue<T> v) : AnyHandle(Variant(std::move(v))) {}  // NOLINT: implicit from a typed handle
+
   //! Returns: the value (read under its lock) converted with static_cast to U (a floating-point
   //! value into an integer type is truncated toward zero).
   //! Throws: Error(errc::invalid_argument) naming the value when it does not fit in U — out of
@@ -142,39 +157,17 @@ class AnyValue {
         },
         v_);
   }
-  const Segment& segment() const noexcept {
-    return std::visit([](const auto& h) -> const Segment& { return h.segment(); }, v_);
-  }
-
- private:
-  Variant v_;
 };
 
-//! A SharedArray<T> whose T is one of the type-code table, chosen at run time.
-class AnyArray {
+//! A SharedArray<T> whose T is one of the type-code table, chosen at run time (see AnyValue).
+class AnyArray : public detail::AnyHandle<SharedArray> {
  public:
-  using Variant = detail::AnyOf<SharedArray>;
-
-  explicit AnyArray(Variant v) : v_(std::move(v)) {}
+  using AnyHandle::AnyHandle;
   template <class T>
-  AnyArray(SharedArray<T> a) : v_(std::move(a)) {}  // NOLINT: implicit from a typed handle
+  AnyArray(SharedArray<T> a) : AnyHandle(Variant(std::move(a))) {}  // NOLINT: implicit from a typed handle
 
-  char type_code() const noexcept {
-    return std::visit([](const auto& h) { return typecode_v<typename std::decay_t<decltype(h)>::value_type>; }, v_);
-  }
-  const TypeInfo& type() const { return type_info(type_code()); }
   std::size_t size() const noexcept {
     return std::visit([](const auto& h) { return h.size(); }, v_);
-  }
-  template <class T>
-  SharedArray<T> get() const {
-    if (const auto* h = std::get_if<SharedArray<T>>(&v_)) return *h;
-    throw Error(errc::type_mismatch, segment().describe() + ": holds type code '" +
-                                         type_code() + "', not '" + typecode_v<T> + "'");
-  }
-  template <class F>
-  decltype(auto) visit(F&& f) const {
-    return std::visit(std::forward<F>(f), v_);
   }
   //! Returns: all elements (read under the lock), each converted as load_as() converts.
   //! Throws: Error(errc::invalid_argument) naming the element when one does not fit in U.
@@ -194,12 +187,6 @@ class AnyArray {
         },
         v_);
   }
-  const Segment& segment() const noexcept {
-    return std::visit([](const auto& h) -> const Segment& { return h.segment(); }, v_);
-  }
-
- private:
-  Variant v_;
 };
 
 //! Returns: an unnamed SharedValue of the type of `code`, holding `initial` (zero by default).

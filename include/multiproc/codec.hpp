@@ -73,11 +73,6 @@ struct is_view<std::basic_string_view<C, Traits>> : std::true_type {};
 template <class T>
 inline constexpr bool is_plain_v = std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> &&
                                    !std::is_member_pointer_v<T> && !is_view<T>::value;
-
-template <class T>
-struct is_std_string : std::false_type {};
-template <class Traits, class Alloc>
-struct is_std_string<std::basic_string<char, Traits, Alloc>> : std::true_type {};
 }  // namespace detail
 
 //! True when T has a Codec (built in or specialised).

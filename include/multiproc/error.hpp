@@ -32,8 +32,8 @@ enum class errc {
   broken_barrier,    //!< multiproc::BrokenBarrier
   remote_error,      //!< an exception raised inside a child task (multiproc::RemoteError)
   broken_pool,       //!< a worker died while running a task (multiproc::BrokenPool)
-  timed_out,         //!< an internal bound expired (never used for a user's own timeout)
-  owner_died,        //!< a process died holding the lock of this data, which may be half-updated
+  // 17 was timed_out, never used: left free so that the values below keep their numbers
+  owner_died = 18,   //!< a process died holding the lock of this data, which may be half-updated
 };
 
 }  // namespace multiproc

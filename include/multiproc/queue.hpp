@@ -66,6 +66,8 @@
 #include <multiproc/codec.hpp>
 #include <multiproc/detail/channel.hpp>
 #include <multiproc/detail/futex.hpp>
+#include <multiproc/detail/queue_segment.hpp>
+#include <multiproc/detail/shared_object.hpp>
 #include <multiproc/segment.hpp>
 
 #include <chrono>
@@ -77,37 +79,6 @@
 
 namespace multiproc {
 namespace detail {
-
-inline constexpr std::size_t kChannelHeader = (sizeof(ChannelState) + 63) / 64 * 64;
-
-//! Creates or checks the layout of a queue segment. Definitions in src/queue.cpp.
-SegmentLayout queue_layout(Kind kind, const ElementType& element, std::uint64_t capacity,
-                           std::uint32_t record_size, std::uint64_t bytes, const std::string& what);
-Segment::Init queue_init(std::uint64_t capacity, std::uint32_t record_size, std::uint64_t ring_bytes,
-                         std::string what);
-ChannelState* queue_state(const Segment& seg, std::uint32_t record_size);
-[[noreturn]] void throw_closed(const ChannelRef& ch, const char* operation);
-void task_done(const ChannelRef& ch);
-bool join_until(const ChannelRef& ch, const Clock::time_point* deadline);
-//! Streams a message larger than one record (`n` encoded bytes) through the ring.
-//! Returns false if it was given up at the deadline (wait = false: when the ring had no room).
-//! Throws: Closed after close() or shutdown().
-bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
-               const Clock::time_point* deadline, bool wait);
-//! Holding the consumer end, with peek() having returned a record other than kRecordWhole:
-//! assembles a streamed message into `out` (returns true), or consumes remains of a message
-//! whose reader died (returns false: look again). Throws: Closed if the queue is shut down
-//! immediately meanwhile; Error(errc::corrupt) for a damaged record.
-bool take_large(const ChannelRef& ch, const RecordHeader& h, const unsigned char* src,
-                std::vector<std::byte>& out);
-//! The capacity an unbounded queue (capacity 0) gets, for records of `record_size` (0: variable).
-std::uint64_t unbounded_capacity(std::uint32_t record_size) noexcept;
-
-template <class T>
-std::string queue_what(Kind kind, const Name* name) {
-  return kind_name(kind) + "<" + ElementType::of<T>().name + ">" +
-         (name != nullptr ? " '" + name->str() + "'" : " (anonymous)");
-}
 
 //! What Queue, JoinableQueue and SimpleQueue share.
 template <class T>
@@ -178,22 +149,7 @@ class QueueBase {
   //! streamed message already begun: its producer may be waiting for a consumer (perhaps the very
   //! thread calling close()), so close() then closes without waiting; that message still
   //! completes and is delivered (a consumer assembling one does not stop at close()). Idempotent.
-  void close() const {
-    for (;;) {
-      const auto deadline = detail::Clock::now() + std::chrono::milliseconds(10);
-      const EndToken t = ch_.acquire(ch_.producer(), &deadline);
-      if (t != EndToken::none) {
-        ch_.close();
-        ch_.release(ch_.producer(), t);
-        return;
-      }
-      // A snapshot (only the value matters): a stale answer costs one more round.
-      if (ch_.producer().open_message.load(std::memory_order_relaxed) == detail::kOpenStreaming) {
-        ch_.close();
-        return;
-      }
-    }
-  }
+  void close() const { close_queue(ch_); }
   //! Python 3.13's Queue.shutdown(immediate). Effects: immediate = false is close().
   //! immediate = true: no more puts, and what is queued is discarded at once — gets throw
   //! Closed, a put or get streaming a large message gives it up, and for a JoinableQueue the
@@ -215,34 +171,23 @@ class QueueBase {
   const ChannelRef& channel() const noexcept { return ch_; }
 
  protected:
-  QueueBase(Kind kind, std::size_t capacity, std::size_t bytes) {
-    const std::string what = queue_what<T>(kind, nullptr);
-    const SegmentLayout layout = queue_layout(kind, ElementType::of<T>(), capacity, kRecordSize, bytes, what);
-    attach(Segment::create_anonymous(layout, init_for(layout, what)));
-  }
-  QueueBase(Kind kind, create_only_t, const Name& name, std::size_t capacity, std::size_t bytes) {
-    const std::string what = queue_what<T>(kind, &name);
-    const SegmentLayout layout = queue_layout(kind, ElementType::of<T>(), capacity, kRecordSize, bytes, what);
-    attach(Segment::create(name, layout, init_for(layout, what)));
+  // Creates the queue at `where` (anonymous, create_only or open_or_create a name).
+  QueueBase(Kind kind, const Placement& where, std::size_t capacity, std::size_t bytes) {
+    const std::string what = describe_object<T>(kind, where.name());
+    const SegmentLayout layout =
+        queue_layout(kind, ElementType::of<T>(), capacity, kRecordSize, bytes, what);
+    attach(where.make(layout, queue_init(layout.count, kRecordSize,
+                                         layout.body_size - kChannelHeader, what)));
   }
   QueueBase(Kind kind, open_only_t, const Name& name) {
     const ElementType element = ElementType::of<T>();
     attach(Segment::open(name, kind, &element));
-  }
-  QueueBase(Kind kind, open_or_create_t, const Name& name, std::size_t capacity,
-            std::size_t bytes) {
-    const std::string what = queue_what<T>(kind, &name);
-    const SegmentLayout layout = queue_layout(kind, ElementType::of<T>(), capacity, kRecordSize, bytes, what);
-    attach(Segment::open_or_create(name, layout, init_for(layout, what)));
   }
 
   Segment seg_;
   ChannelRef ch_;
 
  private:
-  static Segment::Init init_for(const SegmentLayout& layout, const std::string& what) {
-    return queue_init(layout.count, kRecordSize, layout.body_size - kChannelHeader, what);
-  }
   void attach(Segment seg) {
     ChannelState* c = queue_state(seg, kRecordSize);
     seg_ = std::move(seg);
@@ -268,6 +213,9 @@ class QueueBase {
     return put_large(ch_, buffer.data(), n, deadline, wait);
   }
 
+  // put_impl and get_impl stay inline in this header on purpose: they are the fast path (a
+  // leased end, one copy into the ring, no call into the library), which is what makes a queue
+  // run near the speed of a bare spinning ring. Everything slow is out of line in queue.cpp.
   bool put_impl(const T& v, const Clock::time_point* deadline, bool wait) const {
     const std::size_t n = encoded_size(v);
     if constexpr (kRecordSize == 0) {
@@ -383,46 +331,47 @@ class QueueBase {
   }
 };
 
-}  // namespace detail
-
-template <class T>
-class Queue : public detail::QueueBase<T> {
-  using Base = detail::QueueBase<T>;
-
+//! The constructors of Queue, JoinableQueue and SimpleQueue: the same set for each, making a
+//! segment of kind K.
+template <class T, Kind K>
+class QueueOf : public QueueBase<T> {
  public:
   //! Effects: an unnamed, unbounded queue (Python's Queue(); see "Unbounded" above).
-  Queue() : Base(Kind::queue, 0, 0) {}
+  QueueOf() : QueueOf(0) {}
   //! Effects: an unnamed queue of up to `capacity` messages (0: unbounded, as Python's
   //! maxsize <= 0) in a ring of `bytes` bytes for variable-size T (0 picks the default),
   //! shared with children forked after this call.
   //! Throws: Error(errc::invalid_argument) for a capacity above 2^23, or absurd bytes.
-  explicit Queue(std::size_t capacity, std::size_t bytes = 0)
-      : Base(Kind::queue, capacity, bytes) {}
-  Queue(create_only_t, const Name& name, std::size_t capacity = 0, std::size_t bytes = 0)
-      : Base(Kind::queue, create_only, name, capacity, bytes) {}
+  explicit QueueOf(std::size_t capacity, std::size_t bytes = 0)
+      : QueueBase<T>(K, Placement(), capacity, bytes) {}
+  //! Effects: creates the queue `name`, as above. Throws: as above; as Segment::create.
+  QueueOf(create_only_t t, const Name& name, std::size_t capacity = 0, std::size_t bytes = 0)
+      : QueueBase<T>(K, Placement(t, name), capacity, bytes) {}
   //! Effects: opens the queue `name`; capacity and bytes come from the segment.
-  Queue(open_only_t, const Name& name) : Base(Kind::queue, open_only, name) {}
-  Queue(open_or_create_t, const Name& name, std::size_t capacity = 0, std::size_t bytes = 0)
-      : Base(Kind::queue, open_or_create, name, capacity, bytes) {}
+  QueueOf(open_only_t t, const Name& name) : QueueBase<T>(K, t, name) {}
+  //! Effects: opens the queue `name`, or creates it as create_only does.
+  QueueOf(open_or_create_t t, const Name& name, std::size_t capacity = 0, std::size_t bytes = 0)
+      : QueueBase<T>(K, Placement(t, name), capacity, bytes) {}
+};
+
+}  // namespace detail
+
+//! Python's Queue. Constructors (detail::QueueOf): Queue() unbounded, Queue(capacity, bytes = 0),
+//! (create_only, name, capacity = 0, bytes = 0), (open_only, name), (open_or_create, name,
+//! capacity = 0, bytes = 0).
+template <class T>
+class Queue : public detail::QueueOf<T, Kind::queue> {
+ public:
+  using detail::QueueOf<T, Kind::queue>::QueueOf;
 };
 
 //! A Queue whose consumers report each message done (task_done), so that a producer can wait
 //! until every message put has been handled (join).
+//! Constructors: as Queue's.
 template <class T>
-class JoinableQueue : public detail::QueueBase<T> {
-  using Base = detail::QueueBase<T>;
-
+class JoinableQueue : public detail::QueueOf<T, Kind::joinable_queue> {
  public:
-  //! Effects: an unbounded queue (Python's JoinableQueue(); see Queue).
-  JoinableQueue() : Base(Kind::joinable_queue, 0, 0) {}
-  explicit JoinableQueue(std::size_t capacity, std::size_t bytes = 0)
-      : Base(Kind::joinable_queue, capacity, bytes) {}
-  JoinableQueue(create_only_t, const Name& name, std::size_t capacity = 0, std::size_t bytes = 0)
-      : Base(Kind::joinable_queue, create_only, name, capacity, bytes) {}
-  JoinableQueue(open_only_t, const Name& name) : Base(Kind::joinable_queue, open_only, name) {}
-  JoinableQueue(open_or_create_t, const Name& name, std::size_t capacity = 0,
-                std::size_t bytes = 0)
-      : Base(Kind::joinable_queue, open_or_create, name, capacity, bytes) {}
+  using detail::QueueOf<T, Kind::joinable_queue>::QueueOf;
 
   //! Effects: marks one message put on this queue as handled. The count of unfinished messages
   //! is 64 bits wide.
@@ -441,20 +390,11 @@ class JoinableQueue : public detail::QueueBase<T> {
 
 //! Python's SimpleQueue: put, get, empty, close — unbounded by default, like Python's (see
 //! "Unbounded" in Queue); a capacity may be given.
+//! Constructors: as Queue's.
 template <class T>
-class SimpleQueue : public detail::QueueBase<T> {
-  using Base = detail::QueueBase<T>;
-
+class SimpleQueue : public detail::QueueOf<T, Kind::simple_queue> {
  public:
-  SimpleQueue() : Base(Kind::simple_queue, 0, 0) {}
-  explicit SimpleQueue(std::size_t capacity, std::size_t bytes = 0)
-      : Base(Kind::simple_queue, capacity, bytes) {}
-  SimpleQueue(create_only_t, const Name& name, std::size_t capacity = 0, std::size_t bytes = 0)
-      : Base(Kind::simple_queue, create_only, name, capacity, bytes) {}
-  SimpleQueue(open_only_t, const Name& name) : Base(Kind::simple_queue, open_only, name) {}
-  SimpleQueue(open_or_create_t, const Name& name, std::size_t capacity = 0,
-              std::size_t bytes = 0)
-      : Base(Kind::simple_queue, open_or_create, name, capacity, bytes) {}
+  using detail::QueueOf<T, Kind::simple_queue>::QueueOf;
 };
 
 }  // namespace multiproc

@@ -23,6 +23,7 @@
 // Names map to /dev/shm/mp.<name>; a name is 1..200 characters without '/' or NUL.
 #pragma once
 
+#include <multiproc/detail/cache_line.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/typecode.hpp>
 
@@ -99,8 +100,7 @@ enum class Kind : std::uint32_t {
   joinable_queue,
   simple_queue,
   pipe,
-  pool,
-  shared_memory,
+  shared_memory = 17,  //!< 16 was Pool, never stored; the numbers are on disk, so keep them
   shareable_list,
   user = 1000,  //!< first value free for objects users build on Segment themselves
 };
@@ -147,7 +147,7 @@ struct SegmentLayout {
   ElementType element;           //!< empty (size 0) for kinds without an element type
   std::uint64_t count = 0;       //!< elements, capacity, or 1 for a value
   std::size_t body_size = 0;     //!< bytes of the body
-  std::size_t body_alignment = 64;
+  std::size_t body_alignment = detail::kCacheLine;
 };
 
 //! A handle to one mapped segment. Default-constructed handles are empty.

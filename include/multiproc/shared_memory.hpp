@@ -35,10 +35,9 @@
 // of that name reclaims it (unless persistent).
 #pragma once
 
+#include <multiproc/detail/shared_object.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/segment.hpp>
-#include <multiproc/shared_array.hpp>
-#include <multiproc/shared_value.hpp>
 
 #include <cstddef>
 #include <initializer_list>
@@ -125,6 +124,7 @@ class SharedMemory {
   friend class ShareableList;
   struct View {};
   SharedMemory(View, Segment seg);  // the body of another object's segment (ShareableList::shm)
+  SharedMemory(const detail::Placement& where, std::size_t size);  // behind the creating ones
   void attach(Segment seg);
   [[noreturn]] void fail_closed(const char* call) const;
 
@@ -136,15 +136,6 @@ class SharedMemory {
   Segment::FileId id_;
 };
 
-namespace detail {
-template <class T, class = void>
-struct is_equality_comparable : std::false_type {};
-template <class T>
-struct is_equality_comparable<
-    T, std::void_t<decltype(std::declval<const T&>() == std::declval<const T&>())>>
-    : std::true_type {};
-}  // namespace detail
-
 //! A fixed-size list of T in shared memory, like Python's ShareableList of fixed-width values, but
 //! typed: the element type is recorded at creation and checked on open. Every access is
 //! bounds-checked; there is no lock (see the file comment for what each access guarantees).
@@ -152,15 +143,7 @@ struct is_equality_comparable<
 //! As with std::vector, braces pick the list constructor: ShareableList<int>{5} is one element 5,
 //! ShareableList<int>(5) is five zeros. Indices are std::size_t (no negative indices).
 template <class T>
-class ShareableList {
-  static_assert(std::is_trivially_copyable_v<T>,
-                "ShareableList<T> needs a trivially copyable T: it is copied between processes "
-                "byte for byte");
-  static_assert(!std::is_pointer_v<T> && !std::is_member_pointer_v<T>,
-                "a pointer means nothing in another process: share the data, or an index into it");
-  static_assert(!std::is_const_v<T> && !std::is_volatile_v<T>, "use an unqualified T");
-  using Layout = detail::ArrayLayout<T, false>;
-
+class ShareableList : public detail::ArrayHandle<T> {
  public:
   using value_type = T;
 
@@ -186,66 +169,55 @@ class ShareableList {
 
   //! Effects: an unnamed list of n zero-filled elements, shared with children forked after this.
   //! Throws: Error(errc::invalid_argument) when n elements cannot fit in memory.
-  explicit ShareableList(std::size_t n) {
-    attach(Segment::create_anonymous(
-        Layout::layout(Kind::shareable_list, n, detail::array_what<T>(Kind::shareable_list, nullptr)),
-        detail::fill_array(nullptr, Layout::data_offset, n * sizeof(T), {})));
-  }
+  explicit ShareableList(std::size_t n) : ShareableList(detail::Placement(), n, {}) {}
   //! Effects: an unnamed list holding `values`.
   ShareableList(std::initializer_list<T> values)
-      : ShareableList(nullptr, detail::pack_elements<T>(values.begin(), values.end())) {}
+      : ShareableList(detail::Placement(), detail::pack_elements<T>(values.begin(), values.end())) {}
   explicit ShareableList(const std::vector<T>& values)
-      : ShareableList(nullptr, detail::pack_elements<T>(values.begin(), values.end())) {}
+      : ShareableList(detail::Placement(), detail::pack_elements<T>(values.begin(), values.end())) {}
 
   //! Effects: creates the list called `name` with n zero-filled elements, or with `values`.
   //! Throws: as Segment::create (Error(errc::already_exists) for a taken name).
-  ShareableList(create_only_t, const Name& name, std::size_t n) {
-    attach(Segment::create(
-        name, Layout::layout(Kind::shareable_list, n, detail::array_what<T>(Kind::shareable_list, &name)),
-        detail::fill_array(nullptr, Layout::data_offset, n * sizeof(T), {})));
-  }
-  ShareableList(create_only_t, const Name& name, std::initializer_list<T> values)
-      : ShareableList(&name, detail::pack_elements<T>(values.begin(), values.end())) {}
-  ShareableList(create_only_t, const Name& name, const std::vector<T>& values)
-      : ShareableList(&name, detail::pack_elements<T>(values.begin(), values.end())) {}
+  ShareableList(create_only_t t, const Name& name, std::size_t n)
+      : ShareableList(detail::Placement(t, name), n, {}) {}
+  ShareableList(create_only_t t, const Name& name, std::initializer_list<T> values)
+      : ShareableList(detail::Placement(t, name),
+                      detail::pack_elements<T>(values.begin(), values.end())) {}
+  ShareableList(create_only_t t, const Name& name, const std::vector<T>& values)
+      : ShareableList(detail::Placement(t, name),
+                      detail::pack_elements<T>(values.begin(), values.end())) {}
   //! Effects: opens the list called `name`; its size comes from the segment.
   //! Throws: Error(errc::type_mismatch) naming both types when it holds another element type;
   //! Error(errc::wrong_kind) when the name holds another kind of object; as Segment::open.
   ShareableList(open_only_t, const Name& name) {
     const ElementType element = ElementType::of<T>();
-    attach(Segment::open(name, Kind::shareable_list, &element));
+    this->attach(Segment::open(name, Kind::shareable_list, &element));
   }
   //! Effects: opens `name` (which must have n elements of T), or creates it with n zeros.
-  ShareableList(open_or_create_t, const Name& name, std::size_t n) {
-    attach(Segment::open_or_create(
-        name, Layout::layout(Kind::shareable_list, n, detail::array_what<T>(Kind::shareable_list, &name)),
-        detail::fill_array(nullptr, Layout::data_offset, n * sizeof(T), {})));
-  }
-
-  //! Number of elements, fixed at creation.
-  std::size_t size() const noexcept { return size_; }
+  ShareableList(open_or_create_t t, const Name& name, std::size_t n)
+      : ShareableList(detail::Placement(t, name), n, {}) {}
 
   //! Returns: element i. Throws: Error(errc::invalid_argument) naming the list when i >= size().
-  T get(std::size_t i) const { return detail::raw_load(at(i)); }
+  T get(std::size_t i) const { return detail::raw_load(this->element(i)); }
   //! Effects: element i = v. Throws: as get().
-  void set(std::size_t i, const T& v) const { detail::raw_store(at(i), v); }
+  void set(std::size_t i, const T& v) const { detail::raw_store(this->element(i), v); }
   //! Returns: a proxy for element i (read it as a T, or assign to it). Throws: as get().
-  Reference operator[](std::size_t i) const { return Reference(at(i)); }
+  Reference operator[](std::size_t i) const { return Reference(this->element(i)); }
 
   //! Returns: how many elements equal v (a snapshot). Requires: T has operator==.
   std::size_t count(const T& v) const {
     static_assert(detail::is_equality_comparable<T>::value,
                   "ShareableList<T>::count needs a T with operator==");
     std::size_t n = 0;
-    for (std::size_t i = 0; i < size_; ++i) n += detail::raw_load(data_ + i) == v ? 1 : 0;
+    for (std::size_t i = 0; i < this->size_; ++i) n += detail::raw_load(this->data_ + i) == v ? 1 : 0;
     return n;
   }
   //! Returns: the first index holding v, or nothing. Requires: T has operator==.
   std::optional<std::size_t> find(const T& v) const {
     static_assert(detail::is_equality_comparable<T>::value,
                   "ShareableList<T>::find and index need a T with operator==");
-    for (std::size_t i = 0; i < size_; ++i) {
-      if (detail::raw_load(data_ + i) == v) return i;
+    for (std::size_t i = 0; i < this->size_; ++i) {
+      if (detail::raw_load(this->data_ + i) == v) return i;
     }
     return std::nullopt;
   }
@@ -253,47 +225,31 @@ class ShareableList {
   //! naming the list when no element equals v (Python: ValueError); find() is the non-throwing form.
   std::size_t index(const T& v) const {
     if (auto i = find(v)) return *i;
-    seg_.fail(errc::invalid_argument, "index(): the value is not in the list");
+    this->seg_.fail(errc::invalid_argument, "index(): the value is not in the list");
   }
 
   //! Returns: a copy of the elements, each read as get() reads it (not one atomic snapshot).
   std::vector<T> to_vector() const {
     std::vector<T> out;
-    out.reserve(size_);
-    for (std::size_t i = 0; i < size_; ++i) out.push_back(detail::raw_load(data_ + i));
+    out.reserve(this->size_);
+    for (std::size_t i = 0; i < this->size_; ++i) out.push_back(detail::raw_load(this->data_ + i));
     return out;
   }
 
   //! The name given at creation or open; empty for an anonymous list.
-  const std::string& name() const noexcept { return seg_.name(); }
+  const std::string& name() const noexcept { return this->seg_.name(); }
   //! A SharedMemory handle on the same block, whose bytes are the elements (Python's `.shm`):
   //! `list.shm().unlink()` removes the list's name early. Closing it releases that handle only.
-  SharedMemory shm() const { return SharedMemory(SharedMemory::View{}, seg_); }
-  const Segment& segment() const noexcept { return seg_; }
+  SharedMemory shm() const { return SharedMemory(SharedMemory::View{}, this->seg_); }
 
  private:
-  ShareableList(const Name* name, std::string bytes) {
-    const std::size_t n = bytes.size() / sizeof(T);
-    const auto layout =
-        Layout::layout(Kind::shareable_list, n, detail::array_what<T>(Kind::shareable_list, name));
-    auto init = detail::fill_array(nullptr, Layout::data_offset, n * sizeof(T), std::move(bytes));
-    attach(name != nullptr ? Segment::create(*name, layout, init)
-                           : Segment::create_anonymous(layout, init));
+  // The one constructor behind the others but open_only: n zeros, or the packed elements.
+  ShareableList(const detail::Placement& where, std::size_t n, std::string&& bytes) {
+    this->attach(this->make(Kind::shareable_list, where, n, std::move(bytes),
+                            [](void*, char*) {}, nullptr));
   }
-  T* at(std::size_t i) const {
-    if (i >= size_) detail::throw_index(seg_, i, size_);
-    return data_ + i;
-  }
-  void attach(Segment seg) {
-    seg.expect_body_size(Layout::body_size(seg.count(), seg.describe()));
-    seg_ = std::move(seg);
-    data_ = Layout::data(seg_.body());
-    size_ = static_cast<std::size_t>(seg_.count());
-  }
-
-  Segment seg_;
-  T* data_ = nullptr;
-  std::size_t size_ = 0;
+  ShareableList(const detail::Placement& where, std::string bytes)
+      : ShareableList(where, bytes.size() / sizeof(T), std::move(bytes)) {}
 };
 
 //! ShareableList<std::string>: Python's ShareableList of str/bytes items. Each element holds up to

@@ -200,19 +200,15 @@ std::string show_number(V v) {
   }
 }
 
-//! "'i' (int)" for a table type, "long double" style names for others.
+//! "'i' (int)" for a table type (code != 0); "long double", "a floating-point type" or "a
+//! signed / an unsigned integer type of N bytes" for others. (typecode.cpp)
+std::string describe_arithmetic(char code, bool floating, bool is_signed, bool long_double,
+                                std::size_t size);
 template <class T>
 std::string describe_type() {
-  if constexpr (has_typecode_v<T>) {
-    const char code = typecode<std::remove_cv_t<T>>::value;
-    return std::string("'") + code + "' (" + type_info(code).c_type + ")";
-  } else if constexpr (std::is_same_v<T, long double>) {
-    return "long double";
-  } else {
-    return std::is_floating_point_v<T> ? "a floating-point type"
-           : std::is_signed_v<T>       ? "a signed integer type of " + std::to_string(sizeof(T)) + " bytes"
-                                       : "an unsigned integer type of " + std::to_string(sizeof(T)) + " bytes";
-  }
+  return describe_arithmetic(typecode_or_zero<T>(), std::is_floating_point_v<T>,
+                             std::is_signed_v<T>, std::is_same_v<std::remove_cv_t<T>, long double>,
+                             sizeof(T));
 }
 
 //! Throws Error(errc::invalid_argument) with `message` (typecode.cpp: keeps error.hpp out of here).

@@ -8,6 +8,7 @@
 
 #include <multiproc/pipe.hpp>
 
+#include <multiproc/detail/cache_line.hpp>
 #include <multiproc/detail/holder_table.hpp>
 
 #include <atomic>
@@ -19,17 +20,17 @@
 
 namespace multiproc::detail {
 
-inline constexpr std::size_t kChannelSpan = (sizeof(ChannelState) + 63) / 64 * 64;
+inline constexpr std::size_t kChannelSpan = round_up_to_cache_line(sizeof(ChannelState));
 
 // Layout of a pipe segment's body: this header, then the channel towards the first end (ring
 // included), then — duplex only — the channel towards the second end.
-struct alignas(64) PipeState {
+struct alignas(kCacheLine) PipeState {
   std::uint32_t duplex;
   std::uint32_t reserved;
   std::uint64_t ring_bytes;
   HolderTable holders[2];
 };
-inline constexpr std::size_t kPipeHeader = (sizeof(PipeState) + 63) / 64 * 64;
+inline constexpr std::size_t kPipeHeader = round_up_to_cache_line(sizeof(PipeState));
 
 inline ChannelState* channel_at(PipeState* p, int index) {
   return reinterpret_cast<ChannelState*>(reinterpret_cast<unsigned char*>(p) + kPipeHeader +

@@ -4,6 +4,8 @@
 // record from the next sender, or noticed by the receiver itself (open_message_dead).
 #include "connection_impl.hpp"
 
+#include "../chunk_framing.hpp"
+
 #include <algorithm>
 #include <cstring>
 
@@ -22,20 +24,15 @@ void ConnectionImpl::stream(const std::byte* data, std::size_t n) const {
   EndState& e = send_.producer();
   const std::size_t maxp = send_.max_record_payload();
   e.open_message.store(kOpenStreaming, std::memory_order_relaxed);  // published with the First
-  // First chunk: the total length, then as much as fits.
-  const std::uint64_t total = n;
-  std::size_t part = std::min(n, maxp - sizeof total);
-  wait_room(sizeof total + part);
-  send_.append(sizeof total + part, kRecordFirst, [&](unsigned char* dst) {
-    std::memcpy(dst, &total, sizeof total);
-    std::memcpy(dst + sizeof total, data, part);
-  });
+  // First chunk: the total length, then as much as fits (chunk_framing.hpp, shared with Queue).
+  std::size_t part = first_chunk_bytes(n, maxp);
+  wait_room(kChunkLength + part);
+  append_first_chunk(send_, data, n, part);
   std::size_t sent = part;
   while (sent < n) {
     part = std::min(n - sent, maxp);
-    const RecordType type = sent + part == n ? kRecordLast : kRecordMiddle;
     wait_room(part);
-    send_.append(part, type, [&](unsigned char* dst) { std::memcpy(dst, data + sent, part); });
+    append_next_chunk(send_, data, n, sent, part);
     sent += part;
   }
   e.open_message.store(kOpenNone, std::memory_order_release);

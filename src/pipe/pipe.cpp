@@ -163,7 +163,7 @@ SegmentLayout pipe_layout(bool duplex, std::uint64_t ring_bytes) {
   layout.kind = Kind::pipe;
   layout.count = duplex ? 2 : 1;
   layout.body_size = kPipeHeader + layout.count * (kChannelSpan + ring_bytes);
-  layout.body_alignment = 64;
+  layout.body_alignment = detail::kCacheLine;
   return layout;
 }
 

@@ -4,7 +4,9 @@
 
 #include "../os.hpp"
 
+#include <multiproc/detail/cache_line.hpp>
 #include <multiproc/detail/futex.hpp>
+#include <multiproc/detail/shared_object.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -39,20 +41,11 @@ void write_header(SegmentHeader* h, const SegmentLayout& layout, std::size_t bod
   h->checksum = detail::header_checksum(*h);
 }
 
-std::string element_describe_from_header(const SegmentHeader& h) {
-  ElementType e;
-  e.code = h.type_code;
-  e.size = h.elem_size;
-  e.alignment = h.elem_align;
-  e.name = std::string(h.type_name, strnlen(h.type_name, sizeof h.type_name));
-  return e.describe();
-}
-
 }  // namespace
 
 std::size_t body_offset_for(const SegmentLayout& layout) {
   return std::max<std::size_t>(detail::kHeaderSize,
-                               (layout.body_alignment + 63) / 64 * 64);
+                               detail::round_up_to_cache_line(layout.body_alignment));
 }
 
 // Total bytes of a segment, or an Error for an absurd layout.
@@ -99,7 +92,7 @@ void validate(const SegmentHeader& h, std::size_t mapped, const std::string& wha
   if (h.checksum != detail::header_checksum(h)) {
     throw Error(errc::corrupt, what + ": the segment header is damaged (checksum mismatch)");
   }
-  if (h.body_offset < detail::kHeaderSize || h.body_offset % 64 != 0 ||
+  if (h.body_offset < detail::kHeaderSize || h.body_offset % detail::kCacheLine != 0 ||
       h.body_size > mapped || h.body_offset > mapped - h.body_size) {
     throw Error(errc::corrupt, what + ": the segment is truncated or damaged (its header promises " +
                                    std::to_string(h.body_offset) + " + " +
@@ -107,15 +100,15 @@ void validate(const SegmentHeader& h, std::size_t mapped, const std::string& wha
                                    std::to_string(mapped) + ")");
   }
   if (h.kind != static_cast<std::uint32_t>(kind)) {
-    std::string held = kind_name(static_cast<Kind>(h.kind));
-    if (h.elem_size != 0) held += "<" + std::string(h.type_name, strnlen(h.type_name, sizeof h.type_name)) + ">";
+    const ElementType e = detail::element_from_header(h);
+    const std::string held = detail::object_type_name(static_cast<Kind>(h.kind), &e);
     throw Error(errc::wrong_kind, what + ": the name holds a " + held + ", not a " + kind_name(kind));
   }
   if (element != nullptr &&
       (h.type_code != element->code || h.elem_size != element->size ||
        h.elem_align != element->alignment || h.type_hash != element->hash)) {
     throw Error(errc::type_mismatch, what + ": created with element type " +
-                                         element_describe_from_header(h) + ", opened as " +
+                                         detail::element_from_header(h).describe() + ", opened as " +
                                          element->describe());
   }
 }
@@ -188,7 +181,6 @@ std::string kind_name(Kind kind) {
     case Kind::joinable_queue: return "JoinableQueue";
     case Kind::simple_queue: return "SimpleQueue";
     case Kind::pipe: return "Pipe";
-    case Kind::pool: return "Pool";
     case Kind::shared_memory: return "SharedMemory";
     case Kind::shareable_list: return "ShareableList";
     case Kind::user: break;

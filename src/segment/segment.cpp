@@ -16,6 +16,8 @@
 //   dies: unmapping under it would stop the walk and strand every other lock the thread holds.
 #include "segment_impl.hpp"
 
+#include <multiproc/detail/shared_object.hpp>
+
 #include <boost/interprocess/anonymous_shared_memory.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 
@@ -50,16 +52,6 @@ namespace {
 using detail::SegmentHeader;
 using detail::SegmentImpl;
 using namespace detail::seg;
-
-std::string type_display(Kind kind, const ElementType* element) {
-  std::string s = kind_name(kind);
-  if (element != nullptr && element->size != 0) s += "<" + element->name + ">";
-  return s;
-}
-
-std::string describe_object(Kind kind, const ElementType* element, const std::string& name) {
-  return type_display(kind, element) + (name.empty() ? " (anonymous)" : " '" + name + "'");
-}
 
 // Opens and validates; nullptr when the name does not exist.
 std::shared_ptr<SegmentImpl> try_open(const Name& name, Kind kind, const ElementType* element,
@@ -123,7 +115,7 @@ Segment::Segment(std::shared_ptr<detail::SegmentImpl> impl)
             static_cast<const SegmentHeader*>(impl_->region.get_address())->body_offset) {}
 
 Segment Segment::create_anonymous(const SegmentLayout& layout, const Init& init) {
-  const std::string what = describe_object(layout.kind, &layout.element, "");
+  const std::string what = detail::describe_object(layout.kind, &layout.element, "");
   const std::size_t total = total_size_for(layout, what);
   check_memory(what, total);
   auto impl = new_impl();
@@ -139,7 +131,7 @@ Segment Segment::create_anonymous(const SegmentLayout& layout, const Init& init)
 }
 
 Segment Segment::create(const Name& name, const SegmentLayout& layout, const Init& init) {
-  const std::string what = describe_object(layout.kind, &layout.element, name.str());
+  const std::string what = detail::describe_object(layout.kind, &layout.element, name.str());
   auto impl = try_create(name, layout, init, what);
   if (!impl) {
     throw Error(errc::already_exists,
@@ -150,7 +142,7 @@ Segment Segment::create(const Name& name, const SegmentLayout& layout, const Ini
 }
 
 Segment Segment::open(const Name& name, Kind kind, const ElementType* element) {
-  const std::string what = describe_object(kind, element, name.str());
+  const std::string what = detail::describe_object(kind, element, name.str());
   auto impl = try_open(name, kind, element, what);
   if (!impl) throw Error(errc::not_found, what + ": cannot open: no object of that name exists");
   return Segment(std::move(impl));
@@ -158,7 +150,7 @@ Segment Segment::open(const Name& name, Kind kind, const ElementType* element) {
 
 Segment Segment::open_or_create(const Name& name, const SegmentLayout& layout, const Init& init,
                                 bool* created) {
-  const std::string what = describe_object(layout.kind, &layout.element, name.str());
+  const std::string what = detail::describe_object(layout.kind, &layout.element, name.str());
   const ElementType* element = layout.element.size != 0 ? &layout.element : nullptr;
   for (int attempt = 0; attempt < kCreateAttempts; ++attempt) {
     // Open first: an existing object needs no space check and no construction.

@@ -33,6 +33,7 @@
 // notice dead partners; no CPU is used in between.
 #pragma once
 
+#include <multiproc/detail/cache_line.hpp>
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/detail/mutex_state.hpp>
 #include <multiproc/error.hpp>
@@ -129,18 +130,18 @@ struct HolderSlot {
 //               kOpenAbandoned when its sender gave up; written by the owner (release, after
 //               the chunks it covers), read by consumers (acquire) to tell a dead message
 //   slots       the threads that hold or held the lease (see HolderSlot)
-struct alignas(64) EndState {
+struct alignas(kCacheLine) EndState {
   std::atomic<std::uint32_t> mode;
   std::atomic<std::int32_t> lease_slot;
   std::atomic<std::uint32_t> revoke;
   std::int32_t last_tid;
   std::uint32_t streak;
-  alignas(64) MutexState lock;
-  alignas(64) std::atomic<std::uint64_t> cursor;
+  alignas(kCacheLine) MutexState lock;
+  alignas(kCacheLine) std::atomic<std::uint64_t> cursor;
   std::uint64_t other;
   std::uint64_t pending;
   std::atomic<std::uint32_t> open_message;
-  alignas(64) HolderSlot slots[kHolderSlots];
+  alignas(kCacheLine) HolderSlot slots[kHolderSlots];
 };
 
 //! Whether the thread of a holder slot still runs (and its process is the one that claimed it).
@@ -157,7 +158,7 @@ inline constexpr int kSleeperSlots = 8;
 //   misses     wakes that found nobody asleep; every 64th, the waker reaps dead sleepers
 //   sleepers   (pid << 1 | observer) of registered sleepers, 0 when free: lets a waker tell a
 //              sleeper killed while registered from a live one, and take it off the counts
-struct alignas(64) Signal {
+struct alignas(kCacheLine) Signal {
   std::atomic<std::uint32_t> epoch;
   std::atomic<std::uint32_t> waiters;
   std::atomic<std::uint32_t> observers;
@@ -175,7 +176,7 @@ struct alignas(64) Signal {
 //   messages, so the full count is puts_base + (cursor messages - puts_base) mod 2^24 (see
 //   messages_put()). Joinable queues count unfinished tasks with it.
 //   done: JoinableQueue's task_done count (fetch_add), 64 bits
-struct alignas(64) ChannelState {
+struct alignas(kCacheLine) ChannelState {
   std::uint64_t ring_bytes;
   std::uint64_t capacity;
   std::uint64_t ring_offset;
@@ -184,7 +185,7 @@ struct alignas(64) ChannelState {
   std::atomic<std::uint32_t> closed;
   std::uint32_t reserved2;
   std::atomic<std::uint64_t> puts_base;
-  alignas(64) std::atomic<std::uint64_t> done;
+  alignas(kCacheLine) std::atomic<std::uint64_t> done;
   Signal done_signal;
   EndState producer;
   EndState consumer;

@@ -9,6 +9,7 @@
 // A holder that dies without removing itself is forgotten by the next liveness scan.
 #pragma once
 
+#include <multiproc/detail/cache_line.hpp>
 #include <multiproc/detail/mutex_state.hpp>
 
 #include <atomic>
@@ -29,7 +30,7 @@ inline constexpr std::uint32_t kMaxHolders = 64;
 //   holders   pid and start time of each holding process; an entry with a negative pid is a
 //             fork in progress (-parent pid, and a CLOCK_MONOTONIC deadline in ns as `start`):
 //             the child replaces it with its own entry, and it lapses if the child never does
-struct alignas(64) HolderTable {
+struct alignas(kCacheLine) HolderTable {
   MutexState lock;
   std::atomic<std::uint32_t> closed;
   std::atomic<std::uint32_t> overflow;

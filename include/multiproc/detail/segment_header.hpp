@@ -2,6 +2,8 @@
 // Private: users never name it; the inspector tool and the tests read it.
 #pragma once
 
+#include <multiproc/detail/cache_line.hpp>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -14,7 +16,6 @@ inline constexpr std::uint64_t kSegmentMagic = 0x434f5250'49544c55ull;  // "ULTI
 // puts_base and the shutdown bit; value and array bodies record the kind and name of the lock that
 // guards them (a caller's Mutex or RecursiveMutex may be shared by several).
 inline constexpr std::uint32_t kLayoutVersion = 3;
-inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kStateInitializing = 0;
 inline constexpr std::uint32_t kStateReady = 0x52454459;  // "REDY": any other value is not ready
 inline constexpr std::uint8_t kFlagPersistent = 1;

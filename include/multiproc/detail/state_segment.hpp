@@ -18,7 +18,7 @@ SegmentLayout state_layout(Kind kind, std::uint64_t count = 1) {
   layout.kind = kind;
   layout.count = count;
   layout.body_size = sizeof(State);
-  layout.body_alignment = std::max<std::size_t>(alignof(State), 64);
+  layout.body_alignment = std::max<std::size_t>(alignof(State), kCacheLine);
   return layout;
 }
 

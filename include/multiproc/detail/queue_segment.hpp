@@ -1,0 +1,46 @@
+// multiproc/detail/queue_segment.hpp — the out-of-line parts of Queue, JoinableQueue and
+// SimpleQueue (src/queue.cpp): the layout of a queue segment, close, join, and messages larger
+// than one record. The put/get fast path stays inline in queue.hpp. Private: users never name it.
+#pragma once
+
+#include <multiproc/detail/cache_line.hpp>
+#include <multiproc/detail/channel.hpp>
+#include <multiproc/detail/futex.hpp>
+#include <multiproc/segment.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace multiproc::detail {
+
+//! Bytes before a queue's ring: the ChannelState, padded to whole cache lines.
+inline constexpr std::size_t kChannelHeader = round_up_to_cache_line(sizeof(ChannelState));
+
+//! Creates or checks the layout of a queue segment.
+SegmentLayout queue_layout(Kind kind, const ElementType& element, std::uint64_t capacity,
+                           std::uint32_t record_size, std::uint64_t bytes, const std::string& what);
+Segment::Init queue_init(std::uint64_t capacity, std::uint32_t record_size, std::uint64_t ring_bytes,
+                         std::string what);
+ChannelState* queue_state(const Segment& seg, std::uint32_t record_size);
+[[noreturn]] void throw_closed(const ChannelRef& ch, const char* operation);
+//! QueueBase::close(), out of line (not a fast path).
+void close_queue(const ChannelRef& ch);
+void task_done(const ChannelRef& ch);
+bool join_until(const ChannelRef& ch, const Clock::time_point* deadline);
+//! Streams a message larger than one record (`n` encoded bytes) through the ring.
+//! Returns false if it was given up at the deadline (wait = false: when the ring had no room).
+//! Throws: Closed after close() or shutdown().
+bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
+               const Clock::time_point* deadline, bool wait);
+//! Holding the consumer end, with peek() having returned a record other than kRecordWhole:
+//! assembles a streamed message into `out` (returns true), or consumes remains of a message
+//! whose reader died (returns false: look again). Throws: Closed if the queue is shut down
+//! immediately meanwhile; Error(errc::corrupt) for a damaged record.
+bool take_large(const ChannelRef& ch, const RecordHeader& h, const unsigned char* src,
+                std::vector<std::byte>& out);
+//! The capacity an unbounded queue (capacity 0) gets, for records of `record_size` (0: variable).
+std::uint64_t unbounded_capacity(std::uint32_t record_size) noexcept;
+
+}  // namespace multiproc::detail
