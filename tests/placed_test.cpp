@@ -63,6 +63,25 @@ class Children {
   std::vector<mp::Process> ps_;
 };
 
+// Polls, holding the board's lock, until pred() holds (true) or 10 s pass (false).
+template <class Pred>
+bool eventually_locked(Board* b, Pred pred) {
+  return eventually([&] {
+    std::lock_guard lock(b->lock);
+    return pred();
+  });
+}
+
+// A waiter: registers under the lock and waits once with no predicate (so each return is a
+// notification consumed, never a spurious wake-up), then counts itself and leaves.
+int wait_once(Board* b) {
+  std::unique_lock lock(b->lock);
+  ++b->waiting;
+  CHILD_REQUIRE(b->changed.wait_for(lock, 60s));
+  ++b->woken;
+  return 0;
+}
+
 bool all_zero(const std::vector<int>& codes) {
   return std::all_of(codes.begin(), codes.end(), [](int c) { return c == 0; });
 }
@@ -262,31 +281,21 @@ BOOST_AUTO_TEST_CASE(condition_with_many_waiters_across_processes_wakes_exactly_
   mp::SharedMemory memory(sizeof(Board));
   Board* board = new (memory.data()) Board();
   constexpr int kWaiters = 8;
-  // Each waiter registers under the lock and waits (no predicate: each return is a notification
-  // consumed, never a spurious wake-up), then counts itself and leaves.
-  Children children(kWaiters, [board](int) {
-    std::unique_lock lock(board->lock);
-    ++board->waiting;
-    CHILD_REQUIRE(board->changed.wait_for(lock, 60s));
-    ++board->woken;
-    return 0;
-  });
+  Children children(kWaiters, [board](int) { return wait_once(board); });
   // A waiter counted in `waiting` holds the lock until wait() has registered it and released it.
-  BOOST_REQUIRE(eventually([&] {
-    std::lock_guard lock(board->lock);
-    return board->waiting == kWaiters;
-  }));
+  BOOST_REQUIRE(eventually_locked(board, [&] { return board->waiting == kWaiters; }));
   board->changed.notify(3);
-  BOOST_REQUIRE(eventually([&] {
-    std::lock_guard lock(board->lock);
-    return board->woken == 3;
-  }));
-  // The other five are still asleep in the condition, not woken by that notify(3).
-  int asleep = 0;
+  BOOST_REQUIRE(eventually_locked(board, [&] { return board->woken == 3; }));
+  // Exactly three leave; the other five are still asleep in the condition.
+  auto running = [&] {
+    int n = 0;
+    for (int i = 0; i < kWaiters; ++i) n += pid_running(children.at(i).pid()) ? 1 : 0;
+    return n;
+  };
+  BOOST_REQUIRE(eventually([&] { return running() == kWaiters - 3; }));
   for (int i = 0; i < kWaiters; ++i) {
-    if (pid_running(children.at(i).pid()) && wait_until_in_futex(children.at(i).pid(), 2s)) ++asleep;
+    if (pid_running(children.at(i).pid())) BOOST_TEST(wait_until_in_futex(children.at(i).pid()));
   }
-  BOOST_TEST(asleep == kWaiters - 3);
   {
     std::lock_guard lock(board->lock);
     BOOST_TEST(board->woken == 3);
@@ -299,17 +308,8 @@ BOOST_AUTO_TEST_CASE(condition_with_many_waiters_across_processes_wakes_exactly_
 BOOST_AUTO_TEST_CASE(condition_waiter_killed_while_waiting_costs_at_most_one_notification, *boost::unit_test::timeout(60)) {
   mp::SharedMemory memory(sizeof(Board));
   Board* board = new (memory.data()) Board();
-  Children children(2, [board](int) {
-    std::unique_lock lock(board->lock);
-    ++board->waiting;
-    CHILD_REQUIRE(board->changed.wait_for(lock, 60s));
-    ++board->woken;
-    return 0;
-  });
-  BOOST_REQUIRE(eventually([&] {
-    std::lock_guard lock(board->lock);
-    return board->waiting == 2;
-  }));
+  Children children(2, [board](int) { return wait_once(board); });
+  BOOST_REQUIRE(eventually_locked(board, [&] { return board->waiting == 2; }));
   ::kill(children.at(0).pid(), SIGKILL);
   // notify_all reaches the survivor whatever the dead waiter took.
   board->changed.notify_all();
