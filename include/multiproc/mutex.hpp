@@ -40,6 +40,11 @@
 
 namespace multiproc {
 
+template <class>
+class SharedValue;
+template <class>
+class SharedArray;
+
 namespace detail {
 
 //! What Mutex and RecursiveMutex share: a handle to a robust lock in a segment.
@@ -123,6 +128,22 @@ inline constexpr bool is_robust_lock_v = std::is_base_of_v<RobustLock, L>;
 inline void init_mutex(MutexState* s) { mutex_init(s, false, "Mutex"); }
 inline void init_recursive_mutex(MutexState* s) { mutex_init(s, true, "RecursiveMutex"); }
 
+//! Mutex or RecursiveMutex (kind K, initialised by Init), constructors included: both inherit them.
+template <Kind K, auto Init>
+class LockHandle : public Primitive<MutexState, K, Init, RobustLock> {
+ public:
+  using Primitive<MutexState, K, Init, RobustLock>::Primitive;
+
+ private:
+  // A SharedValue's or SharedArray's lock as a handle (their mutex()): a state in their segment.
+  template <class>
+  friend class multiproc::SharedValue;
+  template <class>
+  friend class multiproc::SharedArray;
+  LockHandle(Segment seg, MutexState* state)
+      : Primitive<MutexState, K, Init, RobustLock>(StateHandle<MutexState>(std::move(seg), state)) {}
+};
+
 }  // namespace detail
 
 //! Constructors: Mutex() creates an unnamed lock, shared with children forked after this call;
@@ -130,18 +151,9 @@ inline void init_recursive_mutex(MutexState* s) { mutex_init(s, true, "Recursive
 //! lock called `name` (Throws: Error as Segment::create / open / open_or_create: taken or missing
 //! name, wrong kind, ...).
 class MULTIPROC_CAPABILITY("mutex") Mutex
-    : public detail::Primitive<detail::MutexState, Kind::mutex, &detail::init_mutex,
-                               detail::RobustLock> {
+    : public detail::LockHandle<Kind::mutex, &detail::init_mutex> {
  public:
-  using Primitive::Primitive;
-
- private:
-  template <class>
-  friend class SharedValue;
-  template <class>
-  friend class SharedArray;
-  Mutex(Segment seg, detail::MutexState* state)
-      : Primitive(detail::StateHandle<detail::MutexState>(std::move(seg), state)) {}
+  using LockHandle::LockHandle;
 };
 
 }  // namespace multiproc

@@ -18,23 +18,14 @@ namespace multiproc {
 
 //! Constructors: as Mutex's (unnamed, or create_only / open_only / open_or_create by name).
 class MULTIPROC_CAPABILITY("mutex") RecursiveMutex
-    : public detail::Primitive<detail::MutexState, Kind::recursive_mutex,
-                               &detail::init_recursive_mutex, detail::RobustLock> {
+    : public detail::LockHandle<Kind::recursive_mutex, &detail::init_recursive_mutex> {
  public:
-  using Primitive::Primitive;
+  using LockHandle::LockHandle;
 
   //! Returns: how many times the calling thread holds it (0 if it does not).
   unsigned depth() const noexcept {
     return detail::mutex_held_by_caller(h_.state()) ? h_.state()->depth : 0;
   }
-
- private:
-  template <class>
-  friend class SharedValue;
-  template <class>
-  friend class SharedArray;
-  RecursiveMutex(Segment seg, detail::MutexState* state)
-      : Primitive(detail::StateHandle<detail::MutexState>(std::move(seg), state)) {}
 };
 
 }  // namespace multiproc
