@@ -1,5 +1,7 @@
 // Barrier: a round counter under a robust lock, waiters on a generation futex word.
 #include <multiproc/barrier.hpp>
+#include <multiproc/detail/cache_line.hpp>
+#include <multiproc/detail/mutex_state.hpp>
 
 #include "os.hpp"
 
@@ -8,6 +10,35 @@
 #include <optional>
 
 namespace multiproc {
+namespace detail {
+
+// Layout:
+//   lock          robust mutex guarding count, broken and every change of generation
+//   generation    futex word the waiters of a round sleep on; +1 when the round ends (released,
+//                 broken or reset). Stored with release under the lock, read with acquire.
+//   outcomes      bit (g % 64) set when round g ended broken, cleared when it was released;
+//                 stored before the generation bump that ends the round (relaxed; ordered by
+//                 that release), so a slow waiter reads its own round's outcome
+//   parties       immutable
+//   count         processes arrived in the current round (atomic: n_waiting() reads it unlocked)
+//   broken        1 from a break until reset() (atomic: broken() reads it unlocked)
+//   has_timeout   immutable: 1 when wait() has a default timeout (0 in a barrier made without one)
+//   timeout_ns    immutable: that timeout in nanoseconds (>= 0)
+// 128 bytes with the alignment either way: the timeout fields sit in what was padding.
+struct alignas(detail::kCacheLine) BarrierState {
+  MutexState lock;
+  std::atomic<std::uint32_t> generation;
+  std::atomic<std::uint64_t> outcomes;
+  std::uint32_t parties;
+  std::atomic<std::uint32_t> count;
+  std::atomic<std::uint32_t> broken;
+  std::uint32_t has_timeout;
+  std::int64_t timeout_ns;
+};
+static_assert(sizeof(BarrierState) == 128, "the Barrier layout above is shared between builds");
+
+}  // namespace detail
+
 namespace {
 
 using detail::BarrierState;
@@ -62,56 +93,36 @@ void break_locked(BarrierState* s) {
 
 // The barrier's lock, held for the scope. A holder that died mid-update left the bookkeeping in an
 // unknown state: the safe reading is a broken barrier.
-class Locked {
+class Locked : public detail::MutexScope {
  public:
-  Locked(BarrierState* s, const std::string& what) : s_(s), what_(what) {
-    detail::mutex_lock(&s_->lock, what_);
-    if (detail::mutex_owner_died(&s_->lock)) break_locked(s_);
+  Locked(BarrierState* s, const std::string& what) : MutexScope(&s->lock, what) {
+    if (detail::mutex_owner_died(&s->lock)) break_locked(s);
   }
-  ~Locked() { detail::mutex_unlock_noexcept(&s_->lock, what_); }
-  Locked(const Locked&) = delete;
-  Locked& operator=(const Locked&) = delete;
-
- private:
-  BarrierState* s_;
-  const std::string& what_;
 };
 
 }  // namespace
 
 Barrier::Barrier(unsigned parties, Action action)
-    : h_(Kind::barrier, parties, barrier_init(parties)), action_(std::move(action)) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
+    : h_(Kind::barrier, parties, barrier_init(parties)), action_(std::move(action)) {}
 Barrier::Barrier(create_only_t, const Name& name, unsigned parties, Action action)
     : h_(Kind::barrier, parties, create_only, name, barrier_init(parties)),
-      action_(std::move(action)) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
+      action_(std::move(action)) {}
 Barrier::Barrier(unsigned parties, Action action, Timeout timeout)
-    : h_(Kind::barrier, parties, barrier_init(parties, timeout)), action_(std::move(action)) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
+    : h_(Kind::barrier, parties, barrier_init(parties, timeout)), action_(std::move(action)) {}
 Barrier::Barrier(create_only_t, const Name& name, unsigned parties, Action action, Timeout timeout)
     : h_(Kind::barrier, parties, create_only, name, barrier_init(parties, timeout)),
-      action_(std::move(action)) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
+      action_(std::move(action)) {}
 Barrier::Barrier(open_or_create_t, const Name& name, unsigned parties, Action action,
                  Timeout timeout)
     : h_(Kind::barrier, parties, open_or_create, name, barrier_init(parties, timeout)),
-      action_(std::move(action)) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
+      action_(std::move(action)) {}
 Barrier::Barrier(open_only_t, const Name& name, Action action)
-    : h_(Kind::barrier, open_only, name), action_(std::move(action)) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
+    : h_(Kind::barrier, open_only, name), action_(std::move(action)) {}
 Barrier::Barrier(open_or_create_t, const Name& name, unsigned parties, Action action)
     : h_(Kind::barrier, parties, open_or_create, name, barrier_init(parties)),
-      action_(std::move(action)) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
+      action_(std::move(action)) {}
+
+unsigned Barrier::parties() const noexcept { return h_.state()->parties; }
 
 unsigned Barrier::wait() const {
   const std::optional<Timeout> t = timeout();

@@ -47,7 +47,7 @@ void bump(std::atomic<std::uint32_t>& word) noexcept {
 
 // If every serving-group member holds a ticket (or none is left), they are all notified: fold
 // the group into the notified range. Requires the lock.
-void normalize(ConditionState* s) noexcept {
+void normalize(ConditionCore* s) noexcept {
   if (s->tickets < s->serving) return;
   // release: pairs with the acquire in condition_sleep's look without the lock.
   s->notified_below.store(s->serving_end, std::memory_order_release);
@@ -56,41 +56,33 @@ void normalize(ConditionState* s) noexcept {
   s->tickets = 0;
 }
 
-// The internal lock; a holder that died mid-update leaves counts to re-derive. Updates are
+// Re-derives counts a holder of the internal lock left half-updated when it died. Updates are
 // ordered so that a death between two stores errs towards a waiter counted that may be gone (a
-// notification can be spent on it), never towards a notification no notify handed out.
-class Locked {
- public:
-  Locked(ConditionState* s, const std::string& what) : s_(s), what_(what) {
-    mutex_lock(&s_->lock, what_);
-    if (mutex_inconsistent(&s_->lock)) repair();
-  }
-  ~Locked() { mutex_unlock_noexcept(&s_->lock, what_); }
-  Locked(const Locked&) = delete;
-  Locked& operator=(const Locked&) = delete;
+// notification can be spent on it), never towards a notification no notify handed out. Runs under
+// the lock (MutexScope's repair hook).
+void repair(ConditionCore& s) noexcept {
+  const std::uint64_t below = s.notified_below.load(std::memory_order_relaxed);
+  s.arrived = std::max(s.arrived, below);
+  s.serving_end = std::clamp(s.serving_end, below, s.arrived);
+  s.serving = std::min(s.serving, s.serving_end - below);
+  s.newcomers = std::min(s.newcomers, s.arrived - s.serving_end);
+  normalize(&s);
+  // Sleepers may have missed a change the dead holder made: all of them look again.
+  bump(s.newcomer_word);
+  bump(s.serving_word);
+  futex_wake(&s.newcomer_word, INT_MAX);
+  futex_wake(&s.serving_word, INT_MAX);
+}
 
- private:
-  void repair() noexcept {
-    ConditionState& s = *s_;
-    const std::uint64_t below = s.notified_below.load(std::memory_order_relaxed);
-    s.arrived = std::max(s.arrived, below);
-    s.serving_end = std::clamp(s.serving_end, below, s.arrived);
-    s.serving = std::min(s.serving, s.serving_end - below);
-    s.newcomers = std::min(s.newcomers, s.arrived - s.serving_end);
-    normalize(s_);
-    // Sleepers may have missed a change the dead holder made: all of them look again.
-    bump(s.newcomer_word);
-    bump(s.serving_word);
-    futex_wake(&s.newcomer_word, INT_MAX);
-    futex_wake(&s.serving_word, INT_MAX);
-    mutex_mark_repaired(&s.lock);
-  }
-  ConditionState* s_;
-  const std::string& what_;
+// The internal lock, held for a scope, with the counts repaired after a death.
+class Locked : public MutexScope {
+ public:
+  Locked(ConditionCore* s, const std::string& what)
+      : MutexScope(&s->lock, what, [s] { repair(*s); }) {}
 };
 
 // Takes a ticket of the serving group. Requires the lock and tickets > 0.
-void take(ConditionState* s) noexcept {
+void take(ConditionCore* s) noexcept {
   --s->tickets;
   compiler_barrier();  // a death here leaves one member too many: a phantom waiter, never a ticket
   --s->serving;
@@ -98,7 +90,7 @@ void take(ConditionState* s) noexcept {
 }
 
 // Unregisters a waiter that was not notified. Requires the lock.
-void leave(ConditionState* s, std::uint64_t ticket) noexcept {
+void leave(ConditionCore* s, std::uint64_t ticket) noexcept {
   if (ticket >= s->serving_end) {
     if (s->newcomers > 0) --s->newcomers;
   } else if (s->serving > 0) {
@@ -109,7 +101,7 @@ void leave(ConditionState* s, std::uint64_t ticket) noexcept {
 
 }  // namespace
 
-void condition_init(ConditionState* s) {
+void condition_init(ConditionCore* s) {
   s->notified_below.store(0, std::memory_order_relaxed);
   s->newcomer_word.store(0, std::memory_order_relaxed);
   s->serving_word.store(0, std::memory_order_relaxed);
@@ -117,7 +109,7 @@ void condition_init(ConditionState* s) {
   s->arrived = s->serving_end = s->serving = s->tickets = s->newcomers = 0;
 }
 
-std::uint64_t condition_enter(ConditionState* s, const std::string& what) {
+std::uint64_t condition_enter(ConditionCore* s, const std::string& what) {
   Locked lock(s, what);
   const std::uint64_t ticket = s->arrived;
   s->arrived = ticket + 1;
@@ -126,7 +118,7 @@ std::uint64_t condition_enter(ConditionState* s, const std::string& what) {
   return ticket;
 }
 
-void condition_cancel(ConditionState* s, std::uint64_t ticket, const std::string& what) noexcept {
+void condition_cancel(ConditionCore* s, std::uint64_t ticket, const std::string& what) noexcept {
   try {
     Locked lock(s, what);
     // A waiter already notified keeps its notification (spent: the wait throws); otherwise it
@@ -136,7 +128,7 @@ void condition_cancel(ConditionState* s, std::uint64_t ticket, const std::string
   }
 }
 
-bool condition_sleep(ConditionState* s, std::uint64_t ticket, const Clock::time_point* deadline,
+bool condition_sleep(ConditionCore* s, std::uint64_t ticket, const Clock::time_point* deadline,
                      const std::string& what) noexcept {
   try {
     for (;;) {
@@ -168,7 +160,7 @@ bool condition_sleep(ConditionState* s, std::uint64_t ticket, const Clock::time_
   }
 }
 
-void condition_notify(ConditionState* s, std::uint32_t n, const std::string& what) noexcept {
+void condition_notify(ConditionCore* s, std::uint32_t n, const std::string& what) noexcept {
   if (n == 0) return;
   std::uint64_t given = 0;
   try {
@@ -192,7 +184,7 @@ void condition_notify(ConditionState* s, std::uint32_t n, const std::string& wha
     } else {
       // The serving group is all notified (and folded): the newcomers become the serving group.
       s->serving = s->newcomers;
-      compiler_barrier();  // each step of this keeps a state repair() can finish (see Locked)
+      compiler_barrier();  // each step of this keeps a state repair() can finish
       s->serving_end = s->arrived;
       compiler_barrier();
       s->newcomers = 0;
@@ -213,33 +205,10 @@ void condition_notify(ConditionState* s, std::uint32_t n, const std::string& wha
   }
 }
 
-std::uint64_t condition_waiting(ConditionState* s, const std::string& what) {
+std::uint64_t condition_waiting(ConditionCore* s, const std::string& what) {
   Locked lock(s, what);
   return s->serving - s->tickets + s->newcomers;
 }
 
 }  // namespace multiproc::detail
 
-namespace multiproc {
-namespace {
-Segment::Init condition_initialiser() {
-  return [](void* body) { detail::condition_init(static_cast<detail::ConditionState*>(body)); };
-}
-}  // namespace
-
-Condition::Condition() : h_(Kind::condition, 1, condition_initialiser()) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
-Condition::Condition(create_only_t, const Name& name)
-    : h_(Kind::condition, 1, create_only, name, condition_initialiser()) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
-Condition::Condition(open_only_t, const Name& name) : h_(Kind::condition, open_only, name) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
-Condition::Condition(open_or_create_t, const Name& name)
-    : h_(Kind::condition, 1, open_or_create, name, condition_initialiser()) {
-  h_.segment().track_lock_owner(&h_.state()->lock.owner);
-}
-
-}  // namespace multiproc

@@ -2,9 +2,10 @@
 #include <multiproc/detail/mutex_state.hpp>
 #include <multiproc/detail/fork_hooks.hpp>
 #include <multiproc/error.hpp>
-#include <multiproc/detail/state_segment.hpp>
 #include <multiproc/mutex.hpp>
 #include <multiproc/recursive_mutex.hpp>
+
+#include "robust_list.hpp"
 
 #include <cerrno>
 #include <climits>
@@ -30,29 +31,6 @@ constexpr std::uint32_t kOwnerDied = FUTEX_OWNER_DIED;
 const bool g_fork_hooks_registered =
     (register_fork_hooks(ForkStage::robust_slot, {nullptr, nullptr, &after_fork_child}), true);
 
-// ---- the kernel robust list (Documentation/locking/robust-futex-ABI.rst) --------------------
-//
-// Each thread registers one list head with the kernel; glibc does it for every thread it starts
-// (and again in a forked child). The kernel only ever follows `next` pointers and reads the word
-// at entry + futex_offset; glibc additionally keeps a `prev` pointer just before each `next` (and
-// a spare word before the head, struct pthread's robust_prev) to unlink in O(1). Our nodes keep
-// both, so either side may unlink its entries whatever sits around them.
-
-// glibc's offset: from pthread_mutex_t::__data.__list.__next back to __data.__lock. Our MutexState
-// puts `word` and `link.next` the same distance apart.
-#if !defined(__GLIBC__) || !__PTHREAD_MUTEX_HAVE_PREV
-#error "multiproc's robust mutex shares the robust futex list of glibc's 64-bit NPTL"
-#endif
-constexpr long kFutexOffset = static_cast<long>(offsetof(pthread_mutex_t, __data.__lock)) -
-                              static_cast<long>(offsetof(pthread_mutex_t, __data.__list.__next));
-static_assert(static_cast<long>(offsetof(MutexState, word)) -
-                      static_cast<long>(offsetof(MutexState, link) + offsetof(RobustLink, next)) ==
-                  kFutexOffset,
-              "MutexState must place word and link.next as glibc places __lock and __list.__next");
-static_assert(offsetof(RobustLink, next) - offsetof(RobustLink, prev) == sizeof(void*),
-              "glibc keeps prev right before next");
-
-
 }  // namespace
 
 RobustListHead* robust_head_slow(const std::string& what) {
@@ -72,11 +50,6 @@ RobustListHead* robust_head_slow(const std::string& what) {
 }
 
 namespace {
-
-inline RobustListHead* robust_head(const std::string& what) {
-  RobustListHead* h = tls_robust_head;
-  return h != nullptr ? h : robust_head_slow(what);
-}
 
 // ---- the lock -----------------------------------------------------------------------------------
 
@@ -234,7 +207,7 @@ void after_fork_child() noexcept {
   }
 }
 
-void mutex_init(MutexState* s, bool recursive, const std::string& /*what*/) {
+void mutex_init(MutexState* s, bool recursive, const std::string& /*what*/) noexcept {
   s->word.store(0, std::memory_order_relaxed);
   s->owner.store(0, std::memory_order_relaxed);
   s->depth = 0;
@@ -363,28 +336,9 @@ void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept {
 // Mutex and RecursiveMutex handles
 
 namespace multiproc {
-namespace {
-
-Segment::Init mutex_initialiser(bool recursive) {
-  return [recursive](void* body) {
-    detail::mutex_init(static_cast<detail::MutexState*>(body), recursive,
-                       recursive ? "RecursiveMutex" : "Mutex");
-  };
-}
-
-using detail::state_layout;
-using detail::MutexState;
-
-}  // namespace
-
-void detail::RobustLock::attach(Segment seg) {
-  state_ = state_of<MutexState>(seg);
-  seg.track_lock_owner(&state_->owner);
-  seg_ = std::move(seg);
-}
 
 std::optional<pid_t> detail::RobustLock::holder_tid() const noexcept {
-  const std::uint32_t tid = state_->word.load(std::memory_order_relaxed) & FUTEX_TID_MASK;
+  const std::uint32_t tid = h_.state()->word.load(std::memory_order_relaxed) & FUTEX_TID_MASK;
   if (tid == 0) return std::nullopt;
   return static_cast<pid_t>(tid);
 }
@@ -408,34 +362,6 @@ std::optional<pid_t> detail::RobustLock::holder_pid() const {
   }
   std::fclose(f);
   return pid;
-}
-
-Mutex::Mutex() {
-  attach(Segment::create_anonymous(state_layout<MutexState>(Kind::mutex), mutex_initialiser(false)));
-}
-Mutex::Mutex(create_only_t, const Name& name) {
-  attach(Segment::create(name, state_layout<MutexState>(Kind::mutex), mutex_initialiser(false)));
-}
-Mutex::Mutex(open_only_t, const Name& name) { attach(Segment::open(name, Kind::mutex, nullptr)); }
-Mutex::Mutex(open_or_create_t, const Name& name) {
-  attach(Segment::open_or_create(name, state_layout<MutexState>(Kind::mutex),
-                                 mutex_initialiser(false)));
-}
-
-RecursiveMutex::RecursiveMutex() {
-  attach(Segment::create_anonymous(state_layout<MutexState>(Kind::recursive_mutex),
-                                   mutex_initialiser(true)));
-}
-RecursiveMutex::RecursiveMutex(create_only_t, const Name& name) {
-  attach(Segment::create(name, state_layout<MutexState>(Kind::recursive_mutex),
-                         mutex_initialiser(true)));
-}
-RecursiveMutex::RecursiveMutex(open_only_t, const Name& name) {
-  attach(Segment::open(name, Kind::recursive_mutex, nullptr));
-}
-RecursiveMutex::RecursiveMutex(open_or_create_t, const Name& name) {
-  attach(Segment::open_or_create(name, state_layout<MutexState>(Kind::recursive_mutex),
-                                 mutex_initialiser(true)));
 }
 
 }  // namespace multiproc

@@ -1,6 +1,7 @@
 // Semaphore and BoundedSemaphore: one atomic count, futex sleep after a bounded spin.
 #include <multiproc/semaphore.hpp>
 
+#include <algorithm>
 #include <climits>
 #include <limits>
 
@@ -11,7 +12,7 @@ namespace {
 constexpr int kSpinIterations = 100;
 constexpr std::uint32_t kMaxCount = static_cast<std::uint32_t>(std::numeric_limits<int>::max());
 
-bool take(SemaphoreState* s) noexcept {
+bool take(SemaphoreCore* s) noexcept {
   std::uint32_t c = s->count.load(std::memory_order_relaxed);
   while (c > 0) {
     if (s->count.compare_exchange_weak(c, c - 1, std::memory_order_acquire,
@@ -22,7 +23,9 @@ bool take(SemaphoreState* s) noexcept {
   return false;
 }
 
-std::uint32_t checked_initial(long initial, const char* kind) {
+}  // namespace
+
+std::uint32_t semaphore_checked_initial(long initial, const char* kind) {
   if (initial < 0 || static_cast<unsigned long>(initial) > kMaxCount) {
     throw Error(errc::invalid_argument, std::string("multiproc: ") + kind + ": initial value " +
                                             std::to_string(initial) + " is not in [0, " +
@@ -31,11 +34,16 @@ std::uint32_t checked_initial(long initial, const char* kind) {
   return static_cast<std::uint32_t>(initial);
 }
 
-}  // namespace
+void semaphore_init(SemaphoreCore* s, std::uint32_t value, bool bounded) noexcept {
+  s->count.store(value, std::memory_order_relaxed);
+  s->waiters.store(0, std::memory_order_relaxed);
+  s->bound = value;
+  s->bounded = bounded ? 1 : 0;
+}
 
-bool SemaphoreBase::semaphore_try_acquire(SemaphoreState* s) noexcept { return take(s); }
+bool semaphore_try_acquire(SemaphoreCore* s) noexcept { return take(s); }
 
-bool SemaphoreBase::semaphore_acquire(SemaphoreState* s, const Clock::time_point* deadline) {
+bool semaphore_acquire(SemaphoreCore* s, const Clock::time_point* deadline) noexcept {
   if (take(s)) return true;
   for (int i = 0; i < kSpinIterations; ++i) {
     cpu_relax();
@@ -62,7 +70,7 @@ bool SemaphoreBase::semaphore_acquire(SemaphoreState* s, const Clock::time_point
   return got;
 }
 
-void SemaphoreBase::semaphore_release(SemaphoreState* s, std::uint32_t k, const std::string& what) {
+void semaphore_release(SemaphoreCore* s, std::uint32_t k, const std::string& what) {
   if (k == 0) return;
   std::uint32_t c = s->count.load(std::memory_order_relaxed);
   for (;;) {
@@ -80,54 +88,45 @@ void SemaphoreBase::semaphore_release(SemaphoreState* s, std::uint32_t k, const 
   if (s->waiters.load() != 0) futex_wake(&s->count, static_cast<int>(std::min<std::uint32_t>(k, INT_MAX)));
 }
 
-Segment::Init SemaphoreBase::initialiser(long initial, bool bounded, const char* what) {
-  const std::uint32_t value = checked_initial(initial, what);
-  return [value, bounded](void* body) {
-    auto* s = static_cast<SemaphoreState*>(body);
-    s->count.store(value, std::memory_order_relaxed);
-    s->waiters.store(0, std::memory_order_relaxed);
-    s->bound = value;
-    s->bounded = bounded ? 1 : 0;
-  };
-}
-
-}  // namespace detail
-
 namespace {
-using detail::SemaphoreState;
-using detail::StateHandle;
-std::uint32_t bound_of(long initial) {
-  return initial < 0 ? 0 : static_cast<std::uint32_t>(initial);
+
+template <bool Bounded>
+constexpr Kind kSemaphoreKind = Bounded ? Kind::bounded_semaphore : Kind::semaphore;
+template <bool Bounded>
+constexpr const char* kSemaphoreName = Bounded ? "BoundedSemaphore" : "Semaphore";
+
+template <bool Bounded>
+Segment::Init initialiser(long initial) {
+  const std::uint32_t value = semaphore_checked_initial(initial, kSemaphoreName<Bounded>);
+  return [value](void* body) { semaphore_init(static_cast<SemaphoreState*>(body), value, Bounded); };
 }
+
+// A BoundedSemaphore's header count records the bound, so open_or_create with another bound is
+// refused (a BoundedSemaphore(0) refuses every release, as Python's does). A Semaphore's is 1.
+template <bool Bounded>
+std::uint64_t count_of(long initial) {
+  return !Bounded ? 1 : initial < 0 ? 0 : static_cast<std::uint32_t>(initial);
+}
+
 }  // namespace
 
-Semaphore::Semaphore(long initial)
-    : SemaphoreBase(StateHandle<SemaphoreState>(Kind::semaphore, 1,
-                                                initialiser(initial, false, "Semaphore"))) {}
-Semaphore::Semaphore(create_only_t, const Name& name, long initial)
-    : SemaphoreBase(StateHandle<SemaphoreState>(Kind::semaphore, 1, create_only, name,
-                                                initialiser(initial, false, "Semaphore"))) {}
-Semaphore::Semaphore(open_only_t, const Name& name)
-    : SemaphoreBase(StateHandle<SemaphoreState>(Kind::semaphore, open_only, name)) {}
-Semaphore::Semaphore(open_or_create_t, const Name& name, long initial)
-    : SemaphoreBase(StateHandle<SemaphoreState>(Kind::semaphore, 1, open_or_create, name,
-                                                initialiser(initial, false, "Semaphore"))) {}
+template <bool Bounded>
+SemaphoreHandle<Bounded>::SemaphoreHandle(long initial)
+    : h_(kSemaphoreKind<Bounded>, count_of<Bounded>(initial), initialiser<Bounded>(initial)) {}
+template <bool Bounded>
+SemaphoreHandle<Bounded>::SemaphoreHandle(create_only_t, const Name& name, long initial)
+    : h_(kSemaphoreKind<Bounded>, count_of<Bounded>(initial), create_only, name,
+         initialiser<Bounded>(initial)) {}
+template <bool Bounded>
+SemaphoreHandle<Bounded>::SemaphoreHandle(open_only_t, const Name& name)
+    : h_(kSemaphoreKind<Bounded>, open_only, name) {}
+template <bool Bounded>
+SemaphoreHandle<Bounded>::SemaphoreHandle(open_or_create_t, const Name& name, long initial)
+    : h_(kSemaphoreKind<Bounded>, count_of<Bounded>(initial), open_or_create, name,
+         initialiser<Bounded>(initial)) {}
 
-// The header's count records the bound, so open_or_create with another bound is refused. (A
-// BoundedSemaphore(0) refuses every release, as Python's does.)
-BoundedSemaphore::BoundedSemaphore(long initial)
-    : SemaphoreBase(StateHandle<SemaphoreState>(
-          Kind::bounded_semaphore, bound_of(initial),
-          initialiser(initial, true, "BoundedSemaphore"))) {}
-BoundedSemaphore::BoundedSemaphore(create_only_t, const Name& name, long initial)
-    : SemaphoreBase(StateHandle<SemaphoreState>(
-          Kind::bounded_semaphore, bound_of(initial), create_only, name,
-          initialiser(initial, true, "BoundedSemaphore"))) {}
-BoundedSemaphore::BoundedSemaphore(open_only_t, const Name& name)
-    : SemaphoreBase(StateHandle<SemaphoreState>(Kind::bounded_semaphore, open_only, name)) {}
-BoundedSemaphore::BoundedSemaphore(open_or_create_t, const Name& name, long initial)
-    : SemaphoreBase(StateHandle<SemaphoreState>(
-          Kind::bounded_semaphore, bound_of(initial), open_or_create, name,
-          initialiser(initial, true, "BoundedSemaphore"))) {}
+template class SemaphoreHandle<false>;
+template class SemaphoreHandle<true>;
 
+}  // namespace detail
 }  // namespace multiproc

@@ -30,7 +30,6 @@
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
-#include <multiproc/detail/mutex_state.hpp>
 #include <multiproc/detail/state_segment.hpp>
 #include <multiproc/segment.hpp>
 
@@ -42,31 +41,7 @@
 
 namespace multiproc {
 namespace detail {
-
-// Layout:
-//   lock          robust mutex guarding count, broken and every change of generation
-//   generation    futex word the waiters of a round sleep on; +1 when the round ends (released,
-//                 broken or reset). Stored with release under the lock, read with acquire.
-//   outcomes      bit (g % 64) set when round g ended broken, cleared when it was released;
-//                 stored before the generation bump that ends the round (relaxed; ordered by
-//                 that release), so a slow waiter reads its own round's outcome
-//   parties       immutable
-//   count         processes arrived in the current round (atomic: n_waiting() reads it unlocked)
-//   broken        1 from a break until reset() (atomic: broken() reads it unlocked)
-//   has_timeout   immutable: 1 when wait() has a default timeout (0 in a barrier made without one)
-//   timeout_ns    immutable: that timeout in nanoseconds (>= 0)
-// 128 bytes with the alignment either way: the timeout fields sit in what was padding.
-struct alignas(64) BarrierState {
-  MutexState lock;
-  std::atomic<std::uint32_t> generation;
-  std::atomic<std::uint64_t> outcomes;
-  std::uint32_t parties;
-  std::atomic<std::uint32_t> count;
-  std::atomic<std::uint32_t> broken;
-  std::uint32_t has_timeout;
-  std::int64_t timeout_ns;
-};
-
+struct BarrierState;  // src/barrier.cpp
 }  // namespace detail
 
 class Barrier {
@@ -114,7 +89,7 @@ class Barrier {
   void reset() const;
   //! Returns: whether it is broken (a snapshot).
   bool broken() const noexcept;
-  unsigned parties() const noexcept { return h_.state()->parties; }
+  unsigned parties() const noexcept;
   //! Returns: the default timeout of wait(), or nullopt when it waits without one.
   std::optional<Timeout> timeout() const noexcept;
   //! Returns: how many processes wait in the current round (a snapshot).

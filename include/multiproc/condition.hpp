@@ -39,13 +39,12 @@
 
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/detail/state_segment.hpp>
+#include <multiproc/detail/sync_state.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/mutex.hpp>
 #include <multiproc/recursive_mutex.hpp>
 
-#include <atomic>
 #include <chrono>
-#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -53,71 +52,90 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 namespace multiproc {
 namespace detail {
 
-// Layout (128 bytes; offset: field; written under `lock` unless noted):
-//   0   notified_below  arrival numbers below it are notified; only grows. Stored (release)
-//                       under `lock`; waiters read it (acquire) without the lock to return early
-//   8   newcomer_word   futex word of sleeping newcomers: +1 whenever the newcomers become the
-//                       serving group (their sleepers are then moved to serving_word)
-//   12  serving_word    futex word of sleeping serving-group members: +1 whenever tickets are
-//                       handed out
-//   16  lock            robust mutex guarding everything below (held for a few instructions)
-//   56  arrived         arrival numbers handed out (the next waiter's number)
-//   64  serving_end     the serving group is [notified_below, serving_end), the newcomers
-//                       [serving_end, arrived)
-//   72  serving         serving-group members still waiting (dead ones included)
-//   80  tickets         notifications handed to the serving group and not yet taken;
-//                       tickets < serving, or both 0 (a group whose members all hold tickets
-//                       is folded into the notified range at once)
-//   88  newcomers       newcomers still waiting (dead ones included)
-struct alignas(64) ConditionState {
-  std::atomic<std::uint64_t> notified_below;
-  std::atomic<std::uint32_t> newcomer_word;
-  std::atomic<std::uint32_t> serving_word;
-  MutexState lock;
-  std::uint64_t arrived;
-  std::uint64_t serving_end;
-  std::uint64_t serving;
-  std::uint64_t tickets;
-  std::uint64_t newcomers;
-};
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
-              "Condition's shared 64-bit counter must be a lock-free atomic");
-static_assert(offsetof(ConditionState, arrived) == 56 && sizeof(ConditionState) == 128,
-              "the Condition layout above is shared between builds");
-
-void condition_init(ConditionState* s);
-//! Registers a waiter; returns its arrival number.
-std::uint64_t condition_enter(ConditionState* s, const std::string& what);
-//! Unregisters a waiter that never slept (its lock could not be released).
-void condition_cancel(ConditionState* s, std::uint64_t ticket, const std::string& what) noexcept;
-//! Sleeps until the waiter is notified (true) or the deadline passes (false). Unregisters it.
-bool condition_sleep(ConditionState* s, std::uint64_t ticket, const Clock::time_point* deadline,
-                     const std::string& what) noexcept;
-//! Notifies up to n of the waiters present now and not yet notified, and wakes them.
-void condition_notify(ConditionState* s, std::uint32_t n, const std::string& what) noexcept;
-//! Waiters present and not yet notified (a snapshot, for tests and diagnostics).
-std::uint64_t condition_waiting(ConditionState* s, const std::string& what);
-
+//! Whether L is a lock built on a MutexState (it has a robust_lock_ref hidden friend).
+template <class L, class = void>
+struct is_robust_ref : std::false_type {};
+template <class L>
+struct is_robust_ref<L, std::void_t<decltype(robust_lock_ref(std::declval<const L&>()))>>
+    : std::true_type {};
 template <class L>
 struct is_unique_robust_lock : std::false_type {};
 template <class M>
-struct is_unique_robust_lock<std::unique_lock<M>>
-    : std::is_base_of<RobustLock, std::remove_const_t<M>> {};
+struct is_unique_robust_lock<std::unique_lock<M>> : is_robust_ref<std::remove_const_t<M>> {};
 
-}  // namespace detail
+[[noreturn]] inline void condition_not_owner(const std::string& what, const char* problem) {
+  throw Error(errc::not_owner, what + ": Condition wait with a lock " + problem);
+}
 
-class Condition {
+// Relocking cannot be allowed to fail silently: the caller believes it holds the lock.
+[[noreturn]] inline void condition_relock_failed(const std::exception& e) noexcept {
+  std::fprintf(stderr, "multiproc: fatal: Condition could not relock after waiting: %s\n",
+               e.what());
+  std::abort();
+}
+
+//! The whole of a Condition wait on `s` (what: its name in messages) with `lock`, until notified
+//! (true) or `deadline` (false; nullptr: none). A robust lock (Mutex, RecursiveMutex, the placed
+//! locks, or a std::unique_lock of one) is released at every level and restored as it was held;
+//! any other BasicLockable through its unlock()/lock().
+template <class Lock>
+bool condition_wait(ConditionCore* s, const std::string& what, Lock& lock,
+                    const Clock::time_point* deadline) {
+  using L = std::remove_const_t<Lock>;
+  if constexpr (is_robust_ref<L>::value || is_unique_robust_lock<L>::value) {
+    LockRef ref{};
+    if constexpr (is_robust_ref<L>::value) {
+      ref = robust_lock_ref(lock);
+    } else {
+      // Refuse a lock the caller does not hold before registering: a notify could reach a
+      // registered waiter before it found out.
+      if (lock.mutex() == nullptr) condition_not_owner(what, "a std::unique_lock without a mutex");
+      ref = robust_lock_ref(*lock.mutex());
+    }
+    if (!mutex_held_by_caller(ref.state)) condition_not_owner(*ref.what, "not held by the caller");
+    const std::uint64_t seq = condition_enter(s, what);
+    Released held{};
+    try {
+      held = mutex_release_all(ref.state, *ref.what);
+    } catch (...) {
+      condition_cancel(s, seq, what);
+      throw;
+    }
+    const bool notified = condition_sleep(s, seq, deadline, what);
+    try {
+      mutex_reacquire(ref.state, held, *ref.what);
+    } catch (const std::exception& e) {
+      condition_relock_failed(e);
+    }
+    return notified;
+  } else {
+    const std::uint64_t seq = condition_enter(s, what);
+    try {
+      lock.unlock();
+    } catch (...) {
+      condition_cancel(s, seq, what);
+      throw;
+    }
+    const bool notified = condition_sleep(s, seq, deadline, what);
+    try {
+      lock.lock();
+    } catch (const std::exception& e) {
+      condition_relock_failed(e);
+    }
+    return notified;
+  }
+}
+
+//! The waiting and notifying API of Condition and PlacedCondition over a ConditionState, which
+//! Derived returns from cond_state() with its name from cond_what().
+template <class Derived>
+class ConditionOps {
  public:
-  //! Effects: an unnamed condition variable, shared with children forked after this call.
-  Condition();
-  Condition(create_only_t, const Name& name);
-  Condition(open_only_t, const Name& name);
-  Condition(open_or_create_t, const Name& name);
-
   //! Requires: the caller holds `lock`. Effects: releases it, sleeps until notified (never
   //! spuriously), locks it again. Throws: Error(errc::not_owner) if the caller does not hold a
   //! Mutex/RecursiveMutex passed as `lock`, or a unique_lock has none (nothing is released or
@@ -134,109 +152,59 @@ class Condition {
   //! Returns: true if notified, false if the timeout passed first (and only then).
   template <class Lock, class Rep, class Period>
   bool wait_for(Lock& lock, const std::chrono::duration<Rep, Period>& timeout) const {
-    const auto deadline = detail::deadline_after(timeout);
-    return wait_impl(lock, &deadline);
+    return wait_until(lock, deadline_after(timeout));
   }
   //! Returns: pred() at the end: waits until it holds or the timeout passes.
   template <class Lock, class Rep, class Period, class Pred>
   bool wait_for(Lock& lock, const std::chrono::duration<Rep, Period>& timeout, Pred pred) const {
-    const auto deadline = detail::deadline_after(timeout);
-    return wait_until_pred(lock, deadline, pred);
+    return wait_until(lock, deadline_after(timeout), std::move(pred));
   }
   template <class Lock, class C, class D>
   bool wait_until(Lock& lock, const std::chrono::time_point<C, D>& deadline) const {
-    const auto d = detail::to_steady(deadline);
+    const auto d = to_steady(deadline);
     return wait_impl(lock, &d);
   }
   template <class Lock, class C, class D, class Pred>
   bool wait_until(Lock& lock, const std::chrono::time_point<C, D>& deadline, Pred pred) const {
-    return wait_until_pred(lock, detail::to_steady(deadline), pred);
-  }
-
-  //! Effects: wakes one / at most n / all of the processes waiting now.
-  void notify_one() const noexcept { detail::condition_notify(h_.state(), 1, h_.what()); }
-  void notify(std::uint32_t n = 1) const noexcept {
-    detail::condition_notify(h_.state(), n, h_.what());
-  }
-  void notify_all() const noexcept { detail::condition_notify(h_.state(), UINT32_MAX, h_.what()); }
-
-  const Segment& segment() const noexcept { return h_.segment(); }
-
- private:
-  template <class Lock, class Pred>
-  bool wait_until_pred(Lock& lock, detail::Clock::time_point deadline, Pred& pred) const {
+    const auto d = to_steady(deadline);
     while (!pred()) {
-      if (!wait_impl(lock, &deadline)) return pred();
+      if (!wait_impl(lock, &d)) return pred();
     }
     return true;
   }
 
-  static detail::MutexState* robust_state(const detail::RobustLock& l) noexcept { return l.state_; }
-  static const std::string& robust_what(const detail::RobustLock& l) noexcept {
-    return l.seg_.describe();
+  //! Effects: wakes one / at most n / all of the processes waiting now.
+  void notify_one() const noexcept { notify(1); }
+  void notify(std::uint32_t n = 1) const noexcept {
+    condition_notify(self().cond_state(), n, self().cond_what());
   }
+  void notify_all() const noexcept { notify(UINT32_MAX); }
 
-  [[noreturn]] static void not_owner(const std::string& what, const char* problem) {
-    throw Error(errc::not_owner, what + ": Condition wait with a lock " + problem);
-  }
-
-  // Relocking cannot be allowed to fail silently: the caller believes it holds the lock.
-  [[noreturn]] static void relock_failed(const std::exception& e) noexcept {
-    std::fprintf(stderr, "multiproc: fatal: Condition could not relock after waiting: %s\n",
-                 e.what());
-    std::abort();
-  }
-
+ private:
+  const Derived& self() const noexcept { return static_cast<const Derived&>(*this); }
   template <class Lock>
-  bool wait_impl(Lock& lock, const detail::Clock::time_point* deadline) const {
-    detail::ConditionState* s = h_.state();
-    if constexpr (std::is_base_of_v<detail::RobustLock, std::remove_const_t<Lock>> ||
-                  detail::is_unique_robust_lock<std::remove_const_t<Lock>>::value) {
-      const detail::RobustLock* robust;
-      if constexpr (std::is_base_of_v<detail::RobustLock, std::remove_const_t<Lock>>) {
-        robust = &lock;
-      } else {
-        robust = lock.mutex();
-      }
-      // Refuse a lock the caller does not hold before registering: a notify could reach a
-      // registered waiter before it found out.
-      if (robust == nullptr) not_owner(h_.what(), "a std::unique_lock without a mutex");
-      detail::MutexState* const ms = robust_state(*robust);
-      if (!detail::mutex_held_by_caller(ms)) not_owner(robust_what(*robust), "not held by the caller");
-      const std::uint64_t seq = detail::condition_enter(s, h_.what());
-      detail::Released held{};
-      try {
-        held = detail::mutex_release_all(ms, robust_what(*robust));
-      } catch (...) {
-        detail::condition_cancel(s, seq, h_.what());
-        throw;
-      }
-      const bool notified = detail::condition_sleep(s, seq, deadline, h_.what());
-      try {
-        detail::mutex_reacquire(ms, held, robust_what(*robust));
-      } catch (const std::exception& e) {
-        relock_failed(e);
-      }
-      return notified;
-    } else {
-      const std::uint64_t seq = detail::condition_enter(s, h_.what());
-      try {
-        lock.unlock();
-      } catch (...) {
-        detail::condition_cancel(s, seq, h_.what());
-        throw;
-      }
-      const bool notified = detail::condition_sleep(s, seq, deadline, h_.what());
-      try {
-        lock.lock();
-      } catch (const std::exception& e) {
-        relock_failed(e);
-      }
-      return notified;
-    }
+  bool wait_impl(Lock& lock, const Clock::time_point* deadline) const {
+    return condition_wait(self().cond_state(), self().cond_what(), lock, deadline);
   }
+};
 
-  detail::StateHandle<detail::ConditionState> h_;
+}  // namespace detail
+
+//! Constructors: Condition() is an unnamed condition variable, shared with children forked after
+//! this call; Condition(create_only / open_only / open_or_create, name) creates / opens the one
+//! called `name` (Throws: Error as Segment::create / open / open_or_create).
+class Condition
+    : public detail::Primitive<detail::ConditionState, Kind::condition, &detail::condition_init>,
+      public detail::ConditionOps<Condition> {
+ public:
+  using Primitive::Primitive;
+
+  const Segment& segment() const noexcept { return h_.segment(); }
+
+ private:
+  friend class detail::ConditionOps<Condition>;
+  detail::ConditionCore* cond_state() const noexcept { return h_.state(); }
+  const std::string& cond_what() const noexcept { return h_.what(); }
 };
 
 }  // namespace multiproc

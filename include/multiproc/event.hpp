@@ -19,59 +19,40 @@
 
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/detail/state_segment.hpp>
+#include <multiproc/detail/sync_state.hpp>
 #include <multiproc/segment.hpp>
 
-#include <atomic>
 #include <chrono>
-#include <cstdint>
 
 namespace multiproc {
-namespace detail {
 
-// Layout (one cache line):
-//   word      bit 0: the flag; bits 1..31: a generation bumped by every set() that raises it.
-//             The futex word waiters sleep on; seq_cst, pairs with the seq_cst waiters counter.
-//   waiters   processes that may be asleep in wait(); set() skips the wake syscall when 0
-struct alignas(64) EventState {
-  std::atomic<std::uint32_t> word;
-  std::atomic<std::uint32_t> waiters;
-};
-
-}  // namespace detail
-
-class Event {
+//! Constructors: Event() is an unnamed event, initially clear, shared with children forked after
+//! this call; Event(create_only / open_only / open_or_create, name) creates / opens the event
+//! called `name` (Throws: Error as Segment::create / open / open_or_create).
+class Event : public detail::Primitive<detail::EventState, Kind::event, &detail::event_init> {
  public:
-  //! Effects: an unnamed event, initially clear, shared with children forked after this call.
-  Event();
-  Event(create_only_t, const Name& name);
-  Event(open_only_t, const Name& name);
-  Event(open_or_create_t, const Name& name);
+  using Primitive::Primitive;
 
   //! Effects: raises the flag and wakes every waiter.
-  void set() const;
+  void set() const noexcept { detail::event_set(h_.state()); }
   //! Effects: lowers the flag.
-  void clear() const;
+  void clear() const noexcept { detail::event_clear(h_.state()); }
   //! Returns: whether the flag is raised now (a snapshot).
-  bool is_set() const noexcept;
+  bool is_set() const noexcept { return detail::event_is_set(h_.state()); }
   //! Effects: blocks until the flag is raised.
-  void wait() const { wait_until(nullptr); }
+  void wait() const noexcept { detail::event_wait(h_.state(), nullptr); }
   //! Returns: true if the flag was raised before the timeout / deadline, false otherwise.
   template <class Rep, class Period>
   bool wait_for(const std::chrono::duration<Rep, Period>& timeout) const {
-    const auto deadline = detail::deadline_after(timeout);
-    return wait_until(&deadline);
+    return wait_until(detail::deadline_after(timeout));
   }
   template <class C, class D>
   bool wait_until(const std::chrono::time_point<C, D>& deadline) const {
     const auto d = detail::to_steady(deadline);
-    return wait_until(&d);
+    return detail::event_wait(h_.state(), &d);
   }
 
   const Segment& segment() const noexcept { return h_.segment(); }
-
- private:
-  bool wait_until(const detail::Clock::time_point* deadline) const;
-  detail::StateHandle<detail::EventState> h_;
 };
 
 }  // namespace multiproc

@@ -12,6 +12,7 @@
 #include <multiproc/event.hpp>
 #include <multiproc/mutex.hpp>
 #include <multiproc/pipe.hpp>
+#include <multiproc/placed.hpp>
 #include <multiproc/pool.hpp>
 #include <multiproc/process.hpp>
 #include <multiproc/queue.hpp>

@@ -29,6 +29,8 @@
 
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/detail/mutex_state.hpp>
+#include <multiproc/detail/state_segment.hpp>
+#include <multiproc/detail/thread_safety.hpp>
 #include <multiproc/segment.hpp>
 
 #include <chrono>
@@ -38,48 +40,53 @@
 
 namespace multiproc {
 
-class Condition;
+template <class>
+class SharedValue;
+template <class>
+class SharedArray;
 
 namespace detail {
 
-struct LockAccess;
-
 //! What Mutex and RecursiveMutex share: a handle to a robust lock in a segment.
-class RobustLock {
+class MULTIPROC_CAPABILITY("mutex") RobustLock {
  public:
   //! Effects: blocks until the calling thread holds the lock; recovers it from a dead holder.
   //! Throws: Error(errc::would_deadlock) if the calling thread already holds a (non-recursive)
   //! Mutex.
-  void lock() const { mutex_lock(state_, seg_.describe()); }
+  void lock() const MULTIPROC_ACQUIRE() { mutex_lock(h_.state(), h_.what()); }
 
   //! Returns: true if the lock was free (or, for a RecursiveMutex, held by the caller) and is now
   //! held by the calling thread; false if another thread — or, for a Mutex, the caller — holds it.
-  bool try_lock() const { return mutex_try_lock(state_, seg_.describe()); }
+  bool try_lock() const MULTIPROC_TRY_ACQUIRE(true) {
+    return mutex_try_lock(h_.state(), h_.what());
+  }
 
   //! Returns: true if the lock was taken before the timeout / deadline passed.
   //! Throws: Error(errc::would_deadlock) if the calling thread already holds a Mutex.
   template <class Rep, class Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const {
-    return mutex_lock_until(state_, deadline_after(timeout), seg_.describe());
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const
+      MULTIPROC_TRY_ACQUIRE(true) {
+    return mutex_lock_until(h_.state(), deadline_after(timeout), h_.what());
   }
   template <class C, class D>
-  bool try_lock_until(const std::chrono::time_point<C, D>& deadline) const {
-    return mutex_lock_until(state_, to_steady(deadline), seg_.describe());
+  bool try_lock_until(const std::chrono::time_point<C, D>& deadline) const
+      MULTIPROC_TRY_ACQUIRE(true) {
+    return mutex_lock_until(h_.state(), to_steady(deadline), h_.what());
   }
 
   //! Requires: the calling thread holds the lock. Throws: Error(errc::not_owner) otherwise.
-  void unlock() const { mutex_unlock(state_, seg_.describe()); }
+  void unlock() const MULTIPROC_RELEASE() { mutex_unlock(h_.state(), h_.what()); }
 
   //! Returns: true while the calling thread holds the lock after recovering it from a holder that
   //! died; false otherwise. Cleared when the lock is fully released.
-  bool previous_owner_died() const noexcept { return mutex_owner_died(state_); }
+  bool previous_owner_died() const noexcept { return mutex_owner_died(h_.state()); }
 
   //! Returns: whether some thread holds the lock now (Python's Lock.locked()). A snapshot: another
   //! process may take or release it the moment after. It reads the lock word and nothing else; it
   //! never blocks and costs lock() nothing. A lock whose holder died and that nobody has taken
   //! since reads false: it is free to take (the next locker gets it at once and sees
   //! previous_owner_died()). For a RecursiveMutex, true also when the caller holds it.
-  bool locked() const noexcept { return mutex_locked(state_); }
+  bool locked() const noexcept { return mutex_locked(h_.state()); }
 
   //! Returns: the kernel thread id (gettid) of the holder, or nullopt when the lock is free — a
   //! snapshot, for diagnostics. In a single-threaded process it is the process id.
@@ -94,48 +101,59 @@ class RobustLock {
   std::optional<pid_t> holder_pid() const;
 
   //! The segment the lock lives in (its own, or that of the SharedValue/SharedArray it guards).
-  const Segment& segment() const noexcept { return seg_; }
+  const Segment& segment() const noexcept { return h_.segment(); }
 
  protected:
-  RobustLock() = default;
-  RobustLock(Segment seg, MutexState* state) : seg_(std::move(seg)), state_(state) {}
-  void attach(Segment seg);
+  explicit RobustLock(StateHandle<MutexState> h) noexcept : h_(std::move(h)) {}
 
-  Segment seg_;
-  MutexState* state_ = nullptr;
+  StateHandle<MutexState> h_;
 
  private:
-  friend class multiproc::Condition;
   friend struct LockAccess;
+  friend LockRef robust_lock_ref(const RobustLock& l) noexcept {
+    return {l.h_.state(), &l.h_.what()};
+  }
 };
 
-//! For SharedValue/SharedArray, which may be guarded by a caller's lock.
+//! For SharedValue/SharedArray and Condition, which use a caller's lock by its state.
 struct LockAccess {
-  static MutexState* state(const RobustLock& l) noexcept { return l.state_; }
+  static MutexState* state(const RobustLock& l) noexcept { return l.h_.state(); }
+  static const std::string& what(const RobustLock& l) noexcept { return l.h_.what(); }
 };
 
 //! Whether L is Mutex or RecursiveMutex (what a SharedValue/SharedArray may be guarded by).
 template <class L>
 inline constexpr bool is_robust_lock_v = std::is_base_of_v<RobustLock, L>;
 
-}  // namespace detail
+inline void init_mutex(MutexState* s) { mutex_init(s, false, "Mutex"); }
+inline void init_recursive_mutex(MutexState* s) { mutex_init(s, true, "RecursiveMutex"); }
 
-class Mutex : public detail::RobustLock {
+//! Mutex or RecursiveMutex (kind K, initialised by Init), constructors included: both inherit them.
+template <Kind K, auto Init>
+class LockHandle : public Primitive<MutexState, K, Init, RobustLock> {
  public:
-  //! Effects: creates an unnamed lock, shared with children forked after this call.
-  Mutex();
-  //! Effects: creates / opens / opens or creates the lock called `name`.
-  //! Throws: Error as Segment::create / Segment::open (taken or missing name, wrong kind, ...).
-  Mutex(create_only_t, const Name& name);
-  Mutex(open_only_t, const Name& name);
-  Mutex(open_or_create_t, const Name& name);
+  using Primitive<MutexState, K, Init, RobustLock>::Primitive;
 
  private:
+  // A SharedValue's or SharedArray's lock as a handle (their mutex()): a state in their segment.
   template <class>
-  friend class SharedValue;
+  friend class multiproc::SharedValue;
   template <class>
-  friend class SharedArray;
-  Mutex(Segment seg, detail::MutexState* state) : RobustLock(std::move(seg), state) {}
+  friend class multiproc::SharedArray;
+  LockHandle(Segment seg, MutexState* state)
+      : Primitive<MutexState, K, Init, RobustLock>(StateHandle<MutexState>(std::move(seg), state)) {}
+};
+
+}  // namespace detail
+
+//! Constructors: Mutex() creates an unnamed lock, shared with children forked after this call;
+//! Mutex(create_only / open_only / open_or_create, name) creates / opens / opens or creates the
+//! lock called `name` (Throws: Error as Segment::create / open / open_or_create: taken or missing
+//! name, wrong kind, ...).
+class MULTIPROC_CAPABILITY("mutex") Mutex
+    : public detail::LockHandle<Kind::mutex, &detail::init_mutex> {
+ public:
+  using LockHandle::LockHandle;
 };
 
 }  // namespace multiproc

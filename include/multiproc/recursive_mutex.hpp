@@ -16,26 +16,16 @@
 
 namespace multiproc {
 
-class RecursiveMutex : public detail::RobustLock {
+//! Constructors: as Mutex's (unnamed, or create_only / open_only / open_or_create by name).
+class MULTIPROC_CAPABILITY("mutex") RecursiveMutex
+    : public detail::LockHandle<Kind::recursive_mutex, &detail::init_recursive_mutex> {
  public:
-  //! Effects: creates an unnamed reentrant lock, shared with children forked after this call.
-  RecursiveMutex();
-  //! Effects: creates / opens / opens or creates the reentrant lock called `name`.
-  RecursiveMutex(create_only_t, const Name& name);
-  RecursiveMutex(open_only_t, const Name& name);
-  RecursiveMutex(open_or_create_t, const Name& name);
+  using LockHandle::LockHandle;
 
   //! Returns: how many times the calling thread holds it (0 if it does not).
   unsigned depth() const noexcept {
-    return detail::mutex_held_by_caller(state_) ? state_->depth : 0;
+    return detail::mutex_held_by_caller(h_.state()) ? h_.state()->depth : 0;
   }
-
- private:
-  template <class>
-  friend class SharedValue;
-  template <class>
-  friend class SharedArray;
-  RecursiveMutex(Segment seg, detail::MutexState* state) : RobustLock(std::move(seg), state) {}
 };
 
 }  // namespace multiproc

@@ -25,30 +25,30 @@
 
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/detail/state_segment.hpp>
+#include <multiproc/detail/sync_state.hpp>
 #include <multiproc/segment.hpp>
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 
 namespace multiproc {
 namespace detail {
 
-// Layout (one cache line):
-//   count     units available; the futex word acquirers sleep on. Changed only by CAS (acquire)
-//             and fetch_add / CAS (release), seq_cst: pairs with the seq_cst waiters counter
-//   waiters   acquirers that may be asleep; release() skips the wake syscall when 0
-//   bound     BoundedSemaphore's ceiling; immutable
-//   bounded   1 for a BoundedSemaphore; immutable
-struct alignas(64) SemaphoreState {
-  std::atomic<std::uint32_t> count;
-  std::atomic<std::uint32_t> waiters;
-  std::uint32_t bound;
-  std::uint32_t bounded;
-};
-
-class SemaphoreBase {
+//! What Semaphore and BoundedSemaphore share, constructors included (each inherits them).
+template <bool Bounded>
+class SemaphoreHandle {
  public:
+  //! Effects: an unnamed semaphore holding `initial` units (Python's default is 1), shared with
+  //! children forked after this call; a BoundedSemaphore may never hold more than `initial`.
+  //! Throws: Error(errc::invalid_argument) for a negative or too large initial value.
+  explicit SemaphoreHandle(long initial = 1);
+  //! Effects: creates / opens / opens or creates the semaphore called `name` (an existing one
+  //! keeps its value; a BoundedSemaphore's bound must match). Throws: as above, and as
+  //! Segment::create / open / open_or_create.
+  SemaphoreHandle(create_only_t, const Name& name, long initial = 1);
+  SemaphoreHandle(open_only_t, const Name& name);
+  SemaphoreHandle(open_or_create_t, const Name& name, long initial = 1);
+
   //! Effects: takes one unit, blocking while there is none.
   void acquire() const { semaphore_acquire(h_.state(), nullptr); }
   //! Returns: true if it took a unit without blocking.
@@ -80,35 +80,25 @@ class SemaphoreBase {
   const Segment& segment() const noexcept { return h_.segment(); }
 
  protected:
-  explicit SemaphoreBase(StateHandle<SemaphoreState> h) : h_(std::move(h)) {}
-  static bool semaphore_acquire(SemaphoreState* s, const Clock::time_point* deadline);
-  static bool semaphore_try_acquire(SemaphoreState* s) noexcept;
-  static void semaphore_release(SemaphoreState* s, std::uint32_t k, const std::string& what);
-  static Segment::Init initialiser(long initial, bool bounded, const char* what);
-
   StateHandle<SemaphoreState> h_;
 };
 
+extern template class SemaphoreHandle<false>;
+extern template class SemaphoreHandle<true>;
+
 }  // namespace detail
 
-class Semaphore : public detail::SemaphoreBase {
+//! Constructors: Semaphore(initial = 1), and (create_only / open_only / open_or_create, name
+//! [, initial]) as detail::SemaphoreHandle says.
+class Semaphore : public detail::SemaphoreHandle<false> {
  public:
-  //! Effects: a semaphore holding `initial` units (Python's default is 1).
-  //! Throws: Error(errc::invalid_argument) for a negative or too large initial value.
-  explicit Semaphore(long initial = 1);
-  Semaphore(create_only_t, const Name& name, long initial = 1);
-  Semaphore(open_only_t, const Name& name);
-  Semaphore(open_or_create_t, const Name& name, long initial = 1);
+  using SemaphoreHandle::SemaphoreHandle;
 };
 
-class BoundedSemaphore : public detail::SemaphoreBase {
+//! Constructors: as Semaphore's; `initial` is also the bound.
+class BoundedSemaphore : public detail::SemaphoreHandle<true> {
  public:
-  //! Effects: a semaphore holding `initial` units that may never hold more.
-  //! Throws: Error(errc::invalid_argument) for a negative or too large initial value.
-  explicit BoundedSemaphore(long initial = 1);
-  BoundedSemaphore(create_only_t, const Name& name, long initial = 1);
-  BoundedSemaphore(open_only_t, const Name& name);
-  BoundedSemaphore(open_or_create_t, const Name& name, long initial = 1);
+  using SemaphoreHandle::SemaphoreHandle;
 
   //! The bound: the initial value given at creation.
   std::uint32_t bound() const noexcept { return h_.state()->bound; }

@@ -12,22 +12,13 @@
 namespace multiproc::detail {
 namespace {
 
-class TableLock {
- public:
-  explicit TableLock(HolderTable& t) : t_(t) {
-    mutex_lock(&t_.lock, kWhat);
-    if (mutex_inconsistent(&t_.lock)) {  // a holder died mid-update: keep what is well-formed
-      t_.count = std::min(t_.count, kMaxHolders);
-      mutex_mark_repaired(&t_.lock);
-    }
-  }
-  ~TableLock() { mutex_unlock_noexcept(&t_.lock, kWhat); }
-  TableLock(const TableLock&) = delete;
-  TableLock& operator=(const TableLock&) = delete;
+const std::string kWhat = "holder table";
 
- private:
-  static inline const std::string kWhat = "holder table";
-  HolderTable& t_;
+//! The table's robust lock. After a holder died mid-update, keep what is well-formed: a count
+//! no larger than the table.
+struct TableLock : MutexScope {
+  explicit TableLock(HolderTable& t)
+      : MutexScope(&t.lock, kWhat, [&t] { t.count = std::min(t.count, kMaxHolders); }) {}
 };
 
 std::uint64_t monotonic_ns() {

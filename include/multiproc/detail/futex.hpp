@@ -57,6 +57,9 @@ Clock::time_point deadline_after(const std::chrono::duration<R, P>& d) {
   return now + duration_cast<Clock::duration>(duration<double>(seconds));
 }
 
+//! A steady-clock time point is already one.
+inline Clock::time_point to_steady(Clock::time_point t) noexcept { return t; }
+
 //! Converts any clock's time point to the steady clock (what every deadline is kept in), without
 //! overflow: time_point::max() of any clock stays "no deadline".
 template <class C, class D>

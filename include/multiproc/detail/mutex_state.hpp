@@ -10,7 +10,9 @@
 // plain mutex under contention, which would make the robust lock slower than Boost's fragile one.
 // So the lock is a futex word of our own, robust through the same kernel mechanism glibc uses:
 // the word holds the holder's thread id, and while held the lock is registered with the thread's
-// kernel robust list (set_robust_list(2); in its pending slot or on the list itself, see below),
+// kernel robust list (set_robust_list(2); in its pending slot or on the list itself: see
+// src/robust_list.hpp, which holds everything about the list that the inline fast path below does
+// not need),
 // which the kernel walks when the thread dies — exit, SIGKILL, exec — marking the word
 // FUTEX_OWNER_DIED and waking one waiter. The next locker takes it,
 // learns that the holder died, and carries on. That list belongs to glibc (it registers one per
@@ -19,6 +21,14 @@
 // __lock in a pthread_mutex_t, so that glibc's robust mutexes and ours can share the list in any
 // order. mutex.cpp checks the kernel's futex_offset for the thread at run time and refuses (an
 // Error, never silent non-robustness) if it is not glibc's.
+//
+// What stays in this header, and why: MutexState (its layout is shared by every object that
+// embeds a lock), and the uncontended mutex_lock()/mutex_unlock() with the per-thread state they
+// read (tls_robust_head, tls_pending_lock, g_list_only). Those are inline on purpose: the
+// uncontended pair is a compare-and-swap and an exchange, and under contention the time between
+// taking and releasing the word decides how often a locker sleeps — a call into the library on
+// each side would add to exactly that. Everything else (the slow paths, the list itself) is in
+// src/. The identity caches (tid, pid, start time) are shared with the rest of the library.
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
@@ -68,87 +78,38 @@ struct MutexState {
 };
 
 //! Initialises a zero-filled state in place (unlocked).
-void mutex_init(MutexState* s, bool recursive, const std::string& what);
+void mutex_init(MutexState* s, bool recursive, const std::string& what) noexcept;
 
 // current_tid(), current_pid(), current_start_time(): multiproc/detail/this_process.hpp.
 
-// ---- the kernel robust list (Documentation/locking/robust-futex-ABI.rst) --------------------
+// ---- what the inline fast path needs of the kernel robust list -----------------------------
 //
-// Each thread registers one list head with the kernel; glibc does it for every thread it starts
-// (and again in a forked child). The kernel only ever follows `next` pointers and reads the word
-// at entry + futex_offset; glibc additionally keeps a `prev` pointer just before each `next` (and
-// a spare word before the head, struct pthread's robust_prev) to unlink in O(1). Our nodes keep
-// both, so either side may unlink its entries whatever sits around them.
-//
-// The head also has one `list_op_pending` slot, meant for the entry being locked or unlocked at
-// the moment; the kernel treats it exactly like a list entry when the thread dies. A thread that
-// holds one multiproc lock at a time — the common case by far — keeps that lock in the slot for
-// as long as it holds it, and never touches the list: linking and unlinking cost a quarter of the
-// throughput of a contended lock. A second lock first moves the one in the slot onto the list
-// (it holds it, so it may write its node), as does every slow path, since they use the slot for
-// their own transient entries. Only glibc can take the slot away from us: its robust pthread
-// mutexes use it while they are locked or unlocked and then clear it. The next multiproc lock or
-// unlock by that thread notices (the slot no longer holds the lock it left there), puts the lock
-// back under the kernel's care on the list, and switches the process to keeping every lock on
-// the list. Until then — a thread that holds a multiproc lock, locks or unlocks a robust pthread
-// mutex, and dies before its next multiproc lock operation — the kernel does not know the lock,
-// and it is not recovered. (A liveness check by the waiters could cover that window, but the
-// holder's thread id means nothing in another PID namespace or behind hidepid, where such a check
-// would take a live holder's lock; not recovering is the lesser harm.)
-//
-// The kernel handles the pending slot after the list, and stops at the first list entry it cannot
-// read: Segment keeps a mapping alive while a lock in it is held, so our entries stay readable.
-// One copy of multiproc per process: a second (a static copy in two shared objects) would not
-// know about the first's lock in the slot.
-//
-// `link.prev` is null while a lock is held through the slot (or free), non-null while it is on
-// the list: what unlock needs to know to leave the list alone when the lock is not on it.
-//
-// The uncontended lock and unlock are inline below: under contention every instruction between
-// taking and releasing the word, or between releasing and retaking it, decides how often a
-// locker has to sleep.
+// The robust list itself — how our entries share glibc's list, when a lock sits in the pending
+// slot and when on the list, linking and unlinking — is private to the library: src/robust_list.hpp.
+// Only the uncontended lock and unlock stay here, inline, with the three pieces of per-thread state
+// they read (the list head, the lock held through the pending slot, the process-wide list-only
+// switch). They are inline because that is where the lock's speed comes from: under contention
+// every instruction between taking and releasing the word, or between releasing and retaking it,
+// decides how often a locker has to sleep (bench: lock_contention_2p/4p, lock_uncontended). They
+// are `inline thread_local`
+// and not `extern thread_local` defined in src/: an extern thread_local is reached through a TLS
+// wrapper call in every other translation unit, an inline one with a constant initialiser is a
+// single thread-pointer-relative load.
 
+//! The kernel's view of a thread's robust list (set_robust_list(2)); glibc registers one per thread.
 struct RobustListHead {
   void* list;             // first entry's `next` field, or &list itself when empty
   long futex_offset;      // word = entry + futex_offset
-  void* list_op_pending;  // entry being locked or unlocked right now
+  void* list_op_pending;  // entry being locked or unlocked right now (see src/robust_list.hpp)
 };
 
-//! The calling thread's list head, once looked up (mutex.cpp checks it is glibc's). It stays at
-//! the same address in a forked child (glibc re-registers the same struct pthread there).
+//! The calling thread's list head, once looked up and checked to be glibc's (src/mutex.cpp). It
+//! stays at the same address in a forked child (glibc re-registers the same struct pthread there).
 inline thread_local RobustListHead* tls_robust_head = nullptr;
-RobustListHead* robust_head_slow(const std::string& what);
 
 inline void compiler_barrier() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
 
-// Entries are addresses of `next` fields, possibly tagged in bit 0 (PI futexes, glibc's).
-inline void** robust_untag(void* entry) noexcept {
-  return reinterpret_cast<void**>(reinterpret_cast<std::uintptr_t>(entry) & ~std::uintptr_t{1});
-}
-inline void*& robust_prev_of(void* entry) noexcept { return *(robust_untag(entry) - 1); }
-inline void*& robust_next_at(void* entry) noexcept { return *robust_untag(entry); }
-
-//! Links s at the front of the list (the holder has just taken the word; list_op_pending covers
-//! the window until this is done).
-inline void robust_enqueue(RobustListHead* head, MutexState* s) noexcept {
-  void* first = head->list;
-  robust_prev_of(first) = &s->link.next;
-  s->link.next = first;
-  s->link.prev = &head->list;
-  compiler_barrier();  // the entry is complete before the kernel can see it
-  head->list = &s->link.next;
-}
-
-//! Unlinks s. The node's own pointers are left as they are: only the holder reads them, and the
-//! next holder overwrites them before linking it.
-inline void robust_dequeue(MutexState* s) noexcept {
-  void* next = s->link.next;
-  void* prev = s->link.prev;
-  robust_prev_of(next) = prev;
-  robust_next_at(prev) = next;
-}
-
-//! The lock this thread holds through list_op_pending (see above), or nullptr.
+//! The lock this thread holds through list_op_pending (src/robust_list.hpp), or nullptr.
 inline thread_local MutexState* tls_pending_lock = nullptr;
 //! Set once glibc was seen clearing the slot under one of our locks: every lock goes on the list.
 inline std::atomic<bool> g_list_only{false};
@@ -250,10 +211,30 @@ inline std::uint32_t mutex_recoveries(const MutexState* s) noexcept {
 //! Throws Error(errc::owner_died) naming `what` when the guarded data may be half-updated.
 void throw_inconsistent(const std::string& what);
 
-//! Holds the lock for a scope (the internal fast path of load/store/update: no handle copy).
+//! A robust lock as a Condition sees it: its state and the name its messages use. Every lock type
+//! built on a MutexState (Mutex, RecursiveMutex, the placed locks) has a hidden friend
+//! `robust_lock_ref(const L&)` returning one, which Condition finds by argument-dependent lookup.
+struct LockRef {
+  MutexState* state;
+  const std::string* what;
+};
+
+//! Holds the lock for a scope: the one RAII wrapper over a MutexState inside the library
+//! (SharedValue's load/store/update without a handle copy, the internal locks of Condition,
+//! Barrier and Pipe's holder table).
 class MutexScope {
  public:
   MutexScope(MutexState* s, const std::string& what) : s_(s), what_(what) { mutex_lock(s_, what_); }
+  //! Also: when a holder died since the guarded data was last marked repaired, runs `repair()`
+  //! under the lock before anything else, then marks it repaired. (For state a dead holder may
+  //! have left half-updated, which repair() must bring back to something well-formed.)
+  template <class Repair>
+  MutexScope(MutexState* s, const std::string& what, Repair&& repair) : MutexScope(s, what) {
+    if (mutex_inconsistent(s_)) {
+      repair();
+      mutex_mark_repaired(s_);
+    }
+  }
   ~MutexScope() { mutex_unlock_noexcept(s_, what_); }
   MutexScope(const MutexScope&) = delete;
   MutexScope& operator=(const MutexScope&) = delete;
