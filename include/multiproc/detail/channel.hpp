@@ -204,7 +204,7 @@ void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capac
 //! How fast paths order a store before a load: with membarrier(GLOBAL_EXPEDITED) registered,
 //! a compiler barrier (the slow side pays with a membarrier); otherwise a full fence.
 enum FenceMode : int { kFenceUnknown = 0, kFenceMembarrier = 1, kFenceFull = 2 };
-inline std::atomic<int> g_fence_mode{kFenceUnknown};
+MULTIPROC_PROCESS_WIDE inline std::atomic<int> g_fence_mode{kFenceUnknown};
 
 //! Registers this process for asymmetric fences (once per process, again after fork).
 void fence_register() noexcept;

@@ -105,14 +105,14 @@ struct RobustListHead {
 
 //! The calling thread's list head, once looked up and checked to be glibc's (src/mutex.cpp). It
 //! stays at the same address in a forked child (glibc re-registers the same struct pthread there).
-inline thread_local RobustListHead* tls_robust_head = nullptr;
+MULTIPROC_PROCESS_WIDE inline thread_local RobustListHead* tls_robust_head = nullptr;
 
 inline void compiler_barrier() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
 
 //! The lock this thread holds through list_op_pending (src/robust_list.hpp), or nullptr.
-inline thread_local MutexState* tls_pending_lock = nullptr;
+MULTIPROC_PROCESS_WIDE inline thread_local MutexState* tls_pending_lock = nullptr;
 //! Set once glibc was seen clearing the slot under one of our locks: every lock goes on the list.
-inline std::atomic<bool> g_list_only{false};
+MULTIPROC_PROCESS_WIDE inline std::atomic<bool> g_list_only{false};
 
 //! Resets what a forked child must not inherit: the parent's lock in the pending slot. The
 //! robust_slot stage of the fork-hook list (fork_hooks.hpp): after the identity caches are

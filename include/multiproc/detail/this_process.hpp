@@ -11,10 +11,16 @@
 #include <cstdint>
 #include <sys/types.h>
 
+//! Marks process-wide state that inline code compiled into a user's objects shares with the
+//! library (the caches here, the robust-list head, the fence mode): one object per process even
+//! when the user builds with -fvisibility=hidden (otherwise the user's copy and the shared
+//! library's copy would differ, and a forked child would keep its parent's thread id in one).
+#define MULTIPROC_PROCESS_WIDE [[gnu::visibility("default")]]
+
 namespace multiproc::detail {
 
 //! The calling thread's id (cached per thread, refreshed in forked children).
-inline thread_local pid_t tls_tid = 0;
+MULTIPROC_PROCESS_WIDE inline thread_local pid_t tls_tid = 0;
 pid_t current_tid_slow() noexcept;
 inline pid_t current_tid() noexcept {
   const pid_t t = tls_tid;
@@ -23,8 +29,8 @@ inline pid_t current_tid() noexcept {
 
 //! This process's pid and start time (cached: getpid() is a system call; refreshed in forked
 //! children). Together they name this process across pid reuse.
-inline std::atomic<pid_t> g_cached_pid{0};
-inline std::atomic<std::uint64_t> g_cached_start{0};
+MULTIPROC_PROCESS_WIDE inline std::atomic<pid_t> g_cached_pid{0};
+MULTIPROC_PROCESS_WIDE inline std::atomic<std::uint64_t> g_cached_start{0};
 pid_t current_pid_slow() noexcept;
 inline pid_t current_pid() noexcept {
   // acquire: pairs with the release in current_pid_slow(); the start time is then set too.
