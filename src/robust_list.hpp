@@ -3,6 +3,9 @@
 // uncontended lock/unlock in include/multiproc/detail/mutex_state.hpp touch the list head from a
 // public header, and only its pending slot.
 //
+// The states this produces (in the slot, on the list, list-only mode, ...) and every transition
+// are tabulated in docs/lock-states.md.
+//
 // Each thread registers one list head with the kernel; glibc does it for every thread it starts
 // (and again in a forked child). The kernel only ever follows `next` pointers and reads the word
 // at entry + futex_offset; glibc additionally keeps a `prev` pointer just before each `next` (and

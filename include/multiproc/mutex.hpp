@@ -13,6 +13,7 @@
 // Boost's interprocess_mutex stays locked forever in that case, and Python's Lock deadlocks.
 // The one exception: a thread that, holding a Mutex, locks or unlocks a robust pthread mutex
 // (PTHREAD_MUTEX_ROBUST) and dies before its next multiproc lock operation (README, "The lock").
+// docs/lock-states.md lists every state of the lock and what each call returns in it.
 //
 // locked() says whether anyone holds it (Python's Lock.locked()); holder_tid() and holder_pid()
 // say who, for diagnostics ("which worker is sitting on the jobs lock?").

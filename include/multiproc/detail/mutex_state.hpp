@@ -1,5 +1,9 @@
 // multiproc/detail/mutex_state.hpp — the shared part of Mutex and RecursiveMutex. Private.
 //
+// docs/lock-states.md has the lock's states and transitions in one table (free, in the slot, on
+// the list, owner died, inconsistent, list-only mode) and what each caller sees; this comment says
+// why the lock is built this way.
+//
 // Why not boost::interprocess::interprocess_mutex: on POSIX it is a process-shared pthread mutex
 // without the robust attribute, so a holder that dies (SIGKILL, a crash) leaves it locked forever,
 // and Boost's own "robust emulation" exists only for its spin mutexes and reports an unusable
