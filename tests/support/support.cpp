@@ -245,6 +245,18 @@ bool wait_until_in_futex(pid_t pid, std::chrono::milliseconds timeout) {
       timeout);
 }
 
+bool still_our_child(pid_t pid) {
+  siginfo_t info{};
+  return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0;
+}
+
+bool is_zombie(pid_t pid) {
+  siginfo_t info{};
+  info.si_pid = 0;
+  return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+         info.si_pid == pid;
+}
+
 bool pid_running(pid_t pid) {
   if (::kill(pid, 0) != 0) return false;
   const char state = proc_state(pid);

@@ -123,6 +123,12 @@ bool eventually(const std::function<bool()>& done, std::chrono::milliseconds tim
 //! Whether a process with this pid exists and is not a zombie.
 bool pid_running(pid_t pid);
 
+//! Whether `pid` is still our child in any state (running or a zombie): waitid without reaping.
+bool still_our_child(pid_t pid);
+
+//! Whether our child `pid` has ended but was not reaped yet.
+bool is_zombie(pid_t pid);
+
 //! Whether e's message contains `part` (printed when it does not).
 bool message_has(const std::exception& e, const std::string& part);
 
