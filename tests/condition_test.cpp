@@ -1,6 +1,8 @@
 // Condition across processes: notify counts (hundreds of stopped waiters, one CPU), timeouts,
 // late arrivals, a producer/consumer and round robins with exact sums,
 // recursive locks, and waiters that die.
+// (Longer than our ~500-line mark on purpose: the crash and many-waiter cases share the waiter
+// scenarios and counters defined at the top; each case runs alone with --run_test=condition/<case>.)
 #include "support/support.hpp"
 
 #include <csignal>

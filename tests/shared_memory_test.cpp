@@ -1,6 +1,8 @@
 // SharedMemory and ShareableList: zero-filled creation, sharing with forked and unrelated
 // processes, exact sizes, Python's close/unlink mapped onto multiproc's name lifetime, bad sizes,
 // wrong kinds and element types, damaged headers, bounds, count/index.
+// (Longer than our ~500-line mark on purpose: SharedMemory and ShareableList share the pattern,
+// scribble and unrelated-process scenarios at the top; each case runs alone with --run_test.)
 #include "support/support.hpp"
 
 #include <multiproc/detail/segment_header.hpp>

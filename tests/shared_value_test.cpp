@@ -1,5 +1,6 @@
 // SharedValue and RawValue: access, locking, sharing with forked and unrelated processes, and a
 // holder killed inside update.
+// (At our ~500-line mark: values and their crash cases share the scenarios at the top.)
 #include "support/support.hpp"
 
 #include <csignal>
