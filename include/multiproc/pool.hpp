@@ -290,4 +290,5 @@ class Pool {
 
 }  // namespace multiproc
 
+#define MULTIPROC_POOL_HPP_DECLARED
 #include <multiproc/detail/pool_impl.hpp>  // the definitions of the templates above

@@ -3,7 +3,11 @@
 // detail/pool_task.hpp; the job a call shares with the pool's manager thread, in detail/pool_job.hpp.
 #pragma once
 
-#include <multiproc/pool.hpp>
+// Not a header of its own: pool.hpp includes it after declaring everything it defines (so the
+// include graph stays acyclic); including it first is an error.
+#ifndef MULTIPROC_POOL_HPP_DECLARED
+#error "include <multiproc/pool.hpp>, not <multiproc/detail/pool_impl.hpp>"
+#endif
 
 namespace multiproc {
 namespace detail {
