@@ -153,6 +153,11 @@ int ChannelRef::claim_holder_slot(EndState& e) noexcept {
 
 EndToken ChannelRef::acquire_slow(EndState& e, const Clock::time_point* deadline) const {
   const pid_t me = current_tid();
+  Clock::time_point now;
+  if (deadline != nullptr && *deadline == kNoWait) {  // try_put, try_get: one look, no wait
+    now = Clock::now();
+    deadline = &now;
+  }
   if (deadline == nullptr || *deadline == Clock::time_point::max()) {
     mutex_lock(&e.lock, *what_);
   } else if (!mutex_lock_until(&e.lock, *deadline, *what_)) {

@@ -75,6 +75,14 @@ void close_queue(const ChannelRef& ch) {
   }
 }
 
+bool streamed_put_open(const ChannelRef& ch) noexcept {
+  // close() read kOpenStreaming before it set the closed bit that our caller saw (acquire), so
+  // this load sees kOpenStreaming or a later value (coherence). Its acquire (in
+  // open_message_dead) pairs with put_large's release store of kOpenNone after its Last chunk.
+  // A dead sender's message never completes: then the queue is drained.
+  return !ch.open_message_dead(true);
+}
+
 void throw_closed(const ChannelRef& ch, const char* operation) {
   const bool put = std::string(operation) == "put";
   const char* state = ch.shut_down_immediately()

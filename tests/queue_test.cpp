@@ -3,6 +3,8 @@
 #include "support/support.hpp"
 
 #include <csignal>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <random>
 #include <set>
@@ -62,6 +64,28 @@ bool parse_message(const std::string& m, std::uint32_t& producer, std::uint32_t&
   std::memcpy(&seq, &m[4], 4);
   return sum == stored && m == make_message(producer, seq);
 }
+
+// Whether the process is stopped (state T in /proc/<pid>/stat).
+bool stopped(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto p = stat.rfind(')');  // the name in parentheses may itself hold ") "
+  return p != std::string::npos && p + 2 < stat.size() && stat[p + 2] == 'T';
+}
+
+// Kills (SIGCONT + SIGKILL) the children still running when a test ends early, so that the
+// Process destructors, which join, never wait for a stopped child. Declare it after them.
+struct KillLeftovers {
+  std::initializer_list<mp::Process*> children;
+  ~KillLeftovers() {
+    for (mp::Process* p : children) {
+      if (p->is_alive()) {
+        p->kill();
+        ::kill(p->pid(), SIGCONT);
+      }
+    }
+  }
+};
 
 }  // namespace
 
@@ -935,6 +959,122 @@ BOOST_AUTO_TEST_CASE(producers_and_consumers_killed_at_random_lose_only_their_me
 BOOST_AUTO_TEST_CASE(killed_at_random_with_big_messages_lose_only_their_message, *boost::unit_test::timeout(240)) {
   // As above, with messages that stream: killed mid-chunk, mid-message, while assembling.
   kill_producers_and_consumers_at_random(true, 30);
+}
+
+BOOST_AUTO_TEST_CASE(try_put_and_try_get_do_not_wait_for_a_busy_end, *boost::unit_test::timeout(60)) {
+  // try_put and try_get once waited, without limit, for an end held by another thread: here a
+  // producer stopped while streaming a message larger than the ring (holding the producer end's
+  // lease), and a consumer assembling that message (holding the consumer end's lease). They
+  // return false / nullopt at once; the timed calls with a zero timeout as well.
+  mp::Queue<std::string> q(1000, 64 << 10);
+  mp::Queue<std::string> results(200);
+  mp::Process producer([q] {
+    for (int i = 0; i < 100; ++i) q.put("s" + std::to_string(i));  // takes the lease
+    q.put(pattern(400 << 10, 5));  // fills the ring with chunks, then sleeps for room
+  });
+  mp::Process consumer([q, results] {
+    for (int i = 0; i < 101; ++i) results.put(q.get());
+  });
+  KillLeftovers guard{{&producer, &consumer}};
+  producer.start();
+  BOOST_REQUIRE(wait_until_in_futex(producer.pid()));
+  ::kill(producer.pid(), SIGSTOP);
+  BOOST_REQUIRE(eventually([&] { return stopped(producer.pid()); }));
+  BOOST_TEST(q.size() == 100u);
+  // The watchdog is run_child's timeout: a call that waits for the end fails the test.
+  BOOST_REQUIRE_EQUAL(run_child(
+                          [q] {
+                            const auto t0 = std::chrono::steady_clock::now();
+                            CHILD_REQUIRE(!q.try_put("x"));
+                            CHILD_REQUIRE(!q.put_for(std::string("x"), 0ms));
+                            CHILD_REQUIRE(!q.try_put(pattern(100000, 6)));  // streamed: the same
+                            CHILD_REQUIRE(std::chrono::steady_clock::now() - t0 < 2s);
+                            return 0;
+                          },
+                          3s),
+                      0);
+  BOOST_TEST(!q.try_put("y"));  // this process too
+  // The consumer takes the 100 and every chunk there is, then waits mid-message.
+  consumer.start();
+  BOOST_REQUIRE(eventually([&] { return results.size() == 100u && !q.channel().data_hint(); }));
+  BOOST_REQUIRE_EQUAL(run_child(
+                          [q] {
+                            const auto t0 = std::chrono::steady_clock::now();
+                            CHILD_REQUIRE(!q.try_get().has_value());
+                            CHILD_REQUIRE(!q.get_for(0ms).has_value());
+                            CHILD_REQUIRE(std::chrono::steady_clock::now() - t0 < 2s);
+                            return 0;
+                          },
+                          3s),
+                      0);
+  BOOST_TEST(!q.try_get().has_value());
+  // Nothing was taken or given up by the failed calls: everything arrives, in order.
+  ::kill(producer.pid(), SIGCONT);
+  for (int i = 0; i < 100; ++i) BOOST_TEST((results.get_for(30s) == "s" + std::to_string(i)));
+  BOOST_TEST((results.get_for(30s) == pattern(400 << 10, 5)));
+  BOOST_REQUIRE(producer.join_for(30s));
+  BOOST_REQUIRE(consumer.join_for(30s));
+  BOOST_TEST(*producer.exitcode() == 0);
+  BOOST_TEST(*consumer.exitcode() == 0);
+  BOOST_TEST(q.try_put("z"));
+  BOOST_TEST((q.try_get() == std::optional<std::string>("z")));
+  BOOST_TEST(q.empty());
+}
+
+BOOST_AUTO_TEST_CASE(close_while_a_streamed_put_begins_does_not_end_the_consumers, *boost::unit_test::timeout(120)) {
+  // put_large marks the message as streaming before its First chunk is visible. A close() in
+  // that window closes without the end (the streamer may be waiting for a consumer); consumers
+  // once found no data and closed(), and threw Closed ("drained") before the message arrived.
+  // The window is caught deterministically: the streamer is stopped in it (it copies a 16 MiB
+  // First chunk into an unbounded queue's fresh pages); a trial that misses it is repeated.
+  const std::string big = pattern(40 << 20, 11);
+  for (const bool dies : {false, true}) {
+    bool caught = false;
+    for (int trial = 0; trial < 5 && !caught; ++trial) {
+      mp::Queue<std::string> q;
+      mp::Process streamer([q, &big] { q.put(big); });
+      KillLeftovers guard{{&streamer}};
+      streamer.start();
+      const auto& open = q.channel().producer().open_message;
+      BOOST_REQUIRE(eventually(
+          [&] { return open.load() == mp::detail::kOpenStreaming || !streamer.is_alive(); }, 30s));
+      ::kill(streamer.pid(), SIGSTOP);
+      BOOST_REQUIRE(eventually([&] { return stopped(streamer.pid()) || !streamer.is_alive(); }));
+      caught = streamer.is_alive() && !q.channel().data_hint() &&
+               open.load() == mp::detail::kOpenStreaming;
+      if (caught) {
+        q.close();  // the streamer holds the end: closes without it
+        BOOST_TEST(q.closed());
+        BOOST_REQUIRE_EQUAL(run_child(
+                                [q] {
+                                  CHILD_REQUIRE(!q.try_get().has_value());   // more may come
+                                  CHILD_REQUIRE(!q.get_for(50ms).has_value());
+                                  return 0;
+                                },
+                                10s),
+                            0);
+        if (dies) {
+          streamer.kill();
+          streamer.join();
+          // Its message never completes: now the queue is drained.
+          BOOST_CHECK_THROW(q.get_for(10s), mp::Closed);
+        } else {
+          ::kill(streamer.pid(), SIGCONT);
+          const auto got = q.get_for(30s);
+          BOOST_TEST((got.has_value() && *got == big));
+          BOOST_CHECK_THROW(q.get_for(10s), mp::Closed);
+          BOOST_REQUIRE(streamer.join_for(30s));
+          BOOST_TEST(*streamer.exitcode() == 0);
+        }
+        BOOST_TEST(q.size() == 0u);
+      } else {
+        ::kill(streamer.pid(), SIGCONT);
+        BOOST_TEST((q.get_for(30s) == big));
+        BOOST_REQUIRE(streamer.join_for(30s));
+      }
+    }
+    BOOST_TEST(caught);
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -95,9 +95,11 @@ class QueueBase {
   //! Effects: appends v, blocking while the queue is full (v may be of any size).
   //! Throws: Closed after close() or shutdown(); what Codec<T>::encode throws (nothing is put).
   void put(const T& v) const { put_impl(v, nullptr, true); }
-  //! Returns: false (without waiting) if the queue is full — or, for a message larger than the
-  //! ring, if the ring had no room for its next chunk (it is given up). Throws: as put().
-  bool try_put(const T& v) const { return put_impl(v, nullptr, false); }
+  //! Returns: false (without waiting) if the queue is full, or if another thread is inside an
+  //! operation on the producer end (streaming a large message, or stopped mid-put) — or, for a
+  //! message larger than the ring, if the ring had no room for its next chunk (it is given up).
+  //! Throws: as put().
+  bool try_put(const T& v) const { return put_impl(v, &kNoWait, false); }
   //! Returns: false if the queue stayed full until the timeout (a message larger than the ring:
   //! if it was not through by then; it is given up). Throws: as put().
   template <class Rep, class Period>
@@ -115,9 +117,11 @@ class QueueBase {
   //! Throws: Closed once the queue is closed and drained, or at once after shutdown(true);
   //! what Codec<T>::decode throws (the message is consumed then).
   T get() const { return *get_impl(nullptr, true); }
-  //! Returns: the oldest message, or nullopt (without waiting) if there is none. A streamed
-  //! message that has begun is waited for to its end, here and in get_for(). Throws: as get().
-  std::optional<T> try_get() const { return get_impl(nullptr, false); }
+  //! Returns: the oldest message, or nullopt (without waiting) if there is none, or if another
+  //! thread is inside an operation on the consumer end (assembling a large message, or stopped
+  //! mid-get). A streamed message that this call has begun to take is waited for to its end,
+  //! here and in get_for(). Throws: as get().
+  std::optional<T> try_get() const { return get_impl(&kNoWait, false); }
   //! Returns: the oldest message, or nullopt if none arrived before the timeout. Throws: as get().
   template <class Rep, class Period>
   std::optional<T> get_for(const std::chrono::duration<Rep, Period>& timeout) const {
@@ -148,7 +152,9 @@ class QueueBase {
   //! Waits for a put in progress to finish, so that nothing is published after it — except a
   //! streamed message already begun: its producer may be waiting for a consumer (perhaps the very
   //! thread calling close()), so close() then closes without waiting; that message still
-  //! completes and is delivered (a consumer assembling one does not stop at close()). Idempotent.
+  //! completes and is delivered: until it is through (or given up, or its producer dies), gets
+  //! wait for it rather than throw Closed (try_get() returns nullopt, get_for() times out), and
+  //! a consumer assembling it does not stop at close(). Idempotent.
   void close() const { close_queue(ch_); }
   //! Python 3.13's Queue.shutdown(immediate). Effects: immediate = false is close().
   //! immediate = true: no more puts, and what is queued is discarded at once — gets throw
@@ -274,11 +280,16 @@ class QueueBase {
         throw_closed(ch_, "get");
       }
       bool data = ch_.has_data();
-      bool closed = false;
-      if (!data) {
-        // acquire: every record published before close() is visible once closed is seen.
-        closed = ch_.closed();
-        if (closed) data = ch_.has_data();
+      bool closed = false;     // closed and drained
+      bool streaming = false;  // closed, but a streamed put begun before close() is under way
+      // acquire: every record published before close() is visible once closed is seen.
+      if (!data && ch_.closed()) {
+        data = ch_.has_data();
+        if (!data) {
+          streaming = streamed_put_open(ch_);
+          data = ch_.has_data();
+          closed = !data && !streaming;
+        }
       }
       if (data) {
         std::optional<T> out;
@@ -323,7 +334,13 @@ class QueueBase {
       ch_.release(end, t);
       if (closed) throw_closed(ch_, "get");
       if (!wait) return std::nullopt;
-      if (!ch_.sleep_until(ch_.state()->data, [&] { return ch_.closed() || ch_.data_hint(); },
+      // Closed with a streamed put under way: wait for its First chunk, or for it to end (done,
+      // given up) — or, by the sleep's liveness slice, to look whether its sender died.
+      if (!ch_.sleep_until(ch_.state()->data,
+                           [&] {
+                             return ch_.data_hint() ||
+                                    (streaming ? !streamed_put_open_hint(ch_) : ch_.closed());
+                           },
                            deadline)) {
         return std::nullopt;
       }

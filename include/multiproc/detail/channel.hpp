@@ -209,6 +209,10 @@ MULTIPROC_PROCESS_WIDE inline std::atomic<int> g_fence_mode{kFenceUnknown};
 //! Registers this process for asymmetric fences (once per process, again after fork).
 void fence_register() noexcept;
 
+//! The deadline of the calls that must not wait (try_put, try_get): "now", taken only on the
+//! slow path (acquire_slow), so the fast path pays no clock read.
+inline constexpr Clock::time_point kNoWait = Clock::time_point::min();
+
 //! How an end is held: not at all, by lease (fast path), or under its mutex.
 enum class EndToken : std::uint8_t { none, lease, locked };
 
@@ -227,7 +231,9 @@ class ChannelRef {
   std::size_t max_record_payload() const noexcept;
 
   // ---- ends -------------------------------------------------------------------------------
-  //! Takes an end, waiting (up to the deadline) for a revoked lease or the mutex.
+  //! Takes an end, waiting (up to the deadline) for a revoked lease or the mutex. A deadline of
+  //! kNoWait (or any past one) waits for nobody: returns EndToken::none at once if another thread
+  //! is inside an operation on the end (streaming, assembling, or stopped there).
   EndToken acquire(EndState& e, const Clock::time_point* deadline) const {
     if (try_lease(e)) return EndToken::lease;
     return acquire_slow(e, deadline);

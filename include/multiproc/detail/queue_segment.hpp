@@ -27,6 +27,16 @@ ChannelState* queue_state(const Segment& seg, std::uint32_t record_size);
 [[noreturn]] void throw_closed(const ChannelRef& ch, const char* operation);
 //! QueueBase::close(), out of line (not a fast path).
 void close_queue(const ChannelRef& ch);
+//! For a get that found a closed queue empty, holding the consumer end: whether a streamed put
+//! begun before close() may still publish (its sender streams and lives). close() closes
+//! without the producer end while a message streams, even before its First chunk is visible.
+//! Callers look at has_data() again after a false answer (a Last chunk may have landed).
+bool streamed_put_open(const ChannelRef& ch) noexcept;
+//! The same question without system calls, for a sleeper: whether the producer end still says
+//! a message is streaming.
+inline bool streamed_put_open_hint(const ChannelRef& ch) noexcept {
+  return ch.producer().open_message.load(std::memory_order_relaxed) == kOpenStreaming;
+}
 void task_done(const ChannelRef& ch);
 bool join_until(const ChannelRef& ch, const Clock::time_point* deadline);
 //! Streams a message larger than one record (`n` encoded bytes) through the ring.
