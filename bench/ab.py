@@ -37,7 +37,8 @@ for s in scen:
     def sp(x, y):
         if not x or not y: return "-"
         return "%.2fx" % ((x / y) if better == "higher" else (y / x))
-    print(f"{s}: old {mo:.4g} new {mn:.4g} new/old {sp(mn, mo)}")
+    g = lambda v: "-" if v is None else "%.4g" % v
+    print(f"{s}: old {g(mo)} new {g(mn)} new/old {sp(mn, mo)}")
     for (ss, impl), d in sorted(res.items()):
         if ss != s or impl.startswith("multiproc") or not d["v"]: continue
         pm = statistics.median(d["v"])
