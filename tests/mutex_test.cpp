@@ -14,6 +14,19 @@
 
 using namespace mptest;
 
+namespace {
+
+// A child that takes m and is SIGKILLed holding it; returns its exit code (-SIGKILL).
+int die_holding(const mp::Mutex& m) {
+  return mptest::run_child([m] {
+    m.lock();
+    ::kill(::getpid(), SIGKILL);
+    return 1;
+  });
+}
+
+}  // namespace
+
 BOOST_FIXTURE_TEST_SUITE(mutex, Clean)
 
 BOOST_AUTO_TEST_CASE(meets_the_lockable_contract_in_one_process, *boost::unit_test::timeout(60)) {
@@ -208,11 +221,7 @@ BOOST_AUTO_TEST_CASE(waiter_blocked_in_lock_wakes_when_the_holder_dies, *boost::
 
 BOOST_AUTO_TEST_CASE(recovering_holder_that_dies_too_is_recovered_again, *boost::unit_test::timeout(60)) {
   mp::Mutex m;
-  BOOST_TEST(run_child([m] {
-               m.lock();
-               ::kill(::getpid(), SIGKILL);
-               return 1;
-             }) == -SIGKILL);
+  BOOST_TEST(die_holding(m) == -SIGKILL);
   BOOST_TEST(run_child([m] {
                m.lock();
                if (!m.previous_owner_died()) return 1;
@@ -493,11 +502,7 @@ BOOST_AUTO_TEST_CASE(locked_is_false_after_the_holder_died_until_someone_takes_i
   // The kernel marks the word "owner died" with no thread id: free to take, so locked() is false
   // (Python's locked() says whether a lock is acquired). The next locker recovers it.
   mp::Mutex m;
-  BOOST_TEST(run_child([m] {
-               m.lock();
-               ::kill(::getpid(), SIGKILL);
-               return 1;
-             }) == -SIGKILL);
+  BOOST_TEST(die_holding(m) == -SIGKILL);
   BOOST_TEST(!m.locked());
   BOOST_TEST(!m.holder_pid().has_value());
   BOOST_REQUIRE(m.try_lock());

@@ -87,6 +87,19 @@ struct KillLeftovers {
   }
 };
 
+// Starts ps (the first `producers` of them produce into q, the rest consume), waits for the
+// producers, closes q so the consumers drain it and end, and checks every process exited with 0.
+template <class Q>
+void run_producers_then_close(std::vector<mp::Process>& ps, int producers, Q& q) {
+  for (auto& p : ps) p.start();
+  for (int p = 0; p < producers; ++p) BOOST_REQUIRE(ps[p].join_for(60s));
+  q.close();
+  for (auto& p : ps) {
+    BOOST_REQUIRE(p.join_for(60s));
+    BOOST_TEST(*p.exitcode() == 0);
+  }
+}
+
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(queue, Clean)
@@ -270,13 +283,7 @@ BOOST_AUTO_TEST_CASE(mpmc_mixed_big_and_small_messages_never_tear, *boost::unit_
       }
     });
   }
-  for (auto& p : ps) p.start();
-  for (int p = 0; p < kProducers; ++p) BOOST_REQUIRE(ps[p].join_for(60s));
-  q.close();
-  for (auto& p : ps) {
-    BOOST_REQUIRE(p.join_for(60s));
-    BOOST_TEST(*p.exitcode() == 0);
-  }
+  run_producers_then_close(ps, kProducers, q);
   long once = 0;
   for (std::size_t i = 0; i < seen.size(); ++i) once += seen[i] == 1;
   BOOST_TEST(once == long{kProducers} * kPer);
@@ -555,13 +562,7 @@ BOOST_AUTO_TEST_CASE(mpmc_gives_exact_counts_and_per_producer_order, *boost::uni
       }
     });
   }
-  for (auto& p : ps) p.start();
-  for (int p = 0; p < kProducers; ++p) BOOST_REQUIRE(ps[p].join_for(60s));
-  q.close();
-  for (auto& p : ps) {
-    BOOST_REQUIRE(p.join_for(60s));
-    BOOST_TEST(*p.exitcode() == 0);
-  }
+  run_producers_then_close(ps, kProducers, q);
   long once = 0, other = 0;
   for (std::size_t i = 0; i < seen.size(); ++i) (seen[i] == 1 ? once : other) += 1;
   BOOST_TEST(once == long{kProducers} * kPerProducer);
