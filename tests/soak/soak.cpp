@@ -286,7 +286,7 @@ struct alignas(64) ProducerState {
 };
 
 struct Shared {
-  std::atomic<std::uint32_t> stop;  // supervisor → producers: finish (seq_cst, polled per message)
+  std::atomic<std::uint32_t> stop;  // supervisor -> producers: finish (seq_cst, polled per message)
   WorkerStats workers[kWorkers];
   ProducerState producers[kProducers];
 };
