@@ -46,6 +46,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -1109,7 +1110,9 @@ int main(int argc, char** argv) {
       "lag %.0f s\n",
       static_cast<unsigned long long>(opt.seed), static_cast<unsigned long long>(opt.messages),
       opt.min_seconds,
-      opt.max_seconds > 0 ? (", at most " + std::to_string(opt.max_seconds) + " s").c_str() : "",
+      opt.max_seconds > 0
+          ? (", at most " + std::to_string(std::llround(opt.max_seconds)) + " s").c_str()
+          : "",
       opt.kill_min, opt.kill_max, opt.kills ? "" : " (disabled)", 100 * opt.stop_share,
       opt.watchdog, opt.loss_lag);
   std::printf("# cpu: %s x %u, nice %d, pid %d, load %s\n", cpu_model().c_str(),
