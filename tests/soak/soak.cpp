@@ -249,13 +249,19 @@ std::size_t string_size(std::uint64_t seed, std::uint64_t seq) {
 constexpr std::uint64_t kWindow = std::uint64_t{1} << 26;  // sequence numbers per bitmap
 constexpr std::uint64_t kWindowWords = kWindow / 64;
 
-enum Phase : std::uint32_t { kIdle = 0, kInOp = 1 };
+// kInOp: inside a put, get, send or recv (a producer: until its `completed` is stored);
+// kHolding: a consumer's or the relay's call returned and `held` names the message it has in hand,
+// until that message is accounted for (marked and counted; the relay: sent on).
+enum Phase : std::uint32_t { kIdle = 0, kInOp = 1, kHolding = 2 };
 
 struct alignas(64) WorkerStats {
   // Written by the worker only (seq_cst, so that no store of the operation moves across it):
-  // kInOp from before its put/get/send/recv until its message is accounted for. Read by the
-  // supervisor after reaping a killed worker (the reap orders it).
+  // kInOp from before its put/get/send/recv, kHolding once its message is in hand, kIdle once it
+  // is accounted for. Read by the supervisor after reaping a killed worker (the reap orders it).
   std::atomic<std::uint32_t> phase;
+  // The message in hand, (producer << 56) | seq: stored (relaxed) before phase = kHolding (seq_cst,
+  // which orders it); read with phase after the reap.
+  std::atomic<std::uint64_t> held;
   std::atomic<std::uint32_t> incarnation;  // by the supervisor before each start
   // Written by the worker (one writer at a time: the next incarnation starts after the previous
   // one was reaped), read by the supervisor for the status lines: relaxed, statistics only.
@@ -478,6 +484,13 @@ int run_producer(const Context& ctx, int w) {
   return 0;
 }
 
+// Notes the message in hand (see WorkerStats::held).
+void hold(WorkerStats& me, const Header& h) {
+  me.held.store((std::uint64_t{h.producer} << 56) | (h.seq & ((std::uint64_t{1} << 56) - 1)),
+                std::memory_order_relaxed);
+  me.phase.store(kHolding);
+}
+
 // Splits a string message into its header and payload; false if it is too short to have one.
 bool split(const std::string& m, Header& h) {
   if (m.size() < sizeof h) return false;
@@ -505,6 +518,7 @@ int run_consumer(const Context& ctx, int w) {
         me.phase.store(kIdle);
         return 0;
       }
+      hold(me, r.h);
       check.accept(r.h, r.payload, sizeof r.payload, sizeof r, false);
       me.phase.store(kIdle);
     }
@@ -523,6 +537,7 @@ int run_consumer(const Context& ctx, int w) {
       if (!split(m, h)) {
         short_message(m.size());
       } else {
+        hold(me, h);
         check.accept(h, m.data() + sizeof h, m.size() - sizeof h, m.size(), true);
       }
       me.phase.store(kIdle);
@@ -542,6 +557,7 @@ int run_consumer(const Context& ctx, int w) {
       if (!split(m, h)) {
         short_message(m.size());
       } else {
+        hold(me, h);
         check.accept(h, m.data() + sizeof h, m.size() - sizeof h, m.size(), true);
       }
       me.phase.store(kIdle);
@@ -565,6 +581,7 @@ int run_relay(const Context& ctx, int w) {
       return 0;
     }
     Header h;
+    if (split(m, h)) hold(me, h);
     if (!split(m, h) || h.producer != 2 ||
         checksum_of(h, m.data() + sizeof h, m.size() - sizeof h) != h.checksum) {
       me.corrupt.fetch_add(1);
@@ -725,11 +742,17 @@ class Soak {
     const std::optional<int> code = procs_[w]->exitcode();
     if (killed && code == -SIGKILL) {
       ++kills_;
-      if (me.phase.load() == kInOp) {
+      const std::uint32_t phase = me.phase.load();
+      if (phase != kIdle) {
         if (kSpecs[w].producer >= 0) {  // the number it was putting (or the one before: no loss)
           const auto p = static_cast<std::uint32_t>(kSpecs[w].producer);
           const std::uint64_t a = sh_->producers[p].attempted.load();
           if (a > 0) in_flight_at_kill_.insert({p, a - 1});
+        } else if (phase == kHolding) {  // the message it had in hand
+          const std::uint64_t held = me.held.load();
+          in_hand_at_kill_.insert(
+              {static_cast<std::uint32_t>(held >> 56), held & ((std::uint64_t{1} << 56) - 1)});
+          ++kills_holding_by_role_[static_cast<int>(kSpecs[w].role)];
         }
         ++kills_in_op_;
         ++kills_in_op_by_role_[static_cast<int>(kSpecs[w].role)];
@@ -823,7 +846,13 @@ class Soak {
       for (std::uint64_t missing = mask & ~old; missing != 0; missing &= missing - 1) {
         const std::uint64_t seq = s - first + static_cast<std::uint64_t>(__builtin_ctzll(missing));
         ++lost_;
-        if (in_flight_at_kill_.count({p, seq}) != 0) ++lost_at_producer_kill_;
+        if (in_flight_at_kill_.count({p, seq}) != 0) {
+          ++lost_at_producer_kill_;
+        } else if (in_hand_at_kill_.count({p, seq}) != 0) {
+          ++lost_in_hand_;
+        } else {
+          ++lost_otherwise_[p == 2 ? 1 : 0];
+        }
         if (lost_examples_.size() < 20) {
           lost_examples_.push_back("producer " + std::to_string(p) + " seq " + std::to_string(seq));
         }
@@ -918,7 +947,9 @@ class Soak {
       const WorkerStats& s = sh_->workers[w];
       std::printf("#   %s pid %d incarnation %u phase %s%s\n", kSpecs[w].name,
                   procs_[w] ? static_cast<int>(procs_[w]->pid()) : 0, s.incarnation.load(),
-                  s.phase.load() == kInOp ? "in-op" : "idle",
+                  s.phase.load() == kInOp      ? "in-op"
+                  : s.phase.load() == kHolding ? "holding"
+                                               : "idle",
                   stopped_until_[w] ? " (stopped)" : "");
     }
     std::printf("#   fixed: size %zu; strings: size %zu\n", ctx_.fixed.size(), strings_.size());
@@ -1007,18 +1038,31 @@ class Soak {
                 static_cast<unsigned long long>(kills_in_op_));
     for (int r = 0; r < 6; ++r) {
       if (kills_by_role_[r] == 0) continue;
-      std::printf("  %-22s %llu (%llu inside an operation)\n", role_name(static_cast<Role>(r)),
+      std::printf("  %-22s %llu (%llu inside an operation", role_name(static_cast<Role>(r)),
                   static_cast<unsigned long long>(kills_by_role_[r]),
                   static_cast<unsigned long long>(kills_in_op_by_role_[r]));
+      if (!is_producer(static_cast<Role>(r))) {
+        std::printf(", %llu of them with a message in hand",
+                    static_cast<unsigned long long>(kills_holding_by_role_[r]));
+      }
+      std::printf(")\n");
     }
     std::printf("stops (SIGSTOP/CONT) %llu\n", static_cast<unsigned long long>(stops_));
     std::printf("restarts           %llu\n", static_cast<unsigned long long>(restarts_));
+    std::printf("lost               %lld (never received; late arrivals %llu already deducted)\n",
+                static_cast<long long>(lost), static_cast<unsigned long long>(t.late));
+    std::printf("  the message a killed producer was putting      %llu\n",
+                static_cast<unsigned long long>(lost_at_producer_kill_));
+    std::printf("  the message a killed consumer or relay had     %llu\n",
+                static_cast<unsigned long long>(lost_in_hand_));
+    std::printf("  otherwise, fixed queue                         %llu\n",
+                static_cast<unsigned long long>(lost_otherwise_[0]));
+    std::printf("  otherwise, strings and pipe                    %llu\n",
+                static_cast<unsigned long long>(lost_otherwise_[1]));
     std::printf(
-        "lost               %lld (never received; late arrivals %llu already deducted); "
-        "%llu of them the message a killed producer was putting, the rest taken by a "
-        "killed consumer or relay\n",
-        static_cast<long long>(lost), static_cast<unsigned long long>(t.late),
-        static_cast<unsigned long long>(lost_at_producer_kill_));
+        "  (otherwise: a consumer or relay killed inside get/recv, which loses a streamed "
+        "message it had begun, or killed in the few instructions between the call's return "
+        "and its note of the message in hand)\n");
     std::printf(
         "begun - received   %lld (lost, plus any counted as lost by a consumer killed "
         "between marking and counting)\n",
@@ -1087,7 +1131,10 @@ class Soak {
   std::array<std::uint64_t, 6> kills_by_role_{}, kills_in_op_by_role_{};
   std::vector<std::string> lost_examples_;
   std::set<std::pair<std::uint32_t, std::uint64_t>> in_flight_at_kill_;  // (producer, seq)
-  std::uint64_t lost_at_producer_kill_ = 0;
+  std::set<std::pair<std::uint32_t, std::uint64_t>> in_hand_at_kill_;    // (producer, seq)
+  std::uint64_t lost_at_producer_kill_ = 0, lost_in_hand_ = 0;
+  std::array<std::uint64_t, 2> lost_otherwise_{};  // fixed, strings
+  std::array<std::uint64_t, 6> kills_holding_by_role_{};
   std::vector<std::string> failed_;
   double peak_rate_ = 0, drained_in_ = 0;
   bool hang_ = false;
