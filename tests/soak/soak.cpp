@@ -755,6 +755,7 @@ class Soak {
           ++kills_holding_by_role_[static_cast<int>(kSpecs[w].role)];
         }
         ++kills_in_op_;
+        ++kills_in_op_of_[w];
         ++kills_in_op_by_role_[static_cast<int>(kSpecs[w].role)];
       }
       ++kills_by_role_[static_cast<int>(kSpecs[w].role)];
@@ -846,6 +847,7 @@ class Soak {
       for (std::uint64_t missing = mask & ~old; missing != 0; missing &= missing - 1) {
         const std::uint64_t seq = s - first + static_cast<std::uint64_t>(__builtin_ctzll(missing));
         ++lost_;
+        ++lost_by_queue_[p == 2 ? 1 : 0];
         if (in_flight_at_kill_.count({p, seq}) != 0) {
           ++lost_at_producer_kill_;
         } else if (in_hand_at_kill_.count({p, seq}) != 0) {
@@ -1090,13 +1092,38 @@ class Soak {
     if (t.corrupt != 0) failed.push_back("corruptions");
     if (t.disorder != 0) failed.push_back("out-of-order messages");
     if (failures_ != 0) failed.push_back("workers that failed on their own");
+    // The same bound per queue: messages of P0 and P1 are lost only by kills of P0, P1, C0, C1;
+    // those of P2 only by kills of P2, R0, C2, C3. Late arrivals are taken off per queue too.
+    auto in_op = [&](std::initializer_list<int> workers) {
+      std::uint64_t n = 0;
+      for (int w : workers) n += kills_in_op_of_[w];
+      return n;
+    };
+    auto late_of = [&](std::initializer_list<int> workers) {
+      std::uint64_t n = 0;
+      for (int w : workers) n += sh_->workers[w].late.load();
+      return n;
+    };
+    const std::int64_t lost_fixed =
+        static_cast<std::int64_t>(lost_by_queue_[0]) - static_cast<std::int64_t>(late_of({2, 3}));
+    const std::int64_t lost_strings =
+        static_cast<std::int64_t>(lost_by_queue_[1]) - static_cast<std::int64_t>(late_of({6, 7}));
+    const std::uint64_t bound_fixed = in_op({0, 1, 2, 3}), bound_strings = in_op({4, 5, 6, 7});
     if (rc == 0) {  // the loss bound holds only once drained
       if (lost < 0 || unaccounted < 0) failed.push_back("more received than sent");
       if (lost > static_cast<std::int64_t>(kills_in_op_) ||
-          unaccounted > static_cast<std::int64_t>(kills_in_op_)) {
+          unaccounted > static_cast<std::int64_t>(kills_in_op_) ||
+          lost_fixed > static_cast<std::int64_t>(bound_fixed) ||
+          lost_strings > static_cast<std::int64_t>(bound_strings)) {
         failed.push_back("losses above the bound");
       }
     }
+    std::printf(
+        "bound per queue    fixed: lost %lld <= %llu kills of P0, P1, C0, C1 inside an "
+        "operation; strings and pipe: lost %lld <= %llu kills of P2, R0, C2, C3 inside "
+        "an operation\n",
+        static_cast<long long>(lost_fixed), static_cast<unsigned long long>(bound_fixed),
+        static_cast<long long>(lost_strings), static_cast<unsigned long long>(bound_strings));
     std::printf(
         "bound              lost <= kills inside an operation (README: a killed producer "
         "or consumer loses at most its in-flight message): %lld <= %llu %s\n",
@@ -1134,7 +1161,9 @@ class Soak {
   std::set<std::pair<std::uint32_t, std::uint64_t>> in_hand_at_kill_;    // (producer, seq)
   std::uint64_t lost_at_producer_kill_ = 0, lost_in_hand_ = 0;
   std::array<std::uint64_t, 2> lost_otherwise_{};  // fixed, strings
+  std::array<std::uint64_t, 2> lost_by_queue_{};   // fixed (P0, P1), strings (P2, via R0 too)
   std::array<std::uint64_t, 6> kills_holding_by_role_{};
+  std::array<std::uint64_t, kWorkers> kills_in_op_of_{};
   std::vector<std::string> failed_;
   double peak_rate_ = 0, drained_in_ = 0;
   bool hang_ = false;
