@@ -594,6 +594,8 @@ int run_relay(const Context& ctx, int w) {
   }
 }
 
+// SIGPIPE too: a supervisor whose output pipe closed (`| head`) still tears down.
+constexpr int kInterrupts[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
 pid_t g_supervisor = 0;
 volatile std::sig_atomic_t g_interrupted = 0;
 
@@ -607,8 +609,7 @@ extern "C" void on_interrupt(int sig) {
 }
 
 int worker_main(const Context& ctx, int w) {
-  std::signal(SIGINT, SIG_DFL);  // the supervisor's handler is for the supervisor only
-  std::signal(SIGTERM, SIG_DFL);
+  for (int sig : kInterrupts) std::signal(sig, SIG_DFL);  // the handler is the supervisor's
   WorkerStats& me = ctx.sh()->workers[w];
   try {
     switch (kSpecs[w].role) {
@@ -640,6 +641,29 @@ std::set<std::string> list_dev_shm() {
     ::closedir(d);
   }
   return names;
+}
+
+// A supervisor killed by SIGKILL cannot remove its names (the workers die with it: parent-death
+// signal). Removes the names of such earlier runs: mp.soak.<pid>.* whose pid no longer exists.
+void remove_stale_names() {
+  std::size_t removed = 0;
+  for (const std::string& n : list_dev_shm()) {
+    unsigned long pid = 0;
+    char rest[32] = {};
+    if (std::sscanf(n.c_str(), "mp.soak.%lu.%31s", &pid, rest) != 2) continue;
+    if (std::strcmp(rest, "strings") != 0 && std::strcmp(rest, "pipe") != 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still runs
+    try {
+      if (mp::remove(n.substr(3))) ++removed;
+    } catch (const mp::Error& e) {  // another user's, say: leave it
+      std::printf("# left %s: %s\n", n.c_str(), e.what());
+    }
+  }
+  if (removed != 0) {
+    std::printf(
+        "# removed %zu names left in /dev/shm by earlier runs whose supervisor was killed\n",
+        removed);
+  }
 }
 
 std::string load_average() {
@@ -1177,8 +1201,7 @@ int main(int argc, char** argv) {
   struct sigaction sa {};
   sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
+  for (int sig : kInterrupts) ::sigaction(sig, &sa, nullptr);
 
   std::printf(
       "# multiproc_soak: seed %llu, target %llu messages, at least %.0f s%s, kills every "
@@ -1196,6 +1219,7 @@ int main(int argc, char** argv) {
               static_cast<int>(::getpid()), load_average().c_str());
   std::fflush(stdout);
 
+  remove_stale_names();
   const std::set<std::string> shm_before = list_dev_shm();
   int rc;
   std::vector<std::string> failed;
