@@ -24,8 +24,10 @@
 // moment instead) and restarts it. A worker publishes whether it is inside an operation (between
 // the start of a put/get/send/recv and the moment its message is accounted for); the word of a
 // killed worker stays as its death left it, so after reaping the supervisor knows whether the
-// kill landed inside an operation. README's guarantee: each such kill loses at most the one
-// message in flight, so the run fails when the losses exceed the kills inside an operation.
+// kill landed inside an operation, and which message was in flight (a producer's last number; the
+// message a consumer or the relay had in hand). README's guarantee: each such kill loses at most
+// the one message in flight, so the run fails when the losses exceed the kills inside an
+// operation, in total or per queue; the summary attributes each lost message.
 //
 // Losses are counted exactly from the bitmap: a lagging scan (messages whose put returned more
 // than --loss-lag seconds ago) counts unmarked numbers while the run goes, and a final scan after
@@ -34,8 +36,10 @@
 //
 // Exit status: 0 all checks passed; 1 a check failed (duplicate, corruption, disorder, losses
 // above the bound, a worker that failed on its own, something left in /dev/shm or a child left);
-// 2 a hang (no message moved for --watchdog seconds); 64 bad arguments; 130 interrupted (SIGINT or
-// SIGTERM: the workers are killed and reaped, the objects destroyed, then the summary is printed).
+// 2 a hang (no message moved for --watchdog seconds); 64 bad arguments; 130 interrupted (SIGINT,
+// SIGTERM, SIGHUP, SIGPIPE: the workers are killed and reaped, the objects destroyed, then the
+// summary is printed). A SIGKILLed supervisor takes its workers along (daemon Processes: parent-
+// death signal) but leaves its two names; the next run removes them.
 #include <dirent.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
