@@ -1,5 +1,6 @@
 // Semaphore and BoundedSemaphore: one atomic count, futex sleep after a bounded spin.
 #include <multiproc/semaphore.hpp>
+#include <multiproc/detail/shared_object.hpp>
 
 #include <algorithm>
 #include <climits>
@@ -11,6 +12,7 @@ namespace {
 
 constexpr int kSpinIterations = 100;
 constexpr std::uint32_t kMaxCount = static_cast<std::uint32_t>(std::numeric_limits<int>::max());
+static_assert(kMaxCount == kSemaphoreMaxCount, "one limit for the count, in the header too");
 
 bool take(SemaphoreCore* s) noexcept {
   std::uint32_t c = s->count.load(std::memory_order_relaxed);
@@ -25,9 +27,14 @@ bool take(SemaphoreCore* s) noexcept {
 
 }  // namespace
 
-std::uint32_t semaphore_checked_initial(long initial, const char* kind) {
+void throw_bad_release(const std::string& what, const std::string& k) {
+  throw Error(errc::invalid_argument, what + ": release(" + k + "): the number of units must be 1 to " +
+                                          std::to_string(kMaxCount));
+}
+
+std::uint32_t semaphore_checked_initial(long initial, const char* what) {
   if (initial < 0 || static_cast<unsigned long>(initial) > kMaxCount) {
-    throw Error(errc::invalid_argument, std::string("multiproc: ") + kind + ": initial value " +
+    throw Error(errc::invalid_argument, std::string("multiproc: ") + what + ": initial value " +
                                             std::to_string(initial) + " is not in [0, " +
                                             std::to_string(kMaxCount) + "]");
   }
@@ -92,12 +99,13 @@ namespace {
 
 template <bool Bounded>
 constexpr Kind kSemaphoreKind = Bounded ? Kind::bounded_semaphore : Kind::semaphore;
-template <bool Bounded>
-constexpr const char* kSemaphoreName = Bounded ? "BoundedSemaphore" : "Semaphore";
 
+// Checks `initial` (naming the semaphore) before any segment is made.
 template <bool Bounded>
-Segment::Init initialiser(long initial) {
-  const std::uint32_t value = semaphore_checked_initial(initial, kSemaphoreName<Bounded>);
+Segment::Init initialiser(long initial, const Name* name = nullptr) {
+  const std::string what = describe_object(kSemaphoreKind<Bounded>, nullptr,
+                                           name != nullptr ? std::string_view(name->str()) : "");
+  const std::uint32_t value = semaphore_checked_initial(initial, what.c_str());
   return [value](void* body) { semaphore_init(static_cast<SemaphoreState*>(body), value, Bounded); };
 }
 
@@ -116,14 +124,14 @@ SemaphoreHandle<Bounded>::SemaphoreHandle(long initial)
 template <bool Bounded>
 SemaphoreHandle<Bounded>::SemaphoreHandle(create_only_t, const Name& name, long initial)
     : h_(kSemaphoreKind<Bounded>, count_of<Bounded>(initial), create_only, name,
-         initialiser<Bounded>(initial)) {}
+         initialiser<Bounded>(initial, &name)) {}
 template <bool Bounded>
 SemaphoreHandle<Bounded>::SemaphoreHandle(open_only_t, const Name& name)
     : h_(kSemaphoreKind<Bounded>, open_only, name) {}
 template <bool Bounded>
 SemaphoreHandle<Bounded>::SemaphoreHandle(open_or_create_t, const Name& name, long initial)
     : h_(kSemaphoreKind<Bounded>, count_of<Bounded>(initial), open_or_create, name,
-         initialiser<Bounded>(initial)) {}
+         initialiser<Bounded>(initial, &name)) {}
 
 template class SemaphoreHandle<false>;
 template class SemaphoreHandle<true>;

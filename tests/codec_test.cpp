@@ -3,6 +3,8 @@
 
 #include <array>
 #include <map>
+#include <optional>
+#include <variant>
 
 using namespace mptest;
 
@@ -19,6 +21,63 @@ struct Pod {
   int a;
   double b;
 };
+
+enum class Colour : std::uint8_t { red, green, blue };  // opts in to a range check below
+enum class Level : int { low = -1, high = 1 };          // fixed type, no opt-in: any int
+enum Unfixed { u0, u1 };                                 // no fixed type, no opt-in: no codec
+enum Ranged { r0, r1, r2 };                              // no fixed type, opts in
+
+template <class T>
+std::vector<std::byte> encode(const T& v) {
+  std::vector<std::byte> buf(mp::Codec<T>::size(v));
+  mp::Codec<T>::encode(v, buf.data());
+  return buf;
+}
+
+//! v's encoding with every byte equal to 1 set to `to`. In the values below the only such byte is
+//! the flag (a bool, an optional's engaged flag, a variant's index), wherever the encoding puts it.
+template <class T>
+std::vector<std::byte> forged(const T& v, unsigned char to) {
+  std::vector<std::byte> buf = encode(v);
+  int changed = 0;
+  for (std::byte& b : buf) {
+    if (b == std::byte{1}) {
+      b = std::byte{to};
+      ++changed;
+    }
+  }
+  BOOST_TEST_REQUIRE(changed >= 1);
+  return buf;
+}
+
+template <class T>
+void expect_corrupt(const std::vector<std::byte>& bytes, std::initializer_list<std::string> parts) {
+  expect_error([&] { (void)mp::Codec<T>::decode(bytes.data(), bytes.size()); }, mp::errc::corrupt,
+               parts);
+}
+
+//! An allocator that counts its allocations: a decode must not allocate for a forged length.
+template <class T>
+struct CountingAllocator {
+  using value_type = T;
+  static inline int allocations = 0;
+  CountingAllocator() = default;
+  template <class U>
+  CountingAllocator(const CountingAllocator<U>&) noexcept {}  // NOLINT: rebinding
+  T* allocate(std::size_t n) {
+    ++allocations;
+    return std::allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>().deallocate(p, n); }
+  friend bool operator==(const CountingAllocator&, const CountingAllocator&) { return true; }
+  friend bool operator!=(const CountingAllocator&, const CountingAllocator&) { return false; }
+};
+
+std::vector<std::byte> with_count(std::uint64_t count, std::size_t body) {
+  std::vector<std::byte> buf(sizeof count + body);
+  std::memcpy(buf.data(), &count, sizeof count);
+  return buf;
+}
 
 template <class T>
 T round_trip(const T& v) {
@@ -39,6 +98,15 @@ struct multiproc::Codec<Job> {
     decode_fields(in, n, j.id, j.url, j.weights);
     return j;
   }
+};
+
+template <>
+struct multiproc::enum_range<Colour> {
+  static constexpr Colour min = Colour::red, max = Colour::blue;
+};
+template <>
+struct multiproc::enum_range<Ranged> {
+  static constexpr Ranged min = r0, max = r2;
 };
 
 BOOST_FIXTURE_TEST_SUITE(codec, Clean)
@@ -109,6 +177,148 @@ BOOST_AUTO_TEST_CASE(user_types_travel_through_a_queue_between_processes, *boost
   }
   BOOST_REQUIRE(producer.join_for(30s));
   BOOST_TEST(*producer.exitcode() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_bool_from_a_byte_other_than_0_or_1_is_corrupt, *boost::unit_test::timeout(60)) {
+  BOOST_TEST(round_trip(true) == true);
+  BOOST_TEST(round_trip(false) == false);
+  expect_corrupt<bool>(forged(true, 5), {"bool", "5"});
+  expect_corrupt<bool>(forged(true, 0xff), {"bool", "255"});
+  // Inside other encodings too: a vector<bool>'s elements, a bool field.
+  expect_corrupt<std::vector<bool>>(forged(std::vector<bool>{false, true}, 2), {"bool", "2"});
+  expect_corrupt<std::pair<std::string, bool>>(forged(std::make_pair(std::string("xy"), true), 9),
+                                               {"bool", "9"});
+  expect_corrupt<std::array<bool, 3>>(forged(std::array<bool, 3>{false, true, false}, 3),
+                                      {"bool", "3"});
+}
+
+BOOST_AUTO_TEST_CASE(an_optional_engaged_flag_other_than_0_or_1_is_corrupt, *boost::unit_test::timeout(60)) {
+  BOOST_TEST((round_trip(std::optional<int>(42)) == std::optional<int>(42)));
+  BOOST_TEST((round_trip(std::optional<int>()) == std::optional<int>()));
+  expect_corrupt<std::optional<int>>(forged(std::optional<int>(42), 7), {"optional", "7"});
+  expect_corrupt<std::optional<std::string>>(forged(std::optional<std::string>("*"), 7),
+                                             {"optional", "7"});
+  // A valid flag, then an invalid value inside (the encoding ends with the vector's element).
+  auto inner = encode(std::optional<std::vector<bool>>(std::vector<bool>{true}));
+  inner.back() = std::byte{4};
+  expect_corrupt<std::optional<std::vector<bool>>>(inner, {"bool", "4"});
+}
+
+BOOST_AUTO_TEST_CASE(a_variant_index_out_of_range_is_corrupt, *boost::unit_test::timeout(60)) {
+  using V = std::variant<int, float>;
+  BOOST_TEST((round_trip(V(2.5f)) == V(2.5f)));
+  BOOST_TEST((round_trip(V(-3)) == V(-3)));
+  expect_corrupt<V>(forged(V(0.0f), 7), {"variant", "7"});
+  using W = std::variant<std::string, std::vector<int>>;
+  BOOST_TEST((round_trip(W(std::vector<int>{2, 3})) == W(std::vector<int>{2, 3})));
+  expect_corrupt<W>(forged(W(std::vector<int>{}), 2), {"variant", "2"});
+}
+
+BOOST_AUTO_TEST_CASE(a_forged_length_is_corrupt_before_anything_is_allocated, *boost::unit_test::timeout(60)) {
+  using Strings = std::vector<std::string, CountingAllocator<std::string>>;
+  // 16 elements claimed, 8 bytes left: not even one length prefix each.
+  const auto buf = with_count(16, 8);
+  CountingAllocator<std::string>::allocations = 0;
+  expect_corrupt<Strings>(buf, {"vector", "16"});
+  BOOST_TEST(CountingAllocator<std::string>::allocations == 0);
+  // Nested: the outer vector is fine, an inner string claims more than the message has.
+  std::vector<std::byte> nested = encode(std::vector<std::vector<std::string>>{{"abc"}});
+  const std::uint64_t huge = std::uint64_t{1} << 40;
+  // After the outer count, the inner vector's length and the inner count: the string's length.
+  std::memcpy(nested.data() + 24, &huge, sizeof huge);
+  expect_corrupt<std::vector<std::vector<std::string>>>(nested, {"vector"});
+  // A length beyond the message inside fields.
+  std::vector<std::byte> fields = encode(std::make_pair(std::string("abc"), 1));
+  std::memcpy(fields.data(), &huge, sizeof huge);
+  expect_corrupt<std::pair<std::string, int>>(fields, {"longer than the message"});
+}
+
+BOOST_AUTO_TEST_CASE(enums_are_checked_against_their_opt_in_range, *boost::unit_test::timeout(60)) {
+  static_assert(mp::codec_fixed_size_v<Colour> == 1);
+  static_assert(mp::has_codec_v<Ranged>);
+  static_assert(!mp::has_codec_v<Unfixed>);  // a value beyond u1 would be undefined behaviour
+  for (Colour c : {Colour::red, Colour::green, Colour::blue}) BOOST_TEST((round_trip(c) == c));
+  const std::vector<std::byte> three{std::byte{3}};
+  expect_corrupt<Colour>(three, {"Colour", "3", "enum_range [0, 2]"});
+  std::vector<std::byte> ranged(sizeof(Ranged));
+  const auto minus_one = static_cast<std::underlying_type_t<Ranged>>(-1);
+  std::memcpy(ranged.data(), &minus_one, sizeof minus_one);
+  expect_corrupt<Ranged>(ranged, {"Ranged", "enum_range"});
+  BOOST_TEST((round_trip(r2) == r2));
+  // A fixed underlying type without opt-in: any value of it, as C++ allows.
+  std::vector<std::byte> seven(sizeof(int));
+  const int v = 7;
+  std::memcpy(seven.data(), &v, sizeof v);
+  BOOST_TEST(static_cast<int>(mp::Codec<Level>::decode(seven.data(), seven.size())) == 7);
+  // Inside containers and optionals.
+  auto colours = encode(std::vector<Colour>{Colour::red, Colour::blue});
+  colours.back() = std::byte{200};
+  expect_corrupt<std::vector<Colour>>(colours, {"Colour", "200"});
+  auto maybe = encode(std::optional<Colour>(Colour::green));
+  maybe.back() = std::byte{9};
+  expect_corrupt<std::optional<Colour>>(maybe, {"Colour", "9"});
+}
+
+BOOST_AUTO_TEST_CASE(checked_types_keep_fixed_sizes_and_travel_through_a_queue, *boost::unit_test::timeout(60)) {
+  static_assert(mp::codec_fixed_size_v<bool> == 1);
+  static_assert(mp::codec_fixed_size_v<std::optional<int>> == 1 + sizeof(int));
+  static_assert(mp::codec_fixed_size_v<std::variant<char, double>> == 1 + sizeof(double));
+  static_assert(mp::codec_fixed_size_v<std::array<bool, 3>> == 3);
+  static_assert(mp::codec_fixed_size_v<std::optional<std::string>> == 0);
+  using Item = std::tuple<bool, std::optional<int>, std::variant<int, std::string>, Colour>;
+  mp::Queue<Item> q(8);
+  mp::Queue<std::optional<int>> fixed(8);
+  mp::Process producer([q, fixed] {
+    for (int i = 0; i < 50; ++i) {
+      q.put(Item{i % 2 == 0, i % 3 == 0 ? std::optional<int>() : std::optional<int>(i),
+                 i % 5 == 0 ? std::variant<int, std::string>(std::to_string(i))
+                            : std::variant<int, std::string>(i),
+                 static_cast<Colour>(i % 3)});
+      fixed.put(i % 4 == 0 ? std::optional<int>() : std::optional<int>(i));
+    }
+  });
+  producer.start();
+  long sum = 0;
+  int empty = 0;
+  for (int i = 0; i < 50; ++i) {
+    const auto [even, opt, var, colour] = q.get();
+    BOOST_TEST(even == (i % 2 == 0));
+    BOOST_TEST(opt.has_value() == (i % 3 != 0));
+    BOOST_TEST(var.index() == (i % 5 == 0 ? 1u : 0u));
+    BOOST_TEST((colour == static_cast<Colour>(i % 3)));
+    const auto f = fixed.get();
+    if (f) {
+      sum += *f;
+    } else {
+      ++empty;
+    }
+  }
+  BOOST_TEST(empty == 13);                         // 0, 4, ..., 48
+  BOOST_TEST(sum == 49 * 50 / 2 - 4 * (12 * 13 / 2));  // all i, less the multiples of 4
+  BOOST_REQUIRE(producer.join_for(30s));
+  BOOST_TEST(*producer.exitcode() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(forged_bytes_through_a_pipe_between_processes_are_corrupt, *boost::unit_test::timeout(60)) {
+  auto ends = mp::Pipe();  // named ends, not a structured binding: the lambdas capture them
+  const mp::Connection parent_end = std::move(ends.first);
+  const mp::Connection child_end = std::move(ends.second);
+  const std::vector<std::vector<std::byte>> messages{
+      forged(true, 5), forged(std::optional<int>(42), 7),
+      forged(std::variant<int, float>(0.0f), 7), {std::byte{3}}, encode(true)};
+  mp::Process sender([child_end, messages] {
+    for (const auto& m : messages) child_end.send_bytes(m.data(), m.size());
+  });
+  sender.start();
+  expect_error([&] { (void)parent_end.recv<bool>(); }, mp::errc::corrupt, {"bool", "5"});
+  expect_error([&] { (void)parent_end.recv<std::optional<int>>(); }, mp::errc::corrupt,
+               {"optional", "7"});
+  expect_error([&] { (void)parent_end.recv<std::variant<int, float>>(); }, mp::errc::corrupt,
+               {"variant", "7"});
+  expect_error([&] { (void)parent_end.recv<Colour>(); }, mp::errc::corrupt, {"Colour", "3"});
+  BOOST_TEST(parent_end.recv<bool>() == true);  // the pipe goes on after a corrupt message
+  BOOST_REQUIRE(sender.join_for(30s));
+  BOOST_TEST(*sender.exitcode() == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

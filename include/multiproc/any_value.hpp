@@ -93,6 +93,18 @@ std::vector<T> convert_all(const std::vector<V>& values) {
 //! The type code stored in a named object of `kind`; Error if it has none.
 char stored_typecode(const Name& name, Kind kind);
 
+//! stored_typecode, refusing a code outside the table: it was read from shared memory, so an
+//! unknown one is a damaged header (Error(errc::corrupt) naming the object), not a bad argument.
+inline char checked_stored_typecode(const Name& name, Kind kind) {
+  const char code = stored_typecode(name, kind);
+  for (const TypeInfo* t = type_table_begin(); t != type_table_end(); ++t) {
+    if (t->code == code) return code;
+  }
+  throw Error(errc::corrupt, kind_name(kind) + " '" + name.str() + "': its header holds type code " +
+                                 std::to_string(static_cast<int>(code)) +
+                                 ", which is none of " + valid_typecodes());
+}
+
 //! What AnyValue and AnyArray share: one of the fifteen handles H<T> of the type-code table.
 template <template <class> class H>
 class AnyHandle {
@@ -215,10 +227,11 @@ AnyValue make_value(open_or_create_t, const Name& name, char code, const V& init
     return AnyValue(SharedValue<T>(open_or_create, name, detail::convert_checked<T>(initial)));
   });
 }
-//! Opens the value `name`, whatever its type code. Throws: as SharedValue(open_only, name), and
-//! Error(errc::type_mismatch) when its element type has no code (a user's struct).
+//! Opens the value `name`, whatever its type code. Throws: as SharedValue(open_only, name),
+//! Error(errc::type_mismatch) when its element type has no code (a user's struct), and
+//! Error(errc::corrupt) when its header holds a code outside the table.
 inline AnyValue make_value(open_only_t, const Name& name) {
-  return visit_typecode(detail::stored_typecode(name, Kind::value), [&](auto zero) {
+  return visit_typecode(detail::checked_stored_typecode(name, Kind::value), [&](auto zero) {
     return AnyValue(SharedValue<decltype(zero)>(open_only, name));
   });
 }
@@ -253,7 +266,7 @@ inline AnyArray make_array(open_or_create_t, const Name& name, char code, std::s
   });
 }
 inline AnyArray make_array(open_only_t, const Name& name) {
-  return visit_typecode(detail::stored_typecode(name, Kind::array), [&](auto zero) {
+  return visit_typecode(detail::checked_stored_typecode(name, Kind::array), [&](auto zero) {
     return AnyArray(SharedArray<decltype(zero)>(open_only, name));
   });
 }

@@ -1,13 +1,36 @@
 // multiproc/codec.hpp — how a value becomes bytes in a Queue, a Pipe or a Pool task.
 //
-// Python pickles; multiproc asks Codec<T>. Built in:
-//   - trivially copyable T (ints, doubles, PODs, std::array of them): copied byte for byte;
-//   - std::string, and std::vector<U> for trivially copyable U: their bytes;
-//   - std::vector<U>, std::pair<A, B>, std::tuple<Ts...> and std::optional<U> of any types with a
-//     codec: their elements, each with its length in front when it has no fixed size.
+// Python pickles; multiproc asks Codec<T>. Built in, and what decode checks (bytes come from
+// another process, possibly a buggy or hostile one, so every check throws Error(errc::corrupt)
+// naming the type being decoded — never undefined behaviour, never an allocation larger than the
+// message in hand):
+//   - trivially copyable T (ints, floats, chars, std::byte, PODs, std::array of them): copied byte
+//     for byte; decode checks the size. Every byte pattern is taken as a valid value: the codec
+//     cannot see inside a struct of yours, so a struct with bool or enum members must check them
+//     itself (give it a Codec with decode_fields, which checks each field as below);
+//   - bool: one byte, 0 or 1 (anything else is corrupt);
+//   - enums: their underlying integer. An enum opts in to a range check by specialising
+//     multiproc::enum_range (below): a value outside [min, max] is corrupt. Without it, an enum
+//     with a fixed underlying type (every enum class, and `enum E : int`) accepts any value of that
+//     type, as C++ does; an unscoped enum without a fixed type has no codec (a compile error),
+//     because a value beyond its enumerators would be undefined behaviour;
+//   - std::string: its characters (any bytes); std::vector<U> for trivially copyable U: its
+//     elements' bytes (the size must be a whole number of elements); std::vector<bool>: one byte
+//     per element, each 0 or 1;
+//   - std::optional<U>: a flag byte, 0 or 1, then U's encoding (zeros when empty if U has a fixed
+//     size, so that the optional has one too);
+//   - std::variant<Ts...> (at most 255 alternatives): the index in one byte, which must be less
+//     than sizeof...(Ts), then that alternative's encoding (padded with zeros to the largest when
+//     every alternative has a fixed size); a valueless variant cannot be encoded (invalid_argument);
+//   - std::vector<U>, std::array<U, N>, std::pair<A, B> and std::tuple<Ts...> of other types with a
+//     codec (strings, vectors, bools, enums, optionals, variants, yours): their elements, each with
+//     its length in front when it has no fixed size; a vector's count in front. A count or length
+//     is checked against the bytes that remain before anything is reserved, every element is
+//     checked as its own type says, and trailing bytes are corrupt.
 //
 // Types that only point at data elsewhere — raw pointers, std::string_view — have no codec: the
-// data would not travel. Send a std::string instead.
+// data would not travel. Send a std::string instead. Neither do maps and sets (send a vector of
+// pairs).
 //
 // For your own type, specialise multiproc::Codec:
 //
@@ -22,25 +45,37 @@
 //     }
 //   };
 //
+// and for an enum, its valid range (contiguous from min to max; for a sparse enum specialise
+// Codec<E> itself):
+//
+//   enum class Colour : std::uint8_t { red, green, blue };
+//   template <> struct multiproc::enum_range<Colour> {
+//     static constexpr Colour min = Colour::red, max = Colour::blue;
+//   };
+//
 // The contract: size(v) is the number of bytes encode(v, out) writes; decode(in, n) receives
 // exactly those n bytes (possibly in another process) and rebuilds the value. A codec whose
-// encoding always has the same size may say so with `static constexpr std::size_t fixed_size`.
-// decode throws multiproc::Error(errc::corrupt) on bytes it cannot read — never undefined
-// behaviour. Codecs are used by one thread at a time and must not keep pointers into `in`.
+// encoding always has the same size may say so with `static constexpr std::size_t fixed_size`
+// (0 means "varies"). decode throws multiproc::Error(errc::corrupt) on bytes it cannot read —
+// never undefined behaviour; Codec<T>::decode(p, n) may be called on any n bytes at p, whoever
+// wrote them. Codecs are used by one thread at a time and must not keep pointers into `in`.
 #pragma once
 
 #include <multiproc/error.hpp>
 
+#include <algorithm>
 #include <array>
-#include <typeinfo>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace multiproc {
@@ -48,6 +83,11 @@ namespace multiproc {
 //! Codec<T>: size / encode / decode, see above. Undefined for types without one.
 template <class T, class Enable = void>
 struct Codec;
+
+//! Opt-in range check for an enum E: specialise with `static constexpr E min, max` (see above).
+//! Undefined (no check) for enums that do not opt in.
+template <class E>
+struct enum_range;
 
 namespace detail {
 template <class T, class = void>
@@ -62,17 +102,58 @@ template <class T>
 struct codec_fixed_size<T, std::void_t<decltype(Codec<T>::fixed_size)>>
     : std::integral_constant<std::size_t, Codec<T>::fixed_size> {};
 
+//! Throws Error(errc::corrupt): "multiproc: cannot decode a <demangled type> from <got> bytes:
+//! <why>". `type` is a mangled name (typeid(T).name()).
 [[noreturn]] void throw_decode_error(const char* type, std::size_t got, const char* why);
+[[noreturn]] void throw_decode_error(const char* type, std::size_t got, const std::string& why);
+//! Throws Error(errc::invalid_argument): "multiproc: cannot encode a <type>: <why>".
+[[noreturn]] void throw_encode_error(const char* type, const char* why);
 
 template <class T>
 struct is_view : std::false_type {};
 template <class C, class Traits>
 struct is_view<std::basic_string_view<C, Traits>> : std::true_type {};
 
-// Copied byte for byte: trivially copyable, and not something that only points at its data.
+template <class E, class = void>
+struct has_enum_range : std::false_type {};
+template <class E>
+struct has_enum_range<E, std::void_t<decltype(enum_range<E>::min), decltype(enum_range<E>::max)>>
+    : std::true_type {};
+
+// An enum has a fixed underlying type exactly when E{u} compiles for a value u of that type
+// (C++17 [dcl.init.list]/3): then every value of the underlying type is a value of E.
+template <class E, class = void>
+struct has_fixed_underlying : std::false_type {};
+template <class E>
+struct has_fixed_underlying<E, std::void_t<decltype(E{std::declval<std::underlying_type_t<E>>()})>>
+    : std::true_type {};
+
+// Types with byte patterns that are not values (a bool of 5, an optional flagged 7, a variant
+// index beyond its alternatives, an enum outside its range): they are never copied blindly.
+template <class T, class = void>
+struct has_invalid_bytes : std::bool_constant<std::is_same_v<T, bool> || std::is_enum_v<T>> {};
+template <class U>
+struct has_invalid_bytes<std::optional<U>> : std::true_type {};
+template <class... Ts>
+struct has_invalid_bytes<std::variant<Ts...>> : std::true_type {};
+template <class U, std::size_t N>
+struct has_invalid_bytes<std::array<U, N>> : has_invalid_bytes<U> {};
+template <class A, class B>
+struct has_invalid_bytes<std::pair<A, B>>
+    : std::bool_constant<has_invalid_bytes<A>::value || has_invalid_bytes<B>::value> {};
+template <class... Ts>
+struct has_invalid_bytes<std::tuple<Ts...>>
+    : std::bool_constant<(false || ... || has_invalid_bytes<Ts>::value)> {};
+
+// Copied byte for byte: trivially copyable, not something that only points at its data, and
+// (as far as the codec can see) every byte pattern a value.
 template <class T>
 inline constexpr bool is_plain_v = std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> &&
-                                   !std::is_member_pointer_v<T> && !is_view<T>::value;
+                                   !std::is_member_pointer_v<T> && !is_view<T>::value &&
+                                   !has_invalid_bytes<T>::value;
+
+//! "byte 5" style text for messages.
+std::string show_byte(std::byte b);
 }  // namespace detail
 
 //! True when T has a Codec (built in or specialised).
@@ -94,6 +175,51 @@ struct Codec<T, std::enable_if_t<detail::is_plain_v<T>>> {
     T v;
     std::memcpy(static_cast<void*>(&v), in, sizeof(T));
     return v;
+  }
+};
+
+// bool: one byte, 0 or 1.
+template <>
+struct Codec<bool> {
+  static constexpr std::size_t fixed_size = 1;
+  static std::size_t size(bool) noexcept { return 1; }
+  static void encode(bool v, std::byte* out) noexcept { out[0] = static_cast<std::byte>(v ? 1 : 0); }
+  static bool decode(const std::byte* in, std::size_t n) {
+    if (n != 1) detail::throw_decode_error(typeid(bool).name(), n, "wrong size");
+    if (in[0] == std::byte{0}) return false;
+    if (in[0] == std::byte{1}) return true;
+    detail::throw_decode_error(typeid(bool).name(), n,
+                               detail::show_byte(in[0]) + " is neither 0 (false) nor 1 (true)");
+  }
+};
+
+// Enums: their underlying integer, checked against enum_range<E> when E opts in; otherwise only
+// enums with a fixed underlying type (any value of it is a value of E).
+template <class E>
+struct Codec<E, std::enable_if_t<std::is_enum_v<E> && (detail::has_enum_range<E>::value ||
+                                                       detail::has_fixed_underlying<E>::value)>> {
+  using U = std::underlying_type_t<E>;
+  static constexpr std::size_t fixed_size = sizeof(E);
+  static std::size_t size(E) noexcept { return sizeof(E); }
+  static void encode(E v, std::byte* out) noexcept {
+    const U u = static_cast<U>(v);
+    std::memcpy(out, &u, sizeof u);
+  }
+  static E decode(const std::byte* in, std::size_t n) {
+    if (n != sizeof(U)) detail::throw_decode_error(typeid(E).name(), n, "wrong size");
+    U u;
+    std::memcpy(&u, in, sizeof u);
+    if constexpr (detail::has_enum_range<E>::value) {
+      constexpr U lo = static_cast<U>(enum_range<E>::min);
+      constexpr U hi = static_cast<U>(enum_range<E>::max);
+      static_assert(lo <= hi, "multiproc::enum_range<E>: min must not be greater than max");
+      if (u < lo || u > hi) {
+        detail::throw_decode_error(typeid(E).name(), n,
+                                   "value " + std::to_string(+u) + " is outside its enum_range [" +
+                                       std::to_string(+lo) + ", " + std::to_string(+hi) + "]");
+      }
+    }
+    return static_cast<E>(u);  // a value of E: in the enumerators' range, or E's type is fixed
   }
 };
 
@@ -155,10 +281,32 @@ std::byte* encode_field(std::byte* out, const T& v) {
   }
 }
 
+//! The fewest bytes a field of type T takes: its fixed size, or its length prefix.
+template <class T>
+inline constexpr std::size_t min_field_size_v =
+    codec_fixed_size_v<T> != 0 ? codec_fixed_size_v<T> : sizeof(std::uint64_t);
+
+//! Reads fields one after the other, each bounded by the bytes that remain. `type` is the
+//! mangled name of what is being decoded, for messages.
 struct FieldReader {
   const std::byte* p;
   const std::byte* end;
   const char* type;
+
+  std::size_t remaining() const noexcept { return static_cast<std::size_t>(end - p); }
+  //! Reads an element count and checks that `count` fields of T can fit in what remains (before
+  //! the caller reserves anything for them).
+  template <class T>
+  std::size_t read_count() {
+    const auto count = read<std::uint64_t>();
+    if (count > remaining() / min_field_size_v<T>) {
+      throw_decode_error(type, remaining(),
+                         "a count of " + std::to_string(count) + " elements of at least " +
+                             std::to_string(min_field_size_v<T>) + " bytes each does not fit in " +
+                             "the " + std::to_string(remaining()) + " bytes left");
+    }
+    return static_cast<std::size_t>(count);
+  }
 
   template <class T>
   T read() {
@@ -208,7 +356,7 @@ void encode_fields(std::byte* out, const Fields&... fields) {
 //! n bytes do not hold exactly those fields.
 template <class... Fields>
 void decode_fields(const std::byte* in, std::size_t n, Fields&... fields) {
-  detail::FieldReader r{in, in + n, "fields"};
+  detail::FieldReader r{in, in + n, typeid(std::tuple<Fields...>).name()};
   ((fields = r.template read<Fields>()), ...);
   r.finish();
 }
@@ -222,7 +370,7 @@ struct Codec<std::pair<A, B>, std::enable_if_t<!detail::is_plain_v<std::pair<A, 
     encode_fields(out, p.first, p.second);
   }
   static std::pair<A, B> decode(const std::byte* in, std::size_t n) {
-    detail::FieldReader r{in, in + n, "std::pair"};
+    detail::FieldReader r{in, in + n, typeid(std::pair<A, B>).name()};
     A a = r.template read<A>();
     B b = r.template read<B>();
     r.finish();
@@ -240,16 +388,18 @@ struct Codec<std::tuple<Ts...>, std::enable_if_t<!detail::is_plain_v<std::tuple<
     std::apply([out](const Ts&... f) { encode_fields(out, f...); }, t);
   }
   static std::tuple<Ts...> decode(const std::byte* in, std::size_t n) {
-    detail::FieldReader r{in, in + n, "std::tuple"};
+    detail::FieldReader r{in, in + n, typeid(std::tuple<Ts...>).name()};
     std::tuple<Ts...> t{r.template read<Ts>()...};  // braced init: left-to-right
     r.finish();
     return t;
   }
 };
 
-// std::vector<U> of non-trivial U (strings, vectors, your types): a count, then the elements.
+// std::vector<U> of other U (strings, vectors, enums, optionals, your types): a count, then the
+// elements.
 template <class U, class Alloc>
-struct Codec<std::vector<U, Alloc>, std::enable_if_t<!detail::is_plain_v<U> && has_codec_v<U>>> {
+struct Codec<std::vector<U, Alloc>,
+             std::enable_if_t<!detail::is_plain_v<U> && !std::is_same_v<U, bool> && has_codec_v<U>>> {
   using V = std::vector<U, Alloc>;
   static std::size_t size(const V& v) {
     std::size_t n = sizeof(std::uint64_t);
@@ -263,12 +413,11 @@ struct Codec<std::vector<U, Alloc>, std::enable_if_t<!detail::is_plain_v<U> && h
     for (const U& u : v) out = detail::encode_field(out, u);
   }
   static V decode(const std::byte* in, std::size_t n) {
-    detail::FieldReader r{in, in + n, "std::vector"};
-    const auto count = r.template read<std::uint64_t>();
-    if (count > n) detail::throw_decode_error("std::vector", n, "impossible element count");
+    detail::FieldReader r{in, in + n, typeid(V).name()};
+    const std::size_t count = r.template read_count<U>();  // checked before reserving
     V v;
-    v.reserve(static_cast<std::size_t>(count));
-    for (std::uint64_t i = 0; i < count; ++i) v.push_back(r.template read<U>());
+    v.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) v.push_back(r.template read<U>());
     r.finish();
     return v;
   }
@@ -284,28 +433,145 @@ struct Codec<std::vector<bool, Alloc>> {
   }
   static V decode(const std::byte* in, std::size_t n) {
     V v(n);
-    for (std::size_t i = 0; i < n; ++i) v[i] = in[i] != std::byte{0};
+    for (std::size_t i = 0; i < n; ++i) {
+      if (in[i] != std::byte{0} && in[i] != std::byte{1}) {
+        detail::throw_decode_error(typeid(V).name(), n,
+                                   "element " + std::to_string(i) + " is " +
+                                       detail::show_byte(in[i]) +
+                                       ", neither 0 (false) nor 1 (true): not a bool");
+      }
+      v[i] = in[i] == std::byte{1};
+    }
     return v;
   }
 };
 
-// std::optional<U>: a flag byte, then the value.
+// std::array<U, N> of U that is not plain (bools, enums, strings, ...): N fields.
+template <class U, std::size_t N>
+struct Codec<std::array<U, N>, std::enable_if_t<!detail::is_plain_v<std::array<U, N>> &&
+                                                !detail::is_plain_v<U> && has_codec_v<U>>> {
+  using A = std::array<U, N>;
+  static constexpr std::size_t fixed_size = N * codec_fixed_size_v<U>;  // 0 when U's size varies
+  static std::size_t size(const A& a) {
+    std::size_t n = 0;
+    for (const U& u : a) n += detail::field_size(u);
+    return n;
+  }
+  static void encode(const A& a, std::byte* out) {
+    for (const U& u : a) out = detail::encode_field(out, u);
+  }
+  static A decode(const std::byte* in, std::size_t n) {
+    detail::FieldReader r{in, in + n, typeid(A).name()};
+    A a{};
+    for (U& u : a) u = r.template read<U>();
+    r.finish();
+    return a;
+  }
+};
+
+namespace detail {
+//! Reads an optional's engaged flag or a variant's index byte, refusing values above `max`.
+inline std::size_t read_tag(const std::byte* in, std::size_t n, std::size_t max, const char* type,
+                            const char* what) {
+  if (n == 0) throw_decode_error(type, n, "message too short");
+  const auto tag = static_cast<std::size_t>(in[0]);
+  if (tag > max) {
+    throw_decode_error(type, n, std::string(what) + " is " + std::to_string(tag) +
+                                    (max == 1 ? std::string(", not 0 or 1")
+                                              : ", not below " + std::to_string(max + 1)));
+  }
+  return tag;
+}
+}  // namespace detail
+
+// std::optional<U>: a flag byte (0 or 1), then the value; with a fixed-size U, zeros when empty.
 template <class U>
-struct Codec<std::optional<U>, std::enable_if_t<!detail::is_plain_v<std::optional<U>> && has_codec_v<U>>> {
-  static std::size_t size(const std::optional<U>& o) {
-    return 1 + (o ? Codec<U>::size(*o) : 0);
+struct Codec<std::optional<U>, std::enable_if_t<has_codec_v<U>>> {
+  using O = std::optional<U>;
+  static constexpr std::size_t kValueSize = codec_fixed_size_v<U>;
+  static constexpr std::size_t fixed_size = kValueSize != 0 ? 1 + kValueSize : 0;
+  static std::size_t size(const O& o) {
+    if constexpr (kValueSize != 0) {
+      return fixed_size;
+    } else {
+      return 1 + (o ? Codec<U>::size(*o) : 0);
+    }
   }
-  static void encode(const std::optional<U>& o, std::byte* out) {
+  static void encode(const O& o, std::byte* out) {
     out[0] = static_cast<std::byte>(o ? 1 : 0);
-    if (o) Codec<U>::encode(*o, out + 1);
+    if (o) {
+      Codec<U>::encode(*o, out + 1);
+    } else if constexpr (kValueSize != 0) {
+      std::memset(out + 1, 0, kValueSize);
+    }
   }
-  static std::optional<U> decode(const std::byte* in, std::size_t n) {
-    if (n == 0) detail::throw_decode_error("std::optional", n, "message too short");
-    if (in[0] == std::byte{0}) {
-      if (n != 1) detail::throw_decode_error("std::optional", n, "trailing bytes");
-      return std::nullopt;
+  static O decode(const std::byte* in, std::size_t n) {
+    const std::size_t engaged = detail::read_tag(in, n, 1, typeid(O).name(), "the engaged flag");
+    if constexpr (kValueSize != 0) {
+      if (n != fixed_size) detail::throw_decode_error(typeid(O).name(), n, "wrong size");
+      if (engaged == 0) return std::nullopt;  // the zeros after the flag are not read
+    } else {
+      if (engaged == 0) {
+        if (n != 1) detail::throw_decode_error(typeid(O).name(), n, "trailing bytes");
+        return std::nullopt;
+      }
     }
     return Codec<U>::decode(in + 1, n - 1);
+  }
+};
+
+// std::variant<Ts...>: the index byte, then the alternative; padded to the largest alternative
+// when all have fixed sizes, so that the variant has one too.
+template <class... Ts>
+struct Codec<std::variant<Ts...>, std::enable_if_t<(has_codec_v<Ts> && ...)>> {
+  using V = std::variant<Ts...>;
+  static_assert(sizeof...(Ts) <= 255, "multiproc::Codec<std::variant>: at most 255 alternatives");
+  static constexpr std::size_t kLargest = std::max({codec_fixed_size_v<Ts>...});
+  static constexpr bool kAllFixed = ((codec_fixed_size_v<Ts> != 0) && ...);
+  static constexpr std::size_t fixed_size = kAllFixed ? 1 + kLargest : 0;
+
+  static std::size_t size(const V& v) {
+    if (v.valueless_by_exception()) {
+      detail::throw_encode_error(typeid(V).name(), "it is valueless (an assignment threw)");
+    }
+    if constexpr (kAllFixed) {
+      return fixed_size;
+    } else {
+      return 1 + std::visit([](const auto& alt) {
+               return Codec<std::decay_t<decltype(alt)>>::size(alt);
+             }, v);
+    }
+  }
+  static void encode(const V& v, std::byte* out) {
+    out[0] = static_cast<std::byte>(v.index());
+    const std::size_t n = std::visit([out](const auto& alt) {
+      using T = std::decay_t<decltype(alt)>;
+      Codec<T>::encode(alt, out + 1);
+      return Codec<T>::size(alt);
+    }, v);
+    if constexpr (kAllFixed) std::memset(out + 1 + n, 0, kLargest - n);
+  }
+  static V decode(const std::byte* in, std::size_t n) {
+    const std::size_t index =
+        detail::read_tag(in, n, sizeof...(Ts) - 1, typeid(V).name(), "the alternative index");
+    if (kAllFixed && n != fixed_size) detail::throw_decode_error(typeid(V).name(), n, "wrong size");
+    return decode_alternative(index, in + 1, n - 1, std::index_sequence_for<Ts...>{});
+  }
+
+ private:
+  template <std::size_t I>
+  static V decode_one(const std::byte* in, std::size_t n) {
+    using T = std::variant_alternative_t<I, V>;
+    // With padding, the alternative is the first bytes of the value.
+    const std::size_t own = kAllFixed ? codec_fixed_size_v<T> : n;
+    return V(std::in_place_index<I>, Codec<T>::decode(in, own));
+  }
+  template <std::size_t... I>
+  static V decode_alternative(std::size_t index, const std::byte* in, std::size_t n,
+                              std::index_sequence<I...>) {
+    using Decoder = V (*)(const std::byte*, std::size_t);
+    static constexpr Decoder decoders[] = {&decode_one<I>...};
+    return decoders[index](in, n);
   }
 };
 

@@ -201,7 +201,10 @@ class Pool {
 
   //! Effects: starts `processes` workers (default: the CPUs this process may use), each running
   //! `initializer` first; replaces a worker after `maxtasksperchild` tasks (0: never).
-  //! Throws: Error(errc::invalid_argument) if processes <= 0.
+  //! Throws: Error(errc::invalid_argument), before starting anything, if processes <= 0, if it is
+  //! above 1024 (more workers only compete for CPUs and memory), or, for a user other than root,
+  //! if it is more than RLIMIT_NPROC leaves this user now (the limit minus the processes and
+  //! threads the user already runs, read from /proc; root is not bound by the limit).
   explicit Pool(int processes = cpu_count(), std::function<void()> initializer = {},
                 std::size_t maxtasksperchild = 0);
   //! Effects: terminate(), then join(). Never throws.

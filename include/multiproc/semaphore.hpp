@@ -30,9 +30,30 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
+#include <type_traits>
 
 namespace multiproc {
 namespace detail {
+
+//! The most units a semaphore can hold (and so the largest release): 2^31 - 1, the futex word's
+//! positive range.
+inline constexpr std::uint32_t kSemaphoreMaxCount = 0x7fffffff;
+
+//! Throws Error(errc::invalid_argument): "<what>: release(<k>): ..." (semaphore.cpp).
+[[noreturn]] void throw_bad_release(const std::string& what, const std::string& k);
+
+//! k as the semaphore's count type. Throws: throw_bad_release unless 1 <= k <= kSemaphoreMaxCount;
+//! no integer is narrowed before this check.
+template <class Int>
+std::uint32_t checked_release_count(Int k, const std::string& what) {
+  static_assert(std::is_integral_v<Int> && !std::is_same_v<Int, bool>,
+                "Semaphore::release(k) takes an integer number of units");
+  if (k < 1 || static_cast<std::make_unsigned_t<Int>>(k) > kSemaphoreMaxCount) {
+    throw_bad_release(what, std::to_string(+k));
+  }
+  return static_cast<std::uint32_t>(k);
+}
 
 //! What Semaphore and BoundedSemaphore share, constructors included (each inherits them).
 template <bool Bounded>
@@ -40,7 +61,8 @@ class SemaphoreHandle {
  public:
   //! Effects: an unnamed semaphore holding `initial` units (Python's default is 1), shared with
   //! children forked after this call; a BoundedSemaphore may never hold more than `initial`.
-  //! Throws: Error(errc::invalid_argument) for a negative or too large initial value.
+  //! Throws: Error(errc::invalid_argument) naming the semaphore for an initial value outside
+  //! [0, 2^31 - 1].
   explicit SemaphoreHandle(long initial = 1);
   //! Effects: creates / opens / opens or creates the semaphore called `name` (an existing one
   //! keeps its value; a BoundedSemaphore's bound must match). Throws: as above, and as
@@ -64,10 +86,14 @@ class SemaphoreHandle {
     const auto d = to_steady(deadline);
     return semaphore_acquire(h_.state(), &d);
   }
-  //! Effects: adds k units and wakes up to k waiters.
-  //! Throws: Error(errc::bad_state) if a BoundedSemaphore would exceed its bound (nothing is
-  //! added), Error(errc::invalid_argument) if the count would overflow.
-  void release(std::uint32_t k = 1) const { semaphore_release(h_.state(), k, h_.what()); }
+  //! Effects: adds k units and wakes up to k waiters. k may be of any integer type: it is checked,
+  //! never narrowed. Throws: Error(errc::invalid_argument) naming the semaphore if k < 1, if k is
+  //! more than a semaphore holds (2^31 - 1) or if the count would overflow (nothing is added);
+  //! Error(errc::bad_state) if a BoundedSemaphore would exceed its bound (nothing is added).
+  template <class Int = int>
+  void release(Int k = 1) const {
+    semaphore_release(h_.state(), checked_release_count(k, h_.what()), h_.what());
+  }
   //! Returns: the units available now (a snapshot).
   std::uint32_t value() const noexcept {
     return h_.state()->count.load(std::memory_order_relaxed);

@@ -173,7 +173,8 @@ bool fits(From v) noexcept {
              static_cast<unsigned long long>(std::numeric_limits<To>::max());
     }
   } else if constexpr (std::is_floating_point_v<From> &&
-                       (std::numeric_limits<From>::max() > std::numeric_limits<To>::max())) {
+                       (static_cast<long double>(std::numeric_limits<From>::max()) >
+                        static_cast<long double>(std::numeric_limits<To>::max()))) {
     // Narrowing (double into float): infinities and NaN convert; finite values must be in range
     // (a value that would round to the largest finite value is refused too: C++ does not define
     // that conversion, and Python's struct refuses it as well).

@@ -2,7 +2,14 @@
 // stream chunks, close, terminate, join (see pool_core.hpp for the whole).
 #include "pool_core.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 
 namespace multiproc {
 namespace detail {
@@ -17,15 +24,73 @@ void stamp(PoolTask& task, std::uint64_t job, std::size_t index) {
   put_at<std::uint64_t>(msg, 20, task.fn);
 }
 
-}  // namespace
+// The most workers a Pool starts (pool.hpp documents it).
+constexpr int kMaxPoolProcesses = 1024;
 
-PoolCore::PoolCore(int processes, std::function<void()> init, std::size_t maxtasks)
-    : n_(processes), init_(std::move(init)), maxtasks_(maxtasks) {
+// The tasks (processes and threads) of this real user now, which RLIMIT_NPROC counts: the sum of
+// "Threads:" over /proc/<pid>/status whose real uid is ours. A snapshot; -1 if /proc is missing.
+long tasks_of_user(uid_t uid) {
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return -1;
+  long tasks = 0;
+  char path[300];  // "/proc/" + a d_name of up to 255 bytes + "/status"
+  char buf[4096];
+  while (const dirent* d = ::readdir(proc)) {
+    if (d->d_name[0] < '1' || d->d_name[0] > '9') continue;
+    std::snprintf(path, sizeof path, "/proc/%s/status", d->d_name);
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;  // exited meanwhile
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) continue;
+    buf[n] = '\0';
+    const char* u = std::strstr(buf, "\nUid:");
+    const char* t = std::strstr(buf, "\nThreads:");
+    unsigned long real = 0;
+    long threads = 0;
+    if (u == nullptr || t == nullptr || std::sscanf(u, "\nUid: %lu", &real) != 1 ||
+        std::sscanf(t, "\nThreads: %ld", &threads) != 1) {
+      continue;
+    }
+    if (real == uid) tasks += threads;
+  }
+  ::closedir(proc);
+  return tasks;
+}
+
+// Refuses a worker count the system could not start (see Pool's comment in pool.hpp).
+void check_worker_count(int processes) {
   if (processes <= 0) {
     throw Error(errc::invalid_argument,
                 "multiproc::Pool: the number of processes must be at least 1, not " +
                     std::to_string(processes));
   }
+  if (processes > kMaxPoolProcesses) {
+    throw Error(errc::invalid_argument,
+                "multiproc::Pool: " + std::to_string(processes) + " processes is more than the " +
+                    std::to_string(kMaxPoolProcesses) + " a Pool may start");
+  }
+  // RLIMIT_NPROC binds every user but root (the kernel does not apply it to uid 0).
+  const uid_t uid = ::getuid();
+  rlimit limit{};
+  if (uid == 0 || ::getrlimit(RLIMIT_NPROC, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+  const long running = tasks_of_user(uid);
+  if (running < 0) return;
+  const auto room = static_cast<long long>(limit.rlim_cur) - running;
+  if (processes > room) {
+    throw Error(errc::invalid_argument,
+                "multiproc::Pool: " + std::to_string(processes) +
+                    " processes would exceed RLIMIT_NPROC (" + std::to_string(limit.rlim_cur) +
+                    " for this user, who runs " + std::to_string(running) +
+                    " processes and threads now)");
+  }
+}
+
+}  // namespace
+
+PoolCore::PoolCore(int processes, std::function<void()> init, std::size_t maxtasks)
+    : n_(processes), init_(std::move(init)), maxtasks_(maxtasks) {
+  check_worker_count(processes);
   manager_ = std::thread([this] { run(); });
   // Return once the workers exist (or report why they could not be started).
   std::unique_lock<std::mutex> lock(started_mutex_);

@@ -37,7 +37,7 @@ void write_header(SegmentHeader* h, const SegmentLayout& layout, std::size_t bod
   h->type_hash = layout.element.hash;
   h->creator_pid = static_cast<std::int32_t>(::getpid());
   h->creator_start_time = detail::self_start_time();
-  std::snprintf(h->type_name, sizeof h->type_name, "%s", layout.element.name.c_str());
+  detail::store_type_name(h->type_name, sizeof h->type_name, layout.element.name);
   h->checksum = detail::header_checksum(*h);
 }
 
@@ -158,7 +158,6 @@ ElementType make_element_type(char code, std::size_t size, std::size_t alignment
     e.hash = fnv1a64(type.name());
     e.name = demangle(type.name());
   }
-  if (e.name.size() >= kTypeNameSize) e.name.resize(kTypeNameSize - 1);
   return e;
 }
 

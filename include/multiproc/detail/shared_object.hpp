@@ -39,6 +39,24 @@ std::string describe_object(Kind kind, const Name* name) {
 }
 //! The element type a segment header records (code, size, alignment, hash and name).
 ElementType element_from_header(const SegmentHeader& h);
+//! Writes `name` NUL-terminated into a header's fixed field of `size` bytes; a name that does not
+//! fit is cut visibly: its first bytes, then "…" (UTF-8), so that messages built from another
+//! process's header show the cut. Messages about this process's own objects use the whole name.
+inline void store_type_name(char* out, std::size_t size, std::string_view name) noexcept {
+  static constexpr char kEllipsis[] = "\xe2\x80\xa6";  // U+2026, 3 bytes
+  constexpr std::size_t kMark = sizeof kEllipsis - 1;
+  if (size == 0) return;
+  if (name.size() < size) {
+    std::memcpy(out, name.data(), name.size());
+    out[name.size()] = '\0';
+  } else if (size > kMark) {
+    const std::size_t keep = size - 1 - kMark;
+    std::memcpy(out, name.data(), keep);
+    std::memcpy(out + keep, kEllipsis, kMark + 1);  // with its NUL
+  } else {
+    out[0] = '\0';
+  }
+}
 
 // ---- where a new object's segment comes from ----------------------------------------------
 
