@@ -709,6 +709,7 @@ BOOST_AUTO_TEST_CASE(barrier_party_killed_before_or_inside, *boost::unit_test::t
   Worst inside_break, late;
   for (int r = 0; r < n; ++r) {
     CRASH_TRIAL(dice, r) {
+      const auto trial_began = Clock::now();
       const long mode = dice.uniform(0, 2);
       const mp::Barrier& bar = mode == 2 ? timed : untimed;
       // Both live parties are done with the previous round (no late write into this one).
@@ -730,6 +731,7 @@ BOOST_AUTO_TEST_CASE(barrier_party_killed_before_or_inside, *boost::unit_test::t
                    << ", live parties alive: " << live[0].is_alive() << live[1].is_alive()
                    << ", exit codes " << live[0].exitcode().value_or(999) << " "
                    << live[1].exitcode().value_or(999));
+      const auto waiting_began = Clock::now();
       Gate started;
       const long spin = dice.uniform(0, 300);
       mp::Process victim([&bar, b, &started, spin] {
@@ -752,7 +754,8 @@ BOOST_AUTO_TEST_CASE(barrier_party_killed_before_or_inside, *boost::unit_test::t
       auto both_done = [&] {
         return b->round_done[0].load() == r + 1 && b->round_done[1].load() == r + 1;
       };
-      // On a failure: the round's state, and when (if ever, within 10 s more) each party ended.
+      // Only on a failure (it waits): the round's state, and when (if ever, within 10 s more) each
+      // party ended.
       auto explain = [&] {
         const bool late_done = eventually(both_done, 10s);
         std::ostringstream o;
@@ -769,7 +772,9 @@ BOOST_AUTO_TEST_CASE(barrier_party_killed_before_or_inside, *boost::unit_test::t
       };
       if (act == 1) {
         ++in_action;  // died inside the internal lock: broken, found out without help
-        BOOST_TEST(eventually(both_done, 100ms + kSlack), "waiters still waiting after a death inside: " << explain());
+        if (!eventually(both_done, 100ms + kSlack)) {
+          BOOST_ERROR("waiters still waiting after a death inside: " << explain());
+        }
         BOOST_TEST(b->outcome[0].load() == broke);
         inside_break.see(ms(k.reaped, Clock::now()));
       } else if (mode == 0 && pre == 0) {
@@ -792,13 +797,13 @@ BOOST_AUTO_TEST_CASE(barrier_party_killed_before_or_inside, *boost::unit_test::t
                  untimed.n_waiting() == 2u && !untimed.broken();
         };
         if (!eventually([&] { return both_done() || never_in(); }, 100ms + kSlack) || !both_done()) {
-          BOOST_TEST(untimed.n_waiting() == 2u, explain());
+          if (untimed.n_waiting() != 2u) BOOST_ERROR("neither arrived nor broken: " << explain());
           untimed.abort();
           ++aborted;
           BOOST_TEST(eventually(both_done, 100ms + kSlack));
         }
       } else {
-        BOOST_TEST(eventually(both_done, D + 100ms + kSlack), "a timed waiter hung: " << explain());
+        if (!eventually(both_done, D + 100ms + kSlack)) BOOST_ERROR("a timed waiter hung: " << explain());
         if (pre == 0) {
           ++before;
           BOOST_TEST(b->outcome[0].load() == broke);  // at the first party's deadline
@@ -809,12 +814,15 @@ BOOST_AUTO_TEST_CASE(barrier_party_killed_before_or_inside, *boost::unit_test::t
           late.see(waited - kDMs);
         }
       }
-      BOOST_TEST(b->outcome[0].load() == b->outcome[1].load(), explain());  // one round, one outcome
+      if (b->outcome[0].load() != b->outcome[1].load()) {  // one round, one outcome
+        BOOST_ERROR("the parties saw different outcomes: " << explain());
+      }
       BOOST_TEST(b->outcome[0].load() != other);
       if (b->outcome[0].load() == completed) ++rounds;
       if (b->outcome[0].load() == broke) ++broken_rounds;
       if (std::getenv("CRASH_DEBUG")) {
-        BOOST_TEST_MESSAGE("trial " << r << " took " << ms(k.sent, Clock::now()) << " ms after the kill, mode " << mode << " pre " << pre << " act " << act
+        BOOST_TEST_MESSAGE("trial " << r << " took " << ms(k.sent, Clock::now()) << " ms after the kill, "
+                                    << ms(trial_began, k.sent) << " ms before (" << ms(trial_began, waiting_began) << " to start the round), mode " << mode << " pre " << pre << " act " << act
                                     << " outcomes " << b->outcome[0].load() << b->outcome[1].load()
                                     << " broken " << bar.broken() << " n_waiting " << bar.n_waiting());
       }
