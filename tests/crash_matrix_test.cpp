@@ -741,7 +741,6 @@ BOOST_AUTO_TEST_CASE(barrier_party_killed_before_or_inside, *boost::unit_test::t
   Worst inside_break, late;
   for (int r = 0; r < n; ++r) {
     CRASH_TRIAL(dice, r) {
-      const auto trial_began = Clock::now();
       const long mode = dice.uniform(0, 2);
       const mp::Barrier& bar = mode == 2 ? timed : untimed;
       // Both live parties are done with the previous round (no late write into this one).
@@ -763,7 +762,6 @@ BOOST_AUTO_TEST_CASE(barrier_party_killed_before_or_inside, *boost::unit_test::t
                    << ", live parties alive: " << live[0].is_alive() << live[1].is_alive()
                    << ", exit codes " << live[0].exitcode().value_or(999) << " "
                    << live[1].exitcode().value_or(999));
-      const auto waiting_began = Clock::now();
       Gate started;
       const long spin = dice.uniform(0, 300);
       mp::Process victim([&bar, b, &started, spin] {
@@ -852,12 +850,6 @@ BOOST_AUTO_TEST_CASE(barrier_party_killed_before_or_inside, *boost::unit_test::t
       BOOST_TEST(b->outcome[0].load() != other);
       if (b->outcome[0].load() == completed) ++rounds;
       if (b->outcome[0].load() == broke) ++broken_rounds;
-      if (std::getenv("CRASH_DEBUG")) {
-        BOOST_TEST_MESSAGE("trial " << r << " took " << ms(k.sent, Clock::now()) << " ms after the kill, "
-                                    << ms(trial_began, k.sent) << " ms before (" << ms(trial_began, waiting_began) << " to start the round), mode " << mode << " pre " << pre << " act " << act
-                                    << " outcomes " << b->outcome[0].load() << b->outcome[1].load()
-                                    << " broken " << bar.broken() << " n_waiting " << bar.n_waiting());
-      }
       // Every trial ends with reset(): a victim killed holding the barrier's lock after the round
       // was released (the round completed) still breaks the barrier for the next round, at the
       // next user of the lock (the README's row: a death inside the internal lock breaks it).
