@@ -185,8 +185,15 @@ void ChannelRef::skip_to_producer(std::uint64_t head, const std::string& problem
   std::string dropped;
   if (cursors_plausible(head, tail) ||
       (bytes_between(head, tail) <= rb_ && records_between(head, tail) <= capacity_)) {
-    dropped = "skipped the " + std::to_string(records_between(head, tail)) +
+    const std::uint64_t records = records_between(head, tail);
+    dropped = "skipped the " + std::to_string(records) +
               " message(s) published up to the producer cursor";
+    // A JoinableQueue counts the skipped messages as done (nobody can take them any more), so
+    // that join() does not wait for them. (Other channels do not read `done`.)
+    if (records != 0) {
+      c_->done.fetch_add(records);
+      notify(c_->done_signal, INT_MAX);
+    }
   } else {
     dropped = "its cursors cannot be right (consumer at " + hex(head) + ", producer at " +
               hex(tail) + "): skipped to the producer cursor, dropping whatever was queued";

@@ -297,6 +297,33 @@ BOOST_AUTO_TEST_CASE(a_garbage_record_type_does_not_wedge_the_queue, *boost::uni
   BOOST_TEST(v.finish() == 0);
 }
 
+// The messages a damaged record made a get() skip count as done for a JoinableQueue: join()
+// does not wait for messages nobody can take any more.
+BOOST_AUTO_TEST_CASE(skipped_messages_count_as_done_for_join, *boost::unit_test::timeout(60)) {
+  const auto name = unique_name("hq.join");
+  mp::JoinableQueue<std::string> q(mp::create_only, mp::Name(name), 16);
+  q.put("a");
+  q.put("bb");
+  Victim v([&](Gate& opened, Gate& scribbled) {
+    mp::JoinableQueue<std::string> mine(mp::open_only, mp::Name(name));
+    opened.signal();
+    CHILD_REQUIRE(scribbled.wait(20s));
+    CHILD_OK(child_expect_corrupt([&] { (void)mine.get(); }, "skipped the 2 message(s)"));
+    CHILD_REQUIRE(mine.join_for(5s));
+    mine.put("c");
+    CHILD_REQUIRE(mine.get() == "c");
+    CHILD_REQUIRE(!mine.join_for(10ms));
+    mine.task_done();
+    CHILD_REQUIRE(mine.join_for(5s));
+    return 0;
+  });
+  BOOST_REQUIRE(v.opened());
+  const d::RecordHeader garbage{1, 0x77};
+  std::memcpy(ring_of(q.segment()) + record_offset(q.segment(), 0), &garbage, sizeof garbage);
+  v.scribbled();
+  BOOST_TEST(v.finish() == 0);
+}
+
 // A First chunk announcing 1 TiB. Before: the consumer zero-filled (or failed to allocate) the
 // announced length at once. Now memory grows with the bytes that arrive: the message, whose
 // sender never streams it, is dropped, and the queue goes on.
