@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <csignal>
 #include <climits>
 #include <cstring>
@@ -42,6 +43,18 @@ void register_now() noexcept {
 void reregister_in_child() noexcept { register_now(); }
 
 
+
+// A field of shared memory read exactly once (the compiler may not load it again later).
+template <class T>
+T read_once(const T& field) noexcept {
+  return *static_cast<const volatile T*>(&field);
+}
+
+std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
 
 std::uint64_t round_up_pow2(std::uint64_t n) noexcept {
   std::uint64_t p = 64;
@@ -102,9 +115,96 @@ void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capac
   // Everything else starts at zero: shared mode, empty ring, not closed.
 }
 
+ChannelRef::ChannelRef(ChannelState* c, std::uint64_t span, const std::string* what)
+    : c_(c), what_(what) {
+  const std::uint64_t rb = read_once(c->ring_bytes);
+  const std::uint64_t capacity = read_once(c->capacity);
+  const std::uint64_t offset = read_once(c->ring_offset);
+  const std::uint32_t record_size = read_once(c->record_size);
+  std::string problem;
+  if (rb < 64 || rb > kMaxRingBytes || (rb & (rb - 1)) != 0) {
+    problem = "its ring size " + std::to_string(rb) + " is not a power of two in [64, 2^38]";
+  } else if (offset < sizeof(ChannelState) || offset % kCacheLine != 0 || offset > span ||
+             rb > span - offset) {
+    problem = "its ring (" + std::to_string(rb) + " bytes at offset " + std::to_string(offset) +
+              ") is not inside the " + std::to_string(span) + " bytes mapped for it";
+  } else if (capacity == 0 || capacity > kMaxCapacity) {
+    problem = "its capacity " + std::to_string(capacity) + " is not in [1, 2^23]";
+  } else if (record_size != 0 && (record_size > rb || capacity * record_size > rb)) {
+    problem = "its " + std::to_string(capacity) + " records of " + std::to_string(record_size) +
+              " bytes do not fit its ring of " + std::to_string(rb);
+  }
+  if (!problem.empty()) {
+    throw Error(errc::corrupt, *what + ": its channel header is damaged: " + problem);
+  }
+  ring_ = reinterpret_cast<unsigned char*>(c) + offset;
+  rb_ = rb;
+  capacity_ = capacity;
+  record_size_ = record_size;
+}
+
 std::size_t ChannelRef::max_record_payload() const noexcept {
   // A record and the skip in front of it must fit in an empty ring: its span is at most half.
-  return static_cast<std::size_t>(c_->ring_bytes / 2 - kRecordHeader);
+  return static_cast<std::size_t>(rb_ / 2 - kRecordHeader);
+}
+
+// ---- cursors from the other end ----------------------------------------------------------------
+
+bool ChannelRef::cursors_plausible(std::uint64_t head, std::uint64_t tail) const noexcept {
+  const std::uint64_t bytes = bytes_between(head, tail);
+  const std::uint64_t records = records_between(head, tail);
+  if (bytes > rb_ || records > capacity_) return false;
+  if (record_size_ != 0) return bytes == records * record_size_;  // every record is that size
+  // Variable records start on kRecordAlign boundaries and take at least a header each.
+  return ((head | tail) & (kRecordAlign - 1)) == 0 && records <= bytes / kRecordHeader;
+}
+
+void ChannelRef::corrupt_cursors(std::uint64_t head, std::uint64_t tail) const {
+  throw Error(errc::corrupt,
+              *what_ + ": its cursors cannot be right (consumer at " + hex(head) + ", producer at " +
+                  hex(tail) + ", ring of " + std::to_string(rb_) + " bytes, capacity " +
+                  std::to_string(capacity_) + "): the segment was damaged; a get() skips ahead");
+}
+
+void ChannelRef::realign_producer(std::uint64_t tail) const {
+  // Only the holder of the producer end writes its cursor: move it to the next boundary. The
+  // bytes skipped hold no header a consumer can believe: it will skip them as damaged.
+  const std::uint64_t bytes = (cursor_bytes(tail) + kRecordAlign - 1) & ~(kRecordAlign - 1);
+  // release: pairs with the consumer's acquire load of the producer cursor.
+  c_->producer.cursor.store(make_cursor(cursor_records(tail), bytes), std::memory_order_release);
+  notify(c_->data, 1);
+  throw Error(errc::corrupt, *what_ + ": its producer cursor " + hex(tail) +
+                                 " was misaligned (the segment was damaged): realigned; the "
+                                 "message was not put");
+}
+
+void ChannelRef::skip_to_producer(std::uint64_t head, const std::string& problem) const {
+  EndState& k = c_->consumer;
+  // acquire: pairs with the producer's release store of its cursor.
+  const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
+  std::string dropped;
+  if (cursors_plausible(head, tail) ||
+      (bytes_between(head, tail) <= rb_ && records_between(head, tail) <= capacity_)) {
+    const std::uint64_t records = records_between(head, tail);
+    dropped = "skipped the " + std::to_string(records) +
+              " message(s) published up to the producer cursor";
+    // A JoinableQueue counts the skipped messages as done (nobody can take them any more), so
+    // that join() does not wait for them. (Other channels do not read `done`.)
+    if (records != 0) {
+      c_->done.fetch_add(records);
+      notify(c_->done_signal, INT_MAX);
+    }
+  } else {
+    dropped = "its cursors cannot be right (consumer at " + hex(head) + ", producer at " +
+              hex(tail) + "): skipped to the producer cursor, dropping whatever was queued";
+  }
+  k.other = tail;
+  k.pending = tail;
+  // release: pairs with the producer's acquire load of the consumer cursor; frees the bytes.
+  k.cursor.store(tail, std::memory_order_release);
+  notify(c_->space, INT_MAX);
+  throw Error(errc::corrupt, *what_ + ": " + problem + " (the segment was damaged); " + dropped +
+                                 "; the next get goes on from there");
 }
 
 // ---- ends ------------------------------------------------------------------------------------
@@ -218,13 +318,14 @@ void ChannelRef::release_slow(EndState& e, EndToken t) const noexcept {
 
 // ---- producer --------------------------------------------------------------------------------
 
-bool ChannelRef::has_room_slow(std::size_t n) const noexcept {
+bool ChannelRef::has_room_slow(std::size_t n) const {
   EndState& p = c_->producer;
   const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+  if (record_size_ == 0 && (tail & (kRecordAlign - 1)) != 0) realign_producer(tail);
   auto fits = [&](std::uint64_t head) {
-    if (records_between(head, tail) >= c_->capacity) return false;
-    if (c_->record_size != 0) return true;  // fixed records: the count is the only limit
-    const std::uint64_t rb = c_->ring_bytes;
+    if (records_between(head, tail) >= capacity_) return false;
+    if (record_size_ != 0) return true;  // fixed records: the count is the only limit
+    const std::uint64_t rb = rb_;
     const std::uint64_t off = cursor_bytes(tail) & (rb - 1);
     std::uint64_t need = record_span(n);
     if (off + need > rb) need += rb - off;  // a skip to the end first
@@ -232,39 +333,55 @@ bool ChannelRef::has_room_slow(std::size_t n) const noexcept {
   };
   if (fits(p.other)) return true;
   // acquire: pairs with the consumer's release store of its cursor; the bytes it freed are ours.
-  p.other = c_->consumer.cursor.load(std::memory_order_acquire);
-  return fits(p.other);
+  const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
+  // A consumer cursor ahead of ours, or further behind than the ring allows, is damage: waiting
+  // for room would wait forever.
+  if (!cursors_plausible(head, tail)) corrupt_cursors(head, tail);
+  p.other = head;
+  return fits(head);
+}
+
+bool ChannelRef::has_data_slow(std::uint64_t head) const {
+  EndState& k = c_->consumer;
+  // acquire: pairs with the producer's release store of its cursor; the record is readable.
+  const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
+  k.other = tail;
+  if (bytes_between(head, tail) == 0 && records_between(head, tail) == 0) return false;
+  if (!cursors_plausible(head, tail)) skip_to_producer(head, "its cursors cannot be right");
+  return true;
 }
 
 bool ChannelRef::room_hint(std::size_t n) const noexcept {
   const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
   const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
-  if (records_between(head, tail) >= c_->capacity) return false;
-  if (c_->record_size != 0) return true;
-  const std::uint64_t rb = c_->ring_bytes;
+  if (records_between(head, tail) >= capacity_) return false;
+  if (record_size_ != 0) return true;
+  const std::uint64_t rb = rb_;
   const std::uint64_t off = cursor_bytes(tail) & (rb - 1);
   std::uint64_t need = record_span(n);
   if (off + need > rb) need += rb - off;
   return bytes_between(head, tail) + need <= rb;
 }
 
-unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const noexcept {
+unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const {
   EndState& p = c_->producer;
-  const std::uint64_t rb = c_->ring_bytes;
+  const std::uint64_t rb = rb_;
   const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+  // Checked here too, not only in has_room(): a header at a misaligned offset could end past
+  // the ring.
+  if ((tail & (kRecordAlign - 1)) != 0) realign_producer(tail);
   std::uint64_t bytes = cursor_bytes(tail);
   std::uint64_t off = bytes & (rb - 1);
   const std::uint64_t span = record_span(n);
   if (off + span > rb) {
-    auto* skip = reinterpret_cast<RecordHeader*>(ring_ + off);
-    skip->length = static_cast<std::uint32_t>(rb - off - kRecordHeader);
-    skip->type = kRecordSkip;
+    const RecordHeader skip =
+        seal_record(bytes, static_cast<std::uint32_t>(rb - off - kRecordHeader), kRecordSkip);
+    std::memcpy(ring_ + off, &skip, sizeof skip);
     bytes += rb - off;
     off = 0;
   }
-  auto* h = reinterpret_cast<RecordHeader*>(ring_ + off);
-  h->length = static_cast<std::uint32_t>(n);
-  h->type = type;
+  const RecordHeader h = seal_record(bytes, static_cast<std::uint32_t>(n), type);
+  std::memcpy(ring_ + off, &h, sizeof h);
   p.pending = make_cursor(cursor_records(tail) + record_counts(type), bytes + span);
   return ring_ + off + kRecordHeader;
 }
@@ -331,13 +448,13 @@ bool ChannelRef::open_message_dead(bool ask_liveness) const noexcept {
 
 void ChannelRef::copy_wrapped_in(std::uint64_t off, const void* bytes,
                                  std::uint64_t size) const noexcept {
-  const std::uint64_t first = c_->ring_bytes - off;
+  const std::uint64_t first = rb_ - off;
   std::memcpy(ring_ + off, bytes, first);
   std::memcpy(ring_, static_cast<const unsigned char*>(bytes) + first, size - first);
 }
 
 void ChannelRef::copy_wrapped_out(std::uint64_t off, void* out, std::uint64_t size) const noexcept {
-  const std::uint64_t first = c_->ring_bytes - off;
+  const std::uint64_t first = rb_ - off;
   std::memcpy(out, ring_ + off, first);
   std::memcpy(static_cast<unsigned char*>(out) + first, ring_, size - first);
 }
@@ -350,27 +467,40 @@ bool ChannelRef::data_hint() const noexcept {
   return bytes_between(head, tail) != 0;  // a message, or the beginning of a chunked one
 }
 
-const unsigned char* ChannelRef::peek(RecordHeader& out) const noexcept {
+const unsigned char* ChannelRef::peek(RecordHeader& out) const {
   EndState& k = c_->consumer;
-  const std::uint64_t rb = c_->ring_bytes;
+  const std::uint64_t rb = rb_;
   const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
+  // has_data() saw [head, other) published and at most a ring long.
+  const std::uint64_t published = bytes_between(head, k.other);
+  if ((head & (kRecordAlign - 1)) != 0 || published > rb) {
+    skip_to_producer(head, "its consumer cursor " + hex(head) + " is not at a record");
+  }
   std::uint64_t bytes = cursor_bytes(head);
   std::uint64_t off = bytes & (rb - 1);
+  std::uint64_t skipped = 0;
   RecordHeader h;
   std::memcpy(&h, ring_ + off, sizeof h);
-  if (h.type == kRecordSkip) {
-    if (h.length != rb - off - kRecordHeader) return nullptr;  // a skip runs to the ring's end
-    bytes += rb - off;
+  if ((h.type & kRecordTypeMask) == kRecordSkip) {
+    if (h.type != seal_record(bytes, h.length, kRecordSkip).type ||
+        h.length != rb - off - kRecordHeader) {  // a skip runs to the ring's end
+      skip_to_producer(head, "a record in the ring is damaged (bad header)");
+    }
+    skipped = rb - off;
+    bytes += skipped;
     off = 0;
     std::memcpy(&h, ring_, sizeof h);
   }
-  // The header comes from shared memory: check it before anyone trusts it.
-  if (h.type < kRecordWhole || h.type > kRecordAbort || h.type == kRecordSkip ||
-      h.length > rb - off - kRecordHeader || record_span(h.length) > rb - off) {
-    return nullptr;
+  // The header comes from shared memory: check it before anyone trusts it. Its check covers its
+  // length, type and place; the record must also lie in the ring and in what was published.
+  const std::uint32_t type = h.type & kRecordTypeMask;
+  if (type < kRecordWhole || type > kRecordAbort || type == kRecordSkip ||
+      h.type != seal_record(bytes, h.length, type).type || h.length > rb - off - kRecordHeader ||
+      record_span(h.length) > rb - off || skipped + record_span(h.length) > published) {
+    skip_to_producer(head, "a record in the ring is damaged (bad header)");
   }
-  out = h;
-  k.pending = make_cursor(cursor_records(head) + record_counts(h.type), bytes + record_span(h.length));
+  out = RecordHeader{h.length, type};
+  k.pending = make_cursor(cursor_records(head) + record_counts(type), bytes + record_span(h.length));
   return ring_ + off + kRecordHeader;
 }
 
@@ -429,15 +559,20 @@ void ChannelRef::close(std::uint32_t bits) const noexcept {
   }
 }
 
-void throw_corrupt_record(const std::string& what) {
-  throw Error(errc::corrupt, what + ": a record in the ring is damaged (bad header)");
+void throw_corrupt_record(const std::string& what, const std::string& problem) {
+  throw Error(errc::corrupt, what + ": " + problem +
+                                 " (the segment was damaged); the record was skipped");
 }
 
 std::uint64_t ChannelRef::size() const noexcept {
   if (shut_down_immediately()) return 0;  // what is left is discarded
   const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
   const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
-  return records_between(head, tail);
+  // Two loads, one after the other: the consumer may move (and the producer after it) between
+  // them, so a sound snapshot can exceed the capacity (by at most a ring), never be negative.
+  // A consumer ahead of the producer (more than half the byte space away) is damage.
+  if (bytes_between(head, tail) > kCursorByteMask / 2) return 0;
+  return std::min(records_between(head, tail), capacity_);
 }
 
 }  // namespace multiproc::detail

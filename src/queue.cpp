@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <limits>
 
 namespace multiproc {
 namespace detail {
@@ -13,6 +14,9 @@ namespace detail {
 namespace {
 // The ring of an unbounded queue (capacity 0): large, and sparse until messages pass through.
 constexpr std::uint64_t kUnboundedRingBytes = std::uint64_t{64} << 20;
+// The most a streamed message reserves before its bytes arrive (its length is read from shared
+// memory, and may lie).
+constexpr std::uint64_t kLargeReserve = std::uint64_t{64} << 20;
 }  // namespace
 
 std::uint64_t unbounded_capacity(std::uint32_t record_size) noexcept {
@@ -44,18 +48,21 @@ Segment::Init queue_init(std::uint64_t capacity, std::uint32_t record_size,
   };
 }
 
-ChannelState* queue_state(const Segment& seg, std::uint32_t record_size) {
-  auto* c = static_cast<ChannelState*>(seg.body());
-  const std::uint64_t rb = c->ring_bytes;
-  if (seg.body_size() < kChannelHeader || c->ring_offset != kChannelHeader || rb == 0 ||
-      (rb & (rb - 1)) != 0 || seg.body_size() != kChannelHeader + rb ||
-      c->capacity != seg.count() || c->capacity == 0 || c->capacity > kMaxCapacity ||
-      c->record_size != record_size) {
-    seg.fail(errc::corrupt, "its channel header does not match its segment (capacity " +
-                                std::to_string(c->capacity) + ", ring " + std::to_string(rb) +
-                                " bytes, record size " + std::to_string(c->record_size) + ")");
+ChannelRef queue_channel(const Segment& seg, std::uint32_t record_size) {
+  if (seg.body_size() < kChannelHeader) {
+    seg.fail(errc::corrupt, "its body is too small for a channel header");
   }
-  return c;
+  // The geometry is copied (and checked against the mapping) once, here; then compared, copy
+  // against copy, with what the segment header says.
+  ChannelRef ch(static_cast<ChannelState*>(seg.body()), seg.body_size(), &seg.describe());
+  if (ch.ring_offset() != kChannelHeader || seg.body_size() != kChannelHeader + ch.ring_bytes() ||
+      ch.capacity() != seg.count() || ch.record_size() != record_size) {
+    seg.fail(errc::corrupt, "its channel header does not match its segment (capacity " +
+                                std::to_string(ch.capacity()) + ", ring " +
+                                std::to_string(ch.ring_bytes()) + " bytes, record size " +
+                                std::to_string(ch.record_size()) + ")");
+  }
+  return ch;
 }
 
 void close_queue(const ChannelRef& ch) {
@@ -106,7 +113,8 @@ std::uint64_t unfinished(const ChannelRef& ch, std::uint64_t done) noexcept {
   const std::uint64_t puts = base + ((cursor_records(tail) - base) & kCursorRecordMask);
   std::uint64_t left = 0;
   if (discarded) left = records_between(c->consumer.cursor.load(std::memory_order_acquire), tail);
-  const std::uint64_t taken = puts - left;
+  left = std::min(left, ch.capacity());  // damaged cursors must not make join() wait forever
+  const std::uint64_t taken = puts > left ? puts - left : 0;
   return taken > done ? taken - done : 0;
 }
 
@@ -228,19 +236,28 @@ bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned 
                 std::vector<std::byte>& out) {
   if (first.type != kRecordFirst) {
     // Middle or Last chunks whose First a dead consumer took (or a Pipe-style abort): skip.
-    if (first.type < kRecordMiddle || first.type > kRecordAbort) throw_corrupt_record(ch.what());
     ch.consume(first);
     return false;
   }
   std::uint64_t total;
-  if (first.length < sizeof total) throw_corrupt_record(ch.what());
+  if (first.length < sizeof total) {
+    ch.consume(first);
+    throw_corrupt_record(ch.what(), "a streamed message's first chunk has no length");
+  }
   std::memcpy(&total, src, sizeof total);
   const std::uint64_t got0 = first.length - sizeof total;
-  if (got0 > total || total <= ch.max_record_payload() - sizeof total) {
-    throw_corrupt_record(ch.what());
+  if (got0 > total || total <= ch.max_record_payload() - sizeof total ||
+      total > std::numeric_limits<std::size_t>::max() / 2) {
+    ch.consume(first);  // its Middle and Last chunks are skipped as orphans
+    throw_corrupt_record(ch.what(), "a streamed message announces " + std::to_string(total) +
+                                        " bytes, which its first chunk contradicts");
   }
-  out.resize(static_cast<std::size_t>(total));  // may throw: nothing is consumed yet
-  std::memcpy(out.data(), src + sizeof total, static_cast<std::size_t>(got0));
+  // The length comes from shared memory: memory grows with the bytes that arrive, not with what
+  // the First chunk announces (reserved up to kLargeReserve only; a reservation touches no page).
+  out.clear();
+  out.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(total, kLargeReserve)));
+  out.insert(out.end(), reinterpret_cast<const std::byte*>(src + sizeof total),
+             reinterpret_cast<const std::byte*>(src + sizeof total + got0));
   ch.consume(first);
   std::uint64_t got = got0;
   bool idle = false;  // slept without data arriving: time to ask whether the sender lives
@@ -249,13 +266,14 @@ bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned 
       idle = false;
       RecordHeader h;
       const unsigned char* p = ch.peek(h);
-      if (p == nullptr) throw_corrupt_record(ch.what());
       if (h.type == kRecordMiddle || h.type == kRecordLast) {
         if (got + h.length > total || (h.type == kRecordLast) != (got + h.length == total)) {
           ch.consume(h);
-          throw Error(errc::corrupt, ch.what() + ": a streamed message does not match its length");
+          out.clear();
+          throw_corrupt_record(ch.what(), "a streamed message does not match its length");
         }
-        std::memcpy(out.data() + got, p, h.length);
+        out.insert(out.end(), reinterpret_cast<const std::byte*>(p),
+                   reinterpret_cast<const std::byte*>(p + h.length));
         got += h.length;
         ch.consume(h);
         if (h.type == kRecordLast) return true;

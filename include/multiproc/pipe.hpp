@@ -39,6 +39,12 @@
 // (the next sender marks it aborted, or the receiver notices the sender's death). A receiver
 // killed mid-message loses it too; the next receiver skips its remaining chunks. Nothing is ever
 // delivered twice, torn, or mixed with another message. Dead peers are noticed within 100 ms.
+//
+// Damage: any process of the user can write the segment's bytes. Geometry is copied and checked
+// at open, so nothing a writer puts there makes a send or recv touch memory outside the segment;
+// a recv that finds a damaged record or impossible cursors throws Error(errc::corrupt) once,
+// having skipped what was published up to then, and the next recv works. A damaged holder table
+// is clamped to its 64 entries (detail/holder_table.hpp).
 #pragma once
 
 #include <multiproc/codec.hpp>
@@ -69,7 +75,8 @@ struct PipeFactory;
 class Connection {
  public:
   //! Effects: opens one end of the Pipe `name` (created with Pipe(create_only, name, ...)).
-  //! Throws: Error as Segment::open.
+  //! Throws: Error as Segment::open; Error(errc::invalid_argument) naming the pipe for an `end`
+  //! other than PipeEnd::first or PipeEnd::second; Error(errc::corrupt) for a damaged header.
   Connection(open_only_t, const Name& name, PipeEnd end);
 
   // Copies share the end. A copy or move made while a Process builds its target (a capture by

@@ -61,6 +61,15 @@
 // not. For JoinableQueue, a consumer that dies between get() and task_done() (or
 // mid-way through a streamed message) leaves join() waiting (as in Python): use join_for(). A
 // message lost with its producer was never counted.
+//
+// Damage: any process of the user can write the segment's bytes. The ring's geometry is copied
+// and checked when the queue is opened (Error(errc::corrupt) there), so no put or get ever
+// touches memory outside the segment, whatever is written. A get() that finds a damaged record
+// (every header carries a check of its length, type and place) or impossible cursors throws
+// Error(errc::corrupt) once, having skipped everything published up to then (the message says
+// how many messages); the next get() works. A put() that finds the consumer's cursor impossible
+// throws Error(errc::corrupt) and puts nothing, until a get() has skipped ahead. size() stays in
+// [0, capacity()]. Damaged payload bytes of a sound record are not detected (decode may fail).
 #pragma once
 
 #include <multiproc/codec.hpp>
@@ -93,7 +102,9 @@ class QueueBase {
   using value_type = T;
 
   //! Effects: appends v, blocking while the queue is full (v may be of any size).
-  //! Throws: Closed after close() or shutdown(); what Codec<T>::encode throws (nothing is put).
+  //! Throws: Closed after close() or shutdown(); what Codec<T>::encode throws (nothing is put);
+  //! Error(errc::corrupt) when another process damaged the queue's cursors (nothing is put; see
+  //! "Damage" above).
   void put(const T& v) const { put_impl(v, nullptr, true); }
   //! Returns: false (without waiting) if the queue is full, or if another thread is inside an
   //! operation on the producer end (streaming a large message, or stopped mid-put) — or, for a
@@ -115,7 +126,8 @@ class QueueBase {
 
   //! Returns: the oldest message, blocking while the queue is empty.
   //! Throws: Closed once the queue is closed and drained, or at once after shutdown(true);
-  //! what Codec<T>::decode throws (the message is consumed then).
+  //! what Codec<T>::decode throws (the message is consumed then); Error(errc::corrupt) for a
+  //! damaged record or cursors (what was published up to then is skipped: see "Damage" above).
   T get() const { return *get_impl(nullptr, true); }
   //! Returns: the oldest message, or nullopt (without waiting) if there is none, or if another
   //! thread is inside an operation on the consumer end (assembling a large message, or stopped
@@ -195,9 +207,8 @@ class QueueBase {
 
  private:
   void attach(Segment seg) {
-    ChannelState* c = queue_state(seg, kRecordSize);
     seg_ = std::move(seg);
-    ch_ = ChannelRef(c, &seg_.describe());
+    ch_ = queue_channel(seg_, kRecordSize);  // names the queue by seg_, which outlives ch_
     fence_register();
   }
 
@@ -235,7 +246,14 @@ class QueueBase {
         ch_.release(end, t);
         throw_closed(ch_, "put");
       }
-      if (ch_.has_room(n)) {
+      bool room;
+      try {
+        room = ch_.has_room(n);
+      } catch (...) {  // Error(corrupt): the cursors cannot be right
+        ch_.release(end, t);
+        throw;
+      }
+      if (room) {
         if constexpr (kRecordSize != 0) {
           if constexpr (detail::is_plain_v<T>) {
             ch_.template append_fixed<kRecordSize>(&v);
@@ -279,15 +297,25 @@ class QueueBase {
         ch_.release(end, t);
         throw_closed(ch_, "get");
       }
-      bool data = ch_.has_data();
+      // Error(corrupt) from has_data() or peek(): the cursors or a record cannot be right (the
+      // consumer cursor has skipped ahead; the next get goes on).
+      auto has_data = [&] {
+        try {
+          return ch_.has_data();
+        } catch (...) {
+          ch_.release(end, t);
+          throw;
+        }
+      };
+      bool data = has_data();
       bool closed = false;     // closed and drained
       bool streaming = false;  // closed, but a streamed put begun before close() is under way
       // acquire: every record published before close() is visible once closed is seen.
       if (!data && ch_.closed()) {
-        data = ch_.has_data();
+        data = has_data();
         if (!data) {
           streaming = streamed_put_open(ch_);
-          data = ch_.has_data();
+          data = has_data();
           closed = !data && !streaming;
         }
       }
@@ -300,10 +328,12 @@ class QueueBase {
           ch_.release(end, t);
           out.emplace(Codec<T>::decode(reinterpret_cast<const std::byte*>(buf), kRecordSize));
         } else {
-          const unsigned char* src = ch_.peek(h);
-          if (src == nullptr) {
+          const unsigned char* src;
+          try {
+            src = ch_.peek(h);
+          } catch (...) {
             ch_.release(end, t);
-            throw_corrupt_record(ch_.what());
+            throw;
           }
           if (h.type != kRecordWhole) {  // streamed in chunks: assembled out of line
             std::vector<std::byte> buffer;

@@ -14,6 +14,9 @@ namespace {
 
 const std::string kWhat = "holder table";
 
+// How long a pending fork entry keeps the table open.
+constexpr std::uint64_t kPendingForkNs = 2000000000ull;
+
 //! The table's robust lock. After a holder died mid-update, keep what is well-formed: a count
 //! no larger than the table.
 struct TableLock : MutexScope {
@@ -21,15 +24,29 @@ struct TableLock : MutexScope {
       : MutexScope(&t.lock, kWhat, [&t] { t.count = std::min(t.count, kMaxHolders); }) {}
 };
 
+//! The count, read once (the caller holds the lock) and clamped into the table: a count that
+//! another process damaged must not index past it. The clamped value is written back.
+std::uint32_t held_count(HolderTable& t) {
+  const std::uint32_t n = *static_cast<volatile std::uint32_t*>(&t.count);
+  if (n <= kMaxHolders) return n;
+  t.count = kMaxHolders;
+  return kMaxHolders;
+}
+
 std::uint64_t monotonic_ns() {
   return static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
 }
 
 bool holder_alive(const HolderTable::Holder& h) {
-  if (h.pid < 0) return monotonic_ns() < h.start;  // a fork in progress, until its deadline
+  // A fork in progress, until its deadline — which is never further than kPendingForkNs ahead
+  // (a damaged deadline far in the future must not keep the end open forever).
+  if (h.pid < 0) {
+    const std::uint64_t now = monotonic_ns();
+    return now < h.start && h.start - now <= kPendingForkNs;
+  }
   return process_liveness(h.pid, h.start) != Liveness::dead;  // unknown: a holder we cannot see
-                                                               // keeps the end open
+                                                               // keeps the end open; pid 0: dead
 }
 
 }  // namespace
@@ -42,25 +59,26 @@ void holder_table_init(HolderTable& t, pid_t pid, std::uint64_t start, const std
 
 void add_holder(HolderTable& t, pid_t pid, std::uint64_t start) {
   TableLock lock(t);
-  for (std::uint32_t i = 0; i < t.count; ++i) {
+  std::uint32_t n = held_count(t);
+  for (std::uint32_t i = 0; i < n; ++i) {
     if (t.holders[i].pid == pid) {
       t.holders[i].start = start;
       t.closed.store(0, std::memory_order_release);
       return;
     }
   }
-  if (t.count == kMaxHolders) {  // make room by forgetting the dead
+  if (n == kMaxHolders) {  // make room by forgetting the dead
     std::uint32_t kept = 0;
-    for (std::uint32_t i = 0; i < t.count; ++i) {
+    for (std::uint32_t i = 0; i < n; ++i) {
       if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
     }
-    t.count = kept;
+    t.count = n = kept;
   }
-  if (t.count < kMaxHolders) {
+  if (n < kMaxHolders) {
     // The entry first, then the count: a death between the two loses nothing.
-    t.holders[t.count] = {static_cast<std::int32_t>(pid), 0, start};
+    t.holders[n] = {static_cast<std::int32_t>(pid), 0, start};
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    ++t.count;
+    t.count = n + 1;
   } else {
     t.overflow.store(1, std::memory_order_relaxed);  // too many to track: never report closed
   }
@@ -69,17 +87,18 @@ void add_holder(HolderTable& t, pid_t pid, std::uint64_t start) {
 
 bool remove_holder(HolderTable& t, pid_t pid) {
   TableLock lock(t);
-  for (std::uint32_t i = 0; i < t.count; ++i) {
+  std::uint32_t n = held_count(t);
+  for (std::uint32_t i = 0; i < n; ++i) {
     if (t.holders[i].pid == pid) {
       // Move the last entry over this one, then shorten: a death between the two leaves a
       // duplicate, never a lost holder.
-      t.holders[i] = t.holders[t.count - 1];
+      t.holders[i] = t.holders[n - 1];
       std::atomic_signal_fence(std::memory_order_seq_cst);
-      --t.count;
+      t.count = --n;
       break;
     }
   }
-  if (t.count == 0 && t.overflow.load(std::memory_order_relaxed) == 0) {
+  if (n == 0 && t.overflow.load(std::memory_order_relaxed) == 0) {
     t.closed.store(1, std::memory_order_release);
     return true;
   }
@@ -88,22 +107,24 @@ bool remove_holder(HolderTable& t, pid_t pid) {
 
 void add_pending_fork(HolderTable& t, pid_t parent) {
   TableLock lock(t);
-  if (t.count == kMaxHolders) {
+  const std::uint32_t n = held_count(t);
+  if (n == kMaxHolders) {
     t.overflow.store(1, std::memory_order_relaxed);
     return;
   }
-  t.holders[t.count] = {-static_cast<std::int32_t>(parent), 0, monotonic_ns() + 2000000000ull};
+  t.holders[n] = {-static_cast<std::int32_t>(parent), 0, monotonic_ns() + kPendingForkNs};
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  ++t.count;
+  t.count = n + 1;
 }
 
 void remove_pending_fork(HolderTable& t, pid_t parent) {
   TableLock lock(t);
-  for (std::uint32_t i = 0; i < t.count; ++i) {
+  std::uint32_t n = held_count(t);
+  for (std::uint32_t i = 0; i < n; ++i) {
     if (t.holders[i].pid == -static_cast<std::int32_t>(parent)) {
-      t.holders[i] = t.holders[t.count - 1];
+      t.holders[i] = t.holders[n - 1];
       std::atomic_signal_fence(std::memory_order_seq_cst);
-      --t.count;
+      t.count = --n;
       return;
     }
   }
@@ -113,8 +134,9 @@ bool holders_alive(HolderTable& t) {
   if (t.closed.load(std::memory_order_acquire) != 0) return false;
   if (t.overflow.load(std::memory_order_relaxed) != 0) return true;
   TableLock lock(t);
+  const std::uint32_t n = held_count(t);
   std::uint32_t kept = 0;
-  for (std::uint32_t i = 0; i < t.count; ++i) {
+  for (std::uint32_t i = 0; i < n; ++i) {
     if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
   }
   t.count = kept;

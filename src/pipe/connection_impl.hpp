@@ -32,9 +32,11 @@ struct alignas(kCacheLine) PipeState {
 };
 inline constexpr std::size_t kPipeHeader = round_up_to_cache_line(sizeof(PipeState));
 
-inline ChannelState* channel_at(PipeState* p, int index) {
+//! Channel `index` of a pipe whose rings are `ring_bytes` long (the caller's checked copy: the
+//! header's field is read once, at open).
+inline ChannelState* channel_at(PipeState* p, int index, std::uint64_t ring_bytes) {
   return reinterpret_cast<ChannelState*>(reinterpret_cast<unsigned char*>(p) + kPipeHeader +
-                                         static_cast<std::size_t>(index) * (kChannelSpan + p->ring_bytes));
+                                         static_cast<std::size_t>(index) * (kChannelSpan + ring_bytes));
 }
 
 //! How often one process scans the peer's holders for liveness at most (a lock and a /proc
@@ -102,12 +104,17 @@ class HeldEnd {
 };
 
 // What a receive does with a message: see it whole from the ring, or assemble its chunks.
+// The length a First chunk announces comes from shared memory: a Receiver grows its storage
+// with the chunks that arrive (begin() may reserve, up to kAssemblyReserve), never to `total` at
+// once.
+inline constexpr std::uint64_t kAssemblyReserve = std::uint64_t{64} << 20;
 struct Receiver {
   // Returns false (and nothing is consumed) if a message of `total` bytes is not acceptable.
   virtual bool accept(std::uint64_t total) = 0;
   virtual void whole(const std::byte* p, std::size_t n) = 0;
-  virtual std::byte* assembly(std::uint64_t total) = 0;  // where the chunks go
-  virtual void assembled(const std::byte* p, std::size_t n) = 0;
+  virtual void begin(std::uint64_t total) = 0;  // a chunked message of `total` bytes begins
+  virtual void chunk(const std::byte* p, std::size_t n) = 0;  // its next bytes (in order)
+  virtual void assembled() = 0;  // all `total` bytes have arrived
   virtual ~Receiver() = default;
 };
 

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 namespace multiproc::detail {
 
@@ -42,14 +43,13 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
   c.require_recv();
   const ChannelRef& ch = c.recv_;
   HeldEnd held(ch, ch.consumer());
-  std::byte* dst = nullptr;
   std::uint64_t total = 0, got = 0;
   bool in_message = false, slept = false;
   for (;;) {
     if (ch.has_data()) {
       RecordHeader h;
+      // Error(corrupt) for a damaged header: skipped with what was published (channel.hpp).
       const auto* p = reinterpret_cast<const std::byte*>(ch.peek(h));
-      if (p == nullptr) throw_corrupt_record(c.what_);
       switch (h.type) {
         case kRecordWhole:
           if (!r.accept(h.length)) {
@@ -66,18 +66,21 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
           ch.consume(h);
           return;
         case kRecordFirst: {
-          std::uint64_t t;
-          if (h.length < sizeof t) throw_corrupt_record(c.what_);
-          std::memcpy(&t, p, sizeof t);
-          if (h.length - sizeof t > t) throw_corrupt_record(c.what_);
+          std::uint64_t t = 0;
+          if (h.length >= sizeof t) std::memcpy(&t, p, sizeof t);
+          if (h.length < sizeof t || h.length - sizeof t > t ||
+              t > std::numeric_limits<std::size_t>::max() / 2) {
+            ch.consume(h);  // its Middle and Last chunks are skipped as orphans
+            throw_corrupt_record(c.what_, "a chunked message's first chunk contradicts its length");
+          }
           if (!r.accept(t)) {
             throw Error(errc::too_large, c.what_ + ": the next message has " + std::to_string(t) +
                                              " bytes, more than the buffer; it stays in the pipe");
           }
           total = t;
-          dst = r.assembly(total);
           got = h.length - sizeof t;
-          std::memcpy(dst, p + sizeof t, static_cast<std::size_t>(got));
+          r.begin(total);
+          r.chunk(p + sizeof t, static_cast<std::size_t>(got));
           in_message = true;
           ch.consume(h);
           break;
@@ -85,16 +88,16 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
         case kRecordMiddle:
         case kRecordLast:
           if (in_message) {
-            if (got + h.length > total) {
+            if (got + h.length > total || (h.type == kRecordLast) != (got + h.length == total)) {
               ch.consume(h);
-              throw Error(errc::corrupt, c.what_ + ": a chunked message is longer than announced");
+              throw_corrupt_record(c.what_, "a chunked message does not match its length");
             }
-            std::memcpy(dst + got, p, h.length);
+            r.chunk(p, h.length);
             got += h.length;
           }
           ch.consume(h);  // chunks of a message whose first part a dead receiver took: skipped
           if (in_message && h.type == kRecordLast) {
-            r.assembled(dst, static_cast<std::size_t>(total));
+            r.assembled();
             return;
           }
           break;
@@ -102,9 +105,9 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
           in_message = false;  // its sender died: drop what we have of it
           ch.consume(h);
           break;
-        default:
+        default:  // peek() lets no other type through
           ch.consume(h);
-          throw Error(errc::corrupt, c.what_ + ": unknown record type " + std::to_string(h.type));
+          throw_corrupt_record(c.what_, "unknown record type " + std::to_string(h.type));
       }
       continue;
     }

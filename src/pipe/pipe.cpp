@@ -25,15 +25,21 @@ ConnectionImpl::ConnectionImpl(Segment seg, PipeEnd end, bool register_self)
     : seg_(std::move(seg)), end_(end) {
   state_ = static_cast<PipeState*>(seg_.body());
   what_ = seg_.describe() + " (" + end_name(end) + " end)";
-  const std::uint64_t rb = state_->ring_bytes;
-  const std::uint32_t channels = state_->duplex != 0 ? 2 : 1;
+  // Read once: later code uses these copies (and the ChannelRefs'), never the header again.
+  const std::uint64_t rb = *static_cast<const volatile std::uint64_t*>(&state_->ring_bytes);
+  const std::uint32_t channels =
+      *static_cast<const volatile std::uint32_t*>(&state_->duplex) != 0 ? 2 : 1;
   if (rb == 0 || (rb & (rb - 1)) != 0 || seg_.count() != channels ||
       seg_.body_size() != kPipeHeader + channels * (kChannelSpan + rb)) {
     seg_.fail(errc::corrupt, "its pipe header does not match its segment");
   }
+  // Each channel's geometry is copied and checked once (ChannelRef), against this pipe's.
+  ChannelRef refs[2];
   for (std::uint32_t i = 0; i < channels; ++i) {
-    ChannelState* c = channel_at(state_, static_cast<int>(i));
-    if (c->ring_bytes != rb || c->ring_offset != kChannelSpan || c->record_size != 0) {
+    ChannelState* c = channel_at(state_, static_cast<int>(i), rb);
+    refs[i] = ChannelRef(c, kChannelSpan + rb, &what_);
+    if (refs[i].ring_bytes() != rb || refs[i].ring_offset() != kChannelSpan ||
+        refs[i].record_size() != 0) {
       seg_.fail(errc::corrupt, "its channel headers do not match its segment");
     }
     seg_.track_lock_owner(&c->producer.lock.owner);
@@ -43,17 +49,17 @@ ConnectionImpl::ConnectionImpl(Segment seg, PipeEnd end, bool register_self)
   seg_.track_lock_owner(&state_->holders[1].lock.owner);
   // Channel 0 carries messages to the first end; channel 1 (duplex) to the second.
   if (end == PipeEnd::first) {
-    recv_ = ChannelRef(channel_at(state_, 0), &what_);
+    recv_ = refs[0];
     can_recv_ = true;
     if (channels == 2) {
-      send_ = ChannelRef(channel_at(state_, 1), &what_);
+      send_ = refs[1];
       can_send_ = true;
     }
   } else {
-    send_ = ChannelRef(channel_at(state_, 0), &what_);
+    send_ = refs[0];
     can_send_ = true;
     if (channels == 2) {
-      recv_ = ChannelRef(channel_at(state_, 1), &what_);
+      recv_ = refs[1];
       can_recv_ = true;
     }
   }
@@ -144,6 +150,11 @@ struct PipeFactory {
     return {Connection(first), Connection(second)};
   }
   static Connection open(Segment seg, PipeEnd end) {
+    if (end != PipeEnd::first && end != PipeEnd::second) {
+      throw Error(errc::invalid_argument,
+                  seg.describe() + ": PipeEnd(" + std::to_string(static_cast<int>(end)) +
+                      ") is not an end of a pipe (PipeEnd::first or PipeEnd::second)");
+    }
     // This process may already hold the end (made the Pipe, or opened it before): one impl per
     // end per process, so that dropping one handle does not end the process's holding.
     if (auto impl = find_tracked(seg.body(), end)) {
@@ -178,7 +189,7 @@ Segment::Init pipe_init(bool duplex, std::uint64_t ring_bytes, std::string what)
     }
     const std::uint64_t capacity = std::min<std::uint64_t>(ring_bytes / 16, kMaxCapacity);
     for (int i = 0; i < (duplex ? 2 : 1); ++i) {
-      channel_init(channel_at(p, i), ring_bytes, capacity, 0, kChannelSpan, what);
+      channel_init(channel_at(p, i, ring_bytes), ring_bytes, capacity, 0, kChannelSpan, what);
     }
   };
 }
@@ -274,11 +285,12 @@ void Connection::receive_with(void (*decode)(void*, const std::byte*, std::size_
     std::vector<std::byte> buffer;
     bool accept(std::uint64_t) override { return true; }
     void whole(const std::byte* p, std::size_t n) override { decode(ctx, p, n); }
-    std::byte* assembly(std::uint64_t total) override {
-      buffer.resize(static_cast<std::size_t>(total));
-      return buffer.data();
+    void begin(std::uint64_t total) override {
+      buffer.clear();
+      buffer.reserve(static_cast<std::size_t>(std::min(total, detail::kAssemblyReserve)));
     }
-    void assembled(const std::byte* p, std::size_t n) override { decode(ctx, p, n); }
+    void chunk(const std::byte* p, std::size_t n) override { buffer.insert(buffer.end(), p, p + n); }
+    void assembled() override { decode(ctx, buffer.data(), buffer.size()); }
   } r;
   r.decode = decode;
   r.ctx = ctx;
@@ -292,11 +304,14 @@ std::string Connection::recv_bytes() const {
     void whole(const std::byte* p, std::size_t n) override {
       out.assign(reinterpret_cast<const char*>(p), n);
     }
-    std::byte* assembly(std::uint64_t total) override {
-      out.resize(static_cast<std::size_t>(total));
-      return reinterpret_cast<std::byte*>(out.data());
+    void begin(std::uint64_t total) override {
+      out.clear();
+      out.reserve(static_cast<std::size_t>(std::min(total, detail::kAssemblyReserve)));
     }
-    void assembled(const std::byte*, std::size_t) override {}
+    void chunk(const std::byte* p, std::size_t n) override {
+      out.append(reinterpret_cast<const char*>(p), n);
+    }
+    void assembled() override {}
   } r;
   detail::receive_message(*impl_, r);
   return std::move(r.out);
@@ -312,8 +327,12 @@ std::size_t Connection::recv_bytes_into(void* buffer, std::size_t size) const {
       if (n != 0) std::memcpy(buffer, p, n);
       length = n;
     }
-    std::byte* assembly(std::uint64_t) override { return buffer; }
-    void assembled(const std::byte*, std::size_t n) override { length = n; }
+    void begin(std::uint64_t) override { length = 0; }
+    void chunk(const std::byte* p, std::size_t n) override {  // accept() bounds the total
+      std::memcpy(buffer + length, p, n);
+      length += n;
+    }
+    void assembled() override {}
   } r;
   r.buffer = static_cast<std::byte*>(buffer);
   r.size = size;

@@ -27,6 +27,23 @@
 // died) are skipped, and a partial message is dropped when a new message begins after it, or when
 // its sender is gone (`open_message`).
 //
+// Distrust: every byte of the segment may be written by a buggy or hostile process of the same
+// user. The geometry (ring size, capacity, record size, ring offset) is copied into ChannelRef
+// once, when the channel is opened, and checked against the mapping there (Error(corrupt));
+// operations use only that copy, so every ring offset they compute is masked into the mapped
+// ring whatever the cursors say. Cursors read from the other end are checked when they are
+// loaded (the consumer's ahead of the producer's, or further apart than the ring or the capacity
+// allow: Error(corrupt)), and every variable record's header carries a 24-bit check of its
+// length, its type and its position in the stream (a damaged or moved header is not believed).
+// A consumer that finds a damaged record or impossible cursors cannot know where the next good
+// record starts: it skips everything published up to the producer cursor it then reads, says how
+// many messages that dropped in the Error(corrupt) it throws once, and the next get() goes on from
+// there. A producer that finds impossible cursors throws Error(corrupt) and changes nothing (the
+// consumer end is not its to move): puts fail until a get() has skipped ahead; a producer that
+// finds its own cursor misaligned realigns it (throwing once). What a hostile writer can still
+// do is make messages wrong (it can write any payload bytes), lost or repeated within the ring —
+// never make an operation read or write outside the mapping.
+//
 // Sleeping: a process that must wait (for data, for room, for a lease) registers in a waiters
 // counter, issues the same membarrier, re-checks, and sleeps on a futex "epoch" word that the
 // other side bumps (and wakes) only when it sees waiters. Sleepers wake every kLivenessSlice to
@@ -92,10 +109,29 @@ inline constexpr std::uint32_t kOpenAbandoned = 2;  // its sender gave up (timeo
 // ChannelState::closed bits.
 inline constexpr std::uint32_t kClosed = 1;     // close() or shutdown(): no more puts
 inline constexpr std::uint32_t kImmediate = 2;  // shutdown(immediate): what is queued is discarded
+// In the ring, `type` holds the RecordType in its low 8 bits and record_check() in the high 24;
+// peek() hands callers the bare RecordType.
 struct RecordHeader {
   std::uint32_t length;  // payload bytes (excluding this header and padding)
-  std::uint32_t type;    // RecordType
+  std::uint32_t type;    // RecordType | record_check(...) << 8
 };
+inline constexpr std::uint32_t kRecordTypeMask = 0xff;
+//! The 24-bit check a variable record's header carries: of its length, its type and `position`,
+//! the byte count of the producer cursor where the record starts (so a header copied from
+//! elsewhere in the ring, or left from an earlier lap, is not believed either).
+inline constexpr std::uint32_t record_check(std::uint64_t position, std::uint32_t length,
+                                            std::uint32_t type) noexcept {
+  std::uint64_t x = ((position & kCursorByteMask) << 3 | type) * 0x9E3779B97F4A7C15ull;
+  x ^= std::uint64_t{length} * 0xC2B2AE3D27D4EB4Full;
+  x ^= x >> 29;
+  x *= 0xBF58476D1CE4E5B9ull;
+  return static_cast<std::uint32_t>(x >> 40);
+}
+//! The header of a record at `position` (sealed with its check).
+inline constexpr RecordHeader seal_record(std::uint64_t position, std::uint32_t length,
+                                          std::uint32_t type) noexcept {
+  return RecordHeader{length, type | record_check(position, length, type) << 8};
+}
 inline constexpr std::size_t kRecordHeader = sizeof(RecordHeader);
 inline constexpr std::size_t kRecordAlign = 8;
 
@@ -103,7 +139,8 @@ inline constexpr int kChannelSpin = 2000;
 inline constexpr std::uint32_t kEndShared = 0;
 inline constexpr std::uint32_t kEndLeased = 1;
 
-inline constexpr int kHolderSlots = 32;
+inline constexpr int kHolderSlots = 32;  // a power of two: a slot index is masked into range
+static_assert((kHolderSlots & (kHolderSlots - 1)) == 0);
 
 // A thread that has held (or holds) the lease of an end. Claimed under the end's lock by the
 // thread itself (tid, pid, start); `active` is written only by that thread, around each of its
@@ -168,7 +205,8 @@ struct alignas(kCacheLine) Signal {
 
 // The shared state of one channel; the ring follows at `ring_offset` bytes from its start.
 //   config (immutable after init): ring_bytes (a power of two), capacity (records),
-//   record_size (fixed records; 0 for variable), ring_offset
+//   record_size (fixed records; 0 for variable), ring_offset. Read once, by ChannelRef's
+//   constructor, which checks it; never read again.
 //   closed: kClosed | kImmediate bits, set once (fetch_or) and never cleared; read on every
 //   operation
 //   puts_base: the 64-bit count of messages published, as of a moment when the cursor's 24-bit
@@ -220,13 +258,23 @@ enum class EndToken : std::uint8_t { none, lease, locked };
 class ChannelRef {
  public:
   ChannelRef() = default;
-  ChannelRef(ChannelState* c, const std::string* what) noexcept
-      : c_(c), ring_(reinterpret_cast<unsigned char*>(c) + c->ring_offset), what_(what) {}
+  //! Takes the channel's geometry from shared memory, once, and checks it against `span`: the
+  //! bytes mapped from `c` on. No operation reads the geometry from shared memory afterwards.
+  //! Requires: *what outlives this object (it names the channel in errors).
+  //! Throws: Error(errc::corrupt) naming *what when the geometry cannot be right (the ring not a
+  //! power of two, or not inside the mapping; capacity not in [1, kMaxCapacity]; a record size
+  //! that does not fit the ring).
+  ChannelRef(ChannelState* c, std::uint64_t span, const std::string* what);
 
   ChannelState* state() const noexcept { return c_; }
   const std::string& what() const noexcept { return *what_; }
-  std::uint64_t capacity() const noexcept { return c_->capacity; }
-  std::uint64_t ring_bytes() const noexcept { return c_->ring_bytes; }
+  std::uint64_t capacity() const noexcept { return capacity_; }
+  std::uint64_t ring_bytes() const noexcept { return rb_; }
+  std::uint32_t record_size() const noexcept { return record_size_; }
+  //! Where the ring starts, in bytes from the ChannelState (the checked copy).
+  std::uint64_t ring_offset() const noexcept {
+    return static_cast<std::uint64_t>(ring_ - reinterpret_cast<unsigned char*>(c_));
+  }
   //! Largest payload one record can carry (variable records).
   std::size_t max_record_payload() const noexcept;
 
@@ -250,18 +298,22 @@ class ChannelRef {
 
   // ---- producer, holding the producer end ------------------------------------------------
   //! Whether a record of n payload bytes fits now (updates the cached consumer cursor).
-  bool has_room(std::size_t n) const noexcept {
-    EndState& p = c_->producer;
-    if (c_->record_size != 0) {  // fixed records: the count is the only limit
+  //! Throws: Error(errc::corrupt) when the consumer cursor it loads cannot be right (ahead of
+  //! ours, or further behind than the ring or the capacity allow; nothing is changed), or when
+  //! our own cursor is misaligned (it is realigned: the next call works).
+  bool has_room(std::size_t n) const {
+    if (record_size_ != 0) {  // fixed records: the count is the only limit
+      EndState& p = c_->producer;
       const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
-      if (records_between(p.other, tail) < c_->capacity) return true;
+      if (records_between(p.other, tail) < capacity_) return true;
     }
     return has_room_slow(n);
   }
   //! The same question asked without holding the end (a hint for sleepers).
   bool room_hint(std::size_t n) const noexcept;
   //! Writes one record: the payload through `write(dst)` where it is contiguous, with `type`.
-  //! Requires has_room(n). Publishes it and wakes a consumer.
+  //! Requires has_room(n). Publishes it and wakes a consumer. Throws: what `write` throws
+  //! (nothing is published); Error(errc::corrupt) as has_room() for a misaligned cursor.
   template <class Write>
   void append(std::size_t n, RecordType type, Write&& write) const {
     unsigned char* dst = reserve(n, type);
@@ -273,10 +325,10 @@ class ChannelRef {
   template <std::size_t Size = 0>
   void append_fixed(const void* bytes) const noexcept {
     EndState& p = c_->producer;
-    const std::uint64_t size = Size != 0 ? Size : c_->record_size;
+    const std::uint64_t size = Size != 0 ? Size : record_size_;
     const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
-    const std::uint64_t off = cursor_bytes(tail) & (c_->ring_bytes - 1);
-    if (off + size <= c_->ring_bytes) {
+    const std::uint64_t off = cursor_bytes(tail) & (rb_ - 1);
+    if (off + size <= rb_) {
       std::memcpy(ring_ + off, bytes, Size != 0 ? Size : size);
     } else {
       copy_wrapped_in(off, bytes, size);
@@ -291,28 +343,32 @@ class ChannelRef {
   // ---- consumer, holding the consumer end ------------------------------------------------
   //! Whether a record (a message, or a chunk of one) is published and not yet taken (updates
   //! the cached producer cursor).
-  bool has_data() const noexcept {
+  //! Throws: Error(errc::corrupt) when the producer cursor it loads cannot be right (behind ours,
+  //! or further ahead than the ring or the capacity allow): the consumer cursor then skips to the
+  //! producer's (see the header comment), so the next call works.
+  bool has_data() const {
     EndState& k = c_->consumer;
     const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
-    if (bytes_between(head, k.other) != 0) return true;
-    // acquire: pairs with the producer's release store of its cursor; the record is readable.
-    k.other = c_->producer.cursor.load(std::memory_order_acquire);
-    return bytes_between(head, k.other) != 0;
+    // Published bytes, and no more than a ring of them — one compare (0 wraps round to the top).
+    if (bytes_between(head, k.other) - 1 < rb_) return true;
+    return has_data_slow(head);
   }
   //! The same question asked without holding the end (a hint for sleepers and wait()).
   bool data_hint() const noexcept;
-  //! The next variable record: its header, and its payload (contiguous). Requires has_data();
-  //! steps over skip records. Returns nullptr for a header that cannot be right (a damaged
-  //! segment): callers report Error(errc::corrupt).
-  const unsigned char* peek(RecordHeader& h) const noexcept;
+  //! The next variable record: its header (with the bare RecordType), and its payload
+  //! (contiguous). Requires has_data(); steps over skip records.
+  //! Throws: Error(errc::corrupt) for a header that cannot be right (its check, type or length
+  //! is wrong, or it runs past what was published): everything published up to the producer
+  //! cursor is skipped first (the message says how many messages), so the next call works.
+  const unsigned char* peek(RecordHeader& h) const;
   //! Fixed-size records: copies the next record into `out` and consumes it. Requires has_data().
   template <std::size_t Size = 0>
   void take_fixed(void* out) const noexcept {
     EndState& k = c_->consumer;
-    const std::uint64_t size = Size != 0 ? Size : c_->record_size;
+    const std::uint64_t size = Size != 0 ? Size : record_size_;
     const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
-    const std::uint64_t off = cursor_bytes(head) & (c_->ring_bytes - 1);
-    if (off + size <= c_->ring_bytes) {
+    const std::uint64_t off = cursor_bytes(head) & (rb_ - 1);
+    if (off + size <= rb_) {
       std::memcpy(out, ring_ + off, Size != 0 ? Size : size);
     } else {
       copy_wrapped_out(off, out, size);
@@ -382,7 +438,8 @@ class ChannelRef {
   }
   //! Sets `bits` (kClosed, kImmediate) in the closed word and wakes every sleeper. Idempotent.
   void close(std::uint32_t bits = kClosed) const noexcept;
-  //! Complete messages published and not yet consumed (a snapshot).
+  //! Complete messages published and not yet consumed (a snapshot, in [0, capacity()]: cursors
+  //! that cannot be right count as 0 when the consumer's is ahead, else as at most capacity()).
   std::uint64_t size() const noexcept;
   //! Messages ever published, all 64 bits (a snapshot).
   std::uint64_t messages_put() const noexcept;
@@ -409,7 +466,7 @@ class ChannelRef {
  private:
   //! Pauses between looks while waiting for room: a sixteenth of the capacity, 1 to 64.
   int room_poll_interval() const noexcept {
-    const std::uint64_t n = c_->capacity / 16;
+    const std::uint64_t n = capacity_ / 16;
     return n < 1 ? 1 : n > 64 ? 64 : static_cast<int>(n);
   }
   bool try_lease(EndState& e) const noexcept {
@@ -434,8 +491,9 @@ class ChannelRef {
     return false;
   }
   void release_lease(EndState& e) const noexcept {
-    // The lease cannot move while we are active: lease_slot is still ours.
-    HolderSlot& h = e.slots[e.lease_slot.load(std::memory_order_relaxed)];
+    // The lease cannot move while we are active: lease_slot is still ours (try_lease checked it;
+    // masked all the same, so that a scribbled slot cannot index outside the table).
+    HolderSlot& h = e.slots[e.lease_slot.load(std::memory_order_relaxed) & (kHolderSlots - 1)];
     // release: pairs with the revoker's acquire load of `active`; publishes this operation.
     h.active.store(0, std::memory_order_release);
     asymmetric_fence_light();  // SYNC POINT: store active, then load revoke
@@ -450,21 +508,33 @@ class ChannelRef {
   static int claim_holder_slot(EndState& e) noexcept;
   EndToken acquire_slow(EndState& e, const Clock::time_point* deadline) const;
   void release_slow(EndState& e, EndToken t) const noexcept;
-  bool has_room_slow(std::size_t n) const noexcept;
+  bool has_room_slow(std::size_t n) const;
+  bool has_data_slow(std::uint64_t head) const;
+  //! Whether the cursors (head: consumer, tail: producer) can be those of this channel.
+  bool cursors_plausible(std::uint64_t head, std::uint64_t tail) const noexcept;
+  [[noreturn]] void corrupt_cursors(std::uint64_t head, std::uint64_t tail) const;
+  [[noreturn]] void realign_producer(std::uint64_t tail) const;
+  [[noreturn]] void skip_to_producer(std::uint64_t head, const std::string& problem) const;
   void copy_wrapped_in(std::uint64_t off, const void* bytes, std::uint64_t size) const noexcept;
   void copy_wrapped_out(std::uint64_t off, void* out, std::uint64_t size) const noexcept;
-  unsigned char* reserve(std::size_t n, RecordType type) const noexcept;
+  unsigned char* reserve(std::size_t n, RecordType type) const;
   void publish(std::size_t n) const noexcept;
   void refresh_puts(std::uint64_t cursor) const noexcept;
   void abandon_message_of(EndState& e) const noexcept;
   bool sleep_on(Signal& s, std::uint32_t epoch, const Clock::time_point* deadline) const noexcept;
 
+  // The geometry, copied and checked once at construction (never re-read from c_).
   ChannelState* c_ = nullptr;
   unsigned char* ring_ = nullptr;
+  std::uint64_t rb_ = 0;        // ring bytes, a power of two
+  std::uint64_t capacity_ = 0;  // records
+  std::uint32_t record_size_ = 0;
   const std::string* what_ = nullptr;
 };
 
-[[noreturn]] void throw_corrupt_record(const std::string& what);
+//! Error(errc::corrupt): a record of `what` whose contents contradict its header (the record
+//! has been consumed: the next get goes on after it).
+[[noreturn]] void throw_corrupt_record(const std::string& what, const std::string& problem);
 
 //! Record bytes a variable payload of n bytes occupies (header + payload + padding).
 inline std::size_t record_span(std::size_t n) noexcept {

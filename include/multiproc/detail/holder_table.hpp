@@ -7,6 +7,14 @@
 // the count (or moves the last entry over before shortening), so a holder SIGKILLed mid-update
 // leaves a duplicate, never a lost holder; the next locker recovers the lock and clamps the count.
 // A holder that dies without removing itself is forgotten by the next liveness scan.
+//
+// Damage: another process may write any byte of the table. Every locked operation reads `count`
+// once and clamps it to kMaxHolders (writing the clamped value back), so no entry outside the
+// table is ever read or written; a damaged entry is a holder like any other: a pid that is not a
+// live process (0 and negative pids included) is dead, and a pending fork's deadline further
+// than 2 s ahead has lapsed, so damage can at worst keep an end open until the next liveness
+// scan, or close it early (as a holder's death would). `closed` and `overflow` are flags: any
+// value is a value.
 #pragma once
 
 #include <multiproc/detail/cache_line.hpp>

@@ -23,7 +23,9 @@ SegmentLayout queue_layout(Kind kind, const ElementType& element, std::uint64_t 
                            std::uint32_t record_size, std::uint64_t bytes, const std::string& what);
 Segment::Init queue_init(std::uint64_t capacity, std::uint32_t record_size, std::uint64_t ring_bytes,
                          std::string what);
-ChannelState* queue_state(const Segment& seg, std::uint32_t record_size);
+//! The channel of a queue segment, its geometry copied and checked against the segment (records of
+//! `record_size` bytes; 0: variable). Throws: Error(errc::corrupt) naming the queue.
+ChannelRef queue_channel(const Segment& seg, std::uint32_t record_size);
 [[noreturn]] void throw_closed(const ChannelRef& ch, const char* operation);
 //! QueueBase::close(), out of line (not a fast path).
 void close_queue(const ChannelRef& ch);
@@ -46,8 +48,10 @@ bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
                const Clock::time_point* deadline, bool wait);
 //! Holding the consumer end, with peek() having returned a record other than kRecordWhole:
 //! assembles a streamed message into `out` (returns true), or consumes remains of a message
-//! whose reader died (returns false: look again). Throws: Closed if the queue is shut down
-//! immediately meanwhile; Error(errc::corrupt) for a damaged record.
+//! whose reader died (returns false: look again). `out` grows with the bytes that arrive (the
+//! announced length is not trusted beyond a 64 MiB reservation). Throws: Closed if the queue is
+//! shut down immediately meanwhile; Error(errc::corrupt) for a damaged record (consumed, or
+//! skipped with what was published after it: see channel.hpp; the next get goes on).
 bool take_large(const ChannelRef& ch, const RecordHeader& h, const unsigned char* src,
                 std::vector<std::byte>& out);
 //! The capacity an unbounded queue (capacity 0) gets, for records of `record_size` (0: variable).
