@@ -19,7 +19,8 @@ namespace detail {
 //   outcomes      bit (g % 64) set when round g ended broken, cleared when it was released;
 //                 stored before the generation bump that ends the round (relaxed; ordered by
 //                 that release), so a slow waiter reads its own round's outcome
-//   parties       immutable
+//   parties       immutable; each handle takes a copy at open, checked against the header's count
+//                 (so does it of the timeout fields), and never reads it again
 //   count         processes arrived in the current round (atomic: n_waiting() reads it unlocked)
 //   broken        1 from a break until reset() (atomic: broken() reads it unlocked)
 //   has_timeout   immutable: 1 when wait() has a default timeout (0 in a barrier made without one)
