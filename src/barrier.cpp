@@ -19,7 +19,8 @@ namespace detail {
 //   outcomes      bit (g % 64) set when round g ended broken, cleared when it was released;
 //                 stored before the generation bump that ends the round (relaxed; ordered by
 //                 that release), so a slow waiter reads its own round's outcome
-//   parties       immutable
+//   parties       immutable; each handle takes a copy at open, checked against the header's count
+//                 (so does it of the timeout fields), and never reads it again
 //   count         processes arrived in the current round (atomic: n_waiting() reads it unlocked)
 //   broken        1 from a break until reset() (atomic: broken() reads it unlocked)
 //   has_timeout   immutable: 1 when wait() has a default timeout (0 in a barrier made without one)
@@ -103,26 +104,54 @@ class Locked : public detail::MutexScope {
 }  // namespace
 
 Barrier::Barrier(unsigned parties, Action action)
-    : h_(Kind::barrier, parties, barrier_init(parties)), action_(std::move(action)) {}
+    : h_(Kind::barrier, parties, barrier_init(parties)), action_(std::move(action)) {
+  take_geometry();
+}
 Barrier::Barrier(create_only_t, const Name& name, unsigned parties, Action action)
     : h_(Kind::barrier, parties, create_only, name, barrier_init(parties)),
-      action_(std::move(action)) {}
+      action_(std::move(action)) {
+  take_geometry();
+}
 Barrier::Barrier(unsigned parties, Action action, Timeout timeout)
-    : h_(Kind::barrier, parties, barrier_init(parties, timeout)), action_(std::move(action)) {}
+    : h_(Kind::barrier, parties, barrier_init(parties, timeout)), action_(std::move(action)) {
+  take_geometry();
+}
 Barrier::Barrier(create_only_t, const Name& name, unsigned parties, Action action, Timeout timeout)
     : h_(Kind::barrier, parties, create_only, name, barrier_init(parties, timeout)),
-      action_(std::move(action)) {}
+      action_(std::move(action)) {
+  take_geometry();
+}
 Barrier::Barrier(open_or_create_t, const Name& name, unsigned parties, Action action,
                  Timeout timeout)
     : h_(Kind::barrier, parties, open_or_create, name, barrier_init(parties, timeout)),
-      action_(std::move(action)) {}
+      action_(std::move(action)) {
+  take_geometry();
+}
 Barrier::Barrier(open_only_t, const Name& name, Action action)
-    : h_(Kind::barrier, open_only, name), action_(std::move(action)) {}
+    : h_(Kind::barrier, open_only, name), action_(std::move(action)) {
+  take_geometry();
+}
 Barrier::Barrier(open_or_create_t, const Name& name, unsigned parties, Action action)
     : h_(Kind::barrier, parties, open_or_create, name, barrier_init(parties)),
-      action_(std::move(action)) {}
+      action_(std::move(action)) {
+  take_geometry();
+}
 
-unsigned Barrier::parties() const noexcept { return h_.state()->parties; }
+void Barrier::take_geometry() {
+  const BarrierState* s = h_.state();
+  const std::uint64_t header_parties = h_.segment().count();
+  if (s->parties == 0 || s->parties != header_parties || s->has_timeout > 1 ||
+      (s->has_timeout != 0 && s->timeout_ns < 0)) {
+    h_.segment().fail(errc::corrupt, "its state is damaged (parties " + std::to_string(s->parties) +
+                                         " where the header says " +
+                                         std::to_string(header_parties) + ", timeout flag " +
+                                         std::to_string(s->has_timeout) + ")");
+  }
+  parties_ = s->parties;
+  if (s->has_timeout != 0) timeout_ = Timeout(s->timeout_ns);
+}
+
+unsigned Barrier::parties() const noexcept { return parties_; }
 
 unsigned Barrier::wait() const {
   const std::optional<Timeout> t = timeout();
@@ -131,11 +160,7 @@ unsigned Barrier::wait() const {
   return wait_until(&deadline);
 }
 
-std::optional<Barrier::Timeout> Barrier::timeout() const noexcept {
-  const BarrierState* s = h_.state();
-  if (s->has_timeout == 0) return std::nullopt;
-  return Timeout(s->timeout_ns);
-}
+std::optional<Barrier::Timeout> Barrier::timeout() const noexcept { return timeout_; }
 
 unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
   BarrierState* s = h_.state();
@@ -147,8 +172,14 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
     if (s->broken.load(std::memory_order_relaxed) != 0) throw BrokenBarrier(what + ": broken");
     gen = s->generation.load(std::memory_order_relaxed);
     index = s->count.load(std::memory_order_relaxed);
+    if (index >= parties_) {  // a scribbled count: the index would be out of [0, parties)
+      break_locked(s);
+      throw Error(errc::corrupt, what + ": its arrival count " + std::to_string(index) +
+                                     " is not below its parties (" + std::to_string(parties_) +
+                                     "): damaged; the barrier is now broken");
+    }
     s->count.store(index + 1, std::memory_order_relaxed);
-    if (index + 1 == s->parties) {
+    if (index + 1 == parties_) {
       if (action_) {
         try {
           action_();
@@ -161,7 +192,7 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
       return index;
     }
   }
-  for (int i = spin_budget(s->parties); i > 0; --i) {
+  for (int i = spin_budget(parties_); i > 0; --i) {
     if (s->generation.load(std::memory_order_acquire) != gen) break;
     detail::cpu_relax();
   }
@@ -176,7 +207,7 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
       if (s->generation.load(std::memory_order_relaxed) == gen) {
         break_locked(s);
         throw BrokenBarrier(what + ": timed out waiting for the round to fill (" +
-                            std::to_string(index + 1) + " of " + std::to_string(s->parties) +
+                            std::to_string(index + 1) + " of " + std::to_string(parties_) +
                             " had arrived); the barrier is now broken");
       }
     } else if (detail::mutex_try_lock(&s->lock, what)) {
@@ -209,7 +240,7 @@ bool Barrier::broken() const noexcept {
 }
 
 unsigned Barrier::n_waiting() const noexcept {
-  return h_.state()->count.load(std::memory_order_relaxed);
+  return std::min(h_.state()->count.load(std::memory_order_relaxed), parties_);  // never above
 }
 
 }  // namespace multiproc

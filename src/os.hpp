@@ -45,6 +45,11 @@ inline std::chrono::milliseconds exit_poll_slice(unsigned round) noexcept {
   return std::chrono::milliseconds(1u << (round < 4 ? round : 4));
 }
 
+//! In a Process child whose crash signals were reset to their defaults: puts back multiproc's
+//! SIGBUS handler for truncated segments (src/segment/fault_guard.cpp), if the parent had it,
+//! now chaining to the default action. Async-signal-safe.
+void rearm_segment_fault_handler() noexcept;
+
 //! The demangled name of a mangled type name ("i" → "int"); the input if demangling fails.
 std::string demangle(const char* mangled);
 

@@ -377,6 +377,7 @@ void Process::start() {
 
 void Process::run_child() {
   reset_crash_signals();
+  detail::rearm_segment_fault_handler();  // truncated segments stay survivable (segment.hpp)
   int code = 0;
   try {
     if (target_) code = target_();

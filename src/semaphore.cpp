@@ -127,11 +127,31 @@ SemaphoreHandle<Bounded>::SemaphoreHandle(create_only_t, const Name& name, long 
          initialiser<Bounded>(initial, &name)) {}
 template <bool Bounded>
 SemaphoreHandle<Bounded>::SemaphoreHandle(open_only_t, const Name& name)
-    : h_(kSemaphoreKind<Bounded>, open_only, name) {}
+    : h_(kSemaphoreKind<Bounded>, open_only, name) {
+  check_state();
+}
 template <bool Bounded>
 SemaphoreHandle<Bounded>::SemaphoreHandle(open_or_create_t, const Name& name, long initial)
     : h_(kSemaphoreKind<Bounded>, count_of<Bounded>(initial), open_or_create, name,
-         initialiser<Bounded>(initial, &name)) {}
+         initialiser<Bounded>(initial, &name)) {
+  check_state();
+}
+
+// An opened semaphore's immutable fields must agree with its kind and header (its bound is the
+// header's count). Units are not geometry, but a count above the bound or INT_MAX is impossible.
+template <bool Bounded>
+void SemaphoreHandle<Bounded>::check_state() const {
+  const SemaphoreState* s = h_.state();
+  const std::uint64_t bound = h_.segment().count();
+  const std::uint32_t count = s->count.load(std::memory_order_relaxed);
+  if (s->bounded != (Bounded ? 1u : 0u) || (Bounded && s->bound != bound) ||
+      (!Bounded && bound != 1) || count > (Bounded ? bound : kMaxCount)) {
+    h_.segment().fail(errc::corrupt,
+                      "its state is damaged (bounded " + std::to_string(s->bounded) + ", bound " +
+                          std::to_string(s->bound) + " where the header says " +
+                          std::to_string(bound) + ", count " + std::to_string(count) + ")");
+  }
+}
 
 template class SemaphoreHandle<false>;
 template class SemaphoreHandle<true>;

@@ -100,8 +100,14 @@ class Barrier {
  private:
   unsigned wait_until(const detail::Clock::time_point* deadline) const;
 
+  //! Takes parties and the default timeout from the segment, once, checked against its header.
+  //! Throws: Error(errc::corrupt) naming the barrier when they are damaged.
+  void take_geometry();
+
   detail::StateHandle<detail::BarrierState> h_;
   Action action_;
+  unsigned parties_ = 0;            // immutable copies: never re-read from shared memory
+  std::optional<Timeout> timeout_;
 };
 
 }  // namespace multiproc

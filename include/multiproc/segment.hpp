@@ -20,7 +20,19 @@
 // Handles are cheap: copies share one mapping (a reference count local to the process). A handle
 // may be used from several threads; the objects built on it say what they allow.
 //
-// Names map to /dev/shm/mp.<name>; a name is 1..200 characters without '/' or NUL.
+// Names map to /dev/shm/mp.<name>; a name is 1..200 characters without '/' or NUL. Opening a name
+// checks its file: it must belong to this process's effective user and not be writable by group
+// or others, unless the name is given as allow_foreign(name).
+//
+// Hostile writers. The header is read and validated once, when a process maps the segment, and
+// kept as a private copy: a later write to the mapped header changes nothing in the handles that
+// have it open; a later open (in any process) validates the header as it finds it then. A file
+// truncated by another process while it is mapped here does not kill this process: multiproc's
+// SIGBUS handler (installed when the first segment is mapped, chaining to any handler installed
+// before; MULTIPROC_NO_SIGBUS_HANDLER=1 in the environment keeps it out) maps zero pages over the
+// lost part, which then reads as zeros in this process only; truncated() turns true, every open
+// of the object in this process is Error(errc::corrupt) "truncated by another process", and the
+// last handle says so on stderr (and still removes a name it owns).
 #pragma once
 
 #include <multiproc/detail/cache_line.hpp>
@@ -56,7 +68,8 @@ inline constexpr open_only_t open_only{};
 inline constexpr open_or_create_t open_or_create{};
 
 //! The name of a shared object, e.g. "web.jobs". Implicit from strings; persistent("x") marks a name
-//! that outlives its creator's handles. Throws Error(errc::invalid_argument) for an empty name, one
+//! that outlives its creator's handles, allow_foreign(name) one that may be opened although another
+//! user owns it or others may write it. Throws Error(errc::invalid_argument) for an empty name, one
 //! longer than 200 characters, or one containing '/' or NUL.
 class Name {
  public:
@@ -66,15 +79,26 @@ class Name {
 
   const std::string& str() const noexcept { return name_; }
   bool persistent() const noexcept { return persistent_; }
+  bool foreign_allowed() const noexcept { return foreign_allowed_; }
 
  private:
   friend Name persistent(std::string_view name);
+  friend Name allow_foreign(Name name);
   std::string name_;
   bool persistent_ = false;
+  bool foreign_allowed_ = false;
 };
 
 //! A name whose object stays in /dev/shm after its creator's handles are gone, until remove(name).
 Name persistent(std::string_view name);
+
+//! The same name, allowed to open an object whose file another user owns or that is writable by
+//! group or others. Without it, opening such a name (open_only, and open_or_create finding it) is
+//! an Error with code EACCES (std::errc::permission_denied) naming the owner and the mode: such a
+//! user can read everything the object holds and, by writing it, make operations on it fail with
+//! Error(errc::corrupt). Objects multiproc creates are always the creator's, mode 0600. Composes
+//! with persistent: allow_foreign(persistent("x")).
+Name allow_foreign(Name name);
 
 //! Removes the name (processes that have the object open keep using it).
 //! Returns: true if a name was removed, false if there was none. Throws: Error if the OS refuses.
@@ -205,10 +229,12 @@ class Segment {
   };
   FileId file_id() const noexcept;
 
-  //! Removes `name` now if it still refers to the object `id` (checked just before removing, as
-  //! the creator's destructor does), not a successor created under the same name since. Processes that have the object open keep using it; its creator's last
-  //! handle then has no name to remove. Returns: true if it removed the name, false if the name
-  //! was gone or refers to another object. Throws: Error if the OS refuses.
+  //! Removes `name` now if it still refers to the object `id`, not a successor created under the
+  //! same name since (the check and the removal are one step for every remover that uses
+  //! multiproc: they serialise on a lock of the file). Processes that have the object open keep
+  //! using it; its creator's last handle then has no name to remove. Returns: true if it removed
+  //! the name, false if the name was gone or refers to another object. Throws: Error if the OS
+  //! refuses.
   static bool unlink(const Name& name, FileId id);
 
   //! "SharedValue<int> 'counter'" or "Queue<std::string> (anonymous)": used in every message.
@@ -220,6 +246,12 @@ class Segment {
   //! Throws Error(errc::corrupt) unless the header's body size is `expected` (a check primitives
   //! make after open: the count in the header must agree with the body it claims).
   void expect_body_size(std::size_t expected) const;
+
+  //! Whether this process found the segment's file shorter than its mapping (another process
+  //! truncated it): the lost part of the body reads as zeros here, written bytes stay private.
+  bool truncated() const noexcept;
+  //! Throws Error(errc::corrupt) naming the object when truncated().
+  void check_intact() const;
 
   //! Records that the body holds a robust lock whose holder's thread id is kept in `owner`. While
   //! a thread of this process holds such a lock, destroying the last handle keeps the mapping

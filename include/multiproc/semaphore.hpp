@@ -107,6 +107,10 @@ class SemaphoreHandle {
 
  protected:
   StateHandle<SemaphoreState> h_;
+
+ private:
+  //! Throws Error(errc::corrupt) when the state disagrees with the kind and the header's bound.
+  void check_state() const;
 };
 
 extern template class SemaphoreHandle<false>;
@@ -127,7 +131,8 @@ class BoundedSemaphore : public detail::SemaphoreHandle<true> {
   using SemaphoreHandle::SemaphoreHandle;
 
   //! The bound: the initial value given at creation.
-  std::uint32_t bound() const noexcept { return h_.state()->bound; }
+  //! (The header's copy, checked against the shared state at open: never re-read from it.)
+  std::uint32_t bound() const noexcept { return static_cast<std::uint32_t>(h_.segment().count()); }
 };
 
 }  // namespace multiproc

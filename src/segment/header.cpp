@@ -92,6 +92,12 @@ void validate(const SegmentHeader& h, std::size_t mapped, const std::string& wha
   if (h.checksum != detail::header_checksum(h)) {
     throw Error(errc::corrupt, what + ": the segment header is damaged (checksum mismatch)");
   }
+  if ((h.flags & ~(detail::kFlagPersistent | detail::kFlagNamed)) != 0 ||
+      (h.elem_align & (h.elem_align - 1)) != 0 ||
+      ::strnlen(h.type_name, sizeof h.type_name) == sizeof h.type_name) {
+    throw Error(errc::corrupt, what + ": the segment header is damaged (impossible flags, element "
+                                      "alignment or type name)");
+  }
   if (h.body_offset < detail::kHeaderSize || h.body_offset % detail::kCacheLine != 0 ||
       h.body_size > mapped || h.body_offset > mapped - h.body_size) {
     throw Error(errc::corrupt, what + ": the segment is truncated or damaged (its header promises " +

@@ -3,9 +3,14 @@
 #include "segment_impl.hpp"
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
 
 namespace multiproc {
 namespace detail::seg {
@@ -16,6 +21,43 @@ constexpr const char* kPrefix = "mp.";
 
 std::string shm_name(const std::string& name) { return kPrefix + name; }  // Boost adds the '/'
 std::string shm_path(const std::string& name) { return "/dev/shm/" + shm_name(name); }
+
+// Removes the name while it refers to file (dev, ino). Every multiproc remover that checks
+// identity (this, the creator's last handle, stale-name reclaim) holds an exclusive flock() of
+// the file while it checks and removes, so none can remove a successor that another linked after
+// the check. (A plain multiproc::remove(name) or a foreign unlink is not serialised: it may remove
+// the object between the check and the removal, and a new object be created under the name; the
+// window is the few instructions between stat() and shm_unlink().)
+int remove_if_same(const std::string& name, dev_t dev, ino_t ino) {
+  const std::string path = shm_path(name);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return errno == ENOENT ? 0 : -errno;
+  struct stat mine {};
+  if (::fstat(fd, &mine) != 0 || mine.st_dev != dev || mine.st_ino != ino) {
+    ::close(fd);
+    return 0;  // the name refers to another object (or we cannot tell): not ours to remove
+  }
+  // Bounded: a process that holds the lock for good (it cannot be multiproc, which holds it for a
+  // few system calls) does not wedge a destructor; after 1 s the check is made without it.
+  bool locked = false;
+  for (int i = 0; i < 1000 && !locked; ++i) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      locked = true;
+    } else if (errno == EWOULDBLOCK) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } else if (errno != EINTR) {
+      break;
+    }
+  }
+  struct stat current {};
+  int result = 0;
+  if (::stat(path.c_str(), &current) == 0 && current.st_dev == dev && current.st_ino == ino) {
+    result = ::shm_unlink(("/" + shm_name(name)).c_str()) == 0 ? 1 : (errno == ENOENT ? 0 : -errno);
+  }
+  if (locked) ::flock(fd, LOCK_UN);
+  ::close(fd);
+  return result;
+}
 
 }  // namespace detail::seg
 
@@ -53,6 +95,11 @@ Name persistent(std::string_view name) {
   return n;
 }
 
+Name allow_foreign(Name name) {
+  name.foreign_allowed_ = true;
+  return name;
+}
+
 bool remove(const Name& name) {
   if (::shm_unlink(("/" + shm_name(name.str())).c_str()) == 0) return true;
   if (errno == ENOENT) return false;
@@ -66,16 +113,10 @@ bool exists(const Name& name) {
 
 bool Segment::unlink(const Name& name, FileId id) {
   // Same check as the creator's destructor: remove only while the name refers to that file.
-  struct stat st {};
-  if (::stat(shm_path(name.str()).c_str(), &st) != 0) {
-    if (errno == ENOENT) return false;
-    throw Error::from_errno(errno, "multiproc: cannot look up '" + name.str() + "'");
-  }
-  if (static_cast<std::uint64_t>(st.st_dev) != id.dev ||
-      static_cast<std::uint64_t>(st.st_ino) != id.ino) {
-    return false;
-  }
-  return remove(name);
+  const int r = detail::seg::remove_if_same(name.str(), static_cast<dev_t>(id.dev),
+                                            static_cast<ino_t>(id.ino));
+  if (r < 0) throw Error::from_errno(-r, "multiproc: cannot remove '" + name.str() + "'");
+  return r > 0;
 }
 
 }  // namespace multiproc

@@ -38,14 +38,15 @@ void check_space(const std::string& what, std::size_t total) {
   }
 }
 
-// Maps only the header of an existing object, to judge whether it is stale. Returns false when the
-// object cannot be judged (too short, foreign, not published yet by a live creator).
+// Reads the header of an existing object (with pread, not a mapping: a file shrunk meanwhile is
+// a short read, not a SIGBUS) to judge whether it is stale. Returns false when the object cannot
+// be judged (too short, foreign, not published yet by a live creator).
 bool creator_is_gone(bip::shared_memory_object& shm) {
-  bip::offset_t size = 0;
-  if (!shm.get_size(size) || size < static_cast<bip::offset_t>(detail::kHeaderSize)) return false;
-  bip::mapped_region region(shm, bip::read_only, 0, detail::kHeaderSize);
-  const auto& h = *static_cast<const SegmentHeader*>(region.get_address());
-  const std::uint32_t state = h.state.load(std::memory_order_acquire);
+  SegmentHeader h;
+  const ssize_t n = ::pread(shm.get_mapping_handle().handle, static_cast<void*>(&h),
+                            detail::kHeaderSize, 0);
+  if (n != static_cast<ssize_t>(detail::kHeaderSize)) return false;
+  const std::uint32_t state = h.state.load(std::memory_order_relaxed);  // a private copy
   if (state == detail::kStateReady) {
     if (h.magic != detail::kSegmentMagic || h.checksum != detail::header_checksum(h)) return false;
     if ((h.flags & detail::kFlagPersistent) != 0) return false;
@@ -53,7 +54,7 @@ bool creator_is_gone(bip::shared_memory_object& shm) {
     return process_liveness(h.creator_pid, h.creator_start_time) == Liveness::dead;
   }
   if (state == detail::kStateInitializing) {
-    const pid_t creator = relaxed_load(&h.creator_pid);
+    const pid_t creator = h.creator_pid;
     return creator != 0 && process_liveness(creator, 0) == Liveness::dead;  // unknown: as above
   }
   return false;
@@ -173,7 +174,9 @@ std::shared_ptr<SegmentImpl> try_create(const Name& name, const SegmentLayout& l
     } catch (const bip::interprocess_exception& e) {
       rethrow_boost(e, what, "cannot map the new segment");
     }
+    impl->guard = guard_mapping(impl->region.get_address(), impl->region.get_size());
     initialise(impl->region.get_address(), layout, body_offset, true, name.persistent(), init);
+    copy_header(impl->region.get_address(), &impl->header);
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) throw Error::from_errno(errno, what + ": fstat failed");
     impl->dev = st.st_dev;

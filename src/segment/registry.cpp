@@ -9,8 +9,6 @@
 
 #include <multiproc/detail/fork_hooks.hpp>
 
-#include <boost/interprocess/shared_memory_object.hpp>
-
 #include <cstdio>
 #include <map>
 #include <string>
@@ -92,16 +90,20 @@ bool SegmentImpl::lock_held_in_this_process() {
   return false;
 }
 
+bool SegmentImpl::truncated() const noexcept { return seg::mapping_truncated(guard); }
+
 SegmentImpl::~SegmentImpl() {
+  if (truncated()) {
+    std::fprintf(stderr,
+                 "multiproc: warning: %s: its segment was truncated by another process while "
+                 "mapped here (what it held is lost; the lost part read as zeros in this process)\n",
+                 what.c_str());
+  }
+  seg::unguard_mapping(guard);  // before `region` unmaps the range
   // Only the creating process removes the name — never a forked child holding a copy — and only
   // while the name still refers to the object we created.
   if (!owns_name || ::getpid() != owner_pid) return;
-  struct stat st {};
-  if (::stat(seg::shm_path(name).c_str(), &st) == 0 && (st.st_ino != ino || st.st_dev != dev)) return;
-  try {
-    boost::interprocess::shared_memory_object::remove(seg::shm_name(name).c_str());
-  } catch (...) {  // destructors never throw
-  }
+  (void)seg::remove_if_same(name, dev, ino);  // destructors never throw
 }
 
 }  // namespace multiproc::detail

@@ -23,9 +23,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <pwd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 namespace multiproc {
 namespace detail::seg {
@@ -45,6 +48,34 @@ namespace detail::seg {
   }
 }
 
+void copy_header(const void* mapped, SegmentHeader* out) noexcept {
+  std::memcpy(static_cast<void*>(out), mapped, detail::kHeaderSize);
+}
+
+// Refuses a file another user owns or others may write, unless the name allows it.
+void check_owner(const struct stat& st, const Name& name, const std::string& what) {
+  if (name.foreign_allowed()) return;
+  const uid_t me = ::geteuid();
+  const bool foreign = st.st_uid != me;
+  const bool writable = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+  if (!foreign && !writable) return;
+  std::string owner = "uid " + std::to_string(st.st_uid);
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  std::vector<char> buf(4096);
+  if (::getpwuid_r(st.st_uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    owner += std::string(" (") + found->pw_name + ")";
+  }
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  std::string msg = what + ": refusing to open " + shm_path(name.str()) + ": it belongs to " +
+                    owner + ", mode " + mode;
+  if (foreign) msg += "; this process runs as uid " + std::to_string(me);
+  if (writable) msg += "; group or others may write it";
+  msg += " (pass multiproc::allow_foreign(name) to open it anyway)";
+  throw Error(std::error_code(EACCES, std::system_category()), msg);
+}
+
 }  // namespace detail::seg
 
 namespace {
@@ -52,6 +83,16 @@ namespace {
 using detail::SegmentHeader;
 using detail::SegmentImpl;
 using namespace detail::seg;
+
+[[noreturn]] void fail_truncated(SegmentImpl& impl, const std::string& what, long long file_size) {
+  mark_truncated(impl.guard);
+  std::string msg = what + ": truncated by another process while mapped";
+  if (file_size >= 0) {
+    msg += " (the file now has " + std::to_string(file_size) + " bytes, the object " +
+           std::to_string(impl.region.get_size()) + ")";
+  }
+  throw Error(errc::corrupt, msg + "; what it held is lost: remove and re-create it");
+}
 
 // Opens and validates; nullptr when the name does not exist.
 std::shared_ptr<SegmentImpl> try_open(const Name& name, Kind kind, const ElementType* element,
@@ -69,15 +110,32 @@ std::shared_ptr<SegmentImpl> try_open(const Name& name, Kind kind, const Element
   if (::fstat(shm.get_mapping_handle().handle, &st) != 0) {
     throw Error::from_errno(errno, what + ": fstat failed");
   }
-  // Already mapped in this process (created or opened here): share that mapping.
+  check_owner(st, name, what);
+  // Already mapped in this process (created or opened here): share that mapping, if the file and
+  // its header are still what this process validated.
+  bool shared = true;
   if (auto impl = registered(st.st_dev, st.st_ino)) {
-    const auto& h = *static_cast<const SegmentHeader*>(impl->region.get_address());
-    validate(h, impl->region.get_size(), what, kind, element);
-    return impl;
+    if (impl->truncated()) fail_truncated(*impl, what, static_cast<long long>(st.st_size));
+    if (st.st_size < static_cast<off_t>(impl->region.get_size())) {
+      fail_truncated(*impl, what, static_cast<long long>(st.st_size));
+    }
+    SegmentHeader now;
+    copy_header(impl->region.get_address(), &now);
+    if (impl->truncated()) fail_truncated(*impl, what, -1);  // shrunk since the fstat
+    const auto* a = reinterpret_cast<const unsigned char*>(&now);
+    const auto* b = reinterpret_cast<const unsigned char*>(&impl->header);
+    if (std::memcmp(a + detail::kChecksumBegin, b + detail::kChecksumBegin,
+                    detail::kHeaderSize - detail::kChecksumBegin) == 0) {
+      validate(impl->header, impl->region.get_size(), what, kind, element);
+      return impl;
+    }
+    // Someone wrote over the header since this process mapped it. The handles open here keep the
+    // copy they validated; this open judges the header as it is now, as an unrelated process
+    // would, through a mapping of its own (not shared, and never owning the name).
+    shared = false;
   }
   // multiproc publishes only complete objects, but a foreign or damaged file may be anything.
-  bip::offset_t size = 0;
-  if (!shm.get_size(size)) throw Error::from_errno(errno, what + ": cannot read its size");
+  const auto size = static_cast<bip::offset_t>(st.st_size);
   if (size == 0) {
     throw Error(errc::corrupt, what + ": the segment is empty (not made by multiproc?); "
                                       "multiproc::remove() clears it");
@@ -93,14 +151,17 @@ std::shared_ptr<SegmentImpl> try_open(const Name& name, Kind kind, const Element
   } catch (const bip::interprocess_exception& e) {
     rethrow_boost(e, what, "cannot map");
   }
-  const auto& h = *static_cast<const SegmentHeader*>(impl->region.get_address());
-  wait_ready(h, what);
-  validate(h, impl->region.get_size(), what, kind, element);
-  impl->name = name.str();
+  impl->guard = guard_mapping(impl->region.get_address(), impl->region.get_size());
   impl->what = what;
+  wait_ready(*static_cast<const SegmentHeader*>(impl->region.get_address()), what);
+  copy_header(impl->region.get_address(), &impl->header);
+  if (impl->truncated()) fail_truncated(*impl, what, -1);
+  // The copy is what this process uses from now on: validate it, not the mapped bytes.
+  validate(impl->header, impl->region.get_size(), what, kind, element);
+  impl->name = name.str();
   impl->dev = st.st_dev;
   impl->ino = st.st_ino;
-  register_impl(impl);
+  if (shared) register_impl(impl);
   return impl;
 }
 
@@ -111,8 +172,7 @@ std::shared_ptr<SegmentImpl> try_open(const Name& name, Kind kind, const Element
 
 Segment::Segment(std::shared_ptr<detail::SegmentImpl> impl)
     : impl_(std::move(impl)),
-      body_(static_cast<char*>(impl_->region.get_address()) +
-            static_cast<const SegmentHeader*>(impl_->region.get_address())->body_offset) {}
+      body_(static_cast<char*>(impl_->region.get_address()) + impl_->header.body_offset) {}
 
 Segment Segment::create_anonymous(const SegmentLayout& layout, const Init& init) {
   const std::string what = detail::describe_object(layout.kind, &layout.element, "");
@@ -125,8 +185,10 @@ Segment Segment::create_anonymous(const SegmentLayout& layout, const Init& init)
   } catch (const bip::interprocess_exception& e) {
     rethrow_boost(e, what, "cannot map anonymous shared memory");
   }
+  impl->guard = guard_mapping(impl->region.get_address(), impl->region.get_size());
   impl->what = what;
   initialise(impl->region.get_address(), layout, body_offset_for(layout), false, false, init);
+  copy_header(impl->region.get_address(), &impl->header);
   return Segment(std::move(impl));
 }
 
@@ -181,9 +243,7 @@ Segment Segment::open_or_create(const Name& name, const SegmentLayout& layout, c
               what + ": the name keeps being created and removed by other processes; giving up");
 }
 
-const detail::SegmentHeader& Segment::header() const noexcept {
-  return *static_cast<const SegmentHeader*>(impl_->region.get_address());
-}
+const detail::SegmentHeader& Segment::header() const noexcept { return impl_->header; }
 Kind Segment::kind() const noexcept { return static_cast<Kind>(header().kind); }
 std::uint64_t Segment::count() const noexcept { return header().count; }
 std::size_t Segment::body_size() const noexcept { return header().body_size; }
@@ -213,6 +273,15 @@ Segment::FileId Segment::file_id() const noexcept {
 
 void Segment::fail(errc code, const std::string& message) const {
   throw Error(code, (impl_ ? impl_->what : std::string("multiproc: empty handle")) + ": " + message);
+}
+
+bool Segment::truncated() const noexcept { return impl_ && impl_->truncated(); }
+
+void Segment::check_intact() const {
+  if (truncated()) {
+    fail(errc::corrupt, "truncated by another process while mapped; what it held is lost: "
+                        "remove and re-create it");
+  }
 }
 
 void Segment::track_lock_owner(const std::atomic<std::int32_t>* owner) const {

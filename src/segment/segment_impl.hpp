@@ -4,7 +4,9 @@
 //   header.cpp    the header: sizing, writing, validating, waiting for publication; type names
 //   publish.cpp   named create: build in an unnamed file, link under the name; stale-name reclaim
 //   registry.cpp  one mapping per named object per process; mappings kept while a lock is held
-//   name.cpp      Name, persistent(), remove(), exists() and the /dev/shm spelling of names
+//   name.cpp      Name, persistent(), allow_foreign(), remove(), exists(), Segment::unlink and
+//                 the /dev/shm spelling of names
+//   fault_guard.cpp  the SIGBUS handler and table of mappings that survive a truncated file
 #pragma once
 
 #include <multiproc/segment.hpp>
@@ -19,14 +21,23 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <vector>
 
 namespace multiproc::detail {
 
+namespace seg {
+struct FaultSlot;
+}
+
 class SegmentImpl {
  public:
   boost::interprocess::mapped_region region;
+  // The header as validated when this process mapped the segment: what header(), count() and
+  // body_size() answer from. Never re-read from the mapping, which any process can scribble on.
+  SegmentHeader header;
+  seg::FaultSlot* guard = nullptr;  // this mapping's entry in the SIGBUS table (fault_guard.cpp)
   std::string name;      // the user's name; empty when anonymous
   std::string what;      // describe(): "SharedValue<int> 'counter'"
   bool owns_name = false;
@@ -36,8 +47,13 @@ class SegmentImpl {
   std::vector<const std::atomic<std::int32_t>*> lock_owners;  // tid words of robust locks inside
   std::mutex lock_owners_mutex;
 
+  SegmentImpl() = default;
+  SegmentImpl(const SegmentImpl&) = delete;
+  SegmentImpl& operator=(const SegmentImpl&) = delete;
   ~SegmentImpl();
   bool lock_held_in_this_process();
+  //! Whether the segment's file was found shorter than this mapping (see fault_guard.cpp).
+  bool truncated() const noexcept;
 };
 
 namespace seg {
@@ -51,6 +67,9 @@ inline constexpr int kCreateAttempts = 8;
 std::string shm_name(const std::string& name);
 //! Its path under /dev/shm.
 std::string shm_path(const std::string& name);
+//! Removes the name while it refers to file (dev, ino), serialised with the other removers that
+//! check identity (name.cpp). Returns: 1 removed, 0 not (gone, or another object), -errno.
+int remove_if_same(const std::string& name, dev_t dev, ino_t ino);
 
 //! Translates a Boost.Interprocess exception into an Error naming the object. (segment.cpp)
 [[noreturn]] void rethrow_boost(const bip::interprocess_exception& e, const std::string& what,
@@ -58,6 +77,13 @@ std::string shm_path(const std::string& name);
 inline bool is_boost_error(const bip::interprocess_exception& e, bip::error_code_t code) {
   return e.get_error_code() == code;
 }
+
+//! Copies the header at `mapped` (256 bytes) into `out`, byte for byte, without trusting it.
+void copy_header(const void* mapped, SegmentHeader* out) noexcept;
+
+//! Refuses a file (`st`: its fstat) another user owns or others may write, unless the name allows
+//! it. Throws: Error(EACCES) naming the object, the owner (uid and user name) and the mode.
+void check_owner(const struct stat& st, const Name& name, const std::string& what);
 
 // header.cpp
 std::size_t body_offset_for(const SegmentLayout& layout);
@@ -76,6 +102,17 @@ void wait_ready(const SegmentHeader& h, const std::string& what);
 inline std::int32_t relaxed_load(const std::int32_t* p) {
   return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
+
+// fault_guard.cpp
+//! Enters [base, base + size) in the SIGBUS table (installing the handler on first use).
+//! Throws: std::bad_alloc only.
+FaultSlot* guard_mapping(void* base, std::size_t size);
+//! Removes the entry; call before the range is unmapped.
+void unguard_mapping(FaultSlot* slot) noexcept;
+bool mapping_truncated(const FaultSlot* slot) noexcept;
+void mark_truncated(FaultSlot* slot) noexcept;
+//! Whether the handler is installed (not opted out with MULTIPROC_NO_SIGBUS_HANDLER).
+bool fault_handler_installed() noexcept;
 
 // registry.cpp
 //! The SegmentImpl this process already maps for file (dev, ino), or nullptr.

@@ -14,8 +14,9 @@ inline constexpr std::uint64_t kSegmentMagic = 0x434f5250'49544c55ull;  // "ULTI
 // 2: MutexState is our own robust futex lock. 3: Condition counts waiters in 64 bits; channel
 // cursors count complete messages (a chunked message counts at its Last chunk); ChannelState has
 // puts_base and the shutdown bit; value and array bodies record the kind and name of the lock that
-// guards them (a caller's Mutex or RecursiveMutex may be shared by several).
-inline constexpr std::uint32_t kLayoutVersion = 3;
+// guards them (a caller's Mutex or RecursiveMutex may be shared by several). 4: the header checksum
+// covers every byte but the state word and itself (bytes 148..255 were outside it).
+inline constexpr std::uint32_t kLayoutVersion = 4;
 inline constexpr std::uint32_t kStateInitializing = 0;
 inline constexpr std::uint32_t kStateReady = 0x52454459;  // "REDY": any other value is not ready
 inline constexpr std::uint8_t kFlagPersistent = 1;
@@ -39,8 +40,13 @@ inline constexpr std::size_t kTypeNameSize = 64;
 //   56   type_hash           fingerprint of the element type (its code, or its mangled name)
 //   64   creator_pid, creator_start_time   who created it (stale-name detection, inspection)
 //   80   type_name           NUL-terminated, for messages ("int", "Point")
-//   144  checksum            FNV-1a of bytes [4, 144): detects a corrupted or foreign header
-//   148  reserved            zero up to 256
+//   144  checksum            FNV-1a of bytes [4, 144) then [148, 256): every byte but the state
+//                            word and the checksum itself; detects a corrupted or foreign header
+//   148  reserved            zero up to 256 (covered by the checksum)
+//
+// Readers never trust the mapped header after open: Segment keeps a process-local copy, taken
+// and validated once (see segment.hpp); an open in a process that maps the segment already shares
+// that mapping only while the mapped header still equals its copy.
 struct SegmentHeader {
   std::atomic<std::uint32_t> state;
   std::uint32_t layout_version;
@@ -63,18 +69,19 @@ struct SegmentHeader {
   std::uint8_t reserved2[256 - 148];
 };
 static_assert(sizeof(SegmentHeader) == 256, "the segment header layout is fixed at 256 bytes");
-static_assert(offsetof(SegmentHeader, checksum) == 144, "checksum covers bytes [4, 144)");
+static_assert(offsetof(SegmentHeader, checksum) == 144 && offsetof(SegmentHeader, reserved2) == 148,
+              "the checksum covers bytes [4, 144) and [148, 256)");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free,
               "the header's state word must be a lock-free atomic to be shared between processes");
 
 inline constexpr std::size_t kHeaderSize = sizeof(SegmentHeader);
-inline constexpr std::size_t kChecksumBegin = 4;
-inline constexpr std::size_t kChecksumEnd = offsetof(SegmentHeader, checksum);
+inline constexpr std::size_t kChecksumBegin = 4;                                // after state
+inline constexpr std::size_t kChecksumEnd = offsetof(SegmentHeader, checksum);  // first part ends
+inline constexpr std::size_t kChecksumResume = offsetof(SegmentHeader, reserved2);  // second begins
 
-//! FNV-1a, 32 bits, over [p, p + n).
-inline std::uint32_t fnv1a32(const void* p, std::size_t n) noexcept {
+//! FNV-1a, 32 bits, over [p, p + n), continuing from `h` (the FNV offset basis by default).
+inline std::uint32_t fnv1a32(const void* p, std::size_t n, std::uint32_t h = 2166136261u) noexcept {
   auto* b = static_cast<const unsigned char*>(p);
-  std::uint32_t h = 2166136261u;
   for (std::size_t i = 0; i < n; ++i) {
     h ^= b[i];
     h *= 16777619u;
@@ -92,9 +99,11 @@ inline std::uint64_t fnv1a64(const char* s) noexcept {
   return h;
 }
 
+//! The checksum of every header byte but the state word and the checksum field.
 inline std::uint32_t header_checksum(const SegmentHeader& h) noexcept {
-  return fnv1a32(reinterpret_cast<const unsigned char*>(&h) + kChecksumBegin,
-                 kChecksumEnd - kChecksumBegin);
+  auto* p = reinterpret_cast<const unsigned char*>(&h);
+  const std::uint32_t first = fnv1a32(p + kChecksumBegin, kChecksumEnd - kChecksumBegin);
+  return fnv1a32(p + kChecksumResume, kHeaderSize - kChecksumResume, first);
 }
 
 }  // namespace multiproc::detail
