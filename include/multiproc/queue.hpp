@@ -53,8 +53,9 @@
 // Crashes: a producer or consumer killed at any instruction — inside put or get included — never
 // leaves the queue unusable. A message is published by one 64-bit store: a producer killed
 // mid-put loses only that message (a streamed one too: the consumer assembling it drops it within
-// 100 ms, or when the next message begins); a consumer killed mid-get leaves the message for the
-// next get — except a streamed message it had begun, which is lost (the next consumer skips its
+// 100 ms, or when the next message begins); a consumer killed mid-get before it advanced its
+// cursor leaves the message for the next get, and after that loses it (it was copied out, and is
+// gone with the process) — as is a streamed message it had begun (the next consumer skips its
 // remaining chunks). Nothing is duplicated or torn. A dead holder of an end's lease or mutex is
 // detected and replaced. shutdown(true) is one atomic read-modify-write (close() takes the
 // producer end's robust lock around one): a process killed inside it has shut the queue down or
