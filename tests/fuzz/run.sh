@@ -11,6 +11,7 @@
 # the log (the report and its stack) and where the input was saved.
 # Extra arguments go to every target, e.g. -fork=1 -ignore_crashes=1 to keep fuzzing past a
 # finding in a long local run (then every crash input is saved, and the run still fails).
+# MULTIPROC_FUZZ_TARGETS=codec_fuzz,segment_header_fuzz runs only those.
 # Exit status: 0 clean, 1 a finding, 2 usage or nothing to run.
 set -u
 
@@ -31,10 +32,15 @@ bindir=$(cd "$build/tests/fuzz" && pwd)
 
 targets=()
 for f in "$bindir"/*_fuzz; do
-  [ -f "$f" ] && [ -x "$f" ] && targets+=("$f")
+  if [ ! -f "$f" ] || [ ! -x "$f" ]; then continue; fi
+  if [ -n "${MULTIPROC_FUZZ_TARGETS:-}" ] &&
+    ! [[ ",${MULTIPROC_FUZZ_TARGETS}," == *",$(basename "$f"),"* ]]; then
+    continue
+  fi
+  targets+=("$f")
 done
 if [ ${#targets[@]} -eq 0 ]; then
-  echo "$0: no fuzz targets in $bindir: configure with -DMULTIPROC_FUZZ=ON (clang) and build" \
+  echo "$0: no fuzz targets${MULTIPROC_FUZZ_TARGETS:+ named $MULTIPROC_FUZZ_TARGETS} in $bindir: configure with -DMULTIPROC_FUZZ=ON (clang) and build" \
     "the multiproc_fuzz target (see tests/fuzz/README.md)" >&2
   exit 2
 fi
