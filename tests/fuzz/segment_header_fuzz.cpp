@@ -4,14 +4,15 @@
 // Input: [control][mapping bytes]. The mapping bytes are the whole segment — header, then body —
 // held in a heap buffer of exactly that size (ASan: nothing may be read past the "mapping"; no
 // shared memory and no names are involved, so nothing is left behind). The control byte makes
-// deep inputs reachable despite the header checksum:
-//   bit 0  recompute the checksum over the (mutated) header first, as a buggy or hostile writer
-//          of the same user can;
+// deep inputs reachable despite the header's integrity checks:
+//   bit 0  first write the current magic number and layout version and recompute the checksum
+//          over the (mutated) header, as a buggy or hostile writer of the same user can (this
+//          also keeps the seeds useful across layout versions);
 //   bit 1  expect the kind the header states (else the kind picked by bits 4..7);
 //   bit 2  expect an element type: the header's own (bit 3) or int's (bit 3 clear);
-// open_header() below does what open does with the bytes. It must return or throw
-// multiproc::Error with errc::corrupt, wrong_kind or type_mismatch; when it returns, the header's
-// promises must hold: the body at a cache-line multiple >= 256, inside the mapping, of the kind
+// open_header() below does what open does with the bytes. It must accept the header (a copy)
+// or throw multiproc::Error with errc::corrupt, wrong_kind or type_mismatch; when it returns, the
+// header's promises must hold: the body at a cache-line multiple >= 256, inside the mapping, of the kind
 // and element type expected (the body's first and last bytes are read to prove it to ASan).
 // The bounded wait for a creator still initialising (state word 0) is not fuzzed: open waits up
 // to 2 s there by design, so such inputs stop before it.
@@ -45,20 +46,22 @@ constexpr mp::Kind kKinds[16] = {
 }
 
 // What Segment::open does with a mapping of `mapped` bytes at `base` (segment.cpp try_open): a
-// size check before mapping, the state word, then validate(). The one call into the library's
-// header code: when that code changes, this is the function to follow it.
+// size check before mapping, the state word, a private copy of the header, then validate() of the
+// copy. The one call into the library's header code: when that code changes, this is the
+// function to follow it. On return, *out is the accepted copy.
 void open_header(const void* base, std::size_t mapped, mp::Kind kind,
-                 const mp::ElementType* element) {
+                 const mp::ElementType* element, SegmentHeader* out) {
   const std::string what = mp::detail::describe_object(kind, element, "fuzz");
   if (mapped < mp::detail::kHeaderSize) {
     throw mp::Error(mp::errc::corrupt, what + ": too short to be a multiproc segment");
   }
-  const auto& h = *static_cast<const SegmentHeader*>(base);
-  if (h.state.load(std::memory_order_acquire) == mp::detail::kStateInitializing) {
+  const auto& live = *static_cast<const SegmentHeader*>(base);
+  if (live.state.load(std::memory_order_acquire) == mp::detail::kStateInitializing) {
     throw mp::Error(mp::errc::corrupt, what + ": (not fuzzed) still initialising");
   }
-  mp::detail::seg::wait_ready(h, what);  // ready: returns at once; any other word: throws
-  mp::detail::seg::validate(h, mapped, what, kind, element);
+  mp::detail::seg::wait_ready(live, what);  // ready: returns at once; any other word: throws
+  std::memcpy(static_cast<void*>(out), base, sizeof *out);
+  mp::detail::seg::validate(*out, mapped, what, kind, element);
 }
 
 struct AlignedFree {
@@ -80,14 +83,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   mp::ElementType element = mp::ElementType::of<int>();
   if (mapped >= mp::detail::kHeaderSize) {
     auto& h = *reinterpret_cast<SegmentHeader*>(map.get());
-    if ((control & 1) != 0) h.checksum = mp::detail::header_checksum(h);
+    if ((control & 1) != 0) {
+      h.magic = mp::detail::kSegmentMagic;
+      h.layout_version = mp::detail::kLayoutVersion;
+      h.checksum = mp::detail::header_checksum(h);
+    }
     if ((control & 2) != 0) kind = static_cast<mp::Kind>(h.kind);
     if ((control & 8) != 0) element = mp::detail::element_from_header(h);
   }
   const mp::ElementType* expected = (control & 4) != 0 ? &element : nullptr;
 
+  SegmentHeader h;
   try {
-    open_header(map.get(), mapped, kind, expected);
+    open_header(map.get(), mapped, kind, expected, &h);
   } catch (const mp::Error& e) {
     const auto c = e.code();
     if (c != mp::errc::corrupt && c != mp::errc::wrong_kind && c != mp::errc::type_mismatch) {
@@ -98,7 +106,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   // Accepted: its promises hold.
-  const auto& h = *reinterpret_cast<const SegmentHeader*>(map.get());
   if (h.body_offset < mp::detail::kHeaderSize || h.body_offset % 64 != 0) {
     finding("accepted a body offset that is not a cache-line multiple past the header");
   }
