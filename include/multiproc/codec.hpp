@@ -244,9 +244,11 @@ struct Codec<std::vector<U, Alloc>, std::enable_if_t<detail::is_plain_v<U> && !s
   static void encode(const V& v, std::byte* out) noexcept {
 #if defined(__GNUC__) && !defined(__clang__)
     // g++ 12 inlines this into every alternative of a variant's encode and checks the memcpy
-    // against the buffer sized for the alternative actually held: a false -Warray-bounds.
+    // against the buffer sized for the alternative actually held: a false -Warray-bounds (or
+    // -Wstringop-overflow).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Warray-bounds"
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
 #endif
     if (!v.empty()) std::memcpy(out, v.data(), v.size() * sizeof(U));
 #if defined(__GNUC__) && !defined(__clang__)

@@ -502,6 +502,30 @@ bool split(const std::string& m, Header& h) {
   return true;
 }
 
+// A string consumer's loop: takes messages with `next()` until it throws End (the queue closed,
+// the pipe's peer gone), checking each.
+template <class End, class Check, class Short, class Next>
+int consume_strings(WorkerStats& me, Check& check, Short& short_message, Next next) {
+  for (;;) {
+    me.phase.store(kInOp);
+    std::string m;
+    try {
+      m = next();
+    } catch (const End&) {
+      me.phase.store(kIdle);
+      return 0;
+    }
+    Header h;
+    if (!split(m, h)) {
+      short_message(m.size());
+    } else {
+      hold(me, h);
+      check.accept(h, m.data() + sizeof h, m.size() - sizeof h, m.size(), true);
+    }
+    me.phase.store(kIdle);
+  }
+}
+
 int run_consumer(const Context& ctx, int w) {
   Shared* sh = ctx.sh();
   WorkerStats& me = sh->workers[w];
@@ -528,44 +552,10 @@ int run_consumer(const Context& ctx, int w) {
     }
   } else if (role == Role::consumer_string) {
     mp::Queue<std::string> q(mp::open_only, ctx.strings_name);
-    for (;;) {
-      me.phase.store(kInOp);
-      std::string m;
-      try {
-        m = q.get();
-      } catch (const mp::Closed&) {
-        me.phase.store(kIdle);
-        return 0;
-      }
-      Header h;
-      if (!split(m, h)) {
-        short_message(m.size());
-      } else {
-        hold(me, h);
-        check.accept(h, m.data() + sizeof h, m.size() - sizeof h, m.size(), true);
-      }
-      me.phase.store(kIdle);
-    }
+    return consume_strings<mp::Closed>(me, check, short_message, [&] { return q.get(); });
   } else {  // consumer_pipe
     mp::Connection in(mp::open_only, ctx.pipe_name, mp::PipeEnd::first);
-    for (;;) {
-      me.phase.store(kInOp);
-      std::string m;
-      try {
-        m = in.recv_bytes();
-      } catch (const mp::EOFError&) {
-        me.phase.store(kIdle);
-        return 0;
-      }
-      Header h;
-      if (!split(m, h)) {
-        short_message(m.size());
-      } else {
-        hold(me, h);
-        check.accept(h, m.data() + sizeof h, m.size() - sizeof h, m.size(), true);
-      }
-      me.phase.store(kIdle);
-    }
+    return consume_strings<mp::EOFError>(me, check, short_message, [&] { return in.recv_bytes(); });
   }
 }
 

@@ -21,6 +21,24 @@
 extern char** environ;
 
 namespace mptest {
+
+std::vector<pid_t> running_children() {
+  std::vector<pid_t> out;
+  if (DIR* d = ::opendir("/proc/self/task")) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      const std::string path = std::string("/proc/self/task/") + e->d_name + "/children";
+      if (FILE* f = std::fopen(path.c_str(), "r")) {
+        long pid = 0;
+        while (std::fscanf(f, "%ld", &pid) == 1) out.push_back(static_cast<pid_t>(pid));
+        std::fclose(f);
+      }
+    }
+    ::closedir(d);
+  }
+  return out;
+}
+
 namespace {
 
 std::map<std::string, ScenarioFn>& scenarios() {
@@ -288,26 +306,6 @@ std::vector<std::string> leftover_segments() {
 }  // namespace mptest
 
 namespace mptest {
-namespace {
-
-std::vector<pid_t> running_children() {
-  std::vector<pid_t> out;
-  if (DIR* d = ::opendir("/proc/self/task")) {
-    while (dirent* e = ::readdir(d)) {
-      if (e->d_name[0] == '.') continue;
-      const std::string path = std::string("/proc/self/task/") + e->d_name + "/children";
-      if (FILE* f = std::fopen(path.c_str(), "r")) {
-        long pid = 0;
-        while (std::fscanf(f, "%ld", &pid) == 1) out.push_back(static_cast<pid_t>(pid));
-        std::fclose(f);
-      }
-    }
-    ::closedir(d);
-  }
-  return out;
-}
-
-}  // namespace
 
 void Clean::teardown() {
   for (const std::string& name : leftover_segments()) {

@@ -129,6 +129,9 @@ bool still_our_child(pid_t pid);
 //! Whether our child `pid` has ended but was not reaped yet.
 bool is_zombie(pid_t pid);
 
+//! The children of every thread of this process (from /proc/self/task/*/children), zombies too.
+std::vector<pid_t> running_children();
+
 //! Whether e's message contains `part` (printed when it does not).
 bool message_has(const std::exception& e, const std::string& part);
 
