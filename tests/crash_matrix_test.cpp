@@ -1349,7 +1349,7 @@ BOOST_AUTO_TEST_CASE(pool_worker_killed_busy_or_idle, *boost::unit_test::timeout
   Board<PoolBoard> board;
   g_pool_board = &*board;
   mp::Pool pool(2);
-  int failed = 0, idle = 0;
+  int failed = 0, idle = 0, body_done = 0;
   Worst fail_late;
   for (int t = 1; t <= n; ++t) {
     CRASH_TRIAL(dice, t) {
@@ -1386,7 +1386,9 @@ BOOST_AUTO_TEST_CASE(pool_worker_killed_busy_or_idle, *boost::unit_test::timeout
           // begun: the pool records a task as started before running it), and never finished.
           const pid_t by = board->started_by[id].load();
           BOOST_TEST((by == target || by == 0), "call " << id << " was run by " << by);
-          BOOST_TEST(board->finished[id].load() == 0);
+          // finished[id] may be 1: the task's body can end and the worker die before its result
+          // is sent — still the call it was running, failed as the README says.
+          if (board->finished[id].load() != 0) ++body_done;
           fail_late.see(ms(killed_at, Clock::now()));
         }
       }
@@ -1404,8 +1406,9 @@ BOOST_AUTO_TEST_CASE(pool_worker_killed_busy_or_idle, *boost::unit_test::timeout
   pool.join();
   g_pool_board = nullptr;
   BOOST_TEST_MESSAGE("pool_worker: " << n << " kills (" << idle << " idle), " << failed
-                                     << " calls failed with BrokenPool, at most " << fail_late.ms
-                                     << " ms after the kill");
+                                     << " calls failed with BrokenPool (" << body_done
+                                     << " of them after the task's body had ended), at most "
+                                     << fail_late.ms << " ms after the kill");
 }
 
 namespace {
