@@ -1119,21 +1119,7 @@ std::string pipe_message(std::uint32_t s) { return make_str(7, s, s % 4 == 0); }
 // 100 ms), so trials overlap to keep the case short.
 constexpr int kPipesAtOnce = 4;
 
-// Runs only with MULTIPROC_KNOWN_DEFECTS=1 in the environment (skipped otherwise, and said so):
-// a known open defect. About once in 64 trials (more under load) the receiver drops a streamed
-// message while its sender is alive and goes on sending: the receiver, mid-message, finds no data
-// after a sleep and open_message_dead(true) (src/channel.cpp) judges the producer's holder dead,
-// so it drops the part it has and skips the rest as orphan chunks. Seen on the tree before issue
-// 12 too. (A `disabled()` decorator is not enough: ctest runs the suite by name, which enables it.)
-boost::test_tools::assertion_result known_defects_requested(boost::unit_test::test_unit_id) {
-  boost::test_tools::assertion_result r(std::getenv("MULTIPROC_KNOWN_DEFECTS") != nullptr);
-  r.message() << "a known open defect; set MULTIPROC_KNOWN_DEFECTS=1 to run it";
-  return r;
-}
-
-BOOST_AUTO_TEST_CASE(pipe_sender_killed_mid_message,
-                     *boost::unit_test::timeout(180) *
-                         boost::unit_test::precondition(known_defects_requested)) {
+BOOST_AUTO_TEST_CASE(pipe_sender_killed_mid_message, *boost::unit_test::timeout(180)) {
   // A victim sends numbered messages (every fourth streams in chunks through a 4 KiB ring) and is
   // killed, often mid-message, 0-3 ms after it began; a receiver (another process, asleep in recv
   // most of the time) gets every message whose send returned, in order, whole, never twice, the

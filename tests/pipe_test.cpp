@@ -101,6 +101,42 @@ BOOST_AUTO_TEST_CASE(messages_of_every_size_keep_their_boundaries, *boost::unit_
   BOOST_REQUIRE(sender.join_for(30s));
 }
 
+BOOST_AUTO_TEST_CASE(a_streamed_message_that_completes_while_the_receiver_looks_is_kept,
+                     *boost::unit_test::timeout(120)) {
+  // Regression: a receiver mid-message that found the ring empty asked "no data?" before "is the
+  // sender gone or done?"; a sender finishing the message between the two questions looked done
+  // with nothing left to read, and the receiver dropped the whole message (then skipped its Last
+  // chunk as an orphan). Many two-chunk messages through a 4 KiB ring, every one must arrive.
+  auto a_b = mp::Pipe(false, 4096);
+  mp::Connection rx = std::move(a_b.first), tx = std::move(a_b.second);
+  constexpr std::uint32_t kMessages = 20000;
+  mp::Process sender([tx] {
+    for (std::uint32_t i = 0; i < kMessages; ++i) {
+      std::string m = pattern(4500 + i % 64, i);
+      std::memcpy(m.data(), &i, sizeof i);
+      tx.send_bytes(m);
+    }
+  });
+  sender.start();
+  tx.close();
+  std::uint32_t wrong = 0;
+  for (std::uint32_t i = 0; i < kMessages; ++i) {
+    const std::string m = rx.recv_bytes();
+    std::uint32_t n = 0;
+    std::memcpy(&n, m.data(), sizeof n);
+    if (n != i) {
+      BOOST_TEST_REQUIRE(n == i, "message " << n << " came when " << i << " was due");
+    }
+    std::string want = pattern(4500 + i % 64, i);
+    std::memcpy(want.data(), &i, sizeof i);
+    wrong += m == want ? 0 : 1;
+  }
+  BOOST_TEST(wrong == 0u);
+  BOOST_CHECK_THROW(rx.recv_bytes(), mp::EOFError);
+  BOOST_REQUIRE(sender.join_for(60s));
+  BOOST_TEST(sender.exitcode().value_or(-1) == 0);
+}
+
 BOOST_AUTO_TEST_CASE(a_64_mib_message_streams_through, *boost::unit_test::timeout(120)) {
   auto a_b = mp::Pipe();  // not a structured binding: lambdas capture the ends
   mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);

@@ -119,9 +119,13 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
       }
       continue;
     }
+    // has_data() after open_message_dead(): a sender that finishes in between publishes its Last
+    // chunk before its release store of kOpenNone, which open_message_dead() reads (acquire) and
+    // counts as "not streaming" — so the Last chunk is then seen here and the message is kept.
+    // (In the other order a message completing between the two checks was dropped whole.)
     if (slept && in_message &&
         ch.producer().open_message.load(std::memory_order_acquire) == kOpenStreaming &&
-        !ch.has_data() && ch.open_message_dead(true)) {
+        ch.open_message_dead(true) && !ch.has_data()) {
       in_message = false;  // its sender died mid-message; the next sender will also say so
     }
     ch.sleep_until(ch.state()->data,
