@@ -137,6 +137,12 @@ BOOST_AUTO_TEST_CASE(lock_contract_and_errors_name_the_placed_type, *boost::unit
   BOOST_TEST(!s.try_acquire_for(10ms));  // an expected outcome: a return value
   s.release(2);
   BOOST_TEST(s.value() == 2u);
+  // No narrowing: 2^32 would have released 0 units through a uint32_t parameter.
+  expect_error([&] { s.release(1LL << 32); }, mp::errc::invalid_argument,
+               {"PlacedSemaphore", "4294967296"});
+  expect_error([&] { s.release(0); }, mp::errc::invalid_argument, {"PlacedSemaphore"});
+  expect_error([&] { s.release(-3); }, mp::errc::invalid_argument, {"PlacedSemaphore", "-3"});
+  BOOST_TEST(s.value() == 2u);
   mp::PlacedEvent e;
   BOOST_TEST(!e.wait_for(10ms));
   e.set();

@@ -25,7 +25,7 @@
 // for it forever: give the barrier a default timeout, or wait with wait_for(), when parties may die — the round then breaks at the
 // deadline and everyone hears BrokenBarrier. A party that dies inside the barrier's robust
 // internal lock — while arriving, running the action, abort() or reset() — breaks the barrier:
-// waiters notice within 200 ms and throw BrokenBarrier. A party that dies while waiting after
+// waiters notice within 100 ms (their sleeping slice) and throw BrokenBarrier. A party that dies while waiting after
 // arriving does not disturb the round. broken(), n_waiting() and parties() take no lock.
 #pragma once
 

@@ -169,8 +169,13 @@ class PlacedSemaphore {
     return detail::semaphore_acquire(&s_, &d);
   }
   //! Effects: adds k units and wakes up to k waiters. Throws: Error(errc::invalid_argument) if
-  //! the count would overflow (nothing is added).
-  void release(std::uint32_t k = 1) { detail::semaphore_release(&s_, k, detail::placed_what(detail::Placed::semaphore)); }
+  //! k < 1 or k > 2^31 - 1 (any integer type: nothing narrows) or if the count would overflow
+  //! (nothing is added).
+  template <class Int = std::uint32_t>
+  void release(Int k = 1) {
+    const std::string& what = detail::placed_what(detail::Placed::semaphore);
+    detail::semaphore_release(&s_, detail::checked_release_count(k, what), what);
+  }
   //! Returns: the units available now (a snapshot).
   std::uint32_t value() const noexcept { return s_.count.load(std::memory_order_relaxed); }
 

@@ -36,25 +36,6 @@
 namespace multiproc {
 namespace detail {
 
-//! The most units a semaphore can hold (and so the largest release): 2^31 - 1, the futex word's
-//! positive range.
-inline constexpr std::uint32_t kSemaphoreMaxCount = 0x7fffffff;
-
-//! Throws Error(errc::invalid_argument): "<what>: release(<k>): ..." (semaphore.cpp).
-[[noreturn]] void throw_bad_release(const std::string& what, const std::string& k);
-
-//! k as the semaphore's count type. Throws: throw_bad_release unless 1 <= k <= kSemaphoreMaxCount;
-//! no integer is narrowed before this check.
-template <class Int>
-std::uint32_t checked_release_count(Int k, const std::string& what) {
-  static_assert(std::is_integral_v<Int> && !std::is_same_v<Int, bool>,
-                "Semaphore::release(k) takes an integer number of units");
-  if (k < 1 || static_cast<std::make_unsigned_t<Int>>(k) > kSemaphoreMaxCount) {
-    throw_bad_release(what, std::to_string(+k));
-  }
-  return static_cast<std::uint32_t>(k);
-}
-
 //! What Semaphore and BoundedSemaphore share, constructors included (each inherits them).
 template <bool Bounded>
 class SemaphoreHandle {

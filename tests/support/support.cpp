@@ -1,9 +1,11 @@
 #include "support.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <dirent.h>
@@ -214,9 +216,8 @@ bool Gate::wait(std::chrono::milliseconds timeout) {
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;
-    pollfd p{fds_[0], POLLIN, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    pollfd p{fds_[0], POLLIN, 0};  // a timeout of 0 (or one already past) still looks once
+    const int r = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return false;
     const ssize_t n = ::read(fds_[0], &last_, 1);
