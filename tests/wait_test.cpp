@@ -1,13 +1,21 @@
-// wait(): the ready subset of connections, queues and process sentinels, and its timeout.
+// wait(): the ready subset of connections, queues, process sentinels, raw fds and child pids,
+// and its timeout.
 #include "support/support.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
+#include <string>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 
@@ -57,6 +65,133 @@ bool times_out_asleep(const std::vector<mp::Waitable>& objects, std::chrono::mil
                static_cast<long long>(timeout.count()), ready.size(), wall, cpu);
   return ready.empty() && wall >= 0.95 * std::chrono::duration<double>(timeout).count() &&
          cpu < 0.5 * wall;
+}
+
+// Two descriptors (a pipe, or a socket pair), closed when destroyed.
+class FdPair {
+ public:
+  enum Kind { pipe, socket_pair };
+  explicit FdPair(Kind kind, int pipe_flags = 0) {
+    const int rc = kind == pipe ? ::pipe2(fd_, O_CLOEXEC | pipe_flags)
+                                : ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd_);
+    if (rc != 0) throw std::runtime_error("pipe2/socketpair failed");
+  }
+  ~FdPair() {
+    close(0);
+    close(1);
+  }
+  FdPair(const FdPair&) = delete;
+  FdPair& operator=(const FdPair&) = delete;
+  int operator[](int i) const { return fd_[i]; }
+  void close(int i) {
+    if (fd_[i] >= 0) ::close(fd_[i]);
+    fd_[i] = -1;
+  }
+
+ private:
+  int fd_[2] = {-1, -1};
+};
+
+// A raw fork()ed child, no Process: exits with `code` once `release` is signalled (3 if it is not
+// within 60 s). The test reaps it (reap()).
+pid_t fork_raw_child(Gate& release, int code) {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(release.wait(60s) ? code : 3);
+  return pid;
+}
+
+// waitpid(pid) until it succeeds; returns the raw status, or -1 (errno) if it failed.
+int reap(pid_t pid) {
+  int status = 0;
+  for (;;) {
+    if (::waitpid(pid, &status, 0) == pid) return status;
+    if (errno != EINTR) return -1;
+  }
+}
+
+// Runs f, which must throw an Error carrying errno `err` in the system category, with a message
+// containing every part.
+template <class F>
+void expect_system_error(F&& f, int err, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    BOOST_ERROR("no error thrown");
+  } catch (const mp::Error& e) {
+    BOOST_TEST((e.code() == std::error_code(err, std::system_category())),
+               "code was " << e.code().message() << ": " << e.what());
+    for (const auto& part : parts) BOOST_TEST(message_has(e, part), "missing '" << part << "'");
+  }
+}
+
+// The write end a SIGUSR1 handler writes one byte to (the self-pipe trick).
+volatile std::sig_atomic_t signal_pipe_write_end = -1;
+
+extern "C" void write_to_signal_pipe(int) {
+  const int saved = errno;
+  const char c = 's';
+  if (::write(signal_pipe_write_end, &c, 1) < 0) {
+  }  // a full pipe already wakes the waiter
+  errno = saved;
+}
+
+// Installs write_to_signal_pipe for SIGUSR1 while it exists.
+class SignalPipeHandler {
+ public:
+  explicit SignalPipeHandler(int write_end) {
+    signal_pipe_write_end = write_end;
+    struct sigaction sa {};
+    sa.sa_handler = &write_to_signal_pipe;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    ::sigaction(SIGUSR1, &sa, &old_);
+  }
+  ~SignalPipeHandler() {
+    ::sigaction(SIGUSR1, &old_, nullptr);
+    signal_pipe_write_end = -1;
+  }
+  SignalPipeHandler(const SignalPipeHandler&) = delete;
+  SignalPipeHandler& operator=(const SignalPipeHandler&) = delete;
+
+ private:
+  struct sigaction old_ {};
+};
+
+using Indices = std::vector<std::size_t>;
+
+// Polls until this process's main thread is inside one of the system calls `numbers` (from
+// /proc/self/syscall, opened beforehand as `syscall_fd`: this needs no new descriptor, so it works
+// at the open-file limit too). Returns false after `timeout`.
+bool main_thread_in(int syscall_fd, const std::vector<long>& numbers,
+                    std::chrono::milliseconds timeout = 10s) {
+  return eventually(
+      [&] {
+        char buf[256];
+        const ssize_t n = ::pread(syscall_fd, buf, sizeof buf - 1, 0);
+        if (n <= 0) return false;
+        buf[n] = '\0';
+        const long number = std::strtol(buf, nullptr, 10);
+        return std::find(numbers.begin(), numbers.end(), number) != numbers.end();
+      },
+      timeout);
+}
+
+// The system calls a wait() with a queue in its list sleeps in.
+const std::vector<long> futex_sleeps{
+#ifdef SYS_futex_waitv
+    SYS_futex_waitv,
+#endif
+    SYS_futex};
+
+// Starts a thread that, once this process's main thread sleeps on a futex (inside a wait() with
+// a queue in its list, which has checked its list by then; `seen` tells whether it was seen
+// there), releases raw child `pid` and reaps it into `status`. The caller joins it, and keeps
+// `syscall_fd` (/proc/self/syscall) open until then.
+std::thread reap_during_wait(pid_t pid, Gate& release, int& status, bool& seen, int syscall_fd) {
+  return std::thread([pid, &release, &status, &seen, syscall_fd] {
+    seen = main_thread_in(syscall_fd, futex_sleeps);
+    release.signal();
+    status = reap(pid);
+  });
 }
 
 }  // namespace
@@ -253,6 +388,333 @@ BOOST_AUTO_TEST_CASE(sentinel_watcher_without_an_eventfd_fails_cleanly, *boost::
 
 BOOST_AUTO_TEST_CASE(an_empty_list_waits_out_its_timeout_asleep, *boost::unit_test::timeout(60)) {
   BOOST_TEST(times_out_asleep({}, 100ms));
+}
+
+// ---- raw fds and pids (Waitable::fd, Waitable::pid) ----------------------------------------
+
+BOOST_AUTO_TEST_CASE(a_signal_pipe_written_by_a_handler_wakes_wait, *boost::unit_test::timeout(60)) {
+  // Another process signals this one while it sleeps in wait(); the handler writes to a pipe
+  // that wait() watches. Once with the pipe alone (this thread polls it), once beside a queue
+  // (the helper thread polls it, while this thread sleeps on the queue's futex word).
+  FdPair signal_pipe(FdPair::pipe, O_NONBLOCK);
+  SignalPipeHandler handler(signal_pipe[1]);
+  mp::Queue<int> q(4);
+  const pid_t self = ::getpid();
+  for (const bool beside_a_queue : {false, true}) {
+    Gate go;
+    mp::Process sender([&go, self] {
+      if (!go.wait(30s)) return 3;
+      (void)wait_until_sleeping(self);  // best effort: the signal should find wait() asleep
+      return ::kill(self, SIGUSR1) == 0 ? 0 : 4;
+    });
+    sender.start();
+    go.signal();
+    const auto fd = mp::Waitable::fd(signal_pipe[0]);
+    const auto ready = beside_a_queue ? mp::wait({q, fd}, 30s) : mp::wait({fd}, 30s);
+    BOOST_TEST((ready == Indices{beside_a_queue ? 1u : 0u}));
+    char c = 0;
+    BOOST_TEST(::read(signal_pipe[0], &c, 1) == 1);
+    BOOST_TEST(c == 's');
+    BOOST_REQUIRE(sender.join_for(30s));
+    BOOST_TEST(*sender.exitcode() == 0);
+  }
+  BOOST_TEST(mp::wait({q, mp::Waitable::fd(signal_pipe[0])}, 0ms).empty());  // drained
+}
+
+BOOST_AUTO_TEST_CASE(a_socket_is_ready_for_data_and_for_its_peer_closing, *boost::unit_test::timeout(60)) {
+  FdPair s(FdPair::socket_pair);  // s[0] here, s[1] in the peer process
+  auto [a, b] = mp::Pipe();
+  mp::Queue<int> q(4);
+  Gate go;
+  mp::Process peer([&] {
+    ::close(s[0]);
+    if (!go.wait(30s)) return 3;
+    if (::send(s[1], "ping", 4, MSG_NOSIGNAL) != 4) return 4;
+    return go.wait(30s) ? 0 : 5;  // then it exits, and its end of the socket closes
+  });
+  peer.start();
+  s.close(1);
+  const std::vector<mp::Waitable> list{q, b, mp::Waitable::fd(s[0])};
+  BOOST_TEST(times_out_asleep(list, 200ms));
+  BOOST_TEST(times_out_asleep({mp::Waitable::fd(s[0])}, 100ms));
+  go.signal();
+  BOOST_TEST((mp::wait(list, 30s) == Indices{2}));
+  char buf[8];
+  BOOST_TEST(::recv(s[0], buf, sizeof buf, 0) == 4);
+  BOOST_TEST(std::string(buf, 4) == "ping");
+  BOOST_TEST(times_out_asleep(list, 100ms));  // drained: not ready any more
+  go.signal();
+  BOOST_TEST((mp::wait(list, 30s) == Indices{2}));  // end of file is ready too
+  BOOST_TEST(::recv(s[0], buf, sizeof buf, 0) == 0);
+  BOOST_REQUIRE(peer.join_for(30s));
+  BOOST_TEST(*peer.exitcode() == 0);
+  (void)a;
+}
+
+BOOST_AUTO_TEST_CASE(a_raw_forked_child_is_ready_when_it_ends_and_is_left_unreaped, *boost::unit_test::timeout(60)) {
+  Gate release;
+  mp::Queue<int> q(4);
+  auto [a, b] = mp::Pipe();
+  const pid_t pid = fork_raw_child(release, 7);
+  BOOST_REQUIRE(pid > 0);
+  const std::vector<mp::Waitable> list{q, b, mp::Waitable::pid(pid)};
+  BOOST_TEST(times_out_asleep(list, 200ms));
+  BOOST_TEST(times_out_asleep({mp::Waitable::pid(pid)}, 100ms));
+  ::kill(pid, SIGSTOP);  // a stopped child has not ended
+  BOOST_TEST(times_out_asleep(list, 100ms));
+  ::kill(pid, SIGCONT);
+  release.signal();
+  BOOST_TEST((mp::wait(list, 30s) == Indices{2}));
+  BOOST_TEST(is_zombie(pid));  // wait() did not reap it
+  BOOST_TEST((mp::wait({mp::Waitable::pid(pid)}, 0ms) == Indices{0}));  // and it stays ready
+  const int status = reap(pid);
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 7), "status " << status);
+  // Reaped now: no longer a child to wait for.
+  expect_system_error([&] { mp::wait({mp::Waitable::pid(pid)}, 0ms); }, ECHILD,
+                      {"pid " + std::to_string(pid), "not a child of this process",
+                       "already reaped"});
+  (void)a;
+}
+
+BOOST_AUTO_TEST_CASE(a_raw_child_killed_is_ready_and_its_status_is_the_callers, *boost::unit_test::timeout(60)) {
+  Gate never;
+  const pid_t pid = fork_raw_child(never, 0);
+  BOOST_REQUIRE(pid > 0);
+  mp::Queue<int> q(4);
+  BOOST_TEST(times_out_asleep({q, mp::Waitable::pid(pid)}, 100ms));
+  ::kill(pid, SIGKILL);
+  BOOST_TEST((mp::wait({q, mp::Waitable::pid(pid)}, 30s) == Indices{1}));
+  const int status = reap(pid);
+  BOOST_TEST((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL), "status " << status);
+}
+
+BOOST_AUTO_TEST_CASE(a_child_reaped_by_another_thread_during_wait_counts_as_ended, *boost::unit_test::timeout(60)) {
+  Gate release;
+  const pid_t pid = fork_raw_child(release, 9);
+  BOOST_REQUIRE(pid > 0);
+  mp::Queue<int> q(4);
+  int status = -1;
+  bool seen = false;
+  const int syscall_fd = ::open("/proc/self/syscall", O_RDONLY | O_CLOEXEC);
+  std::thread reaper = reap_during_wait(pid, release, status, seen, syscall_fd);
+  const auto ready = mp::wait({q, mp::Waitable::pid(pid)}, 30s);
+  reaper.join();
+  ::close(syscall_fd);
+  BOOST_TEST(seen);
+  BOOST_TEST((ready == Indices{1}));
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 9), "status " << status);
+}
+
+BOOST_AUTO_TEST_CASE(a_supervisor_loop_is_one_wait_call, *boost::unit_test::timeout(60)) {
+  // Five kinds of event from five processes, handled by one loop over one wait() call: each
+  // exactly once, with its value.
+  mp::Queue<int> q(4);
+  auto ends = mp::Pipe();  // not a structured binding: a lambda captures one end
+  mp::Connection& parent_end = ends.first;
+  mp::Connection& child_end = ends.second;
+  FdPair pipe(FdPair::pipe);
+  mp::Event go;
+  Gate release_raw;
+  mp::Process producer([q, go] { return go.wait_for(30s) && q.put_for(10, 30s) ? 0 : 3; });
+  mp::Process sender([&child_end, go] {
+    if (!go.wait_for(30s)) return 3;
+    child_end.send(20);
+    return 0;
+  });
+  mp::Process writer([&pipe, go] {
+    const char c = 30;
+    return go.wait_for(30s) && ::write(pipe[1], &c, 1) == 1 ? 0 : 3;
+  });
+  mp::Process worker([go] { return go.wait_for(30s) ? 50 : 3; });
+  for (mp::Process* p : {&producer, &sender, &writer, &worker}) p->start();
+  const pid_t raw = fork_raw_child(release_raw, 40);
+  BOOST_REQUIRE(raw > 0);
+
+  std::vector<mp::Waitable> list{q, parent_end, mp::Waitable::fd(pipe[0]), mp::Waitable::pid(raw),
+                                 worker};
+  std::vector<int> kind{0, 1, 2, 3, 4};  // what list[i] is
+  BOOST_TEST(times_out_asleep(list, 200ms));
+  go.set();
+  release_raw.signal();
+  int sum = 0, events = 0, rounds = 0;
+  std::vector<int> seen(5, 0);
+  while (!list.empty() && rounds++ < 50) {
+    const auto ready = mp::wait(list, 30s);
+    if (ready.empty()) break;
+    for (auto it = ready.rbegin(); it != ready.rend(); ++it) {  // erase from the back
+      const int k = kind[*it];
+      ++seen[k];
+      ++events;
+      if (k == 0) {
+        sum += q.get();
+      } else if (k == 1) {
+        sum += parent_end.recv<int>();
+      } else if (k == 2) {
+        char c = 0;
+        if (::read(pipe[0], &c, 1) == 1) sum += c;
+      } else if (k == 3) {
+        const int status = reap(raw);
+        if (WIFEXITED(status)) sum += WEXITSTATUS(status);
+      } else {
+        BOOST_REQUIRE(worker.join_for(30s));
+        sum += worker.exitcode().value_or(-1000);
+      }
+      list.erase(list.begin() + static_cast<std::ptrdiff_t>(*it));
+      kind.erase(kind.begin() + static_cast<std::ptrdiff_t>(*it));
+    }
+  }
+  BOOST_TEST(list.empty());
+  BOOST_TEST((seen == std::vector<int>{1, 1, 1, 1, 1}));
+  BOOST_TEST(events == 5);
+  BOOST_TEST(sum == 10 + 20 + 30 + 40 + 50);
+  for (mp::Process* p : {&producer, &sender, &writer}) {
+    BOOST_REQUIRE(p->join_for(30s));
+    BOOST_TEST(*p->exitcode() == 0);
+  }
+  if (!list.empty() && still_our_child(raw)) {  // a failed loop: do not leave it behind
+    ::kill(raw, SIGKILL);
+    (void)reap(raw);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(many_processes_wait_on_one_pipe, *boost::unit_test::timeout(60)) {
+  // Readiness is a level: one byte nobody reads wakes every waiter, in every process.
+  FdPair pipe(FdPair::pipe);
+  mp::Queue<int> q(4);
+  std::vector<mp::Process> waiters;
+  for (int i = 0; i < 4; ++i) {
+    waiters.emplace_back([&pipe, q] {
+      return mp::wait({q, mp::Waitable::fd(pipe[0])}, 30s) == Indices{1} ? 0 : 3;
+    });
+    waiters.back().start();
+  }
+  for (auto& w : waiters) BOOST_TEST(wait_until_sleeping(w.pid()));
+  const char c = 1;
+  BOOST_REQUIRE(::write(pipe[1], &c, 1) == 1);
+  int ok = 0;
+  for (auto& w : waiters) {
+    BOOST_REQUIRE(w.join_for(30s));
+    ok += w.exitcode() == 0 ? 1 : 0;
+  }
+  BOOST_TEST(ok == 4);
+  char back = 0;
+  BOOST_TEST(::read(pipe[0], &back, 1) == 1);  // the byte is still there: nobody read it
+  BOOST_TEST(mp::wait({mp::Waitable::fd(pipe[0])}, 0ms).empty());
+}
+
+BOOST_AUTO_TEST_CASE(timeouts_with_fds_and_pids_return_empty_asleep, *boost::unit_test::timeout(60)) {
+  FdPair pipe(FdPair::pipe);
+  FdPair sockets(FdPair::socket_pair);
+  Gate release;
+  const pid_t pid = fork_raw_child(release, 0);
+  BOOST_REQUIRE(pid > 0);
+  mp::Queue<int> q(4);
+  BOOST_TEST(times_out_asleep({mp::Waitable::fd(pipe[0]), mp::Waitable::fd(sockets[0]),
+                               mp::Waitable::pid(pid)},
+                              200ms));
+  BOOST_TEST(times_out_asleep({q, mp::Waitable::fd(pipe[0]), mp::Waitable::pid(pid)}, 200ms));
+  BOOST_TEST(mp::wait({q, mp::Waitable::fd(sockets[0]), mp::Waitable::pid(pid)}, 0ms).empty());
+  release.signal();
+  BOOST_TEST((mp::wait({mp::Waitable::pid(pid)}, 30s) == Indices{0}));
+  BOOST_TEST(reap(pid) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(bad_fds_and_pids_are_clear_errors, *boost::unit_test::timeout(60)) {
+  using mp::errc;
+  FdPair pipe(FdPair::pipe);
+  expect_error([] { mp::wait({mp::Waitable::fd(-1)}, 0ms); }, errc::invalid_argument,
+               {"multiproc::wait", "fd -1", "not an open file descriptor"});
+  const int closed = ::dup(pipe[0]);
+  BOOST_REQUIRE(closed >= 0);
+  ::close(closed);
+  expect_error([&] { mp::wait({mp::Waitable::fd(closed)}, 0ms); }, errc::invalid_argument,
+               {"fd " + std::to_string(closed), "not an open file descriptor"});
+  expect_error([&] { mp::wait({mp::Waitable::fd(pipe[1])}, 0ms); }, errc::invalid_argument,
+               {"fd " + std::to_string(pipe[1]), "writing only"});
+  expect_error([] { mp::wait({mp::Waitable::pid(0)}, 0ms); }, errc::invalid_argument,
+               {"pid 0", "not a process id"});
+  expect_error([] { mp::wait({mp::Waitable::pid(-1)}, 0ms); }, errc::invalid_argument,
+               {"pid -1", "not a process id"});
+  // Not children of this process: its parent, itself.
+  for (const pid_t other : {::getppid(), ::getpid()}) {
+    expect_system_error([&] { mp::wait({mp::Waitable::pid(other)}, 0ms); }, ECHILD,
+                        {"pid " + std::to_string(other), "not a child of this process"});
+  }
+  // Checked before anything is looked at: a ready queue beside a bad fd still throws.
+  mp::Queue<int> q(4);
+  q.put(1);
+  expect_errc([] { mp::wait({mp::Waitable::fd(-1)}, 0ms); }, errc::invalid_argument);
+  expect_errc([&] { mp::wait({q, mp::Waitable::fd(-7)}); }, errc::invalid_argument);
+  BOOST_TEST(q.get() == 1);
+}
+
+BOOST_AUTO_TEST_CASE(an_fd_closed_during_wait_is_an_error_not_a_hang, *boost::unit_test::timeout(60)) {
+  FdPair pipe(FdPair::pipe);
+  const int fd = ::dup(pipe[0]);
+  BOOST_REQUIRE(fd >= 0);
+  const int syscall_fd = ::open("/proc/self/syscall", O_RDONLY | O_CLOEXEC);
+  BOOST_REQUIRE(syscall_fd >= 0);
+  bool seen = false;
+  std::thread closer([&] {
+    seen = main_thread_in(syscall_fd, {SYS_ppoll});  // inside wait(), past its checks
+    ::close(fd);
+  });
+  const auto start = std::chrono::steady_clock::now();
+  expect_error([&] { mp::wait({mp::Waitable::fd(fd)}, 30s); }, mp::errc::bad_state,
+               {"fd " + std::to_string(fd), "closed while wait() ran"});
+  closer.join();
+  ::close(syscall_fd);
+  BOOST_TEST(seen);
+  BOOST_TEST(seconds_since(start) < 10.0);
+}
+
+BOOST_AUTO_TEST_CASE(without_descriptors_fds_and_pids_are_polled_asleep, *boost::unit_test::timeout(60)) {
+  // At the open-file limit neither a pidfd for a pid nor the helper thread's eventfd can be had:
+  // pids are polled through their exit status, fds and sentinels between short sleeps.
+  CHECK_CHILD([] {
+    FdPair pipe(FdPair::pipe);
+    mp::Queue<int> q(4);
+    Gate release_g, release_h, release_p;
+    const int syscall_fd = ::open("/proc/self/syscall", O_RDONLY | O_CLOEXEC);
+    const pid_t g = fork_raw_child(release_g, 5);
+    const pid_t h = fork_raw_child(release_h, 6);
+    CHILD_REQUIRE(g > 0 && h > 0 && syscall_fd >= 0);
+    mp::Process p([&] { return release_p.wait(60s) ? 0 : 3; });
+    p.set_daemon(true);
+    p.start();
+    CHILD_REQUIRE(p.sentinel() >= 0);
+    {
+      NoNewDescriptors limit;
+      CHILD_REQUIRE(limit.active());
+      const auto fd = mp::Waitable::fd(pipe[0]);
+      CHILD_REQUIRE(times_out_asleep({mp::Waitable::pid(g)}, 200ms));
+      CHILD_REQUIRE(times_out_asleep({q, mp::Waitable::pid(g), fd}, 200ms));
+      CHILD_REQUIRE(times_out_asleep({q, p}, 200ms));  // a sentinel, but no watcher thread
+      const char c = 1;
+      CHILD_REQUIRE(::write(pipe[1], &c, 1) == 1);
+      CHILD_REQUIRE((mp::wait({q, mp::Waitable::pid(g), fd}, 30s) == Indices{2}));
+      char back = 0;
+      CHILD_REQUIRE(::read(pipe[0], &back, 1) == 1);
+      release_g.signal();
+      CHILD_REQUIRE((mp::wait({q, mp::Waitable::pid(g), fd}) == Indices{1}));
+      const int status = reap(g);
+      CHILD_REQUIRE(WIFEXITED(status) && WEXITSTATUS(status) == 5);
+      // Reaped by another thread while wait() polls it: ended.
+      int h_status = -1;
+      bool seen = false;
+      std::thread reaper = reap_during_wait(h, release_h, h_status, seen, syscall_fd);
+      const auto ready = mp::wait({q, mp::Waitable::pid(h)}, 30s);
+      reaper.join();
+      ::close(syscall_fd);
+      CHILD_REQUIRE(seen);
+      CHILD_REQUIRE((ready == Indices{1}));
+      CHILD_REQUIRE(WIFEXITED(h_status) && WEXITSTATUS(h_status) == 6);
+      release_p.signal();
+      CHILD_REQUIRE((mp::wait({q, p}, 30s) == Indices{1}));
+    }
+    CHILD_REQUIRE(p.exitcode() == 0);
+    return 0;
+  });
 }
 
 BOOST_AUTO_TEST_SUITE_END()

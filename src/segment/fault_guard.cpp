@@ -33,6 +33,28 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+// Under ThreadSanitizer the handler must not enter TSan's synchronisation machinery: a fault can
+// happen inside TSan's own implementation of an atomic operation on segment memory (the lock
+// word of a truncated SharedValue: TSan performs the compare-and-swap itself, holding its
+// per-thread slot lock), and TSan runs a handler for a synchronous signal at once, on that
+// thread. An acquire load in the handler then takes the same slot lock again and the thread
+// hangs for ever (seen: __tsan_atomic32_load -> SlotLock -> FutexWait under on_sigbus, under
+// __tsan_atomic32_compare_exchange_val in mutex_lock). So while it looks at the table the
+// handler tells TSan to ignore synchronisation (AnnotateIgnoreSync*, TSan's dynamic
+// annotations): its atomics then run as plain atomics, outside TSan's locks. Nothing is lost to
+// race detection: the table's atomics order nothing but themselves.
+#if defined(__SANITIZE_THREAD__)
+#define MULTIPROC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MULTIPROC_TSAN 1
+#endif
+#endif
+#ifdef MULTIPROC_TSAN
+extern "C" void AnnotateIgnoreSyncBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreSyncEnd(const char* file, int line);
+#endif
+
 namespace multiproc::detail::seg {
 
 // One mapped segment: [begin, end) page-rounded, and whether a fault found it truncated.
@@ -110,22 +132,34 @@ void chain(int sig, siginfo_t* info, void* context) noexcept {
   g_previous.sa_handler(sig);
 }
 
+// Replaces the lost pages of a segment of ours that `addr` faulted in; false if it is not in one
+// (or the mapping failed).
+bool repair(std::uintptr_t addr) noexcept {
+#ifdef MULTIPROC_TSAN
+  AnnotateIgnoreSyncBegin(__FILE__, __LINE__);  // see MULTIPROC_TSAN above
+  struct EndIgnore {
+    ~EndIgnore() { AnnotateIgnoreSyncEnd(__FILE__, __LINE__); }
+  } end_ignore;
+#endif
+  FaultSlot* s = find(addr);
+  if (s == nullptr) return false;
+  const std::uintptr_t page = addr & g_page_mask;
+  const std::uintptr_t end = s->end.load(std::memory_order_relaxed);
+  // Every page from the faulting one on is past the end of the file too: replace them all.
+  void* p = ::mmap(reinterpret_cast<void*>(page), end - page, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  if (p == MAP_FAILED) return false;
+  s->truncated.store(1, std::memory_order_relaxed);
+  return true;
+}
+
 void on_sigbus(int sig, siginfo_t* info, void* context) noexcept {
   const int saved_errno = errno;
-  if (info != nullptr && info->si_code == BUS_ADRERR) {  // a page past the end of its file
-    const auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
-    if (FaultSlot* s = find(addr)) {
-      const std::uintptr_t page = addr & g_page_mask;
-      const std::uintptr_t end = s->end.load(std::memory_order_relaxed);
-      // Every page from the faulting one on is past the end of the file too: replace them all.
-      void* p = ::mmap(reinterpret_cast<void*>(page), end - page, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-      if (p != MAP_FAILED) {
-        s->truncated.store(1, std::memory_order_relaxed);
-        errno = saved_errno;
-        return;  // the instruction runs again, on zeros
-      }
-    }
+  // BUS_ADRERR: a page past the end of its file.
+  if (info != nullptr && info->si_code == BUS_ADRERR &&
+      repair(reinterpret_cast<std::uintptr_t>(info->si_addr))) {
+    errno = saved_errno;
+    return;  // the instruction runs again, on zeros
   }
   errno = saved_errno;
   chain(sig, info, context);
