@@ -14,6 +14,8 @@
 #include <csignal>
 #include <cxxabi.h>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <iostream>
 #include <mutex>
@@ -41,6 +43,8 @@ struct ChildState {
   bool lost = false;             // reaped outside multiproc: the exit code is unknown
   bool lost_reported = false;    // a Process call has thrown for the loss
   std::optional<int> exitcode;
+  int pidfd = -1;                // the sentinel; -1 once closed (written under the mutex, read
+                                 // unlocked by the owning Process only)
 };
 
 struct ProcessInfoAccess {
@@ -61,6 +65,8 @@ using detail::ProcessInfoAccess;
 struct Registry {
   std::mutex mutex;
   std::vector<std::shared_ptr<ChildState>> active;  // started with Process, not reaped; in order
+  std::vector<std::weak_ptr<ChildState>> sentinels;  // children whose pidfd may be open: a
+                                                     // Process child closes them (ChildOptions 3)
   std::string self_name = "MainProcess";
   bool self_daemon = false;
   std::optional<ProcessInfo> parent;
@@ -155,6 +161,79 @@ void flush_stdio() noexcept {
   std::fflush(nullptr);
 }
 
+// ChildOptions step 1: handlers become SIG_DFL (and ignored signals too when asked).
+void reset_signal_dispositions(bool handlers, bool ignored) noexcept {
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) != 0) continue;  // glibc's reserved signals: EINVAL
+    const bool ign = !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN;
+    const bool dfl = !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL;
+    if (dfl || (ign && !ignored) || (!ign && !handlers)) continue;
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(sig, &sa, nullptr);
+  }
+}
+
+// ChildOptions step 3: closes every descriptor from 3 up except those in `keep` (sorted).
+void close_fds_except(std::vector<int> keep) noexcept {
+  std::sort(keep.begin(), keep.end());
+  unsigned from = 3;
+  auto close_span = [](unsigned lo, unsigned hi) {  // [lo, hi]
+    if (lo > hi) return;
+#ifdef SYS_close_range
+    if (::syscall(SYS_close_range, lo, hi, 0) == 0) return;
+#endif
+    const long max = ::sysconf(_SC_OPEN_MAX);
+    const unsigned top = std::min<unsigned>(hi, max > 0 ? static_cast<unsigned>(max) : 65536u);
+    for (unsigned fd = lo; fd <= top && fd >= lo; ++fd) ::close(static_cast<int>(fd));
+  };
+  for (int k : keep) {
+    if (k < 0 || static_cast<unsigned>(k) < from) continue;
+    close_span(from, static_cast<unsigned>(k) - 1);
+    from = static_cast<unsigned>(k) + 1;
+  }
+  close_span(from, ~0u);
+}
+
+// ChildOptions step 4: comm, and the command-line area ps -o args shows.
+void set_process_title(const std::string& title) noexcept {
+  ::prctl(PR_SET_NAME, title.c_str(), 0, 0, 0);  // the kernel keeps the first 15 bytes
+  // /proc/self/stat fields 48 and 49 (Linux >= 3.5) are the start and end of the argv strings.
+  char buf[4096];
+  const int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = 0;
+  for (;;) {
+    n = ::read(fd, buf, sizeof buf - 1);
+    if (n >= 0 || errno != EINTR) break;
+  }
+  ::close(fd);
+  if (n <= 0) return;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // the name may hold spaces and ')'
+  if (p == nullptr) return;
+  ++p;
+  unsigned long long field[2] = {0, 0};
+  for (int i = 3; i <= 49; ++i) {  // field 3 (state) is the first after the name
+    while (*p == ' ') ++p;
+    if (*p == '\0') return;
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(p, &end, 10);
+    if (i >= 48) field[i - 48] = v;
+    while (*p != ' ' && *p != '\0') ++p;
+  }
+  if (field[0] == 0 || field[1] <= field[0]) return;
+  char* area = reinterpret_cast<char*>(static_cast<std::uintptr_t>(field[0]));
+  const std::size_t size = static_cast<std::size_t>(field[1] - field[0]);
+  // The last byte stays NUL: the kernel then shows exactly the area, up to its first NUL.
+  const std::size_t k = std::min(title.size(), size - 1);
+  std::memcpy(area, title.data(), k);
+  std::memset(area + k, 0, size - k);
+}
+
 void reset_crash_signals() noexcept {
   for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS}) {
     struct sigaction sa {};
@@ -231,8 +310,9 @@ Process::Process(Process&& other) noexcept
       name_(std::move(other.name_)),
       daemon_(other.daemon_),
       closed_(std::exchange(other.closed_, false)),
+      name_set_(other.name_set_),
       pid_(std::exchange(other.pid_, 0)),
-      pidfd_(std::exchange(other.pidfd_, -1)),
+      options_(std::move(other.options_)),
       child_(std::move(other.child_)) {}
 
 Process& Process::operator=(Process&& other) noexcept {
@@ -243,8 +323,9 @@ Process& Process::operator=(Process&& other) noexcept {
     name_ = std::move(other.name_);
     daemon_ = other.daemon_;
     closed_ = std::exchange(other.closed_, false);
+    name_set_ = other.name_set_;
     pid_ = std::exchange(other.pid_, 0);
-    pidfd_ = std::exchange(other.pidfd_, -1);
+    options_ = std::move(other.options_);
     child_ = std::move(other.child_);
   }
   return *this;
@@ -272,14 +353,24 @@ void Process::finish() noexcept {
     std::lock_guard<std::mutex> lock(r.mutex);
     unlist_locked(r, child_);
   }
-  if (pidfd_ >= 0) {
-    ::close(pidfd_);
-    pidfd_ = -1;
-  }
+  close_sentinel();
 }
+
+void Process::close_sentinel() noexcept {
+  if (!child_ || child_->pidfd < 0) return;
+  // Under the lock that every fork holds: a child never sees a closed pidfd as still open.
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  ::close(child_->pidfd);
+  child_->pidfd = -1;
+}
+
+int Process::pidfd() const noexcept { return child_ ? child_->pidfd : -1; }
+int Process::sentinel() const noexcept { return pidfd(); }
 
 Process& Process::set_name(std::string name) {
   name_ = std::move(name);
+  name_set_ = true;
   if (child_) {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mutex);
@@ -294,6 +385,27 @@ Process& Process::set_daemon(bool daemon) {
     throw Error(errc::bad_state, "Process '" + name_ + "': set_daemon after start()");
   }
   daemon_ = daemon;
+  return *this;
+}
+
+Process& Process::set_options(ChildOptions options) {
+  require_open("set_options()");
+  if (pid_ != 0) {
+    throw Error(errc::bad_state, "Process '" + name_ + "': set_options after start()");
+  }
+  if (options.parent_death_signal && (*options.parent_death_signal < 0 ||
+                                       *options.parent_death_signal >= NSIG)) {
+    throw Error(errc::invalid_argument,
+                "Process '" + name_ + "': parent_death_signal " +
+                    std::to_string(*options.parent_death_signal) + " is not a signal number");
+  }
+  for (int fd : options.keep_fds) {
+    if (fd < 0) {
+      throw Error(errc::invalid_argument, "Process '" + name_ + "': keep_fds holds " +
+                                              std::to_string(fd) + ", not a file descriptor");
+    }
+  }
+  options_ = std::move(options);
   return *this;
 }
 
@@ -349,20 +461,20 @@ void Process::start() {
       }
       ::close(registered[0]);
     }
-    if (daemon_) {
-      // A daemon never outlives its parent (strictly: the thread that forked it).
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(1);
-    }
+    setup_child(parent, {}, false);
     run_child();
   }
   pid_ = pid;
-  pidfd_ = open_pidfd(pid);
   child->pid = pid;
   child_ = child;
   {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mutex);
+    child->pidfd = open_pidfd(pid);
+    r.sentinels.erase(std::remove_if(r.sentinels.begin(), r.sentinels.end(),
+                                     [](const std::weak_ptr<ChildState>& w) { return w.expired(); }),
+                      r.sentinels.end());
+    if (child->pidfd >= 0) r.sentinels.push_back(child);
     r.active.push_back(std::move(child));
   }
   detail::notify_forked(pid, captured_);  // before the parent can close its copies of handles
@@ -375,11 +487,53 @@ void Process::start() {
   }
 }
 
+void Process::setup_child(pid_t parent, const std::vector<int>& also_keep, bool for_exec) {
+  const ChildOptions& o = options_;
+  // 1. signals
+  if (o.reset_signal_handlers || o.reset_ignored_signals) {
+    reset_signal_dispositions(o.reset_signal_handlers, o.reset_ignored_signals);
+  }
+  if (o.unblock_signals) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  }
+  // 2. parent-death signal (a daemon: SIGKILL unless chosen otherwise)
+  const int pdeath = o.parent_death_signal ? *o.parent_death_signal : (daemon_ ? SIGKILL : 0);
+  if (pdeath != 0) {
+    ::prctl(PR_SET_PDEATHSIG, pdeath, 0, 0, 0);
+    if (::getppid() != parent) ::raise(pdeath);  // the parent died before we asked
+  }
+  // 3. descriptors: the parent's other children's sentinels, then (asked for) everything else
+  {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    for (const auto& w : r.sentinels) {
+      if (auto c = w.lock()) {
+        if (c->pidfd >= 0) ::close(c->pidfd);
+        c->pidfd = -1;
+      }
+    }
+    r.sentinels.clear();
+  }
+  if (o.close_fds) {
+    std::vector<int> keep = o.keep_fds;
+    keep.insert(keep.end(), also_keep.begin(), also_keep.end());
+    close_fds_except(std::move(keep));
+  }
+  // 4. title (a forked child only: exec replaces the command line)
+  if (!for_exec) {
+    const std::string* title = o.title ? &*o.title : name_set_ ? &name_ : nullptr;
+    if (title != nullptr && !title->empty()) set_process_title(*title);
+  }
+}
+
 void Process::run_child() {
   reset_crash_signals();
   detail::rearm_segment_fault_handler();  // truncated segments stay survivable (segment.hpp)
   int code = 0;
   try {
+    if (options_.setup) options_.setup();
     if (target_) code = target_();
   } catch (const abi::__forced_unwind&) {
     // pthread_exit() from the target's thread: unwinding further would run the parent's frames
@@ -420,8 +574,9 @@ void Process::join() {
   require_started("join()");
   while (!try_reap()) {
     // Sleep until it ends, reaping nothing: the status is collected under the lock above.
-    if (pidfd_ >= 0) {
-      pollfd pfd{pidfd_, POLLIN, 0};
+    const int fd = pidfd();
+    if (fd >= 0) {
+      pollfd pfd{fd, POLLIN, 0};
       ::poll(&pfd, 1, -1);
     } else {
       siginfo_t info{};
@@ -441,11 +596,12 @@ bool Process::join_until(detail::Clock::time_point deadline) {
     const auto now = detail::Clock::now();
     if (now >= deadline) return try_reap();
     const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
-    if (pidfd_ >= 0) {
+    const int fd = pidfd();
+    if (fd >= 0) {
       timespec ts{};
       ts.tv_sec = static_cast<time_t>(left.count() / 1000000000);
       ts.tv_nsec = static_cast<long>(left.count() % 1000000000);
-      pollfd pfd{pidfd_, POLLIN, 0};
+      pollfd pfd{fd, POLLIN, 0};
       ::ppoll(&pfd, 1, &ts, nullptr);
     } else {
       // No pidfd: look at the exit status again after a short sleep.
@@ -476,14 +632,14 @@ void Process::terminate() {
   // Under the lock: nobody can reap the child (freeing its pid for reuse) before the signal.
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
-  if (!child_->ended) send_signal(pidfd_, pid_, SIGTERM);
+  if (!child_->ended) send_signal(child_->pidfd, pid_, SIGTERM);
 }
 
 void Process::kill() {
   require_started("kill()");
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
-  if (!child_->ended) send_signal(pidfd_, pid_, SIGKILL);
+  if (!child_->ended) send_signal(child_->pidfd, pid_, SIGKILL);
 }
 
 void Process::close() {
@@ -497,10 +653,7 @@ void Process::close() {
     }
     unlist_locked(r, child_);
   }
-  if (pidfd_ >= 0) {
-    ::close(pidfd_);
-    pidfd_ = -1;
-  }
+  close_sentinel();
   closed_ = true;
   child_.reset();
   target_ = nullptr;  // releases the handles the target holds

@@ -29,8 +29,9 @@
 // thread cannot unwind into the frames it shares with the parent.
 //
 // Destroying a started, unjoined Process joins it; a daemon child is terminated (SIGTERM, then
-// SIGKILL after a second) and reaped. A daemon child is also killed if the thread that started it
-// exits (Linux's parent-death signal), so it never outlives its parent. Not thread-safe: one
+// SIGKILL after a second) and reaped. A daemon child also gets SIGKILL when the thread that
+// started it exits (Linux's parent-death signal, PR_SET_PDEATHSIG; ChildOptions chooses it for
+// any child), so it never outlives its parent. Not thread-safe: one
 // thread at a time uses a given Process (active_children() may run on any thread meanwhile: the
 // exit status is collected under one lock, whoever collects it). Fork in a program with other
 // threads has the usual limits: only the forking thread exists in the child.
@@ -38,6 +39,32 @@
 // The end of a child is watched through its pidfd. Without one (Linux < 5.3, or pidfd_open
 // failing, e.g. at the open-file limit), join_for() and multiproc::wait() poll the exit status
 // in sleeps of 1 to 16 ms; join() blocks in waitid().
+//
+// Child setup (ChildOptions, set with set_options(); defaults in brackets), applied in the child
+// after fork and before the target runs, in this order:
+//   1. signals: handlers the parent installed become SIG_DFL, as exec would make them
+//      [reset_signal_handlers = true]; ignored signals stay ignored [reset_ignored_signals =
+//      false]; the signal mask becomes empty [unblock_signals = true]. (So terminate() ends a
+//      child even when the parent handles or blocks SIGTERM.) The crash signals are reset to
+//      SIG_DFL whatever the options say (see above).
+//   2. parent-death signal [parent_death_signal = nullopt: SIGKILL for a daemon, none otherwise;
+//      0: none]: sent to the child when the THREAD that called start() ends (Linux's rule), and
+//      at once if the parent is already gone when the child sets it up.
+//   3. file descriptors: the sentinels (pidfds) of this process's other Process children are
+//      always closed in the child [not configurable]; with close_fds = true [false], every
+//      descriptor from 3 up is closed too except those in keep_fds (and, for an exec'd child,
+//      the ones handed over). multiproc objects hold no descriptors (their mappings survive
+//      close), so close_fds never breaks a handle the child inherited; a user's socket or
+//      file does need its place in keep_fds.
+//   4. title [title = nullopt: the name, if set_name() was called; "" or no set_name(): none]:
+//      prctl(PR_SET_NAME) (what /proc/<pid>/comm, `ps -o comm` and pgrep show; 15 bytes kept),
+//      and the command-line area that `ps -o args` and /proc/<pid>/cmdline show is overwritten
+//      with it (found through /proc/self/stat's arg_start/arg_end; the title is cut to the
+//      length of the original command line; the child's argv[] strings are gone).
+//   5. setup: a callable run in the child before the target [empty]. If it throws, the child
+//      prints the exception and exits with 1, as for the target.
+// For an exec'd child (Command, below) the same steps run before exec, except the title (an
+// exec'd program shows its own argv); a setup hook that throws makes start() throw instead.
 //
 // Who am I: current_process() describes the calling process: "MainProcess" in the process that
 // never came from a Process, else the name its Process had at start(); pid(); daemon().
@@ -109,6 +136,18 @@ std::optional<ProcessInfo> parent_process();
 //! workers included, as in Python. Children of other processes (this one's parent's included)
 //! and children made with a raw fork() are never listed.
 std::vector<ProcessInfo> active_children();
+
+//! What a child starts with: see the header comment (steps 1-5) for each field and its default.
+struct ChildOptions {
+  bool reset_signal_handlers = true;
+  bool reset_ignored_signals = false;
+  bool unblock_signals = true;
+  std::optional<int> parent_death_signal;
+  bool close_fds = false;
+  std::vector<int> keep_fds;
+  std::optional<std::string> title;
+  std::function<void()> setup;
+};
 
 class Process {
  public:
@@ -203,9 +242,16 @@ class Process {
   //! Throws: Error(errc::bad_state) after start() or close().
   Process& set_daemon(bool daemon);
 
+  //! The child setup options (see ChildOptions and the header comment).
+  //! Throws: Error(errc::bad_state) after start() or close(); Error(errc::invalid_argument)
+  //! naming the process for a parent_death_signal outside 0..64 or a negative keep_fds entry.
+  Process& set_options(ChildOptions options);
+  const ChildOptions& options() const noexcept { return options_; }
+
   //! A file descriptor that becomes readable when the child ends (a pidfd), for poll() or
   //! multiproc::wait; -1 before start(), after close(), or where there is no pidfd (see above).
-  int sentinel() const noexcept { return pidfd_; }
+  //! In a forked child, the sentinels of the parent's other children are closed (-1).
+  int sentinel() const noexcept;
 
  private:
   using Target = std::function<int()>;
@@ -226,6 +272,10 @@ class Process {
   }
 
   [[noreturn]] void run_child();
+  // ChildOptions steps 1-4, in the child; also_keep: descriptors close_fds keeps besides keep_fds
+  void setup_child(pid_t parent, const std::vector<int>& also_keep, bool for_exec);
+  int pidfd() const noexcept;
+  void close_sentinel() noexcept;
   bool try_reap();          // true once the child ended; throws as join() documents
   void finish() noexcept;   // the destructor's work
   void require_open(const char* action) const;
@@ -236,9 +286,10 @@ class Process {
   std::string name_;
   bool daemon_ = false;
   bool closed_ = false;
+  bool name_set_ = false;  // set_name() was called: the name is the default title
   pid_t pid_ = 0;
-  int pidfd_ = -1;
-  std::shared_ptr<detail::ChildState> child_;  // from start() until close()
+  ChildOptions options_;
+  std::shared_ptr<detail::ChildState> child_;  // from start() until close(); holds the pidfd
 };
 
 //! Number of CPUs this process may run on (sched_getaffinity), at least 1.
