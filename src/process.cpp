@@ -5,6 +5,7 @@
 // put that locking protocol in two files.
 #include <multiproc/process.hpp>
 #include <multiproc/detail/fork_hooks.hpp>
+#include <multiproc/handover.hpp>
 
 #include "os.hpp"
 
@@ -234,6 +235,50 @@ void set_process_title(const std::string& title) noexcept {
   std::memset(area + k, 0, size - k);
 }
 
+// What an exec'd child needs, built before the fork.
+struct ExecPlan {
+  std::vector<std::string> argv_s, env_s;
+  std::vector<char*> argv, envp;
+  std::vector<int> handed;  // descriptors handed over
+  std::vector<int> keep;    // what close_fds keeps: those, and the failure pipe
+};
+
+ExecPlan make_plan(const Command& c, const std::vector<detail::HandoverEntry>& handover,
+                   const std::string& name) {
+  auto check = [&](const std::string& s, const char* what) {
+    if (s.find('\0') != std::string::npos) {
+      throw Error(errc::invalid_argument, "Process '" + name + "': the command's " + what +
+                                              " holds a NUL byte");
+    }
+  };
+  check(c.path, "path");
+  check(c.cwd, "working directory");
+  ExecPlan plan;
+  plan.argv_s = c.argv.empty() ? std::vector<std::string>{c.path} : c.argv;
+  for (const auto& a : plan.argv_s) check(a, "argv");
+  const std::string prefix = std::string(kHandoverVariable) + "=";
+  if (c.env) {
+    for (const auto& e : *c.env) {
+      check(e, "environment");
+      if (e.compare(0, prefix.size(), prefix) != 0) plan.env_s.push_back(e);
+    }
+  } else {
+    for (char** e = environ; *e != nullptr; ++e) {
+      if (std::strncmp(*e, prefix.c_str(), prefix.size()) != 0) plan.env_s.emplace_back(*e);
+    }
+  }
+  if (!handover.empty()) plan.env_s.push_back(prefix + detail::encode_handover(handover));
+  for (auto& a : plan.argv_s) plan.argv.push_back(a.data());
+  plan.argv.push_back(nullptr);
+  for (auto& e : plan.env_s) plan.envp.push_back(e.data());
+  plan.envp.push_back(nullptr);
+  for (const auto& h : handover) {
+    if (h.kind == 'f') plan.handed.push_back(h.fd);
+  }
+  plan.keep = plan.handed;
+  return plan;
+}
+
 void reset_crash_signals() noexcept {
   for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS}) {
     struct sigaction sa {};
@@ -313,7 +358,12 @@ Process::Process(Process&& other) noexcept
       name_set_(other.name_set_),
       pid_(std::exchange(other.pid_, 0)),
       options_(std::move(other.options_)),
-      child_(std::move(other.child_)) {}
+      command_(std::move(other.command_)),
+      handover_(std::move(other.handover_)),
+      handed_(std::move(other.handed_)),
+      child_(std::move(other.child_)) {
+  other.handover_.clear();  // its descriptors are ours now
+}
 
 Process& Process::operator=(Process&& other) noexcept {
   if (this != &other) {
@@ -326,6 +376,11 @@ Process& Process::operator=(Process&& other) noexcept {
     name_set_ = other.name_set_;
     pid_ = std::exchange(other.pid_, 0);
     options_ = std::move(other.options_);
+    command_ = std::move(other.command_);
+    close_handed_fds();
+    handover_ = std::move(other.handover_);
+    other.handover_.clear();
+    handed_ = std::move(other.handed_);
     child_ = std::move(other.child_);
   }
   return *this;
@@ -354,6 +409,7 @@ void Process::finish() noexcept {
     unlist_locked(r, child_);
   }
   close_sentinel();
+  close_handed_fds();
 }
 
 void Process::close_sentinel() noexcept {
@@ -428,6 +484,15 @@ void Process::start() {
   auto child = std::make_shared<ChildState>();  // before the fork: nothing may fail after it
   child->name = name_;
   child->daemon = daemon_;
+  ExecPlan plan;
+  int failed[2] = {-1, -1};  // an exec'd child's failure report (CLOEXEC: exec closes it)
+  if (command_) {
+    plan = make_plan(*command_, handover_, name_);
+    if (::pipe2(failed, O_CLOEXEC) != 0) {
+      throw Error::from_errno(errno, "Process '" + name_ + "': pipe failed");
+    }
+    plan.keep.push_back(failed[1]);
+  }
   flush_stdio();  // or the child would print the parent's buffered output a second time
   const pid_t parent = ::getpid();
   // When the target captured handles that track holders, the child waits until the parent has
@@ -435,16 +500,21 @@ void Process::start() {
   // registered again after its close.
   int registered[2] = {-1, -1};
   if (!captured_.empty() && ::pipe2(registered, O_CLOEXEC) != 0) {
-    throw Error::from_errno(errno, "Process '" + name_ + "': pipe failed");
+    const int err = errno;
+    for (int fd : failed) {
+      if (fd >= 0) ::close(fd);
+    }
+    throw Error::from_errno(err, "Process '" + name_ + "': pipe failed");
   }
   detail::forking_for_process() = true;  // atfork handlers: this child is registered below
   const pid_t pid = ::fork();
   detail::forking_for_process() = false;
   if (pid < 0) {
-    for (int fd : registered) {
+    const int err = errno;
+    for (int fd : {registered[0], registered[1], failed[0], failed[1]}) {
       if (fd >= 0) ::close(fd);
     }
-    throw Error::from_errno(errno, "Process '" + name_ + "': fork failed");
+    throw Error::from_errno(err, "Process '" + name_ + "': fork failed");
   }
   if (pid == 0) {
     {
@@ -460,6 +530,10 @@ void Process::start() {
       while (::read(registered[0], &c, 1) < 0 && errno == EINTR) {  // EOF if the parent died
       }
       ::close(registered[0]);
+    }
+    if (command_) {
+      ::close(failed[0]);
+      exec_child(parent, &plan, failed[1]);
     }
     setup_child(parent, {}, false);
     run_child();
@@ -484,6 +558,43 @@ void Process::start() {
     while (::write(registered[1], &c, 1) < 0 && errno == EINTR) {
     }
     ::close(registered[1]);
+  }
+  if (failed[0] >= 0) {
+    ::close(failed[1]);
+    std::string report;  // empty: the exec succeeded (the pipe closed with it)
+    char buf[512];
+    for (;;) {
+      const ssize_t n = ::read(failed[0], buf, sizeof buf);
+      if (n > 0) {
+        report.append(buf, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        break;
+      }
+    }
+    ::close(failed[0]);
+    if (!report.empty()) {
+      // The child exits at once: reap it, and the Process is back to not started.
+      try {
+        join();
+      } catch (...) {
+      }
+      {
+        Registry& r = registry();
+        std::lock_guard<std::mutex> lock(r.mutex);
+        unlist_locked(r, child_);
+      }
+      close_sentinel();
+      child_.reset();
+      pid_ = 0;
+      int err = 0;
+      if (report.size() >= sizeof err) std::memcpy(&err, report.data(), sizeof err);
+      const std::string what =
+          "Process '" + name_ + "': " +
+          (report.size() > sizeof err ? report.substr(sizeof err) : std::string("exec failed"));
+      if (err > 0) throw Error::from_errno(err, what);
+      throw Error(errc::remote_error, what);
+    }
+    close_handed_fds();  // the child has them
   }
 }
 
@@ -526,6 +637,43 @@ void Process::setup_child(pid_t parent, const std::vector<int>& also_keep, bool 
     const std::string* title = o.title ? &*o.title : name_set_ ? &name_ : nullptr;
     if (title != nullptr && !title->empty()) set_process_title(*title);
   }
+}
+
+namespace {
+// An exec'd child's failure: errno (0 for a hook that threw) and a message, to the parent.
+[[noreturn]] void report_failure(int fd, int err, const std::string& message) noexcept {
+  char buf[512];
+  std::memcpy(buf, &err, sizeof err);
+  const std::size_t n = std::min(message.size(), sizeof buf - sizeof err);
+  std::memcpy(buf + sizeof err, message.data(), n);
+  while (::write(fd, buf, sizeof err + n) < 0 && errno == EINTR) {
+  }
+  ::_exit(127);
+}
+}  // namespace
+
+// An exec'd child, after the fork: setup, hook, chdir, exec — or a report to the parent.
+void Process::exec_child(pid_t parent, const void* plan_ptr, int err_fd) {
+  const ExecPlan& plan = *static_cast<const ExecPlan*>(plan_ptr);
+  setup_child(parent, plan.keep, true);
+  reset_crash_signals();
+  if (options_.setup) {
+    try {
+      options_.setup();
+    } catch (const std::exception& e) {
+      report_failure(err_fd, 0, "the setup hook threw " + detail::demangle(typeid(e).name()) +
+                                    ": " + e.what());
+    } catch (...) {
+      report_failure(err_fd, 0, "the setup hook threw an exception of unknown type");
+    }
+  }
+  if (!command_->cwd.empty() && ::chdir(command_->cwd.c_str()) != 0) {
+    report_failure(err_fd, errno, "cannot change to directory '" + command_->cwd + "'");
+  }
+  for (int fd : plan.handed) ::fcntl(fd, F_SETFD, 0);  // inherited by the program
+  flush_stdio();
+  ::execve(command_->path.c_str(), plan.argv.data(), plan.envp.data());
+  report_failure(err_fd, errno, "cannot run '" + command_->path + "'");
 }
 
 void Process::run_child() {
@@ -654,6 +802,8 @@ void Process::close() {
     unlist_locked(r, child_);
   }
   close_sentinel();
+  close_handed_fds();
+  handed_.clear();
   closed_ = true;
   child_.reset();
   target_ = nullptr;  // releases the handles the target holds
