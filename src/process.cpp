@@ -1,6 +1,6 @@
 // Process: fork, run, _exit; pidfd sentinels; exit codes in Python's convention; the registry
 // of active children and this process's identity (current_process, parent_process).
-// Just over 500 lines, kept whole: the Process methods and the registry share one mutex and one
+// About 750 lines, kept whole: the Process methods and the registry share one mutex and one
 // ChildState (whoever reaps a child first records its status for both), and splitting them would
 // put that locking protocol in two files.
 #include <multiproc/process.hpp>
@@ -8,6 +8,7 @@
 #include <multiproc/handover.hpp>
 
 #include "os.hpp"
+#include "process/child_setup.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -160,79 +161,6 @@ void flush_stdio() noexcept {
   } catch (...) {
   }
   std::fflush(nullptr);
-}
-
-// ChildOptions step 1: handlers become SIG_DFL (and ignored signals too when asked).
-void reset_signal_dispositions(bool handlers, bool ignored) noexcept {
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig == SIGKILL || sig == SIGSTOP) continue;
-    struct sigaction old {};
-    if (::sigaction(sig, nullptr, &old) != 0) continue;  // glibc's reserved signals: EINVAL
-    const bool ign = !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN;
-    const bool dfl = !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL;
-    if (dfl || (ign && !ignored) || (!ign && !handlers)) continue;
-    struct sigaction sa {};
-    sa.sa_handler = SIG_DFL;
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(sig, &sa, nullptr);
-  }
-}
-
-// ChildOptions step 3: closes every descriptor from 3 up except those in `keep` (sorted).
-void close_fds_except(std::vector<int> keep) noexcept {
-  std::sort(keep.begin(), keep.end());
-  unsigned from = 3;
-  auto close_span = [](unsigned lo, unsigned hi) {  // [lo, hi]
-    if (lo > hi) return;
-#ifdef SYS_close_range
-    if (::syscall(SYS_close_range, lo, hi, 0) == 0) return;
-#endif
-    const long max = ::sysconf(_SC_OPEN_MAX);
-    const unsigned top = std::min<unsigned>(hi, max > 0 ? static_cast<unsigned>(max) : 65536u);
-    for (unsigned fd = lo; fd <= top && fd >= lo; ++fd) ::close(static_cast<int>(fd));
-  };
-  for (int k : keep) {
-    if (k < 0 || static_cast<unsigned>(k) < from) continue;
-    close_span(from, static_cast<unsigned>(k) - 1);
-    from = static_cast<unsigned>(k) + 1;
-  }
-  close_span(from, ~0u);
-}
-
-// ChildOptions step 4: comm, and the command-line area ps -o args shows.
-void set_process_title(const std::string& title) noexcept {
-  ::prctl(PR_SET_NAME, title.c_str(), 0, 0, 0);  // the kernel keeps the first 15 bytes
-  // /proc/self/stat fields 48 and 49 (Linux >= 3.5) are the start and end of the argv strings.
-  char buf[4096];
-  const int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ssize_t n = 0;
-  for (;;) {
-    n = ::read(fd, buf, sizeof buf - 1);
-    if (n >= 0 || errno != EINTR) break;
-  }
-  ::close(fd);
-  if (n <= 0) return;
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');  // the name may hold spaces and ')'
-  if (p == nullptr) return;
-  ++p;
-  unsigned long long field[2] = {0, 0};
-  for (int i = 3; i <= 49; ++i) {  // field 3 (state) is the first after the name
-    while (*p == ' ') ++p;
-    if (*p == '\0') return;
-    char* end = nullptr;
-    const unsigned long long v = std::strtoull(p, &end, 10);
-    if (i >= 48) field[i - 48] = v;
-    while (*p != ' ' && *p != '\0') ++p;
-  }
-  if (field[0] == 0 || field[1] <= field[0]) return;
-  char* area = reinterpret_cast<char*>(static_cast<std::uintptr_t>(field[0]));
-  const std::size_t size = static_cast<std::size_t>(field[1] - field[0]);
-  // The last byte stays NUL: the kernel then shows exactly the area, up to its first NUL.
-  const std::size_t k = std::min(title.size(), size - 1);
-  std::memcpy(area, title.data(), k);
-  std::memset(area + k, 0, size - k);
 }
 
 // What an exec'd child needs, built before the fork.
@@ -602,7 +530,7 @@ void Process::setup_child(pid_t parent, const std::vector<int>& also_keep, bool 
   const ChildOptions& o = options_;
   // 1. signals
   if (o.reset_signal_handlers || o.reset_ignored_signals) {
-    reset_signal_dispositions(o.reset_signal_handlers, o.reset_ignored_signals);
+    detail::reset_signal_dispositions(o.reset_signal_handlers, o.reset_ignored_signals);
   }
   if (o.unblock_signals) {
     sigset_t none;
@@ -630,12 +558,12 @@ void Process::setup_child(pid_t parent, const std::vector<int>& also_keep, bool 
   if (o.close_fds) {
     std::vector<int> keep = o.keep_fds;
     keep.insert(keep.end(), also_keep.begin(), also_keep.end());
-    close_fds_except(std::move(keep));
+    detail::close_fds_except(std::move(keep));
   }
   // 4. title (a forked child only: exec replaces the command line)
   if (!for_exec) {
     const std::string* title = o.title ? &*o.title : name_set_ ? &name_ : nullptr;
-    if (title != nullptr && !title->empty()) set_process_title(*title);
+    if (title != nullptr && !title->empty()) detail::set_process_title(*title);
   }
 }
 

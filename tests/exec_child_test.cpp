@@ -181,7 +181,9 @@ BOOST_AUTO_TEST_CASE(exec_child_takes_back_objects_a_pipe_end_and_a_socket_exact
   mp::SharedArray<int> counts(mp::create_only, unique_name("counts"), 4);
   mp::Mutex lock(mp::create_only, unique_name("lock"));
   mp::Semaphore done(mp::create_only, unique_name("done"), 0);
-  auto [mine, theirs] = mp::Pipe(mp::create_only, unique_name("results"));
+  auto mine_theirs = mp::Pipe(mp::create_only, unique_name("results"));
+  mp::Connection& mine = mine_theirs.first;
+  mp::Connection& theirs = mine_theirs.second;
   Listener listener;
 
   mp::Command cmd = self_command("exec_worker", {"arg with spaces"});
@@ -302,7 +304,9 @@ BOOST_AUTO_TEST_CASE(terminate_kill_join_for_and_exit_codes_of_exec_children,
     BOOST_TEST(p.exitcode().value_or(-999) == 7);
   }
   for (const int sig : {SIGTERM, SIGKILL}) {
-    auto [mine, theirs] = mp::Pipe(mp::create_only, unique_name("block"));
+    auto mine_theirs = mp::Pipe(mp::create_only, unique_name("block"));
+    mp::Connection& mine = mine_theirs.first;
+    mp::Connection& theirs = mine_theirs.second;
     mp::Process p(self_command("exec_block"));
     p.pass("results", theirs);
     p.start();
@@ -320,7 +324,9 @@ BOOST_AUTO_TEST_CASE(terminate_kill_join_for_and_exit_codes_of_exec_children,
 
 BOOST_AUTO_TEST_CASE(a_pipe_end_the_program_never_opened_gives_eof_when_it_is_killed,
                      *boost::unit_test::timeout(60)) {
-  auto [mine, theirs] = mp::Pipe(mp::create_only, unique_name("unopened"));
+  auto mine_theirs = mp::Pipe(mp::create_only, unique_name("unopened"));
+  mp::Connection& mine = mine_theirs.first;
+  mp::Connection& theirs = mine_theirs.second;
   mp::Process p(self_command("exec_sleep"));
   p.pass("results", theirs);
   p.start();
@@ -345,7 +351,9 @@ BOOST_AUTO_TEST_CASE(child_setup_options_reach_an_exec_child, *boost::unit_test:
   int kept[2], dropped[2];
   BOOST_REQUIRE(::pipe(kept) == 0);  // not close-on-exec: only close_fds can keep them out
   BOOST_REQUIRE(::pipe(dropped) == 0);
-  auto [mine, theirs] = mp::Pipe(mp::create_only, unique_name("setup"));
+  auto mine_theirs = mp::Pipe(mp::create_only, unique_name("setup"));
+  mp::Connection& mine = mine_theirs.first;
+  mp::Connection& theirs = mine_theirs.second;
   mp::SharedValue<int> hook_pid(mp::create_only, unique_name("hook"), 0);
 
   mp::Process p(self_command("exec_report_setup"));

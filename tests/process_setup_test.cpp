@@ -185,7 +185,9 @@ BOOST_AUTO_TEST_CASE(close_fds_keeps_only_the_listed_ones_and_multiproc_handles_
   BOOST_REQUIRE(::pipe(a) == 0);
   BOOST_REQUIRE(::pipe(b) == 0);
   mp::SharedValue<long> total(0);
-  auto [rx, tx] = mp::Pipe(false);
+  auto rx_tx = mp::Pipe(false);
+  mp::Connection& rx = rx_tx.first;
+  mp::Connection& tx = rx_tx.second;
   mp::ChildOptions o;
   o.close_fds = true;
   o.keep_fds = {a[1]};
