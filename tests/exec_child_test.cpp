@@ -167,6 +167,20 @@ MPTEST_SCENARIO(exec_sleep) {
   for (;;) ::pause();
 }
 
+// Sums jobs into a shared total until it gets a negative one.
+MPTEST_SCENARIO(exec_queue_worker) {
+  (void)args;
+  auto jobs = mp::inherited<mp::Queue<int>>("jobs");
+  auto total = mp::inherited<mp::SharedValue<long>>("total");
+  auto ready = mp::inherited<mp::Semaphore>("ready");
+  ready.release();
+  for (;;) {
+    const int v = jobs.get();
+    if (v < 0) return 0;
+    total.update([v](long& t) { t += v; });
+  }
+}
+
 MPTEST_SCENARIO(exec_exit) { return std::stoi(args.at(0)); }
 
 // ---- the tests ------------------------------------------------------------------------------------
@@ -212,6 +226,34 @@ BOOST_AUTO_TEST_CASE(exec_child_takes_back_objects_a_pipe_end_and_a_socket_exact
   BOOST_TEST(total.load() == static_cast<long>(kJobs) * (kJobs + 1) / 2);
   BOOST_TEST(counts[0] == kJobs);
   expect_errc([&] { mine.recv<long>(); }, mp::errc::eof);  // the program's exit closed its end
+}
+
+BOOST_AUTO_TEST_CASE(exec_workers_share_a_queue_and_one_killed_while_idle_loses_nothing,
+                     *boost::unit_test::timeout(90)) {
+  constexpr int kWorkers = 3, kJobs = 3000;
+  mp::Queue<int> jobs(mp::create_only, unique_name("jobs"), 128);
+  mp::SharedValue<long> total(mp::create_only, unique_name("total"), 0);
+  mp::Semaphore ready(mp::create_only, unique_name("ready"), 0);
+  std::vector<mp::Process> workers;
+  for (int i = 0; i < kWorkers; ++i) {
+    workers.emplace_back(self_command("exec_queue_worker"));
+    workers.back().pass("jobs", jobs).pass("total", total).pass("ready", ready);
+    workers.back().start();
+  }
+  for (int i = 0; i < kWorkers; ++i) BOOST_REQUIRE(ready.try_acquire_for(30s));
+  // Worker 0 is blocked in get() (idle): SIGKILL it there.
+  BOOST_REQUIRE(wait_until_in_futex(workers[0].pid()));
+  workers[0].kill();
+  BOOST_TEST(workers[0].join_for(30s));
+  BOOST_TEST(workers[0].exitcode().value_or(-999) == -SIGKILL);
+  for (int i = 1; i <= kJobs; ++i) jobs.put(i);
+  for (int i = 1; i < kWorkers; ++i) jobs.put(-1);
+  for (int i = 1; i < kWorkers; ++i) {
+    BOOST_TEST(workers[i].join_for(30s));
+    BOOST_TEST(workers[i].exitcode().value_or(-999) == 0);
+  }
+  BOOST_TEST(total.load() == static_cast<long>(kJobs) * (kJobs + 1) / 2);
+  BOOST_TEST(jobs.empty());
 }
 
 BOOST_AUTO_TEST_CASE(exec_failures_are_errors_from_start, *boost::unit_test::timeout(60)) {
