@@ -1,12 +1,14 @@
 // Process: fork, run, _exit; pidfd sentinels; exit codes in Python's convention; the registry
 // of active children and this process's identity (current_process, parent_process).
-// Just over 500 lines, kept whole: the Process methods and the registry share one mutex and one
+// About 750 lines, kept whole: the Process methods and the registry share one mutex and one
 // ChildState (whoever reaps a child first records its status for both), and splitting them would
 // put that locking protocol in two files.
 #include <multiproc/process.hpp>
 #include <multiproc/detail/fork_hooks.hpp>
+#include <multiproc/handover.hpp>
 
 #include "os.hpp"
+#include "process/child_setup.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -14,6 +16,8 @@
 #include <csignal>
 #include <cxxabi.h>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <iostream>
 #include <mutex>
@@ -41,6 +45,8 @@ struct ChildState {
   bool lost = false;             // reaped outside multiproc: the exit code is unknown
   bool lost_reported = false;    // a Process call has thrown for the loss
   std::optional<int> exitcode;
+  int pidfd = -1;                // the sentinel; -1 once closed (written under the mutex, read
+                                 // unlocked by the owning Process only)
 };
 
 struct ProcessInfoAccess {
@@ -61,6 +67,8 @@ using detail::ProcessInfoAccess;
 struct Registry {
   std::mutex mutex;
   std::vector<std::shared_ptr<ChildState>> active;  // started with Process, not reaped; in order
+  std::vector<std::weak_ptr<ChildState>> sentinels;  // children whose pidfd may be open: a
+                                                     // Process child closes them (ChildOptions 3)
   std::string self_name = "MainProcess";
   bool self_daemon = false;
   std::optional<ProcessInfo> parent;
@@ -155,6 +163,50 @@ void flush_stdio() noexcept {
   std::fflush(nullptr);
 }
 
+// What an exec'd child needs, built before the fork.
+struct ExecPlan {
+  std::vector<std::string> argv_s, env_s;
+  std::vector<char*> argv, envp;
+  std::vector<int> handed;  // descriptors handed over
+  std::vector<int> keep;    // what close_fds keeps: those, and the failure pipe
+};
+
+ExecPlan make_plan(const Command& c, const std::vector<detail::HandoverEntry>& handover,
+                   const std::string& name) {
+  auto check = [&](const std::string& s, const char* what) {
+    if (s.find('\0') != std::string::npos) {
+      throw Error(errc::invalid_argument, "Process '" + name + "': the command's " + what +
+                                              " holds a NUL byte");
+    }
+  };
+  check(c.path, "path");
+  check(c.cwd, "working directory");
+  ExecPlan plan;
+  plan.argv_s = c.argv.empty() ? std::vector<std::string>{c.path} : c.argv;
+  for (const auto& a : plan.argv_s) check(a, "argv");
+  const std::string prefix = std::string(kHandoverVariable) + "=";
+  if (c.env) {
+    for (const auto& e : *c.env) {
+      check(e, "environment");
+      if (e.compare(0, prefix.size(), prefix) != 0) plan.env_s.push_back(e);
+    }
+  } else {
+    for (char** e = environ; *e != nullptr; ++e) {
+      if (std::strncmp(*e, prefix.c_str(), prefix.size()) != 0) plan.env_s.emplace_back(*e);
+    }
+  }
+  if (!handover.empty()) plan.env_s.push_back(prefix + detail::encode_handover(handover));
+  for (auto& a : plan.argv_s) plan.argv.push_back(a.data());
+  plan.argv.push_back(nullptr);
+  for (auto& e : plan.env_s) plan.envp.push_back(e.data());
+  plan.envp.push_back(nullptr);
+  for (const auto& h : handover) {
+    if (h.kind == 'f') plan.handed.push_back(h.fd);
+  }
+  plan.keep = plan.handed;
+  return plan;
+}
+
 void reset_crash_signals() noexcept {
   for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS}) {
     struct sigaction sa {};
@@ -231,9 +283,15 @@ Process::Process(Process&& other) noexcept
       name_(std::move(other.name_)),
       daemon_(other.daemon_),
       closed_(std::exchange(other.closed_, false)),
+      name_set_(other.name_set_),
       pid_(std::exchange(other.pid_, 0)),
-      pidfd_(std::exchange(other.pidfd_, -1)),
-      child_(std::move(other.child_)) {}
+      options_(std::move(other.options_)),
+      command_(std::move(other.command_)),
+      handover_(std::move(other.handover_)),
+      handed_(std::move(other.handed_)),
+      child_(std::move(other.child_)) {
+  other.handover_.clear();  // its descriptors are ours now
+}
 
 Process& Process::operator=(Process&& other) noexcept {
   if (this != &other) {
@@ -243,8 +301,14 @@ Process& Process::operator=(Process&& other) noexcept {
     name_ = std::move(other.name_);
     daemon_ = other.daemon_;
     closed_ = std::exchange(other.closed_, false);
+    name_set_ = other.name_set_;
     pid_ = std::exchange(other.pid_, 0);
-    pidfd_ = std::exchange(other.pidfd_, -1);
+    options_ = std::move(other.options_);
+    command_ = std::move(other.command_);
+    close_handed_fds();
+    handover_ = std::move(other.handover_);
+    other.handover_.clear();
+    handed_ = std::move(other.handed_);
     child_ = std::move(other.child_);
   }
   return *this;
@@ -272,14 +336,25 @@ void Process::finish() noexcept {
     std::lock_guard<std::mutex> lock(r.mutex);
     unlist_locked(r, child_);
   }
-  if (pidfd_ >= 0) {
-    ::close(pidfd_);
-    pidfd_ = -1;
-  }
+  close_sentinel();
+  close_handed_fds();
 }
+
+void Process::close_sentinel() noexcept {
+  if (!child_ || child_->pidfd < 0) return;
+  // Under the lock that every fork holds: a child never sees a closed pidfd as still open.
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  ::close(child_->pidfd);
+  child_->pidfd = -1;
+}
+
+int Process::pidfd() const noexcept { return child_ ? child_->pidfd : -1; }
+int Process::sentinel() const noexcept { return pidfd(); }
 
 Process& Process::set_name(std::string name) {
   name_ = std::move(name);
+  name_set_ = true;
   if (child_) {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mutex);
@@ -294,6 +369,27 @@ Process& Process::set_daemon(bool daemon) {
     throw Error(errc::bad_state, "Process '" + name_ + "': set_daemon after start()");
   }
   daemon_ = daemon;
+  return *this;
+}
+
+Process& Process::set_options(ChildOptions options) {
+  require_open("set_options()");
+  if (pid_ != 0) {
+    throw Error(errc::bad_state, "Process '" + name_ + "': set_options after start()");
+  }
+  if (options.parent_death_signal && (*options.parent_death_signal < 0 ||
+                                       *options.parent_death_signal >= NSIG)) {
+    throw Error(errc::invalid_argument,
+                "Process '" + name_ + "': parent_death_signal " +
+                    std::to_string(*options.parent_death_signal) + " is not a signal number");
+  }
+  for (int fd : options.keep_fds) {
+    if (fd < 0) {
+      throw Error(errc::invalid_argument, "Process '" + name_ + "': keep_fds holds " +
+                                              std::to_string(fd) + ", not a file descriptor");
+    }
+  }
+  options_ = std::move(options);
   return *this;
 }
 
@@ -316,6 +412,15 @@ void Process::start() {
   auto child = std::make_shared<ChildState>();  // before the fork: nothing may fail after it
   child->name = name_;
   child->daemon = daemon_;
+  ExecPlan plan;
+  int failed[2] = {-1, -1};  // an exec'd child's failure report (CLOEXEC: exec closes it)
+  if (command_) {
+    plan = make_plan(*command_, handover_, name_);
+    if (::pipe2(failed, O_CLOEXEC) != 0) {
+      throw Error::from_errno(errno, "Process '" + name_ + "': pipe failed");
+    }
+    plan.keep.push_back(failed[1]);
+  }
   flush_stdio();  // or the child would print the parent's buffered output a second time
   const pid_t parent = ::getpid();
   // When the target captured handles that track holders, the child waits until the parent has
@@ -323,16 +428,21 @@ void Process::start() {
   // registered again after its close.
   int registered[2] = {-1, -1};
   if (!captured_.empty() && ::pipe2(registered, O_CLOEXEC) != 0) {
-    throw Error::from_errno(errno, "Process '" + name_ + "': pipe failed");
+    const int err = errno;
+    for (int fd : failed) {
+      if (fd >= 0) ::close(fd);
+    }
+    throw Error::from_errno(err, "Process '" + name_ + "': pipe failed");
   }
   detail::forking_for_process() = true;  // atfork handlers: this child is registered below
   const pid_t pid = ::fork();
   detail::forking_for_process() = false;
   if (pid < 0) {
-    for (int fd : registered) {
+    const int err = errno;
+    for (int fd : {registered[0], registered[1], failed[0], failed[1]}) {
       if (fd >= 0) ::close(fd);
     }
-    throw Error::from_errno(errno, "Process '" + name_ + "': fork failed");
+    throw Error::from_errno(err, "Process '" + name_ + "': fork failed");
   }
   if (pid == 0) {
     {
@@ -349,20 +459,24 @@ void Process::start() {
       }
       ::close(registered[0]);
     }
-    if (daemon_) {
-      // A daemon never outlives its parent (strictly: the thread that forked it).
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(1);
+    if (command_) {
+      ::close(failed[0]);
+      exec_child(parent, &plan, failed[1]);
     }
+    setup_child(parent, {}, false);
     run_child();
   }
   pid_ = pid;
-  pidfd_ = open_pidfd(pid);
   child->pid = pid;
   child_ = child;
   {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mutex);
+    child->pidfd = open_pidfd(pid);
+    r.sentinels.erase(std::remove_if(r.sentinels.begin(), r.sentinels.end(),
+                                     [](const std::weak_ptr<ChildState>& w) { return w.expired(); }),
+                      r.sentinels.end());
+    if (child->pidfd >= 0) r.sentinels.push_back(child);
     r.active.push_back(std::move(child));
   }
   detail::notify_forked(pid, captured_);  // before the parent can close its copies of handles
@@ -373,6 +487,121 @@ void Process::start() {
     }
     ::close(registered[1]);
   }
+  if (failed[0] >= 0) {
+    ::close(failed[1]);
+    std::string report;  // empty: the exec succeeded (the pipe closed with it)
+    char buf[512];
+    for (;;) {
+      const ssize_t n = ::read(failed[0], buf, sizeof buf);
+      if (n > 0) {
+        report.append(buf, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        break;
+      }
+    }
+    ::close(failed[0]);
+    if (!report.empty()) {
+      // The child exits at once: reap it, and the Process is back to not started.
+      try {
+        join();
+      } catch (...) {
+      }
+      {
+        Registry& r = registry();
+        std::lock_guard<std::mutex> lock(r.mutex);
+        unlist_locked(r, child_);
+      }
+      close_sentinel();
+      child_.reset();
+      pid_ = 0;
+      int err = 0;
+      if (report.size() >= sizeof err) std::memcpy(&err, report.data(), sizeof err);
+      const std::string what =
+          "Process '" + name_ + "': " +
+          (report.size() > sizeof err ? report.substr(sizeof err) : std::string("exec failed"));
+      if (err > 0) throw Error::from_errno(err, what);
+      throw Error(errc::remote_error, what);
+    }
+    close_handed_fds();  // the child has them
+  }
+}
+
+void Process::setup_child(pid_t parent, const std::vector<int>& also_keep, bool for_exec) {
+  const ChildOptions& o = options_;
+  // 1. signals
+  if (o.reset_signal_handlers || o.reset_ignored_signals) {
+    detail::reset_signal_dispositions(o.reset_signal_handlers, o.reset_ignored_signals);
+  }
+  if (o.unblock_signals) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  }
+  // 2. parent-death signal (a daemon: SIGKILL unless chosen otherwise)
+  const int pdeath = o.parent_death_signal ? *o.parent_death_signal : (daemon_ ? SIGKILL : 0);
+  if (pdeath != 0) {
+    ::prctl(PR_SET_PDEATHSIG, pdeath, 0, 0, 0);
+    if (::getppid() != parent) ::raise(pdeath);  // the parent died before we asked
+  }
+  // 3. descriptors: the parent's other children's sentinels, then (asked for) everything else
+  {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    for (const auto& w : r.sentinels) {
+      if (auto c = w.lock()) {
+        if (c->pidfd >= 0) ::close(c->pidfd);
+        c->pidfd = -1;
+      }
+    }
+    r.sentinels.clear();
+  }
+  if (o.close_fds) {
+    std::vector<int> keep = o.keep_fds;
+    keep.insert(keep.end(), also_keep.begin(), also_keep.end());
+    detail::close_fds_except(std::move(keep));
+  }
+  // 4. title (a forked child only: exec replaces the command line)
+  if (!for_exec) {
+    const std::string* title = o.title ? &*o.title : name_set_ ? &name_ : nullptr;
+    if (title != nullptr && !title->empty()) detail::set_process_title(*title);
+  }
+}
+
+namespace {
+// An exec'd child's failure: errno (0 for a hook that threw) and a message, to the parent.
+[[noreturn]] void report_failure(int fd, int err, const std::string& message) noexcept {
+  char buf[512];
+  std::memcpy(buf, &err, sizeof err);
+  const std::size_t n = std::min(message.size(), sizeof buf - sizeof err);
+  std::memcpy(buf + sizeof err, message.data(), n);
+  while (::write(fd, buf, sizeof err + n) < 0 && errno == EINTR) {
+  }
+  ::_exit(127);
+}
+}  // namespace
+
+// An exec'd child, after the fork: setup, hook, chdir, exec — or a report to the parent.
+void Process::exec_child(pid_t parent, const void* plan_ptr, int err_fd) {
+  const ExecPlan& plan = *static_cast<const ExecPlan*>(plan_ptr);
+  setup_child(parent, plan.keep, true);
+  reset_crash_signals();
+  if (options_.setup) {
+    try {
+      options_.setup();
+    } catch (const std::exception& e) {
+      report_failure(err_fd, 0, "the setup hook threw " + detail::demangle(typeid(e).name()) +
+                                    ": " + e.what());
+    } catch (...) {
+      report_failure(err_fd, 0, "the setup hook threw an exception of unknown type");
+    }
+  }
+  if (!command_->cwd.empty() && ::chdir(command_->cwd.c_str()) != 0) {
+    report_failure(err_fd, errno, "cannot change to directory '" + command_->cwd + "'");
+  }
+  for (int fd : plan.handed) ::fcntl(fd, F_SETFD, 0);  // inherited by the program
+  flush_stdio();
+  ::execve(command_->path.c_str(), plan.argv.data(), plan.envp.data());
+  report_failure(err_fd, errno, "cannot run '" + command_->path + "'");
 }
 
 void Process::run_child() {
@@ -380,6 +609,7 @@ void Process::run_child() {
   detail::rearm_segment_fault_handler();  // truncated segments stay survivable (segment.hpp)
   int code = 0;
   try {
+    if (options_.setup) options_.setup();
     if (target_) code = target_();
   } catch (const abi::__forced_unwind&) {
     // pthread_exit() from the target's thread: unwinding further would run the parent's frames
@@ -420,8 +650,9 @@ void Process::join() {
   require_started("join()");
   while (!try_reap()) {
     // Sleep until it ends, reaping nothing: the status is collected under the lock above.
-    if (pidfd_ >= 0) {
-      pollfd pfd{pidfd_, POLLIN, 0};
+    const int fd = pidfd();
+    if (fd >= 0) {
+      pollfd pfd{fd, POLLIN, 0};
       ::poll(&pfd, 1, -1);
     } else {
       siginfo_t info{};
@@ -441,11 +672,12 @@ bool Process::join_until(detail::Clock::time_point deadline) {
     const auto now = detail::Clock::now();
     if (now >= deadline) return try_reap();
     const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
-    if (pidfd_ >= 0) {
+    const int fd = pidfd();
+    if (fd >= 0) {
       timespec ts{};
       ts.tv_sec = static_cast<time_t>(left.count() / 1000000000);
       ts.tv_nsec = static_cast<long>(left.count() % 1000000000);
-      pollfd pfd{pidfd_, POLLIN, 0};
+      pollfd pfd{fd, POLLIN, 0};
       ::ppoll(&pfd, 1, &ts, nullptr);
     } else {
       // No pidfd: look at the exit status again after a short sleep.
@@ -476,14 +708,14 @@ void Process::terminate() {
   // Under the lock: nobody can reap the child (freeing its pid for reuse) before the signal.
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
-  if (!child_->ended) send_signal(pidfd_, pid_, SIGTERM);
+  if (!child_->ended) send_signal(child_->pidfd, pid_, SIGTERM);
 }
 
 void Process::kill() {
   require_started("kill()");
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
-  if (!child_->ended) send_signal(pidfd_, pid_, SIGKILL);
+  if (!child_->ended) send_signal(child_->pidfd, pid_, SIGKILL);
 }
 
 void Process::close() {
@@ -497,10 +729,9 @@ void Process::close() {
     }
     unlist_locked(r, child_);
   }
-  if (pidfd_ >= 0) {
-    ::close(pidfd_);
-    pidfd_ = -1;
-  }
+  close_sentinel();
+  close_handed_fds();
+  handed_.clear();
   closed_ = true;
   child_.reset();
   target_ = nullptr;  // releases the handles the target holds

@@ -10,6 +10,7 @@
 #include <multiproc/condition.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/event.hpp>
+#include <multiproc/handover.hpp>
 #include <multiproc/mutex.hpp>
 #include <multiproc/pipe.hpp>
 #include <multiproc/placed.hpp>

@@ -29,8 +29,9 @@
 // thread cannot unwind into the frames it shares with the parent.
 //
 // Destroying a started, unjoined Process joins it; a daemon child is terminated (SIGTERM, then
-// SIGKILL after a second) and reaped. A daemon child is also killed if the thread that started it
-// exits (Linux's parent-death signal), so it never outlives its parent. Not thread-safe: one
+// SIGKILL after a second) and reaped. A daemon child also gets SIGKILL when the thread that
+// started it exits (Linux's parent-death signal, PR_SET_PDEATHSIG; ChildOptions chooses it for
+// any child), so it never outlives its parent. Not thread-safe: one
 // thread at a time uses a given Process (active_children() may run on any thread meanwhile: the
 // exit status is collected under one lock, whoever collects it). Fork in a program with other
 // threads has the usual limits: only the forking thread exists in the child.
@@ -38,6 +39,56 @@
 // The end of a child is watched through its pidfd. Without one (Linux < 5.3, or pidfd_open
 // failing, e.g. at the open-file limit), join_for() and multiproc::wait() poll the exit status
 // in sleeps of 1 to 16 ms; join() blocks in waitid().
+//
+// Child setup (ChildOptions, set with set_options(); defaults in brackets), applied in the child
+// after fork and before the target runs, in this order:
+//   1. signals: handlers the parent installed become SIG_DFL, as exec would make them
+//      [reset_signal_handlers = true]; ignored signals stay ignored [reset_ignored_signals =
+//      false]; the signal mask becomes empty [unblock_signals = true]. (So terminate() ends a
+//      child even when the parent handles or blocks SIGTERM.) The crash signals are reset to
+//      SIG_DFL whatever the options say (see above).
+//   2. parent-death signal [parent_death_signal = nullopt: SIGKILL for a daemon, none otherwise;
+//      0: none]: sent to the child when the THREAD that called start() ends (Linux's rule), and
+//      at once if the parent is already gone when the child sets it up.
+//   3. file descriptors: the sentinels (pidfds) of this process's other Process children are
+//      always closed in the child [not configurable]; with close_fds = true [false], every
+//      descriptor from 3 up is closed too except those in keep_fds (and, for an exec'd child,
+//      the ones handed over). multiproc objects hold no descriptors (their mappings survive
+//      close), so close_fds never breaks a handle the child inherited; a user's socket or
+//      file does need its place in keep_fds.
+//   4. title [title = nullopt: the name, if set_name() was called; "" or no set_name(): none]:
+//      prctl(PR_SET_NAME) (what /proc/<pid>/comm, `ps -o comm` and pgrep show; 15 bytes kept),
+//      and the command-line area that `ps -o args` and /proc/<pid>/cmdline show is overwritten
+//      with it (found through /proc/self/stat's arg_start/arg_end; the title is cut to the
+//      length of the original command line; the child's argv[] strings are gone).
+//   5. setup: a callable run in the child before the target [empty]. If it throws, the child
+//      prints the exception and exits with 1, as for the target.
+// For an exec'd child (Command, below) the same steps run before exec, except the title (an
+// exec'd program shows its own argv); a setup hook that throws makes start() throw instead.
+//
+// Exec'd children: Process(Command{path, argv, env, cwd}) forks and runs another program
+// (execve; no PATH search) instead of a callable. Before start(), pass(key, object) hands it a
+// named multiproc object — anything with an (open_only, name) constructor: Queue,
+// JoinableQueue, SimpleQueue, SharedValue, RawValue, SharedArray, RawArray, Mutex,
+// RecursiveMutex, Semaphore, BoundedSemaphore, Event, Condition, Barrier, SharedMemory,
+// ShareableList — or one end of a named Pipe (a Connection), and pass_fd(key, fd) a file
+// descriptor (a listening socket). The program gets each back with one call by key:
+// mp::inherited<mp::Queue<int>>("jobs"), mp::inherited_fd("listen") (multiproc/handover.hpp,
+// which documents the format). Objects travel by name — an anonymous object cannot reach
+// another program: start() is refused with Error(errc::invalid_argument) naming it; create it
+// under a name (for instance a unique one, "app.<pid>.jobs"); the Process keeps a handle to each
+// object passed until close(), so the creator cannot remove its name before the program opened
+// it. Descriptors travel as themselves: pass_fd() duplicates the descriptor at once (the caller
+// may close its own), the child inherits the duplicate (not close-on-exec) under that number,
+// and the parent's duplicate is closed when start() returns. A Connection passed counts the
+// child as one of its holders from start() on (its death is EOF for the peer, as for a forked
+// child); other objects are only opened. Same sentinel(), exitcode(), join/join_for,
+// terminate/kill, daemon and parent-death signal as a forked child; ChildOptions steps 1-3 and 5
+// run before exec. start() throws, with the child already reaped and the Process back to
+// not-started, when the program cannot be run: Error from errno (ENOENT, EACCES, ENOEXEC, ...)
+// naming the Process and the path, or the directory for a failed chdir; Error(errc::remote_error)
+// with its type and what() when the setup hook threw. (A CLOEXEC pipe carries the failure back;
+// it is closed by a successful exec.) An exec'd child's exit code is its program's.
 //
 // Who am I: current_process() describes the calling process: "MainProcess" in the process that
 // never came from a Process, else the name its Process had at start(); pid(); daemon().
@@ -52,6 +103,7 @@
 #include <multiproc/detail/fork_hooks.hpp>
 #include <multiproc/detail/futex.hpp>
 #include <multiproc/error.hpp>
+#include <multiproc/segment.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -110,6 +162,42 @@ std::optional<ProcessInfo> parent_process();
 //! and children made with a raw fork() are never listed.
 std::vector<ProcessInfo> active_children();
 
+//! A program for an exec'd child (Python's subprocess arguments): see the header comment.
+struct Command {
+  std::string path;                              //!< the program, run as given (no PATH search)
+  std::vector<std::string> argv;                 //!< argv[0] first; empty: {path}
+  std::optional<std::vector<std::string>> env;   //!< "NAME=value" each; nullopt: this process's
+  std::string cwd;                               //!< empty: this process's working directory
+};
+
+namespace detail {
+//! One object or descriptor handed to an exec'd child (handover.hpp documents the format).
+struct HandoverEntry {
+  char kind = 0;     //!< 'o' an object by name, 'c' a pipe end by name, 'f' a descriptor
+  std::string key;
+  std::string name;  //!< 'o' and 'c': the object's name
+  int end = -1;      //!< 'c': 0 first end, 1 second end
+  int fd = -1;       //!< 'f': the descriptor
+};
+template <class T, class = void>
+struct is_pipe_end : std::false_type {};
+template <class T>
+struct is_pipe_end<T, std::void_t<decltype(std::declval<const T&>().receive_channel())>>
+    : std::true_type {};
+}  // namespace detail
+
+//! What a child starts with: see the header comment (steps 1-5) for each field and its default.
+struct ChildOptions {
+  bool reset_signal_handlers = true;
+  bool reset_ignored_signals = false;
+  bool unblock_signals = true;
+  std::optional<int> parent_death_signal;
+  bool close_fds = false;
+  std::vector<int> keep_fds;
+  std::optional<std::string> title;
+  std::function<void()> setup;
+};
+
 class Process {
  public:
   //! An empty Process: start() runs nothing and the child exits with 0.
@@ -133,6 +221,47 @@ class Process {
     }
     detail::current_capture() = outer;
   }
+
+  //! An exec'd child: start() runs `command` (see the header comment).
+  //! Throws: Error(errc::invalid_argument) for an empty path.
+  explicit Process(Command command);
+
+  //! Effects: hands `object` (a named multiproc object or Pipe end) to the exec'd child under
+  //! `key`; keeps a handle to it until close().
+  //! Throws: Error(errc::bad_state) if this Process runs no Command, or after start() or close();
+  //! Error(errc::invalid_argument) for an empty key, one already passed, or an anonymous object.
+  template <class T>
+  Process& pass(std::string key, const T& object) {
+    const Segment& seg = object.segment();
+    detail::HandoverEntry e;
+    e.kind = 'o';
+    e.key = std::move(key);
+    if constexpr (detail::is_pipe_end<T>::value) {
+      e.kind = 'c';
+      e.end = static_cast<int>(object.end());
+    }
+    e.name = seg.name();
+    check_handover(e, seg.named() ? nullptr : &seg.describe());
+    // The copy kept: made as a capture, so a Connection counts the child as a holder.
+    detail::Captured* outer = detail::current_capture();
+    detail::current_capture() = &captured_;
+    std::shared_ptr<void> copy;
+    try {
+      copy = std::make_shared<T>(object);
+    } catch (...) {
+      detail::current_capture() = outer;
+      throw;
+    }
+    detail::current_capture() = outer;
+    handed_.push_back(std::move(copy));
+    handover_.push_back(std::move(e));
+    return *this;
+  }
+
+  //! Effects: hands a duplicate of `fd` to the exec'd child under `key`.
+  //! Throws: as pass(); Error(EBADF) naming the key if fd is not open; Error from errno if it
+  //! cannot be duplicated.
+  Process& pass_fd(std::string key, int fd);
 
   Process(Process&& other) noexcept;
   //! Effects: finishes the current child as the destructor does, then takes other's.
@@ -203,9 +332,16 @@ class Process {
   //! Throws: Error(errc::bad_state) after start() or close().
   Process& set_daemon(bool daemon);
 
+  //! The child setup options (see ChildOptions and the header comment).
+  //! Throws: Error(errc::bad_state) after start() or close(); Error(errc::invalid_argument)
+  //! naming the process for a parent_death_signal outside 0..64 or a negative keep_fds entry.
+  Process& set_options(ChildOptions options);
+  const ChildOptions& options() const noexcept { return options_; }
+
   //! A file descriptor that becomes readable when the child ends (a pidfd), for poll() or
   //! multiproc::wait; -1 before start(), after close(), or where there is no pidfd (see above).
-  int sentinel() const noexcept { return pidfd_; }
+  //! In a forked child, the sentinels of the parent's other children are closed (-1).
+  int sentinel() const noexcept;
 
  private:
   using Target = std::function<int()>;
@@ -226,6 +362,13 @@ class Process {
   }
 
   [[noreturn]] void run_child();
+  [[noreturn]] void exec_child(pid_t parent, const void* plan, int err_fd);
+  void check_handover(const detail::HandoverEntry& e, const std::string* anonymous) const;
+  void close_handed_fds() noexcept;
+  // ChildOptions steps 1-4, in the child; also_keep: descriptors close_fds keeps besides keep_fds
+  void setup_child(pid_t parent, const std::vector<int>& also_keep, bool for_exec);
+  int pidfd() const noexcept;
+  void close_sentinel() noexcept;
   bool try_reap();          // true once the child ended; throws as join() documents
   void finish() noexcept;   // the destructor's work
   void require_open(const char* action) const;
@@ -236,9 +379,13 @@ class Process {
   std::string name_;
   bool daemon_ = false;
   bool closed_ = false;
+  bool name_set_ = false;  // set_name() was called: the name is the default title
   pid_t pid_ = 0;
-  int pidfd_ = -1;
-  std::shared_ptr<detail::ChildState> child_;  // from start() until close()
+  ChildOptions options_;
+  std::unique_ptr<Command> command_;              // an exec'd child's program, else null
+  std::vector<detail::HandoverEntry> handover_;   // what pass() and pass_fd() hand it
+  std::vector<std::shared_ptr<void>> handed_;     // copies of the objects passed, until close()
+  std::shared_ptr<detail::ChildState> child_;  // from start() until close(); holds the pidfd
 };
 
 //! Number of CPUs this process may run on (sched_getaffinity), at least 1.
