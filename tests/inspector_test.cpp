@@ -214,7 +214,7 @@ BOOST_AUTO_TEST_CASE(table_and_json_show_kind_depth_lock_creator_and_attached,
     if (line.find(qname) == 0) {
       ++seen;
       BOOST_TEST(line.find("Queue<int>") != std::string::npos, line);
-      BOOST_TEST(line.find(" 3 ") != std::string::npos, line);
+      BOOST_TEST(line.find(" 3 queued ") != std::string::npos, line);
       BOOST_TEST(line.find(me + " ") != std::string::npos, line);
     } else if (line.find(mname) == 0) {
       ++seen;

@@ -57,6 +57,15 @@ int reap(pid_t pid) {
   return status;
 }
 
+// Whether the process is stopped (state T in /proc/<pid>/stat).
+bool stopped(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(f, stat);
+  const auto paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'T';
+}
+
 bool exited_ok(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 
 bool file_exists(const std::string& path) {
@@ -152,6 +161,51 @@ BOOST_AUTO_TEST_CASE(attach_count_follows_forks_opens_exits_and_a_sigkill,
   BOOST_TEST(m.try_lock_for(10s));
   BOOST_TEST(m.previous_owner_died());
   m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(many_processes_attaching_at_once_are_each_counted_once,
+                     *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("crowd");
+  mp::Queue<int> q(mp::create_only, name, 4);
+  Release start, finish;
+  int ready[2];
+  BOOST_REQUIRE(::pipe(ready) == 0);
+  constexpr int kChildren = 24;
+  std::vector<pid_t> kids;
+  for (int i = 0; i < kChildren; ++i) {
+    const pid_t pid = ::fork();
+    BOOST_REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(ready[0]);
+      start.child_wait();  // all open at once
+      {
+        mp::Queue<int> mine(mp::open_only, name);
+        mp::Queue<int> twice(mp::open_only, name);  // one process, one mapping, one slot
+        (void)!::write(ready[1], "r", 1);
+        finish.child_wait();
+      }
+      ::_exit(0);
+    }
+    kids.push_back(pid);
+  }
+  ::close(ready[1]);
+  start.release();
+  for (int i = 0; i < kChildren; ++i) {
+    char c;
+    BOOST_REQUIRE(::read(ready[0], &c, 1) == 1);
+  }
+  ::close(ready[0]);
+  BOOST_TEST(q.segment().attach_count() == static_cast<std::size_t>(kChildren + 1));
+  // A stopped attacher still has it open; once killed, it does not.
+  ::kill(kids[0], SIGSTOP);
+  BOOST_TEST(eventually([&] { return stopped(kids[0]); }));
+  BOOST_TEST(q.segment().attach_count() == static_cast<std::size_t>(kChildren + 1));
+  ::kill(kids[0], SIGKILL);
+  BOOST_TEST(WIFSIGNALED(reap(kids[0])));
+  BOOST_TEST(q.segment().attach_count() == static_cast<std::size_t>(kChildren));
+  finish.release();
+  for (int i = 1; i < kChildren; ++i) BOOST_TEST(exited_ok(reap(kids[i])));
+  BOOST_TEST(q.segment().attached_pids() == std::vector<int>{static_cast<int>(::getpid())});
 }
 
 BOOST_AUTO_TEST_CASE(dead_slots_are_reused_so_the_table_never_fills_up,

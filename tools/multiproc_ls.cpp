@@ -8,6 +8,7 @@
 // listed with the reason, never a crash. Exit status: 0, 1 on a usage or system error.
 #include <multiproc/inspect.hpp>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -23,8 +24,10 @@ namespace {
 void usage(std::FILE* out) {
   std::fputs(
       "usage: multiproc-ls [--json] [--remove-stale] [NAME...]\n"
-      "Lists the multiproc objects in /dev/shm (files mp.*): name, type, count, queue depth,\n"
-      "lock holder, creator and whether it runs, processes attached.\n"
+      "Lists the multiproc objects in /dev/shm (files mp.*): name, type, count (elements or\n"
+      "capacity), state (queue depth, semaphore units, event flag), lock holder (OWNER-DIED:\n"
+      "its holder died; DEAD-HOLDER: the word names a dead thread without the owner-died bit),\n"
+      "creator and whether it runs, processes attached.\n"
       "  --json          one JSON document: {\"objects\": [...]} (with --remove-stale,\n"
       "                  also \"removed\": [...])\n"
       "  --remove-stale  remove the names whose creator is dead, that are not persistent and\n"
@@ -102,27 +105,66 @@ std::string creator_text(const mp::ObjectInfo& o) {
   return s + " " + mp::to_string(o.creator);
 }
 
+// The type for the table: libstdc++'s spelling of std::string (whole, or as the header keeps
+// it, cut) shortened. The JSON keeps the header's text.
+std::string short_type(const mp::ObjectInfo& o) {
+  static const std::string kFull =
+      "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >";
+  std::string element = o.element.name;
+  for (std::size_t at; (at = element.find(kFull)) != std::string::npos;) {
+    element.replace(at, kFull.size(), "std::string");
+  }
+  const std::string cut = kFull.substr(0, 60) + "\xe2\x80\xa6";
+  if (element == cut) element = "std::string";
+  if (o.element.size == 0) return o.kind_name;
+  return o.kind_name + "<" + element + ">";
+}
+
 void print_table(const std::vector<mp::ObjectInfo>& objects) {
-  std::printf("%-24s %-24s %8s %6s %-22s %-24s %s\n", "NAME", "TYPE", "COUNT", "DEPTH", "LOCK",
-              "CREATOR", "ATTACHED");
+  using Row = std::vector<std::string>;
+  std::vector<Row> rows{{"NAME", "TYPE", "COUNT", "STATE", "LOCK", "CREATOR", "ATTACHED"}};
+  std::vector<std::string> notes{""};
   for (const auto& o : objects) {
     const std::string name = printable(o.name);
     if (o.status != mp::ObjectInfo::Status::ok) {
       std::string what = std::string(mp::to_string(o.status)) + ": " + printable(o.problem);
       if (o.status == mp::ObjectInfo::Status::initializing) what += ", creator " + creator_text(o);
-      std::printf("%-24s (%s)\n", name.c_str(), what.c_str());
+      rows.push_back({name, "(" + what + ")"});
+      notes.emplace_back();
       continue;
     }
-    std::string type = o.type;
+    std::string type = short_type(o);
     if (o.persistent) type += " [persistent]";
-    std::string depth = o.depth ? std::to_string(*o.depth) : o.value ? std::to_string(*o.value) : "-";
-    if (o.closed && *o.closed) depth += " closed";
+    // Queues: messages waiting; semaphores: units; events: the flag.
+    std::string depth = "-";
+    if (o.depth) {
+      depth = std::to_string(*o.depth) + " queued";
+      if (o.closed && *o.closed) depth += ", closed";
+    } else if (o.value && o.kind == mp::Kind::event) {
+      depth = *o.value != 0 ? "set" : "clear";
+    } else if (o.value) {
+      depth = std::to_string(*o.value) + " units";
+    }
     std::string attached = std::to_string(o.attached.size());
     if (!o.attached.empty()) attached += " (" + pids(o.attached) + ")";
     if (o.attach_overflow != 0) attached += " +" + std::to_string(o.attach_overflow) + " untracked";
-    std::printf("%-24s %-24s %8" PRIu64 " %6s %-22s %-24s %s%s\n", name.c_str(), type.c_str(),
-                o.count, depth.c_str(), lock_text(o).c_str(), creator_text(o).c_str(),
-                attached.c_str(), o.stale() ? "  [stale]" : "");
+    rows.push_back({name, type, std::to_string(o.count), depth, lock_text(o), creator_text(o),
+                    attached});
+    notes.push_back(o.stale() ? "  [stale]" : "");
+  }
+  std::vector<std::size_t> width(7, 0);
+  for (const auto& r : rows) {
+    if (r.size() != 7) continue;  // a problem line spans the row
+    for (std::size_t i = 0; i < 7; ++i) width[i] = std::max(width[i], r[i].size());
+  }
+  for (std::size_t k = 0; k < rows.size(); ++k) {
+    const Row& r = rows[k];
+    std::string line;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - std::min(width[i], r[i].size()) + 2, ' ');
+    }
+    std::printf("%s%s\n", line.c_str(), notes[k].c_str());
   }
 }
 
