@@ -4,12 +4,16 @@
 #include "support/support.hpp"
 
 #include <multiproc/detail/segment_header.hpp>
+#include <multiproc/detail/this_process.hpp>
+#include <multiproc/inspect.hpp>
 
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <fcntl.h>
 #include <fstream>
+#include <poll.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,15 +49,19 @@ struct Release {
 
 // Reaps a child with a deadline (SIGKILL on timeout); returns its wait status.
 int reap(pid_t pid) {
-  int status = 0;
-  for (int i = 0; i < 3000; ++i) {
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) return status;
-    std::this_thread::sleep_for(10ms);
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd >= 0) {
+    pollfd p{pidfd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, 30000);
+    ::close(pidfd);
+    if (ready == 0) {
+      ::kill(pid, SIGKILL);
+      BOOST_ERROR("child " << pid << " did not exit in 30 s");
+    }
   }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, &status, 0);
-  BOOST_ERROR("child " << pid << " did not exit in 30 s");
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
   return status;
 }
 
@@ -212,9 +220,19 @@ BOOST_AUTO_TEST_CASE(dead_slots_are_reused_so_the_table_never_fills_up,
                      *boost::unit_test::timeout(60)) {
   const std::string name = unique_name("churn");
   mp::Mutex m(mp::create_only, name);
-  // More attachers than slots, each SIGKILLed after attaching: none may stay counted, and the
-  // creator's own slot is never lost.
-  for (std::size_t i = 0; i < mp::detail::kAttachSlots + 8; ++i) {
+  auto* table = reinterpret_cast<mp::detail::AttachTable*>(
+      static_cast<char*>(m.segment().body()) - m.segment().header().body_offset +
+      mp::detail::kAttachOffset);
+  // Every free slot taken by a process that has died (as SIGKILLed attachers leave them).
+  const pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  reap(gone);
+  for (auto& slot : table->slots) {
+    std::uint64_t free_slot = 0;
+    slot.compare_exchange_strong(free_slot, mp::detail::attach_word(gone, 1));
+  }
+  // New attachers (SIGKILLed in turn) still get a slot: a dead one's.
+  for (int i = 0; i < 8; ++i) {
     int ready[2];
     BOOST_REQUIRE(::pipe(ready) == 0);
     const pid_t pid = ::fork();
@@ -222,19 +240,54 @@ BOOST_AUTO_TEST_CASE(dead_slots_are_reused_so_the_table_never_fills_up,
     if (pid == 0) {
       ::close(ready[0]);
       mp::Mutex mine(mp::open_only, name);
-      (void)!::write(ready[1], "r", 1);
+      const auto pids = mine.segment().attached_pids();
+      const bool counted = std::find(pids.begin(), pids.end(), ::getpid()) != pids.end();
+      (void)!::write(ready[1], counted ? "y" : "n", 1);
       ::pause();
       ::_exit(0);
     }
     ::close(ready[1]);
-    char c;
+    char c = 0;
     BOOST_REQUIRE(::read(ready[0], &c, 1) == 1);
     ::close(ready[0]);
+    BOOST_TEST(c == 'y');
+    BOOST_TEST(m.segment().attach_count() == 2u);
     ::kill(pid, SIGKILL);
     reap(pid);
   }
-  const auto pids = m.segment().attached_pids();
-  BOOST_TEST(pids == std::vector<int>{static_cast<int>(::getpid())});
+  // Looking frees the dead slots: only the creator's is left.
+  BOOST_TEST(m.segment().attached_pids() == std::vector<int>{static_cast<int>(::getpid())});
+  std::size_t used = 0;
+  for (auto& slot : table->slots) used += slot.load() != 0 ? 1 : 0;
+  BOOST_TEST(used == 1u);
+  BOOST_TEST(table->overflow.load() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_full_table_of_live_attachers_counts_the_overflow,
+                     *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("full");
+  mp::Event e(mp::create_only, name);
+  auto* table = reinterpret_cast<mp::detail::AttachTable*>(
+      static_cast<char*>(e.segment().body()) - e.segment().header().body_offset +
+      mp::detail::kAttachOffset);
+  // Every free slot held by a live process (this one, as a stand-in for 126 others).
+  const std::uint64_t live = mp::detail::attach_word(::getpid(), mp::detail::current_start_time());
+  for (auto& slot : table->slots) {
+    std::uint64_t free_slot = 0;
+    slot.compare_exchange_strong(free_slot, live);
+  }
+  CHECK_CHILD([&] {
+    mp::Event mine(mp::open_only, name);  // finds no slot: counted as overflow, not listed
+    const auto pids = mine.segment().attached_pids();
+    CHILD_REQUIRE(pids == std::vector<int>{static_cast<int>(::getppid())});
+    CHILD_REQUIRE(table->overflow.load() == 1u);
+    return 0;
+  });
+  const auto info = mp::inspect(name);
+  BOOST_TEST_REQUIRE(info.has_value());
+  BOOST_TEST(info->attach_overflow == 1u);
+  BOOST_TEST(!info->stale());
+  BOOST_TEST(e.segment().attach_count() == 1u);  // the dead child was never listed
 }
 
 BOOST_AUTO_TEST_CASE(stale_turns_true_in_a_process_still_using_a_reclaimed_name,
