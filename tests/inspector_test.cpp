@@ -343,6 +343,13 @@ BOOST_AUTO_TEST_CASE(corrupt_and_foreign_files_are_reported_never_a_crash,
   BOOST_TEST(field(json_object(json.out, f3.name), "status") == quoted("corrupt"));
   BOOST_TEST(field(json_object(json.out, f4.name), "status") == quoted("foreign"));
   BOOST_TEST(field(json_object(json.out, f5.name), "status") == quoted("foreign"));
+  // A name with a newline and a byte that is not UTF-8: escaped, and the JSON stays one line each.
+  const std::string odd = unique_name("odd");
+  RawFile f6(odd + "\n\xff", header);
+  const ToolRun escaped = run_tool({"--json", f6.name});
+  BOOST_TEST(exited_ok(escaped.status));
+  BOOST_TEST(field(json_object(escaped.out, odd + "\\u000a\\u00ff"), "status") == quoted("ok"),
+             escaped.out);
   // The whole listing (whatever else /dev/shm holds now) and --remove-stale on the bad files.
   BOOST_TEST(exited_ok(run_tool({}).status));
   BOOST_TEST(exited_ok(run_tool({"--json"}).status));
