@@ -178,6 +178,15 @@ void read_body(int fd, const SegmentHeader& h, ObjectInfo& info) {
   }
 }
 
+// The attach table, as remove_if_stale() reads it (a copy: nothing is reaped).
+void read_attached(int fd, ObjectInfo& info) {
+  detail::AttachTable table;
+  if (read_at(fd, &table, sizeof table, detail::kAttachOffset)) {
+    info.attached = detail::seg::attached_pids(table, false);
+    info.attach_overflow = table.overflow.load(std::memory_order_relaxed);
+  }
+}
+
 }  // namespace
 
 const char* to_string(ProcessState l) noexcept {
@@ -256,6 +265,7 @@ ObjectInfo inspect_file(const std::string& file) {
     info.creator_pid = h.creator_pid;  // may be half-written: judged by liveness only
     info.creator = state_of(detail::process_liveness(h.creator_pid, 0));
     info.problem = "not published yet";
+    read_attached(fd.get(), info);
     return info;
   }
   if (state != detail::kStateReady) {
@@ -285,11 +295,7 @@ ObjectInfo inspect_file(const std::string& file) {
   info.creator_pid = h.creator_pid;
   info.creator = state_of(detail::process_liveness(h.creator_pid, h.creator_start_time));
   if (info.creator != ProcessState::dead) info.creator_program = detail::seg::program_of(h.creator_pid);
-  detail::AttachTable table;
-  if (read_at(fd.get(), &table, sizeof table, detail::kAttachOffset)) {
-    info.attached = detail::seg::attached_pids(table, false);  // a copy: nothing is reaped
-    info.attach_overflow = table.overflow.load(std::memory_order_relaxed);
-  }
+  read_attached(fd.get(), info);
   read_body(fd.get(), h, info);
   return info;
 }

@@ -359,6 +359,33 @@ BOOST_AUTO_TEST_CASE(corrupt_and_foreign_files_are_reported_never_a_crash,
   for (const auto* f : {&f1, &f2, &f3, &f4, &f5}) BOOST_TEST(file_exists(f->name));
 }
 
+BOOST_AUTO_TEST_CASE(an_object_whose_creator_died_initialising_is_shown_and_removed,
+                     *boost::unit_test::timeout(60)) {
+  // What a creator killed before publishing would leave if its file had a name (multiproc links
+  // names only once complete, so only a foreign writer or an older build makes this).
+  const std::string good = unique_name("proto");
+  std::string bytes;
+  {
+    mp::SharedValue<int> v(mp::create_only, good, 1);
+    bytes = file_bytes(good);
+  }
+  const pid_t gone = dead_pid();
+  std::memset(&bytes[0], 0, 4);  // state: initialising
+  // Nobody attached (the copy has this process in its table; a real one would have nobody).
+  std::memset(&bytes[mp::detail::kAttachOffset], 0, sizeof(mp::detail::AttachTable));
+  std::memcpy(&bytes[offsetof(mp::detail::SegmentHeader, creator_pid)], &gone, sizeof gone);
+  RawFile f(unique_name("half"), bytes);
+  const ToolRun json = run_tool({"--json", f.name});
+  BOOST_TEST(exited_ok(json.status));
+  const std::string o = json_object(json.out, f.name);
+  BOOST_TEST(field(o, "status") == quoted("initializing"), json.out);
+  BOOST_TEST(field(o, "creator_pid") == std::to_string(gone));
+  BOOST_TEST(field(o, "stale") == "true");
+  const ToolRun removal = run_tool({"--remove-stale", f.name});
+  BOOST_TEST(removal.out.find("removed " + f.name) != std::string::npos, removal.out);
+  BOOST_TEST(!file_exists(f.name));
+}
+
 BOOST_AUTO_TEST_CASE(listing_changes_nothing_in_the_objects, *boost::unit_test::timeout(60)) {
   const std::string qname = unique_name("untouched");
   mp::Queue<std::string> q(mp::create_only, qname, 8);
