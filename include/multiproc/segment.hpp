@@ -31,9 +31,8 @@
 // the name now refers to another object (a restarted server reclaimed it) or to none;
 // generation() counts reclaims of the name. The tool multiproc-ls lists every object.
 //
-// Opening a name
-// checks its file: it must belong to this process's effective user and not be writable by group
-// or others, unless the name is given as allow_foreign(name).
+// Opening a name checks its file: it must belong to this process's effective user and not be
+// writable by group or others, unless the name is given as allow_foreign(name).
 //
 // Hostile writers. The header is read and validated once, when a process maps the segment, and
 // kept as a private copy: a later write to the mapped header changes nothing in the handles that
@@ -211,8 +210,9 @@ class Segment {
   static Segment create_anonymous(const SegmentLayout& layout, const Init& init);
 
   //! Creates a named segment. Throws: Error(errc::already_exists) if the name is taken by a live
-  //! creator or a persistent object (the message names the creator's pid and program), Error(errc::invalid_argument) for an absurd size or too little
-  //! space in /dev/shm, Error from errno otherwise.
+  //! creator or a persistent object (the message names the creator's pid and program, and whether
+  //! it runs), Error(errc::invalid_argument) for an absurd size or too little space in /dev/shm,
+  //! Error from errno otherwise.
   static Segment create(const Name& name, const SegmentLayout& layout, const Init& init);
 
   //! Opens a named segment and validates its header against `kind` and, when `element` is given,
