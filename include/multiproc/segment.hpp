@@ -20,9 +20,19 @@
 // Handles are cheap: copies share one mapping (a reference count local to the process). A handle
 // may be used from several threads; the objects built on it say what they allow.
 //
-// Names map to /dev/shm/mp.<name>; a name is 1..200 characters without '/' or NUL. Opening a name
-// checks its file: it must belong to this process's effective user and not be writable by group
-// or others, unless the name is given as allow_foreign(name).
+// Names map to /dev/shm/mp.<prefix><name>; a name is 1..200 characters without '/' or NUL. The
+// prefix (empty by default) is the application's: the MULTIPROC_PREFIX environment variable or
+// set_name_prefix(), so that two instances or users of one program do not collide.
+//
+// Introspection (named objects): attach_count()/attached_pids() say which processes have the
+// object mapped — from a table of (pid, start time) in the segment, judged by liveness, so a
+// SIGKILLed process stops counting; a forked child counts from the fork (it inherits the mapping;
+// one that then execs still counts until it exits); at most 127 are tracked. stale() says whether
+// the name now refers to another object (a restarted server reclaimed it) or to none;
+// generation() counts reclaims of the name. The tool multiproc-ls lists every object.
+//
+// Opening a name checks its file: it must belong to this process's effective user and not be
+// writable by group or others, unless the name is given as allow_foreign(name).
 //
 // Hostile writers. The header is read and validated once, when a process maps the segment, and
 // kept as a private copy: a later write to the mapped header changes nothing in the handles that
@@ -48,6 +58,7 @@
 #include <string_view>
 #include <type_traits>
 #include <typeinfo>
+#include <vector>
 
 namespace multiproc {
 
@@ -99,6 +110,17 @@ Name persistent(std::string_view name);
 //! Error(errc::corrupt). Objects multiproc creates are always the creator's, mode 0600. Composes
 //! with persistent: allow_foreign(persistent("x")).
 Name allow_foreign(Name name);
+
+//! Sets the application's name prefix: names reached from now on in this process are spelled
+//! /dev/shm/mp.<prefix><name> (handles already open keep their file). The default is the
+//! MULTIPROC_PREFIX environment variable, read at the first use of a name (so exec'd children
+//! inherit it), else empty. Every named object — values, arrays, locks, queues, SharedMemory, the
+//! lock a value records by name — goes through it. Include a separator of your own: "blue." gives
+//! mp.blue.counter. Throws: Error(errc::invalid_argument) for a prefix longer than 48 characters
+//! or containing '/' or NUL (an invalid MULTIPROC_PREFIX: at the first use of a name).
+void set_name_prefix(std::string_view prefix);
+//! The prefix in effect. Throws: as set_name_prefix, for an invalid MULTIPROC_PREFIX.
+std::string name_prefix();
 
 //! Removes the name (processes that have the object open keep using it).
 //! Returns: true if a name was removed, false if there was none. Throws: Error if the OS refuses.
@@ -188,8 +210,9 @@ class Segment {
   static Segment create_anonymous(const SegmentLayout& layout, const Init& init);
 
   //! Creates a named segment. Throws: Error(errc::already_exists) if the name is taken by a live
-  //! creator or a persistent object, Error(errc::invalid_argument) for an absurd size or too little
-  //! space in /dev/shm, Error from errno otherwise.
+  //! creator or a persistent object (the message names the creator's pid and program, and whether
+  //! it runs), Error(errc::invalid_argument) for an absurd size or too little space in /dev/shm,
+  //! Error from errno otherwise.
   static Segment create(const Name& name, const SegmentLayout& layout, const Init& init);
 
   //! Opens a named segment and validates its header against `kind` and, when `element` is given,
@@ -236,6 +259,23 @@ class Segment {
   //! the name, false if the name was gone or refers to another object. Throws: Error if the OS
   //! refuses.
   static bool unlink(const Name& name, FileId id);
+
+  //! Whether the name no longer refers to this object: it was removed, or it now holds another
+  //! object (e.g. a restarted server reclaimed it from its dead creator, and a process still
+  //! using this handle would work on memory nobody else opens). False for an anonymous segment.
+  //! A snapshot: one stat() of the name. Throws: Error if the OS refuses the stat (not ENOENT).
+  bool stale() const;
+  //! 1 when the name was created afresh; n + 1 when its create reclaimed the name from a dead
+  //! creator's object of generation n. 1 for an anonymous segment, 0 for an empty handle.
+  std::uint64_t generation() const noexcept;
+  //! The processes that have this named object mapped now, ascending (a snapshot): creators,
+  //! openers and their forked children, until their last handle goes or they die (a SIGKILLed
+  //! one is dropped, and its slot freed, here). A process /proc does not show counts as attached.
+  //! At most 127 are tracked. Empty for an anonymous segment (it is shared only by forking).
+  //! Throws: std::bad_alloc only.
+  std::vector<int> attached_pids() const;
+  //! attached_pids().size().
+  std::size_t attach_count() const { return attached_pids().size(); }
 
   //! "SharedValue<int> 'counter'" or "Queue<std::string> (anonymous)": used in every message.
   const std::string& describe() const noexcept;

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <ctime>
 #include <unistd.h>
 
 namespace multiproc {
@@ -21,7 +22,7 @@ namespace {
 constexpr auto kInitWait = std::chrono::seconds(2);
 
 void write_header(SegmentHeader* h, const SegmentLayout& layout, std::size_t body_offset,
-                  bool named, bool persistent) {
+                  bool named, bool persistent, std::uint64_t generation) {
   // The region is zero-filled, and state is still kStateInitializing (0).
   h->layout_version = detail::kLayoutVersion;
   h->magic = detail::kSegmentMagic;
@@ -37,6 +38,11 @@ void write_header(SegmentHeader* h, const SegmentLayout& layout, std::size_t bod
   h->type_hash = layout.element.hash;
   h->creator_pid = static_cast<std::int32_t>(::getpid());
   h->creator_start_time = detail::self_start_time();
+  h->generation = generation;
+  struct timespec now {};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  h->created_ns = static_cast<std::uint64_t>(now.tv_sec) * 1000000000u +
+                  static_cast<std::uint64_t>(now.tv_nsec);
   detail::store_type_name(h->type_name, sizeof h->type_name, layout.element.name);
   h->checksum = detail::header_checksum(*h);
 }
@@ -44,8 +50,10 @@ void write_header(SegmentHeader* h, const SegmentLayout& layout, std::size_t bod
 }  // namespace
 
 std::size_t body_offset_for(const SegmentLayout& layout) {
-  return std::max<std::size_t>(detail::kHeaderSize,
-                               detail::round_up_to_cache_line(layout.body_alignment));
+  // The header and the attach table, then the body on its alignment (a power of two up to 4096,
+  // checked by total_size_for).
+  const std::size_t align = detail::round_up_to_cache_line(std::max<std::size_t>(layout.body_alignment, 1));
+  return (detail::kPrefixSize + align - 1) / align * align;
 }
 
 // Total bytes of a segment, or an Error for an absurd layout.
@@ -69,9 +77,9 @@ std::size_t total_size_for(const SegmentLayout& layout, const std::string& what)
 
 // Initialises header and body, then publishes the segment.
 void initialise(void* base, const SegmentLayout& layout, std::size_t body_offset, bool named,
-                bool persistent, const Segment::Init& init) {
+                bool persistent, const Segment::Init& init, std::uint64_t generation) {
   auto* h = static_cast<SegmentHeader*>(base);
-  write_header(h, layout, body_offset, named, persistent);
+  write_header(h, layout, body_offset, named, persistent, generation);
   if (init) init(static_cast<char*>(base) + body_offset);
   // release: pairs with the acquire in wait_ready(); publishes the header and the body.
   h->state.store(detail::kStateReady, std::memory_order_release);
@@ -98,7 +106,7 @@ void validate(const SegmentHeader& h, std::size_t mapped, const std::string& wha
     throw Error(errc::corrupt, what + ": the segment header is damaged (impossible flags, element "
                                       "alignment or type name)");
   }
-  if (h.body_offset < detail::kHeaderSize || h.body_offset % detail::kCacheLine != 0 ||
+  if (h.body_offset < detail::kPrefixSize || h.body_offset % detail::kCacheLine != 0 ||
       h.body_size > mapped || h.body_offset > mapped - h.body_size) {
     throw Error(errc::corrupt, what + ": the segment is truncated or damaged (its header promises " +
                                    std::to_string(h.body_offset) + " + " +

@@ -1,8 +1,10 @@
-// Segments: names — validation (Name), persistent(), remove(), exists(), Segment::unlink, and
-// how a user's name is spelled in /dev/shm.
+// Segments: names — validation (Name), persistent(), remove(), exists(), Segment::unlink, the
+// application's name prefix, and how a user's name is spelled in /dev/shm.
 #include "segment_impl.hpp"
 
+#include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <fcntl.h>
@@ -17,10 +19,45 @@ namespace detail::seg {
 
 namespace {
 constexpr const char* kPrefix = "mp.";
+constexpr std::size_t kMaxPrefixLength = 48;  // "mp." + 48 + a 200-character name < NAME_MAX
+
+// The application's prefix: an immutable string, replaced whole by set_name_prefix (the old one
+// is kept: a reader may still be copying it; prefixes change a few times per process at most).
+// No lock, so a fork while another thread sets it leaves nothing locked in the child.
+std::atomic<const std::string*> g_prefix{nullptr};
+
+std::string checked_prefix(std::string_view prefix, const char* source) {
+  auto bad = [&](const std::string& why) {
+    throw Error(errc::invalid_argument, std::string("multiproc: name prefix '") +
+                                            std::string(prefix.substr(0, 64)) + "' (" + source +
+                                            "): " + why);
+  };
+  if (prefix.size() > kMaxPrefixLength) {
+    bad("longer than " + std::to_string(kMaxPrefixLength) + " characters");
+  }
+  if (prefix.find('/') != std::string_view::npos) bad("contains '/'");
+  if (prefix.find('\0') != std::string_view::npos) bad("contains a NUL character");
+  return std::string(prefix);
+}
+
+const std::string& current_prefix() {
+  // acquire: pairs with the release in set_name_prefix() and below; the string is complete.
+  const std::string* p = g_prefix.load(std::memory_order_acquire);
+  if (p != nullptr) return *p;
+  const char* env = std::getenv("MULTIPROC_PREFIX");
+  auto* fresh = new std::string(checked_prefix(env != nullptr ? env : "", "MULTIPROC_PREFIX"));
+  const std::string* expected = nullptr;
+  // release: publishes *fresh; pairs with the acquire above.
+  if (g_prefix.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;  // another thread was first
+  return *expected;
+}
 }  // namespace
 
-std::string shm_name(const std::string& name) { return kPrefix + name; }  // Boost adds the '/'
+// "mp." + prefix + name (Boost and shm_open add the '/').
+std::string shm_name(const std::string& name) { return kPrefix + current_prefix() + name; }
 std::string shm_path(const std::string& name) { return "/dev/shm/" + shm_name(name); }
+std::string file_path(const std::string& file) { return "/dev/shm/" + file; }
 
 // Removes the name while it refers to file (dev, ino). Every multiproc remover that checks
 // identity (this, the creator's last handle, stale-name reclaim) holds an exclusive flock() of
@@ -28,8 +65,8 @@ std::string shm_path(const std::string& name) { return "/dev/shm/" + shm_name(na
 // the check. (A plain multiproc::remove(name) or a foreign unlink is not serialised: it may remove
 // the object between the check and the removal, and a new object be created under the name; the
 // window is the few instructions between stat() and shm_unlink().)
-int remove_if_same(const std::string& name, dev_t dev, ino_t ino) {
-  const std::string path = shm_path(name);
+int remove_if_same(const std::string& file, dev_t dev, ino_t ino) {
+  const std::string path = file_path(file);
   const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return errno == ENOENT ? 0 : -errno;
   struct stat mine {};
@@ -52,7 +89,7 @@ int remove_if_same(const std::string& name, dev_t dev, ino_t ino) {
   struct stat current {};
   int result = 0;
   if (::stat(path.c_str(), &current) == 0 && current.st_dev == dev && current.st_ino == ino) {
-    result = ::shm_unlink(("/" + shm_name(name)).c_str()) == 0 ? 1 : (errno == ENOENT ? 0 : -errno);
+    result = ::shm_unlink(("/" + file).c_str()) == 0 ? 1 : (errno == ENOENT ? 0 : -errno);
   }
   if (locked) ::flock(fd, LOCK_UN);
   ::close(fd);
@@ -100,6 +137,15 @@ Name allow_foreign(Name name) {
   return name;
 }
 
+void set_name_prefix(std::string_view prefix) {
+  auto* fresh = new std::string(detail::seg::checked_prefix(prefix, "set_name_prefix"));
+  // release: publishes *fresh; pairs with the acquire in current_prefix(). The old string stays
+  // allocated (see g_prefix).
+  detail::seg::g_prefix.store(fresh, std::memory_order_release);
+}
+
+std::string name_prefix() { return detail::seg::current_prefix(); }
+
 bool remove(const Name& name) {
   if (::shm_unlink(("/" + shm_name(name.str())).c_str()) == 0) return true;
   if (errno == ENOENT) return false;
@@ -113,7 +159,7 @@ bool exists(const Name& name) {
 
 bool Segment::unlink(const Name& name, FileId id) {
   // Same check as the creator's destructor: remove only while the name refers to that file.
-  const int r = detail::seg::remove_if_same(name.str(), static_cast<dev_t>(id.dev),
+  const int r = detail::seg::remove_if_same(shm_name(name.str()), static_cast<dev_t>(id.dev),
                                             static_cast<ino_t>(id.ino));
   if (r < 0) throw Error::from_errno(-r, "multiproc: cannot remove '" + name.str() + "'");
   return r > 0;

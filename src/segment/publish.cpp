@@ -11,6 +11,8 @@
 #include <boost/interprocess/shared_memory_object.hpp>
 
 #include <cerrno>
+#include <cstdio>
+#include <sys/mman.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -39,19 +41,28 @@ void check_space(const std::string& what, std::size_t total) {
 }
 
 // Reads the header of an existing object (with pread, not a mapping: a file shrunk meanwhile is
-// a short read, not a SIGBUS) to judge whether it is stale. Returns false when the object cannot
-// be judged (too short, foreign, not published yet by a live creator).
-bool creator_is_gone(bip::shared_memory_object& shm) {
+// a short read, not a SIGBUS). Returns false when fewer than its 256 bytes are there.
+bool read_header(int fd, SegmentHeader* h) noexcept {
+  const ssize_t n = ::pread(fd, static_cast<void*>(h), detail::kHeaderSize, 0);
+  return n == static_cast<ssize_t>(detail::kHeaderSize);
+}
+
+// Judges from its header whether an object is stale: its creator is dead and it is not
+// persistent. False when the object cannot be judged (too short, foreign, not published yet by a
+// live creator). *generation: the object's generation when it is stale and published.
+bool creator_is_gone(int fd, std::uint64_t* generation) {
   SegmentHeader h;
-  const ssize_t n = ::pread(shm.get_mapping_handle().handle, static_cast<void*>(&h),
-                            detail::kHeaderSize, 0);
-  if (n != static_cast<ssize_t>(detail::kHeaderSize)) return false;
+  if (!read_header(fd, &h)) return false;
   const std::uint32_t state = h.state.load(std::memory_order_relaxed);  // a private copy
   if (state == detail::kStateReady) {
     if (h.magic != detail::kSegmentMagic || h.checksum != detail::header_checksum(h)) return false;
     if ((h.flags & detail::kFlagPersistent) != 0) return false;
     // unknown: not stale (never reclaim a name whose creator may be alive).
-    return process_liveness(h.creator_pid, h.creator_start_time) == Liveness::dead;
+    if (process_liveness(h.creator_pid, h.creator_start_time) != Liveness::dead) return false;
+    if (generation != nullptr && h.layout_version == detail::kLayoutVersion) {
+      *generation = h.generation;
+    }
+    return true;
   }
   if (state == detail::kStateInitializing) {
     const pid_t creator = h.creator_pid;
@@ -60,30 +71,43 @@ bool creator_is_gone(bip::shared_memory_object& shm) {
   return false;
 }
 
-// If the name's creator is dead and the object is not persistent, removes the name and returns
-// true (the caller retries its create). Concurrent reclaimers serialise on flock() of the old
-// object and only remove the name while it still refers to that object, so a fresh object made by
-// another process in between is never removed.
-bool reclaim_if_stale(const std::string& name) {
-  const std::string sname = shm_name(name);
-  try {
-    bip::shared_memory_object shm(bip::open_only, sname.c_str(), bip::read_only);
-    if (!creator_is_gone(shm)) return false;
-    const int fd = shm.get_mapping_handle().handle;
-    while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {
-    }
-    struct stat mine {}, current {};
-    bool removed = false;
-    if (::fstat(fd, &mine) == 0 && ::stat(shm_path(name).c_str(), &current) == 0 &&
-        mine.st_ino == current.st_ino && mine.st_dev == current.st_dev) {
-      removed = bip::shared_memory_object::remove(sname.c_str());
-    }
-    ::flock(fd, LOCK_UN);
-    (void)removed;
-    return true;  // removed by us or by another reclaimer: either way, try to create again
-  } catch (const bip::interprocess_exception& e) {
-    return is_boost_error(e, bip::not_found_error);  // gone meanwhile: create again
+// Whether a live (or unknown) process has attached to the object `fd` (read with pread; a
+// short file has no table: nobody).
+bool anyone_attached(int fd) {
+  AttachTable table;
+  const ssize_t n = ::pread(fd, static_cast<void*>(&table), sizeof table,
+                            static_cast<off_t>(detail::kAttachOffset));
+  if (n != static_cast<ssize_t>(sizeof table)) return false;
+  return !attached_pids(table, false).empty();
+}
+
+// Removes `file` if it still is the object `fd` (same device and inode), holding an exclusive
+// flock() of it as every identity-checked remover does. Returns: whether it removed the name.
+bool remove_locked(int fd, const std::string& file) {
+  while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {
   }
+  struct stat mine {}, current {};
+  bool removed = false;
+  if (::fstat(fd, &mine) == 0 && ::stat(file_path(file).c_str(), &current) == 0 &&
+      mine.st_ino == current.st_ino && mine.st_dev == current.st_dev) {
+    removed = ::shm_unlink(("/" + file).c_str()) == 0;
+  }
+  ::flock(fd, LOCK_UN);
+  return removed;
+}
+
+// If the name's creator is dead and the object is not persistent, removes the name and returns
+// true (the caller retries its create); *generation is then the removed object's generation (left
+// as it was when unknown). Concurrent reclaimers serialise on flock() of the old object and only
+// remove the name while it still refers to that object, so a fresh object made by another process
+// in between is never removed.
+bool reclaim_if_stale(const std::string& file, std::uint64_t* generation) {
+  const int fd = ::open(file_path(file).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return errno == ENOENT;  // gone meanwhile: create again
+  const bool gone = creator_is_gone(fd, generation);
+  if (gone) (void)remove_locked(fd, file);  // removed by us or by another reclaimer: either way,
+  ::close(fd);                              // try to create again
+  return gone;
 }
 
 // Lets Boost's mapped_region map a descriptor opened here (an O_TMPFILE file has no name to give
@@ -148,12 +172,14 @@ std::shared_ptr<SegmentImpl> try_create(const Name& name, const SegmentLayout& l
                                         const Segment::Init& init, const std::string& what) {
   const std::size_t total = total_size_for(layout, what);
   const std::size_t body_offset = body_offset_for(layout);
-  const std::string path = shm_path(name.str());
+  const std::string file = shm_name(name.str());
+  const std::string path = file_path(file);
+  std::uint64_t generation = 0;  // of the object this create reclaimed the name from
 
   for (int attempt = 0; attempt < kCreateAttempts; ++attempt) {
     struct stat existing {};
     if (::stat(path.c_str(), &existing) == 0) {
-      if (reclaim_if_stale(name.str())) continue;
+      if (reclaim_if_stale(file, &generation)) continue;
       return nullptr;
     }
     check_space(what, total);
@@ -175,22 +201,75 @@ std::shared_ptr<SegmentImpl> try_create(const Name& name, const SegmentLayout& l
       rethrow_boost(e, what, "cannot map the new segment");
     }
     impl->guard = guard_mapping(impl->region.get_address(), impl->region.get_size());
-    initialise(impl->region.get_address(), layout, body_offset, true, name.persistent(), init);
+    initialise(impl->region.get_address(), layout, body_offset, true, name.persistent(), init,
+               generation + 1);
     copy_header(impl->region.get_address(), &impl->header);
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) throw Error::from_errno(errno, what + ": fstat failed");
     impl->dev = st.st_dev;
     impl->ino = st.st_ino;
     impl->name = name.str();
+    impl->file = file;
     impl->what = what;
     impl->owns_name = !name.persistent();
     impl->owner_pid = ::getpid();
     if (!link_descriptor(fd.get(), path, what)) continue;  // lost a race: look again
+    attach(*impl);
     register_impl(impl);
     return impl;
   }
   throw Error(errc::already_exists,
               what + ": the name keeps being re-created by other processes; giving up");
+}
+
+std::string program_of(int pid) {
+  if (pid <= 0) return "";
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/comm", pid);
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  char buf[64];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return "";
+  std::string comm(buf, static_cast<std::size_t>(n));
+  while (!comm.empty() && (comm.back() == '\n' || comm.back() == '\0')) comm.pop_back();
+  return comm;
+}
+
+std::string taken_by(const std::string& file) {
+  const int fd = ::open(file_path(file).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return "another object (" + file_path(file) + ", unreadable here)";
+  SegmentHeader h;
+  const bool read = read_header(fd, &h);
+  ::close(fd);
+  if (!read || h.magic != detail::kSegmentMagic || h.checksum != detail::header_checksum(h)) {
+    return "a file that is not a readable multiproc object (" + file_path(file) + ")";
+  }
+  const int pid = h.creator_pid;
+  const Liveness l = process_liveness(pid, h.creator_start_time);
+  std::string who = "pid " + std::to_string(pid);
+  if (l != Liveness::dead) {
+    const std::string prog = program_of(pid);
+    if (!prog.empty()) who += " (" + prog + ")";
+  }
+  const bool persistent = (h.flags & detail::kFlagPersistent) != 0;
+  std::string s = persistent ? "a persistent object created by " + who : who;
+  s += l == Liveness::alive ? ", alive" : l == Liveness::dead ? ", which has exited" : ", alive or hidden";
+  return s;
+}
+
+int remove_if_stale(const std::string& file) {
+  const int fd = ::open(file_path(file).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return errno == ENOENT ? 0 : -errno;
+  int result = 0;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && creator_is_gone(fd, nullptr) &&
+      !anyone_attached(fd)) {
+    result = remove_locked(fd, file) ? 1 : 0;
+  }
+  ::close(fd);
+  return result;
 }
 
 }  // namespace multiproc::detail::seg

@@ -32,8 +32,17 @@ Registry& registry() {
     auto* created = new Registry;  // never destroyed: handles may outlive static destruction
     // A fork while another thread held the registry's mutex would leave it locked in the child:
     // the segment_registry stage of every fork (fork_hooks.hpp) gives the child a fresh one.
-    register_fork_hooks(ForkStage::segment_registry,
-                        {nullptr, nullptr, []() noexcept { new (&registry().mutex) std::mutex(); }});
+    // The child also has every named object this process mapped: it claims its own slot in
+    // each one's attach table (after the identity stage: it knows its pid and start time).
+    register_fork_hooks(ForkStage::segment_registry, {nullptr, nullptr, []() noexcept {
+                                                        Registry& reg = registry();
+                                                        new (&reg.mutex) std::mutex();
+                                                        for (auto& entry : reg.impls) {
+                                                          if (auto impl = entry.second.lock()) {
+                                                            if (impl->attach_slot >= 0) attach(*impl);
+                                                          }
+                                                        }
+                                                      }});
     return created;
   }();
   return *r;
@@ -99,11 +108,12 @@ SegmentImpl::~SegmentImpl() {
                  "mapped here (what it held is lost; the lost part read as zeros in this process)\n",
                  what.c_str());
   }
+  seg::detach(*this);           // while the range is still guarded (a truncated file)
   seg::unguard_mapping(guard);  // before `region` unmaps the range
   // Only the creating process removes the name — never a forked child holding a copy — and only
   // while the name still refers to the object we created.
   if (!owns_name || ::getpid() != owner_pid) return;
-  (void)seg::remove_if_same(name, dev, ino);  // destructors never throw
+  (void)seg::remove_if_same(file, dev, ino);  // destructors never throw
 }
 
 }  // namespace multiproc::detail

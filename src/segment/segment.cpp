@@ -159,8 +159,10 @@ std::shared_ptr<SegmentImpl> try_open(const Name& name, Kind kind, const Element
   // The copy is what this process uses from now on: validate it, not the mapped bytes.
   validate(impl->header, impl->region.get_size(), what, kind, element);
   impl->name = name.str();
+  impl->file = sname;
   impl->dev = st.st_dev;
   impl->ino = st.st_ino;
+  attach(*impl);
   if (shared) register_impl(impl);
   return impl;
 }
@@ -197,8 +199,9 @@ Segment Segment::create(const Name& name, const SegmentLayout& layout, const Ini
   auto impl = try_create(name, layout, init, what);
   if (!impl) {
     throw Error(errc::already_exists,
-                what + ": cannot create: the name is taken (use open_only or open_or_create to "
-                       "share it, or multiproc::remove to discard it)");
+                what + ": cannot create: the name is taken by " + taken_by(shm_name(name.str())) +
+                    " (use open_only or open_or_create to share it, or multiproc::remove to "
+                    "discard it)");
   }
   return Segment(std::move(impl));
 }
@@ -268,6 +271,25 @@ const std::string& Segment::describe() const noexcept { return impl_->what; }
 Segment::FileId Segment::file_id() const noexcept {
   if (!named()) return {};
   return {static_cast<std::uint64_t>(impl_->dev), static_cast<std::uint64_t>(impl_->ino)};
+}
+
+bool Segment::stale() const {
+  if (!impl_ || impl_->file.empty()) return false;
+  struct stat st {};
+  if (::stat(file_path(impl_->file).c_str(), &st) != 0) {
+    if (errno == ENOENT) return true;  // removed
+    throw Error::from_errno(errno, impl_->what + ": cannot look at its name");
+  }
+  return st.st_dev != impl_->dev || st.st_ino != impl_->ino;  // another object has the name now
+}
+
+std::uint64_t Segment::generation() const noexcept { return impl_ ? header().generation : 0; }
+
+std::vector<int> Segment::attached_pids() const {
+  if (!impl_ || impl_->file.empty() || impl_->region.get_size() < detail::kPrefixSize) return {};
+  auto* table = reinterpret_cast<detail::AttachTable*>(
+      static_cast<char*>(impl_->region.get_address()) + detail::kAttachOffset);
+  return detail::seg::attached_pids(*table, true);
 }
 
 

@@ -4,14 +4,17 @@
 //   header.cpp    the header: sizing, writing, validating, waiting for publication; type names
 //   publish.cpp   named create: build in an unnamed file, link under the name; stale-name reclaim
 //   registry.cpp  one mapping per named object per process; mappings kept while a lock is held
-//   name.cpp      Name, persistent(), allow_foreign(), remove(), exists(), Segment::unlink and
-//                 the /dev/shm spelling of names
+//   name.cpp      Name, persistent(), allow_foreign(), remove(), exists(), Segment::unlink, the
+//                 name prefix and the /dev/shm spelling of names
+//   attach.cpp    the attach table: which processes have a named object mapped
 //   fault_guard.cpp  the SIGBUS handler and table of mappings that survive a truncated file
 #pragma once
 
 #include <multiproc/segment.hpp>
 
 #include <multiproc/detail/segment_header.hpp>
+
+#include "../process/liveness.hpp"
 
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
@@ -39,6 +42,10 @@ class SegmentImpl {
   SegmentHeader header;
   seg::FaultSlot* guard = nullptr;  // this mapping's entry in the SIGBUS table (fault_guard.cpp)
   std::string name;      // the user's name; empty when anonymous
+  std::string file;      // its file in /dev/shm as reached ("mp." + prefix + name): removal and
+                         // stale() use it, whatever the prefix is later
+  int attach_slot = -1;  // this process's slot in the attach table (attach.cpp), -1: none
+  std::uint64_t attach_word = 0;  // what this process wrote there
   std::string what;      // describe(): "SharedValue<int> 'counter'"
   bool owns_name = false;
   pid_t owner_pid = 0;   // the process whose last handle removes the name
@@ -63,13 +70,17 @@ namespace bip = boost::interprocess;
 inline constexpr std::size_t kMaxNameLength = 200;
 inline constexpr int kCreateAttempts = 8;
 
-//! The shared-memory object name of a user's name ("mp.<name>"; Boost adds the '/').
+//! The shared-memory object name of a user's name ("mp.<prefix><name>"; Boost adds the '/').
+//! Throws: Error(errc::invalid_argument) for an invalid MULTIPROC_PREFIX.
 std::string shm_name(const std::string& name);
 //! Its path under /dev/shm.
 std::string shm_path(const std::string& name);
-//! Removes the name while it refers to file (dev, ino), serialised with the other removers that
-//! check identity (name.cpp). Returns: 1 removed, 0 not (gone, or another object), -errno.
-int remove_if_same(const std::string& name, dev_t dev, ino_t ino);
+//! The path of a file in /dev/shm ("mp.x" -> "/dev/shm/mp.x").
+std::string file_path(const std::string& file);
+//! Removes the file ("mp.<prefix><name>") while it is (dev, ino), serialised with the other
+//! removers that check identity (name.cpp). Returns: 1 removed, 0 not (gone, or another object),
+//! -errno.
+int remove_if_same(const std::string& file, dev_t dev, ino_t ino);
 
 //! Translates a Boost.Interprocess exception into an Error naming the object. (segment.cpp)
 [[noreturn]] void rethrow_boost(const bip::interprocess_exception& e, const std::string& what,
@@ -90,8 +101,9 @@ std::size_t body_offset_for(const SegmentLayout& layout);
 //! Total bytes of a segment, or an Error for an absurd layout.
 std::size_t total_size_for(const SegmentLayout& layout, const std::string& what);
 //! Initialises header and body, then publishes the segment (state word, release).
+//! `generation` goes into the header (see segment_header.hpp).
 void initialise(void* base, const SegmentLayout& layout, std::size_t body_offset, bool named,
-                bool persistent, const Segment::Init& init);
+                bool persistent, const Segment::Init& init, std::uint64_t generation = 1);
 //! Checks a ready header against what the opener expects. Throws Error naming the object.
 void validate(const SegmentHeader& h, std::size_t mapped, const std::string& what, Kind kind,
               const ElementType* element);
@@ -120,6 +132,30 @@ std::shared_ptr<SegmentImpl> registered(dev_t dev, ino_t ino);
 void register_impl(const std::shared_ptr<SegmentImpl>& impl);
 //! A new, empty SegmentImpl whose deleter keeps the mapping while a lock in it is held.
 std::shared_ptr<SegmentImpl> new_impl();
+
+// attach.cpp
+//! Claims a slot of the attach table of the mapped named segment for this process (pid and start
+//! time), reusing a dead process's slot when none is free; records it in impl. Counts an overflow
+//! when every slot is held by a live process. Never throws.
+void attach(SegmentImpl& impl) noexcept;
+//! Frees this process's slot (if this process claimed it; a forked child claims its own).
+void detach(SegmentImpl& impl) noexcept;
+//! Whether the process an attach word names still runs (unknown: /proc does not tell).
+Liveness attach_liveness(std::uint64_t word) noexcept;
+//! The live (and unknown) attached pids in a table, ascending and distinct. With `reap`, frees
+//! the slots of dead processes (CAS; the table must be mapped writable).
+std::vector<int> attached_pids(AttachTable& table, bool reap);
+
+// publish.cpp
+//! A sentence on who holds the name now, for the "name is taken" error: "pid 1234 (server),
+//! alive", or what else is there. Never throws but std::bad_alloc.
+std::string taken_by(const std::string& file);
+//! The program of a process: /proc/<pid>/comm, or "" when unknown.
+std::string program_of(int pid);
+//! Removes the file ("mp.<...>") if it is a multiproc object whose creator is dead, not
+//! persistent, and no live process has attached: checked under the same flock and identity
+//! check as every remover. Returns: 1 removed, 0 not stale (or gone), -errno.
+int remove_if_stale(const std::string& file);
 
 // publish.cpp
 //! Sizes that mmap could not back are an Error now, not a SIGBUS on first touch.

@@ -15,8 +15,10 @@ inline constexpr std::uint64_t kSegmentMagic = 0x434f5250'49544c55ull;  // "ULTI
 // cursors count complete messages (a chunked message counts at its Last chunk); ChannelState has
 // puts_base and the shutdown bit; value and array bodies record the kind and name of the lock that
 // guards them (a caller's Mutex or RecursiveMutex may be shared by several). 4: the header checksum
-// covers every byte but the state word and itself (bytes 148..255 were outside it).
-inline constexpr std::uint32_t kLayoutVersion = 4;
+// covers every byte but the state word and itself (bytes 148..255 were outside it). 5: the header
+// records a generation and a creation time; an attach table follows it (bodies start at 1280 or
+// later).
+inline constexpr std::uint32_t kLayoutVersion = 5;
 inline constexpr std::uint32_t kStateInitializing = 0;
 inline constexpr std::uint32_t kStateReady = 0x52454459;  // "REDY": any other value is not ready
 inline constexpr std::uint8_t kFlagPersistent = 1;
@@ -42,7 +44,14 @@ inline constexpr std::size_t kTypeNameSize = 64;
 //   80   type_name           NUL-terminated, for messages ("int", "Point")
 //   144  checksum            FNV-1a of bytes [4, 144) then [148, 256): every byte but the state
 //                            word and the checksum itself; detects a corrupted or foreign header
-//   148  reserved            zero up to 256 (covered by the checksum)
+//   148  reserved2           zero
+//   152  generation          1 for a name created afresh; n + 1 when the create reclaimed the name
+//                            from the object of a dead creator whose generation was n
+//   160  created_ns          CLOCK_REALTIME at creation, in ns (for the inspector)
+//   168  reserved3           zero up to 256 (bytes 148..255 are covered by the checksum)
+//
+// The attach table (AttachTable, below) follows at offset 256: the one mutable part before the
+// body, outside the checksum.
 //
 // Readers never trust the mapped header after open: Segment keeps a process-local copy, taken
 // and validated once (see segment.hpp); an open in a process that maps the segment already shares
@@ -66,7 +75,10 @@ struct SegmentHeader {
   std::uint64_t creator_start_time;
   char type_name[kTypeNameSize];
   std::uint32_t checksum;
-  std::uint8_t reserved2[256 - 148];
+  std::uint32_t reserved2;
+  std::uint64_t generation;
+  std::uint64_t created_ns;
+  std::uint8_t reserved3[256 - 168];
 };
 static_assert(sizeof(SegmentHeader) == 256, "the segment header layout is fixed at 256 bytes");
 static_assert(offsetof(SegmentHeader, checksum) == 144 && offsetof(SegmentHeader, reserved2) == 148,
@@ -75,6 +87,30 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free,
               "the header's state word must be a lock-free atomic to be shared between processes");
 
 inline constexpr std::size_t kHeaderSize = sizeof(SegmentHeader);
+
+// Which processes have a named object open. Layout (1024 bytes at offset kHeaderSize; every byte
+// may be written by any process that maps the segment, so readers trust none of it):
+//   slots     one per attached process: pid << 32 | (the low 32 bits of its start time), 0 when
+//             free. A process claims a free slot with one CAS when it maps the object (open,
+//             create, or fork of a process that has it mapped) and frees it with one CAS when
+//             its last handle goes; a process SIGKILLed in between leaves its slot, which every
+//             reader judges by the liveness of (pid, start time) and frees (CAS) when it is dead.
+//             A slot is claimed or not: no instruction leaves half of one.
+//   overflow  attaches that found every slot held by a live process (they are not counted)
+inline constexpr std::size_t kAttachSlots = 127;
+struct AttachTable {
+  std::atomic<std::uint64_t> slots[kAttachSlots];
+  std::atomic<std::uint64_t> overflow;
+};
+static_assert(sizeof(AttachTable) == 1024 && std::atomic<std::uint64_t>::is_always_lock_free,
+              "the attach table is 1024 bytes of lock-free 64-bit words");
+inline constexpr std::size_t kAttachOffset = kHeaderSize;
+//! Bytes before the earliest possible body: the header and the attach table.
+inline constexpr std::size_t kPrefixSize = kHeaderSize + sizeof(AttachTable);
+inline constexpr std::uint64_t attach_word(std::int32_t pid, std::uint64_t start_time) noexcept {
+  return static_cast<std::uint64_t>(static_cast<std::uint32_t>(pid)) << 32 |
+         (start_time & 0xffffffffu);
+}
 inline constexpr std::size_t kChecksumBegin = 4;                                // after state
 inline constexpr std::size_t kChecksumEnd = offsetof(SegmentHeader, checksum);  // first part ends
 inline constexpr std::size_t kChecksumResume = offsetof(SegmentHeader, reserved2);  // second begins

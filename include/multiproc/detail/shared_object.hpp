@@ -86,6 +86,10 @@ class Placement {
 class SegmentHandle {
  public:
   const Segment& segment() const noexcept { return seg_; }
+  //! Segment::stale(): whether the name now refers to another object or none.
+  bool stale() const { return seg_.stale(); }
+  //! Segment::attach_count(): processes that have the named object mapped now (a snapshot).
+  std::size_t attach_count() const { return seg_.attach_count(); }
 
  protected:
   Segment seg_;
