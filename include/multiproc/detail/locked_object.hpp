@@ -10,9 +10,9 @@
 #include <multiproc/segment.hpp>
 
 #include <atomic>
-#include <optional>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -156,7 +156,8 @@ class LockedGuard {
   //! True when a process died holding this object's lock and its data has not been marked
   //! repaired since: it may be half-updated. Stays true across unlocks until mark_repaired().
   //! With a lock shared by several objects, a death makes every one of them report it, and each
-  //! is repaired on its own.
+  //! is repaired on its own. Never true under RecoveryPolicy::recover (the guard recovers when
+  //! it takes the lock).
   bool previous_owner_died() const noexcept { return data_suspect(state_, head_); }
   //! Effects: records that the data is consistent again (after repairing it).
   void mark_repaired() const noexcept { data_repaired(state_, head_); }
