@@ -43,13 +43,50 @@ Segment Placement::make(const SegmentLayout& layout, const Segment::Init& init,
 }
 
 void LockedHandle::attach_lock(LockedHead* head, const LockTail* tail, const LockChoice* lock,
-                               bool created) {
+                               bool created, std::optional<RecoveryPolicy> asked,
+                               bool word_sized) {
   if (lock != nullptr && !created) check_same_lock(seg_, head, tail, *lock);
+  // The policy as this process reads it once: a later scribble on the head changes nothing here.
+  const std::uint32_t stored = head->policy;
+  const auto policy = static_cast<RecoveryPolicy>(stored);
+  if (policy != RecoveryPolicy::strict && policy != RecoveryPolicy::recover) {
+    seg_.fail(errc::corrupt, "unknown recovery policy " + std::to_string(stored) + " in its body");
+  }
+  if (policy == RecoveryPolicy::recover && !word_sized) {
+    seg_.fail(errc::corrupt, "its body records the recovery policy recover, which no creator can "
+                             "choose for an element of " +
+                                 std::to_string(seg_.header().elem_size) + " bytes");
+  }
+  if (asked && *asked != policy && !created) {
+    seg_.fail(errc::type_mismatch, std::string("it exists with the recovery policy ") +
+                                       policy_name(policy) + ", not " + policy_name(*asked));
+  }
   LockChoice c = resolve_lock(seg_, head, tail, created ? lock : nullptr);
   head_ = head;
   lock_ = c.state;
   lock_seg_ = std::move(c.seg);
+  policy_ = policy;
   if (!lock_seg_) seg_.track_lock_owner(&lock_->owner);
+}
+
+RecoveryPolicy choose_policy(std::optional<RecoveryPolicy> asked, bool word_default,
+                             bool word_sized, const LockChoice* lock, const std::string& what) {
+  if (!asked) {
+    const bool own = lock == nullptr || lock->kind == LockKind::own;
+    return word_default && own ? RecoveryPolicy::recover : RecoveryPolicy::strict;
+  }
+  if (*asked != RecoveryPolicy::strict && *asked != RecoveryPolicy::recover) {
+    throw Error(errc::invalid_argument,
+                what + ": unknown recovery policy " +
+                    std::to_string(static_cast<std::uint32_t>(*asked)));
+  }
+  if (*asked == RecoveryPolicy::recover && !word_sized) {
+    throw Error(errc::invalid_argument,
+                what + ": RecoveryPolicy::recover needs an element of 1, 2, 4 or 8 bytes, which "
+                       "a dying holder cannot leave half-written; use strict and repair it "
+                       "through a guard (mark_repaired())");
+  }
+  return *asked;
 }
 
 const Segment& LockedHandle::lock_segment(bool recursive) const {
@@ -93,8 +130,11 @@ LockChoice choose_lock(const RobustLock& lock, const std::string& what, const Na
   return c;
 }
 
-void init_lock(LockedHead* head, LockTail* tail, const LockChoice* lock, const char* what) {
+void init_lock(LockedHead* head, LockTail* tail, const LockChoice* lock, RecoveryPolicy policy,
+               const char* what) {
   mutex_init(&head->mutex, false, what);
+  head->policy = static_cast<std::uint32_t>(policy);
+  head->recoveries.store(0, std::memory_order_relaxed);  // before publication: no partner
   if (lock == nullptr || lock->kind == LockKind::own) {
     head->lock_kind = static_cast<std::uint32_t>(LockKind::own);
     head->repaired_at.store(0, std::memory_order_relaxed);

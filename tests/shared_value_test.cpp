@@ -161,7 +161,7 @@ BOOST_AUTO_TEST_CASE(holder_killed_inside_an_update_is_reported_to_the_next, *bo
 }
 
 BOOST_AUTO_TEST_CASE(store_repairs_a_value_left_by_a_dead_holder, *boost::unit_test::timeout(60)) {
-  mp::SharedValue<long> v(5);
+  mp::SharedValue<long> v(5, mp::RecoveryPolicy::strict);  // a long recovers by default
   BOOST_TEST(run_child([v] {
                auto g = v.lock();
                ::kill(::getpid(), SIGKILL);
@@ -189,7 +189,7 @@ BOOST_AUTO_TEST_CASE(process_dying_with_locks_in_released_handles_frees_them_all
   // lock is held must keep its mapping, or the kernel's walk of that list stops there when the
   // thread dies and the locks after it are never released.
   const std::string vname = unique_name("v"), mname = unique_name("m"), tname = unique_name("t");
-  mp::SharedValue<int> v(mp::create_only, vname, 0);
+  mp::SharedValue<int> v(mp::create_only, vname, 0, mp::RecoveryPolicy::strict);  // reports deaths
   mp::Mutex other(mp::create_only, mname);
   mp::Mutex last(mp::create_only, tname);
   Gate held, never;

@@ -15,7 +15,10 @@
 // Errors ('f' accepts infinities and NaN, and rounds tiny values to zero, as Python does; Python's
 // Value('f', 1e300) silently stores inf, multiproc refuses it as Python's struct.pack('<f') does).
 // load_as<U>() and to_vector_as<U>() convert like static_cast but refuse what does not fit in U.
-// Sharing, locking and crash behaviour are those of SharedValue and SharedArray.
+// Sharing, locking and crash behaviour are those of SharedValue and SharedArray: a value made by
+// type code gets its type's RecoveryPolicy default (recover for every code of the table, all
+// integral or floating-point types of at most 8 bytes), an array strict; recovery_policy() and
+// recoveries() report them.
 #pragma once
 
 #include <multiproc/shared_array.hpp>
@@ -132,6 +135,14 @@ class AnyHandle {
   }
   const Segment& segment() const noexcept {
     return std::visit([](const auto& h) -> const Segment& { return h.segment(); }, v_);
+  }
+  //! The stored handle's recovery policy and recoveries() (recovery_policy.hpp): a value made by
+  //! type code gets its type's default, as SharedValue<T> does; an array is strict.
+  RecoveryPolicy recovery_policy() const noexcept {
+    return std::visit([](const auto& h) { return h.recovery_policy(); }, v_);
+  }
+  std::uint32_t recoveries() const noexcept {
+    return std::visit([](const auto& h) { return h.recoveries(); }, v_);
   }
 
  protected:

@@ -32,7 +32,15 @@
 // generation() counts reclaims of the name. The tool multiproc-ls lists every object.
 //
 // Opening a name checks its file: it must belong to this process's effective user and not be
-// writable by group or others, unless the name is given as allow_foreign(name).
+// writable by group or others, unless the name is given as trust_owner(name, creator) (the
+// creator's user may own it, its group may write it) or allow_foreign(name) (anything goes).
+// Sharing across users on purpose: the creator gives the object a mode and group,
+// with_permissions(name, {0660, group}); the others open it as trust_owner(name, creator). Locks
+// work across users (futexes and the kernel's robust-list release do not look at uids); liveness
+// checks of another user's processes use kill(pid, 0) (EPERM counts as alive) and
+// /proc/<pid>/stat, so they work unless /proc is mounted with hidepid, where another user's live
+// process is "unknown" and its names are never reclaimed as stale. Only the file's owner (or
+// root) may remove a name: /dev/shm is sticky.
 //
 // Hostile writers. The header is read and validated once, when a process maps the segment, and
 // kept as a private copy: a later write to the mapped header changes nothing in the handles that
@@ -54,10 +62,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <typeinfo>
+#include <sys/types.h>
 #include <vector>
 
 namespace multiproc {
@@ -78,6 +88,32 @@ inline constexpr create_only_t create_only{};
 inline constexpr open_only_t open_only{};
 inline constexpr open_or_create_t open_or_create{};
 
+//! Who may open a named object besides its creator's user, set when it is created: the mode of its
+//! file and its group. multiproc opens every object read-write, so group and others get both or
+//! neither: the mode is 0600 (the default), 0660, 0606 or 0666. Applied with fchmod/fchown to the
+//! new file before its name appears (the umask plays no part; changing the group needs root or
+//! membership of it, else Error(EPERM) at creation). Openers of another user still need
+//! trust_owner(name, creator) (below).
+class Permissions {
+ public:
+  //! 0600, the creator's group.
+  Permissions() noexcept = default;
+  //! Throws: Error(errc::invalid_argument) for a mode other than 0600, 0660, 0606, 0666.
+  explicit Permissions(unsigned mode);
+  //! Also gives the file to `group` (a gid, or a group name resolved now: Error(errc::not_found)
+  //! for an unknown name).
+  Permissions(unsigned mode, gid_t group);
+  Permissions(unsigned mode, const std::string& group);
+
+  unsigned mode() const noexcept { return mode_; }
+  //! The group the file is given, or none (the creator's effective group).
+  std::optional<gid_t> group() const noexcept { return group_; }
+
+ private:
+  unsigned mode_ = 0600;
+  std::optional<gid_t> group_;
+};
+
 //! The name of a shared object, e.g. "web.jobs". Implicit from strings; persistent("x") marks a name
 //! that outlives its creator's handles, allow_foreign(name) one that may be opened although another
 //! user owns it or others may write it. Throws Error(errc::invalid_argument) for an empty name, one
@@ -91,14 +127,36 @@ class Name {
   const std::string& str() const noexcept { return name_; }
   bool persistent() const noexcept { return persistent_; }
   bool foreign_allowed() const noexcept { return foreign_allowed_; }
+  //! What a create through this name applies (with_permissions; default 0600).
+  const Permissions& permissions() const noexcept { return permissions_; }
+  //! The other user whose objects an open through this name accepts (trust_owner), if any.
+  std::optional<uid_t> trusted_owner() const noexcept { return trusted_owner_; }
 
  private:
   friend Name persistent(std::string_view name);
   friend Name allow_foreign(Name name);
+  friend Name with_permissions(Name name, const Permissions& permissions);
+  friend Name trust_owner(Name name, uid_t owner);
   std::string name_;
   bool persistent_ = false;
   bool foreign_allowed_ = false;
+  Permissions permissions_;
+  std::optional<uid_t> trusted_owner_;
 };
+
+//! The same name, created with `permissions` when a create_only / open_or_create through it
+//! creates the object (an open ignores them). Composes with persistent() and trust_owner().
+//!   mp::SharedValue<long> hits(mp::create_only,
+//!                              mp::with_permissions("web.hits", {0660, "www-data"}));
+Name with_permissions(Name name, const Permissions& permissions);
+
+//! The same name, also opening an object whose file belongs to `owner` (a uid, or a user name
+//! resolved now: Error(errc::not_found) for an unknown one) and that its group may write — what
+//! with_permissions makes. A file others may write (mode o+w) is still refused, as is one of any
+//! third user. Composes with persistent() and with_permissions():
+//!   mp::SharedValue<long> hits(mp::open_only, mp::trust_owner("web.hits", "root"));
+Name trust_owner(Name name, uid_t owner);
+Name trust_owner(Name name, const std::string& user);
 
 //! A name whose object stays in /dev/shm after its creator's handles are gone, until remove(name).
 Name persistent(std::string_view name);
@@ -107,8 +165,9 @@ Name persistent(std::string_view name);
 //! group or others. Without it, opening such a name (open_only, and open_or_create finding it) is
 //! an Error with code EACCES (std::errc::permission_denied) naming the owner and the mode: such a
 //! user can read everything the object holds and, by writing it, make operations on it fail with
-//! Error(errc::corrupt). Objects multiproc creates are always the creator's, mode 0600. Composes
-//! with persistent: allow_foreign(persistent("x")).
+//! Error(errc::corrupt). Objects multiproc creates are the creator's, mode 0600 unless made with
+//! with_permissions(); trust_owner() is the narrower opt-in for one other owner. Composes with
+//! persistent: allow_foreign(persistent("x")).
 Name allow_foreign(Name name);
 
 //! Sets the application's name prefix: names reached from now on in this process are spelled

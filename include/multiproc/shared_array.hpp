@@ -20,9 +20,12 @@
 //
 // T must be trivially copyable and not a pointer. Handles are copyable and their methods const;
 // copies share the elements. Crashes: as SharedValue — a holder that dies releases the lock to the
-// next locker; until someone calls Guard::mark_repaired(), guards report previous_owner_died() and
-// load(i), store(i, v) and to_vector() throw Error(errc::owner_died); with a shared lock, every
-// object guarded by it does, each until it is repaired itself.
+// next locker. An array is RecoveryPolicy::strict by default whatever T is (an update of several
+// elements can be half done): until someone calls Guard::mark_repaired(), guards report
+// previous_owner_died() and load(i), store(i, v) and to_vector() throw Error(errc::owner_died);
+// with a shared lock, every object guarded by it does, each until it is repaired itself. Made with
+// RecoveryPolicy::recover (elements of 1, 2, 4 or 8 bytes that each stand alone, e.g. a
+// histogram), it carries on instead and counts the death in recoveries() (recovery_policy.hpp).
 #pragma once
 
 #include <multiproc/detail/locked_object.hpp>
@@ -84,6 +87,18 @@ class SharedArray
   explicit SharedArray(std::size_t n) : SharedArray(Make{}, {}, n, {}, nullptr) {}
   template <class Lock, class = if_lock<Lock>>
   SharedArray(std::size_t n, const Lock& lock) : SharedArray(Make{}, {}, n, {}, &lock) {}
+  //! Effects: as above, with the recovery policy `policy` instead of strict (recovery_policy.hpp:
+  //! recover when every element stands alone, e.g. a histogram; the n-element and list forms
+  //! take one last). Throws: Error(errc::invalid_argument) for recover and a T that is not 1, 2,
+  //! 4 or 8 bytes.
+  SharedArray(std::size_t n, RecoveryPolicy policy)
+      : SharedArray(Make{}, {}, n, {}, nullptr, policy) {}
+  template <class Lock, class = if_lock<Lock>>
+  SharedArray(std::size_t n, const Lock& lock, RecoveryPolicy policy)
+      : SharedArray(Make{}, {}, n, {}, &lock, policy) {}
+  SharedArray(std::initializer_list<T> values, RecoveryPolicy policy)
+      : SharedArray(Make{}, {}, detail::pack_elements<T>(values.begin(), values.end()), nullptr,
+                    policy) {}
   //! Effects: an unnamed array holding `values`, or the elements of [first, last) (converted with
   //! a range check when they are of another arithmetic type: Error(errc::invalid_argument)).
   SharedArray(std::initializer_list<T> values)
@@ -115,6 +130,16 @@ class SharedArray
   template <class Lock, class = if_lock<Lock>>
   SharedArray(create_only_t t, const Name& name, std::size_t n, const Lock& lock)
       : SharedArray(Make{}, {t, name}, n, {}, &lock) {}
+  SharedArray(create_only_t t, const Name& name, std::size_t n, RecoveryPolicy policy)
+      : SharedArray(Make{}, {t, name}, n, {}, nullptr, policy) {}
+  template <class Lock, class = if_lock<Lock>>
+  SharedArray(create_only_t t, const Name& name, std::size_t n, const Lock& lock,
+              RecoveryPolicy policy)
+      : SharedArray(Make{}, {t, name}, n, {}, &lock, policy) {}
+  SharedArray(create_only_t t, const Name& name, std::initializer_list<T> values,
+              RecoveryPolicy policy)
+      : SharedArray(Make{}, {t, name}, detail::pack_elements<T>(values.begin(), values.end()),
+                    nullptr, policy) {}
   SharedArray(create_only_t t, const Name& name, std::initializer_list<T> values)
       : SharedArray(Make{}, {t, name}, detail::pack_elements<T>(values.begin(), values.end()),
                     nullptr) {}
@@ -131,7 +156,7 @@ class SharedArray
   //! Mutex(open_only, ...) when its external lock no longer exists.
   SharedArray(open_only_t, const Name& name) {
     const ElementType element = ElementType::of<T>();
-    attach(Segment::open(name, Kind::array, &element), nullptr, false);
+    attach(Segment::open(name, Kind::array, &element), nullptr, false, {});
   }
   //! Effects: opens `name` (which must have n elements, and be guarded by `lock` when given), or
   //! creates it with n zeros. Throws: as open_only and create_only; Error(errc::type_mismatch)
@@ -141,6 +166,13 @@ class SharedArray
   template <class Lock, class = if_lock<Lock>>
   SharedArray(open_or_create_t t, const Name& name, std::size_t n, const Lock& lock)
       : SharedArray(Make{}, {t, name}, n, {}, &lock) {}
+  //! As above with `policy`: Error(errc::type_mismatch) when it exists with another policy.
+  SharedArray(open_or_create_t t, const Name& name, std::size_t n, RecoveryPolicy policy)
+      : SharedArray(Make{}, {t, name}, n, {}, nullptr, policy) {}
+  template <class Lock, class = if_lock<Lock>>
+  SharedArray(open_or_create_t t, const Name& name, std::size_t n, const Lock& lock,
+              RecoveryPolicy policy)
+      : SharedArray(Make{}, {t, name}, n, {}, &lock, policy) {}
 
   //! Unlocked access to element i (no bounds check; see at()).
   T& operator[](std::size_t i) const noexcept { return this->data_[i]; }
@@ -149,9 +181,10 @@ class SharedArray
   //! The elements, unlocked.
   T* data() const noexcept { return this->data_; }
 
-  //! Returns: element i, read under the lock. Throws: as at(); Error(errc::owner_died) while the
-  //! elements may be half-updated by a process that died holding the lock (see
-  //! Guard::mark_repaired) — the same goes for store(i, v) and to_vector().
+  //! Returns: element i, read under the lock. Throws: as at(); under RecoveryPolicy::strict,
+  //! Error(errc::owner_died) while the elements may be half-updated by a process that died
+  //! holding the lock (see Guard::mark_repaired) — the same goes for store(i, v) and
+  //! to_vector(). Under recover they recover (see recoveries()).
   T load(std::size_t i) const {
     detail::MutexScope scope(this->lock_, this->seg_.describe());
     this->require_consistent();
@@ -161,7 +194,7 @@ class SharedArray
   void store(std::size_t i, const T& v) const {
     detail::MutexScope scope(this->lock_, this->seg_.describe());
     this->require_consistent();
-    at(i) = v;
+    detail::raw_store(this->element(i), v);  // one atomic store for a T of 1, 2, 4 or 8 bytes
   }
   //! Returns: a copy of all elements, taken under the lock. Throws: as load().
   std::vector<T> to_vector() const {
@@ -182,38 +215,52 @@ class SharedArray
   RecursiveMutex recursive_mutex() const {
     return RecursiveMutex(this->lock_segment(true), this->lock_);
   }
+  //! The policy its creator chose (recovery_policy.hpp).
+  RecoveryPolicy recovery_policy() const noexcept { return this->policy_; }
+  //! Returns: how many times a process died holding its lock and the array was recovered from
+  //! silently (RecoveryPolicy::recover; always 0 under strict), counted by whichever process took
+  //! the lock next, shared by every process (a snapshot; wraps at 2^32).
+  std::uint32_t recoveries() const noexcept {
+    // relaxed: a snapshot; the increments are made under the lock
+    return this->head_->recoveries.load(std::memory_order_relaxed);
+  }
 
  private:
   // The one constructor behind the others but open_only: n zeros, or the packed elements
   // `bytes` (n = their count); `lock`: the caller's lock, nullptr for its own. (bytes is taken by
   // rvalue reference so that bytes.size() / sizeof(T), computed in the same call, sees it whole.)
   SharedArray(Make, const detail::Placement& where, std::string bytes,
-              const detail::RobustLock* lock)
-      : SharedArray(Make{}, where, bytes.size() / sizeof(T), std::move(bytes), lock) {}
+              const detail::RobustLock* lock, std::optional<RecoveryPolicy> asked = {})
+      : SharedArray(Make{}, where, bytes.size() / sizeof(T), std::move(bytes), lock, asked) {}
   SharedArray(Make, const detail::Placement& where, std::size_t n, std::string&& bytes,
-              const detail::RobustLock* lock) {
+              const detail::RobustLock* lock, std::optional<RecoveryPolicy> asked = {}) {
     std::optional<detail::LockChoice> choice;
     if (lock != nullptr) {
       choice = detail::choose_lock(*lock, detail::describe_object<T>(Kind::array, where.name()),
                                    where.name());
     }
     const detail::LockChoice* c = choice ? &*choice : nullptr;
+    const RecoveryPolicy policy =
+        detail::choose_policy(asked, false, detail::raw_atomic_v<T>, c,
+                              detail::describe_object<T>(Kind::array, where.name()));
     bool created = true;
     Segment seg = this->make(
         Kind::array, where, n, std::move(bytes),
-        [c](void* body, char* tail) {
+        [c, policy](void* body, char* tail) {
           detail::init_lock(static_cast<detail::LockedHead*>(body),
-                            reinterpret_cast<detail::LockTail*>(tail), c, "SharedArray");
+                            reinterpret_cast<detail::LockTail*>(tail), c, policy,
+                            "SharedArray");
         },
         &created);
-    attach(std::move(seg), c, created);
+    attach(std::move(seg), c, created, asked);
   }
-  void attach(Segment seg, const detail::LockChoice* lock, bool created) {
+  void attach(Segment seg, const detail::LockChoice* lock, bool created,
+              std::optional<RecoveryPolicy> asked) {
     Base::attach(std::move(seg));
     void* body = this->seg_.body();
     this->attach_lock(static_cast<detail::LockedHead*>(body),
                       reinterpret_cast<const detail::LockTail*>(Layout::tail(body, this->size_)),
-                      lock, created);
+                      lock, created, asked, detail::raw_atomic_v<T>);
   }
 };
 

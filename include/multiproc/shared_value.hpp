@@ -29,20 +29,31 @@
 // (anonymous) or by name (create_only / open_only / open_or_create, checked against T's type code
 // or, for a user's struct, its type name and size).
 //
-// Crashes: a process killed while holding the lock releases it to the next locker. The value may
-// then be half-updated (a killed store() may have copied part of a T), and multiproc never hands it
-// out silently: until someone repairs it, lock() returns a guard whose previous_owner_died() is
-// true, and load(), exchange() and update() throw Error(errc::owner_died). Repair through the
-// guard and call mark_repaired(), or store() a whole new value. With a shared lock, a holder that
-// dies makes every value and array guarded by that lock report it (the lock cannot tell which one
-// the holder was changing): each one throws and reports previous_owner_died() until it is itself
-// repaired or stored; repairing one does not repair the others. A second death concerns them all
-// again. An object created after the death (before the lock is next taken) is not concerned.
+// Crashes: a process killed while holding the lock releases it to the next locker. What happens
+// to the value then is its RecoveryPolicy (recovery_policy.hpp), chosen by the creator and stored
+// in the object, so every process that opens it behaves alike:
+// - recover, the default for an integral or floating-point T of at most 8 bytes with its own lock
+//   (SharedValue<long>, <double>, <bool>...): such a value cannot be torn (one aligned word; store()
+//   writes it with one atomic store), so whatever the dead holder left is the value. The next
+//   operation that takes the lock counts the death in recoveries() and carries on: load() never
+//   throws for it. A counter is then short of the increment the holder died inside of, if any.
+// - strict, the default for everything else (a struct, a wider type, and any value made with a
+//   caller's lock, which exists to keep several objects consistent together): the value may be
+//   half-updated (a killed store() may have copied part of a T, a killed update() done half its
+//   work), and multiproc never hands it out silently: until someone repairs it, lock() returns a
+//   guard whose previous_owner_died() is true, and load(), exchange() and update() throw
+//   Error(errc::owner_died). Repair through the guard and call mark_repaired(), or store() a whole
+//   new value. With a shared lock, a holder that dies makes every value and array guarded by that
+//   lock report it (the lock cannot tell which one the holder was changing): each one throws and
+//   reports previous_owner_died() until it is itself repaired or stored; repairing one does not
+//   repair the others. A second death concerns them all again. An object created after the death
+//   (before the lock is next taken) is not concerned.
 #pragma once
 
 #include <multiproc/detail/locked_object.hpp>
 #include <multiproc/detail/shared_object.hpp>
 #include <multiproc/mutex.hpp>
+#include <multiproc/recovery_policy.hpp>
 #include <multiproc/recursive_mutex.hpp>
 #include <multiproc/segment.hpp>
 
@@ -54,12 +65,13 @@
 namespace multiproc {
 namespace detail {
 
-// Body of a SharedValue segment: the head (with the lock), the value on its own alignment, the
-// external lock's name.
+// Body of a SharedValue segment: the head (with the lock and the recovery policy), the value
+// (aligned to its size when it is 1, 2, 4 or 8 bytes, for single-copy atomic stores), the external
+// lock's name.
 template <class T>
 struct ValueBody {
   LockedHead head;
-  alignas(T) unsigned char storage[sizeof(T)];
+  alignas(raw_alignment_v<T>) unsigned char storage[sizeof(T)];  // a word on its own alignment
   LockTail tail;
   T* value() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
 };
@@ -99,45 +111,67 @@ class SharedValue : public detail::LockedHandle {
   //! Effects: an unnamed value initialised to `initial` (T{} by default), shared with children
   //! forked after this call, with its own lock.
   SharedValue() : SharedValue(T{}) {}
-  explicit SharedValue(const T& initial) : SharedValue(detail::Placement(), initial, nullptr) {}
+  explicit SharedValue(const T& initial) : SharedValue(detail::Placement(), initial, nullptr, {}) {}
+  //! Effects: as above, with the recovery policy `policy` instead of default_recovery_v<T>
+  //! (recovery_policy.hpp; every constructor that creates takes one last). Throws:
+  //! Error(errc::invalid_argument) for recover and a T that is not 1, 2, 4 or 8 bytes.
+  SharedValue(const T& initial, RecoveryPolicy policy)
+      : SharedValue(detail::Placement(), initial, nullptr, policy) {}
   //! Effects: an unnamed value guarded by `lock`, a Mutex or RecursiveMutex of the caller's
   //! (Python's Value('i', 0, lock=lock)): several values may share one lock. The value keeps the
   //! lock alive and hands it to forked children with its handle.
   template <class Lock, class = if_lock<Lock>>
   SharedValue(const T& initial, const Lock& lock)
-      : SharedValue(detail::Placement(), initial, &lock) {}
+      : SharedValue(detail::Placement(), initial, &lock, {}) {}
+  template <class Lock, class = if_lock<Lock>>
+  SharedValue(const T& initial, const Lock& lock, RecoveryPolicy policy)
+      : SharedValue(detail::Placement(), initial, &lock, policy) {}
   //! Effects: creates the value called `name`, initialised to `initial`, with its own lock or
   //! guarded by `lock`, which must then have been made by name (Mutex(create_only, "x")): the
   //! value records the lock's name, and processes that open the value open the lock too.
   //! Throws: Error(errc::invalid_argument) for an anonymous lock; as Segment::create.
   SharedValue(create_only_t t, const Name& name, const T& initial = T{})
-      : SharedValue(detail::Placement(t, name), initial, nullptr) {}
+      : SharedValue(detail::Placement(t, name), initial, nullptr, {}) {}
+  SharedValue(create_only_t t, const Name& name, const T& initial, RecoveryPolicy policy)
+      : SharedValue(detail::Placement(t, name), initial, nullptr, policy) {}
   template <class Lock, class = if_lock<Lock>>
   SharedValue(create_only_t t, const Name& name, const T& initial, const Lock& lock)
-      : SharedValue(detail::Placement(t, name), initial, &lock) {}
+      : SharedValue(detail::Placement(t, name), initial, &lock, {}) {}
+  template <class Lock, class = if_lock<Lock>>
+  SharedValue(create_only_t t, const Name& name, const T& initial, const Lock& lock,
+              RecoveryPolicy policy)
+      : SharedValue(detail::Placement(t, name), initial, &lock, policy) {}
   //! Effects: opens the value called `name`, and its lock: its own, or the external lock whose
-  //! name it recorded. Throws: Error(errc::type_mismatch) when it holds another type,
-  //! Error(errc::wrong_kind) when it is not a SharedValue, as Segment::open; as
-  //! Mutex(open_only, ...) when its external lock no longer exists.
+  //! name it recorded; its recovery policy is the one its creator chose. Throws:
+  //! Error(errc::type_mismatch) when it holds another type, Error(errc::wrong_kind) when it is
+  //! not a SharedValue, as Segment::open; as Mutex(open_only, ...) when its external lock no
+  //! longer exists; Error(errc::corrupt) for a recovery policy no creator could have stored.
   SharedValue(open_only_t, const Name& name) {
     const ElementType element = ElementType::of<T>();
-    attach(Segment::open(name, Kind::value, &element), nullptr, false);
+    attach(Segment::open(name, Kind::value, &element), nullptr, false, {});
   }
   //! Effects: opens `name` (as open_only), or creates it initialised to `initial` (with `lock`
-  //! when given). Throws: as those, and Error(errc::type_mismatch) when it exists guarded by
-  //! another lock than `lock`.
+  //! and `policy` when given). Throws: as those, and Error(errc::type_mismatch) when it exists
+  //! guarded by another lock than `lock`, or with another policy than `policy`.
   SharedValue(open_or_create_t t, const Name& name, const T& initial = T{})
-      : SharedValue(detail::Placement(t, name), initial, nullptr) {}
+      : SharedValue(detail::Placement(t, name), initial, nullptr, {}) {}
+  SharedValue(open_or_create_t t, const Name& name, const T& initial, RecoveryPolicy policy)
+      : SharedValue(detail::Placement(t, name), initial, nullptr, policy) {}
   template <class Lock, class = if_lock<Lock>>
   SharedValue(open_or_create_t t, const Name& name, const T& initial, const Lock& lock)
-      : SharedValue(detail::Placement(t, name), initial, &lock) {}
+      : SharedValue(detail::Placement(t, name), initial, &lock, {}) {}
+  template <class Lock, class = if_lock<Lock>>
+  SharedValue(open_or_create_t t, const Name& name, const T& initial, const Lock& lock,
+              RecoveryPolicy policy)
+      : SharedValue(detail::Placement(t, name), initial, &lock, policy) {}
 
   // load/store/exchange/update stay inline: an uncontended call is the lock's inline fast path
   // plus one copy of T.
 
   //! Returns: a copy of the value, taken under the lock.
-  //! Throws: Error(errc::owner_died) while the value may be half-updated by a process that died
-  //! holding the lock (see Guard::mark_repaired); the same goes for exchange() and update().
+  //! Throws: under RecoveryPolicy::strict, Error(errc::owner_died) while the value may be
+  //! half-updated by a process that died holding the lock (see Guard::mark_repaired); the same
+  //! goes for exchange() and update(). Under recover they recover (see recoveries()).
   T load() const {
     detail::MutexScope scope(lock_, seg_.describe());
     require_consistent();
@@ -146,14 +180,16 @@ class SharedValue : public detail::LockedHandle {
   //! Effects: replaces the value under the lock (which also repairs one left half-updated).
   void store(const T& v) const {
     detail::MutexScope scope(lock_, seg_.describe());
-    *value_ = v;
-    detail::data_repaired(lock_, head_);
+    detail::raw_store(value_, v);  // one atomic store for a T of 1, 2, 4 or 8 bytes: never torn
+    stored_whole();
   }
   //! Effects: replaces the value under the lock. Returns: the previous value.
   T exchange(const T& v) const {
     detail::MutexScope scope(lock_, seg_.describe());
     require_consistent();
-    return std::exchange(*value_, v);
+    const T old = *value_;
+    detail::raw_store(value_, v);
+    return old;
   }
   //! Effects: runs f(T&) under the lock. Returns: what f returns. With a shared RecursiveMutex,
   //! f may update another value guarded by the same lock; with a shared Mutex that throws
@@ -176,6 +212,15 @@ class SharedValue : public detail::LockedHandle {
   Mutex mutex() const { return Mutex(lock_segment(false), lock_); }
   //! The RecursiveMutex the value was made with. Throws: Error(errc::wrong_kind) otherwise.
   RecursiveMutex recursive_mutex() const { return RecursiveMutex(lock_segment(true), lock_); }
+  //! The policy its creator chose (recovery_policy.hpp).
+  RecoveryPolicy recovery_policy() const noexcept { return policy_; }
+  //! Returns: how many times a process died holding its lock and the value was recovered from
+  //! silently (RecoveryPolicy::recover; always 0 under strict), counted by whichever process
+  //! took the lock next, shared by every process (a snapshot; wraps at 2^32).
+  std::uint32_t recoveries() const noexcept {
+    // relaxed: a snapshot; the increments are made under the lock
+    return head_->recoveries.load(std::memory_order_relaxed);
+  }
 
  private:
   using Body = detail::ValueBody<T>;
@@ -183,28 +228,33 @@ class SharedValue : public detail::LockedHandle {
 
   // The one constructor behind the anonymous, create_only and open_or_create ones.
   // `lock`: the caller's lock, nullptr for its own.
-  SharedValue(const detail::Placement& where, const T& initial, const detail::RobustLock* lock) {
+  SharedValue(const detail::Placement& where, const T& initial, const detail::RobustLock* lock,
+              std::optional<RecoveryPolicy> asked) {
     std::optional<detail::LockChoice> choice;
     if (lock != nullptr) {
       choice = detail::choose_lock(
           *lock, detail::describe_object<T>(Kind::value, where.name()), where.name());
     }
     const detail::LockChoice* c = choice ? &*choice : nullptr;
+    const RecoveryPolicy policy = detail::choose_policy(
+        asked, default_recovery_v<T> == RecoveryPolicy::recover, detail::raw_atomic_v<T>, c,
+        detail::describe_object<T>(Kind::value, where.name()));
     bool created = true;
     Segment seg = where.make(detail::body_layout<Body>(Kind::value, ElementType::of<T>(), 1),
                              [&](void* p) {
                                auto* body = static_cast<Body*>(p);
-                               detail::init_lock(&body->head, &body->tail, c, "SharedValue");
+                               detail::init_lock(&body->head, &body->tail, c, policy, "SharedValue");
                                ::new (static_cast<void*>(body->storage)) T(initial);
                              },
                              &created);
-    attach(std::move(seg), c, created);
+    attach(std::move(seg), c, created, asked);
   }
-  void attach(Segment seg, const detail::LockChoice* lock, bool created) {
+  void attach(Segment seg, const detail::LockChoice* lock, bool created,
+              std::optional<RecoveryPolicy> asked) {
     seg.expect_body_size(sizeof(Body));
     seg_ = std::move(seg);
     auto* body = static_cast<Body*>(seg_.body());
-    attach_lock(&body->head, &body->tail, lock, created);
+    attach_lock(&body->head, &body->tail, lock, created, asked, detail::raw_atomic_v<T>);
     value_ = body->value();
   }
 

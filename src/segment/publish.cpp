@@ -189,7 +189,7 @@ std::shared_ptr<SegmentImpl> try_create(const Name& name, const SegmentLayout& l
     if (fd.get() < 0) {
       throw Error::from_errno(errno, what + ": cannot create an unnamed file in /dev/shm");
     }
-    ::fchmod(fd.get(), kPermissions);
+    apply_permissions(fd.get(), name, what);  // mode and group (segment.cpp), before linking
     if (::ftruncate(fd.get(), static_cast<off_t>(total)) != 0) {
       throw Error::from_errno(errno, what + ": cannot size the new segment");
     }

@@ -24,6 +24,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <grp.h>
+#include <optional>
 #include <pwd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -52,31 +54,121 @@ void copy_header(const void* mapped, SegmentHeader* out) noexcept {
   std::memcpy(static_cast<void*>(out), mapped, detail::kHeaderSize);
 }
 
-// Refuses a file another user owns or others may write, unless the name allows it.
-void check_owner(const struct stat& st, const Name& name, const std::string& what) {
-  if (name.foreign_allowed()) return;
-  const uid_t me = ::geteuid();
-  const bool foreign = st.st_uid != me;
-  const bool writable = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
-  if (!foreign && !writable) return;
-  std::string owner = "uid " + std::to_string(st.st_uid);
+// "uid 33 (www-data)": a uid and, when it has one, its user name.
+std::string describe_user(uid_t uid) {
+  std::string s = "uid " + std::to_string(uid);
   struct passwd pw {};
   struct passwd* found = nullptr;
   std::vector<char> buf(4096);
-  if (::getpwuid_r(st.st_uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
-    owner += std::string(" (") + found->pw_name + ")";
+  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    s += std::string(" (") + found->pw_name + ")";
   }
+  return s;
+}
+
+// Refuses a file another user owns or others may write, unless the name allows it: with
+// trust_owner(name, u), a file of u (or ours) that its group may write is accepted.
+void check_owner(const struct stat& st, const Name& name, const std::string& what) {
+  if (name.foreign_allowed()) return;
+  const uid_t me = ::geteuid();
+  const std::optional<uid_t> trusted = name.trusted_owner();
+  const bool foreign = st.st_uid != me && !(trusted && st.st_uid == *trusted);
+  const bool group_writable = (st.st_mode & S_IWGRP) != 0;
+  const bool others_writable = (st.st_mode & S_IWOTH) != 0;
+  const bool writable = others_writable || (group_writable && !trusted);
+  if (!foreign && !writable) return;
+  const std::string owner = describe_user(st.st_uid);
   char mode[8];
   std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
   std::string msg = what + ": refusing to open " + shm_path(name.str()) + ": it belongs to " +
                     owner + ", mode " + mode;
   if (foreign) msg += "; this process runs as uid " + std::to_string(me);
-  if (writable) msg += "; group or others may write it";
-  msg += " (pass multiproc::allow_foreign(name) to open it anyway)";
+  if (trusted) msg += " and trusts " + describe_user(*trusted);
+  if (writable) msg += trusted ? "; others may write it" : "; group or others may write it";
+  if (!trusted || foreign) {
+    msg += " (to share it on purpose, open it as multiproc::trust_owner(name, " +
+           std::to_string(st.st_uid) + "); multiproc::allow_foreign(name) opens it anyway)";
+  } else {
+    msg += " (multiproc::allow_foreign(name) opens it anyway)";
+  }
   throw Error(std::error_code(EACCES, std::system_category()), msg);
 }
 
+void apply_permissions(int fd, const Name& name, const std::string& what) {
+  const Permissions& p = name.permissions();
+  if (const std::optional<gid_t> group = p.group()) {
+    if (::fchown(fd, static_cast<uid_t>(-1), *group) != 0) {
+      throw Error::from_errno(errno, what + ": cannot give the new segment to group " +
+                                         std::to_string(*group) +
+                                         " (needs root or membership of the group)");
+    }
+  }
+  // fchmod, not the mode given to open(): the umask does not apply to it.
+  if (::fchmod(fd, p.mode()) != 0) {
+    throw Error::from_errno(errno, what + ": cannot set the new segment's mode");
+  }
+}
+
 }  // namespace detail::seg
+
+namespace {
+
+// A number written in decimal, or nothing.
+std::optional<unsigned long> decimal(const std::string& s) {
+  if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  return std::stoul(s);
+}
+
+}  // namespace
+
+Permissions::Permissions(unsigned mode) : mode_(mode) {
+  if (mode != 0600 && mode != 0660 && mode != 0606 && mode != 0666) {
+    char shown[16];
+    std::snprintf(shown, sizeof shown, "%04o", mode);
+    throw Error(errc::invalid_argument,
+                std::string("multiproc::Permissions: mode ") + shown +
+                    ": objects are opened read-write, so the mode is 0600, 0660, 0606 or 0666");
+  }
+}
+
+Permissions::Permissions(unsigned mode, gid_t group) : Permissions(mode) { group_ = group; }
+
+Permissions::Permissions(unsigned mode, const std::string& group) : Permissions(mode) {
+  struct group gr {};
+  struct group* found = nullptr;
+  std::vector<char> buf(16384);
+  if (::getgrnam_r(group.c_str(), &gr, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    group_ = found->gr_gid;
+  } else if (const auto n = decimal(group)) {
+    group_ = static_cast<gid_t>(*n);
+  } else {
+    throw Error(errc::not_found, "multiproc::Permissions: no group called '" + group + "'");
+  }
+}
+
+Name with_permissions(Name name, const Permissions& permissions) {
+  name.permissions_ = permissions;
+  return name;
+}
+
+Name trust_owner(Name name, uid_t owner) {
+  name.trusted_owner_ = owner;
+  return name;
+}
+
+Name trust_owner(Name name, const std::string& user) {
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  std::vector<char> buf(16384);
+  if (::getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    return trust_owner(std::move(name), found->pw_uid);
+  }
+  if (const auto n = decimal(user)) return trust_owner(std::move(name), static_cast<uid_t>(*n));
+  throw Error(errc::not_found, "multiproc::trust_owner: no user called '" + user + "' (to trust '" +
+                                   name.str() + "')");
+}
 
 namespace {
 

@@ -95,6 +95,10 @@ void copy_header(const void* mapped, SegmentHeader* out) noexcept;
 //! Refuses a file (`st`: its fstat) another user owns or others may write, unless the name allows
 //! it. Throws: Error(EACCES) naming the object, the owner (uid and user name) and the mode.
 void check_owner(const struct stat& st, const Name& name, const std::string& what);
+//! Gives a new segment's file (`fd`, not yet linked under its name) the mode and group of
+//! name.permissions(). Throws: Error from errno naming the object (EPERM for a group the
+//! creator may not give files to).
+void apply_permissions(int fd, const Name& name, const std::string& what);
 
 // header.cpp
 std::size_t body_offset_for(const SegmentLayout& layout);
