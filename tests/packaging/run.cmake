@@ -134,9 +134,12 @@ if(MODE STREQUAL "find_package" OR MODE STREQUAL "shared")
     run_step("configure the shared library" ${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${lib_build}
       ${common_args} -DBUILD_SHARED_LIBS=ON -DMULTIPROC_INSTALL=ON -DMULTIPROC_TESTS=OFF
       -DMULTIPROC_SAMPLES=OFF -DMULTIPROC_BENCH=OFF)
-    run_step("build the shared library" ${CMAKE_COMMAND} --build ${lib_build} --target multiproc
-      --parallel 2)
+    run_step("build the shared library" ${CMAKE_COMMAND} --build ${lib_build}
+      --target multiproc multiproc-ls --parallel 2)  # the inspector is installed with it
     run_step("install the shared library" ${CMAKE_COMMAND} --install ${lib_build} --prefix ${prefix})
+    if(NOT EXISTS ${prefix}/bin/multiproc-ls)
+      message(FATAL_ERROR "the install tree has no ${prefix}/bin/multiproc-ls")
+    endif()
     file(REMOVE_RECURSE ${work}/build)
   endif()
   check_install(${prefix} ${shared})
