@@ -166,6 +166,27 @@ void Server::remove_names() const {
   for (const std::string& e : shm_entries_of(port_)) ::shm_unlink(("/" + e).c_str());
 }
 
+// The children of `pid` (from its main thread's /proc children list).
+std::vector<int> children_of(pid_t pid) {
+  std::vector<int> out;
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children").c_str(), "r");
+  if (f == nullptr) return out;
+  int c = 0;
+  while (std::fscanf(f, "%d", &c) == 1) out.push_back(c);
+  std::fclose(f);
+  return out;
+}
+
+// /proc/<pid>/cmdline with its NULs as spaces ("" if unreadable).
+std::string cmdline_of(int pid) {
+  std::string s;
+  if (FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/cmdline").c_str(), "r")) {
+    for (int c; (c = std::fgetc(f)) != EOF;) s += c == 0 ? ' ' : static_cast<char>(c);
+    std::fclose(f);
+  }
+  return s;
+}
+
 // Whether the port can be bound again (nobody listens on it any more).
 bool port_free(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -196,8 +217,29 @@ BOOST_AUTO_TEST_CASE(serves_counts_and_shuts_down_clean, *boost::unit_test::time
   BOOST_TEST(seen.size() == 50u);
   BOOST_TEST(*seen.begin() == 1);
   BOOST_TEST(*seen.rbegin() == 50);
+  // One worker is exec'd (the program run again, handed the objects and the socket): it is there,
+  // and it answers and counts in the same counter.
+  int exec_worker = 0;  // polled: /proc shows the new command line a moment after the exec
+  std::string seen_children;
+  const bool found = eventually([&] {
+    seen_children.clear();
+    for (int child : children_of(s.pid())) {
+      const std::string cmd = cmdline_of(child);
+      seen_children += std::to_string(child) + ": " + cmd + "; ";
+      if (cmd.find("--exec-worker") != std::string::npos) exec_worker = child;
+    }
+    return exec_worker > 0;
+  }, 20s);
+  BOOST_TEST_REQUIRE(found, "children: " << seen_children);
+  long extra = 0;
+  BOOST_TEST(eventually([&] {
+    Hit h;
+    if (!parse_hit(get(s.port(), "/"), h)) return false;
+    ++extra;
+    return h.pid == exec_worker && h.n == 50 + extra;
+  }, 20s));
   BOOST_TEST(get(s.port(), "/nope").find("404") != std::string::npos);
-  BOOST_TEST(stats_hits(s.port()) == 50);
+  BOOST_TEST(stats_hits(s.port()) == 50 + extra);
   BOOST_TEST(s.stop() == 0);
   BOOST_TEST(shm_entries_of(s.port()).empty());
 }

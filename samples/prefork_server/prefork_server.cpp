@@ -1,9 +1,11 @@
 // A pre-fork HTTP server on 127.0.0.1, built the way nginx or gunicorn run: a master that owns
-// the listening socket and the shared objects, N forked workers accepting on that one socket, a
-// logger process draining a Queue of log lines, workers replaced when they die, and a clean
-// shutdown on SIGTERM or SIGINT that leaves /dev/shm as it was.
+// the listening socket and the shared objects, N forked workers and one exec'd worker (this
+// program run again with --exec-worker, handed the objects and the socket by key) accepting on
+// that one socket, a logger process draining a Queue of log lines, workers replaced when they
+// die, and a clean shutdown on SIGTERM or SIGINT that leaves /dev/shm as it was. The master's
+// supervisor loop is one mp::wait on its children and a signal pipe.
 //
-//   prefork_server [port=8080] [workers=4]      (port 0: any free port; the chosen one is printed)
+//   prefork_server [port=8080] [forked workers=4]   (port 0: any free port; the one chosen is printed)
 //
 //   GET /        counts a hit and answers "hit <n> by <pid>": n is this hit's number
 //   GET /stats   answers "hits <n> restarts <r>" without counting
@@ -29,6 +31,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <string>
 #include <sys/socket.h>
@@ -41,7 +44,14 @@ using namespace std::chrono_literals;
 namespace {
 
 volatile std::sig_atomic_t g_stop = 0;
-void on_stop_signal(int) { g_stop = 1; }
+int g_signal_pipe = -1;  // the write end; the supervisor waits on the read end
+void on_stop_signal(int) {
+  g_stop = 1;
+  const int saved = errno;
+  const char c = 's';
+  [[maybe_unused]] const ssize_t n = ::write(g_signal_pipe, &c, 1);  // full: a byte is there
+  errno = saved;
+}
 
 [[noreturn]] void die(const char* what) {
   std::fprintf(stderr, "prefork_server: %s: %s\n", what, std::strerror(errno));
@@ -103,18 +113,17 @@ std::string response(int status, const std::string& body) {
 }
 
 // The master's SIGTERM/SIGINT handler only sets its flag: a child that kept it would ignore the
-// master's terminate(). Children start with both blocked (start_child), set their own, unblock.
-void own_signals() {
-  std::signal(SIGTERM, SIG_DFL);  // SIGTERM ends a worker or the logger
-  std::signal(SIGINT, SIG_IGN);   // Ctrl-C in a terminal reaches the master, which stops us
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGTERM);
-  sigaddset(&stop, SIGINT);
-  ::sigprocmask(SIG_UNBLOCK, &stop, nullptr);  // a SIGTERM sent meanwhile arrives now
+// master's terminate(). mp::ChildOptions' defaults reset handlers and unblock the mask in the
+// child; start_child blocks both signals across the fork, so one sent before the child's handlers
+// are reset waits until they are, and then ends it. SIGINT (Ctrl-C reaches the whole process
+// group) is left to the master, which stops everyone.
+mp::ChildOptions child_options() {
+  mp::ChildOptions o;
+  o.setup = [] { std::signal(SIGINT, SIG_IGN); };
+  return o;
 }
 
-// Starts p with SIGTERM and SIGINT blocked across the fork (see own_signals).
+// Starts p with SIGTERM and SIGINT blocked across the fork (see child_options).
 void start_child(mp::Process& p) {
   sigset_t stop, old;
   sigemptyset(&stop);
@@ -139,7 +148,6 @@ struct Shared {
 
 // A worker: accept, answer, log; forever (until SIGTERM or SIGKILL).
 int serve(int listen_fd, const Shared& s) {
-  own_signals();
   const std::string me = std::to_string(::getpid());
   for (;;) {
     const int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -175,7 +183,6 @@ int serve(int listen_fd, const Shared& s) {
 
 // The logger: one line per request on stderr, until the queue is closed and drained.
 int drain_log(const mp::Queue<std::string>& log) {
-  own_signals();
   try {
     for (;;) {
       const std::string line = log.get();
@@ -189,12 +196,23 @@ int drain_log(const mp::Queue<std::string>& log) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "--exec-worker") == 0) {
+    // The exec'd worker: everything it needs comes from the master's handover, by key.
+    std::signal(SIGINT, SIG_IGN);
+    const Shared s{mp::inherited<mp::SharedValue<long>>("hits"),
+                   mp::inherited<mp::SharedValue<long>>("restarts"),
+                   mp::inherited<mp::Queue<std::string>>("log")};
+    return serve(mp::inherited_fd("listen"), s);
+  }
   const int port = argc > 1 ? std::atoi(argv[1]) : 8080;
-  const int workers = argc > 2 ? std::atoi(argv[2]) : 4;
-  if (argc > 3 || port < 0 || port > 65535 || workers < 1 || workers > 256) {
-    std::fprintf(stderr, "usage: prefork_server [port=8080] [workers=4, 1..256]\n");
+  const int forked = argc > 2 ? std::atoi(argv[2]) : 4;
+  if (argc > 3 || port < 0 || port > 65535 || forked < 1 || forked > 256) {
+    std::fprintf(stderr, "usage: prefork_server [port=8080] [forked workers=4, 1..256]\n");
     return 2;
   }
+  int sig_pipe[2];
+  if (::pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) die("pipe2");
+  g_signal_pipe = sig_pipe[1];
   struct sigaction sa{};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
@@ -207,32 +225,53 @@ int main(int argc, char** argv) {
            mp::SharedValue<long>(mp::create_only, prefix + "restarts", 0),
            mp::Queue<std::string>(mp::create_only, prefix + "log", 4096)};
 
-  std::printf("prefork_server: listening on 127.0.0.1:%d pid %d\n", bound_port(listen_fd),
-              static_cast<int>(::getpid()));
-  std::fflush(stdout);
 
+  // Children are daemons (SIGKILLed when the master dies), named (ps and pgrep show the name),
+  // and start with default signal handlers (child_options).
   auto start_logger = [&] {
     mp::Process p(drain_log, s.log);
-    p.set_name("prefork-logger").set_daemon(true);  // a daemon dies with the master
+    p.set_name("prefork-logger").set_daemon(true).set_options(child_options());
     start_child(p);
     return p;
   };
   auto start_worker = [&](int i) {
     mp::Process p(serve, listen_fd, s);
-    p.set_name("prefork-worker-" + std::to_string(i)).set_daemon(true);
+    mp::ChildOptions o = child_options();
+    o.close_fds = true;  // nothing the master opened but the socket (multiproc objects need none)
+    o.keep_fds = {listen_fd};
+    p.set_name("prefork-worker-" + std::to_string(i)).set_daemon(true).set_options(o);
     start_child(p);
     return p;
   };
+  auto start_exec_worker = [&](int i) {
+    mp::Command me;  // this program again, as its exec'd worker
+    char self[4096];  // the program's own path: ps then shows its name, not "exe"
+    const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    me.path = n > 0 ? std::string(self, static_cast<std::size_t>(n)) : "/proc/self/exe";
+    me.argv = {argv[0], "--exec-worker"};
+    mp::Process p(std::move(me));
+    p.pass("hits", s.hits).pass("restarts", s.restarts).pass("log", s.log);
+    p.pass_fd("listen", listen_fd);
+    p.set_name("prefork-worker-" + std::to_string(i)).set_daemon(true).set_options(child_options());
+    start_child(p);
+    return p;
+  };
+  auto start = [&](int i) { return i < forked ? start_worker(i) : start_exec_worker(i); };
   mp::Process logger = start_logger();
   std::vector<mp::Process> pool;
-  for (int i = 0; i < workers; ++i) pool.push_back(start_worker(i));
+  for (int i = 0; i <= forked; ++i) pool.push_back(start(i));  // the last one exec'd
+  // Ready: every child started (the exec'd one has exec'd).
+  std::printf("prefork_server: listening on 127.0.0.1:%d pid %d\n", bound_port(listen_fd),
+              static_cast<int>(::getpid()));
+  std::fflush(stdout);
 
-  // Supervise: sleep until a child ends (or 100 ms pass, to look at the stop flag), replace it.
+  // Supervise: one wait on every child and the signal pipe; a child that ended is replaced.
   while (g_stop == 0) {
     std::vector<mp::Waitable> children(pool.begin(), pool.end());
     children.emplace_back(logger);
-    for (std::size_t i : mp::wait(children, 100ms)) {
-      if (g_stop != 0) break;
+    children.push_back(mp::Waitable::fd(sig_pipe[0]));
+    for (std::size_t i : mp::wait(children)) {
+      if (g_stop != 0 || i > pool.size()) break;  // the signal pipe: stop
       mp::Process& dead = i < pool.size() ? pool[i] : logger;
       dead.join();
       const int code = dead.exitcode().value_or(0);
@@ -241,7 +280,7 @@ int main(int argc, char** argv) {
                               : "exited with " + std::to_string(code)) +
                     "; starting another");
       s.restarts.update([](long& r) { ++r; });
-      dead = i < pool.size() ? start_worker(static_cast<int>(i)) : start_logger();
+      dead = i < pool.size() ? start(static_cast<int>(i)) : start_logger();
     }
   }
 
@@ -255,5 +294,7 @@ int main(int argc, char** argv) {
     logger.join();
   }
   ::close(listen_fd);
+  ::close(sig_pipe[0]);
+  ::close(sig_pipe[1]);
   return 0;  // the shared objects' names go with their handles
 }
