@@ -26,6 +26,24 @@ constexpr std::size_t kMaxPrefixLength = 48;  // "mp." + 48 + a 200-character na
 // No lock, so a fork while another thread sets it leaves nothing locked in the child.
 std::atomic<const std::string*> g_prefix{nullptr};
 
+// Every prefix string ever made, on a list that stays reachable from this global (so that the
+// ones replaced are kept, and a leak checker sees them as kept rather than lost).
+struct KeptPrefix {
+  std::string text;
+  KeptPrefix* next;
+};
+std::atomic<KeptPrefix*> g_kept{nullptr};
+
+// A new immutable prefix string, kept for the life of the process.
+const std::string* keep_prefix(std::string text) {
+  auto* k = new KeptPrefix{std::move(text), g_kept.load(std::memory_order_relaxed)};
+  // release: the node is complete before it is reachable from g_kept (only kept, never read).
+  while (!g_kept.compare_exchange_weak(k->next, k, std::memory_order_release,
+                                       std::memory_order_relaxed)) {
+  }
+  return &k->text;
+}
+
 std::string checked_prefix(std::string_view prefix, const char* source) {
   auto bad = [&](const std::string& why) {
     throw Error(errc::invalid_argument, std::string("multiproc: name prefix '") +
@@ -45,12 +63,12 @@ const std::string& current_prefix() {
   const std::string* p = g_prefix.load(std::memory_order_acquire);
   if (p != nullptr) return *p;
   const char* env = std::getenv("MULTIPROC_PREFIX");
-  auto* fresh = new std::string(checked_prefix(env != nullptr ? env : "", "MULTIPROC_PREFIX"));
+  const std::string* fresh =
+      keep_prefix(checked_prefix(env != nullptr ? env : "", "MULTIPROC_PREFIX"));
   const std::string* expected = nullptr;
   // release: publishes *fresh; pairs with the acquire above.
   if (g_prefix.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel)) return *fresh;
-  delete fresh;  // another thread was first
-  return *expected;
+  return *expected;  // another thread was first (ours stays kept, unused)
 }
 }  // namespace
 
@@ -138,9 +156,10 @@ Name allow_foreign(Name name) {
 }
 
 void set_name_prefix(std::string_view prefix) {
-  auto* fresh = new std::string(detail::seg::checked_prefix(prefix, "set_name_prefix"));
+  const std::string* fresh =
+      detail::seg::keep_prefix(detail::seg::checked_prefix(prefix, "set_name_prefix"));
   // release: publishes *fresh; pairs with the acquire in current_prefix(). The old string stays
-  // allocated (see g_prefix).
+  // allocated (see g_kept).
   detail::seg::g_prefix.store(fresh, std::memory_order_release);
 }
 
