@@ -85,7 +85,8 @@ def python_server(port_out, workers):
 
 
 def start_multiproc(server, workers):
-    p = subprocess.Popen([server, "0", str(workers)], stdout=subprocess.PIPE,
+    # The sample runs N forked workers and one exec'd: N = workers - 1, the same total as Python.
+    p = subprocess.Popen([server, "0", str(max(1, workers - 1))], stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True)
     m = re.search(r"127\.0\.0\.1:(\d+)", p.stdout.readline())
     return p, int(m.group(1))
