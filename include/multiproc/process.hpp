@@ -163,11 +163,13 @@ std::optional<ProcessInfo> parent_process();
 std::vector<ProcessInfo> active_children();
 
 //! A program for an exec'd child (Python's subprocess arguments): see the header comment.
+// Every member has a default, so Command{path} and Command{path, argv} are complete (no
+// -Wmissing-field-initializers).
 struct Command {
-  std::string path;                              //!< the program, run as given (no PATH search)
-  std::vector<std::string> argv;                 //!< argv[0] first; empty: {path}
-  std::optional<std::vector<std::string>> env;   //!< "NAME=value" each; nullopt: this process's
-  std::string cwd;                               //!< empty: this process's working directory
+  std::string path = {};                                   //!< the program, run as given (no PATH search)
+  std::vector<std::string> argv = {};                      //!< argv[0] first; empty: {path}
+  std::optional<std::vector<std::string>> env = std::nullopt;  //!< "NAME=value" each; nullopt: this process's
+  std::string cwd = {};                                    //!< empty: this process's working directory
 };
 
 namespace detail {

@@ -244,12 +244,11 @@ int main(int argc, char** argv) {
     return p;
   };
   auto start_exec_worker = [&](int i) {
-    mp::Command me;  // this program again, as its exec'd worker
-    char self[4096];  // the program's own path: ps then shows its name, not "exe"
+    // This program again, as its exec'd worker (by its own path: ps then shows its name).
+    char self[4096];
     const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-    me.path = n > 0 ? std::string(self, static_cast<std::size_t>(n)) : "/proc/self/exe";
-    me.argv = {argv[0], "--exec-worker"};
-    mp::Process p(std::move(me));
+    mp::Process p(mp::Command{n > 0 ? std::string(self, static_cast<std::size_t>(n)) : "/proc/self/exe",
+                              {argv[0], "--exec-worker"}});
     p.pass("hits", s.hits).pass("restarts", s.restarts).pass("log", s.log);
     p.pass_fd("listen", listen_fd);
     p.set_name("prefork-worker-" + std::to_string(i)).set_daemon(true).set_options(child_options());
