@@ -29,6 +29,8 @@ class Category final : public std::error_category {
       case errc::remote_error: return "remote error";
       case errc::broken_pool: return "broken pool";
       case errc::owner_died: return "a lock holder died";
+      case errc::disconnected: return "disconnected";
+      case errc::cancelled: return "cancelled";
     }
     return "unknown multiproc error";
   }

@@ -34,6 +34,8 @@ enum class errc {
   broken_pool,       //!< a worker died while running a task (multiproc::BrokenPool)
   // 17 was timed_out, never used: left free so that the values below keep their numbers
   owner_died = 18,   //!< a process died holding the lock of this data, which may be half-updated
+  disconnected,      //!< the server at the other end (a Manager's process) died or went away
+  cancelled,         //!< a Future whose call was cancelled before it ran (multiproc::CancelledError)
 };
 
 }  // namespace multiproc
@@ -110,6 +112,12 @@ class RemoteError : public Error {
 class BrokenPool : public Error {
  public:
   explicit BrokenPool(const std::string& message) : Error(errc::broken_pool, message) {}
+};
+
+//! Future::result() on a future that was cancelled (Python's concurrent.futures.CancelledError).
+class CancelledError : public Error {
+ public:
+  explicit CancelledError(const std::string& message) : Error(errc::cancelled, message) {}
 };
 
 }  // namespace multiproc

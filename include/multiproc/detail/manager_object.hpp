@@ -1,0 +1,99 @@
+// multiproc/detail/manager_object.hpp — private: the seam between a Manager's transport and the
+// objects it serves.
+//
+// A Manager's server process holds named objects, each of a *kind*: "dict", "list", "namespace",
+// "value", "queue", "lock", "event", or a C++ type registered by the user. The transport
+// (src/manager/) receives a client's request, finds the object and calls Object::call on the
+// client's own server thread; the object never sees the transport. On the client side a proxy
+// (DictProxy, QueueProxy, ...) holds an ObjectRef and sends (op, Codec-encoded arguments) through
+// it. So a kind is two small pieces: an Object subclass registered with register_kind (server
+// side) and a proxy class over ObjectRef (client side), agreeing on op numbers and encodings.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <sys/types.h>
+
+namespace multiproc {
+class Manager;
+}
+
+namespace multiproc::detail::manager {
+
+//! A client connection as the server sees it.
+class Session {
+ public:
+  virtual ~Session() = default;
+  //! Unique within the manager's life, never 0.
+  virtual std::uint64_t id() const noexcept = 0;
+  //! The client's process.
+  virtual pid_t pid() const noexcept = 0;
+  //! Whether the client is gone (closed its connection, or died). A blocking operation (a queue
+  //! get, a lock acquire, an event wait) waits in slices of at most 100 ms and gives up, with
+  //! nothing taken, when this turns true.
+  virtual bool gone() const = 0;
+};
+
+//! A named object in the manager.
+class Object {
+ public:
+  virtual ~Object() = default;
+  //! Applies operation `op` to this object with Codec-encoded `args`, on behalf of `from`.
+  //! Returns: the Codec-encoded reply. Several sessions call at once, each on its own thread: the
+  //! object serialises itself. A call is applied whole or not at all — check everything, and
+  //! throw, before changing anything. May block (see Session::gone).
+  //! Throws: multiproc::Error, sent back to the caller, who throws an Error with the same code and
+  //! message (name the object and the problem in it).
+  virtual std::string call(Session& from, std::uint32_t op, std::string_view args) = 0;
+  //! The session ended (closed or died): release what it held (a lock it had acquired).
+  virtual void session_ended(Session& /*who*/) {}
+};
+
+//! Makes an object of a kind: `name` is the object's name, `create_args` what the proxy sent
+//! when it asked for the object first (e.g. a queue's capacity). Throws: multiproc::Error.
+using Factory =
+    std::function<std::unique_ptr<Object>(std::string_view name, std::string_view create_args)>;
+
+//! Registers a kind in this process. A manager's server serves the kinds registered in the
+//! process that started it, at the time it started it (it is forked from there). Thread-safe.
+//! Throws: Error(errc::already_exists) if `kind` is taken; Error(errc::invalid_argument) for an
+//! empty kind.
+void register_kind(std::string kind, Factory make);
+//! Returns: the factory of `kind`, or nullptr. Thread-safe.
+std::shared_ptr<const Factory> find_kind(std::string_view kind);
+
+struct ClientState;  // the transport's per-manager client state (src/manager/)
+
+//! A client's handle on one named object of a manager: what proxies hold. Copyable; copies may be
+//! used from several threads and from forked children (each process talks to the manager over
+//! its own connection).
+class ObjectRef {
+ public:
+  ObjectRef() = default;
+  //! Sends (op, args) to the object and returns its reply.
+  //! Throws: the Error the object threw (same code and message); Error(errc::disconnected) naming
+  //! the manager if its process died or shut down — within 100 ms, never a hang.
+  std::string call(std::uint32_t op, std::string_view args) const;
+  const std::string& name() const noexcept { return name_; }
+  const std::string& kind() const noexcept { return kind_; }
+
+ private:
+  friend ObjectRef open(const Manager&, std::string_view, std::string_view, std::string_view);
+  std::shared_ptr<ClientState> client_;
+  std::uint64_t id_ = 0;  // the server's id of the object
+  std::string kind_;
+  std::string name_;
+};
+
+//! Returns: a reference to the object `name` of `kind` in `manager`, created with `create_args`
+//! if it does not exist yet (an empty name: a new object with a fresh unique name).
+//! Throws: Error(errc::wrong_kind) if `name` holds another kind; Error(errc::not_found) for a kind
+//! the manager's server does not know; Error(errc::disconnected) as ObjectRef::call.
+ObjectRef open(const Manager& manager, std::string_view kind, std::string_view name,
+               std::string_view create_args);
+
+}  // namespace multiproc::detail::manager
