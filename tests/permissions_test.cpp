@@ -5,6 +5,7 @@
 #include "support/support.hpp"
 
 #include <csignal>
+#include <cstdlib>
 #include <grp.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -229,6 +230,42 @@ BOOST_AUTO_TEST_CASE(names_across_users_liveness_and_removal,
   removed.signal();
   BOOST_REQUIRE(creator.join_for(30s));
   BOOST_TEST(*creator.exitcode() == 0);
+}
+
+
+BOOST_AUTO_TEST_CASE(a_dead_creators_name_another_user_may_not_remove_says_so,
+                     *boost::unit_test::timeout(60) *
+                         boost::unit_test::precondition(running_as_root)) {
+  // A root process creates a name the second user may open, and dies without removing it. The
+  // second user sees a dead creator but cannot unlink root's file in the sticky /dev/shm: its
+  // create must say so and name the owner — not retry and report a name "re-created by others".
+  const std::string name = unique_name("orphan");
+  CHECK_CHILD([&] {
+    mp::SharedValue<long> v(mp::create_only, mp::with_permissions(name, {0660, kGid}), 7);
+    std::_Exit(0);  // no destructor: the name stays behind with a dead creator
+    return 1;
+  });
+  BOOST_REQUIRE(mp::exists(name));
+  CHECK_CHILD([&] {
+    if (!become_second_user()) return 10;
+    try {
+      mp::SharedValue<long>(mp::create_only, name, 0);
+    } catch (const mp::Error& e) {
+      const std::string what = e.what();
+      CHILD_REQUIRE(e.code() == mp::errc::already_exists);
+      CHILD_REQUIRE(what.find("died") != std::string::npos);
+      CHILD_REQUIRE(what.find("belongs to uid 0") != std::string::npos);
+      CHILD_REQUIRE(what.find("re-created") == std::string::npos);
+      return 0;
+    }
+    return 1;
+  });
+  // Root may: its create reclaims the stale name, and the new object is its own.
+  {
+    mp::SharedValue<long> mine(mp::create_only, name, 3);
+    BOOST_TEST(mine.load() == 3);
+  }
+  BOOST_TEST(!mp::exists(name));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -83,7 +83,7 @@ bool anyone_attached(int fd) {
 
 // Removes `file` if it still is the object `fd` (same device and inode), holding an exclusive
 // flock() of it as every identity-checked remover does. Returns: whether it removed the name.
-bool remove_locked(int fd, const std::string& file) {
+bool remove_locked(int fd, const std::string& file, int* error = nullptr) {
   while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {
   }
   struct stat mine {}, current {};
@@ -91,22 +91,36 @@ bool remove_locked(int fd, const std::string& file) {
   if (::fstat(fd, &mine) == 0 && ::stat(file_path(file).c_str(), &current) == 0 &&
       mine.st_ino == current.st_ino && mine.st_dev == current.st_dev) {
     removed = ::shm_unlink(("/" + file).c_str()) == 0;
+    if (!removed && error != nullptr) *error = errno;
   }
   ::flock(fd, LOCK_UN);
   return removed;
 }
 
 // If the name's creator is dead and the object is not persistent, removes the name and returns
-// true (the caller retries its create); *generation is then the removed object's generation (left
+// true (the caller retries its create; Error(errc::already_exists) naming the file's owner when this
+// user may not remove it); *generation is then the removed object's generation (left
 // as it was when unknown). Concurrent reclaimers serialise on flock() of the old object and only
 // remove the name while it still refers to that object, so a fresh object made by another process
 // in between is never removed.
-bool reclaim_if_stale(const std::string& file, std::uint64_t* generation) {
+bool reclaim_if_stale(const std::string& file, std::uint64_t* generation, const std::string& what) {
   const int fd = ::open(file_path(file).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return errno == ENOENT;  // gone meanwhile: create again
   const bool gone = creator_is_gone(fd, generation);
-  if (gone) (void)remove_locked(fd, file);  // removed by us or by another reclaimer: either way,
-  ::close(fd);                              // try to create again
+  int error = 0;
+  struct stat st {};
+  // Removed by us or by another reclaimer: either way, try to create again. But a name this user
+  // may not remove (another user's file in the sticky /dev/shm) would only be found again.
+  if (gone && !remove_locked(fd, file, &error) && (error == EPERM || error == EACCES) &&
+      ::fstat(fd, &st) == 0) {
+    ::close(fd);
+    throw Error(errc::already_exists,
+                what + ": the name is left by a process that died, but its file belongs to uid " +
+                    std::to_string(st.st_uid) +
+                    ", which this user may not remove (/dev/shm is sticky): remove it as that "
+                    "user or as root (mp::remove or rm /dev/shm/" + file + ")");
+  }
+  ::close(fd);
   return gone;
 }
 
@@ -179,7 +193,7 @@ std::shared_ptr<SegmentImpl> try_create(const Name& name, const SegmentLayout& l
   for (int attempt = 0; attempt < kCreateAttempts; ++attempt) {
     struct stat existing {};
     if (::stat(path.c_str(), &existing) == 0) {
-      if (reclaim_if_stale(file, &generation)) continue;
+      if (reclaim_if_stale(file, &generation, what)) continue;
       return nullptr;
     }
     check_space(what, total);
