@@ -195,7 +195,9 @@ BOOST_AUTO_TEST_CASE(calls_pending_on_a_pool_that_breaks_fail, *boost::unit_test
 // A worker that cannot be replaced (here: no address space left for its pipe) makes the manager
 // fail; every pending call fails with BrokenPool, later calls too, and nothing hangs. In a child,
 // since it lowers the child's address-space limit.
-BOOST_AUTO_TEST_CASE(a_worker_that_cannot_be_replaced_breaks_the_pool, *boost::unit_test::timeout(120)) {
+BOOST_AUTO_TEST_CASE(a_worker_that_cannot_be_replaced_breaks_the_pool,
+                     *boost::unit_test::timeout(120) *
+                         boost::unit_test::precondition(not_under_thread_sanitizer)) {
   NamedEvent never("never");
   NamedEvent started("started");
   const std::string pid_name = unique_name("pid");

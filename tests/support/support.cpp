@@ -10,6 +10,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <fstream>
 #include <map>
 #include <poll.h>
 #include <spawn.h>
@@ -24,6 +25,20 @@ extern char** environ;
 
 namespace mptest {
 
+namespace {
+
+// ThreadSanitizer starts llvm-symbolizer as a child of the process it symbolizes a report or a
+// suppression for (the exception_ptr one in .ci/tsan.supp), and keeps it running: not a child of
+// the test's making.
+bool is_sanitizer_helper(pid_t pid) {
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name.rfind("llvm-symbolizer", 0) == 0;
+}
+
+}  // namespace
+
 std::vector<pid_t> running_children() {
   std::vector<pid_t> out;
   if (DIR* d = ::opendir("/proc/self/task")) {
@@ -32,7 +47,9 @@ std::vector<pid_t> running_children() {
       const std::string path = std::string("/proc/self/task/") + e->d_name + "/children";
       if (FILE* f = std::fopen(path.c_str(), "r")) {
         long pid = 0;
-        while (std::fscanf(f, "%ld", &pid) == 1) out.push_back(static_cast<pid_t>(pid));
+        while (std::fscanf(f, "%ld", &pid) == 1) {
+          if (!is_sanitizer_helper(static_cast<pid_t>(pid))) out.push_back(static_cast<pid_t>(pid));
+        }
         std::fclose(f);
       }
     }

@@ -129,7 +129,29 @@ bool still_our_child(pid_t pid);
 //! Whether our child `pid` has ended but was not reaped yet.
 bool is_zombie(pid_t pid);
 
-//! The children of every thread of this process (from /proc/self/task/*/children), zombies too.
+//! Whether this build runs under ThreadSanitizer (whose shadow memory makes RLIMIT_AS games
+//! meaningless).
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kThreadSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool kThreadSanitizer = true;
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
+//! A precondition for tests that cannot run under ThreadSanitizer (skipped, saying why).
+inline boost::test_tools::assertion_result not_under_thread_sanitizer(
+    boost::unit_test::test_unit_id) {
+  boost::test_tools::assertion_result r(!kThreadSanitizer);
+  r.message() << "limits the address space, which ThreadSanitizer's shadow memory fills";
+  return r;
+}
+
+//! The children of every thread of this process (from /proc/self/task/*/children), zombies too —
+//! except ThreadSanitizer's llvm-symbolizer.
 std::vector<pid_t> running_children();
 
 //! Whether e's message contains `part` (printed when it does not).
