@@ -7,6 +7,8 @@
 #include <multiproc/process.hpp>
 
 #include <algorithm>
+#include <mutex>
+#include <tuple>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -62,6 +64,63 @@ std::vector<std::string> shm_with(const std::string& part) {
     if (f.find(part) != std::string::npos) out.push_back(f);
   }
   return out;
+}
+
+// A kind of the test's own, through the seam (detail/manager_object.hpp): op 1 blocks (in
+// slices, as a queue get would) until op 3 releases it or its caller's session is gone; op 2
+// reads (sessions ended, blocked calls given up, blocked calls released).
+class Probe final : public mp::detail::manager::Object {
+ public:
+  std::string call(mp::detail::manager::Session& from, std::uint32_t op,
+                   std::string_view) override {
+    if (op == 1) {
+      for (;;) {
+        {
+          std::lock_guard<std::mutex> lock(m_);
+          if (release_) {
+            ++released_;
+            return {};
+          }
+        }
+        if (from.gone()) {
+          std::lock_guard<std::mutex> lock(m_);
+          ++gave_up_;
+          throw mp::Error(mp::errc::bad_state, "gone");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the slice of a blocking op
+      }
+    }
+    std::lock_guard<std::mutex> lock(m_);
+    if (op == 3) {
+      release_ = true;
+      return {};
+    }
+    if (op == 4) throw std::runtime_error("not an Error");
+    return mp::detail::manager::to_bytes(std::make_tuple(ended_, gave_up_, released_));
+  }
+  void session_ended(mp::detail::manager::Session&) override {
+    std::lock_guard<std::mutex> lock(m_);
+    ++ended_;
+  }
+
+ private:
+  std::mutex m_;
+  bool release_ = false;
+  int ended_ = 0, gave_up_ = 0, released_ = 0;
+};
+
+void register_probe() {
+  static const bool once = [] {
+    mp::detail::manager::register_kind("mgrtest.probe", [](std::string_view, std::string_view) {
+      return std::make_unique<Probe>();
+    });
+    return true;
+  }();
+  (void)once;
+}
+
+std::tuple<int, int, int> probe_counts(const mp::detail::manager::ObjectRef& p) {
+  return mp::detail::manager::from_bytes<std::tuple<int, int, int>>(p.call(2, {}));
 }
 
 }  // namespace
@@ -517,6 +576,51 @@ BOOST_AUTO_TEST_CASE(the_manager_dies_with_its_owner_and_takes_its_names,
   owner.join();
   BOOST_TEST(eventually([&] { return shm_with(name).empty(); }, 10s));
   BOOST_TEST(eventually([&] { return !pid_running(server); }, 10s));
+}
+
+BOOST_AUTO_TEST_CASE(a_kind_of_ones_own_blocks_in_slices_and_sees_sessions_end,
+                     *boost::unit_test::timeout(60)) {
+  register_probe();
+  expect_errc([] { mp::detail::manager::register_kind("mgrtest.probe", nullptr); },
+              mp::errc::invalid_argument);
+  expect_errc([] {
+    mp::detail::manager::register_kind("mgrtest.probe", [](std::string_view, std::string_view) {
+      return std::unique_ptr<mp::detail::manager::Object>();
+    });
+  }, mp::errc::already_exists);
+  BOOST_TEST(mp::detail::manager::find_kind("nope") == nullptr);
+  mp::Manager m;
+  auto p = mp::detail::manager::open(m, "mgrtest.probe", "p", {});
+  BOOST_TEST(p.kind() == "mgrtest.probe");
+  // Another exception than Error comes back as remote_error with its what().
+  expect_error([&] { p.call(4, {}); }, mp::errc::remote_error, {"not an Error"});
+  // A client SIGKILLed while its call blocks in the server: the call gives up, its session ends.
+  Gate connected;
+  const pid_t child = fork_raw([p, &connected] {
+    probe_counts(p);  // connected
+    connected.signal();
+    p.call(1, {});
+    return 0;
+  });
+  BOOST_TEST_REQUIRE(connected.wait(30s));
+  BOOST_TEST(wait_until_sleeping(child));  // waiting for its reply
+  ::kill(child, SIGKILL);
+  reap(child);
+  BOOST_TEST(eventually([&] { return std::get<1>(probe_counts(p)) == 1; }, 10s));
+  BOOST_TEST(eventually([&] { return std::get<0>(probe_counts(p)) >= 1; }, 10s));
+  // A thread blocked in a call holds up no other thread of its process.
+  std::atomic<pid_t> tid{0};
+  std::thread blocked([p, &tid] {
+    probe_counts(p);  // this thread's connection is made
+    tid = static_cast<pid_t>(::gettid());
+    p.call(1, {});
+  });
+  BOOST_TEST_REQUIRE(eventually([&] { return tid.load() != 0; }, 30s));
+  BOOST_TEST(wait_until_sleeping(tid.load()));  // blocked in its call
+  for (int i = 0; i < 10; ++i) probe_counts(p);  // answered while the other thread waits
+  p.call(3, {});
+  blocked.join();
+  BOOST_TEST(std::get<2>(probe_counts(p)) == 1);
 }
 
 BOOST_AUTO_TEST_CASE(save_and_load_into_a_new_manager, *boost::unit_test::timeout(60)) {
