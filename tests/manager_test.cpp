@@ -11,6 +11,8 @@
 #include <tuple>
 #include <chrono>
 #include <csignal>
+#include <cstring>
+#include <dirent.h>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -65,6 +67,22 @@ std::vector<std::string> shm_with(const std::string& part) {
   }
   return out;
 }
+
+// Declared before an anonymous Manager ("manager.<pid>.<n>", outside the run's prefix, so the
+// Clean fixture does not see it): checks at the end of the test that its names are gone.
+struct NoAnonymousNamesLeft {
+  ~NoAnonymousNamesLeft() {
+    const std::string prefix = "mp." + mp::name_prefix() + "manager." + std::to_string(::getpid()) + ".";
+    std::vector<std::string> left;
+    if (DIR* d = ::opendir("/dev/shm")) {
+      while (dirent* e = ::readdir(d)) {
+        if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) left.emplace_back(e->d_name);
+      }
+      ::closedir(d);
+    }
+    for (const std::string& f : left) BOOST_ERROR("left behind in /dev/shm: " << f);
+  }
+};
 
 // A kind of the test's own, through the seam (detail/manager_object.hpp): op 1 blocks (in
 // slices, as a queue get would) until op 3 releases it or its caller's session is gone; op 2
@@ -290,6 +308,7 @@ BOOST_AUTO_TEST_CASE(wrong_kind_and_wrong_types, *boost::unit_test::timeout(60))
 
 BOOST_AUTO_TEST_CASE(add_and_transform_from_four_processes_are_exact,
                      *boost::unit_test::timeout(120)) {
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager m;
   auto d = m.dict<std::string, long>("counts");
   auto l = m.list<long>("cells");
@@ -312,6 +331,7 @@ BOOST_AUTO_TEST_CASE(add_and_transform_from_four_processes_are_exact,
 }
 
 BOOST_AUTO_TEST_CASE(threads_share_a_manager, *boost::unit_test::timeout(120)) {
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager m;
   auto d = m.dict<int, long>("d");
   std::vector<std::thread> ts;
@@ -369,6 +389,7 @@ BOOST_AUTO_TEST_CASE(an_execd_program_opens_the_manager_by_name, *boost::unit_te
 }
 
 BOOST_AUTO_TEST_CASE(huge_values_round_trip, *boost::unit_test::timeout(120)) {
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager m;
   auto d = m.dict<std::string, std::string>("d");
   std::string big(8 << 20, '\0');
@@ -455,6 +476,7 @@ BOOST_AUTO_TEST_CASE(clients_killed_while_connecting_leave_no_names, *boost::uni
 }
 
 BOOST_AUTO_TEST_CASE(a_stopped_client_holds_up_nobody, *boost::unit_test::timeout(120)) {
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager m;
   auto d = m.dict<int, std::string>("d");
   // One child stops (SIGSTOP) in the middle of streaming an 8 MiB value; another stops between
@@ -589,6 +611,7 @@ BOOST_AUTO_TEST_CASE(a_kind_of_ones_own_blocks_in_slices_and_sees_sessions_end,
     });
   }, mp::errc::already_exists);
   BOOST_TEST(mp::detail::manager::find_kind("nope") == nullptr);
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager m;
   auto p = mp::detail::manager::open(m, "mgrtest.probe", "p", {});
   BOOST_TEST(p.kind() == "mgrtest.probe");
@@ -643,6 +666,7 @@ BOOST_AUTO_TEST_CASE(save_and_load_into_a_new_manager, *boost::unit_test::timeou
     });
     d.set("c", 3);  // after the save: not in the file
   }
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager fresh;
   auto d = fresh.dict<std::string, long>("d");
   d.set("zzz", 9);  // replaced by the load
