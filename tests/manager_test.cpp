@@ -72,11 +72,14 @@ std::vector<std::string> shm_with(const std::string& part) {
 // Clean fixture does not see it): checks at the end of the test that its names are gone.
 struct NoAnonymousNamesLeft {
   ~NoAnonymousNamesLeft() {
-    const std::string prefix = "mp." + mp::name_prefix() + "manager." + std::to_string(::getpid()) + ".";
+    const std::string prefix =
+        "mp." + mp::name_prefix() + "manager." + std::to_string(::getpid()) + ".";
     std::vector<std::string> left;
     if (DIR* d = ::opendir("/dev/shm")) {
       while (dirent* e = ::readdir(d)) {
-        if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) left.emplace_back(e->d_name);
+        if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) {
+          left.emplace_back(e->d_name);
+        }
       }
       ::closedir(d);
     }
@@ -193,7 +196,8 @@ BOOST_AUTO_TEST_CASE(dict_operations, *boost::unit_test::timeout(60)) {
   std::map<std::string, int> more{{"f", 7}};
   d.update(more);
   BOOST_TEST((d.items() ==
-              std::vector<std::pair<std::string, int>>{{"a", 9}, {"b", 2}, {"c", 5}, {"e", 6}, {"f", 7}}));
+              std::vector<std::pair<std::string, int>>{
+                  {"a", 9}, {"b", 2}, {"c", 5}, {"e", 6}, {"f", 7}}));
   BOOST_TEST(d.setdefault("b", 100) == 2);
   BOOST_TEST(d.setdefault("n", 100) == 100);
   BOOST_TEST(d.pop("n").value() == 100);
@@ -438,7 +442,8 @@ BOOST_AUTO_TEST_CASE(a_client_killed_mid_call_and_mid_send_leaves_state_whole,
     // Whole or not at all: the add in flight was applied or not, never half.
     const long completed = done.get(round).value();
     const long hits = d.get(round).value();
-    BOOST_TEST((hits == completed || hits == completed + 1), "hits " << hits << ", completed " << completed);
+    BOOST_TEST((hits == completed || hits == completed + 1),
+               "hits " << hits << ", completed " << completed);
   }
   for (const std::string& s : l.items()) {
     BOOST_TEST(s.size() == std::size_t(4 << 20));
@@ -453,7 +458,8 @@ BOOST_AUTO_TEST_CASE(a_client_killed_mid_call_and_mid_send_leaves_state_whole,
   BOOST_TEST(eventually([&] { return shm_with(name + ".c.").empty(); }, 10s));
 }
 
-BOOST_AUTO_TEST_CASE(clients_killed_while_connecting_leave_no_names, *boost::unit_test::timeout(120)) {
+BOOST_AUTO_TEST_CASE(clients_killed_while_connecting_leave_no_names,
+                     *boost::unit_test::timeout(120)) {
   const std::string name = unique_name("mgr");
   mp::Manager m(mp::create_only, name);
   auto d = m.dict<int, int>("d");
@@ -508,7 +514,8 @@ BOOST_AUTO_TEST_CASE(a_stopped_client_holds_up_nobody, *boost::unit_test::timeou
   BOOST_TEST(d.get(3).value() == "99");
 }
 
-BOOST_AUTO_TEST_CASE(a_killed_manager_fails_calls_with_disconnected, *boost::unit_test::timeout(60)) {
+BOOST_AUTO_TEST_CASE(a_killed_manager_fails_calls_with_disconnected,
+                     *boost::unit_test::timeout(60)) {
   const std::string name = unique_name("mgr");
   mp::Manager m(mp::create_only, name);
   auto d = m.dict<int, int>("d");

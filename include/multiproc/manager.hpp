@@ -13,15 +13,14 @@
 // every object, each under a name, and serves each client thread on a connection of its own (a
 // shared-memory Pipe: one round trip per call, one to two microseconds on an idle machine).
 // Manager(open_only, name) connects to a manager started by another process, e.g. an exec'd
-// program. Containers
-// (detail/manager_containers.hpp): dict<K, V>, list<T>, Namespace, Value<T> — Python's
-// operations, with keys and values of any type with a Codec (codec.hpp), kept in the server as
-// their encodings (two keys are the same key iff their encodings are equal bytes); each opens
-// the object `name`, making it if needed (an empty name: a new object with a fresh name, which
-// proxy.name() tells). The proxies' transform(key, f) / add(key, delta) are atomic
-// read-modify-writes (compare-and-swap on a per-entry version; f runs in the caller and may run
-// more than once under contention), so `d[k] += 1` needs no lock. Queue, Lock and Event:
-// detail/manager_sync.hpp; your own types: detail/manager_registry.hpp.
+// program. Containers (detail/manager_containers.hpp): dict<K, V>, list<T>, Namespace,
+// Value<T>, with Python's operations and keys and values of any type with a Codec (codec.hpp),
+// kept in the server as their encodings (two keys are the same key iff their encodings are
+// equal bytes). Each opens the object `name`, making it if needed (an empty name: a new object
+// with a fresh name, which proxy.name() tells). The proxies' transform(key, f) / add(key, delta)
+// are atomic read-modify-writes (compare-and-swap on a per-entry version; f runs in the caller
+// and may run more than once under contention), so `d[k] += 1` needs no lock. Queue, Lock and
+// Event: detail/manager_sync.hpp; your own types: detail/manager_registry.hpp.
 //
 // Who may use it: proxies and Manager copies are copyable and thread-safe; a forked child (by
 // Process or a raw fork) uses the copies it inherited, over a connection of its own made at its
@@ -38,8 +37,8 @@
 //   - A client killed (SIGKILL) at any instruction, mid-call or mid-send of a large value: its
 //     call is applied whole or not at all (the server acts only on complete messages; an object
 //     checks everything before it changes anything), other clients are not held up, and what it
-//     held in the server (a lock) is released when its session ends (the server looks every 100 ms). A stopped
-//     client (SIGSTOP) holds up nobody but itself.
+//     held in the server (a lock) is released when its session ends (the server looks every
+//     100 ms). A stopped client (SIGSTOP) holds up nobody but itself.
 //   - The manager's server killed: every call waiting for a reply, and every later call, throws
 //     Error(errc::disconnected) naming the manager — within about 20 ms (measured; at most
 //     100 ms), never a hang. Its data is lost. shutdown() then reaps it and removes the names.
@@ -56,11 +55,12 @@
 //
 // Errors: Error(errc::disconnected) as above; Error(errc::wrong_kind) opening a name that holds
 // another kind (naming both); Error(errc::type_mismatch) opening a container with other types
-// than it was made with, or reading a Namespace field as another type; Error(errc::invalid_argument)
-// for a list index out of range (naming the list, the index and the size); Error(errc::not_found)
-// opening a manager nobody started; an Error an object throws in the server comes back with its
-// code and message. Limits: a message (a value, a whole keys()/items() reply) of any size
-// streams through the connection; everything is held in the server's memory.
+// than it was made with, or reading a Namespace field as another type;
+// Error(errc::invalid_argument) for a list index out of range (naming the list, the index and
+// the size); Error(errc::not_found) opening a manager nobody started; an Error an object throws
+// in the server comes back with its code and message. Limits: a message (a value, a whole
+// keys()/items() reply) of any size streams through the connection; everything is held in the
+// server's memory.
 #pragma once
 
 #include <multiproc/codec.hpp>

@@ -49,7 +49,9 @@ std::atomic<std::uint64_t> g_client_counter{0};
   decode_fields(reinterpret_cast<const std::byte*>(reply.data()), reply.size(), code, category,
                 message);
   (void)where;
-  if (category == kCategorySystem) throw Error(std::error_code(code, std::system_category()), message);
+  if (category == kCategorySystem) {
+    throw Error(std::error_code(code, std::system_category()), message);
+  }
   throw Error(static_cast<errc>(code), message);
 }
 
@@ -119,7 +121,8 @@ ThreadConnection& ClientState::connection() {
     }
   }
   auto& v = t_cache.entries;  // forget managers gone since
-  v.erase(std::remove_if(v.begin(), v.end(), [](const ThreadEntry& e) { return e.client.expired(); }),
+  v.erase(std::remove_if(v.begin(), v.end(),
+                         [](const ThreadEntry& e) { return e.client.expired(); }),
           v.end());
   v.push_back(ThreadEntry{id, weak_from_this(), tc});
   return *tc;
@@ -245,7 +248,9 @@ struct ManagerState {
 
 ObjectRef open(const Manager& manager, std::string_view kind, std::string_view name,
                std::string_view create_args) {
-  if (!manager.state_) throw Error(errc::bad_state, "multiproc::Manager: use of a moved-from Manager");
+  if (!manager.state_) {
+    throw Error(errc::bad_state, "multiproc::Manager: use of a moved-from Manager");
+  }
   ObjectRef probe;
   probe.client_ = manager.state_->client;
   probe.kind_ = std::string(kind);

@@ -306,7 +306,9 @@ class ListObject final : public Typed {
       case ListOp::cas: {
         Item& i = items_[at(in.i64(), "transform")];
         const std::uint64_t expected = in.u64();
-        if (i.version != expected) return std::string(1, '\0') + versioned(true, i.version, i.value);
+        if (i.version != expected) {
+          return std::string(1, '\0') + versioned(true, i.version, i.value);
+        }
         i.value.assign(in.rest());
         i.version = ++clock_;
         return u8(true);
@@ -335,7 +337,9 @@ class ListObject final : public Typed {
         const std::int64_t a = clamp(in.i64());
         const std::int64_t b = clamp(in.i64());
         std::vector<std::string> out;
-        for (std::int64_t i = a; i < b; ++i) out.push_back(items_[static_cast<std::size_t>(i)].value);
+        for (std::int64_t i = a; i < b; ++i) {
+          out.push_back(items_[static_cast<std::size_t>(i)].value);
+        }
         return to_bytes(out);
       }
       case ListOp::size:
@@ -384,7 +388,8 @@ class ListObject final : public Typed {
 
 class NamespaceObject final : public Object {
  public:
-  explicit NamespaceObject(std::string_view name) : what_("Namespace '" + std::string(name) + "'") {}
+  explicit NamespaceObject(std::string_view name)
+      : what_("Namespace '" + std::string(name) + "'") {}
 
   std::string call(Session&, std::uint32_t o, std::string_view args) override {
     Reader in{args};

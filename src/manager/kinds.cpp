@@ -29,7 +29,8 @@ void register_kind(std::string kind, Factory make) {
   std::lock_guard<std::mutex> lock(r.m);
   auto f = std::make_shared<const Factory>(std::move(make));
   if (!r.kinds.emplace(kind, std::move(f)).second) {
-    throw Error(errc::already_exists, "multiproc::Manager: kind '" + kind + "' is already registered");
+    throw Error(errc::already_exists,
+                "multiproc::Manager: kind '" + kind + "' is already registered");
   }
 }
 

@@ -185,7 +185,9 @@ class Server {
                                          "' (register it before starting the manager)");
       }
       std::shared_ptr<Object> o = (*make)(name, create_args);
-      if (!o) throw Error(errc::invalid_argument, describe() + ": kind '" + kind + "' made nothing");
+      if (!o) {
+        throw Error(errc::invalid_argument, describe() + ": kind '" + kind + "' made nothing");
+      }
       id = ++next_id_;
       object = o;
       by_name_.emplace(name, Entry{kind, id, o, create_args});
@@ -196,7 +198,8 @@ class Server {
     return out;
   }
 
-  std::string handle(ServerSession& s, std::unordered_map<std::uint64_t, std::shared_ptr<Object>>& cache,
+  std::string handle(ServerSession& s,
+                     std::unordered_map<std::uint64_t, std::shared_ptr<Object>>& cache,
                      std::string_view msg) {
     try {
       if (msg.size() < kRequestHeader) {
@@ -283,7 +286,9 @@ void sweep_client_pipes(const std::string& manager, bool all) noexcept {
         pid_t pid = 0;
         std::uint64_t start = 0;
         if (!parse_client(rest, pid, start)) continue;
-        if (all || process_liveness(pid, start) == Liveness::dead) doomed.push_back(user_prefix + rest);
+        if (all || process_liveness(pid, start) == Liveness::dead) {
+          doomed.push_back(user_prefix + rest);
+        }
       }
       ::closedir(d);
     }

@@ -12,8 +12,9 @@
 // pid and start time in the name say whether its creator still runs.
 //
 // Messages on a connection, client to server: u32 op, u64 object id, then the op's arguments
-// (kOpen: encode_fields(kind, name, create_args), object id 0; kSaveOp, kLoadOp: below). Server to client: u8 status,
-// then for kOk the reply bytes, for kFailed encode_fields(i32 code, u8 category, message).
+// (kOpen: encode_fields(kind, name, create_args), object id 0; kSaveOp, kLoadOp: below).
+// Server to client: u8 status, then for kOk the reply bytes, for kFailed encode_fields(i32 code,
+// u8 category, message).
 #pragma once
 
 #include <multiproc/detail/manager_object.hpp>

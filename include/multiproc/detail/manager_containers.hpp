@@ -133,8 +133,9 @@ ObjectRef open(const Manager& manager, std::string_view kind, std::string_view n
 //! A proxy of a dict in a manager: Python's dict, insertion-ordered, with keys K and values V
 //! (both with a Codec; keys are equal iff their encodings are equal bytes). Copyable; usable from
 //! threads, forked children and (opened by name) other programs. Every call is one round trip
-//! to the manager and is applied whole or not at all. Throws (every call): Error(errc::disconnected)
-//! if the manager is gone; Error(errc::corrupt) if a reply does not decode as K or V.
+//! to the manager and is applied whole or not at all. Throws (every call):
+//! Error(errc::disconnected) if the manager is gone; Error(errc::corrupt) if a reply does not
+//! decode as K or V.
 template <class K, class V>
 class DictProxy {
   using Op = detail::manager::DictOp;
@@ -220,7 +221,8 @@ class DictProxy {
   V transform(const K& k, F f, const V& initial = V{}) const {
     const std::string key = detail::manager::to_bytes(k);
     detail::manager::Versioned cur = detail::manager::parse_versioned(
-        ref_.call_prepared(op(Op::get_versioned), detail::manager::RequestBuilder().bytes(key).take()));
+        ref_.call_prepared(op(Op::get_versioned),
+                           detail::manager::RequestBuilder().bytes(key).take()));
     for (;;) {
       V next = f(cur.found ? detail::manager::from_bytes<V>(cur.bytes) : initial);
       std::string r = ref_.call_prepared(op(Op::cas), detail::manager::RequestBuilder()

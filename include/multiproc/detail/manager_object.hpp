@@ -69,8 +69,11 @@ using Factory =
     std::function<std::unique_ptr<Object>(std::string_view name, std::string_view create_args)>;
 
 //! Registers a kind in this process. Built-in kinds (the library's own) are registered the same
-//! way, before the first manager starts; the containers' are (Manager's constructors call
-//! register_container_kinds, src/manager/). A manager's server serves the kinds registered in the
+//! way, before the first manager starts: the containers' by Manager's constructors
+//! (register_container_kinds, src/manager/); a kind whose proxy lives in a header can register at
+//! static initialisation, through an inline variable of that header initialised by a call into
+//! the library, so that every program that includes it has the kind before main(). A manager's
+//! server serves the kinds registered in the
 //! process that started it, at the time it started it (it is forked from there). Thread-safe.
 //! Throws: Error(errc::already_exists) if `kind` is taken; Error(errc::invalid_argument) for an
 //! empty kind.
