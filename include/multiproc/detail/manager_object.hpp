@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -47,10 +48,19 @@ class Object {
   //! object serialises itself. A call is applied whole or not at all — check everything, and
   //! throw, before changing anything. May block (see Session::gone).
   //! Throws: multiproc::Error, sent back to the caller, who throws an Error with the same code and
-  //! message (name the object and the problem in it).
+  //! message (name the object and the problem in it; the server puts "multiproc::Manager '<m>': "
+  //! in front). Another exception reaches the caller as Error(errc::remote_error) with its what().
   virtual std::string call(Session& from, std::uint32_t op, std::string_view args) = 0;
   //! The session ended (closed or died): release what it held (a lock it had acquired).
   virtual void session_ended(Session& /*who*/) {}
+  //! For Manager::save: the object's state as bytes (one consistent snapshot), or nullopt for a
+  //! kind that is not saved (the default).
+  virtual std::optional<std::string> save_state() { return std::nullopt; }
+  //! For Manager::load: replaces the object's state with bytes save_state returned (in another
+  //! manager, maybe). Returns false for a kind that is not saved (the default). Throws:
+  //! Error(errc::corrupt) for bytes it cannot read, Error(errc::type_mismatch) for another
+  //! type's; nothing is changed then.
+  virtual bool load_state(std::string_view /*state*/) { return false; }
 };
 
 //! Makes an object of a kind: `name` is the object's name, `create_args` what the proxy sent
@@ -58,7 +68,12 @@ class Object {
 using Factory =
     std::function<std::unique_ptr<Object>(std::string_view name, std::string_view create_args)>;
 
-//! Registers a kind in this process. A manager's server serves the kinds registered in the
+//! Registers a kind in this process. Built-in kinds (the library's own) are registered the same
+//! way, before the first manager starts: the containers' by Manager's constructors
+//! (register_container_kinds, src/manager/); a kind whose proxy lives in a header can register at
+//! static initialisation, through an inline variable of that header initialised by a call into
+//! the library, so that every program that includes it has the kind before main(). A manager's
+//! server serves the kinds registered in the
 //! process that started it, at the time it started it (it is forked from there). Thread-safe.
 //! Throws: Error(errc::already_exists) if `kind` is taken; Error(errc::invalid_argument) for an
 //! empty kind.
@@ -78,11 +93,19 @@ class ObjectRef {
   //! Throws: the Error the object threw (same code and message); Error(errc::disconnected) naming
   //! the manager if its process died or shut down — within 100 ms, never a hang.
   std::string call(std::uint32_t op, std::string_view args) const;
+  //! Bytes a request starts with; call_prepared fills them.
+  static constexpr std::size_t kHeader = 12;
+  //! As call(op, args) with `request` = kHeader bytes (any) followed by the args: saves a copy
+  //! of the arguments (the proxies build their requests in place).
+  std::string call_prepared(std::uint32_t op, std::string request) const;
+  //! The manager's name (for messages).
+  const std::string& manager_name() const noexcept;
   const std::string& name() const noexcept { return name_; }
   const std::string& kind() const noexcept { return kind_; }
 
  private:
   friend ObjectRef open(const Manager&, std::string_view, std::string_view, std::string_view);
+  friend class multiproc::Manager;  // save() and load() talk to the server itself (id 0)
   std::shared_ptr<ClientState> client_;
   std::uint64_t id_ = 0;  // the server's id of the object
   std::string kind_;
