@@ -124,23 +124,24 @@ BOOST_AUTO_TEST_CASE(lock_object_is_owned_and_released_when_its_session_ends,
                      *boost::unit_test::timeout(30)) {
   auto lock = mgr::make_lock_object("l", "");
   FakeSession a(1), b(2);
-  BOOST_TEST(is_true(lock->call(a, mgr::sync_op::lock_acquire, i64s({0, 7}))));
-  BOOST_TEST(!is_true(lock->call(a, mgr::sync_op::lock_acquire, i64s({0, 7}))));  // try_lock
-  expect_errc([&] { lock->call(a, mgr::sync_op::lock_acquire, i64s({-1, 7})); },
+  BOOST_TEST(is_true(lock->call(a, mgr::sync_op::lock_acquire, i64s({0}))));
+  BOOST_TEST(!is_true(lock->call(a, mgr::sync_op::lock_acquire, i64s({0}))));  // try_lock
+  expect_errc([&] { lock->call(a, mgr::sync_op::lock_acquire, i64s({-1})); },
               mp::errc::would_deadlock);
-  BOOST_TEST(!is_true(lock->call(b, mgr::sync_op::lock_acquire, i64s({20'000, 7}))));
-  expect_error([&] { lock->call(b, mgr::sync_op::lock_release, i64s({7})); }, mp::errc::not_owner,
-               {"Manager Lock 'l'", "does not hold it"});
-  expect_errc([&] { lock->call(a, mgr::sync_op::lock_release, i64s({8})); }, mp::errc::not_owner);
+  BOOST_TEST(!is_true(lock->call(b, mgr::sync_op::lock_acquire, i64s({20'000}))));
+  expect_error([&] { lock->call(b, mgr::sync_op::lock_release, ""); }, mp::errc::not_owner,
+               {"Lock 'l'", "does not hold it"});
   BOOST_TEST(is_true(lock->call(b, mgr::sync_op::lock_locked, "")));
 
   std::string got;
-  std::thread waiter([&] { got = lock->call(b, mgr::sync_op::lock_acquire, i64s({-1, 9})); });
+  std::thread waiter([&] { got = lock->call(b, mgr::sync_op::lock_acquire, i64s({-1})); });
   lock->session_ended(a);  // a died holding it
   waiter.join();
   BOOST_TEST(is_true(got));
-  lock->call(b, mgr::sync_op::lock_release, i64s({9}));
+  lock->call(b, mgr::sync_op::lock_release, "");
   BOOST_TEST(!is_true(lock->call(b, mgr::sync_op::lock_locked, "")));
+  expect_error([&] { lock->call(b, mgr::sync_op::lock_release, ""); }, mp::errc::not_owner,
+               {"nobody holds it"});
   expect_errc([&] { mgr::make_lock_object("bad", "x"); }, mp::errc::corrupt);
 }
 

@@ -15,7 +15,7 @@ void decode_request(std::string_view bytes, const std::string& who, const char* 
   try {
     decode_fields(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size(), fields...);
   } catch (const Error& e) {
-    throw Error(errc::corrupt, "multiproc: " + who + ": a malformed " + what + ": " + e.what());
+    throw Error(errc::corrupt, who + ": a malformed " + what + ": " + e.what());
   }
 }
 
@@ -30,7 +30,7 @@ std::string parameter_list(const std::string& mangled_tuple) {
 }
 
 [[noreturn]] void rethrow_with(const Error& e, const std::string& context) {
-  throw Error(e.code(), "multiproc: " + context + ": " + e.what());
+  throw Error(e.code(), context + ": " + e.what());
 }
 
 std::string exception_type(const std::exception& e) { return demangle(typeid(e).name()); }
@@ -40,11 +40,11 @@ class RegisteredObject final : public Object {
   RegisteredObject(std::shared_ptr<const TypeTable> table, std::string_view name,
                    std::string_view create_args)
       : table_(std::move(table)),
-        who_("Manager object " + table_->type + " '" + std::string(name) + "'") {
+        who_(table_->type + " '" + std::string(name) + "'") {
     std::string args_type, args;
     decode_request(create_args, who_, "create request", args_type, args);
     if (args_type != table_->ctor_args_type) {
-      throw Error(errc::type_mismatch, "multiproc: " + who_ + ": the constructor takes " +
+      throw Error(errc::type_mismatch, who_ + ": the constructor takes " +
                                            parameter_list(table_->ctor_args_type) + ", not " +
                                            parameter_list(args_type));
     }
@@ -52,21 +52,21 @@ class RegisteredObject final : public Object {
       self_ = table_->construct(args);
     } catch (const Error& e) {
       if (e.code() == errc::corrupt) rethrow_with(e, who_ + ": the constructor's arguments");
-      throw Error(errc::remote_error, "multiproc: " + who_ + ": the constructor threw " +
+      throw Error(errc::remote_error, who_ + ": the constructor threw " +
                                           exception_type(e) + ": " + e.what());
     } catch (const std::exception& e) {
-      throw Error(errc::remote_error, "multiproc: " + who_ + ": the constructor threw " +
+      throw Error(errc::remote_error, who_ + ": the constructor threw " +
                                           exception_type(e) + ": " + e.what());
     } catch (...) {
       throw Error(errc::remote_error,
-                  "multiproc: " + who_ + ": the constructor threw an exception of unknown type");
+                  who_ + ": the constructor threw an exception of unknown type");
     }
   }
 
   std::string call(Session&, std::uint32_t op, std::string_view request) override {
     if (op != kCallMethod) {
       throw Error(errc::invalid_argument,
-                  "multiproc: " + who_ + ": unknown operation " + std::to_string(op));
+                  who_ + ": unknown operation " + std::to_string(op));
     }
     std::string method, args_type, result_type, args;
     decode_request(request, who_, "call", method, args_type, result_type, args);
@@ -74,18 +74,18 @@ class RegisteredObject final : public Object {
     if (it == table_->methods.end()) {
       std::string names;
       for (const auto& [n, m] : table_->methods) names += (names.empty() ? "" : ", ") + n;
-      throw Error(errc::not_found, "multiproc: " + who_ + ": type " + table_->type +
+      throw Error(errc::not_found, who_ + ": type " + table_->type +
                                        " has no method '" + method + "' (its methods: " +
                                        (names.empty() ? "none" : names) + ")");
     }
     const Method& m = it->second;
     if (args_type != m.args_type) {
-      throw Error(errc::type_mismatch, "multiproc: " + who_ + ": " + method + " takes " +
+      throw Error(errc::type_mismatch, who_ + ": " + method + " takes " +
                                            parameter_list(m.args_type) + ", not " +
                                            parameter_list(args_type));
     }
     if (result_type != typeid(void).name() && result_type != m.result_type) {
-      throw Error(errc::type_mismatch, "multiproc: " + who_ + ": " + method + " returns " +
+      throw Error(errc::type_mismatch, who_ + ": " + method + " returns " +
                                            demangle(m.result_type.c_str()) + ", not " +
                                            demangle(result_type.c_str()));
     }

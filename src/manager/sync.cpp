@@ -23,7 +23,7 @@ std::string i64s(std::initializer_list<std::int64_t> values) {
 
 bool bool_of(const std::string& reply, const ObjectRef& ref) {
   if (reply.size() != 1 || (reply[0] != '\0' && reply[0] != '\1')) {
-    throw Error(errc::corrupt, "multiproc: Manager " + ref.kind() + " '" + ref.name() +
+    throw Error(errc::corrupt, "multiproc::Manager '" + ref.manager_name() + "': " + ref.kind() + " '" + ref.name() +
                                    "': a reply of " + std::to_string(reply.size()) +
                                    " bytes is not a bool");
   }
@@ -48,22 +48,22 @@ QueueInfo info_of(const ObjectRef& ref) {
 void queue_check_type(const ObjectRef& ref, const char* element_type) {
   const QueueInfo q = info_of(ref);
   if (q.type != element_type) {
-    throw Error(errc::type_mismatch, "multiproc: Manager Queue '" + ref.name() + "' holds " +
+    throw Error(errc::type_mismatch, "multiproc::Manager '" + ref.manager_name() + "': Queue '" + ref.name() + "' holds " +
                                          demangle(q.type.c_str()) + ", not " +
                                          demangle(element_type));
   }
 }
 
-bool queue_put(const ObjectRef& ref, std::string& request, std::int64_t timeout) {
-  std::memcpy(request.data(), &timeout, sizeof timeout);
-  return bool_of(ref.call(sync_op::queue_put, request), ref);
+bool queue_put(const ObjectRef& ref, std::string request, std::int64_t timeout) {
+  std::memcpy(request.data() + ObjectRef::kHeader, &timeout, sizeof timeout);
+  return bool_of(ref.call_prepared(sync_op::queue_put, std::move(request)), ref);
 }
 
 std::optional<std::string> queue_get(const ObjectRef& ref, std::int64_t timeout) {
   std::string reply = ref.call(sync_op::queue_get, i64s({timeout}));
   if (reply.empty() || (reply[0] != '\0' && reply[0] != '\1') ||
       (reply[0] == '\0' && reply.size() != 1)) {
-    throw Error(errc::corrupt, "multiproc: Manager Queue '" + ref.name() + "': a malformed reply of " +
+    throw Error(errc::corrupt, "multiproc::Manager '" + ref.manager_name() + "': Queue '" + ref.name() + "': a malformed reply of " +
                                    std::to_string(reply.size()) + " bytes to get");
   }
   if (reply[0] == '\0') return std::nullopt;
@@ -92,13 +92,10 @@ namespace multiproc {
 namespace mgr = detail::manager;
 
 bool LockProxy::acquire(std::int64_t timeout) const {
-  return mgr::bool_of(ref_.call(mgr::sync_op::lock_acquire, mgr::i64s({timeout, detail::current_tid()})),
-                      ref_);
+  return mgr::bool_of(ref_.call(mgr::sync_op::lock_acquire, mgr::i64s({timeout})), ref_);
 }
 
-void LockProxy::unlock() const {
-  ref_.call(mgr::sync_op::lock_release, mgr::i64s({detail::current_tid()}));
-}
+void LockProxy::unlock() const { ref_.call(mgr::sync_op::lock_release, {}); }
 
 bool LockProxy::locked() const { return mgr::bool_of(ref_.call(mgr::sync_op::lock_locked, {}), ref_); }
 

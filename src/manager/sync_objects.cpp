@@ -25,7 +25,7 @@ constexpr std::chrono::milliseconds kSlice{100};
 
 std::int64_t read_i64(std::string_view args, std::size_t at, const std::string& who) {
   if (args.size() < at + sizeof(std::int64_t)) {
-    throw Error(errc::corrupt, "multiproc: " + who + ": a request of " +
+    throw Error(errc::corrupt, who + ": a request of " +
                                    std::to_string(args.size()) + " bytes is too short");
   }
   std::int64_t v;
@@ -35,7 +35,7 @@ std::int64_t read_i64(std::string_view args, std::size_t at, const std::string& 
 
 void expect_size(std::string_view args, std::size_t n, const std::string& who) {
   if (args.size() != n) {
-    throw Error(errc::corrupt, "multiproc: " + who + ": a request of " +
+    throw Error(errc::corrupt, who + ": a request of " +
                                    std::to_string(args.size()) + " bytes, expected " +
                                    std::to_string(n));
   }
@@ -45,7 +45,7 @@ std::string bool_reply(bool b) { return std::string(1, b ? '\1' : '\0'); }
 
 [[noreturn]] void unknown_op(const std::string& who, std::uint32_t op) {
   throw Error(errc::invalid_argument,
-              "multiproc: " + who + ": unknown operation " + std::to_string(op));
+              who + ": unknown operation " + std::to_string(op));
 }
 
 //! Waits on `cv` (with `lk` held on entry and exit) until ready(), the timeout (microseconds, -1:
@@ -62,18 +62,23 @@ bool wait_sliced(std::unique_lock<std::mutex>& lk, std::condition_variable& cv, 
     if (now >= deadline) return ready();
     const auto left = deadline - now;
     cv.wait_for(lk, left < kSlice ? left : steady_clock::duration(kSlice));
-    if (ready()) return true;
+    // Whether woken or not, ask whether the client is still there before taking anything: an
+    // item or the lock handed to a dead client would be lost (or held until its session ends).
     lk.unlock();
     const bool gone = from.gone();
     lk.lock();
-    if (gone) return false;  // nothing taken: the caller gives up with the lock re-held
+    if (gone) {
+      cv.notify_one();  // pass on a wake-up this waiter may have consumed
+      return false;     // nothing taken; the caller gives up with the lock re-held
+    }
+    if (ready()) return true;
   }
 }
 
 class QueueObject final : public Object {
  public:
   QueueObject(std::string_view name, std::string_view create_args)
-      : who_("Manager Queue '" + std::string(name) + "'") {
+      : who_("Queue '" + std::string(name) + "'") {
     std::uint64_t maxsize = 0;
     decode_fields(reinterpret_cast<const std::byte*>(create_args.data()), create_args.size(),
                   maxsize, type_);
@@ -139,42 +144,35 @@ class QueueObject final : public Object {
 
 class LockObject final : public Object {
  public:
-  explicit LockObject(std::string_view name) : who_("Manager Lock '" + std::string(name) + "'") {}
+  explicit LockObject(std::string_view name) : who_("Lock '" + std::string(name) + "'") {}
 
   std::string call(Session& from, std::uint32_t op, std::string_view args) override {
     switch (op) {
       case sync_op::lock_acquire: {
-        expect_size(args, 2 * sizeof(std::int64_t), who_);
+        expect_size(args, sizeof(std::int64_t), who_);
         const std::int64_t timeout = read_i64(args, 0, who_);
-        const std::int64_t tid = read_i64(args, sizeof(std::int64_t), who_);
         std::unique_lock<std::mutex> lk(m_);
-        if (session_ == from.id() && tid_ == tid) {
+        if (holder_ == from.id()) {
           if (timeout == 0) return bool_reply(false);  // try_lock, as Mutex::try_lock
-          throw Error(errc::would_deadlock, "multiproc: " + who_ + ": thread " +
-                                                std::to_string(tid) + " of process " +
-                                                std::to_string(from.pid()) +
+          throw Error(errc::would_deadlock, who_ + ": process " + std::to_string(from.pid()) +
                                                 " locks it again while holding it");
         }
-        if (!wait_sliced(lk, free_, from, timeout, [&] { return session_ == 0; })) {
+        if (!wait_sliced(lk, free_, from, timeout, [&] { return holder_ == 0; })) {
           return bool_reply(false);
         }
-        session_ = from.id();
-        tid_ = tid;
+        holder_ = from.id();
         return bool_reply(true);
       }
       case sync_op::lock_release: {
-        expect_size(args, sizeof(std::int64_t), who_);
-        const std::int64_t tid = read_i64(args, 0, who_);
+        expect_size(args, 0, who_);
         {
           std::lock_guard<std::mutex> lk(m_);
-          if (session_ != from.id() || tid_ != tid) {
+          if (holder_ != from.id()) {
             throw Error(errc::not_owner,
-                        "multiproc: " + who_ + ": unlock by thread " + std::to_string(tid) +
-                            " of process " + std::to_string(from.pid()) +
-                            (session_ == 0 ? ", but nobody holds it" : ", which does not hold it"));
+                        who_ + ": unlock by process " + std::to_string(from.pid()) +
+                            (holder_ == 0 ? ", but nobody holds it" : ", which does not hold it"));
           }
-          session_ = 0;
-          tid_ = 0;
+          holder_ = 0;
         }
         free_.notify_one();
         return {};
@@ -182,7 +180,7 @@ class LockObject final : public Object {
       case sync_op::lock_locked: {
         expect_size(args, 0, who_);
         std::lock_guard<std::mutex> lk(m_);
-        return bool_reply(session_ != 0);
+        return bool_reply(holder_ != 0);
       }
       default:
         unknown_op(who_, op);
@@ -192,9 +190,8 @@ class LockObject final : public Object {
   void session_ended(Session& who) override {
     {
       std::lock_guard<std::mutex> lk(m_);
-      if (session_ != who.id()) return;
-      session_ = 0;
-      tid_ = 0;
+      if (holder_ != who.id()) return;
+      holder_ = 0;
     }
     free_.notify_one();
   }
@@ -203,13 +200,13 @@ class LockObject final : public Object {
   const std::string who_;
   std::mutex m_;
   std::condition_variable free_;
-  std::uint64_t session_ = 0;  // the holder's session, 0 = free; guarded by m_
-  std::int64_t tid_ = 0;       // the holder's thread in its process; guarded by m_
+  std::uint64_t holder_ = 0;  // the holder's session (its process's connection), 0 = free;
+                              // guarded by m_
 };
 
 class EventObject final : public Object {
  public:
-  explicit EventObject(std::string_view name) : who_("Manager Event '" + std::string(name) + "'") {}
+  explicit EventObject(std::string_view name) : who_("Event '" + std::string(name) + "'") {}
 
   std::string call(Session& from, std::uint32_t op, std::string_view args) override {
     switch (op) {
@@ -257,7 +254,7 @@ class EventObject final : public Object {
 
 void expect_no_create_args(std::string_view create_args, const char* what, std::string_view name) {
   if (!create_args.empty()) {
-    throw Error(errc::corrupt, std::string("multiproc: Manager ") + what + " '" +
+    throw Error(errc::corrupt, std::string(what) + " '" +
                                    std::string(name) + "': unexpected create arguments");
   }
 }

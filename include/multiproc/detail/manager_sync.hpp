@@ -55,8 +55,8 @@ enum : std::uint32_t {
   queue_get,      // [int64 timeout] -> [bool got][item bytes]
   queue_info,     // -> encode_fields(uint64 size, uint64 maxsize, string element type)
   // lock; created with no arguments
-  lock_acquire = 16,  // encode_fields(int64 timeout, int64 tid) -> [bool acquired]
-  lock_release,       // encode_fields(int64 tid) -> nothing
+  lock_acquire = 16,  // [int64 timeout] -> [bool acquired]
+  lock_release,       // -> nothing
   lock_locked,        // -> [bool]
   // event; created with no arguments
   event_set = 32,  // -> nothing
@@ -89,9 +89,9 @@ std::int64_t wire_timeout_until(const std::chrono::time_point<C, D>& t) {
 std::string queue_create_args(std::size_t maxsize, const char* element_type);
 //! Checks that the queue `ref` holds `element_type`; Throws: Error(errc::type_mismatch).
 void queue_check_type(const ObjectRef& ref, const char* element_type);
-//! Sends a put whose request (`request`: 8 bytes reserved for the timeout, then the item) is
-//! built by the caller. Returns: whether it was put.
-bool queue_put(const ObjectRef& ref, std::string& request, std::int64_t timeout);
+//! Sends a put whose request (ObjectRef::kHeader bytes, 8 bytes for the timeout, then the item)
+//! the caller built. Returns: whether it was put.
+bool queue_put(const ObjectRef& ref, std::string request, std::int64_t timeout);
 //! Returns: the item's bytes, or nullopt at the deadline.
 std::optional<std::string> queue_get(const ObjectRef& ref, std::int64_t timeout);
 //! Returns: (size, maxsize), a snapshot.
@@ -118,6 +118,7 @@ class QueueProxy {
   using value_type = T;
 
   //! Made by Manager::Queue<T>().
+  QueueProxy() = default;  // empty: every call throws Error(errc::bad_state)
   explicit QueueProxy(detail::manager::ObjectRef ref) : ref_(std::move(ref)) {}
 
   //! Effects: appends v, waiting while the queue is full.
@@ -163,10 +164,10 @@ class QueueProxy {
 
  private:
   bool put_impl(const T& v, std::int64_t timeout) const {
-    const std::size_t n = Codec<T>::size(v);
-    std::string request(sizeof(std::int64_t) + n, '\0');
-    Codec<T>::encode(v, reinterpret_cast<std::byte*>(request.data() + sizeof(std::int64_t)));
-    return detail::manager::queue_put(ref_, request, timeout);
+    constexpr std::size_t at = detail::manager::ObjectRef::kHeader + sizeof(std::int64_t);
+    std::string request(at + Codec<T>::size(v), '\0');
+    Codec<T>::encode(v, reinterpret_cast<std::byte*>(request.data() + at));
+    return detail::manager::queue_put(ref_, std::move(request), timeout);
   }
   std::optional<T> get_impl(std::int64_t timeout) const {
     std::optional<std::string> bytes = detail::manager::queue_get(ref_, timeout);
@@ -177,22 +178,26 @@ class QueueProxy {
   detail::manager::ObjectRef ref_;
 };
 
-//! A Manager's lock (Python's Manager().Lock()): held by one thread of one process at a time.
-//! Lockable and TimedLockable, so std::lock_guard, std::unique_lock and std::scoped_lock work.
-//! Unlike Python's, it is owned: only the thread that locked it may unlock it, and a process that
-//! dies holding it releases it (the manager sees its connection end).
+//! A Manager's lock (Python's Manager().Lock()): held by one process at a time. Lockable and
+//! TimedLockable, so std::lock_guard, std::unique_lock and std::scoped_lock work. Unlike Python's,
+//! it is owned: only the process that locked it may unlock it (any of its threads: they share the
+//! process's connection to the manager), and a process that dies holding it releases it (the
+//! manager sees its connection end). A process's threads share one connection and its calls run
+//! one at a time: a thread waiting in lock() holds up that process's other manager calls.
 class LockProxy {
  public:
   //! Made by Manager::Lock().
+  LockProxy() = default;  // empty: every call throws Error(errc::bad_state)
   explicit LockProxy(detail::manager::ObjectRef ref) : ref_(std::move(ref)) {}
 
-  //! Effects: waits until this thread holds the lock.
-  //! Throws: Error(errc::would_deadlock) if this thread holds it already; Error(errc::disconnected).
+  //! Effects: waits until this process holds the lock.
+  //! Throws: Error(errc::would_deadlock) if this process holds it already (a thread of it waiting
+  //! would hold up the unlock); Error(errc::disconnected).
   void lock() const { acquire(-1); }
-  //! Returns: whether this thread now holds the lock (false, without waiting, if another thread
-  //! or this one holds it).
+  //! Returns: whether this process now holds the lock (false, without waiting, if another
+  //! process or this one holds it).
   bool try_lock() const { return acquire(0); }
-  //! Returns: whether this thread got the lock before the timeout. Throws: as lock().
+  //! Returns: whether this process got the lock before the timeout. Throws: as lock().
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return acquire(detail::manager::wire_timeout(timeout));
@@ -201,9 +206,9 @@ class LockProxy {
   bool try_lock_until(const std::chrono::time_point<C, D>& deadline) const {
     return acquire(detail::manager::wire_timeout_until(deadline));
   }
-  //! Throws: Error(errc::not_owner) if this thread does not hold the lock.
+  //! Throws: Error(errc::not_owner) if this process does not hold the lock.
   void unlock() const;
-  //! Snapshot: whether some thread of some process holds it.
+  //! Snapshot: whether some process holds it.
   bool locked() const;
   const std::string& name() const noexcept { return ref_.name(); }
 
@@ -217,6 +222,7 @@ class LockProxy {
 class EventProxy {
  public:
   //! Made by Manager::Event().
+  EventProxy() = default;  // empty: every call throws Error(errc::bad_state)
   explicit EventProxy(detail::manager::ObjectRef ref) : ref_(std::move(ref)) {}
 
   //! Effects: raises the flag and wakes every waiter (even one that sees it cleared again).
