@@ -7,6 +7,9 @@
 #include <multiproc/manager.hpp>
 
 #include <atomic>
+#include <csignal>
+#include <functional>
+#include <memory>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
@@ -84,6 +87,83 @@ std::string call_args(const std::string& method, const A&... a) {
                            mgr::encode_value(Args{a...}));
 }
 
+
+// A constructor that refuses some arguments (object() must report it, and make nothing).
+struct Fussy {
+  explicit Fussy(const std::string& how) : how_(how) {
+    if (how == "bad") throw std::invalid_argument("Fussy refuses '" + how + "'");
+  }
+  std::string how() const { return how_; }
+  std::string how_;
+};
+
+// Registered once per process (a Manager's server serves what was registered before it started).
+void register_test_types() {
+  static const bool done = [] {
+    mp::register_type<Counter, long>("Counter")
+        .method("add", &Counter::add)
+        .method("get", &Counter::get)
+        .method("reset", &Counter::reset)
+        .method("describe", &Counter::describe)
+        .method("fail", &Counter::fail);
+    mp::register_type<Fussy, std::string>("Fussy").method("how", &Fussy::how);
+    return true;
+  }();
+  (void)done;
+}
+
+std::vector<std::unique_ptr<mp::Process>> start_all(int n, const std::function<int(int)>& f) {
+  std::vector<std::unique_ptr<mp::Process>> ps;
+  for (int i = 0; i < n; ++i) {
+    ps.push_back(std::make_unique<mp::Process>([f, i] { return f(i); }));
+    ps.back()->start();
+  }
+  return ps;
+}
+
+void join_all_ok(std::vector<std::unique_ptr<mp::Process>>& ps) {
+  for (auto& p : ps) {
+    BOOST_REQUIRE(p->join_for(60s));
+    BOOST_TEST(p->exitcode().value() == 0);
+  }
+}
+
+}  // namespace
+
+// An exec'd consumer: opens the manager by name, counts and sums items until a -1.
+MPTEST_SCENARIO(mgr_queue_consumer) {
+  mp::Manager m(mp::open_only, args.at(0));
+  auto jobs = m.Queue<long>("jobs");
+  long count = 0, sum = 0;
+  for (long v = jobs.get(); v >= 0; v = jobs.get()) {
+    ++count;
+    sum += v;
+  }
+  m.Queue<std::pair<long, long>>("results").put({count, sum});
+  return 0;
+}
+
+// An exec'd client of the registered Counter: adds, then checks the errors it gets by name.
+MPTEST_SCENARIO(mgr_counter_client) {
+  mp::Manager m(mp::open_only, args.at(0));
+  const long n = std::stol(args.at(1));
+  auto c = mp::object(m, "Counter", "hits", 0L);  // exists: the arguments are ignored
+  for (long i = 0; i < n; ++i) c.call<long>("add", 1L);
+  CHILD_REQUIRE(child_expect_errc([&] { c.call<long>("nope"); }, mp::errc::not_found) == 0);
+  CHILD_REQUIRE(child_expect_errc([&] { c.call<long>("add", 1); }, mp::errc::type_mismatch) == 0);
+  auto scratch = mp::object(m, "Counter", "scratch", 0L);
+  try {
+    scratch.call<long>("fail", 1L);
+    return 3;
+  } catch (const mp::RemoteError& e) {
+    CHILD_REQUIRE(e.type() == "std::range_error");
+    CHILD_REQUIRE(e.remote_message() == "counter passed 1");
+  }
+  CHILD_REQUIRE(scratch.call<long>("get") == 1);  // the object carries on
+  return 0;
+}
+
+namespace {
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(manager_objects, Clean)
@@ -205,6 +285,294 @@ BOOST_AUTO_TEST_CASE(registered_object_calls_by_name_and_checks_what_it_is_sent,
                mp::errc::type_mismatch, {"constructor takes (long), not (int)"});
   expect_errc([&] { mp::TypeRegistration<Counter>(table).method("add", &Counter::add); },
               mp::errc::already_exists);
+}
+
+
+// ---- across processes, through a real Manager -------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(queue_moves_every_item_once_between_forked_and_exec_processes,
+                     *boost::unit_test::timeout(120)) {
+  mp::Manager m(mp::create_only, unique_name("mgr"));
+  auto jobs = m.Queue<long>("jobs", 8);  // small: producers wait for room
+  auto results = m.Queue<std::pair<long, long>>("results");
+  constexpr int kProducers = 3, kPer = 300, kConsumers = 3;
+  auto consumers = start_all(kConsumers - 1, [jobs, results](int) {
+    long count = 0, sum = 0;
+    for (long v = jobs.get(); v >= 0; v = jobs.get()) {
+      ++count;
+      sum += v;
+    }
+    results.put({count, sum});
+    return 0;
+  });
+  Spawned exec_consumer("mgr_queue_consumer", {m.name()});
+  auto producers = start_all(kProducers, [jobs](int p) {
+    for (long i = 0; i < kPer; ++i) jobs.put(p * kPer + i + 1);
+    return 0;
+  });
+  join_all_ok(producers);
+  for (int i = 0; i < kConsumers; ++i) jobs.put(-1);
+  long count = 0, sum = 0;
+  for (int i = 0; i < kConsumers; ++i) {
+    const auto r = results.get_for(60s);
+    BOOST_REQUIRE(r.has_value());
+    count += r->first;
+    sum += r->second;
+  }
+  join_all_ok(consumers);
+  BOOST_TEST(exec_consumer.wait() == 0);
+  constexpr long n = long{kProducers} * kPer;
+  BOOST_TEST(count == n);
+  BOOST_TEST(sum == n * (n + 1) / 2);
+  BOOST_TEST(jobs.empty());
+  BOOST_TEST(!results.try_get().has_value());
+}
+
+BOOST_AUTO_TEST_CASE(queue_bounds_timeouts_and_type_checks, *boost::unit_test::timeout(60)) {
+  mp::Manager m;
+  auto q = m.Queue<std::string>("q", 2);
+  BOOST_TEST(q.name() == "q");
+  BOOST_TEST(q.maxsize() == 2u);
+  BOOST_TEST(q.empty());
+  BOOST_TEST(q.try_put("a"));
+  BOOST_TEST(q.try_put(""));
+  BOOST_TEST(q.full());
+  BOOST_TEST(!q.try_put("c"));
+  auto start = std::chrono::steady_clock::now();
+  BOOST_TEST(!q.put_for("c", 50ms));  // a timeout is a return value
+  BOOST_TEST(seconds_since(start) >= 0.049);
+  BOOST_TEST(!q.put_until("c", std::chrono::system_clock::now() + 10ms));
+  BOOST_TEST(q.size() == 2u);
+  BOOST_TEST(q.get() == "a");
+  BOOST_TEST(q.try_get().value() == "");
+  BOOST_TEST(!q.try_get().has_value());
+  start = std::chrono::steady_clock::now();
+  BOOST_TEST(!q.get_for(50ms).has_value());
+  BOOST_TEST(seconds_since(start) >= 0.049);
+
+  // A get that waits is served by a put from another process.
+  mp::Process late([q] {
+    q.put("late");
+    return 0;
+  });
+  late.start();
+  BOOST_TEST(q.get_for(30s).value_or("none") == "late");
+  BOOST_REQUIRE(late.join_for(30s));
+  BOOST_TEST(late.exitcode().value() == 0);
+
+  expect_error([&] { m.Queue<int>("q"); }, mp::errc::type_mismatch, {"Queue 'q' holds", "not int"});
+  expect_errc([&] { m.Lock("q"); }, mp::errc::wrong_kind);
+  auto unbounded = m.Queue<int>();
+  BOOST_TEST(unbounded.maxsize() == 0u);
+  for (int i = 0; i < 1000; ++i) BOOST_REQUIRE(unbounded.try_put(i));
+  BOOST_TEST(unbounded.size() == 1000u);
+  BOOST_TEST(!unbounded.full());
+  expect_errc([] { mp::QueueProxy<int>().size(); }, mp::errc::bad_state);
+}
+
+BOOST_AUTO_TEST_CASE(event_set_wakes_forty_waiting_processes, *boost::unit_test::timeout(120)) {
+  mp::Manager m;
+  auto go = m.Event("go");
+  auto ready = m.Queue<int>("ready");
+  BOOST_TEST(!go.is_set());
+  BOOST_TEST(!go.wait_for(20ms));
+  constexpr int kWaiters = 40;
+  auto waiters = start_all(kWaiters, [go, ready](int i) {
+    ready.put(i);
+    return go.wait_for(60s) ? 0 : 1;
+  });
+  int seen = 0;
+  for (int i = 0; i < kWaiters; ++i) seen += ready.get_for(60s).has_value() ? 1 : 0;
+  BOOST_REQUIRE(seen == kWaiters);
+  for (auto& w : waiters) BOOST_REQUIRE(wait_until_sleeping(w->pid()));  // in wait_for
+  go.set();
+  BOOST_TEST(go.is_set());
+  join_all_ok(waiters);
+  go.clear();
+  BOOST_TEST(!go.is_set());
+  BOOST_TEST(!go.wait_for(10ms));
+}
+
+BOOST_AUTO_TEST_CASE(lock_makes_a_dict_update_exact_across_processes,
+                     *boost::unit_test::timeout(120)) {
+  mp::Manager m;
+  auto lock = m.Lock("l");
+  auto d = m.dict<std::string, long>("d");
+  constexpr int kProcs = 4, kRounds = 150;
+  auto ps = start_all(kProcs, [lock, d](int i) {
+    mp::LockProxy l = lock;  // (the captured copy is const)
+    for (int r = 0; r < kRounds; ++r) {
+      if (i % 2 == 0) {
+        std::lock_guard<mp::LockProxy> g(l);
+        d.set("n", d.get("n", 0) + 1);  // get, then set: only the lock makes it whole
+      } else {
+        std::unique_lock<mp::LockProxy> g(l, std::defer_lock);
+        if (!g.try_lock_for(30s)) return 1;
+        d.set("n", d.get("n", 0) + 1);
+      }
+    }
+    return 0;
+  });
+  join_all_ok(ps);
+  BOOST_TEST(d.get("n").value_or(-1) == long{kProcs} * kRounds);
+
+  // Owned by the process that locked it.
+  lock.lock();
+  BOOST_TEST(lock.locked());
+  BOOST_TEST(!lock.try_lock());
+  expect_errc([&] { lock.lock(); }, mp::errc::would_deadlock);
+  CHECK_CHILD([lock] {
+    if (lock.try_lock()) return 1;
+    if (lock.try_lock_for(30ms)) return 2;
+    return child_expect_errc([&] { lock.unlock(); }, mp::errc::not_owner) == 0 ? 0 : 3;
+  });
+  lock.unlock();
+  BOOST_TEST(!lock.locked());
+  expect_errc([&] { lock.unlock(); }, mp::errc::not_owner);
+  BOOST_TEST(lock.try_lock_until(std::chrono::system_clock::now() + 1s));
+  lock.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(a_client_killed_holding_the_lock_releases_it, *boost::unit_test::timeout(60)) {
+  mp::Manager m;
+  auto lock = m.Lock("l");
+  Gate held;
+  mp::Process holder([lock, &held] {
+    lock.lock();
+    held.signal();
+    for (;;) ::pause();  // until killed
+    return 0;
+  });
+  holder.start();
+  BOOST_REQUIRE(held.wait(30s));
+  BOOST_TEST(!lock.try_lock());
+  // Stopped is not dead: the lock stays held.
+  BOOST_REQUIRE(::kill(holder.pid(), SIGSTOP) == 0);
+  BOOST_TEST(!lock.try_lock_for(300ms));
+  holder.kill();
+  BOOST_REQUIRE(holder.join_for(30s));
+  BOOST_TEST(lock.try_lock_for(10s));  // released when the manager saw the holder's end
+  BOOST_TEST(lock.locked());
+  lock.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(a_client_killed_while_blocked_in_get_takes_nothing,
+                     *boost::unit_test::timeout(120)) {
+  mp::Manager m;
+  auto q = m.Queue<long>("q");
+  for (long round = 0; round < 3; ++round) {
+    Gate connected;
+    mp::Process getter([q, &connected] {
+      (void)q.size();  // connected
+      connected.signal();
+      return q.get() >= 0 ? 2 : 3;  // blocks: nothing is put while it lives
+    });
+    getter.start();
+    BOOST_REQUIRE(connected.wait(30s));
+    BOOST_REQUIRE(wait_until_sleeping(getter.pid()));  // in get
+    getter.kill();
+    BOOST_REQUIRE(getter.join_for(30s));
+    BOOST_TEST(getter.exitcode().value() == -SIGKILL);
+    q.put(round);  // the dead getter's server thread may wake for it: it must not take it
+    BOOST_TEST(q.get_for(30s).value_or(-1) == round);
+  }
+  // A stopped getter is alive: the item is handed to it and it gets it when continued.
+  Gate connected;
+  mp::Process getter([q, &connected] {
+    (void)q.size();
+    connected.signal();
+    return q.get() == 77 ? 0 : 1;
+  });
+  getter.start();
+  BOOST_REQUIRE(connected.wait(30s));
+  BOOST_REQUIRE(wait_until_sleeping(getter.pid()));
+  BOOST_REQUIRE(::kill(getter.pid(), SIGSTOP) == 0);
+  q.put(77);
+  BOOST_REQUIRE(::kill(getter.pid(), SIGCONT) == 0);
+  BOOST_REQUIRE(getter.join_for(30s));
+  BOOST_TEST(getter.exitcode().value() == 0);
+  BOOST_TEST(q.empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_manager_killed_under_a_waiting_client_fails_its_call,
+                     *boost::unit_test::timeout(60)) {
+  mp::Manager m;
+  auto q = m.Queue<int>("q");
+  auto e = m.Event("e");
+  Gate connected;
+  mp::Process waiter([q, e, &connected] {
+    (void)e.is_set();
+    connected.signal();
+    try {
+      (void)q.get();
+      return 1;
+    } catch (const mp::Error& err) {
+      if (err.code() != mp::errc::disconnected) return 2;
+    }
+    return child_expect_errc([&] { e.set(); }, mp::errc::disconnected);
+  });
+  waiter.start();
+  BOOST_REQUIRE(connected.wait(30s));
+  BOOST_REQUIRE(wait_until_sleeping(waiter.pid()));
+  BOOST_REQUIRE(::kill(m.pid(), SIGKILL) == 0);
+  BOOST_REQUIRE(waiter.join_for(30s));
+  BOOST_TEST(waiter.exitcode().value() == 0);
+  expect_errc([&] { e.is_set(); }, mp::errc::disconnected);
+  m.shutdown();
+}
+
+BOOST_AUTO_TEST_CASE(registered_type_counts_exactly_from_forked_and_exec_clients,
+                     *boost::unit_test::timeout(120)) {
+  register_test_types();
+  mp::Manager m(mp::create_only, unique_name("mgr"));
+  auto c = mp::object(m, "Counter", "hits", 0L);
+  BOOST_TEST(c.type() == "Counter");
+  BOOST_TEST(c.name() == "hits");
+  constexpr long kProcs = 3, kAdds = 200;
+  auto ps = start_all(kProcs, [c](int) {
+    for (long i = 0; i < kAdds; ++i) c.call<long>("add", 1L);
+    return 0;
+  });
+  Spawned exec_client("mgr_counter_client", {m.name(), std::to_string(kAdds)});
+  join_all_ok(ps);
+  BOOST_TEST(exec_client.wait() == 0);
+  BOOST_TEST(c.call<long>("get") == (kProcs + 1) * kAdds);
+}
+
+BOOST_AUTO_TEST_CASE(registered_type_errors_reach_the_caller_and_the_manager_carries_on,
+                     *boost::unit_test::timeout(60)) {
+  register_test_types();
+  mp::Manager m;
+  auto c = mp::object(m, "Counter", "", 5L);  // a fresh name
+  BOOST_TEST(!c.name().empty());
+  BOOST_TEST(c.call<long>("add", 1L) == 6);
+  c.call("add", 1L);  // the result dropped
+  BOOST_TEST(c.call<long>("get") == 7);
+  expect_error([&] { c.call<long>("sub", 1L); }, mp::errc::not_found,
+               {"Counter", "no method 'sub'", "add, describe, fail, get, reset"});
+  expect_error([&] { c.call<long>("add", 1); }, mp::errc::type_mismatch, {"(long), not (int)"});
+  expect_error([&] { c.call<int>("get"); }, mp::errc::type_mismatch, {"returns long, not int"});
+  try {
+    c.call<long>("fail", 0L);
+    BOOST_ERROR("no RemoteError");
+  } catch (const mp::RemoteError& e) {
+    BOOST_TEST(e.type() == "std::range_error");
+    BOOST_TEST(e.remote_message() == "counter passed 0");
+  }
+  BOOST_TEST(c.call<std::string>("describe", "n=", 3) == "n=8/3");  // fail's +1 stayed
+  c.call("reset");
+
+  expect_errc([&] { mp::object(m, "NoSuchType", "x"); }, mp::errc::not_found);
+  expect_error([&] { mp::object(m, "Counter", "y", 1); }, mp::errc::type_mismatch,
+               {"constructor takes (long), not (int)"});
+  expect_error([&] { mp::object(m, "Fussy", "z", "bad"); }, mp::errc::remote_error,
+               {"std::invalid_argument", "Fussy refuses 'bad'"});
+  BOOST_TEST(mp::object(m, "Fussy", "z", "good").call<std::string>("how") == "good");
+  expect_errc([&] { m.Queue<int>(c.name()); }, mp::errc::wrong_kind);
+
+  expect_errc([] { mp::register_type<Counter, long>("Counter"); }, mp::errc::already_exists);
+  expect_errc([] { mp::register_type<Counter, long>("queue"); }, mp::errc::already_exists);
+  expect_errc([] { mp::register_type<Counter, long>(""); }, mp::errc::invalid_argument);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
