@@ -120,8 +120,8 @@ int main(int argc, char** argv) {
     });
     long total = 0;
     for (const auto& [word, n] : items) total += n;
-    std::printf("manager_dict: %ld words in %zu lines, counted by %d forked workers and 1 exec'd one"
-                " in %.3f s\n",
+    std::printf("manager_dict: %ld words in %zu lines, counted by %d forked workers and 1 exec'd"
+                " one in %.3f s\n",
                 words, text.size(), forked, seconds);
     for (std::size_t i = 0; i < items.size() && i < 10; ++i) {
       std::printf("  %-8s %8ld\n", items[i].first.c_str(), items[i].second);

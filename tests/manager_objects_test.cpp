@@ -225,7 +225,8 @@ BOOST_AUTO_TEST_CASE(lock_object_is_owned_and_released_when_its_session_ends,
   expect_errc([&] { mgr::make_lock_object("bad", "x"); }, mp::errc::corrupt);
 }
 
-BOOST_AUTO_TEST_CASE(event_object_set_then_clear_releases_a_waiter, *boost::unit_test::timeout(30)) {
+BOOST_AUTO_TEST_CASE(event_object_set_then_clear_releases_a_waiter,
+                     *boost::unit_test::timeout(30)) {
   auto ev = mgr::make_event_object("e", "");
   FakeSession s(1), w(2);
   BOOST_TEST(!is_true(ev->call(s, mgr::sync_op::event_wait, i64s({10'000}))));

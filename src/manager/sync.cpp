@@ -6,10 +6,15 @@
 #include "../os.hpp"
 
 #include <cstring>
+#include <initializer_list>
 #include <mutex>
 
 namespace multiproc::detail::manager {
 namespace {
+
+std::string who(const ObjectRef& ref, const char* what) {
+  return "multiproc::Manager '" + ref.manager_name() + "': " + what + " '" + ref.name() + "'";
+}
 
 std::string i64s(std::initializer_list<std::int64_t> values) {
   std::string out(values.size() * sizeof(std::int64_t), '\0');
@@ -23,9 +28,8 @@ std::string i64s(std::initializer_list<std::int64_t> values) {
 
 bool bool_of(const std::string& reply, const ObjectRef& ref) {
   if (reply.size() != 1 || (reply[0] != '\0' && reply[0] != '\1')) {
-    throw Error(errc::corrupt, "multiproc::Manager '" + ref.manager_name() + "': " + ref.kind() + " '" + ref.name() +
-                                   "': a reply of " + std::to_string(reply.size()) +
-                                   " bytes is not a bool");
+    throw Error(errc::corrupt, who(ref, ref.kind().c_str()) + ": a reply of " +
+                                   std::to_string(reply.size()) + " bytes is not a bool");
   }
   return reply[0] == '\1';
 }
@@ -48,7 +52,7 @@ QueueInfo info_of(const ObjectRef& ref) {
 void queue_check_type(const ObjectRef& ref, const char* element_type) {
   const QueueInfo q = info_of(ref);
   if (q.type != element_type) {
-    throw Error(errc::type_mismatch, "multiproc::Manager '" + ref.manager_name() + "': Queue '" + ref.name() + "' holds " +
+    throw Error(errc::type_mismatch, who(ref, "Queue") + " holds " +
                                          demangle(q.type.c_str()) + ", not " +
                                          demangle(element_type));
   }
@@ -63,7 +67,7 @@ std::optional<std::string> queue_get(const ObjectRef& ref, std::int64_t timeout)
   std::string reply = ref.call(sync_op::queue_get, i64s({timeout}));
   if (reply.empty() || (reply[0] != '\0' && reply[0] != '\1') ||
       (reply[0] == '\0' && reply.size() != 1)) {
-    throw Error(errc::corrupt, "multiproc::Manager '" + ref.manager_name() + "': Queue '" + ref.name() + "': a malformed reply of " +
+    throw Error(errc::corrupt, who(ref, "Queue") + ": a malformed reply of " +
                                    std::to_string(reply.size()) + " bytes to get");
   }
   if (reply[0] == '\0') return std::nullopt;
@@ -97,11 +101,15 @@ bool LockProxy::acquire(std::int64_t timeout) const {
 
 void LockProxy::unlock() const { ref_.call(mgr::sync_op::lock_release, {}); }
 
-bool LockProxy::locked() const { return mgr::bool_of(ref_.call(mgr::sync_op::lock_locked, {}), ref_); }
+bool LockProxy::locked() const {
+  return mgr::bool_of(ref_.call(mgr::sync_op::lock_locked, {}), ref_);
+}
 
 void EventProxy::set() const { ref_.call(mgr::sync_op::event_set, {}); }
 void EventProxy::clear() const { ref_.call(mgr::sync_op::event_clear, {}); }
-bool EventProxy::is_set() const { return mgr::bool_of(ref_.call(mgr::sync_op::event_is_set, {}), ref_); }
+bool EventProxy::is_set() const {
+  return mgr::bool_of(ref_.call(mgr::sync_op::event_is_set, {}), ref_);
+}
 bool EventProxy::wait_impl(std::int64_t timeout) const {
   return mgr::bool_of(ref_.call(mgr::sync_op::event_wait, mgr::i64s({timeout})), ref_);
 }

@@ -237,7 +237,8 @@ class EventObject final : public Object {
         std::unique_lock<std::mutex> lk(m_);
         const std::uint64_t seen = sets_;
         // A set() after we began waiting releases us even if a clear() came before we woke.
-        return bool_reply(wait_sliced(lk, cv_, from, timeout, [&] { return flag_ || sets_ != seen; }));
+        return bool_reply(
+            wait_sliced(lk, cv_, from, timeout, [&] { return flag_ || sets_ != seen; }));
       }
       default:
         unknown_op(who_, op);

@@ -144,7 +144,8 @@ Method make_method(F f) {
         apply_method<T, R, P...>(obj, f, args, std::index_sequence_for<P...>{});
         return ok_reply();
       } else {
-        const std::decay_t<R> r = apply_method<T, R, P...>(obj, f, args, std::index_sequence_for<P...>{});
+        const std::decay_t<R> r =
+            apply_method<T, R, P...>(obj, f, args, std::index_sequence_for<P...>{});
         return ok_reply(encode_value(r));
       }
     } catch (...) {
@@ -185,7 +186,8 @@ class TypeRegistration {
   //! Effects: serves `f` as the method `name` of the type (overloads: take the one you mean with
   //! static_cast). Requires: a Codec for every parameter and the result (decayed), or a void
   //! result. Only methods added before the Manager starts are served.
-  //! Throws: Error(errc::already_exists) if `name` is taken; Error(errc::invalid_argument) if empty.
+  //! Throws: Error(errc::already_exists) if `name` is taken; Error(errc::invalid_argument) if
+  //! it is empty.
   template <class R, class... P>
   TypeRegistration& method(std::string name, R (T::*f)(P...)) {
     return add<R, P...>(std::move(name), f);
@@ -208,7 +210,8 @@ class TypeRegistration {
  private:
   template <class R, class... P, class F>
   TypeRegistration& add(std::string name, F f) {
-    detail::manager::add_method(*table_, std::move(name), detail::manager::make_method<T, R, P...>(f));
+    detail::manager::add_method(*table_, std::move(name),
+                                detail::manager::make_method<T, R, P...>(f));
     return *this;
   }
 
