@@ -371,6 +371,35 @@ BOOST_AUTO_TEST_CASE(queue_bounds_timeouts_and_type_checks, *boost::unit_test::t
   expect_errc([] { mp::QueueProxy<int>().size(); }, mp::errc::bad_state);
 }
 
+BOOST_AUTO_TEST_CASE(a_thread_waiting_does_not_hold_up_its_process_other_calls,
+                     *boost::unit_test::timeout(60)) {
+  // A process's threads share its one connection to the manager: a wait is sent in slices, so
+  // the put (or set) from another thread of the same process gets through.
+  mp::Manager m;
+  auto q = m.Queue<int>("q");
+  auto e = m.Event("e");
+  int got = 0;
+  bool woke = false;
+  std::atomic<pid_t> getter_tid{0}, waiter_tid{0};
+  std::thread getter([&] {
+    getter_tid = ::gettid();
+    got = q.get();
+  });
+  std::thread waiter([&] {
+    waiter_tid = ::gettid();
+    woke = e.wait_for(30s);
+  });
+  BOOST_REQUIRE(eventually([&] { return getter_tid.load() != 0 && waiter_tid.load() != 0; }));
+  BOOST_REQUIRE(wait_until_sleeping(getter_tid.load()));  // waiting (in the get or the wait)
+  BOOST_REQUIRE(wait_until_sleeping(waiter_tid.load()));
+  q.put(5);
+  e.set();
+  getter.join();
+  waiter.join();
+  BOOST_TEST(got == 5);
+  BOOST_TEST(woke);
+}
+
 BOOST_AUTO_TEST_CASE(event_set_wakes_forty_waiting_processes, *boost::unit_test::timeout(120)) {
   mp::Manager m;
   auto go = m.Event("go");

@@ -12,14 +12,21 @@
 //
 // Proxies are cheap copies of a reference (same name -> same object, from any process). Every call
 // is one round trip; a blocking call (get, put on a full queue, lock, wait) waits in the server on
-// the caller's own connection, so other clients are not held up.
+// the caller's own connection, so other clients are not held up. A process's threads share its
+// connection, one call at a time, so a wait is sent as waits of at most 100 ms each: another
+// thread of the same process gets its calls through in between (a put to a queue this process
+// also waits on, a set() of the event it waits for).
 //
 // Crashes (what survives what):
 //   - a client that dies holding a Lock releases it: the next waiter gets it within 100 ms;
 //   - a client that dies while blocked in get/put/lock/wait takes nothing: the server notices
 //     within 100 ms and gives up the wait (no item leaves the queue, no lock is taken);
-//   - the one window: an item the server has handed over (popped, reply written) is lost if the
-//     client dies before it reads the reply — as in Python, a get is at-most-once;
+//   - a waiter asks whether its client is still there before it takes an item or the lock, so
+//     one killed while waiting takes nothing; the one window left: an item the server has handed
+//     over (popped, reply written) is lost if the client dies before it reads the reply, as in
+//     Python (a get is at-most-once);
+//   - a client stopped (SIGSTOP) is alive: it keeps a lock it holds, and a get it was waiting in
+//     may take an item, delivered when it continues;
 //   - the manager dying makes every call fail with Error(errc::disconnected) (see ObjectRef).
 //
 // Timeouts (try_*, *_for, *_until) are return values (false, std::nullopt), never exceptions.
