@@ -7,6 +7,7 @@
 #include <multiproc/codec.hpp>
 #include <multiproc/manager.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -21,8 +22,9 @@ namespace {
 constexpr auto kSlice = std::chrono::milliseconds(20);  // how often a waiting client looks
 constexpr auto kHandshakeLimit = std::chrono::seconds(30);
 
-// Guards replacing a ClientState's connection (ClientState::connection). A forked child gets a
-// fresh one, since another thread of the parent may have held it at the fork.
+// Guards every ClientState's list of connections (slow paths only: a thread's first call, its
+// end). A forked child gets a fresh one, since another thread of the parent may have held it at
+// the fork.
 std::mutex& connect_mutex() {
   static std::mutex* m = [] {
     auto* p = new std::mutex;  // never destroyed: used until the very end of the process
@@ -34,6 +36,7 @@ std::mutex& connect_mutex() {
 
 std::atomic<std::uint64_t> g_pipe_counter{0};
 std::atomic<std::uint64_t> g_manager_counter{0};
+std::atomic<std::uint64_t> g_client_counter{0};
 
 [[noreturn]] void reply_error(std::string_view reply, const std::string& where) {
   std::int32_t code = 0;
@@ -61,23 +64,67 @@ void ClientState::fail_disconnected(const std::string& during) {
                                           ") is gone"));
 }
 
-ClientState::~ClientState() {
-  ProcessConnection* pc = current.load();
-  if (pc != nullptr && pc->pid == current_pid()) {
-    delete pc;  // closes this process's connection: its session in the server ends
-  }  // else: a forked child's copy of its parent's connection, never used here: left alone
+ClientState::ClientState() : id(g_client_counter.fetch_add(1) + 1) {}
+
+namespace {
+
+// Each thread's connections, one per manager it has called (usually one). The raw pointer stays
+// valid while the ClientState lives (it owns the connection), which a call in progress ensures.
+struct ThreadEntry {
+  std::uint64_t client_id;
+  std::weak_ptr<ClientState> client;
+  ThreadConnection* tc;
+};
+struct ThreadCache {
+  std::vector<ThreadEntry> entries;
+  ~ThreadCache() {
+    for (ThreadEntry& e : entries) {
+      if (std::shared_ptr<ClientState> c = e.client.lock()) c->drop(e.tc);
+    }
+  }
+};
+thread_local ThreadCache t_cache;
+
+}  // namespace
+
+void ClientState::drop(const ThreadConnection* tc) noexcept {
+  std::shared_ptr<ThreadConnection> doomed;
+  {
+    std::lock_guard<std::mutex> lock(connect_mutex());
+    for (auto it = connections.begin(); it != connections.end(); ++it) {
+      if (it->get() == tc) {
+        doomed = std::move(*it);
+        connections.erase(it);
+        break;
+      }
+    }
+  }
+  // `doomed` closes the connection here (in this process only if it is this process's).
 }
 
-ProcessConnection& ClientState::connection() {
-  ProcessConnection* pc = current.load(std::memory_order_acquire);
+ThreadConnection& ClientState::connection() {
   const pid_t me = current_pid();
-  if (pc != nullptr && pc->pid == me) return *pc;
-  std::lock_guard<std::mutex> lock(connect_mutex());
-  pc = current.load(std::memory_order_acquire);
-  if (pc != nullptr && pc->pid == me) return *pc;
+  for (const ThreadEntry& e : t_cache.entries) {
+    if (e.client_id == id && e.tc->pid == me) return *e.tc;
+  }
+  ThreadConnection* tc = connect();
+  for (ThreadEntry& e : t_cache.entries) {
+    if (e.client_id == id) {  // a forked child's copy of its parent's entry
+      e.tc = tc;
+      return *tc;
+    }
+  }
+  auto& v = t_cache.entries;  // forget managers gone since
+  v.erase(std::remove_if(v.begin(), v.end(), [](const ThreadEntry& e) { return e.client.expired(); }),
+          v.end());
+  v.push_back(ThreadEntry{id, weak_from_this(), tc});
+  return *tc;
+}
+
+ThreadConnection* ClientState::connect() {
   if (dead.load()) fail_disconnected("connecting");
   if (server_gone()) fail_disconnected("connecting");
-
+  const pid_t me = current_pid();
   const std::string pipe_name = pipe_prefix(name) + std::to_string(me) + "." +
                                 std::to_string(current_start_time()) + "." +
                                 std::to_string(g_pipe_counter.fetch_add(1));
@@ -100,21 +147,18 @@ ProcessConnection& ClientState::connection() {
                   describe() + ": its server did not answer a connect request within 30 s");
     }
   }
-  std::string hello;
   try {
-    hello = ends.first.recv_bytes();
+    (void)ends.first.recv_bytes();  // the hello
   } catch (const EOFError&) {
     fail_disconnected("connecting");
   }
   ends.second.close();  // the server holds it now: its death is EOF here
-  auto fresh = std::make_unique<ProcessConnection>();
+  auto fresh = std::make_shared<ThreadConnection>();
   fresh->pid = me;
   fresh->conn = std::make_unique<Connection>(std::move(ends.first));
-  ProcessConnection* old = current.exchange(fresh.release(), std::memory_order_acq_rel);
-  if (old != nullptr && old->pid == me) delete old;  // cannot happen (checked above); tidy
-  // else: the parent's, inherited by this forked child: its memory is the parent's copy; leaked
-  // on purpose (destroying it here would touch a mutex another parent thread may have held).
-  return *current.load(std::memory_order_acquire);
+  std::lock_guard<std::mutex> lock(connect_mutex());
+  connections.push_back(fresh);
+  return fresh.get();
 }
 
 std::string ObjectRef::call(std::uint32_t op, std::string_view args) const {
@@ -133,24 +177,21 @@ std::string ObjectRef::call_prepared(std::uint32_t op, std::string request) cons
   if (!client_) throw Error(errc::bad_state, "multiproc::Manager: call on an empty proxy");
   ClientState& c = *client_;
   if (c.dead.load(std::memory_order_relaxed)) c.fail_disconnected(kind_ + " '" + name_ + "'");
-  ProcessConnection& pc = c.connection();
+  ThreadConnection& tc = c.connection();
   std::memcpy(request.data(), &op, 4);
   std::memcpy(request.data() + 4, &id_, 8);
   std::string reply;
-  {
-    std::lock_guard<std::mutex> lock(pc.m);
-    try {
-      pc.conn->send_bytes(request);
-      while (!pc.conn->poll(kSlice)) {
-        if (c.server_gone()) c.fail_disconnected(kind_ + " '" + name_ + "'");
-      }
-      reply = pc.conn->recv_bytes();
-    } catch (const Error& e) {
-      if (e.code() == errc::eof || e.code() == errc::closed) {
-        c.fail_disconnected(kind_ + " '" + name_ + "'");
-      }
-      throw;
+  try {
+    tc.conn->send_bytes(request);
+    while (!tc.conn->poll(kSlice)) {
+      if (c.server_gone()) c.fail_disconnected(kind_ + " '" + name_ + "'");
     }
+    reply = tc.conn->recv_bytes();
+  } catch (const Error& e) {
+    if (e.code() == errc::eof || e.code() == errc::closed) {
+      c.fail_disconnected(kind_ + " '" + name_ + "'");
+    }
+    throw;
   }
   if (reply.empty()) throw Error(errc::corrupt, c.describe() + ": an empty reply");
   if (static_cast<std::uint8_t>(reply[0]) == kOk) {
@@ -233,7 +274,9 @@ std::shared_ptr<detail::manager::ManagerState> start_manager(std::string name) {
   auto st = std::make_shared<detail::manager::ManagerState>();
   auto client = std::make_shared<ClientState>();
   client->name = name;
-  client->listen = multiproc::Queue<std::string>(create_only, detail::manager::listen_name(name));
+  // Connect requests are a short name each: a small ring (the default is sized for data).
+  client->listen = multiproc::Queue<std::string>(create_only, detail::manager::listen_name(name),
+                                                 1024, std::size_t{1} << 16);
   const pid_t owner = detail::current_pid();
   const std::uint64_t owner_start = detail::current_start_time();
   const multiproc::Queue<std::string> listen = client->listen;

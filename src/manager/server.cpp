@@ -45,7 +45,7 @@ class ServerSession final : public Session {
   std::uint64_t id() const noexcept override { return id_; }
   pid_t pid() const noexcept override { return pid_; }
   bool gone() const override {
-    if (ended_) return true;
+    if (ended_.load()) return true;
     try {
       if (conn_.peer_closed()) return true;
     } catch (...) {
@@ -54,14 +54,14 @@ class ServerSession final : public Session {
     return process_liveness(pid_, start_) == Liveness::dead;
   }
   Connection& conn() { return conn_; }
-  void end() { ended_ = true; }
+  void end() { ended_.store(true); }
 
  private:
   std::uint64_t id_;
   pid_t pid_;
   std::uint64_t start_;
   Connection conn_;
-  bool ended_ = false;  // only the session's own thread sets and reads it
+  std::atomic<bool> ended_{false};
 };
 
 struct Entry {

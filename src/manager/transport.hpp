@@ -29,6 +29,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <sys/types.h>
 
@@ -66,30 +67,39 @@ int server_main(const std::string& name, const Queue<std::string>& listen, pid_t
 //! manager is started (containers.cpp).
 void register_container_kinds();
 
-//! One process's connection to a manager (a forked child makes its own).
-struct ProcessConnection {
+//! One thread's connection to a manager. A thread has its own (so that a call blocking in the
+//! server, a queue get or a lock acquire, holds up no other thread of the process), made at its
+//! first call; a forked child makes its own too.
+struct ThreadConnection {
   pid_t pid = 0;
-  std::mutex m;  // one call at a time on the connection
   std::unique_ptr<Connection> conn;
 };
 
-struct ClientState {
-  std::string name;  // the manager's
+struct ClientState : std::enable_shared_from_this<ClientState> {
+  const std::uint64_t id;  // unique in this process: the per-thread cache's key
+  std::string name;        // the manager's
   pid_t server_pid = 0;
   std::uint64_t server_start = 0;
   Queue<std::string> listen;
   RawValue<ServerInfo> info;  // keeps the name alive while this process uses it
   std::atomic<bool> dead{false};
   std::atomic<bool> shut_down{false};  // dead because the owner shut it down
-  std::atomic<ProcessConnection*> current{nullptr};  // this process's; replaced in a forked child
+  // Every thread's connection in this process (and copies of the parent's in a forked child,
+  // never used there). Guarded by the process-wide connect mutex (client.cpp).
+  std::vector<std::shared_ptr<ThreadConnection>> connections;
 
-  ~ClientState();
-  //! This process's connection, made now if needed. Throws Error(errc::disconnected).
-  ProcessConnection& connection();
+  ClientState();
+  //! The calling thread's connection, made now if needed. Throws Error(errc::disconnected).
+  ThreadConnection& connection();
+  //! Closes a thread's connection (the thread ends).
+  void drop(const ThreadConnection* tc) noexcept;
   [[noreturn]] void fail_disconnected(const std::string& during);
   //! Whether the server process is gone (and so the manager).
   bool server_gone() const noexcept;
   std::string describe() const { return "multiproc::Manager '" + name + "'"; }
+
+ private:
+  ThreadConnection* connect();
 };
 
 }  // namespace multiproc::detail::manager
