@@ -373,8 +373,8 @@ BOOST_AUTO_TEST_CASE(queue_bounds_timeouts_and_type_checks, *boost::unit_test::t
 
 BOOST_AUTO_TEST_CASE(a_thread_waiting_does_not_hold_up_its_process_other_calls,
                      *boost::unit_test::timeout(60)) {
-  // A process's threads share its one connection to the manager: a wait is sent in slices, so
-  // the put (or set) from another thread of the same process gets through.
+  // Each thread has its own connection to the manager: a thread waiting in the server holds up
+  // no other thread of its process.
   mp::Manager m;
   auto q = m.Queue<int>("q");
   auto e = m.Event("e");
@@ -446,11 +446,16 @@ BOOST_AUTO_TEST_CASE(lock_makes_a_dict_update_exact_across_processes,
   join_all_ok(ps);
   BOOST_TEST(d.get("n").value_or(-1) == long{kProcs} * kRounds);
 
-  // Owned by the process that locked it.
+  // Owned by the thread that locked it.
   lock.lock();
   BOOST_TEST(lock.locked());
   BOOST_TEST(!lock.try_lock());
   expect_errc([&] { lock.lock(); }, mp::errc::would_deadlock);
+  std::thread other([&] {
+    BOOST_TEST(!lock.try_lock());
+    expect_errc([&] { lock.unlock(); }, mp::errc::not_owner);
+  });
+  other.join();
   CHECK_CHILD([lock] {
     if (lock.try_lock()) return 1;
     if (lock.try_lock_for(30ms)) return 2;
@@ -483,6 +488,12 @@ BOOST_AUTO_TEST_CASE(a_client_killed_holding_the_lock_releases_it, *boost::unit_
   BOOST_REQUIRE(holder.join_for(30s));
   BOOST_TEST(lock.try_lock_for(10s));  // released when the manager saw the holder's end
   BOOST_TEST(lock.locked());
+  lock.unlock();
+
+  // A thread that ends holding it (its connection closes with it) releases it too.
+  std::thread quitter([lock] { BOOST_TEST(lock.try_lock()); });
+  quitter.join();
+  BOOST_TEST(lock.try_lock_for(10s));
   lock.unlock();
 }
 

@@ -5,8 +5,6 @@
 
 #include "../os.hpp"
 
-#include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <initializer_list>
 #include <mutex>
@@ -36,32 +34,6 @@ bool bool_of(const std::string& reply, const ObjectRef& ref) {
   return reply[0] == '\1';
 }
 
-// A process's threads share one connection to the manager, and its calls run one at a time: a
-// wait longer than a slice is sent as several waits of at most a slice each, so that the
-// process's other threads get their calls through in between (a put from another thread of the
-// process waiting in get, a set() while a thread waits for the event).
-constexpr std::int64_t kSliceMicros = 100'000;
-
-//! Calls attempt(t) with t the time left (microseconds; -1 none) cut to one slice, until it
-//! returns something true or the time is up. Returns: the last attempt's result.
-template <class Attempt>
-auto in_slices(std::int64_t timeout, Attempt attempt) -> decltype(attempt(timeout)) {
-  if (timeout >= 0 && timeout <= kSliceMicros) return attempt(timeout);
-  using Clock = std::chrono::steady_clock;
-  const auto deadline = timeout < 0 ? Clock::time_point::max()
-                                    : Clock::now() + std::chrono::microseconds(timeout);
-  for (;;) {
-    std::int64_t slice = kSliceMicros;
-    if (timeout >= 0) {
-      const auto left =
-          std::chrono::ceil<std::chrono::microseconds>(deadline - Clock::now()).count();
-      slice = left <= 0 ? 0 : std::min<std::int64_t>(left, kSliceMicros);
-    }
-    auto r = attempt(slice);
-    if (r || slice == 0) return r;
-  }
-}
-
 struct QueueInfo {
   std::uint64_t size = 0, maxsize = 0;
   std::string type;
@@ -87,16 +59,11 @@ void queue_check_type(const ObjectRef& ref, const char* element_type) {
 }
 
 bool queue_put(const ObjectRef& ref, std::string request, std::int64_t timeout) {
-  const bool once = timeout >= 0 && timeout <= kSliceMicros;
-  return in_slices(timeout, [&](std::int64_t slice) {
-    std::memcpy(request.data() + ObjectRef::kHeader, &slice, sizeof slice);
-    // A single attempt gives its request away; a repeated one sends a copy.
-    std::string sent = once ? std::move(request) : request;
-    return bool_of(ref.call_prepared(sync_op::queue_put, std::move(sent)), ref);
-  });
+  std::memcpy(request.data() + ObjectRef::kHeader, &timeout, sizeof timeout);
+  return bool_of(ref.call_prepared(sync_op::queue_put, std::move(request)), ref);
 }
 
-static std::optional<std::string> queue_get_once(const ObjectRef& ref, std::int64_t timeout) {
+std::optional<std::string> queue_get(const ObjectRef& ref, std::int64_t timeout) {
   std::string reply = ref.call(sync_op::queue_get, i64s({timeout}));
   if (reply.empty() || (reply[0] != '\0' && reply[0] != '\1') ||
       (reply[0] == '\0' && reply.size() != 1)) {
@@ -106,10 +73,6 @@ static std::optional<std::string> queue_get_once(const ObjectRef& ref, std::int6
   if (reply[0] == '\0') return std::nullopt;
   reply.erase(0, 1);
   return reply;
-}
-
-std::optional<std::string> queue_get(const ObjectRef& ref, std::int64_t timeout) {
-  return in_slices(timeout, [&](std::int64_t slice) { return queue_get_once(ref, slice); });
 }
 
 std::pair<std::size_t, std::size_t> queue_info(const ObjectRef& ref) {
@@ -133,9 +96,7 @@ namespace multiproc {
 namespace mgr = detail::manager;
 
 bool LockProxy::acquire(std::int64_t timeout) const {
-  return mgr::in_slices(timeout, [this](std::int64_t slice) {
-    return mgr::bool_of(ref_.call(mgr::sync_op::lock_acquire, mgr::i64s({slice})), ref_);
-  });
+  return mgr::bool_of(ref_.call(mgr::sync_op::lock_acquire, mgr::i64s({timeout})), ref_);
 }
 
 void LockProxy::unlock() const { ref_.call(mgr::sync_op::lock_release, {}); }
@@ -150,9 +111,7 @@ bool EventProxy::is_set() const {
   return mgr::bool_of(ref_.call(mgr::sync_op::event_is_set, {}), ref_);
 }
 bool EventProxy::wait_impl(std::int64_t timeout) const {
-  return mgr::in_slices(timeout, [this](std::int64_t slice) {
-    return mgr::bool_of(ref_.call(mgr::sync_op::event_wait, mgr::i64s({slice})), ref_);
-  });
+  return mgr::bool_of(ref_.call(mgr::sync_op::event_wait, mgr::i64s({timeout})), ref_);
 }
 
 LockProxy Manager::Lock(std::string_view name) const {

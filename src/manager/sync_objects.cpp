@@ -154,7 +154,8 @@ class LockObject final : public Object {
         std::unique_lock<std::mutex> lk(m_);
         if (holder_ == from.id()) {
           if (timeout == 0) return bool_reply(false);  // try_lock, as Mutex::try_lock
-          throw Error(errc::would_deadlock, who_ + ": process " + std::to_string(from.pid()) +
+          throw Error(errc::would_deadlock, who_ + ": a thread of process " +
+                                                std::to_string(from.pid()) +
                                                 " locks it again while holding it");
         }
         if (!wait_sliced(lk, free_, from, timeout, [&] { return holder_ == 0; })) {
@@ -169,7 +170,7 @@ class LockObject final : public Object {
           std::lock_guard<std::mutex> lk(m_);
           if (holder_ != from.id()) {
             throw Error(errc::not_owner,
-                        who_ + ": unlock by process " + std::to_string(from.pid()) +
+                        who_ + ": unlock by a thread of process " + std::to_string(from.pid()) +
                             (holder_ == 0 ? ", but nobody holds it" : ", which does not hold it"));
           }
           holder_ = 0;
@@ -200,7 +201,7 @@ class LockObject final : public Object {
   const std::string who_;
   std::mutex m_;
   std::condition_variable free_;
-  std::uint64_t holder_ = 0;  // the holder's session (its process's connection), 0 = free;
+  std::uint64_t holder_ = 0;  // the holder's session (its thread's connection), 0 = free;
                               // guarded by m_
 };
 

@@ -12,10 +12,8 @@
 //
 // Proxies are cheap copies of a reference (same name -> same object, from any process). Every call
 // is one round trip; a blocking call (get, put on a full queue, lock, wait) waits in the server on
-// the caller's own connection, so other clients are not held up. A process's threads share its
-// connection, one call at a time, so a wait is sent as waits of at most 100 ms each: another
-// thread of the same process gets its calls through in between (a put to a queue this process
-// also waits on, a set() of the event it waits for).
+// the caller's own connection (each thread has its own), so other clients, and the caller's other
+// threads, are not held up.
 //
 // Crashes (what survives what):
 //   - a client that dies holding a Lock releases it: the next waiter gets it within 100 ms;
@@ -185,26 +183,24 @@ class QueueProxy {
   detail::manager::ObjectRef ref_;
 };
 
-//! A Manager's lock (Python's Manager().Lock()): held by one process at a time. Lockable and
-//! TimedLockable, so std::lock_guard, std::unique_lock and std::scoped_lock work. Unlike Python's,
-//! it is owned: only the process that locked it may unlock it (any of its threads: they share the
-//! process's connection to the manager), and a process that dies holding it releases it (the
-//! manager sees its connection end). A process's threads share one connection and its calls run
-//! one at a time: a thread waiting in lock() holds up that process's other manager calls.
+//! A Manager's lock (Python's Manager().Lock()): held by one thread of one process at a time.
+//! Lockable and TimedLockable, so std::lock_guard, std::unique_lock and std::scoped_lock work.
+//! Unlike Python's, it is owned: only the thread that locked it may unlock it (the owner is the
+//! thread's connection to the manager), and a thread or process that dies holding it releases it
+//! (the manager sees the connection end).
 class LockProxy {
  public:
   //! Made by Manager::Lock().
   LockProxy() = default;  // empty: every call throws Error(errc::bad_state)
   explicit LockProxy(detail::manager::ObjectRef ref) : ref_(std::move(ref)) {}
 
-  //! Effects: waits until this process holds the lock.
-  //! Throws: Error(errc::would_deadlock) if this process holds it already (a thread of it waiting
-  //! would hold up the unlock); Error(errc::disconnected).
+  //! Effects: waits until this thread holds the lock.
+  //! Throws: Error(errc::would_deadlock) if this thread holds it already; Error(errc::disconnected).
   void lock() const { acquire(-1); }
-  //! Returns: whether this process now holds the lock (false, without waiting, if another
-  //! process or this one holds it).
+  //! Returns: whether this thread now holds the lock (false, without waiting, if another thread
+  //! or this one holds it).
   bool try_lock() const { return acquire(0); }
-  //! Returns: whether this process got the lock before the timeout. Throws: as lock().
+  //! Returns: whether this thread got the lock before the timeout. Throws: as lock().
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return acquire(detail::manager::wire_timeout(timeout));
@@ -213,9 +209,9 @@ class LockProxy {
   bool try_lock_until(const std::chrono::time_point<C, D>& deadline) const {
     return acquire(detail::manager::wire_timeout_until(deadline));
   }
-  //! Throws: Error(errc::not_owner) if this process does not hold the lock.
+  //! Throws: Error(errc::not_owner) if this thread does not hold the lock.
   void unlock() const;
-  //! Snapshot: whether some process holds it.
+  //! Snapshot: whether some thread of some process holds it.
   bool locked() const;
   const std::string& name() const noexcept { return ref_.name(); }
 
