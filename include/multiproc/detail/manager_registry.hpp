@@ -21,9 +21,12 @@
 // arguments and of the result asked for. The server checks them against the registered method's
 // parameter and result types before it decodes anything (call<void> accepts any result and drops
 // it), so a call with other types is an Error(errc::type_mismatch), never a misread value. Pass
-// exactly the parameter types: add(long) wants 5L, not 5.
+// exactly the parameter types: add(long) wants 5L, not 5. The type names are the ABI's mangled
+// names (typeid), the same in every program built with g++ or clang against the same standard
+// library.
 //
-// Each object's calls are serialised (one at a time, whatever the number of clients). Errors:
+// Each object's calls are serialised (one at a time, whatever the number of clients; a method
+// that blocks holds up the other calls to its object, not the manager). Errors:
 //   - an unknown type (not registered where the manager started): Error(errc::not_found);
 //   - an unknown method: Error(errc::not_found) naming the type, the object and the method;
 //   - other argument or result types: Error(errc::type_mismatch) naming both signatures;

@@ -16,16 +16,17 @@
 // threads, are not held up.
 //
 // Crashes (what survives what):
-//   - a client that dies holding a Lock releases it: the next waiter gets it within 100 ms;
-//   - a client that dies while blocked in get/put/lock/wait takes nothing: the server notices
-//     within 100 ms and gives up the wait (no item leaves the queue, no lock is taken);
-//   - a waiter asks whether its client is still there before it takes an item or the lock, so
-//     one killed while waiting takes nothing; the one window left: an item the server has handed
-//     over (popped, reply written) is lost if the client dies before it reads the reply, as in
-//     Python (a get is at-most-once);
+//   - a client (a thread, or its whole process) that ends or dies holding a Lock releases it: the
+//     server sees its connection end (it looks every 100 ms) and the next waiter gets it;
+//   - a client that dies while blocked in get/put/lock/wait takes nothing: its server thread
+//     asks whether the client is still there before it takes an item or the lock, and gives up
+//     the wait within 100 ms. The one window left: an item the server has handed over (popped,
+//     reply written) is lost if the client dies before it reads the reply, as in Python (a get
+//     is at-most-once);
 //   - a client stopped (SIGSTOP) is alive: it keeps a lock it holds, and a get it was waiting in
 //     may take an item, delivered when it continues;
-//   - the manager dying makes every call fail with Error(errc::disconnected) (see ObjectRef).
+//   - the manager dying makes every call fail with Error(errc::disconnected) (see ObjectRef);
+//     the queues' items and the locks' and events' states are lost with it.
 //
 // Timeouts (try_*, *_for, *_until) are return values (false, std::nullopt), never exceptions.
 #pragma once
