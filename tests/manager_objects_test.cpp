@@ -7,6 +7,7 @@
 #include <multiproc/manager.hpp>
 
 #include <atomic>
+#include <cstdint>
 #include <csignal>
 #include <functional>
 #include <memory>
@@ -195,6 +196,17 @@ BOOST_AUTO_TEST_CASE(queue_object_is_fifo_bounded_and_gives_up_for_a_gone_sessio
   BOOST_TEST(is_true(q->call(s, mgr::sync_op::queue_put, put_request(0, "kept"))));
   BOOST_TEST(q->call(s, mgr::sync_op::queue_get, i64s({0})) == std::string("\1kept"));
 
+  // A timeout too far to add to the clock (from a broken client) is no deadline, not a wrap.
+  std::atomic<pid_t> far_tid{0};
+  std::thread far([&] {
+    far_tid = ::gettid();
+    reply = q->call(s, mgr::sync_op::queue_get, i64s({INT64_MAX}));
+  });
+  BOOST_REQUIRE(eventually([&] { return far_tid.load() != 0; }));
+  BOOST_REQUIRE(wait_until_sleeping(far_tid.load()));
+  BOOST_TEST(is_true(q->call(s, mgr::sync_op::queue_put, put_request(0, "far"))));
+  far.join();
+  BOOST_TEST(reply == std::string("\1far"));
   expect_errc([&] { q->call(s, mgr::sync_op::queue_get, "abc"); }, mp::errc::corrupt);
   expect_errc([&] { q->call(s, 999, ""); }, mp::errc::invalid_argument);
   expect_errc([&] { mgr::make_queue_object("bad", "xyz"); }, mp::errc::corrupt);

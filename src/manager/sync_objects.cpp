@@ -55,8 +55,10 @@ bool wait_sliced(std::unique_lock<std::mutex>& lk, std::condition_variable& cv, 
                  std::int64_t timeout, Ready ready) {
   if (ready()) return true;
   if (timeout == 0) return false;
-  const auto deadline = timeout < 0 ? steady_clock::time_point::max()
-                                    : steady_clock::now() + std::chrono::microseconds(timeout);
+  constexpr std::int64_t kForever = 1'000'000'000'000'000;  // ~31 years, as wire_timeout's cap
+  const auto deadline = timeout < 0 || timeout >= kForever
+                            ? steady_clock::time_point::max()
+                            : steady_clock::now() + std::chrono::microseconds(timeout);
   for (;;) {
     const auto now = steady_clock::now();
     if (now >= deadline) return ready();
