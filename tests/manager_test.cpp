@@ -519,4 +519,50 @@ BOOST_AUTO_TEST_CASE(the_manager_dies_with_its_owner_and_takes_its_names,
   BOOST_TEST(eventually([&] { return !pid_running(server); }, 10s));
 }
 
+BOOST_AUTO_TEST_CASE(save_and_load_into_a_new_manager, *boost::unit_test::timeout(60)) {
+  char dir_template[] = "/tmp/mptest-manager-XXXXXX";
+  BOOST_TEST_REQUIRE(::mkdtemp(dir_template) != nullptr);
+  const std::string dir = dir_template;
+  const std::string file = dir + "/state";
+  {
+    mp::Manager m;
+    auto d = m.dict<std::string, long>("d");
+    d.set("b", 2);
+    d.set("a", 1);
+    m.list<std::string>("l").extend({"x", "y"});
+    m.Namespace("ns").set<int>("n", 5);
+    m.Value<double>("v", 1.5);
+    // Written by a forked child: any process of the manager may save.
+    CHECK_CHILD([m, file] {
+      m.save(file);
+      return 0;
+    });
+    d.set("c", 3);  // after the save: not in the file
+  }
+  mp::Manager fresh;
+  auto d = fresh.dict<std::string, long>("d");
+  d.set("zzz", 9);  // replaced by the load
+  fresh.load(file);
+  BOOST_TEST((d.items() == std::vector<std::pair<std::string, long>>{{"b", 2}, {"a", 1}}));
+  BOOST_TEST((fresh.list<std::string>("l").items() == std::vector<std::string>{"x", "y"}));
+  BOOST_TEST((fresh.Namespace("ns").get<int>("n").value() == 5));
+  BOOST_TEST((fresh.Value<double>("v").get() == 1.5));
+  // A name holding other types: refused.
+  mp::Manager other;
+  other.dict<int, int>("d");
+  expect_error([&] { other.load(file); }, mp::errc::type_mismatch, {"dict 'd'"});
+  // Not a save file; no file.
+  {
+    std::FILE* f = std::fopen((dir + "/junk").c_str(), "w");
+    std::fputs("hello", f);
+    std::fclose(f);
+  }
+  expect_error([&] { fresh.load(dir + "/junk"); }, mp::errc::corrupt, {"junk"});
+  BOOST_CHECK_THROW(fresh.load(dir + "/none"), mp::Error);
+  BOOST_CHECK_THROW(fresh.save(dir + "/no/such/dir"), mp::Error);
+  ::unlink((dir + "/junk").c_str());
+  ::unlink(file.c_str());
+  BOOST_TEST(::rmdir(dir.c_str()) == 0);  // empty: no temporary file left behind
+}
+
 BOOST_AUTO_TEST_SUITE_END()

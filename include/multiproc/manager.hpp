@@ -47,9 +47,11 @@
 //   - A client killed while setting up its connection: the pipe's name is removed by the server
 //     within about a second (the pid and start time in the name tell that its creator is gone).
 //
-// Persistence: the data lives in the server process only and is not persisted: a manager that
-// stops (shutdown, a crash) loses it. To keep it, read it (items(), slice(), fields()) and write
-// it yourself, e.g. into a file, and put it back with update() / extend() into a new manager.
+// Persistence: the data lives in the server process: a manager that stops (shutdown, a crash)
+// loses it. save(path) writes its dicts, lists, Namespaces and Values to a file (atomically:
+// temporary file + rename); load(path) puts them into a manager (a new one, after a restart).
+// Saving is explicit (call it as often as you can afford): what changed since the last save
+// dies with the manager.
 //
 // Errors: Error(errc::disconnected) as above; Error(errc::wrong_kind) opening a name that holds
 // another kind (naming both); Error(errc::type_mismatch) opening a container with other types
@@ -121,7 +123,21 @@ class Manager {
   //! The manager's server process.
   pid_t pid() const noexcept;
 
-  // Persistence: none (see the header comment).
+  //! Effects: writes every dict, list, Namespace and Value of the manager (their names, types
+  //! and contents) to the file `path`, atomically: a temporary file next to it, then a rename,
+  //! so `path` holds the old file or the new one, whole. Each object is one consistent snapshot
+  //! (taken under its own lock); objects are not frozen together, so a save while others write
+  //! may catch one object before and another after a change. Queues, Locks, Events and
+  //! registered types are not saved.
+  //! Throws: Error from errno naming the file; Error(errc::disconnected).
+  void save(const std::string& path) const;
+  //! Effects: for each object in the file `path` (written by save(), by any manager): opens or
+  //! makes the object of that name and replaces its contents with the saved ones. The whole file
+  //! is read and checked first; then objects are loaded one by one, each whole.
+  //! Throws: Error from errno naming the file; Error(errc::corrupt) for a file save() did not
+  //! write (nothing loaded); Error(errc::wrong_kind) / Error(errc::type_mismatch) when a name
+  //! holds another kind or types (the objects before it in the file are loaded).
+  void load(const std::string& path) const;
 
   // Containers (detail/manager_containers.hpp). Same name -> same object, from any process;
   // an empty name makes a new object with a fresh unique name (proxy.name() tells it).

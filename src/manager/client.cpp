@@ -10,7 +10,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <iterator>
 #include <new>
 #include <pthread.h>
 #include <unistd.h>
@@ -337,6 +341,70 @@ void Manager::shutdown() {
 const std::string& Manager::name() const noexcept {
   static const std::string none;
   return state_ ? state_->client->name : none;
+}
+
+namespace {
+
+constexpr std::string_view kSaveMagic = "multiproc Manager save 1\n";
+
+}  // namespace
+
+void Manager::save(const std::string& path) const {
+  if (!state_) throw Error(errc::bad_state, "multiproc::Manager: use of a moved-from Manager");
+  detail::manager::ObjectRef server;
+  server.client_ = state_->client;
+  server.kind_ = "manager";
+  server.name_ = state_->client->name;
+  const std::string data = server.call(detail::manager::kSaveOp, {});
+  const std::string tmp = path + ".tmp." + std::to_string(detail::current_pid());
+  const std::string what = "multiproc::Manager '" + server.name_ + "': save to '" + path + "'";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error::from_errno(errno, what + ": cannot create '" + tmp + "'");
+  auto write_all = [&](std::string_view b) {
+    while (!b.empty()) {
+      const ssize_t n = ::write(fd, b.data(), b.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return false;
+      b.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  };
+  if (!write_all(kSaveMagic) || !write_all(data) || ::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw Error::from_errno(err, what + ": cannot write '" + tmp + "'");
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error::from_errno(err, what);
+  }
+}
+
+void Manager::load(const std::string& path) const {
+  if (!state_) throw Error(errc::bad_state, "multiproc::Manager: use of a moved-from Manager");
+  detail::manager::ObjectRef server;
+  server.client_ = state_->client;
+  server.kind_ = "manager";
+  server.name_ = state_->client->name;
+  const std::string what = "multiproc::Manager '" + server.name_ + "': load from '" + path + "'";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error::from_errno(errno != 0 ? errno : EIO, what);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error::from_errno(errno != 0 ? errno : EIO, what);
+  if (data.compare(0, kSaveMagic.size(), kSaveMagic) != 0) {
+    throw Error(errc::corrupt, what + ": not a file Manager::save wrote");
+  }
+  std::vector<detail::manager::SavedObject> saved;
+  try {
+    saved = detail::manager::from_bytes<std::vector<detail::manager::SavedObject>>(
+        std::string_view(data).substr(kSaveMagic.size()));
+  } catch (const Error& e) {
+    throw Error(errc::corrupt, what + ": " + e.what());
+  }
+  for (const auto& s : saved) server.call(detail::manager::kLoadOp, detail::manager::to_bytes(s));
 }
 
 pid_t Manager::pid() const noexcept { return state_ ? state_->client->server_pid : 0; }

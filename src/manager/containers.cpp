@@ -11,6 +11,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <unordered_map>
 
 namespace multiproc::detail::manager {
@@ -111,6 +112,17 @@ class Typed : public Object {
                                            ", not " + describe_types(args));
     }
   }
+  // Saved states start with the types: (types, content).
+  template <class Content>
+  std::string save_with(const Content& c) const {
+    return to_bytes(std::make_pair(types_, c));
+  }
+  template <class Content>
+  Content load_with(std::string_view state) const {
+    auto [types, content] = from_bytes<std::pair<std::string, Content>>(state);
+    check(types);
+    return std::move(content);
+  }
   [[noreturn]] void unknown(std::uint32_t op) const {
     throw Error(errc::invalid_argument, what_ + ": unknown operation " + std::to_string(op));
   }
@@ -210,6 +222,22 @@ class DictObject final : public Typed {
         return {};
     }
     unknown(o);
+  }
+
+  std::optional<std::string> save_state() override {
+    std::lock_guard<std::mutex> lock(m_);
+    std::vector<std::pair<std::string, std::string>> out;
+    out.reserve(items_.size());
+    for (const Item& i : items_) out.emplace_back(i.key, i.value);
+    return save_with(out);
+  }
+  bool load_state(std::string_view state) override {
+    auto pairs = load_with<std::vector<std::pair<std::string, std::string>>>(state);
+    std::lock_guard<std::mutex> lock(m_);
+    index_.clear();
+    items_.clear();
+    for (const auto& [k, v] : pairs) put(k, v);
+    return true;
   }
 
  private:
@@ -319,6 +347,21 @@ class ListObject final : public Typed {
     unknown(o);
   }
 
+  std::optional<std::string> save_state() override {
+    std::lock_guard<std::mutex> lock(m_);
+    std::vector<std::string> out;
+    out.reserve(items_.size());
+    for (const Item& i : items_) out.push_back(i.value);
+    return save_with(out);
+  }
+  bool load_state(std::string_view state) override {
+    auto values = load_with<std::vector<std::string>>(state);
+    std::lock_guard<std::mutex> lock(m_);
+    items_.clear();
+    for (std::string& v : values) items_.push_back(Item{std::move(v), ++clock_});
+    return true;
+  }
+
  private:
   struct Item {
     std::string value;
@@ -380,6 +423,20 @@ class NamespaceObject final : public Object {
     throw Error(errc::invalid_argument, what_ + ": unknown operation " + std::to_string(o));
   }
 
+  std::optional<std::string> save_state() override {
+    std::lock_guard<std::mutex> lock(m_);
+    std::vector<std::tuple<std::string, std::string, std::string>> out;
+    for (const auto& [k, f] : fields_) out.emplace_back(k, f.type, f.value);
+    return to_bytes(out);
+  }
+  bool load_state(std::string_view state) override {
+    auto saved = from_bytes<std::vector<std::tuple<std::string, std::string, std::string>>>(state);
+    std::lock_guard<std::mutex> lock(m_);
+    fields_.clear();
+    for (auto& [k, t, v] : saved) fields_[k] = Field{std::move(t), std::move(v)};
+    return true;
+  }
+
  private:
   struct Field {
     std::string type;
@@ -419,6 +476,18 @@ class ValueObject final : public Typed {
       }
     }
     unknown(o);
+  }
+
+  std::optional<std::string> save_state() override {
+    std::lock_guard<std::mutex> lock(m_);
+    return save_with(value_);
+  }
+  bool load_state(std::string_view state) override {
+    std::string v = load_with<std::string>(state);
+    std::lock_guard<std::mutex> lock(m_);
+    value_ = std::move(v);
+    ++version_;
+    return true;
   }
 
  private:

@@ -2,10 +2,13 @@
 // and holds the named objects (see transport.hpp for the protocol).
 #include "transport.hpp"
 
+#include <multiproc/manager.hpp>
+
 #include "../process/liveness.hpp"
 
 #include <multiproc/codec.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -68,6 +71,7 @@ struct Entry {
   std::string kind;
   std::uint64_t id;
   std::shared_ptr<Object> object;
+  std::string create_args;  // for Manager::save
 };
 
 class Server {
@@ -119,6 +123,46 @@ class Server {
     std::string kind, name, create_args;
     decode_fields(reinterpret_cast<const std::byte*>(args.data()), args.size(), kind, name,
                   create_args);
+    std::shared_ptr<Object> unused;
+    return open(kind, name, create_args, unused);
+  }
+
+  // Every object that saves its state; each is one consistent snapshot of that object (objects
+  // are not frozen together).
+  std::string save() {
+    std::vector<std::pair<std::string, Entry>> entries;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      for (const auto& [name, e] : by_name_) entries.emplace_back(name, e);
+    }
+    std::sort(entries.begin(), entries.end(),
+              [](const auto& a, const auto& b) { return a.second.id < b.second.id; });
+    std::vector<SavedObject> out;
+    for (auto& [name, e] : entries) {
+      std::optional<std::string> state = e.object->save_state();
+      if (state) out.emplace_back(e.kind, name, e.create_args, std::move(*state));
+    }
+    return to_bytes(out);
+  }
+
+  std::string load(std::string_view args) {
+    const auto saved = from_bytes<SavedObject>(args);
+    const auto& [kind, name, create_args, state] = saved;
+    std::string n = name;
+    std::shared_ptr<Object> o;
+    open(kind, n, create_args, o);
+    bool loaded = false;
+    try {
+      loaded = o->load_state(state);
+    } catch (const Error& e) {  // the object names itself; we name the manager
+      throw Error(e.code(), describe() + ": " + e.what());
+    }
+    if (!loaded) throw Error(errc::invalid_argument, describe() + ": a " + kind + " is not saved");
+    return {};
+  }
+
+  std::string open(const std::string& kind, std::string name, const std::string& create_args,
+                   std::shared_ptr<Object>& object) {
     std::lock_guard<std::mutex> lock(m_);
     if (name.empty()) {
       do {
@@ -133,6 +177,7 @@ class Server {
                                           ", not a " + kind);
       }
       id = it->second.id;
+      object = it->second.object;
     } else {
       std::shared_ptr<const Factory> make = find_kind(kind);
       if (!make) {
@@ -142,7 +187,8 @@ class Server {
       std::shared_ptr<Object> o = (*make)(name, create_args);
       if (!o) throw Error(errc::invalid_argument, describe() + ": kind '" + kind + "' made nothing");
       id = ++next_id_;
-      by_name_.emplace(name, Entry{kind, id, o});
+      object = o;
+      by_name_.emplace(name, Entry{kind, id, o, create_args});
       by_id_.emplace(id, std::move(o));
     }
     std::string out(encoded_size(id, name), '\0');
@@ -165,6 +211,10 @@ class Server {
       std::string payload;
       if (op == kOpenOp) {
         payload = open(args);
+      } else if (op == kSaveOp) {
+        payload = save();
+      } else if (op == kLoadOp) {
+        payload = load(args);
       } else {
         auto c = cache.find(id);
         if (c == cache.end()) {

@@ -12,7 +12,7 @@
 // pid and start time in the name say whether its creator still runs.
 //
 // Messages on a connection, client to server: u32 op, u64 object id, then the op's arguments
-// (kOpen: encode_fields(kind, name, create_args), object id 0). Server to client: u8 status,
+// (kOpen: encode_fields(kind, name, create_args), object id 0; kSaveOp, kLoadOp: below). Server to client: u8 status,
 // then for kOk the reply bytes, for kFailed encode_fields(i32 code, u8 category, message).
 #pragma once
 
@@ -29,6 +29,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include <sys/types.h>
@@ -45,6 +46,12 @@ struct ServerInfo {
 };
 
 constexpr std::uint32_t kOpenOp = 0xFFFFFFFFu;
+//! Object id 0: every saved object's (kind, name, create_args, state), Codec-encoded as a
+//! std::vector<std::tuple<std::string, std::string, std::string, std::string>>.
+constexpr std::uint32_t kSaveOp = 0xFFFFFFFEu;
+//! Object id 0, args: one such tuple: opens (or makes) the object and loads the state into it.
+constexpr std::uint32_t kLoadOp = 0xFFFFFFFDu;
+using SavedObject = std::tuple<std::string, std::string, std::string, std::string>;
 constexpr std::size_t kRequestHeader = 4 + 8;
 constexpr std::uint8_t kOk = 0;
 constexpr std::uint8_t kFailed = 1;

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -52,6 +53,14 @@ class Object {
   virtual std::string call(Session& from, std::uint32_t op, std::string_view args) = 0;
   //! The session ended (closed or died): release what it held (a lock it had acquired).
   virtual void session_ended(Session& /*who*/) {}
+  //! For Manager::save: the object's state as bytes (one consistent snapshot), or nullopt for a
+  //! kind that is not saved (the default).
+  virtual std::optional<std::string> save_state() { return std::nullopt; }
+  //! For Manager::load: replaces the object's state with bytes save_state returned (in another
+  //! manager, maybe). Returns false for a kind that is not saved (the default). Throws:
+  //! Error(errc::corrupt) for bytes it cannot read, Error(errc::type_mismatch) for another
+  //! type's; nothing is changed then.
+  virtual bool load_state(std::string_view /*state*/) { return false; }
 };
 
 //! Makes an object of a kind: `name` is the object's name, `create_args` what the proxy sent
@@ -93,6 +102,7 @@ class ObjectRef {
 
  private:
   friend ObjectRef open(const Manager&, std::string_view, std::string_view, std::string_view);
+  friend class multiproc::Manager;  // save() and load() talk to the server itself (id 0)
   std::shared_ptr<ClientState> client_;
   std::uint64_t id_ = 0;  // the server's id of the object
   std::string kind_;
