@@ -574,6 +574,42 @@ BOOST_AUTO_TEST_CASE(a_manager_killed_under_a_waiting_client_fails_its_call,
   m.shutdown();
 }
 
+BOOST_AUTO_TEST_CASE(queues_and_events_are_saved_and_loaded, *boost::unit_test::timeout(60)) {
+  const std::string path = "/tmp/" + unique_name("manager_objects.save");
+  {
+    mp::Manager a;
+    auto q = a.Queue<std::string>("q", 5);
+    q.put("first");
+    q.put("");
+    q.put("third");
+    a.Event("up").set();
+    (void)a.Event("down");
+    a.Lock("l").lock();  // not saved: a lock's holder is a connection
+    a.save(path);
+  }
+  mp::Manager b;
+  auto other = b.Queue<int>("q2");
+  other.put(1);
+  b.load(path);
+  auto q = b.Queue<std::string>("q");
+  BOOST_TEST(q.maxsize() == 5u);
+  BOOST_TEST(q.size() == 3u);
+  BOOST_TEST(q.get() == "first");
+  BOOST_TEST(q.get() == "");
+  BOOST_TEST(q.get() == "third");
+  BOOST_TEST(b.Event("up").is_set());
+  BOOST_TEST(!b.Event("down").is_set());
+  BOOST_TEST(!b.Lock("l").locked());
+
+  // Loading into a queue of another element type changes nothing there.
+  mp::Manager c;
+  auto wrong = c.Queue<int>("q");
+  wrong.put(7);
+  expect_error([&] { c.load(path); }, mp::errc::type_mismatch, {"Queue 'q' holds int"});
+  BOOST_TEST(wrong.size() == 1u);
+  BOOST_TEST(::unlink(path.c_str()) == 0);
+}
+
 BOOST_AUTO_TEST_CASE(registered_type_counts_exactly_from_forked_and_exec_clients,
                      *boost::unit_test::timeout(120)) {
   register_test_types();

@@ -15,6 +15,9 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <iterator>
+#include <optional>
+#include <vector>
 #include <mutex>
 
 namespace multiproc::detail::manager {
@@ -133,6 +136,35 @@ class QueueObject final : public Object {
     }
   }
 
+  // Saved: the element type and the items, oldest first (the maxsize is in the create args).
+  std::optional<std::string> save_state() override {
+    std::vector<std::string> items;
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      items.assign(items_.begin(), items_.end());
+    }
+    std::string out(encoded_size(type_, items), '\0');
+    encode_fields(reinterpret_cast<std::byte*>(out.data()), type_, items);
+    return out;
+  }
+  // Replaces the items (even beyond maxsize: puts then wait until gets make room).
+  bool load_state(std::string_view state) override {
+    std::string type;
+    std::vector<std::string> items;
+    decode_fields(reinterpret_cast<const std::byte*>(state.data()), state.size(), type, items);
+    if (type != type_) {
+      throw Error(errc::type_mismatch, who_ + " holds " + demangle(type_.c_str()) +
+                                           ", the saved one " + demangle(type.c_str()));
+    }
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      items_.assign(std::make_move_iterator(items.begin()), std::make_move_iterator(items.end()));
+    }
+    not_empty_.notify_all();
+    not_full_.notify_all();
+    return true;
+  }
+
  private:
   bool full() const { return maxsize_ != 0 && items_.size() >= maxsize_; }
 
@@ -246,6 +278,25 @@ class EventObject final : public Object {
       default:
         unknown_op(who_, op);
     }
+  }
+
+  // Saved: the flag, one byte.
+  std::optional<std::string> save_state() override {
+    std::lock_guard<std::mutex> lk(m_);
+    return std::string(1, flag_ ? '\1' : '\0');
+  }
+  bool load_state(std::string_view state) override {
+    if (state.size() != 1 || (state[0] != '\0' && state[0] != '\1')) {
+      throw Error(errc::corrupt, who_ + ": a saved state of " + std::to_string(state.size()) +
+                                     " bytes is not a flag");
+    }
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      flag_ = state[0] == '\1';
+      if (flag_) ++sets_;
+    }
+    cv_.notify_all();
+    return true;
   }
 
  private:

@@ -28,6 +28,9 @@
 //   - the manager dying makes every call fail with Error(errc::disconnected) (see ObjectRef);
 //     the queues' items and the locks' and events' states are lost with it.
 //
+// Manager::save / load keep a queue's items (oldest first; its maxsize and element type are in
+// the file too) and an event's flag; not a lock (its holder is a connection of the old manager).
+//
 // Timeouts (try_*, *_for, *_until) are return values (false, std::nullopt), never exceptions.
 #pragma once
 
