@@ -7,8 +7,12 @@
 #include <multiproc/process.hpp>
 
 #include <algorithm>
+#include <mutex>
+#include <tuple>
 #include <chrono>
 #include <csignal>
+#include <cstring>
+#include <dirent.h>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -62,6 +66,79 @@ std::vector<std::string> shm_with(const std::string& part) {
     if (f.find(part) != std::string::npos) out.push_back(f);
   }
   return out;
+}
+
+// Declared before an anonymous Manager ("manager.<pid>.<n>", outside the run's prefix, so the
+// Clean fixture does not see it): checks at the end of the test that its names are gone.
+struct NoAnonymousNamesLeft {
+  ~NoAnonymousNamesLeft() {
+    const std::string prefix = "mp." + mp::name_prefix() + "manager." + std::to_string(::getpid()) + ".";
+    std::vector<std::string> left;
+    if (DIR* d = ::opendir("/dev/shm")) {
+      while (dirent* e = ::readdir(d)) {
+        if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) left.emplace_back(e->d_name);
+      }
+      ::closedir(d);
+    }
+    for (const std::string& f : left) BOOST_ERROR("left behind in /dev/shm: " << f);
+  }
+};
+
+// A kind of the test's own, through the seam (detail/manager_object.hpp): op 1 blocks (in
+// slices, as a queue get would) until op 3 releases it or its caller's session is gone; op 2
+// reads (sessions ended, blocked calls given up, blocked calls released).
+class Probe final : public mp::detail::manager::Object {
+ public:
+  std::string call(mp::detail::manager::Session& from, std::uint32_t op,
+                   std::string_view) override {
+    if (op == 1) {
+      for (;;) {
+        {
+          std::lock_guard<std::mutex> lock(m_);
+          if (release_) {
+            ++released_;
+            return {};
+          }
+        }
+        if (from.gone()) {
+          std::lock_guard<std::mutex> lock(m_);
+          ++gave_up_;
+          throw mp::Error(mp::errc::bad_state, "gone");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the slice of a blocking op
+      }
+    }
+    std::lock_guard<std::mutex> lock(m_);
+    if (op == 3) {
+      release_ = true;
+      return {};
+    }
+    if (op == 4) throw std::runtime_error("not an Error");
+    return mp::detail::manager::to_bytes(std::make_tuple(ended_, gave_up_, released_));
+  }
+  void session_ended(mp::detail::manager::Session&) override {
+    std::lock_guard<std::mutex> lock(m_);
+    ++ended_;
+  }
+
+ private:
+  std::mutex m_;
+  bool release_ = false;
+  int ended_ = 0, gave_up_ = 0, released_ = 0;
+};
+
+void register_probe() {
+  static const bool once = [] {
+    mp::detail::manager::register_kind("mgrtest.probe", [](std::string_view, std::string_view) {
+      return std::make_unique<Probe>();
+    });
+    return true;
+  }();
+  (void)once;
+}
+
+std::tuple<int, int, int> probe_counts(const mp::detail::manager::ObjectRef& p) {
+  return mp::detail::manager::from_bytes<std::tuple<int, int, int>>(p.call(2, {}));
 }
 
 }  // namespace
@@ -231,6 +308,7 @@ BOOST_AUTO_TEST_CASE(wrong_kind_and_wrong_types, *boost::unit_test::timeout(60))
 
 BOOST_AUTO_TEST_CASE(add_and_transform_from_four_processes_are_exact,
                      *boost::unit_test::timeout(120)) {
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager m;
   auto d = m.dict<std::string, long>("counts");
   auto l = m.list<long>("cells");
@@ -253,6 +331,7 @@ BOOST_AUTO_TEST_CASE(add_and_transform_from_four_processes_are_exact,
 }
 
 BOOST_AUTO_TEST_CASE(threads_share_a_manager, *boost::unit_test::timeout(120)) {
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager m;
   auto d = m.dict<int, long>("d");
   std::vector<std::thread> ts;
@@ -310,6 +389,7 @@ BOOST_AUTO_TEST_CASE(an_execd_program_opens_the_manager_by_name, *boost::unit_te
 }
 
 BOOST_AUTO_TEST_CASE(huge_values_round_trip, *boost::unit_test::timeout(120)) {
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager m;
   auto d = m.dict<std::string, std::string>("d");
   std::string big(8 << 20, '\0');
@@ -396,6 +476,7 @@ BOOST_AUTO_TEST_CASE(clients_killed_while_connecting_leave_no_names, *boost::uni
 }
 
 BOOST_AUTO_TEST_CASE(a_stopped_client_holds_up_nobody, *boost::unit_test::timeout(120)) {
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager m;
   auto d = m.dict<int, std::string>("d");
   // One child stops (SIGSTOP) in the middle of streaming an 8 MiB value; another stops between
@@ -519,6 +600,52 @@ BOOST_AUTO_TEST_CASE(the_manager_dies_with_its_owner_and_takes_its_names,
   BOOST_TEST(eventually([&] { return !pid_running(server); }, 10s));
 }
 
+BOOST_AUTO_TEST_CASE(a_kind_of_ones_own_blocks_in_slices_and_sees_sessions_end,
+                     *boost::unit_test::timeout(60)) {
+  register_probe();
+  expect_errc([] { mp::detail::manager::register_kind("mgrtest.probe", nullptr); },
+              mp::errc::invalid_argument);
+  expect_errc([] {
+    mp::detail::manager::register_kind("mgrtest.probe", [](std::string_view, std::string_view) {
+      return std::unique_ptr<mp::detail::manager::Object>();
+    });
+  }, mp::errc::already_exists);
+  BOOST_TEST(mp::detail::manager::find_kind("nope") == nullptr);
+  NoAnonymousNamesLeft no_names_left;
+  mp::Manager m;
+  auto p = mp::detail::manager::open(m, "mgrtest.probe", "p", {});
+  BOOST_TEST(p.kind() == "mgrtest.probe");
+  // Another exception than Error comes back as remote_error with its what().
+  expect_error([&] { p.call(4, {}); }, mp::errc::remote_error, {"not an Error"});
+  // A client SIGKILLed while its call blocks in the server: the call gives up, its session ends.
+  Gate connected;
+  const pid_t child = fork_raw([p, &connected] {
+    probe_counts(p);  // connected
+    connected.signal();
+    p.call(1, {});
+    return 0;
+  });
+  BOOST_TEST_REQUIRE(connected.wait(30s));
+  BOOST_TEST(wait_until_sleeping(child));  // waiting for its reply
+  ::kill(child, SIGKILL);
+  reap(child);
+  BOOST_TEST(eventually([&] { return std::get<1>(probe_counts(p)) == 1; }, 10s));
+  BOOST_TEST(eventually([&] { return std::get<0>(probe_counts(p)) >= 1; }, 10s));
+  // A thread blocked in a call holds up no other thread of its process.
+  std::atomic<pid_t> tid{0};
+  std::thread blocked([p, &tid] {
+    probe_counts(p);  // this thread's connection is made
+    tid = static_cast<pid_t>(::gettid());
+    p.call(1, {});
+  });
+  BOOST_TEST_REQUIRE(eventually([&] { return tid.load() != 0; }, 30s));
+  BOOST_TEST(wait_until_sleeping(tid.load()));  // blocked in its call
+  for (int i = 0; i < 10; ++i) probe_counts(p);  // answered while the other thread waits
+  p.call(3, {});
+  blocked.join();
+  BOOST_TEST(std::get<2>(probe_counts(p)) == 1);
+}
+
 BOOST_AUTO_TEST_CASE(save_and_load_into_a_new_manager, *boost::unit_test::timeout(60)) {
   char dir_template[] = "/tmp/mptest-manager-XXXXXX";
   BOOST_TEST_REQUIRE(::mkdtemp(dir_template) != nullptr);
@@ -539,6 +666,7 @@ BOOST_AUTO_TEST_CASE(save_and_load_into_a_new_manager, *boost::unit_test::timeou
     });
     d.set("c", 3);  // after the save: not in the file
   }
+  NoAnonymousNamesLeft no_names_left;
   mp::Manager fresh;
   auto d = fresh.dict<std::string, long>("d");
   d.set("zzz", 9);  // replaced by the load

@@ -11,8 +11,9 @@
 //
 // Manager() and Manager(create_only, name) fork the server from the calling process; it holds
 // every object, each under a name, and serves each client thread on a connection of its own (a
-// shared-memory Pipe: one round trip per call, about a microsecond). Manager(open_only, name)
-// connects to a manager started by another process, e.g. an exec'd program. Containers
+// shared-memory Pipe: one round trip per call, one to two microseconds on an idle machine).
+// Manager(open_only, name) connects to a manager started by another process, e.g. an exec'd
+// program. Containers
 // (detail/manager_containers.hpp): dict<K, V>, list<T>, Namespace, Value<T> — Python's
 // operations, with keys and values of any type with a Codec (codec.hpp), kept in the server as
 // their encodings (two keys are the same key iff their encodings are equal bytes); each opens

@@ -142,8 +142,14 @@ ThreadConnection* ClientState::connect() {
       }
     }
   } remove_name{pipe_name};
-  listen.put(pipe_name);
   const auto limit = std::chrono::steady_clock::now() + kHandshakeLimit;
+  while (!listen.put_for(pipe_name, kSlice)) {  // full: requests the server has not taken yet
+    if (server_gone()) fail_disconnected("connecting");
+    if (std::chrono::steady_clock::now() > limit) {
+      throw Error(errc::disconnected,
+                  describe() + ": its server did not take a connect request within 30 s");
+    }
+  }
   while (!ends.first.poll(kSlice)) {
     if (server_gone()) fail_disconnected("connecting");
     if (std::chrono::steady_clock::now() > limit) {
