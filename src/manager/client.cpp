@@ -285,6 +285,7 @@ std::string fresh_manager_name() {
 
 std::shared_ptr<detail::manager::ManagerState> start_manager(std::string name) {
   detail::manager::register_container_kinds();
+  detail::manager::register_sync_kinds();  // queue, lock, event (src/manager/sync.cpp)
   auto st = std::make_shared<detail::manager::ManagerState>();
   auto client = std::make_shared<ClientState>();
   client->name = name;
