@@ -20,8 +20,8 @@
 // worker, and done when it finished (result, error, or cancelled). cancel() succeeds only on a
 // pending future: its task is removed and never runs. running() is true once the worker has
 // started the task (it records each task it starts in shared memory) — so between being sent and
-// being started a future is neither cancellable nor running() (at most two tasks per worker are
-// in that state). Done-callbacks run in this process, from the executor's dispatcher thread (or
+// being started a future is neither cancellable nor running() (at most one future per worker is
+// in that state: a worker is sent the next future only once it is idle). Done-callbacks run in this process, from the executor's dispatcher thread (or
 // from the thread that cancels, or at once when added to a done future); they must not wait for
 // other futures of the executor or call shutdown().
 //

@@ -72,7 +72,7 @@ std::vector<bool> wait_jobs(std::vector<std::shared_ptr<JobState>> jobs, ReturnW
     stop = waiter.remaining() == 0;
   }
   // Whatever else finished meanwhile is done too.
-  const Clock::time_point now = Clock::time_point::min();
+  const Clock::time_point now = Clock::now();
   while (const std::optional<std::size_t> i = waiter.next(&now)) done[*i] = true;
   return done;
 }

@@ -72,15 +72,17 @@ void PoolCore::finish(const std::shared_ptr<JobState>& job, std::exception_ptr e
     job->started = nullptr;    // lets go of the worker's word
   }
   job->cv.notify_all();
-  for (auto& hook : hooks) {
-    try {
-      hook.second();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "multiproc::Future: a done-callback threw %s: %s\n",
-                   demangle(typeid(e).name()).c_str(), e.what());
-    } catch (...) {
-      std::fprintf(stderr, "multiproc::Future: a done-callback threw\n");
-    }
+  for (auto& hook : hooks) run_done_hook(hook.second);
+}
+
+void PoolCore::run_done_hook(const std::function<void()>& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "multiproc::Future: a done-callback threw %s: %s\n",
+                 demangle(typeid(e).name()).c_str(), e.what());
+  } catch (...) {
+    std::fprintf(stderr, "multiproc::Future: a done-callback threw\n");
   }
 }
 
@@ -93,7 +95,7 @@ std::uint64_t add_done_hook(JobState& job, std::function<void()> fn) {
       return token;
     }
   }
-  fn();  // finished already: run here
+  PoolCore::run_done_hook(fn);  // finished already: run here
   return 0;
 }
 

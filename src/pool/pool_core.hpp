@@ -109,6 +109,8 @@ class PoolCore {
     return pids_;
   }
   static void finish(const std::shared_ptr<JobState>& job, std::exception_ptr error);
+  // Runs an executor future's done hook; an exception from it is printed and dropped.
+  static void run_done_hook(const std::function<void()>& fn) noexcept;
 
  private:
   enum class State { running, closing, terminating, stopped };
