@@ -521,4 +521,60 @@ BOOST_AUTO_TEST_CASE(a_stopped_worker_delays_only_its_future, *boost::unit_test:
   BOOST_TEST((f.result_for(30s) == std::optional<bool>(true)));
 }
 
+BOOST_AUTO_TEST_CASE(cancel_racing_with_the_workers_runs_each_task_at_most_once,
+                     *boost::unit_test::timeout(60)) {
+  // Threads cancel while the workers take tasks: each future is either cancelled (and its task
+  // never ran) or ran exactly once; the counter tells which ran.
+  Counter ran;
+  mp::ProcessPoolExecutor ex(2);
+  Blocker first(ex), second(ex);  // both workers busy until the first cancel
+  std::vector<mp::Future<long>> fs;
+  for (long i = 0; i < 300; ++i) fs.push_back(ex.submit(bump, ran.name, 1L));
+  std::atomic<long> won{0};
+  std::vector<std::thread> cancellers;
+  for (std::size_t t = 0; t < 3; ++t) {
+    cancellers.emplace_back([&, t] {
+      for (std::size_t i = fs.size(); i-- > 0;) {  // from the back: those still queued
+        if (i % 3 == t && fs[i].cancel()) ++won;
+        if (t == 0 && i == 297) {  // one cancelled for sure; now the workers race the threads
+          first.go.set();
+          second.go.set();
+        }
+      }
+    });
+  }
+  for (auto& t : cancellers) t.join();
+  long cancelled = 0;
+  for (const auto& f : fs) {
+    if (f.cancelled()) {
+      ++cancelled;
+      BOOST_CHECK_THROW(f.result(), mp::CancelledError);
+    } else {
+      BOOST_TEST(f.result() == 1);
+    }
+  }
+  BOOST_TEST(cancelled == won.load());
+  BOOST_TEST(cancelled > 0);
+  BOOST_TEST(fs[297].cancelled());
+  BOOST_TEST(first.future.result());
+  BOOST_TEST(second.future.result());
+  ex.shutdown();
+  BOOST_TEST(ran.load() == 300 - cancelled);
+}
+
+BOOST_AUTO_TEST_CASE(a_broken_executor_fails_its_futures, *boost::unit_test::timeout(60)) {
+  // Workers that keep dying in the initializer break the pool: futures and later submits fail
+  // with BrokenPool, and nothing hangs.
+  mp::ProcessPoolExecutor ex(1, [] { throw std::runtime_error("cannot set up"); });
+  std::size_t failed = 0;
+  for (int i = 0; i < 5; ++i) {
+    try {
+      ex.submit(square, 2L).result();
+    } catch (const mp::BrokenPool&) {
+      ++failed;
+    }
+  }
+  BOOST_TEST(failed == 5u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
