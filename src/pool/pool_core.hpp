@@ -96,6 +96,10 @@ class PoolCore {
   void extend(const std::shared_ptr<JobState>& job, std::vector<PoolTask> tasks);
   void end_stream_input();
   void cancel_stream(const std::shared_ptr<JobState>& job, bool open);
+  // Executor futures: cancel one call whose tasks are all still queued (false otherwise); cancel
+  // every future still queued (shutdown(cancel_futures)). Callbacks run on this thread.
+  bool cancel(const std::shared_ptr<JobState>& job);
+  void cancel_queued_futures();
   void close();
   void terminate();
   void join();
@@ -105,6 +109,8 @@ class PoolCore {
     return pids_;
   }
   static void finish(const std::shared_ptr<JobState>& job, std::exception_ptr error);
+  // Runs an executor future's done hook; an exception from it is printed and dropped.
+  static void run_done_hook(const std::function<void()>& fn) noexcept;
 
  private:
   enum class State { running, closing, terminating, stopped };
