@@ -47,7 +47,8 @@ class Object {
   //! object serialises itself. A call is applied whole or not at all — check everything, and
   //! throw, before changing anything. May block (see Session::gone).
   //! Throws: multiproc::Error, sent back to the caller, who throws an Error with the same code and
-  //! message (name the object and the problem in it).
+  //! message (name the object and the problem in it; the server puts "multiproc::Manager '<m>': "
+  //! in front). Another exception reaches the caller as Error(errc::remote_error) with its what().
   virtual std::string call(Session& from, std::uint32_t op, std::string_view args) = 0;
   //! The session ended (closed or died): release what it held (a lock it had acquired).
   virtual void session_ended(Session& /*who*/) {}
@@ -58,7 +59,9 @@ class Object {
 using Factory =
     std::function<std::unique_ptr<Object>(std::string_view name, std::string_view create_args)>;
 
-//! Registers a kind in this process. A manager's server serves the kinds registered in the
+//! Registers a kind in this process. Built-in kinds (the library's own) are registered the same
+//! way, before the first manager starts; the containers' are (Manager's constructors call
+//! register_container_kinds, src/manager/). A manager's server serves the kinds registered in the
 //! process that started it, at the time it started it (it is forked from there). Thread-safe.
 //! Throws: Error(errc::already_exists) if `kind` is taken; Error(errc::invalid_argument) for an
 //! empty kind.
@@ -78,6 +81,13 @@ class ObjectRef {
   //! Throws: the Error the object threw (same code and message); Error(errc::disconnected) naming
   //! the manager if its process died or shut down — within 100 ms, never a hang.
   std::string call(std::uint32_t op, std::string_view args) const;
+  //! Bytes a request starts with; call_prepared fills them.
+  static constexpr std::size_t kHeader = 12;
+  //! As call(op, args) with `request` = kHeader bytes (any) followed by the args: saves a copy
+  //! of the arguments (the proxies build their requests in place).
+  std::string call_prepared(std::uint32_t op, std::string request) const;
+  //! The manager's name (for messages).
+  const std::string& manager_name() const noexcept;
   const std::string& name() const noexcept { return name_; }
   const std::string& kind() const noexcept { return kind_; }
 

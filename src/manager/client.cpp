@@ -1,0 +1,341 @@
+// The Manager's client side: starting and opening a manager, each process's connection to it,
+// and ObjectRef::call (see transport.hpp for the protocol).
+#include "transport.hpp"
+
+#include "../process/liveness.hpp"
+
+#include <multiproc/codec.hpp>
+#include <multiproc/manager.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <new>
+#include <pthread.h>
+#include <unistd.h>
+
+namespace multiproc {
+namespace detail::manager {
+namespace {
+
+constexpr auto kSlice = std::chrono::milliseconds(20);  // how often a waiting client looks
+constexpr auto kHandshakeLimit = std::chrono::seconds(30);
+
+// Guards every ClientState's list of connections (slow paths only: a thread's first call, its
+// end). A forked child gets a fresh one, since another thread of the parent may have held it at
+// the fork.
+std::mutex& connect_mutex() {
+  static std::mutex* m = [] {
+    auto* p = new std::mutex;  // never destroyed: used until the very end of the process
+    ::pthread_atfork(nullptr, nullptr, [] { new (&connect_mutex()) std::mutex; });
+    return p;
+  }();
+  return *m;
+}
+
+std::atomic<std::uint64_t> g_pipe_counter{0};
+std::atomic<std::uint64_t> g_manager_counter{0};
+std::atomic<std::uint64_t> g_client_counter{0};
+
+[[noreturn]] void reply_error(std::string_view reply, const std::string& where) {
+  std::int32_t code = 0;
+  std::uint8_t category = 0;
+  std::string message;
+  decode_fields(reinterpret_cast<const std::byte*>(reply.data()), reply.size(), code, category,
+                message);
+  (void)where;
+  if (category == kCategorySystem) throw Error(std::error_code(code, std::system_category()), message);
+  throw Error(static_cast<errc>(code), message);
+}
+
+}  // namespace
+
+bool ClientState::server_gone() const noexcept {
+  return process_liveness(server_pid, server_start) == Liveness::dead;
+}
+
+void ClientState::fail_disconnected(const std::string& during) {
+  dead.store(true);
+  throw Error(errc::disconnected,
+              describe() + ": " + during + ": " +
+                  (shut_down.load() ? std::string("the manager was shut down")
+                                    : "its server process (pid " + std::to_string(server_pid) +
+                                          ") is gone"));
+}
+
+ClientState::ClientState() : id(g_client_counter.fetch_add(1) + 1) {}
+
+namespace {
+
+// Each thread's connections, one per manager it has called (usually one). The raw pointer stays
+// valid while the ClientState lives (it owns the connection), which a call in progress ensures.
+struct ThreadEntry {
+  std::uint64_t client_id;
+  std::weak_ptr<ClientState> client;
+  ThreadConnection* tc;
+};
+struct ThreadCache {
+  std::vector<ThreadEntry> entries;
+  ~ThreadCache() {
+    for (ThreadEntry& e : entries) {
+      if (std::shared_ptr<ClientState> c = e.client.lock()) c->drop(e.tc);
+    }
+  }
+};
+thread_local ThreadCache t_cache;
+
+}  // namespace
+
+void ClientState::drop(const ThreadConnection* tc) noexcept {
+  std::shared_ptr<ThreadConnection> doomed;
+  {
+    std::lock_guard<std::mutex> lock(connect_mutex());
+    for (auto it = connections.begin(); it != connections.end(); ++it) {
+      if (it->get() == tc) {
+        doomed = std::move(*it);
+        connections.erase(it);
+        break;
+      }
+    }
+  }
+  // `doomed` closes the connection here (in this process only if it is this process's).
+}
+
+ThreadConnection& ClientState::connection() {
+  const pid_t me = current_pid();
+  for (const ThreadEntry& e : t_cache.entries) {
+    if (e.client_id == id && e.tc->pid == me) return *e.tc;
+  }
+  ThreadConnection* tc = connect();
+  for (ThreadEntry& e : t_cache.entries) {
+    if (e.client_id == id) {  // a forked child's copy of its parent's entry
+      e.tc = tc;
+      return *tc;
+    }
+  }
+  auto& v = t_cache.entries;  // forget managers gone since
+  v.erase(std::remove_if(v.begin(), v.end(), [](const ThreadEntry& e) { return e.client.expired(); }),
+          v.end());
+  v.push_back(ThreadEntry{id, weak_from_this(), tc});
+  return *tc;
+}
+
+ThreadConnection* ClientState::connect() {
+  if (dead.load()) fail_disconnected("connecting");
+  if (server_gone()) fail_disconnected("connecting");
+  const pid_t me = current_pid();
+  const std::string pipe_name = pipe_prefix(name) + std::to_string(me) + "." +
+                                std::to_string(current_start_time()) + "." +
+                                std::to_string(g_pipe_counter.fetch_add(1));
+  std::pair<Connection, Connection> ends = Pipe(create_only, pipe_name, true, kConnectionRing);
+  struct RemoveName {  // whatever happens, the name goes: the server has opened it, or never will
+    const std::string& n;
+    ~RemoveName() {
+      try {
+        remove(n);
+      } catch (...) {
+      }
+    }
+  } remove_name{pipe_name};
+  listen.put(pipe_name);
+  const auto limit = std::chrono::steady_clock::now() + kHandshakeLimit;
+  while (!ends.first.poll(kSlice)) {
+    if (server_gone()) fail_disconnected("connecting");
+    if (std::chrono::steady_clock::now() > limit) {
+      throw Error(errc::disconnected,
+                  describe() + ": its server did not answer a connect request within 30 s");
+    }
+  }
+  try {
+    (void)ends.first.recv_bytes();  // the hello
+  } catch (const EOFError&) {
+    fail_disconnected("connecting");
+  }
+  ends.second.close();  // the server holds it now: its death is EOF here
+  auto fresh = std::make_shared<ThreadConnection>();
+  fresh->pid = me;
+  fresh->conn = std::make_unique<Connection>(std::move(ends.first));
+  std::lock_guard<std::mutex> lock(connect_mutex());
+  connections.push_back(fresh);
+  return fresh.get();
+}
+
+std::string ObjectRef::call(std::uint32_t op, std::string_view args) const {
+  std::string request(kRequestHeader + args.size(), '\0');
+  if (!args.empty()) std::memcpy(request.data() + kRequestHeader, args.data(), args.size());
+  return call_prepared(op, std::move(request));
+}
+
+const std::string& ObjectRef::manager_name() const noexcept {
+  static const std::string none;
+  return client_ ? client_->name : none;
+}
+
+std::string ObjectRef::call_prepared(std::uint32_t op, std::string request) const {
+  static_assert(kHeader == kRequestHeader);
+  if (!client_) throw Error(errc::bad_state, "multiproc::Manager: call on an empty proxy");
+  ClientState& c = *client_;
+  if (c.dead.load(std::memory_order_relaxed)) c.fail_disconnected(kind_ + " '" + name_ + "'");
+  ThreadConnection& tc = c.connection();
+  std::memcpy(request.data(), &op, 4);
+  std::memcpy(request.data() + 4, &id_, 8);
+  std::string reply;
+  try {
+    tc.conn->send_bytes(request);
+    while (!tc.conn->poll(kSlice)) {
+      if (c.server_gone()) c.fail_disconnected(kind_ + " '" + name_ + "'");
+    }
+    reply = tc.conn->recv_bytes();
+  } catch (const Error& e) {
+    if (e.code() == errc::eof || e.code() == errc::closed) {
+      c.fail_disconnected(kind_ + " '" + name_ + "'");
+    }
+    throw;
+  }
+  if (reply.empty()) throw Error(errc::corrupt, c.describe() + ": an empty reply");
+  if (static_cast<std::uint8_t>(reply[0]) == kOk) {
+    reply.erase(0, 1);
+    return reply;
+  }
+  reply_error(std::string_view(reply).substr(1), c.describe());
+}
+
+struct ManagerState {
+  std::shared_ptr<ClientState> client;
+  std::unique_ptr<Process> server;  // in the owner only
+  pid_t owner = 0;
+
+  ~ManagerState() {
+    try {
+      stop();
+    } catch (...) {
+    }
+  }
+  void stop() {
+    if (!server || owner != current_pid()) return;
+    client->shut_down.store(true);
+    client->dead.store(true);
+    try {
+      server->kill();
+      server->join();
+    } catch (const Error&) {  // already reaped elsewhere
+    }
+    server.reset();
+    sweep_client_pipes(client->name, true);
+    // The names go now, though proxies may still hold the client state (and so handles).
+    for (const Segment* s : {&client->info.segment(), &client->listen.segment()}) {
+      try {
+        Segment::unlink(s->name(), s->file_id());
+      } catch (...) {
+      }
+    }
+  }
+};
+
+ObjectRef open(const Manager& manager, std::string_view kind, std::string_view name,
+               std::string_view create_args) {
+  if (!manager.state_) throw Error(errc::bad_state, "multiproc::Manager: use of a moved-from Manager");
+  ObjectRef probe;
+  probe.client_ = manager.state_->client;
+  probe.kind_ = std::string(kind);
+  probe.name_ = std::string(name);
+  std::string args(encoded_size(probe.kind_, probe.name_, std::string(create_args)), '\0');
+  encode_fields(reinterpret_cast<std::byte*>(args.data()), probe.kind_, probe.name_,
+                std::string(create_args));
+  const std::string reply = probe.call(kOpenOp, args);
+  ObjectRef out = probe;
+  decode_fields(reinterpret_cast<const std::byte*>(reply.data()), reply.size(), out.id_,
+                out.name_);
+  return out;
+}
+
+}  // namespace detail::manager
+
+namespace {
+
+using detail::manager::ClientState;
+using detail::manager::ServerInfo;
+
+}  // namespace
+
+
+namespace {
+
+// "manager.<pid>.<n>": unique while this process runs; a dead process's leftover is reclaimed.
+std::string fresh_manager_name() {
+  return "manager." + std::to_string(detail::current_pid()) + "." +
+         std::to_string(detail::manager::g_manager_counter.fetch_add(1) + 1);
+}
+
+std::shared_ptr<detail::manager::ManagerState> start_manager(std::string name) {
+  detail::manager::register_container_kinds();
+  auto st = std::make_shared<detail::manager::ManagerState>();
+  auto client = std::make_shared<ClientState>();
+  client->name = name;
+  client->listen = multiproc::Queue<std::string>(create_only, detail::manager::listen_name(name));
+  const pid_t owner = detail::current_pid();
+  const std::uint64_t owner_start = detail::current_start_time();
+  const multiproc::Queue<std::string> listen = client->listen;
+  auto server = std::make_unique<Process>([listen, name, owner, owner_start] {
+    return detail::manager::server_main(name, listen, owner, owner_start);
+  });
+  server->set_name("Manager-" + name);
+  server->set_daemon(true);
+  ChildOptions options;
+  options.parent_death_signal = 0;  // it watches its owner itself, and removes the names if it dies
+  server->set_options(options);
+  server->start();
+  client->server_pid = server->pid();
+  client->server_start = detail::process_start_time(server->pid());
+  ServerInfo info;
+  info.server_pid = client->server_pid;
+  info.server_start = client->server_start;
+  info.owner_pid = owner;
+  info.owner_start = owner_start;
+  try {
+    client->info = RawValue<ServerInfo>(create_only, name, info);
+  } catch (...) {
+    server->kill();
+    server->join();
+    throw;
+  }
+  st->client = std::move(client);
+  st->server = std::move(server);
+  st->owner = owner;
+  return st;
+}
+
+}  // namespace
+
+Manager::Manager() : Manager(create_only, fresh_manager_name()) {}
+
+Manager::Manager(create_only_t, std::string name) : state_(start_manager(std::move(name))) {}
+
+Manager::Manager(open_only_t, std::string name) {
+  auto client = std::make_shared<ClientState>();
+  client->name = name;
+  client->info = RawValue<ServerInfo>(open_only, name);
+  const ServerInfo info = client->info.load();
+  client->server_pid = static_cast<pid_t>(info.server_pid);
+  client->server_start = info.server_start;
+  if (client->server_gone()) client->fail_disconnected("opening");
+  client->listen = multiproc::Queue<std::string>(open_only, detail::manager::listen_name(name));
+  state_ = std::make_shared<detail::manager::ManagerState>();
+  state_->client = std::move(client);
+}
+
+Manager::~Manager() = default;
+
+void Manager::shutdown() {
+  if (state_) state_->stop();
+}
+
+const std::string& Manager::name() const noexcept {
+  static const std::string none;
+  return state_ ? state_->client->name : none;
+}
+
+pid_t Manager::pid() const noexcept { return state_ ? state_->client->server_pid : 0; }
+
+}  // namespace multiproc

@@ -1,0 +1,299 @@
+// The Manager's server process: accepts connections on `m.listen`, serves each on its own thread,
+// and holds the named objects (see transport.hpp for the protocol).
+#include "transport.hpp"
+
+#include "../process/liveness.hpp"
+
+#include <multiproc/codec.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <exception>
+#include <thread>
+#include <typeinfo>
+#include <unordered_map>
+#include <vector>
+
+namespace multiproc::detail::manager {
+namespace {
+
+constexpr auto kSessionSlice = std::chrono::milliseconds(100);
+constexpr auto kAcceptSlice = std::chrono::milliseconds(100);
+constexpr auto kSweepEvery = std::chrono::seconds(1);
+
+// "<pid>.<start>.<n>" after the pipe prefix: the client's pid and start time.
+bool parse_client(std::string_view rest, pid_t& pid, std::uint64_t& start) {
+  const std::size_t a = rest.find('.');
+  if (a == std::string_view::npos || a == 0) return false;
+  const std::size_t b = rest.find('.', a + 1);
+  if (b == std::string_view::npos) return false;
+  try {
+    pid = static_cast<pid_t>(std::stol(std::string(rest.substr(0, a))));
+    start = std::stoull(std::string(rest.substr(a + 1, b - a - 1)));
+  } catch (...) {
+    return false;
+  }
+  return pid > 0;
+}
+
+class ServerSession final : public Session {
+ public:
+  ServerSession(std::uint64_t id, pid_t pid, std::uint64_t start, Connection conn)
+      : id_(id), pid_(pid), start_(start), conn_(std::move(conn)) {}
+  std::uint64_t id() const noexcept override { return id_; }
+  pid_t pid() const noexcept override { return pid_; }
+  bool gone() const override {
+    if (ended_.load()) return true;
+    try {
+      if (conn_.peer_closed()) return true;
+    } catch (...) {
+      return true;
+    }
+    return process_liveness(pid_, start_) == Liveness::dead;
+  }
+  Connection& conn() { return conn_; }
+  void end() { ended_.store(true); }
+
+ private:
+  std::uint64_t id_;
+  pid_t pid_;
+  std::uint64_t start_;
+  Connection conn_;
+  std::atomic<bool> ended_{false};
+};
+
+struct Entry {
+  std::string kind;
+  std::uint64_t id;
+  std::shared_ptr<Object> object;
+};
+
+class Server {
+ public:
+  explicit Server(std::string name) : name_(std::move(name)) {}
+
+  void serve(std::shared_ptr<ServerSession> s) {
+    std::unordered_map<std::uint64_t, std::shared_ptr<Object>> cache;
+    for (;;) {
+      std::string msg;
+      try {
+        if (!s->conn().poll(kSessionSlice)) {
+          if (s->gone()) break;
+          continue;
+        }
+        msg = s->conn().recv_bytes();
+      } catch (const Error& e) {
+        if (e.code() == errc::corrupt) continue;  // a damaged message was skipped
+        break;                                    // EOF: the client closed or died
+      }
+      std::string reply = handle(*s, cache, msg);
+      try {
+        s->conn().send_bytes(reply);
+      } catch (...) {
+        break;  // the client is gone
+      }
+    }
+    s->end();
+    for (const std::shared_ptr<Object>& o : snapshot()) {
+      try {
+        o->session_ended(*s);
+      } catch (...) {  // an object's cleanup failing must not take the server down
+      }
+    }
+  }
+
+ private:
+  std::vector<std::shared_ptr<Object>> snapshot() {
+    std::lock_guard<std::mutex> lock(m_);
+    std::vector<std::shared_ptr<Object>> out;
+    out.reserve(by_id_.size());
+    for (auto& [id, o] : by_id_) out.push_back(o);
+    return out;
+  }
+
+  std::string describe() const { return "multiproc::Manager '" + name_ + "'"; }
+
+  std::string open(std::string_view args) {
+    std::string kind, name, create_args;
+    decode_fields(reinterpret_cast<const std::byte*>(args.data()), args.size(), kind, name,
+                  create_args);
+    std::lock_guard<std::mutex> lock(m_);
+    if (name.empty()) {
+      do {
+        name = kind + "." + std::to_string(++unnamed_);
+      } while (by_name_.count(name) != 0);
+    }
+    std::uint64_t id = 0;
+    auto it = by_name_.find(name);
+    if (it != by_name_.end()) {
+      if (it->second.kind != kind) {
+        throw Error(errc::wrong_kind, describe() + ": '" + name + "' is a " + it->second.kind +
+                                          ", not a " + kind);
+      }
+      id = it->second.id;
+    } else {
+      std::shared_ptr<const Factory> make = find_kind(kind);
+      if (!make) {
+        throw Error(errc::not_found, describe() + ": its server knows no kind '" + kind +
+                                         "' (register it before starting the manager)");
+      }
+      std::shared_ptr<Object> o = (*make)(name, create_args);
+      if (!o) throw Error(errc::invalid_argument, describe() + ": kind '" + kind + "' made nothing");
+      id = ++next_id_;
+      by_name_.emplace(name, Entry{kind, id, o});
+      by_id_.emplace(id, std::move(o));
+    }
+    std::string out(encoded_size(id, name), '\0');
+    encode_fields(reinterpret_cast<std::byte*>(out.data()), id, name);
+    return out;
+  }
+
+  std::string handle(ServerSession& s, std::unordered_map<std::uint64_t, std::shared_ptr<Object>>& cache,
+                     std::string_view msg) {
+    try {
+      if (msg.size() < kRequestHeader) {
+        throw Error(errc::corrupt, describe() + ": a request of " + std::to_string(msg.size()) +
+                                       " bytes");
+      }
+      std::uint32_t op = 0;
+      std::uint64_t id = 0;
+      std::memcpy(&op, msg.data(), 4);
+      std::memcpy(&id, msg.data() + 4, 8);
+      const std::string_view args = msg.substr(kRequestHeader);
+      std::string payload;
+      if (op == kOpenOp) {
+        payload = open(args);
+      } else {
+        auto c = cache.find(id);
+        if (c == cache.end()) {
+          std::shared_ptr<Object> o;
+          {
+            std::lock_guard<std::mutex> lock(m_);
+            auto it = by_id_.find(id);
+            if (it != by_id_.end()) o = it->second;
+          }
+          if (!o) throw Error(errc::not_found, describe() + ": no object #" + std::to_string(id));
+          c = cache.emplace(id, std::move(o)).first;
+        }
+        try {
+          payload = c->second->call(s, op, args);
+        } catch (const Error& e) {  // the object names itself; we name the manager
+          throw Error(e.code(), describe() + ": " + e.what());
+        }
+      }
+      std::string reply;
+      reply.reserve(1 + payload.size());
+      reply.push_back(static_cast<char>(kOk));
+      reply.append(payload);
+      return reply;
+    } catch (const Error& e) {
+      const bool ours = &e.code().category() == &make_error_code(errc::not_found).category();
+      return failure(e.code().value(), ours ? kCategoryMultiproc : kCategorySystem, e.what());
+    } catch (const std::bad_alloc&) {
+      return failure(static_cast<int>(errc::remote_error), kCategoryMultiproc,
+                     describe() + ": out of memory in the server");
+    } catch (const std::exception& e) {
+      return failure(static_cast<int>(errc::remote_error), kCategoryMultiproc,
+                     describe() + ": " + e.what());
+    } catch (...) {
+      return failure(static_cast<int>(errc::remote_error), kCategoryMultiproc,
+                     describe() + ": an unknown exception in the server");
+    }
+  }
+
+  static std::string failure(int code, std::uint8_t category, const std::string& message) {
+    const std::int32_t c = code;
+    std::string out(1 + encoded_size(c, category, message), '\0');
+    out[0] = static_cast<char>(kFailed);
+    encode_fields(reinterpret_cast<std::byte*>(out.data() + 1), c, category, message);
+    return out;
+  }
+
+  std::string name_;
+  std::mutex m_;
+  std::unordered_map<std::string, Entry> by_name_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Object>> by_id_;
+  std::uint64_t next_id_ = 0;
+  std::uint64_t unnamed_ = 0;
+};
+
+}  // namespace
+
+void sweep_client_pipes(const std::string& manager, bool all) noexcept {
+  try {
+    const std::string user_prefix = pipe_prefix(manager);
+    const std::string file_prefix = "mp." + name_prefix() + user_prefix;
+    std::vector<std::string> doomed;
+    if (DIR* d = ::opendir("/dev/shm")) {
+      while (dirent* e = ::readdir(d)) {
+        if (std::strncmp(e->d_name, file_prefix.c_str(), file_prefix.size()) != 0) continue;
+        const std::string rest = e->d_name + file_prefix.size();
+        pid_t pid = 0;
+        std::uint64_t start = 0;
+        if (!parse_client(rest, pid, start)) continue;
+        if (all || process_liveness(pid, start) == Liveness::dead) doomed.push_back(user_prefix + rest);
+      }
+      ::closedir(d);
+    }
+    for (const std::string& n : doomed) {
+      try {
+        remove(n);
+      } catch (...) {
+      }
+    }
+  } catch (...) {
+  }
+}
+
+int server_main(const std::string& name, const Queue<std::string>& listen, pid_t owner_pid,
+                std::uint64_t owner_start) {
+  auto server = std::make_shared<Server>(name);
+  const std::string prefix = pipe_prefix(name);
+  std::uint64_t sessions = 0;
+  auto last_sweep = std::chrono::steady_clock::now();
+  for (;;) {
+    std::optional<std::string> req;
+    try {
+      req = listen.get_for(kAcceptSlice);
+    } catch (const Error&) {  // a damaged request was skipped
+    }
+    if (req && req->compare(0, prefix.size(), prefix) == 0) {
+      pid_t pid = 0;
+      std::uint64_t start = 0;
+      if (parse_client(std::string_view(*req).substr(prefix.size()), pid, start)) {
+        try {
+          Connection conn(open_only, *req, PipeEnd::second);
+          try {
+            remove(*req);  // both ends are held now
+          } catch (...) {
+          }
+          conn.send_bytes(std::string_view("hello"));
+          auto s = std::make_shared<ServerSession>(++sessions, pid, start, std::move(conn));
+          std::thread([server, s] { server->serve(s); }).detach();
+        } catch (...) {  // the client died before we could open its pipe, or we ran out of threads
+        }
+      }
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (process_liveness(owner_pid, owner_start) == Liveness::dead) {
+      // The owner died without shutting us down: its names would be left behind. Remove them
+      // and stop (the data goes with us).
+      for (const std::string& n : {name, listen_name(name)}) {
+        try {
+          remove(n);
+        } catch (...) {
+        }
+      }
+      sweep_client_pipes(name, true);
+      return 0;
+    }
+    if (now - last_sweep > kSweepEvery) {
+      sweep_client_pipes(name, false);
+      last_sweep = now;
+    }
+  }
+}
+
+}  // namespace multiproc::detail::manager

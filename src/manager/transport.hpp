@@ -1,0 +1,105 @@
+// Private (not installed): the Manager's transport, shared by its client side (client.cpp) and
+// its server side (server.cpp).
+//
+// Names. A manager `m` owns two named objects, both created by the process that starts it (so
+// its last handle removes them, as for every named object): `m` (a RawValue<ServerInfo>: who the
+// server is) and `m.listen` (a Queue<std::string> of connect requests). A client process makes
+// its own connection: a named Pipe `m.c.<pid>.<start time>.<n>` (it creates it and keeps the
+// first end), puts the pipe's name on `m.listen`, and waits for the server's hello on it. The
+// server opens the second end, removes the pipe's name at once (both ends are now held) and
+// sends the hello. A name left by a client that died between creating its pipe and the server's
+// open is removed by the server's sweep (about once a second) or by the owner's shutdown: the
+// pid and start time in the name say whether its creator still runs.
+//
+// Messages on a connection, client to server: u32 op, u64 object id, then the op's arguments
+// (kOpen: encode_fields(kind, name, create_args), object id 0). Server to client: u8 status,
+// then for kOk the reply bytes, for kFailed encode_fields(i32 code, u8 category, message).
+#pragma once
+
+#include <multiproc/detail/manager_object.hpp>
+#include <multiproc/error.hpp>
+#include <multiproc/pipe.hpp>
+#include <multiproc/process.hpp>
+#include <multiproc/queue.hpp>
+#include <multiproc/shared_value.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace multiproc::detail::manager {
+
+//! The manager's record under its own name. Written once, at creation (layout: two fixed
+//! 64-bit pairs, read with one relaxed load of the whole struct).
+struct ServerInfo {
+  std::int64_t server_pid = 0;
+  std::uint64_t server_start = 0;
+  std::int64_t owner_pid = 0;
+  std::uint64_t owner_start = 0;
+};
+
+constexpr std::uint32_t kOpenOp = 0xFFFFFFFFu;
+constexpr std::size_t kRequestHeader = 4 + 8;
+constexpr std::uint8_t kOk = 0;
+constexpr std::uint8_t kFailed = 1;
+constexpr std::uint8_t kCategoryMultiproc = 0;
+constexpr std::uint8_t kCategorySystem = 1;
+constexpr std::size_t kConnectionRing = std::size_t{1} << 18;  // each direction
+
+inline std::string listen_name(const std::string& manager) { return manager + ".listen"; }
+inline std::string pipe_prefix(const std::string& manager) { return manager + ".c."; }
+
+//! Removes the names of client pipes of `manager` whose creator no longer runs (all of them when
+//! `all`). Never throws.
+void sweep_client_pipes(const std::string& manager, bool all) noexcept;
+
+//! The server process's body. Returns its exit code.
+int server_main(const std::string& name, const Queue<std::string>& listen, pid_t owner_pid,
+                std::uint64_t owner_start);
+
+//! The built-in kinds (dict, list, namespace, value): registered once per process, before a
+//! manager is started (containers.cpp).
+void register_container_kinds();
+
+//! One thread's connection to a manager. A thread has its own (so that a call blocking in the
+//! server, a queue get or a lock acquire, holds up no other thread of the process), made at its
+//! first call; a forked child makes its own too.
+struct ThreadConnection {
+  pid_t pid = 0;
+  std::unique_ptr<Connection> conn;
+};
+
+struct ClientState : std::enable_shared_from_this<ClientState> {
+  const std::uint64_t id;  // unique in this process: the per-thread cache's key
+  std::string name;        // the manager's
+  pid_t server_pid = 0;
+  std::uint64_t server_start = 0;
+  Queue<std::string> listen;
+  RawValue<ServerInfo> info;  // keeps the name alive while this process uses it
+  std::atomic<bool> dead{false};
+  std::atomic<bool> shut_down{false};  // dead because the owner shut it down
+  // Every thread's connection in this process (and copies of the parent's in a forked child,
+  // never used there). Guarded by the process-wide connect mutex (client.cpp).
+  std::vector<std::shared_ptr<ThreadConnection>> connections;
+
+  ClientState();
+  //! The calling thread's connection, made now if needed. Throws Error(errc::disconnected).
+  ThreadConnection& connection();
+  //! Closes a thread's connection (the thread ends).
+  void drop(const ThreadConnection* tc) noexcept;
+  [[noreturn]] void fail_disconnected(const std::string& during);
+  //! Whether the server process is gone (and so the manager).
+  bool server_gone() const noexcept;
+  std::string describe() const { return "multiproc::Manager '" + name + "'"; }
+
+ private:
+  ThreadConnection* connect();
+};
+
+}  // namespace multiproc::detail::manager

@@ -1,0 +1,501 @@
+// Manager (multiproc/manager.hpp): a server process holding dicts, lists, Namespaces and Values,
+// reached through proxies from threads, forked children and exec'd programs; crashes of clients
+// (SIGKILL mid-call and mid-send, SIGSTOP) and of the manager.
+#include "support/support.hpp"
+
+#include <multiproc/manager.hpp>
+#include <multiproc/process.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace mptest;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::unique_ptr<mp::Process>> start_all(int n, const std::function<int(int)>& body) {
+  std::vector<std::unique_ptr<mp::Process>> ps;
+  for (int i = 0; i < n; ++i) {
+    ps.push_back(std::make_unique<mp::Process>([body, i] { return body(i); }));
+    ps.back()->start();
+  }
+  return ps;
+}
+
+void join_all_ok(std::vector<std::unique_ptr<mp::Process>>& ps) {
+  for (auto& p : ps) {
+    BOOST_TEST_REQUIRE(p->join_for(60s));
+    BOOST_TEST(p->exitcode().value() == 0);
+  }
+}
+
+// A raw forked child (no Process bookkeeping) that runs f and _exits.
+pid_t fork_raw(const std::function<int()>& f) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(f());
+  return pid;
+}
+
+int reap(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
+// Files in /dev/shm whose name contains `part`.
+std::vector<std::string> shm_with(const std::string& part) {
+  std::vector<std::string> out;
+  for (const std::string& f : leftover_segments()) {
+    if (f.find(part) != std::string::npos) out.push_back(f);
+  }
+  return out;
+}
+
+}  // namespace
+
+// Exec'd client: opens the manager by name, adds 1 to "hits" `n` times, appends its pid tag to
+// the list, sets a Namespace field; exits 0.
+MPTEST_SCENARIO(manager_client) {
+  mp::Manager m(mp::open_only, args.at(0));
+  const int n = std::stoi(args.at(1));
+  auto d = m.dict<std::string, long>("counts");
+  auto l = m.list<std::string>("tags");
+  for (int i = 0; i < n; ++i) d.add("hits", 1);
+  l.append("exec");
+  m.Namespace("ns").set<std::string>("who", "exec'd");
+  // The same name as another kind, or other types: refused.
+  try {
+    m.list<int>("counts");
+    return 2;
+  } catch (const mp::Error& e) {
+    if (e.code() != mp::make_error_code(mp::errc::wrong_kind)) return 3;
+  }
+  try {
+    m.dict<std::string, int>("counts");
+    return 4;
+  } catch (const mp::Error& e) {
+    if (e.code() != mp::make_error_code(mp::errc::type_mismatch)) return 5;
+  }
+  return 0;
+}
+
+BOOST_FIXTURE_TEST_SUITE(manager, Clean)
+
+BOOST_AUTO_TEST_CASE(dict_operations, *boost::unit_test::timeout(60)) {
+  mp::Manager m(mp::create_only, unique_name("mgr"));
+  auto d = m.dict<std::string, int>("d");
+  BOOST_TEST(d.name() == "d");
+  BOOST_TEST(d.size() == 0u);
+  BOOST_TEST(d.empty());
+  d.set("a", 1);
+  d.set("b", 2);
+  d.set("a", 3);
+  BOOST_TEST(d.get("a").value() == 3);
+  BOOST_TEST(!d.get("zz").has_value());
+  BOOST_TEST(d.get("zz", 7) == 7);
+  BOOST_TEST(d.contains("b"));
+  BOOST_TEST(!d.contains("zz"));
+  BOOST_TEST(d.size() == 2u);
+  BOOST_TEST((d.keys() == std::vector<std::string>{"a", "b"}));
+  BOOST_TEST((d.values() == std::vector<int>{3, 2}));
+  d.update(std::vector<std::pair<std::string, int>>{{"c", 5}, {"a", 9}});
+  d.update({{"e", 6}});
+  std::map<std::string, int> more{{"f", 7}};
+  d.update(more);
+  BOOST_TEST((d.items() ==
+              std::vector<std::pair<std::string, int>>{{"a", 9}, {"b", 2}, {"c", 5}, {"e", 6}, {"f", 7}}));
+  BOOST_TEST(d.setdefault("b", 100) == 2);
+  BOOST_TEST(d.setdefault("n", 100) == 100);
+  BOOST_TEST(d.pop("n").value() == 100);
+  BOOST_TEST(!d.pop("n").has_value());
+  BOOST_TEST(d.pop("n", -1) == -1);
+  BOOST_TEST(d.erase("b"));
+  BOOST_TEST(!d.erase("b"));
+  d.set("b", 0);  // erased and set again: at the end, as in Python
+  BOOST_TEST(d.keys().back() == "b");
+  BOOST_TEST(d.add("a", 5) == 14);
+  BOOST_TEST(d.add("new", 5) == 5);
+  BOOST_TEST(d.transform("s", [](int v) { return v * 2 + 1; }, 10) == 21);
+  BOOST_TEST(d.get("s").value() == 21);
+  // A throwing f changes nothing.
+  BOOST_CHECK_THROW(d.transform("s", [](int) -> int { throw std::runtime_error("no"); }),
+                    std::runtime_error);
+  BOOST_TEST(d.get("s").value() == 21);
+  d.clear();
+  BOOST_TEST(d.size() == 0u);
+  // Another proxy of the same name is the same dict; an empty name makes a fresh one.
+  auto d2 = m.dict<std::string, int>("d");
+  d2.set("x", 1);
+  BOOST_TEST(d.get("x").value() == 1);
+  auto fresh = m.dict<std::string, int>();
+  BOOST_TEST(!fresh.name().empty());
+  BOOST_TEST(fresh.name() != "d");
+  BOOST_TEST(fresh.size() == 0u);
+  BOOST_TEST((m.dict<std::string, int>(fresh.name()).size() == 0u));
+}
+
+BOOST_AUTO_TEST_CASE(list_operations_and_index_errors, *boost::unit_test::timeout(60)) {
+  mp::Manager m(mp::create_only, unique_name("mgr"));
+  auto l = m.list<int>("l");
+  BOOST_TEST(l.size() == 0u);
+  l.append(1);
+  l.extend(std::vector<int>{2, 3, 4});
+  l.extend({5});
+  BOOST_TEST((l.items() == std::vector<int>{1, 2, 3, 4, 5}));
+  BOOST_TEST(l.get(0) == 1);
+  BOOST_TEST(l.get(-1) == 5);
+  BOOST_TEST(l.get(-5) == 1);
+  l.set(-2, 40);
+  l.insert(0, 0);
+  l.insert(-1, 99);     // before the last
+  l.insert(100, 100);   // clamped: at the end
+  l.insert(-100, -1);   // clamped: at the front
+  BOOST_TEST((l.items() == std::vector<int>{-1, 0, 1, 2, 3, 40, 99, 5, 100}));
+  BOOST_TEST((l.slice(1, 3) == std::vector<int>{0, 1}));
+  BOOST_TEST((l.slice(-2, 100) == std::vector<int>{5, 100}));
+  BOOST_TEST((l.slice(5, 2).empty()));
+  BOOST_TEST(l.pop() == 100);
+  BOOST_TEST(l.pop(0) == -1);
+  BOOST_TEST(l.pop(-2) == 99);
+  BOOST_TEST((l.items() == std::vector<int>{0, 1, 2, 3, 40, 5}));
+  BOOST_TEST(l.add(4, 2) == 42);
+  BOOST_TEST(l.transform(-1, [](int v) { return v * 10; }) == 50);
+  expect_error([&] { l.get(6); }, mp::errc::invalid_argument, {"list 'l'", "index 6", "6 items"});
+  expect_error([&] { l.get(-7); }, mp::errc::invalid_argument, {"index -7", "6 items"});
+  expect_error([&] { l.set(6, 1); }, mp::errc::invalid_argument, {"index 6"});
+  expect_error([&] { l.pop(9); }, mp::errc::invalid_argument, {"index 9"});
+  expect_error([&] { l.add(9, 1); }, mp::errc::invalid_argument, {"index 9"});
+  BOOST_TEST(l.size() == 6u);  // the failed calls changed nothing
+  l.clear();
+  BOOST_TEST(l.empty());
+  expect_error([&] { l.pop(); }, mp::errc::invalid_argument, {"empty list"});
+}
+
+BOOST_AUTO_TEST_CASE(namespace_and_value, *boost::unit_test::timeout(60)) {
+  mp::Manager m(mp::create_only, unique_name("mgr"));
+  auto ns = m.Namespace("cfg");
+  ns.set<int>("n", 3);
+  ns.set<std::string>("s", "text");
+  BOOST_TEST(ns.get<int>("n").value() == 3);
+  BOOST_TEST(ns.get<std::string>("s").value() == "text");
+  BOOST_TEST((!ns.get<int>("missing").has_value()));
+  BOOST_TEST(ns.contains("n"));
+  BOOST_TEST((ns.fields() == std::vector<std::string>{"n", "s"}));
+  expect_error([&] { ns.get<double>("n"); }, mp::errc::type_mismatch,
+               {"Namespace 'cfg'", "field 'n'", "int", "double"});
+  ns.set<double>("n", 2.5);  // a set may change the field's type
+  BOOST_TEST(ns.get<double>("n").value() == 2.5);
+  BOOST_TEST(ns.erase("n"));
+  BOOST_TEST(!ns.erase("n"));
+  BOOST_TEST(!ns.contains("n"));
+
+  auto v = m.Value<long>("v", 7);
+  BOOST_TEST(v.get() == 7);
+  v.set(8);
+  BOOST_TEST(v.get() == 8);
+  BOOST_TEST(m.Value<long>("v", 100).get() == 8);  // exists: the initial value is not applied
+  BOOST_TEST(v.add(2) == 10);
+  BOOST_TEST(v.transform([](long x) { return x * 3; }) == 30);
+  expect_error([&] { m.Value<int>("v"); }, mp::errc::type_mismatch, {"Value 'v'", "long", "int"});
+  auto fresh = m.Value<std::string>({}, "init");
+  BOOST_TEST(fresh.get() == "init");
+}
+
+BOOST_AUTO_TEST_CASE(wrong_kind_and_wrong_types, *boost::unit_test::timeout(60)) {
+  mp::Manager m(mp::create_only, unique_name("mgr"));
+  m.dict<std::string, int>("x");
+  expect_error([&] { m.list<int>("x"); }, mp::errc::wrong_kind, {"'x'", "dict", "list"});
+  expect_error([&] { m.Namespace("x"); }, mp::errc::wrong_kind, {"dict", "namespace"});
+  expect_error([&] { m.dict<std::string, long>("x"); }, mp::errc::type_mismatch,
+               {"dict 'x'", "int", "long"});
+  expect_error([&] { m.dict<int, int>("x"); }, mp::errc::type_mismatch, {"dict 'x'"});
+  m.list<int>("y");
+  expect_error([&] { m.list<short>("y"); }, mp::errc::type_mismatch, {"list 'y'"});
+  expect_error([&] { m.dict<int, int>("y"); }, mp::errc::wrong_kind, {"list", "dict"});
+  expect_error([&] { mp::detail::manager::open(m, "no-such-kind", "z", {}); },
+               mp::errc::not_found, {"no-such-kind"});
+}
+
+BOOST_AUTO_TEST_CASE(add_and_transform_from_four_processes_are_exact,
+                     *boost::unit_test::timeout(120)) {
+  mp::Manager m;
+  auto d = m.dict<std::string, long>("counts");
+  auto l = m.list<long>("cells");
+  l.extend({0, 0});
+  auto v = m.Value<long>("v", 0);
+  auto ps = start_all(4, [d, l, v](int) {
+    for (int k = 0; k < 1000; ++k) {
+      d.add("hits", 1);
+      d.transform("odd", [](long x) { return x + 2; }, 1);
+      l.add(1, 1);
+      v.transform([](long x) { return x + 1; });
+    }
+    return 0;
+  });
+  join_all_ok(ps);
+  BOOST_TEST(d.get("hits").value() == 4000);
+  BOOST_TEST(d.get("odd").value() == 8001);
+  BOOST_TEST((l.items() == std::vector<long>{0, 4000}));
+  BOOST_TEST(v.get() == 4000);
+}
+
+BOOST_AUTO_TEST_CASE(threads_share_a_manager, *boost::unit_test::timeout(120)) {
+  mp::Manager m;
+  auto d = m.dict<int, long>("d");
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t) {
+    ts.emplace_back([d, t] {
+      for (int k = 0; k < 300; ++k) {
+        d.add(0, 1);
+        d.set(100 + t, k);
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  BOOST_TEST(d.get(0).value() == 2400);
+  for (int t = 0; t < 8; ++t) BOOST_TEST(d.get(100 + t).value() == 299);
+  BOOST_TEST(d.size() == 9u);
+}
+
+BOOST_AUTO_TEST_CASE(list_appends_from_sixteen_processes, *boost::unit_test::timeout(120)) {
+  mp::Manager m(mp::create_only, unique_name("mgr"));
+  auto l = m.list<std::pair<int, int>>("l");
+  auto d = m.dict<int, int>("done");
+  auto ps = start_all(16, [l, d](int i) {
+    for (int k = 0; k < 50; ++k) l.append({i, k});
+    d.set(i, 1);
+    return 0;
+  });
+  join_all_ok(ps);
+  auto items = l.items();
+  std::sort(items.begin(), items.end());
+  std::vector<std::pair<int, int>> want;
+  for (int i = 0; i < 16; ++i) {
+    for (int k = 0; k < 50; ++k) want.emplace_back(i, k);
+  }
+  BOOST_TEST((items == want));
+  BOOST_TEST(d.size() == 16u);
+}
+
+BOOST_AUTO_TEST_CASE(an_execd_program_opens_the_manager_by_name, *boost::unit_test::timeout(120)) {
+  const std::string name = unique_name("mgr");
+  mp::Manager m(mp::create_only, name);
+  BOOST_TEST(m.name() == name);
+  BOOST_TEST(m.pid() > 0);
+  auto d = m.dict<std::string, long>("counts");
+  auto l = m.list<std::string>("tags");
+  Spawned a("manager_client", {name, "500"});
+  Spawned b("manager_client", {name, "500"});
+  for (int i = 0; i < 500; ++i) d.add("hits", 1);
+  BOOST_TEST(a.wait() == 0);
+  BOOST_TEST(b.wait() == 0);
+  BOOST_TEST(d.get("hits").value() == 1500);
+  BOOST_TEST((l.items() == std::vector<std::string>{"exec", "exec"}));
+  BOOST_TEST(m.Namespace("ns").get<std::string>("who").value() == "exec'd");
+  // Opening a name nobody serves: not_found.
+  expect_errc([&] { mp::Manager(mp::open_only, unique_name("none")); }, mp::errc::not_found);
+}
+
+BOOST_AUTO_TEST_CASE(huge_values_round_trip, *boost::unit_test::timeout(120)) {
+  mp::Manager m;
+  auto d = m.dict<std::string, std::string>("d");
+  std::string big(8 << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131 + 7);
+  d.set(big.substr(0, 100000), big);
+  BOOST_TEST((d.get(big.substr(0, 100000)).value() == big));
+  CHECK_CHILD([d, big] {
+    CHILD_REQUIRE(d.get(big.substr(0, 100000)).value() == big);
+    d.set("back", big + "!");
+    return 0;
+  });
+  BOOST_TEST((d.get("back").value() == big + "!"));
+  auto l = m.list<std::string>("l");
+  l.append(big);
+  BOOST_TEST((l.pop() == big));
+}
+
+BOOST_AUTO_TEST_CASE(a_client_killed_mid_call_and_mid_send_leaves_state_whole,
+                     *boost::unit_test::timeout(120)) {
+  const std::string name = unique_name("mgr");
+  mp::Manager m(mp::create_only, name);
+  auto d = m.dict<int, long>("d");
+  auto l = m.list<std::string>("l");
+  auto done = m.dict<int, long>("done");  // how many adds each child completed
+  for (int round = 0; round < 6; ++round) {
+    // A child adds in a loop and records each completed add; another streams 4 MiB appends
+    // (each a message much larger than the ring). Both are SIGKILLed while busy.
+    const pid_t adder = fork_raw([d, done, round] {
+      for (long k = 1;; ++k) {
+        d.add(round, 1);
+        done.set(round, k);
+      }
+      return 0;
+    });
+    const pid_t streamer = fork_raw([l, round] {
+      const std::string chunk(4 << 20, static_cast<char>('a' + round));
+      for (;;) l.append(chunk);
+      return 0;
+    });
+    BOOST_TEST_REQUIRE(eventually([&] { return done.get(round, 0) > 20 && l.size() > 0; }, 30s));
+    std::this_thread::sleep_for(std::chrono::milliseconds(round * 3));  // vary the moment
+    ::kill(adder, SIGKILL);
+    ::kill(streamer, SIGKILL);
+    reap(adder);
+    reap(streamer);
+    // Whole or not at all: the add in flight was applied or not, never half.
+    const long completed = done.get(round).value();
+    const long hits = d.get(round).value();
+    BOOST_TEST((hits == completed || hits == completed + 1), "hits " << hits << ", completed " << completed);
+  }
+  for (const std::string& s : l.items()) {
+    BOOST_TEST(s.size() == std::size_t(4 << 20));
+    BOOST_TEST((std::count(s.begin(), s.end(), s[0]) == std::ptrdiff_t(s.size())));
+  }
+  // The server goes on serving everyone; the dead clients' pipes have no names left.
+  CHECK_CHILD([d] {
+    d.set(100, 1);
+    return 0;
+  });
+  BOOST_TEST(d.get(100).value() == 1);
+  BOOST_TEST(eventually([&] { return shm_with(name + ".c.").empty(); }, 10s));
+}
+
+BOOST_AUTO_TEST_CASE(a_stopped_client_holds_up_nobody, *boost::unit_test::timeout(120)) {
+  mp::Manager m;
+  auto d = m.dict<int, std::string>("d");
+  // One child stops (SIGSTOP) in the middle of streaming an 8 MiB value; another stops between
+  // calls. Everyone else goes on.
+  const pid_t streamer = fork_raw([d] {
+    const std::string big(8 << 20, 'x');
+    for (;;) d.set(1, big);
+    return 0;
+  });
+  const pid_t looper = fork_raw([d] {
+    for (;;) d.set(2, "y");
+    return 0;
+  });
+  BOOST_TEST_REQUIRE(eventually([&] { return d.contains(1) && d.contains(2); }, 30s));
+  ::kill(streamer, SIGSTOP);
+  ::kill(looper, SIGSTOP);
+  CHECK_CHILD([d] {
+    for (int i = 0; i < 100; ++i) d.set(3, std::to_string(i));
+    return 0;
+  }, 30s);
+  BOOST_TEST(d.get(3).value() == "99");
+  BOOST_TEST(d.get(1).value().size() == std::size_t(8 << 20));
+  ::kill(streamer, SIGKILL);
+  ::kill(looper, SIGKILL);
+  ::kill(streamer, SIGCONT);
+  ::kill(looper, SIGCONT);
+  reap(streamer);
+  reap(looper);
+  BOOST_TEST(d.get(3).value() == "99");
+}
+
+BOOST_AUTO_TEST_CASE(a_killed_manager_fails_calls_with_disconnected, *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("mgr");
+  mp::Manager m(mp::create_only, name);
+  auto d = m.dict<int, int>("d");
+  d.set(1, 1);
+  // A call waiting for its reply when the server dies: stop the server, call from a thread,
+  // kill the server, time the failure.
+  std::atomic<bool> failed{false};
+  std::atomic<long> failed_at{0};
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> go{false};
+  std::string message;
+  std::thread caller([&] {
+    d.get(1);  // this thread's connection is made
+    tid = static_cast<pid_t>(::gettid());
+    while (!go.load()) {  // spins (running), so that sleeping below means "inside the call"
+    }
+    try {
+      d.get(1);
+    } catch (const mp::Error& e) {
+      if (e.code() == mp::make_error_code(mp::errc::disconnected)) failed = true;
+      message = e.what();
+    }
+    failed_at = Clock::now().time_since_epoch().count();
+  });
+  BOOST_TEST_REQUIRE(eventually([&] { return tid.load() != 0; }, 30s));
+  ::kill(m.pid(), SIGSTOP);
+  go = true;
+  BOOST_TEST(wait_until_sleeping(tid.load()));  // waiting for the stopped server's reply
+  const auto killed = Clock::now();
+  ::kill(m.pid(), SIGKILL);
+  caller.join();
+  const double ms = std::chrono::duration<double, std::milli>(
+                        Clock::time_point(Clock::duration(failed_at.load())) - killed)
+                        .count();
+  BOOST_TEST_MESSAGE("manager SIGKILLed: the waiting call failed after " << ms << " ms");
+  std::printf("manager: a waiting call failed %.1f ms after the server's SIGKILL\n", ms);
+  BOOST_TEST(failed.load());
+  BOOST_TEST(message.find(name) != std::string::npos, message);
+  BOOST_TEST(ms < 2000.0);
+  // New calls fail at once, from this process and from a forked child.
+  const auto t0 = Clock::now();
+  expect_error([&] { d.set(2, 2); }, mp::errc::disconnected, {name});
+  BOOST_TEST(seconds_since(t0) < 1.0);
+  CHECK_CHILD([d] {
+    return child_expect_errc([&] { d.get(1); }, mp::errc::disconnected);
+  });
+  m.shutdown();  // reaps the dead server, removes the names
+  BOOST_TEST(shm_with(name).empty());
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_with_proxies_alive, *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("mgr");
+  auto m = std::make_unique<mp::Manager>(mp::create_only, name);
+  auto d = m->dict<int, int>("d");
+  auto l = m->list<int>("l");
+  d.set(1, 1);
+  const pid_t server = m->pid();
+  m->shutdown();
+  m->shutdown();  // idempotent
+  BOOST_TEST(!pid_running(server));
+  expect_error([&] { d.get(1); }, mp::errc::disconnected, {name, "shut down"});
+  expect_error([&] { l.append(1); }, mp::errc::disconnected, {name});
+  BOOST_TEST(shm_with(name).empty());  // the names went with shutdown, proxies or not
+  m.reset();
+  expect_errc([&] { d.size(); }, mp::errc::disconnected);
+}
+
+BOOST_AUTO_TEST_CASE(the_manager_dies_with_its_owner_and_takes_its_names,
+                     *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("mgr");
+  Gate ready;
+  mp::Process owner([&ready, name] {
+    mp::Manager m(mp::create_only, name);
+    m.dict<int, int>("d").set(1, 1);
+    ready.signal();
+    for (;;) ::pause();
+    return 0;
+  });
+  owner.start();
+  BOOST_TEST_REQUIRE(ready.wait(30s));
+  pid_t server = 0;
+  {
+    mp::Manager seen(mp::open_only, name);
+    server = seen.pid();
+    BOOST_TEST((seen.dict<int, int>("d").get(1).value() == 1));
+  }
+  owner.kill();
+  owner.join();
+  BOOST_TEST(eventually([&] { return shm_with(name).empty(); }, 10s));
+  BOOST_TEST(eventually([&] { return !pid_running(server); }, 10s));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
