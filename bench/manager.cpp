@@ -37,7 +37,7 @@ Result dict_roundtrip_multiproc() {
   mp::Manager m;
   auto d = m.dict<long, long>("bench");
   dict_pairs(d, 0, 100);  // connected and warm
-  const long n = 200000;
+  const long n = 100000;
   const auto t0 = Clock::now();
   const long bad = dict_pairs(d, 0, n);
   const double s = seconds(t0);
@@ -51,7 +51,7 @@ Result dict_clients_multiproc(int procs) {
   mp::Manager m;
   auto d = m.dict<long, long>("bench");
   auto* bad = shared_new<std::atomic<long>>();
-  const long n = 200000;  // pairs per client
+  const long n = 50000;  // pairs per client
   const double s = timed_prepared_children(
       "manager_dict: a client failed", procs,
       [&](int k) { dict_pairs(d, k * 1000000L, 10); },  // this process's own connection
