@@ -287,9 +287,10 @@ def executor_submit(n=5000):
 
 def executor_map(chunksize, n=100000, maps=5):
     # list(ex.map(square, range(n), chunksize=...)): milliseconds per map, the mean of `maps`
-    # consecutive maps on one warm executor (as pool_map). ProcessPoolExecutor.map's own default
-    # is chunksize=1; chunksize=12500 is what Pool.map picks for 100,000 items and 2 workers
-    # (n / (4 * workers)), the sensible setting and the goal's peer.
+    # consecutive maps on one warm executor (as pool_map). executor_map_100k: chunksize=12500,
+    # what Pool.map picks for 100,000 items and 2 workers (n / (4 * workers)), the sensible
+    # setting and the goal's peer; executor_map_100k_default: ProcessPoolExecutor.map's own
+    # default, chunksize=1 (one map: it takes seconds).
     with ProcessPoolExecutor(2, mp_context=ctx) as ex:
         list(ex.map(square, range(10)))  # both workers up and warm
         t0 = time.perf_counter()
@@ -321,7 +322,7 @@ SCENARIOS = {
     ("manager_dict_4p", "python_manager_dict"): lambda: manager_dict_clients(4),
     ("executor_submit_result", "python_executor"): executor_submit,
     ("executor_map_100k", "python_executor"): lambda: executor_map(12500),
-    ("executor_map_100k", "python_executor_chunksize1"): lambda: executor_map(1, maps=1),
+    ("executor_map_100k_default", "python_executor"): lambda: executor_map(1, maps=1),
 }
 
 if __name__ == "__main__":

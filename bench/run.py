@@ -49,7 +49,7 @@ ORDER = [
     "pipe_roundtrip_8B", "pipe_bandwidth_1MiB", "lock_contention_2p", "lock_contention_4p",
     "lock_uncontended", "process_start_join", "pool_map_100k", "pool_apply_async",
     "manager_dict_roundtrip", "manager_dict_1p", "manager_dict_2p", "manager_dict_4p",
-    "executor_submit_result", "executor_map_100k",
+    "executor_submit_result", "executor_map_100k", "executor_map_100k_default",
 ]
 
 
@@ -251,6 +251,8 @@ def main():
     print("goals (multiproc's speed-up over the peer, from one run):")
     goal_rows = []
     for scenario, peer, goal in GOALS:
+        if scenario not in results:
+            continue  # not selected (--only), or not built
         impls = results.get(scenario, {})
         mp_res, peer_res = impls.get("multiproc"), impls.get(peer)
         if not mp_res or not peer_res or mp_res["median"] is None or peer_res["median"] is None:
