@@ -273,7 +273,9 @@ std::shared_ptr<detail::manager::ManagerState> start_manager(std::string name) {
   auto st = std::make_shared<detail::manager::ManagerState>();
   auto client = std::make_shared<ClientState>();
   client->name = name;
-  client->listen = multiproc::Queue<std::string>(create_only, detail::manager::listen_name(name));
+  // Connect requests are a short name each: a small ring (the default is sized for data).
+  client->listen = multiproc::Queue<std::string>(create_only, detail::manager::listen_name(name),
+                                                 1024, std::size_t{1} << 16);
   const pid_t owner = detail::current_pid();
   const std::uint64_t owner_start = detail::current_start_time();
   const multiproc::Queue<std::string> listen = client->listen;
