@@ -75,6 +75,8 @@
 
 namespace multiproc {
 
+class ProcessPoolExecutor;
+
 //! Callbacks given with a call (apply_async, map_async, starmap_async): `on_success(result)` (or
 //! `on_success()` for a void call) when it succeeds, `on_error(const Error&)` when it fails. Either
 //! may be nullptr. Made by mp::callbacks(...).
@@ -287,6 +289,8 @@ class Pool {
                 Progress progress);
   template <class F, class Range>
   auto stream(F f, Range&& inputs, std::size_t chunksize, bool ordered);
+
+  friend class ProcessPoolExecutor;  // executor.hpp: submits futures, cancels queued ones
 
   std::shared_ptr<detail::PoolCore> core_;  // shared with the streams (weakly)
 };

@@ -64,11 +64,53 @@ void PoolCore::finish(const std::shared_ptr<JobState>& job, std::exception_ptr e
   }
   if (error) job->cv.notify_all();  // stream readers stop at once
   run_callbacks(*job, callbacks);
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> hooks;
   {
     std::lock_guard<std::mutex> lock(job->mutex);
     job->finished = true;
+    hooks.swap(job->on_done);  // empty but for executor futures
+    job->started = nullptr;    // lets go of the worker's word
   }
   job->cv.notify_all();
+  for (auto& hook : hooks) {
+    try {
+      hook.second();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "multiproc::Future: a done-callback threw %s: %s\n",
+                   demangle(typeid(e).name()).c_str(), e.what());
+    } catch (...) {
+      std::fprintf(stderr, "multiproc::Future: a done-callback threw\n");
+    }
+  }
+}
+
+std::uint64_t add_done_hook(JobState& job, std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(job.mutex);
+    if (!job.finished) {
+      const std::uint64_t token = job.next_hook++;
+      job.on_done.emplace_back(token, std::move(fn));
+      return token;
+    }
+  }
+  fn();  // finished already: run here
+  return 0;
+}
+
+void remove_done_hook(JobState& job, std::uint64_t token) noexcept {
+  if (token == 0) return;
+  std::lock_guard<std::mutex> lock(job.mutex);
+  for (auto it = job.on_done.begin(); it != job.on_done.end(); ++it) {
+    if (it->first == token) {
+      job.on_done.erase(it);
+      return;
+    }
+  }
+}
+
+bool job_running(JobState& job) {
+  std::lock_guard<std::mutex> lock(job.mutex);
+  return !job.completing && job.started && job.started();
 }
 
 void PoolCore::run_callbacks(JobState& job, std::vector<std::function<void(JobState&)>>& callbacks) {

@@ -185,6 +185,57 @@ void PoolCore::cancel_stream(const std::shared_ptr<JobState>& job, bool open) {
   kick();
 }
 
+namespace {
+std::exception_ptr cancelled_error() {
+  return std::make_exception_ptr(
+      CancelledError("multiproc::Future: cancelled before a worker took it up"));
+}
+}  // namespace
+
+bool PoolCore::cancel(const std::shared_ptr<JobState>& job) {
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    // Under m_, as dispatch takes tasks from pending_: a task found here has not been sent.
+    const auto queued = static_cast<std::size_t>(
+        std::count_if(pending_.begin(), pending_.end(), [&](const Pending& p) { return p.job == job; }));
+    {
+      std::lock_guard<std::mutex> job_lock(job->mutex);
+      if (job->completing || queued == 0 || queued != job->tasks - job->done) return false;
+      job->cancelled = true;
+    }
+    pending_.erase(std::remove_if(pending_.begin(), pending_.end(),
+                                  [&](const Pending& p) { return p.job == job; }),
+                   pending_.end());
+  }
+  // None of its tasks is anywhere now, so nothing else can finish it first.
+  finish(job, cancelled_error());
+  return true;
+}
+
+void PoolCore::cancel_queued_futures() {
+  std::vector<std::shared_ptr<JobState>> cancelled;
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    // A future is one task: queued means wholly queued.
+    const auto take = [&](const Pending& p) {
+      if (!p.job->future) return false;
+      std::lock_guard<std::mutex> job_lock(p.job->mutex);
+      if (!p.job->completing) {
+        p.job->cancelled = true;
+        cancelled.push_back(p.job);
+      }
+      return true;
+    };
+    pending_.erase(std::remove_if(pending_.begin(), pending_.end(), take), pending_.end());
+  }
+  for (const auto& job : cancelled) finish(job, cancelled_error());
+}
+
+bool cancel_job(const std::weak_ptr<PoolCore>& pool, const std::shared_ptr<JobState>& job) {
+  const std::shared_ptr<PoolCore> core = pool.lock();
+  return core && core->cancel(job);
+}
+
 void PoolCore::close() {
   {
     std::lock_guard<std::mutex> lock(m_);

@@ -160,6 +160,12 @@ void PoolCore::dispatch() {
         }
         w.outstanding_bytes += next.message.size();
         ++w.sent;
+        if (next.job->future) {
+          // running(): this worker's count of started tasks reaching this one's ordinal (the
+          // pipe keeps the order, so the n-th task sent is the n-th it starts).
+          std::lock_guard<std::mutex> job_lock(next.job->mutex);
+          next.job->started = [started = w.started, n = w.sent] { return started.load() >= n; };
+        }
         w.outstanding.push_back({std::move(next.job), next.index, std::move(next.message)});
       }
     }

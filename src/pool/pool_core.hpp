@@ -96,6 +96,10 @@ class PoolCore {
   void extend(const std::shared_ptr<JobState>& job, std::vector<PoolTask> tasks);
   void end_stream_input();
   void cancel_stream(const std::shared_ptr<JobState>& job, bool open);
+  // Executor futures: cancel one call whose tasks are all still queued (false otherwise); cancel
+  // every future still queued (shutdown(cancel_futures)). Callbacks run on this thread.
+  bool cancel(const std::shared_ptr<JobState>& job);
+  void cancel_queued_futures();
   void close();
   void terminate();
   void join();

@@ -28,7 +28,8 @@ int worker_main(const Connection& conn, const std::function<void()>& init, std::
     }
     if (msg.size() < kTaskHeader) return 2;
     // Relaxed store: read by the manager only after this process has died and been reaped
-    // (handle_exit), when nothing runs here any more. Before the task's code: a worker that dies
+    // (handle_exit), when nothing runs here any more; otherwise only as a snapshot (an executor
+    // Future's running(), which orders nothing by it). Before the task's code: a worker that dies
     // with this unchanged had not started the task.
     started.store(++taken);
     const auto trampoline = reinterpret_cast<Trampoline>(get_at<std::uint64_t>(msg, 12));

@@ -145,15 +145,9 @@ auto Pool::apply_async(F f, Args&&... args) {
 
 template <class F, class S, class E, class... Args>
 auto Pool::apply_async(F f, Callbacks<S, E> cb, Args&&... args) {
-  auto fp = detail::task_pointer(f);
-  using FP = decltype(fp);
-  using R = typename detail::fn_traits<FP>::result;
-  static_assert(std::is_invocable_v<FP, std::decay_t<Args>&...>,
-                "apply_async(f, args...): f cannot be called with these arguments");
-  const typename detail::fn_traits<FP>::args tuple(std::forward<Args>(args)...);
+  using R = typename detail::fn_traits<decltype(detail::task_pointer(f))>::result;
   std::vector<detail::PoolTask> tasks;
-  tasks.push_back({&detail::apply_trampoline<FP>, reinterpret_cast<std::uintptr_t>(fp),
-                   detail::encode_value(tuple, detail::kTaskHeaderBytes)});
+  tasks.push_back(detail::apply_task(f, std::forward<Args>(args)...));
   return start_call<R>(std::move(tasks), std::move(cb), {}, &detail::decode_single<R>);
 }
 

@@ -20,6 +20,7 @@
 #include <string>
 #include <type_traits>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 namespace multiproc {
@@ -51,6 +52,17 @@ struct JobState {
   bool finished = false;     // callbacks ran: get() may return
   std::vector<std::function<void(JobState&)>> on_finish;  // run by the manager, without the mutex
   std::function<void(std::size_t, std::size_t)> progress;
+  // ProcessPoolExecutor futures (executor.hpp) only; a Pool call leaves these alone.
+  bool future = false;     // set before submit: shutdown(cancel_futures) may cancel it; the
+                           // manager records `started` when it sends its task
+  bool cancelled = false;  // finished by cancel(), error is CancelledError
+  // Set by the manager when it sends the task to a worker (replaced if the task is sent again):
+  // whether that worker has started it (reads the worker's "started" word). Cleared on finish.
+  std::function<bool()> started;
+  // Run after `finished` is set (done-callbacks, as_completed / wait), without the mutex, by the
+  // thread that finishes the job; a token each, for remove_done_hook.
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> on_done;
+  std::uint64_t next_hook = 1;
 };
 
 class PoolCore;
@@ -66,6 +78,17 @@ bool wait_job(JobState& job, const Clock::time_point* deadline);
 void rethrow_job_error(JobState& job);
 //! Adds a callback to run when the job finishes (at once, here, if it already has).
 void on_job_finish(const std::shared_ptr<JobState>& job, std::function<void(JobState&)> fn);
+//! Effects: runs fn once the job has finished (result() returns at once): from the thread that
+//! finishes it, or here at once if it has. Returns: a token for remove_done_hook (0: it ran here).
+std::uint64_t add_done_hook(JobState& job, std::function<void()> fn);
+//! Effects: forgets the hook unless it ran or is running (then it runs once, as it would have).
+void remove_done_hook(JobState& job, std::uint64_t token) noexcept;
+//! Cancels a call none of whose unanswered tasks has left the pool's queue: removes them and
+//! finishes the call with CancelledError (its callbacks run on this thread). Returns: whether it
+//! did (false: a task was sent to a worker, or the call finished, or the pool is gone).
+bool cancel_job(const std::weak_ptr<PoolCore>& pool, const std::shared_ptr<JobState>& job);
+//! Returns: whether a worker has started the call's (single) task and it has not finished.
+bool job_running(JobState& job);
 //! The next reply of a stream (header first), reading input and submitting chunks as needed.
 //! Returns: false at the end. Throws: the task's error (RemoteError, BrokenPool), the input's
 //! exception, Error(errc::bad_state) if the pool stopped.

@@ -96,6 +96,19 @@ std::string apply_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t
   }
 }
 
+//! The task of a call f(args...) (apply_async, an executor's submit).
+template <class F, class... Args>
+PoolTask apply_task(F f, Args&&... args) {
+  auto fp = task_pointer(f);
+  using FP = decltype(fp);
+  static_assert(std::is_invocable_v<FP, std::decay_t<Args>&...>,
+                "apply_async(f, args...) / submit(f, args...): f cannot be called with these "
+                "arguments");
+  const typename fn_traits<FP>::args tuple(std::forward<Args>(args)...);
+  return {&apply_trampoline<FP>, reinterpret_cast<std::uintptr_t>(fp),
+          encode_value(tuple, kTaskHeaderBytes)};
+}
+
 //! How a chunk's item is passed to the function: as its one argument (map, imap) or spread into
 //! its arguments (starmap: the item is a tuple or a pair).
 enum class Spread : bool { no, yes };
