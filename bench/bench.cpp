@@ -9,7 +9,9 @@
 // processes are started and synchronised first, the clock runs only over the work.
 //
 // The scenarios live by family, each with all its implementations side by side: queues.cpp,
-// pipes.cpp, locks.cpp, processes.cpp; harness.hpp starts, releases and times the processes.
+// pipes.cpp, locks.cpp, processes.cpp, manager.cpp and executor.cpp (built once the Manager and
+// the executor are in the tree: bench/CMakeLists.txt); harness.hpp starts, releases and times
+// the processes.
 #include "harness.hpp"
 
 #include <cstdio>
@@ -24,6 +26,12 @@ const bench::Scenarios& scenarios() {
     bench::add_pipe_scenarios(all);
     bench::add_lock_scenarios(all);
     bench::add_process_scenarios(all);
+#ifdef MULTIPROC_BENCH_MANAGER
+    bench::add_manager_scenarios(all);
+#endif
+#ifdef MULTIPROC_BENCH_EXECUTOR
+    bench::add_executor_scenarios(all);
+#endif
     return all;
   }();
   return s;

@@ -1,5 +1,5 @@
 // The benchmark's harness: what every scenario file (queues.cpp, pipes.cpp, locks.cpp,
-// processes.cpp) uses to start processes the same way, release them together and time only the
+// processes.cpp, manager.cpp, executor.cpp) uses to start processes the same way, release them together and time only the
 // work. bench.cpp holds the registry and main().
 //
 // Every implementation of a scenario — multiproc, Boost.Interprocess, a bare limit — sits in the
@@ -42,6 +42,8 @@ void add_queue_scenarios(Scenarios& s);
 void add_pipe_scenarios(Scenarios& s);
 void add_lock_scenarios(Scenarios& s);
 void add_process_scenarios(Scenarios& s);
+void add_manager_scenarios(Scenarios& s);   // manager.cpp, when the Manager is built
+void add_executor_scenarios(Scenarios& s);  // executor.cpp, when the executor is built
 
 [[noreturn]] inline void die(const char* what) {
   std::fprintf(stderr, "multiproc_bench: %s: %s\n", what, std::strerror(errno));
@@ -129,14 +131,16 @@ double timed_with_child(const char* what, Child child, Parent parent) {
   return s;
 }
 
-//! n children run body(0) ... body(n - 1), released together; returns the seconds until all of
-//! them have exited. Dies with `what` when one fails.
-template <class Body>
-double timed_children(const char* what, int n, Body body) {
+//! n children each run prepare(k) (untimed: connecting, warming up), then body(k), released
+//! together; returns the seconds from the release until all of them have exited. Dies with `what`
+//! when one fails.
+template <class Prepare, class Body>
+double timed_prepared_children(const char* what, int n, Prepare prepare, Body body) {
   auto* line = shared_new<StartLine>();
   std::vector<pid_t> pids;
   for (int k = 0; k < n; ++k) {
     pids.push_back(spawn([&] {
+      prepare(k);
       line->ready_and_wait();
       body(k);
     }));
@@ -149,6 +153,13 @@ double timed_children(const char* what, int n, Body body) {
   shared_delete(line);
   if (!ok) die(what);
   return s;
+}
+
+//! n children run body(0) ... body(n - 1), released together; returns the seconds until all of
+//! them have exited. Dies with `what` when one fails.
+template <class Body>
+double timed_children(const char* what, int n, Body body) {
+  return timed_prepared_children(what, n, [](int) {}, body);
 }
 
 //! Bytes streamed 1 -> 1: the child calls send() n times, the parent recv() n times, each recv()
