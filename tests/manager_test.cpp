@@ -26,6 +26,31 @@ using namespace mptest;
 
 namespace {
 
+// Whether every thread of `pid` has stopped (state T). kill(SIGSTOP) returns before a thread
+// running on another CPU has stopped: a server thread spinning in recv can still answer a call
+// sent right after it.
+bool all_threads_stopped(pid_t pid) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool stopped = true;
+  int seen = 0;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::FILE* f = std::fopen((dir + "/" + e->d_name + "/stat").c_str(), "r");
+    if (f == nullptr) continue;
+    char line[512] = {};
+    const std::size_t n = std::fread(line, 1, sizeof line - 1, f);
+    std::fclose(f);
+    const char* close = std::strrchr(line, ')');  // the state follows the command's ")"
+    if (n == 0 || close == nullptr || close[1] == 0) continue;
+    ++seen;
+    if (close[2] != 'T' && close[2] != 't') stopped = false;
+  }
+  ::closedir(d);
+  return stopped && seen > 0;
+}
+
 using Clock = std::chrono::steady_clock;
 
 std::vector<std::unique_ptr<mp::Process>> start_all(int n, const std::function<int(int)>& body) {
@@ -542,6 +567,7 @@ BOOST_AUTO_TEST_CASE(a_killed_manager_fails_calls_with_disconnected,
   });
   BOOST_TEST_REQUIRE(eventually([&] { return tid.load() != 0; }, 30s));
   ::kill(m.pid(), SIGSTOP);
+  BOOST_TEST_REQUIRE(eventually([&] { return all_threads_stopped(m.pid()); }, 10s));
   go = true;
   BOOST_TEST(wait_until_sleeping(tid.load()));  // waiting for the stopped server's reply
   const auto killed = Clock::now();
