@@ -48,7 +48,8 @@
 //     within about a second (the pid and start time in the name tell that its creator is gone).
 //
 // Persistence: the data lives in the server process: a manager that stops (shutdown, a crash)
-// loses it. save(path) writes its dicts, lists, Namespaces and Values to a file (atomically:
+// loses it. save(path) writes its dicts, lists, Namespaces, Values, Queues and Events to a file
+// (atomically:
 // temporary file + rename); load(path) puts them into a manager (a new one, after a restart).
 // Saving is explicit (call it as often as you can afford): what changed since the last save
 // dies with the manager.
@@ -124,12 +125,13 @@ class Manager {
   //! The manager's server process.
   pid_t pid() const noexcept;
 
-  //! Effects: writes every dict, list, Namespace and Value of the manager (their names, types
+  //! Effects: writes every dict, list, Namespace, Value, Queue (its items) and Event (its flag)
+  //! of the manager (their names, types
   //! and contents) to the file `path`, atomically: a temporary file next to it, then a rename,
   //! so `path` holds the old file or the new one, whole. Each object is one consistent snapshot
   //! (taken under its own lock); objects are not frozen together, so a save while others write
-  //! may catch one object before and another after a change. Queues, Locks, Events and
-  //! registered types are not saved.
+  //! may catch one object before and another after a change. Locks and registered types are not
+  //! saved.
   //! Throws: Error from errno naming the file; Error(errc::disconnected).
   void save(const std::string& path) const;
   //! Effects: for each object in the file `path` (written by save(), by any manager): opens or

@@ -10,7 +10,9 @@
 #include <multiproc/condition.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/event.hpp>
+#include <multiproc/executor.hpp>
 #include <multiproc/handover.hpp>
+#include <multiproc/manager.hpp>
 #include <multiproc/mutex.hpp>
 #include <multiproc/pipe.hpp>
 #include <multiproc/placed.hpp>
