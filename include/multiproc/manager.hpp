@@ -49,10 +49,9 @@
 //
 // Persistence: the data lives in the server process: a manager that stops (shutdown, a crash)
 // loses it. save(path) writes its dicts, lists, Namespaces, Values, Queues and Events to a file
-// (atomically:
-// temporary file + rename); load(path) puts them into a manager (a new one, after a restart).
-// Saving is explicit (call it as often as you can afford): what changed since the last save
-// dies with the manager.
+// (atomically: temporary file + rename); load(path) puts them into a manager (a new one, after a
+// restart). Saving is explicit (call it as often as you can afford): what changed since the last
+// save dies with the manager.
 //
 // Errors: Error(errc::disconnected) as above; Error(errc::wrong_kind) opening a name that holds
 // another kind (naming both); Error(errc::type_mismatch) opening a container with other types
