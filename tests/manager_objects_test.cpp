@@ -113,22 +113,6 @@ void register_test_types() {
   (void)done;
 }
 
-std::vector<std::unique_ptr<mp::Process>> start_all(int n, const std::function<int(int)>& f) {
-  std::vector<std::unique_ptr<mp::Process>> ps;
-  for (int i = 0; i < n; ++i) {
-    ps.push_back(std::make_unique<mp::Process>([f, i] { return f(i); }));
-    ps.back()->start();
-  }
-  return ps;
-}
-
-void join_all_ok(std::vector<std::unique_ptr<mp::Process>>& ps) {
-  for (auto& p : ps) {
-    BOOST_REQUIRE(p->join_for(60s));
-    BOOST_TEST(p->exitcode().value() == 0);
-  }
-}
-
 }  // namespace
 
 // An exec'd consumer: opens the manager by name, counts and sums items until a -1.

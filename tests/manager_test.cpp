@@ -53,22 +53,6 @@ bool all_threads_stopped(pid_t pid) {
 
 using Clock = std::chrono::steady_clock;
 
-std::vector<std::unique_ptr<mp::Process>> start_all(int n, const std::function<int(int)>& body) {
-  std::vector<std::unique_ptr<mp::Process>> ps;
-  for (int i = 0; i < n; ++i) {
-    ps.push_back(std::make_unique<mp::Process>([body, i] { return body(i); }));
-    ps.back()->start();
-  }
-  return ps;
-}
-
-void join_all_ok(std::vector<std::unique_ptr<mp::Process>>& ps) {
-  for (auto& p : ps) {
-    BOOST_TEST_REQUIRE(p->join_for(60s));
-    BOOST_TEST(p->exitcode().value() == 0);
-  }
-}
-
 // A raw forked child (no Process bookkeeping) that runs f and _exits.
 pid_t fork_raw(const std::function<int()>& f) {
   std::fflush(nullptr);

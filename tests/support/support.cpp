@@ -262,6 +262,22 @@ bool eventually(const std::function<bool()>& done, std::chrono::milliseconds tim
   }
 }
 
+std::vector<std::unique_ptr<mp::Process>> start_all(int n, const std::function<int(int)>& body) {
+  std::vector<std::unique_ptr<mp::Process>> ps;
+  for (int i = 0; i < n; ++i) {
+    ps.push_back(std::make_unique<mp::Process>([body, i] { return body(i); }));
+    ps.back()->start();
+  }
+  return ps;
+}
+
+void join_all_ok(std::vector<std::unique_ptr<mp::Process>>& ps) {
+  for (auto& p : ps) {
+    BOOST_REQUIRE(p->join_for(std::chrono::seconds(60)));
+    BOOST_TEST(p->exitcode().value() == 0);
+  }
+}
+
 bool wait_until_sleeping(pid_t pid, std::chrono::milliseconds timeout) {
   return eventually([&] { return proc_state(pid) == 'S'; }, timeout);
 }

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <functional>
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <sys/types.h>
 #include <thread>
@@ -111,6 +112,11 @@ double cpu_seconds();
 
 //! Waits (polling /proc with a deadline) until `pid` sleeps in the kernel, i.e. has blocked.
 bool wait_until_sleeping(pid_t pid, std::chrono::milliseconds timeout = 10s);
+
+//! Starts n Processes running body(0) ... body(n - 1) (each returns the child's exit code).
+std::vector<std::unique_ptr<mp::Process>> start_all(int n, const std::function<int(int)>& body);
+//! Joins each (60 s at most) and checks that it exited with 0.
+void join_all_ok(std::vector<std::unique_ptr<mp::Process>>& ps);
 
 //! Waits (polling /proc/<pid>/syscall with a deadline) until `pid` is blocked in a futex wait —
 //! inside a multiproc lock, semaphore, event, condition or barrier, not anywhere else.
