@@ -78,14 +78,14 @@ std::shared_ptr<mgr::TypeTable> counter_table(const std::string& type) {
 template <class... A>
 std::string create_args(const A&... a) {
   using Args = std::tuple<mgr::wire_t<A>...>;
-  return mgr::create_request(typeid(Args).name(), mgr::encode_value(Args{a...}));
+  return mgr::create_request(typeid(Args).name(), mgr::to_bytes(Args{a...}));
 }
 
 template <class R, class... A>
 std::string call_args(const std::string& method, const A&... a) {
   using Args = std::tuple<mgr::wire_t<A>...>;
   return mgr::call_request(method, typeid(Args).name(), typeid(R).name(),
-                           mgr::encode_value(Args{a...}));
+                           mgr::to_bytes(Args{a...}));
 }
 
 
@@ -248,12 +248,12 @@ BOOST_AUTO_TEST_CASE(registered_object_calls_by_name_and_checks_what_it_is_sent,
   auto obj = mgr::make_registered_object(table, "hits", create_args(10L));
   auto call = [&](const std::string& request) { return obj->call(s, mgr::kCallMethod, request); };
 
-  BOOST_TEST(call(call_args<long>("add", 5L)) == mgr::ok_reply(mgr::encode_value(15L)));
+  BOOST_TEST(call(call_args<long>("add", 5L)) == mgr::ok_reply(mgr::to_bytes(15L)));
   BOOST_TEST(call(call_args<void>("add", 5L)) == mgr::ok_reply());  // call<void>: result dropped
   BOOST_TEST(call(call_args<std::string>("describe", "n=", 3)) ==
-             mgr::ok_reply(mgr::encode_value(std::string("n=20/3"))));
+             mgr::ok_reply(mgr::to_bytes(std::string("n=20/3"))));
   BOOST_TEST(call(call_args<void>("reset")) == mgr::ok_reply());
-  BOOST_TEST(call(call_args<long>("get")) == mgr::ok_reply(mgr::encode_value(0L)));
+  BOOST_TEST(call(call_args<long>("get")) == mgr::ok_reply(mgr::to_bytes(0L)));
 
   expect_error([&] { call(call_args<long>("sub", 1L)); }, mp::errc::not_found,
                {"Counter 'hits'", "no method 'sub'", "add, describe, fail, get, reset"});
@@ -276,7 +276,7 @@ BOOST_AUTO_TEST_CASE(registered_object_calls_by_name_and_checks_what_it_is_sent,
                     message);
   BOOST_TEST(type == "std::range_error");
   BOOST_TEST(message == "counter passed 1");
-  BOOST_TEST(call(call_args<long>("get")) == mgr::ok_reply(mgr::encode_value(1L)));
+  BOOST_TEST(call(call_args<long>("get")) == mgr::ok_reply(mgr::to_bytes(1L)));
 
   expect_error([&] { mgr::make_registered_object(table, "x", create_args(1)); },
                mp::errc::type_mismatch, {"constructor takes (long), not (int)"});

@@ -41,6 +41,7 @@
 #pragma once
 
 #include <multiproc/codec.hpp>
+#include <multiproc/detail/manager_containers.hpp>  // to_bytes, from_bytes
 #include <multiproc/detail/manager_object.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/manager.hpp>
@@ -66,17 +67,6 @@ template <class A, class D = std::decay_t<A>>
 using wire_t = std::conditional_t<std::is_same_v<D, const char*> || std::is_same_v<D, char*> ||
                                       std::is_same_v<D, std::string_view>,
                                   std::string, D>;
-
-template <class T>
-std::string encode_value(const T& v) {
-  std::string out(Codec<T>::size(v), '\0');
-  Codec<T>::encode(v, reinterpret_cast<std::byte*>(out.data()));
-  return out;
-}
-template <class T>
-T decode_value(std::string_view bytes) {
-  return Codec<T>::decode(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size());
-}
 
 //! One registered method, type-erased. invoke(self, args) decodes the arguments (throwing
 //! Error(errc::corrupt)), calls the method and returns the reply: status 0 then the encoded
@@ -140,7 +130,7 @@ Method make_method(F f) {
   m.args_type = typeid(Args).name();
   m.result_type = typeid(std::conditional_t<std::is_void_v<R>, void, std::decay_t<R>>).name();
   m.invoke = [f](void* self, std::string_view bytes) -> std::string {
-    Args args = decode_value<Args>(bytes);
+    Args args = from_bytes<Args>(bytes);
     T& obj = *static_cast<T*>(self);
     try {
       if constexpr (std::is_void_v<R>) {
@@ -149,7 +139,7 @@ Method make_method(F f) {
       } else {
         const std::decay_t<R> r =
             apply_method<T, R, P...>(obj, f, args, std::index_sequence_for<P...>{});
-        return ok_reply(encode_value(r));
+        return ok_reply(to_bytes(r));
       }
     } catch (...) {
       return remote_error_reply(std::current_exception());
@@ -170,7 +160,7 @@ std::shared_ptr<TypeTable> make_table(std::string type) {
   table->type = std::move(type);
   table->ctor_args_type = typeid(Args).name();
   table->construct = [](std::string_view bytes) -> std::shared_ptr<void> {
-    Args args = decode_value<Args>(bytes);
+    Args args = from_bytes<Args>(bytes);
     return std::apply([](auto&... a) { return std::shared_ptr<void>(std::make_shared<T>(a...)); },
                       args);
   };
@@ -254,8 +244,8 @@ class ObjectProxy {
                   "ObjectProxy::call: every argument needs a multiproc::Codec (codec.hpp)");
     const Args t{args...};
     const std::string result = detail::manager::call_method(
-        ref_, method, typeid(Args).name(), typeid(R).name(), detail::manager::encode_value(t));
-    if constexpr (!std::is_void_v<R>) return detail::manager::decode_value<R>(result);
+        ref_, method, typeid(Args).name(), typeid(R).name(), detail::manager::to_bytes(t));
+    if constexpr (!std::is_void_v<R>) return detail::manager::from_bytes<R>(result);
   }
 
   const std::string& name() const noexcept { return ref_.name(); }
@@ -281,7 +271,7 @@ ObjectProxy object(const Manager& manager, std::string_view type, std::string_vi
   const Args t{ctor_args...};
   return ObjectProxy(detail::manager::open(
       manager, type, name,
-      detail::manager::create_request(typeid(Args).name(), detail::manager::encode_value(t))));
+      detail::manager::create_request(typeid(Args).name(), detail::manager::to_bytes(t))));
 }
 
 }  // namespace multiproc
