@@ -31,6 +31,7 @@ class Category final : public std::error_category {
       case errc::owner_died: return "a lock holder died";
       case errc::disconnected: return "disconnected";
       case errc::cancelled: return "cancelled";
+      case errc::server_error: return "server error";
     }
     return "unknown multiproc error";
   }

@@ -36,6 +36,7 @@ enum class errc {
   owner_died = 18,   //!< a process died holding the lock of this data, which may be half-updated
   disconnected,      //!< the server at the other end (a Manager's process) died or went away
   cancelled,         //!< a Future whose call was cancelled before it ran (multiproc::CancelledError)
+  server_error,      //!< a server (Redis, multiproc::redis) answered a command with an error
 };
 
 }  // namespace multiproc

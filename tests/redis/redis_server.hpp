@@ -1,0 +1,60 @@
+// tests/redis/redis_server.hpp — a redis-server of the test's own: started on 127.0.0.1 with a
+// free port and a temporary directory, stopped (and the directory removed) by its destructor.
+// Tests restart it (AOF on: acknowledged writes survive), SIGKILL it, SIGSTOP and SIGCONT it.
+#pragma once
+
+#include "../support/support.hpp"
+
+#include <string>
+
+#include <sys/types.h>
+
+namespace mptest {
+
+class RedisServer {
+ public:
+  struct Config {
+    bool aof = false;       //!< appendonly yes, appendfsync always: a restart keeps every write
+    std::string password;   //!< requirepass
+  };
+  RedisServer() : RedisServer(Config{}) {}
+  explicit RedisServer(Config config);
+  ~RedisServer();  // stop(), in the process that started it
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  //! redis://[:password@]127.0.0.1:<port>/0
+  std::string url() const;
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  const std::string& dir() const { return dir_; }
+  bool running() const { return pid_ > 0; }
+
+  void start();   //!< (again) on the same port and directory; waits until it answers PING
+  void stop();    //!< SIGTERM (SIGCONT first if paused), waits; SIGKILL after 10 s
+  void kill();    //!< SIGKILL, reaped
+  void pause();   //!< SIGSTOP
+  void resume();  //!< SIGCONT
+  //! start() after stop()/kill(): the same data if AOF is on.
+  void restart() { stop(); start(); }
+
+ private:
+  Config config_;
+  std::string dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+  pid_t owner_;
+};
+
+//! The fixture of every redis suite: a fresh server per test (`redis`), then Clean's checks
+//! (nothing left in /dev/shm, no child left running or unreaped) once it is stopped.
+struct RedisClean : Clean {
+  RedisServer redis;
+  void setup() {}
+  void teardown() {
+    redis.stop();
+    Clean::teardown();
+  }
+};
+
+}  // namespace mptest
