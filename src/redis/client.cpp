@@ -608,6 +608,36 @@ std::string unique_id() {
   return std::string(hex, 32);
 }
 
+void ensure_meta(const Client& client, const std::string& meta_key, const std::string& what,
+                 const std::vector<std::pair<std::string, std::string>>& fields) {
+  // Returns {} when every field matches (or was set now), else {field, stored value}.
+  static const Script check(R"lua(
+for i = 1, #ARGV, 2 do
+  local have = redis.call('HGET', KEYS[1], ARGV[i])
+  if have and have ~= ARGV[i + 1] then return {ARGV[i], have} end
+end
+for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return {}
+)lua",
+                            "ensure_meta");
+  Argv args;
+  for (const auto& [f, v] : fields) {
+    args.push_back(f);
+    args.push_back(v);
+  }
+  Reply r = client.eval(check, {meta_key}, args);
+  if (r.size() == 2) {
+    const std::string& field = r[0].str();
+    std::string wanted;
+    for (const auto& [f, v] : fields) {
+      if (f == field) wanted = v;
+    }
+    throw Error(errc::type_mismatch, "multiproc::redis: " + what + " on " + client.describe() +
+                                         ": it exists with " + field + " '" + r[1].str() +
+                                         "', opened with " + field + " '" + wanted + "'");
+  }
+}
+
 std::string key(std::string_view prefix, std::initializer_list<std::string_view> parts) {
   std::string k(prefix);
   for (auto p : parts) {

@@ -197,3 +197,16 @@ BOOST_AUTO_TEST_CASE(passwords_are_used_and_a_wrong_one_is_reported, *boost::uni
   BOOST_TEST(db1.command({"GET", "where"}).is_nil());
 }
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_FIXTURE_TEST_SUITE(redis_client_meta, mptest::RedisClean)
+BOOST_AUTO_TEST_CASE(meta_is_recorded_once_and_checked_after, *boost::unit_test::timeout(30)) {
+  rd::Client c(redis.url());
+  rd::ensure_meta(c, "mp:q:jobs:meta", "redis::Queue<int> 'jobs'", {{"type", "i"}, {"capacity", "10"}});
+  rd::ensure_meta(c, "mp:q:jobs:meta", "redis::Queue<int> 'jobs'", {{"type", "i"}, {"capacity", "10"}});
+  expect_error(
+      [&] { rd::ensure_meta(c, "mp:q:jobs:meta", "redis::Queue<long> 'jobs'", {{"type", "l"}}); },
+      mp::errc::type_mismatch, {"redis::Queue<long> 'jobs'", "type 'i'", "type 'l'"});
+  BOOST_TEST(rd::from_bytes<std::string>(rd::to_bytes(std::string("x\0y", 3))) == std::string("x\0y", 3));
+  expect_error([] { rd::from_bytes<int>("abc"); }, mp::errc::corrupt, {});
+}
+BOOST_AUTO_TEST_SUITE_END()

@@ -32,6 +32,7 @@
 // return it as std::nullopt; command() and eval() throw Error(errc::disconnected) "... timed out".
 #pragma once
 
+#include <multiproc/codec.hpp>
 #include <multiproc/error.hpp>
 
 #include <chrono>
@@ -174,6 +175,29 @@ class Client {
  private:
   std::shared_ptr<detail::ClientState> state_;
 };
+
+//! A value's bytes, as Codec<T> encodes it (what every multiproc::redis object stores).
+template <class T>
+std::string to_bytes(const T& v) {
+  std::string s(Codec<T>::size(v), '\0');
+  Codec<T>::encode(v, reinterpret_cast<std::byte*>(s.data()));
+  return s;
+}
+
+//! The value back from bytes a server gave. Throws: Error(errc::corrupt) from the codec when the
+//! bytes are not a T (written by another program, or with another type).
+template <class T>
+T from_bytes(std::string_view bytes) {
+  return Codec<T>::decode(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size());
+}
+
+//! Records what an object is on first use, and checks it on every later open: the hash `meta_key`
+//! gets each field that it does not have yet (HSETNX, atomically, in one script); a field that is
+//! there with another value throws Error(errc::type_mismatch) naming `what` ("redis::Queue<int>
+//! 'jobs'"), the field, and both values. Use it as {{"kind", "queue"}, {"type", typeid(T).name()},
+//! {"capacity", "100"}}.
+void ensure_meta(const Client& client, const std::string& meta_key, const std::string& what,
+                 const std::vector<std::pair<std::string, std::string>>& fields);
 
 //! A fresh identifier, unique across hosts and processes: 16 random bytes as 32 hex digits.
 std::string unique_id();
