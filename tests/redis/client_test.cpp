@@ -210,3 +210,55 @@ BOOST_AUTO_TEST_CASE(meta_is_recorded_once_and_checked_after, *boost::unit_test:
   expect_error([] { rd::from_bytes<int>("abc"); }, mp::errc::corrupt, {});
 }
 BOOST_AUTO_TEST_SUITE_END()
+
+#include <multiproc/redis/detail/renewal.hpp>
+
+BOOST_FIXTURE_TEST_SUITE(redis_renewal, mptest::Clean)
+BOOST_AUTO_TEST_CASE(renewals_run_at_their_period_until_reset, *boost::unit_test::timeout(30)) {
+  std::atomic<int> a{0}, b{0};
+  rd::detail::Renewal ra(5ms, [&] { return ++a < 1000; });
+  {
+    rd::detail::Renewal rb(5ms, [&] {
+      ++b;
+      return true;
+    });
+    BOOST_TEST(mptest::eventually([&] { return b.load() >= 3; }));
+    rb.reset();
+    const int after = b.load();
+    BOOST_TEST(mptest::eventually([&] { return a.load() >= after + 5; }));  // a runs on...
+    BOOST_TEST(b.load() == after);                                           // ...b does not
+  }
+  // A renewal that returns false ends; one that throws goes on.
+  std::atomic<int> once{0}, throws{0};
+  rd::detail::Renewal r1(2ms, [&] {
+    ++once;
+    return false;
+  });
+  rd::detail::Renewal r2(2ms, [&]() -> bool {
+    ++throws;
+    throw std::runtime_error("server down");
+  });
+  BOOST_TEST(mptest::eventually([&] { return throws.load() >= 5; }));
+  BOOST_TEST(once.load() == 1);
+  // poke: now, not at the period.
+  std::atomic<int> slow{0};
+  rd::detail::Renewal r3(std::chrono::hours(1), [&] {
+    ++slow;
+    return true;
+  });
+  r3.poke();
+  BOOST_TEST(mptest::eventually([&] { return slow.load() == 1; }));
+  // A forked child does not run its parent's renewals, and runs its own.
+  const int rc = mptest::run_child([&] {
+    const int before = a.load();
+    std::atomic<int> mine{0};
+    rd::detail::Renewal rc(2ms, [&] {
+      ++mine;
+      return true;
+    });
+    if (!mptest::eventually([&] { return mine.load() >= 3; })) return 1;
+    return a.load() == before ? 0 : 2;
+  });
+  BOOST_TEST(rc == 0);
+}
+BOOST_AUTO_TEST_SUITE_END()
