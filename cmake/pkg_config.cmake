@@ -41,3 +41,11 @@ endforeach()
 configure_file(${CMAKE_CURRENT_LIST_DIR}/multiproc.pc.in ${CMAKE_CURRENT_BINARY_DIR}/multiproc.pc
   @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/multiproc.pc DESTINATION ${MULTIPROC_PC_INSTALL_DIR})
+
+# multiproc-redis.pc, when multiproc::redis is built: it requires multiproc and hiredis (in
+# Requires, not Requires.private: the library is static by default, so its users link hiredis).
+if(MULTIPROC_HAVE_REDIS)
+  configure_file(${CMAKE_CURRENT_LIST_DIR}/multiproc-redis.pc.in
+    ${CMAKE_CURRENT_BINARY_DIR}/multiproc-redis.pc @ONLY)
+  install(FILES ${CMAKE_CURRENT_BINARY_DIR}/multiproc-redis.pc DESTINATION ${MULTIPROC_PC_INSTALL_DIR})
+endif()

@@ -5,6 +5,8 @@
 #   MODE=add_subdirectory  consume the source tree with add_subdirectory
 #   MODE=shared            build the library alone with BUILD_SHARED_LIBS=ON, install it; consume it
 #                          with find_package and with pkg-config; both must load the installed .so
+# With REDIS=1 (multiproc::redis is built), the consumer project also builds redis_consumer against
+# multiproc::redis (hiredis found through the package's config), and it is run.
 # pkg-config steps are skipped, with a message, when pkg-config is not installed.
 cmake_minimum_required(VERSION 3.16)
 
@@ -38,7 +40,18 @@ if(LAUNCHER)
     set(ENV{CCACHE_BASEDIR} ${SOURCE_DIR})
   endif()
 endif()
-set(consumer_args -S ${SOURCE_DIR}/tests/packaging/consumer -B ${work}/build ${common_args})
+set(consumer_args -S ${SOURCE_DIR}/tests/packaging/consumer -B ${work}/build ${common_args}
+  -DMULTIPROC_CONSUMER_REDIS=${REDIS})
+
+function(run_redis_consumer exe)
+  if(NOT REDIS)
+    return()
+  endif()
+  run_step("run ${exe}" ${exe})
+  if(NOT step_output MATCHES "multiproc::redis ok")
+    message(FATAL_ERROR "${exe} did not print 'multiproc::redis ok':\n${step_output}")
+  endif()
+endfunction()
 
 function(check_install prefix shared)
   set(libdir ${prefix}/${INSTALL_LIBDIR})
@@ -120,6 +133,14 @@ function(consume_with_pkg_config prefix shared)
     check_loads_installed_library(${exe} ${libdir})
   endif()
   run_consumer("consumer (pkg-config)" ${exe})
+  if(REDIS)
+    run_step("pkg-config --cflags --libs multiproc-redis" ${PKG_CONFIG} --cflags --libs multiproc-redis)
+    separate_arguments(flags UNIX_COMMAND "${step_output}")
+    set(exe ${work}/redis_consumer_pkg_config)
+    run_step("build redis consumer (pkg-config)" ${LAUNCHER} ${CXX} -std=c++17 -O1
+      ${SOURCE_DIR}/tests/packaging/consumer/redis_main.cpp -o ${exe} ${flags} ${rpath})
+    run_redis_consumer(${exe})
+  endif()
 endfunction()
 
 if(MODE STREQUAL "find_package" OR MODE STREQUAL "shared")
@@ -134,8 +155,12 @@ if(MODE STREQUAL "find_package" OR MODE STREQUAL "shared")
     run_step("configure the shared library" ${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${lib_build}
       ${common_args} -DBUILD_SHARED_LIBS=ON -DMULTIPROC_INSTALL=ON -DMULTIPROC_TESTS=OFF
       -DMULTIPROC_SAMPLES=OFF -DMULTIPROC_BENCH=OFF)
+    set(lib_targets multiproc multiproc-ls)  # the inspector is installed with it
+    if(REDIS)
+      list(APPEND lib_targets multiproc_redis)
+    endif()
     run_step("build the shared library" ${CMAKE_COMMAND} --build ${lib_build}
-      --target multiproc multiproc-ls --parallel 2)  # the inspector is installed with it
+      --target ${lib_targets} --parallel 2)
     run_step("install the shared library" ${CMAKE_COMMAND} --install ${lib_build} --prefix ${prefix})
     if(NOT EXISTS ${prefix}/bin/multiproc-ls)
       message(FATAL_ERROR "the install tree has no ${prefix}/bin/multiproc-ls")
@@ -150,12 +175,14 @@ if(MODE STREQUAL "find_package" OR MODE STREQUAL "shared")
     check_loads_installed_library(${work}/build/consumer ${prefix}/${INSTALL_LIBDIR})
   endif()
   run_consumer("consumer (find_package)" ${work}/build/consumer)
+  run_redis_consumer(${work}/build/redis_consumer)
   consume_with_pkg_config(${prefix} ${shared})
 elseif(MODE STREQUAL "add_subdirectory")
   run_step("configure consumer (add_subdirectory)" ${CMAKE_COMMAND} ${consumer_args}
     -DMULTIPROC_CONSUMER_MODE=add_subdirectory -DMULTIPROC_SOURCE_DIR=${SOURCE_DIR})
   run_step("build consumer" ${CMAKE_COMMAND} --build ${work}/build --parallel 2)
   run_consumer("consumer (add_subdirectory)" ${work}/build/consumer)
+  run_redis_consumer(${work}/build/redis_consumer)
 else()
   message(FATAL_ERROR "MODE must be find_package, add_subdirectory or shared")
 endif()
