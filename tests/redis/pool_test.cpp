@@ -470,3 +470,26 @@ BOOST_AUTO_TEST_CASE(serve_stops_on_a_signal_handler_a_flag_or_max_tasks, *boost
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// The redis_primes sample's smoke test (tests/redis/CMakeLists.txt, redis.sample.primes):
+// `--scenario redis_primes_sample <path of redis_primes> <limit>` starts a redis-server of its
+// own, runs the coordinator with 3 workers (it SIGKILLs one mid-run and checks the count), and
+// exits 0 when the coordinator did, within 60 s.
+MPTEST_SCENARIO(redis_primes_sample) {
+  if (args.size() != 2) {
+    std::fprintf(stderr, "usage: --scenario redis_primes_sample <redis_primes> <limit>\n");
+    return 2;
+  }
+  mptest::RedisServer server;
+  mp::Process coordinator(mp::Command{args[0], {args[0], server.url(), args[1], "3"}});
+  coordinator.start();
+  if (!coordinator.join_for(60s)) {
+    std::fprintf(stderr, "redis_primes_sample: the coordinator did not finish in 60 s\n");
+    coordinator.kill();
+    coordinator.join();
+    return 1;
+  }
+  const int code = coordinator.exitcode().value_or(-1);
+  std::fprintf(stderr, "redis_primes_sample: the coordinator exited with %d\n", code);
+  return code == 0 ? 0 : 1;
+}
