@@ -68,6 +68,10 @@ struct Shared {
   }
 };
 
+// A job shorter than this is "short": a worker takes several per round trip (ServeOptions::
+// prefetch) while the jobs it runs are short, one at a time otherwise.
+constexpr std::chrono::microseconds kShortJob{1000};
+
 struct Finished {
   std::string job_key, cid, element;
 };
@@ -137,11 +141,14 @@ void serve_one(Shared& s, const std::string& wid) {
   std::vector<Finished> finished;
   std::chrono::milliseconds backoff{50};
   bool leaving = false;
+  bool short_jobs = false;  // the last batch's jobs took under kShortJob each
   for (;;) {
     const bool stop = s.should_stop() ||
                       (s.options.max_tasks != 0 && s.jobs_run.load() >= s.options.max_tasks);
-    Argv args{s.prefix, wid, lease_ms, std::to_string(stop ? 0 : s.options.prefetch),
-              std::to_string(finished.size())};
+    // Several jobs per round trip only when they are short: a long job held behind another
+    // would wait while other workers idle.
+    const std::size_t want = stop ? 0 : short_jobs ? s.options.prefetch : 1;
+    Argv args{s.prefix, wid, lease_ms, std::to_string(want), std::to_string(finished.size())};
     for (auto& f : finished) {
       args.push_back(f.job_key);
       args.push_back(f.cid);
@@ -182,12 +189,14 @@ void serve_one(Shared& s, const std::string& wid) {
       }
       continue;
     }
+    const auto started = Clock::now();
     for (std::size_t i = 1; i < e.size(); ++i) {
       Finished f = run_job(s, e[i].str(), wid);
       if (f.job_key.empty()) continue;  // malformed: the next take drops it
       finished.push_back(std::move(f));
       ++s.jobs_run;
     }
+    short_jobs = Clock::now() - started < kShortJob * static_cast<long>(e.size() - 1);
   }
   try {
     c.eval(detail::leave_script(), {s.queue, s.workers, keys[2]}, {wid});

@@ -312,6 +312,58 @@ BOOST_AUTO_TEST_CASE(a_worker_killed_while_idle_changes_nothing, *boost::unit_te
   stop_workers(pool, ps);
 }
 
+BOOST_AUTO_TEST_CASE(a_worker_stalled_past_its_lease_loses_its_jobs_and_serves_on,
+                     *boost::unit_test::timeout(60)) {
+  // SIGSTOP a busy worker for longer than its lease: its jobs go to the other worker; when it
+  // resumes it finishes them again (at-least-once) and the repeats count once.
+  auto ps = start_workers(2, redis.url());
+  rd::Pool pool(redis.url(), quick_pool(3));
+  wait_for_workers(pool, 2);
+  std::vector<long> in(400);
+  std::iota(in.begin(), in.end(), 0L);
+  auto m = pool.map_async<long>("slow_square", in, 10);
+  BOOST_REQUIRE(mptest::eventually([&] { return m.progress().first > 0; }));
+  ::kill(ps[0]->pid(), SIGSTOP);
+  auto out = m.get_for(30s);  // the other worker does the rest, the stalled one's jobs included
+  ::kill(ps[0]->pid(), SIGCONT);
+  BOOST_REQUIRE(out.has_value());
+  BOOST_TEST(std::accumulate(out->begin(), out->end(), 0L) == sum_of_squares(400));
+  // It registers again and serves on.
+  BOOST_TEST(mptest::eventually([&] { return pool.workers() == 2; }));
+  auto again = pool.map<long>("square", in, 1);
+  BOOST_TEST(std::accumulate(again.begin(), again.end(), 0L) == sum_of_squares(400));
+  stop_workers(pool, ps);
+}
+
+namespace {
+// An input range whose iteration throws after `n` items.
+struct ThrowingRange {
+  long n;
+  struct iterator {
+    long i, n;
+    long operator*() const {
+      if (i >= n) throw std::runtime_error("input broke");
+      return i;
+    }
+    iterator& operator++() {
+      ++i;
+      return *this;
+    }
+    bool operator!=(const iterator& o) const { return i != o.i; }
+  };
+  iterator begin() const { return {0, n}; }
+  iterator end() const { return {2 * n, n}; }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(an_input_that_throws_halfway_submits_nothing, *boost::unit_test::timeout(30)) {
+  rd::Pool pool(redis.url(), quick_pool());
+  BOOST_CHECK_THROW(pool.map_async<long>("square", ThrowingRange{5}), std::runtime_error);
+  BOOST_TEST(pool.queued() == 0u);
+  rd::Client c(redis.url());
+  BOOST_TEST(c.command({"KEYS", "mp:pool:*"}).size() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(a_dead_clients_calls_and_results_expire, *boost::unit_test::timeout(60)) {
   g_url = redis.url();
   rd::Client c(redis.url());

@@ -29,9 +29,11 @@
 // ServeOptions::stop, ServeOptions::max_tasks or Pool::shutdown_workers(); it then finishes the
 // tasks in hand, stores their results, and returns. Each worker (each of `concurrency` threads)
 // holds a lease of ServeOptions::lease on the server's clock, renewed every `heartbeat` by the
-// process's renewal thread (also while a task runs). Workers take up to `prefetch` jobs per round
-// trip when the queue is deep (never more than their fair share of it), a job being one apply or
-// one chunk of a map; an idle worker blocks on the server (BLMOVE), it does not poll.
+// process's renewal thread (also while a task runs). A job is one apply or one chunk of a map.
+// While its jobs are short (under a millisecond each) a worker takes up to `prefetch` of them per
+// round trip (never more than its fair share of the queue), otherwise one at a time, so that a
+// long job never waits behind another while a worker idles. An idle worker blocks on the server
+// (BLMOVE), it does not poll.
 //
 // Clients: apply_async sends one job in one round trip; map cuts its inputs into chunks and
 // sends all of them in one pipeline. Results are pushed to a list of the call's own that the
@@ -293,7 +295,7 @@ struct ServeOptions {
   std::chrono::milliseconds lease{5000};     //!< a worker silent this long is dead
   std::chrono::milliseconds heartbeat{0};    //!< 0: lease / 3
   std::chrono::milliseconds idle_wait{500};  //!< an idle worker's blocking wait, per round
-  std::size_t prefetch = 16;                 //!< jobs taken per round trip at most
+  std::size_t prefetch = 16;                 //!< short jobs taken per round trip at most
   std::size_t max_tasks = 0;                 //!< return after this many jobs (0: no limit)
   const std::atomic<bool>* stop = nullptr;   //!< return once *stop is true
   Options connection;                        //!< the Client's timeouts
