@@ -10,6 +10,8 @@
 #include <cctype>
 #include <set>
 
+#include <unistd.h>
+
 namespace multiproc::redis {
 namespace detail {
 
@@ -100,7 +102,8 @@ struct PoolCore {
   std::string prefix, queue, workers, shutdown;
   std::shared_ptr<Registry> registry;
   std::mutex renewal_mutex;
-  Renewal renewal;  // started with the first call
+  Renewal renewal;         // started with the first call
+  pid_t renewal_pid = 0;   // the process it renews in: a forked child starts its own
 
   PoolCore(std::string_view url, PoolOptions o)
       : options(std::move(o)),
@@ -118,7 +121,9 @@ struct PoolCore {
   }
   void start_renewal() {
     std::lock_guard<std::mutex> lock(renewal_mutex);
-    if (renewal.active()) return;
+    // A forked child inherits `renewal` but not the renewal thread's entry (renewal.hpp).
+    if (renewal.active() && renewal_pid == ::getpid()) return;
+    renewal_pid = ::getpid();
     const auto period = std::max(options.result_ttl / 3, std::chrono::milliseconds(5));
     renewal = Renewal(period, [r = registry] {
       r->renew();

@@ -364,6 +364,30 @@ BOOST_AUTO_TEST_CASE(an_input_that_throws_halfway_submits_nothing, *boost::unit_
   BOOST_TEST(c.command({"KEYS", "mp:pool:*"}).size() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(forked_clients_share_a_pool_and_renew_their_own_calls,
+                     *boost::unit_test::timeout(60)) {
+  // Calls that outlive result_ttl (300 ms) stay alive because their client renews them — in a
+  // forked child too, whose parent's renewal thread does not exist there.
+  auto ps = start_workers(2, redis.url());
+  auto opts = quick_pool();
+  opts.result_ttl = 300ms;
+  rd::Pool pool(redis.url(), opts);
+  wait_for_workers(pool, 2);
+  BOOST_TEST(pool.apply<long>("square", 3L) == 9);  // the parent's renewal thread is running
+  auto clients = mptest::start_all(3, [&](int k) {
+    std::vector<long> in(300);
+    std::iota(in.begin(), in.end(), 1000L * k);
+    auto r = pool.map_async<long>("slow_square", in, 10).get_for(30s);
+    CHILD_REQUIRE(r.has_value());
+    long want = 0;
+    for (long x : in) want += x * x;
+    CHILD_REQUIRE(std::accumulate(r->begin(), r->end(), 0L) == want);
+    return 0;
+  });
+  mptest::join_all_ok(clients);
+  stop_workers(pool, ps);
+}
+
 BOOST_AUTO_TEST_CASE(a_dead_clients_calls_and_results_expire, *boost::unit_test::timeout(60)) {
   g_url = redis.url();
   rd::Client c(redis.url());

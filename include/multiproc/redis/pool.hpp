@@ -191,7 +191,8 @@ struct PoolOptions {
   Options connection;  //!< the Client's timeouts
 };
 
-//! A client of the workers serving the pool `options.name` on the server at `url`. Thread-safe.
+//! A client of the workers serving the pool `options.name` on the server at `url`. Thread-safe;
+//! a forked child may use a Pool it inherited (it then renews the calls it makes itself).
 class Pool {
  public:
   using Progress = std::function<void(std::size_t done, std::size_t total)>;
