@@ -60,7 +60,8 @@
 //   - the server restarted with AOF (appendfsync always): queued and in-flight jobs, leases and
 //     stored results survive; clients and workers reconnect (Client's reconnect_for); a job whose
 //     result was being stored at the restart may run again (see above). Without persistence, a
-//     restart loses everything queued: waits then end only at their timeouts.
+//     restart loses everything: a waiting call then fails with BrokenPool ("the call expired on
+//     the server") within a reap_interval.
 //   - the server stopped (SIGSTOP) or unreachable: get_for / wait_for honour their deadlines;
 //     get() throws Error(errc::disconnected) after the Client's reconnect_for.
 #pragma once
