@@ -501,6 +501,15 @@ BOOST_AUTO_TEST_CASE(a_restarted_aof_server_loses_no_task, *boost::unit_test::ti
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_server_restarted_without_persistence_fails_waiting_calls,
+                     *boost::unit_test::timeout(30)) {
+  rd::Pool pool(redis.url(), quick_pool());
+  auto r = pool.apply_async<long>("square", 2L);  // no worker: it waits in the queue
+  BOOST_TEST(!r.get_for(100ms).has_value());
+  redis.restart();  // no AOF: the queue and the call are gone
+  expect_error([&] { r.get_for(10s); }, mp::errc::broken_pool, {"task 'square'", "expired"});
+}
+
 BOOST_AUTO_TEST_CASE(serve_stops_on_a_signal_handler_a_flag_or_max_tasks, *boost::unit_test::timeout(60)) {
   rd::Pool pool(redis.url(), quick_pool());
   g_url = redis.url();
