@@ -140,7 +140,8 @@ class AsyncResult {
   bool wait_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return state_->wait_until(deadline_after(timeout));
   }
-  //! Returns: whether the call finished (reads what has arrived, without blocking).
+  //! Returns: whether the call finished. Reads what has arrived without waiting for more (one
+  //! round trip: up to Options::command_timeout if the server does not answer).
   bool ready() const { return state_->poll(); }
   //! Returns: whether it succeeded. Throws: Error(errc::bad_state) before it is ready.
   bool successful() const {
@@ -155,7 +156,7 @@ class AsyncResult {
     return true;
   }
   //! Returns: {items done, items in all} (a map's progress; 0 or 1 of 1 for an apply), after
-  //! reading what has arrived without blocking.
+  //! reading what has arrived, as ready() does.
   std::pair<std::size_t, std::size_t> progress() const {
     state_->poll();
     return state_->progress();
