@@ -11,7 +11,8 @@
 // The scenarios live by family, each with all its implementations side by side: queues.cpp,
 // pipes.cpp, locks.cpp, processes.cpp, manager.cpp and executor.cpp (built once the Manager and
 // the executor are in the tree: bench/CMakeLists.txt); harness.hpp starts, releases and times
-// the processes.
+// the processes. The same main() is multiproc_redis_bench, built with MULTIPROC_BENCH_REDIS_ONLY
+// over the multiproc::redis scenarios (redis.cpp), which need a server (bench/run.py starts one).
 #include "harness.hpp"
 
 #include <cstdio>
@@ -22,6 +23,9 @@ namespace {
 const bench::Scenarios& scenarios() {
   static const bench::Scenarios s = [] {
     bench::Scenarios all;
+#ifdef MULTIPROC_BENCH_REDIS_ONLY  // multiproc_redis_bench: bench/redis*.cpp only
+    bench::add_redis_scenarios(all);
+#else
     bench::add_queue_scenarios(all);
     bench::add_pipe_scenarios(all);
     bench::add_lock_scenarios(all);
@@ -31,6 +35,7 @@ const bench::Scenarios& scenarios() {
 #endif
 #ifdef MULTIPROC_BENCH_EXECUTOR
     bench::add_executor_scenarios(all);
+#endif
 #endif
     return all;
   }();

@@ -44,6 +44,7 @@ void add_lock_scenarios(Scenarios& s);
 void add_process_scenarios(Scenarios& s);
 void add_manager_scenarios(Scenarios& s);   // manager.cpp, when the Manager is built
 void add_executor_scenarios(Scenarios& s);  // executor.cpp, when the executor is built
+void add_redis_scenarios(Scenarios& s);     // redis.cpp, in multiproc_redis_bench
 
 [[noreturn]] inline void die(const char* what) {
   std::fprintf(stderr, "multiproc_bench: %s: %s\n", what, std::strerror(errno));

@@ -2,6 +2,7 @@
 """Runs multiproc's benchmark beside its peers, in one run, and reports ratios.
 
     bench/run.py --bench build/bench/multiproc_bench [--reps 5] [--only a,b] [--out DIR]
+                 [--redis-bench build/bench/multiproc_redis_bench]
 
 Every (scenario, implementation) pair — multiproc, Boost.Interprocess, Python's multiprocessing
 (bench/peers.py, run with this python3), and bare limits — is measured --reps times. The
@@ -10,6 +11,12 @@ shared machine hits every implementation alike. The table shows each median with
 (min..max), and multiproc's speed relative to each peer: "5.0x" means multiproc is five times
 faster, whatever the unit. The goals of the project are checked against those ratios. Results go
 to DIR/results.json and, when gnuplot is available, DIR/results.png.
+
+With --redis-bench (found beside --bench when built), the multiproc::redis scenarios run too, with
+their peers (bench/redis_peers.py: Python's RQ, and BaseManager serving a queue over TCP): run.py
+starts one redis-server of its own (127.0.0.1, a free port, a temporary directory, no
+persistence) for all of them, hands its url over in MULTIPROC_BENCH_REDIS_URL, flushes it before
+each measurement, and stops it at the end.
 """
 import argparse
 import datetime
@@ -18,8 +25,11 @@ import os
 import platform
 import shutil
 import statistics
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -42,6 +52,9 @@ GOALS = [
     ("manager_dict_4p", "python_manager_dict", 20.0),
     ("executor_submit_result", "python_executor", 10.0),
     ("executor_map_100k", "python_executor", 10.0),
+    ("redis_pool_map_1w", "python_rq", 10.0),
+    ("redis_pool_map_2w", "python_rq", 10.0),
+    ("redis_pool_map_4w", "python_rq", 10.0),
 ]
 
 ORDER = [
@@ -50,7 +63,50 @@ ORDER = [
     "lock_uncontended", "process_start_join", "pool_map_100k", "pool_apply_async",
     "manager_dict_roundtrip", "manager_dict_1p", "manager_dict_2p", "manager_dict_4p",
     "executor_submit_result", "executor_map_100k", "executor_map_100k_default",
+    "redis_queue_1p1c", "redis_queue_roundtrip", "redis_task_roundtrip", "redis_pool_map_1w",
+    "redis_pool_map_2w", "redis_pool_map_4w",
 ]
+
+
+class RedisServer:
+    """A redis-server of the benchmark's own: 127.0.0.1, a free port, a temporary directory."""
+
+    def __init__(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.dir = tempfile.mkdtemp(prefix="multiproc-bench-redis.")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--save", "", "--appendonly", "no", "--daemonize", "no",
+             "--logfile", os.path.join(self.dir, "redis.log")])
+        self.url = "redis://127.0.0.1:%d/0" % self.port
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.01)
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    def flush(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as c:
+            c.sendall(b"FLUSHALL\r\n")
+            c.recv(16)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def pairs(cmd):
@@ -189,20 +245,41 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated scenarios")
     ap.add_argument("--out", default="bench-results")
     ap.add_argument("--timeout", type=int, default=180)
+    ap.add_argument("--redis-bench", default=None,
+                    help="the multiproc_redis_bench binary (default: beside --bench, if built)")
     args = ap.parse_args()
 
     cpp = [os.path.abspath(args.bench)]
     py = [sys.executable, os.path.join(HERE, "peers.py")]
     todo = [(s, i, cpp) for s, i in pairs(cpp)] + [(s, i, py) for s, i in pairs(py)]
+    redis_bench = args.redis_bench or os.path.join(os.path.dirname(cpp[0]), "multiproc_redis_bench")
+    redis = None
+    if os.path.exists(redis_bench) and shutil.which("redis-server"):
+        rcpp = [os.path.abspath(redis_bench)]
+        rpy = [sys.executable, os.path.join(HERE, "redis_peers.py")]
+        todo += [(s, i, rcpp) for s, i in pairs(rcpp)] + [(s, i, rpy) for s, i in pairs(rpy)]
     if args.only:
         wanted = set(args.only.split(","))
         todo = [t for t in todo if t[0] in wanted]
+    if any(t[0].startswith("redis_") for t in todo):
+        redis = RedisServer()
+        os.environ["MULTIPROC_BENCH_REDIS_URL"] = redis.url
+    try:
+        run_all(args, todo, redis)
+    finally:
+        if redis:
+            redis.stop()
+
+
+def run_all(args, todo, redis):
     todo.sort(key=lambda t: (ORDER.index(t[0]) if t[0] in ORDER else 99, t[1] != "multiproc", t[1]))
 
     samples, units, errors = {}, {}, {}
     for rep in range(args.reps):
         print("repetition %d of %d" % (rep + 1, args.reps), file=sys.stderr, flush=True)
         for scenario, impl, cmd in todo:
+            if redis and scenario.startswith("redis_"):
+                redis.flush()  # every measurement starts from an empty server
             r, err = measure(cmd, scenario, impl, args.timeout)
             key = (scenario, impl)
             if r is None:
