@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -104,6 +105,11 @@ void RedisServer::start() {
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {
+      // The server dies with the thread that started it, so that a test binary that crashes or
+      // is killed (a timeout) leaves no redis-server behind; and if that happened already
+      // between fork and here, at once.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != owner_) ::_exit(127);
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);

@@ -1,6 +1,9 @@
 // tests/redis/redis_server.hpp — a redis-server of the test's own: started on 127.0.0.1 with a
 // free port and a temporary directory, stopped (and the directory removed) by its destructor.
 // Tests restart it (AOF on: acknowledged writes survive), SIGKILL it, SIGSTOP and SIGCONT it.
+// The server gets SIGKILL when the THREAD that started it ends (PR_SET_PDEATHSIG), so that a test
+// binary that crashes or times out leaves no server running: call start() and restart() from
+// the test's own thread, never from a helper thread that ends before the test does.
 #pragma once
 
 #include "../support/support.hpp"
