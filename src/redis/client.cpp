@@ -14,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include <poll.h>
 #include <pthread.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -269,10 +270,22 @@ struct ClientState {
       idle.clear();
       pid = ::getpid();
     }
-    if (idle.empty()) return nullptr;
-    Context c = std::move(idle.back());
-    idle.pop_back();
-    return c;
+    while (!idle.empty()) {
+      Context c = std::move(idle.back());
+      idle.pop_back();
+      if (still_open(c.get())) return c;
+    }
+    return nullptr;
+  }
+
+  // An idle connection that the server closed meanwhile (restarted, killed) reads as EOF: it is
+  // dropped here rather than written to, so that command_once does not report "outcome unknown"
+  // for a command that could never have reached a server.
+  static bool still_open(const redisContext* c) {
+    pollfd p{};
+    p.fd = c->fd;
+    p.events = POLLIN | POLLRDHUP;
+    return ::poll(&p, 1, 0) == 0;  // an idle connection has nothing to read
   }
 
   void give_back(Context c) {
@@ -632,7 +645,10 @@ return {}
     for (const auto& [f, v] : fields) {
       if (f == field) wanted = v;
     }
-    throw Error(errc::type_mismatch, "multiproc::redis: " + what + " on " + client.describe() +
+    // Another kind of object under the name is errc::wrong_kind; the same kind with other
+    // types or settings is errc::type_mismatch.
+    throw Error(field == "kind" ? errc::wrong_kind : errc::type_mismatch,
+                "multiproc::redis: " + what + " on " + client.describe() +
                                          ": it exists with " + field + " '" + r[1].str() +
                                          "', opened with " + field + " '" + wanted + "'");
   }
