@@ -10,11 +10,19 @@
 #include "redis_server.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <fstream>
 #include <csignal>
 #include <map>
 #include <random>
 #include <set>
 #include <thread>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace mp = multiproc;
 namespace rd = multiproc::redis;
@@ -57,6 +65,34 @@ rd::Options quick() {
 
 double since(rd::Clock::time_point t) {
   return std::chrono::duration<double>(rd::Clock::now() - t).count();
+}
+
+// Whether every thread of `pid` has stopped (state T): kill(SIGSTOP) returns before a thread
+// running on another CPU has stopped, and the server could still answer a call sent right after.
+bool all_threads_stopped(pid_t pid) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool stopped = true;
+  int seen = 0;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream f(dir + "/" + e->d_name + "/stat");
+    std::string line;
+    if (!std::getline(f, line)) continue;
+    const std::size_t close = line.rfind(')');  // the state follows the command's ")"
+    if (close == std::string::npos || close + 2 >= line.size()) continue;
+    ++seen;
+    if (line[close + 2] != 'T' && line[close + 2] != 't') stopped = false;
+  }
+  ::closedir(d);
+  return stopped && seen > 0;
+}
+
+// SIGSTOP, and wait until it has taken effect.
+void pause_fully(mptest::RedisServer& server) {
+  server.pause();
+  BOOST_REQUIRE(mptest::eventually([&] { return all_threads_stopped(server.pid()); }));
 }
 
 }  // namespace
@@ -624,7 +660,7 @@ BOOST_AUTO_TEST_CASE(a_stopped_server_fails_calls_within_the_timeouts, *boost::u
   auto l = m.list<long>("l");
   d.set("k", 10);
   l.append(1);
-  redis.pause();
+  pause_fully(redis);
   // Retried calls: command_timeout per try, reconnect_for in all.
   auto t0 = rd::Clock::now();
   expect_error([&] { d.get("k"); }, mp::errc::disconnected, {"redis 127.0.0.1:", "HGET"});
@@ -643,7 +679,7 @@ BOOST_AUTO_TEST_CASE(a_stopped_server_fails_calls_within_the_timeouts, *boost::u
   expect_error(
       [&] {
         d.transform("k", [&](long x) {
-          redis.pause();
+          pause_fully(redis);
           return x + 1;
         });
       },
@@ -709,7 +745,10 @@ BOOST_AUTO_TEST_CASE(adds_across_a_server_crash_lose_nothing_acknowledged,
           d.add("hits", 1);
           ++ok;
         } catch (const mp::Error& e) {
-          if (e.code() != mp::errc::disconnected) return 2;
+          if (e.code() != mp::errc::disconnected) {
+            std::fprintf(stderr, "child %d: %s\n", i, e.what());
+            return 2;
+          }
           ++maybe;
         }
       }
@@ -735,6 +774,49 @@ BOOST_AUTO_TEST_CASE(adds_across_a_server_crash_lose_nothing_acknowledged,
   BOOST_TEST(hits >= ok);
   BOOST_TEST(hits <= ok + maybe);
   BOOST_TEST_MESSAGE("acknowledged " << ok << ", unknown " << maybe << ", counted " << hits);
+}
+
+// A server that has just restarted answers -LOADING until its data is loaded: calls wait for it
+// (within reconnect_for) instead of failing, once-only calls included (the command did not run).
+// A stand-in server on a socket answers the first three commands so.
+BOOST_AUTO_TEST_CASE(a_loading_server_is_waited_for, *boost::unit_test::timeout(30)) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  BOOST_REQUIRE(listener >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  BOOST_REQUIRE(::listen(listener, 8) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
+  const int port = ntohs(a.sin_port);
+  std::atomic<int> commands{0};
+  std::thread fake([&] {
+    const int fd = ::accept(listener, nullptr, nullptr);
+    if (fd < 0) return;
+    char buf[4096];
+    while (::read(fd, buf, sizeof buf) > 0) {  // one short command per read
+      const std::string reply = ++commands <= 3
+                                    ? "-LOADING Redis is loading the dataset in memory\r\n"
+                                    : ":7\r\n";
+      if (::write(fd, reply.data(), reply.size()) != static_cast<ssize_t>(reply.size())) break;
+    }
+    ::close(fd);
+  });
+  {
+    rd::Client c("redis://127.0.0.1:" + std::to_string(port), quick());
+    long long got = -1;
+    try {
+      got = c.command_once({"INCR", "n"}).integer();
+    } catch (const std::exception& e) {
+      BOOST_ERROR(e.what());
+    }
+    BOOST_TEST(got == 7);
+    BOOST_TEST(commands.load() == 4);
+  }
+  ::shutdown(listener, SHUT_RDWR);
+  fake.join();
+  ::close(listener);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

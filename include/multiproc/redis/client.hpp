@@ -17,7 +17,8 @@
 // Options::command_timeout for one try. A connection that fails (refused, reset, a server that
 // stops answering: SIGSTOP, a network partition) is dropped and another is made, with backoff
 // (Options::backoff_initial doubling to backoff_max) for up to Options::reconnect_for, or the
-// caller's deadline if sooner. Then:
+// caller's deadline if sooner; a server still loading its data after a restart (it answers
+// -LOADING and runs nothing) is waited for the same way. Then:
 //   - command(argv) (idempotent use: GET, SET, EVALSHA of a script that is safe to repeat) sends
 //     the command again on the new connection: after a failure it may run twice (the first try
 //     may have reached the server before the connection broke) — at-least-once;
