@@ -2,6 +2,7 @@
 // Value on a redis-server — every method with Python's semantics, used from forked and exec'd
 // processes at once (exact counts), processes SIGKILLed mid-operation, bytes written by another
 // program, and a server that stops answering (SIGSTOP) or restarts (AOF).
+#include <multiproc/manager.hpp>
 #include <multiproc/process.hpp>
 #include <multiproc/redis.hpp>
 
@@ -17,6 +18,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <type_traits>
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -110,6 +112,118 @@ MPTEST_SCENARIO(redis_manager_adder) {
   return 0;
 }
 
+namespace {
+
+// The same program against the local Manager and the redis one: every result (or error code)
+// in a trace, and the two traces must be equal.
+std::string text(bool b) { return b ? "true" : "false"; }
+std::string text(long v) { return std::to_string(v); }
+std::string text(int v) { return std::to_string(v); }
+std::string text(std::size_t v) { return std::to_string(v); }
+std::string text(const std::string& v) { return "'" + v + "'"; }
+template <class T>
+std::string text(const std::optional<T>& v) {
+  return v ? "some " + text(*v) : std::string("none");
+}
+template <class A, class B>
+std::string text(const std::pair<A, B>& p) {
+  return "(" + text(p.first) + ", " + text(p.second) + ")";
+}
+template <class T>
+std::string text(const std::vector<T>& v) {
+  std::string out = "[";
+  for (const auto& x : v) out += text(x) + " ";
+  return out + "]";
+}
+
+template <class Mgr>
+std::vector<std::string> trace(const Mgr& m) {
+  std::vector<std::string> out;
+  auto rec = [&out](auto&& f) {
+    try {
+      if constexpr (std::is_void_v<decltype(f())>) {
+        f();
+        out.push_back("ok");
+      } else {
+        out.push_back(text(f()));
+      }
+    } catch (const mp::Error& e) {
+      out.push_back("error " + e.code().message());
+    }
+  };
+  auto d = m.template dict<std::string, long>("d");
+  rec([&] { return d.get("a"); });
+  rec([&] { return d.get("a", 5L); });
+  rec([&] { d.set("a", 1); });
+  rec([&] { d.update({{"b", 2}, {"c", 3}, {"a", 4}}); });
+  rec([&] { return d.setdefault("d", 9); });
+  rec([&] { return d.setdefault("b", 9); });
+  rec([&] { return d.add("b", 10); });
+  rec([&] { return d.transform("z", [](long x) { return x * 2; }, 21); });
+  rec([&] { return d.pop("c"); });
+  rec([&] { return d.pop("c", -1); });
+  rec([&] { return d.erase("a"); });
+  rec([&] { return d.erase("a"); });
+  rec([&] { d.set("a", 7); });
+  rec([&] { return d.keys(); });
+  rec([&] { return d.values(); });
+  rec([&] { return d.items(); });
+  rec([&] { return d.contains("b"); });
+  rec([&] { return d.size(); });
+  rec([&] { return d.empty(); });
+  rec([&] { d.clear(); });
+  rec([&] { return d.empty(); });
+  auto l = m.template list<int>("l");
+  rec([&] { l.extend({1, 2, 3, 4, 5, 6, 7}); });
+  for (long i : {-9L, -8L, -7L, -1L, 0L, 6L, 7L, 100L}) {
+    rec([&] { return l.get(i); });
+    rec([&] { return l.slice(i, -2); });
+    rec([&] { return l.slice(-3, i); });
+  }
+  rec([&] { l.insert(-2, 10); });
+  rec([&] { l.insert(3, 11); });
+  rec([&] { l.insert(-50, 12); });
+  rec([&] { l.insert(50, 13); });
+  rec([&] { return l.pop(); });
+  rec([&] { return l.pop(0); });
+  rec([&] { return l.pop(4); });
+  rec([&] { return l.pop(-3); });
+  rec([&] { return l.pop(20); });
+  rec([&] { l.set(-1, 70); });
+  rec([&] { l.set(9, 70); });
+  rec([&] { return l.add(1, 5); });
+  rec([&] { return l.transform(-2, [](int x) { return -x; }); });
+  rec([&] { return l.transform(-20, [](int x) { return -x; }); });
+  rec([&] { l.append(99); });
+  rec([&] { return l.items(); });
+  rec([&] { return l.size(); });
+  rec([&] { l.clear(); });
+  rec([&] { return l.pop(); });
+  rec([&] { return l.get(0); });
+  rec([&] { return l.empty(); });
+  auto ns = m.Namespace("ns");
+  rec([&] { ns.template set<int>("n", 3); });
+  rec([&] { ns.template set<std::string>("s", "x"); });
+  rec([&] { return ns.template get<int>("n"); });
+  rec([&] { return ns.template get<long>("n"); });
+  rec([&] { return ns.template get<int>("none"); });
+  rec([&] { return ns.fields(); });
+  rec([&] { return ns.erase("n"); });
+  rec([&] { return ns.contains("n"); });
+  auto v = m.template Value<long>("v", 4);
+  rec([&] { return v.get(); });
+  rec([&] { return v.add(3); });
+  rec([&] { v.set(-1); });
+  rec([&] { return v.transform([](long x) { return x - 1; }); });
+  rec([&] { m.template list<int>("d"); });
+  rec([&] { m.template dict<int, long>("d"); });
+  rec([&] { m.template Value<int>("v"); });
+  rec([&] { m.Namespace("l"); });
+  return out;
+}
+
+}  // namespace
+
 BOOST_FIXTURE_TEST_SUITE(redis_manager, mptest::RedisClean)
 
 BOOST_AUTO_TEST_CASE(dict_operations, *boost::unit_test::timeout(30)) {
@@ -174,6 +288,18 @@ BOOST_AUTO_TEST_CASE(dict_operations, *boost::unit_test::timeout(30)) {
   auto copy = d;
   copy.set("z", 26);
   BOOST_TEST(d.get("z").value() == 26);
+}
+
+// The same API and the same answers, errors included, as the local Manager.
+BOOST_AUTO_TEST_CASE(answers_as_the_local_manager_does, *boost::unit_test::timeout(60)) {
+  std::vector<std::string> local;
+  {
+    mp::Manager m;
+    local = trace(m);
+  }
+  const std::vector<std::string> remote = trace(rd::Manager(redis.url()));
+  BOOST_TEST(local.size() > 80u);
+  BOOST_TEST(remote == local, boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(list_operations_and_index_errors, *boost::unit_test::timeout(30)) {
@@ -361,6 +487,7 @@ BOOST_AUTO_TEST_CASE(wrong_kind_wrong_types_and_removal, *boost::unit_test::time
   expect_errc([&] { v.add(1); }, mp::errc::not_found);
   // A default-constructed proxy, and a bad app name.
   rd::DictProxy<int, int> none;
+  BOOST_TEST(none.name().empty());
   expect_errc([&] { none.size(); }, mp::errc::bad_state);
   expect_errc([&] { rd::ListProxy<int>().append(1); }, mp::errc::bad_state);
   expect_error([&] { rd::Manager(redis.url(), "a:b"); }, mp::errc::invalid_argument, {"'a:b'"});

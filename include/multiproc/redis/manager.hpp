@@ -143,7 +143,11 @@ class Manager {
 };
 
 namespace detail {
-[[noreturn]] void default_constructed_proxy();
+[[noreturn]] void default_constructed_proxy();  // Error(errc::bad_state)
+inline const std::string& no_name() noexcept {  // a default-constructed proxy's name()
+  static const std::string none;
+  return none;
+}
 }  // namespace detail
 
 //! A dict on the server: Python's dict of K -> V, insertion-ordered. Every method as
@@ -156,7 +160,7 @@ class DictProxy {
   DictProxy() = default;
   explicit DictProxy(std::shared_ptr<const detail::DictStore> store) : s_(std::move(store)) {}
 
-  const std::string& name() const { return s().name(); }
+  const std::string& name() const noexcept { return s_ ? s_->name() : detail::no_name(); }
 
   void set(const K& k, const V& v) const { s().set(redis::to_bytes(k), redis::to_bytes(v)); }
   //! Returns: the value of k, or nullopt.
@@ -256,7 +260,7 @@ class ListProxy {
  public:
   ListProxy() = default;
   explicit ListProxy(std::shared_ptr<const detail::ListStore> store) : s_(std::move(store)) {}
-  const std::string& name() const { return s().name(); }
+  const std::string& name() const noexcept { return s_ ? s_->name() : detail::no_name(); }
 
   void append(const T& v) const { s().append(redis::to_bytes(v)); }
   //! Effects: appends every item of `items` (any range), as one call.
@@ -326,7 +330,7 @@ class NamespaceProxy {
   NamespaceProxy() = default;
   explicit NamespaceProxy(std::shared_ptr<const detail::NamespaceStore> store)
       : s_(std::move(store)) {}
-  const std::string& name() const { return s().name(); }
+  const std::string& name() const noexcept { return s_ ? s_->name() : detail::no_name(); }
 
   template <class T>
   void set(const std::string& field, const T& v) const {
@@ -359,7 +363,7 @@ class ValueProxy {
  public:
   ValueProxy() = default;
   explicit ValueProxy(std::shared_ptr<const detail::ValueStore> store) : s_(std::move(store)) {}
-  const std::string& name() const { return s().name(); }
+  const std::string& name() const noexcept { return s_ ? s_->name() : detail::no_name(); }
 
   T get() const { return value(s().get()); }
   void set(const T& v) const { s().set(redis::to_bytes(v)); }
