@@ -13,4 +13,5 @@
 #pragma once
 
 #include <multiproc/redis/client.hpp>
+#include <multiproc/redis/manager.hpp>
 #include <multiproc/redis/pool.hpp>

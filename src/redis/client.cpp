@@ -14,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include <poll.h>
 #include <pthread.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -269,10 +270,22 @@ struct ClientState {
       idle.clear();
       pid = ::getpid();
     }
-    if (idle.empty()) return nullptr;
-    Context c = std::move(idle.back());
-    idle.pop_back();
-    return c;
+    while (!idle.empty()) {
+      Context c = std::move(idle.back());
+      idle.pop_back();
+      if (still_open(c.get())) return c;
+    }
+    return nullptr;
+  }
+
+  // An idle connection that the server closed meanwhile (restarted, killed) reads as EOF: it is
+  // dropped here rather than written to, so that command_once does not report "outcome unknown"
+  // for a command that could never have reached a server.
+  static bool still_open(const redisContext* c) {
+    pollfd p{};
+    p.fd = c->fd;
+    p.events = POLLIN | POLLRDHUP;
+    return ::poll(&p, 1, 0) == 0;  // an idle connection has nothing to read
   }
 
   void give_back(Context c) {
@@ -383,6 +396,15 @@ std::string label_of(const Argv& argv) { return argv.empty() ? std::string("(emp
 
 enum class Mode { retry, once };
 
+// Whether the server answered -LOADING (to every command: a pipeline sent while it loads gets it
+// for the first ones at least, and is sent again whole, as any retried call).
+bool is_loading(const Attempt& a) {
+  for (const std::string& e : a.errors) {
+    if (e.compare(0, 8, "LOADING ") == 0) return true;
+  }
+  return false;
+}
+
 // The retry loop shared by every call. Returns nullopt when `deadline` passed (the caller's
 // timeout); throws on every other failure.
 std::optional<std::vector<Reply>> execute(detail::ClientState& s, const std::vector<Argv>& commands,
@@ -416,6 +438,18 @@ std::optional<std::vector<Reply>> execute(detail::ClientState& s, const std::vec
       if (!c) a.outcome = Outcome::connect_failed;
     }
     if (c) a = detail::ClientState::run(c.get(), commands, reply_timeout);
+    if (a.outcome == Outcome::ok && is_loading(a)) {
+      // A server still loading its data (AOF, RDB) after a restart answers -LOADING without
+      // running the command: wait and send it again, in either mode.
+      s.give_back(std::move(c));
+      last_why = "the server is loading its data";
+      if (!give_up) give_up = Clock::now() + s.options.reconnect_for;
+      auto pause = std::min(backoff, detail::until(*give_up));
+      if (deadline) pause = std::min(pause, detail::until(*deadline));
+      std::this_thread::sleep_for(pause);
+      backoff = std::min(backoff * 2, s.options.backoff_max);
+      continue;
+    }
     if (a.outcome == Outcome::ok) {
       s.give_back(std::move(c));
       for (std::size_t i = 0; i < a.errors.size(); ++i) {
@@ -632,7 +666,10 @@ return {}
     for (const auto& [f, v] : fields) {
       if (f == field) wanted = v;
     }
-    throw Error(errc::type_mismatch, "multiproc::redis: " + what + " on " + client.describe() +
+    // Another kind of object under the name is errc::wrong_kind; the same kind with other
+    // types or settings is errc::type_mismatch.
+    throw Error(field == "kind" ? errc::wrong_kind : errc::type_mismatch,
+                "multiproc::redis: " + what + " on " + client.describe() +
                                          ": it exists with " + field + " '" + r[1].str() +
                                          "', opened with " + field + " '" + wanted + "'");
   }

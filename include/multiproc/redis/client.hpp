@@ -17,7 +17,8 @@
 // Options::command_timeout for one try. A connection that fails (refused, reset, a server that
 // stops answering: SIGSTOP, a network partition) is dropped and another is made, with backoff
 // (Options::backoff_initial doubling to backoff_max) for up to Options::reconnect_for, or the
-// caller's deadline if sooner. Then:
+// caller's deadline if sooner; a server still loading its data after a restart (it answers
+// -LOADING and runs nothing) is waited for the same way. Then:
 //   - command(argv) (idempotent use: GET, SET, EVALSHA of a script that is safe to repeat) sends
 //     the command again on the new connection: after a failure it may run twice (the first try
 //     may have reached the server before the connection broke) — at-least-once;
@@ -194,7 +195,7 @@ T from_bytes(std::string_view bytes) {
 //! Records what an object is on first use, and checks it on every later open: the hash `meta_key`
 //! gets each field that it does not have yet (HSETNX, atomically, in one script); a field that is
 //! there with another value throws Error(errc::type_mismatch) naming `what` ("redis::Queue<int>
-//! 'jobs'"), the field, and both values. Use it as {{"kind", "queue"}, {"type", typeid(T).name()},
+//! 'jobs'"), the field, and both values — Error(errc::wrong_kind) when that field is "kind". Use it as {{"kind", "queue"}, {"type", typeid(T).name()},
 //! {"capacity", "100"}}.
 void ensure_meta(const Client& client, const std::string& meta_key, const std::string& what,
                  const std::vector<std::pair<std::string, std::string>>& fields);
