@@ -2,10 +2,11 @@
 //
 // Keys of the semaphore `n`:
 //   mp:semaphore:n:meta     hash {kind=semaphore, bound=<initial>}     (ensure_meta)
-//   mp:semaphore:n:holders  sorted set: permit id -> lease end (server ms); a permit is held
-//                           while its id is there with a lease end in the future. Free permits
-//                           = bound - live members: expired members are removed by the next
-//                           acquisition (that is how a dead holder's permits come back).
+//   mp:semaphore:n:holders  sorted set: permit id -> lease end (server ms), or 0 once released;
+//                           a permit is held while its id is there with a lease end in the
+//                           future. Free permits = bound - live members: expired and released
+//                           members are removed by the next acquisition (that is how a dead
+//                           holder's permits come back).
 //   mp:semaphore:n:wake     list of wake-up tokens pushed by release (at most `bound`); expires
 //                           after a lease
 // Every change is one Lua script, atomic on the server.
@@ -42,12 +43,17 @@ return {0, tonumber(first[2]) - now}
 }
 
 // KEYS: holders. ARGV: lease ms, id... Extends the lease of each id still held (an expired one
-// that nobody removed yet is still held: nobody needed it). Returns how many were extended.
+// that nobody removed yet is still held: nobody needed it; a released one, score 0, is not).
+// Returns how many were extended.
 const Script& renew_script() {
   static const Script s(std::string(kNowLua) + R"lua(
 local n = 0
 for i = 2, #ARGV do
-  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[i])
+  local sc = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if sc and tonumber(sc) ~= 0 then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i])
+    n = n + 1
+  end
 end
 return n
 )lua",
@@ -56,10 +62,15 @@ return n
 }
 
 // KEYS: holders, wake. ARGV: id, lease ms, bound. Returns 1 when the permit was held and is
-// returned now, 0 when it was not held (its lease expired and it was taken back).
+// returned now (its score becomes 0: free, removed by the next acquisition; a resent release
+// finds it so and returns 1 too), 0 when it was not held (its lease expired and it was taken
+// back).
 const Script& release_script() {
   static const Script s(R"lua(
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local sc = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not sc then return 0 end
+if tonumber(sc) == 0 then return 1 end
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
 redis.call('RPUSH', KEYS[2], '1')
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])

@@ -104,6 +104,15 @@ struct LockOptions {
 //! thread that holds it through one handle and locks through a second handle of the same name
 //! waits like anyone else (until its deadline). A forked child does not hold what its parent
 //! holds. Each acquisition is a fresh random id on the server.
+//!
+//! Destroying the last handle while holding the lock stops its renewals: the lock is taken over
+//! after its lease, with previous_owner_died(). A try_lock_for() whose deadline passes while its
+//! acquisition is in flight (a server that stops answering) may have taken the lock on the
+//! server without knowing: nobody renews it, so it is free again one lease later (the next
+//! holder sees previous_owner_died()).
+//!
+//! Cost: lock() + unlock() uncontended are two round trips (two scripts): ~5,000 pairs a second
+//! on one connection to a local server.
 class Lock {
  public:
   //! Effects: opens the lock `name` on the server at `url` (created on first use; records its
