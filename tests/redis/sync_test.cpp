@@ -425,6 +425,36 @@ BOOST_AUTO_TEST_CASE(an_aof_server_restarted_keeps_the_holder_holding,
   });
 }
 
+BOOST_AUTO_TEST_CASE(mutual_exclusion_holds_across_an_aof_restart_mid_run,
+                     *boost::unit_test::timeout(90)) {
+  mptest::RedisServer srv(mptest::RedisServer::Config{true, ""});
+  rd::Client c(srv.url());
+  rd::Lock lock(c, "busy", lease(3000ms));
+  constexpr int kProcs = 3, kEach = 300;
+  auto ps = mptest::start_all(kProcs, [&](int) {
+    for (int i = 0; i < kEach; ++i) {
+      std::lock_guard<rd::Lock> g(lock);
+      // GET then SET: a resent SET is harmless; a resent acquisition or unlock must be too.
+      const auto v = c.command({"GET", "n"});
+      const long n = v.is_nil() ? 0 : std::stol(v.str());
+      c.command({"SET", "n", std::to_string(n + 1)});
+    }
+    return 0;
+  });
+  long before = 0;
+  BOOST_REQUIRE(mptest::eventually([&] {
+    const auto v = c.command({"GET", "n"});
+    before = v.is_nil() ? 0 : std::stol(v.str());
+    return before >= 20;
+  }));
+  srv.restart();  // while the processes lock, count and unlock
+  BOOST_TEST_MESSAGE("restarted at " << before << ", after it " << c.command({"GET", "n"}).str());
+  BOOST_TEST(before < kProcs * kEach);  // the restart came mid-run
+  mptest::join_all_ok(ps);
+  BOOST_TEST(c.command({"GET", "n"}).str() == std::to_string(kProcs * kEach));
+  BOOST_TEST(!lock.locked());
+}
+
 BOOST_AUTO_TEST_CASE(a_server_restarted_without_persistence_frees_the_lock,
                      *boost::unit_test::timeout(60)) {
   rd::Client c(redis.url());
