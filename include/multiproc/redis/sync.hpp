@@ -15,8 +15,9 @@
 // same object. Keys live under "mp:<kind>:<name>:..." (mp:lock:accounts:state); a ":meta" hash
 // records the kind and type on first use, and opening it later as another type (a Value<int> as
 // Value<long>, a Semaphore with another bound) is Error(errc::type_mismatch). Nothing here is
-// removed by a destructor: the state is the server's (an unlocked lock keeps only its meta hash
-// and its fencing counter; a released semaphore its meta hash).
+// removed by a destructor: the state is the server's (an unlocked lock keeps its meta hash and
+// its fencing counter, plus two keys that expire a lease after the unlock; a semaphore nobody
+// holds, its meta hash and the ids of released permits until the next acquisition).
 //
 // Handles: every object is a cheap handle (copies share one state; methods are const), usable
 // from many threads, and copied into forked children, which open connections of their own.
