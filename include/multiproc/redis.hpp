@@ -15,3 +15,4 @@
 #include <multiproc/redis/client.hpp>
 #include <multiproc/redis/manager.hpp>
 #include <multiproc/redis/pool.hpp>
+#include <multiproc/redis/sync.hpp>

@@ -6,6 +6,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <new>
 #include <thread>
 
 #include <pthread.h>
@@ -80,6 +81,12 @@ Renewer& renewer() {
     pthread_atfork([] { renewer().mutex.lock(); }, [] { renewer().mutex.unlock(); },
                    [] {
                      Renewer& c = renewer();
+                     // The condition variables may count the parent's renewal thread as a
+                     // waiter, which the child does not have: a notify would wait for it
+                     // forever (glibc). Fresh ones, without destroying the old (that could
+                     // wait too); they own no resources.
+                     new (&c.cv) std::condition_variable;
+                     new (&c.idle) std::condition_variable;
                      c.entries.clear();
                      c.running = 0;
                      c.started = false;
