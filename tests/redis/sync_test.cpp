@@ -157,7 +157,7 @@ BOOST_AUTO_TEST_CASE(lockable_guards_ownership_and_errors_naming_the_lock,
   expect_error([&] { rd::Lock(c, "x", lease(5ms)); }, mp::errc::invalid_argument, {"lease", "30 ms"});
   expect_errc([&] { rd::Lock(c, ""); }, mp::errc::invalid_argument);
   c.command({"HSET", "mp:lock:wrong:meta", "kind", "queue"});
-  expect_error([&] { rd::Lock(c, "wrong"); }, mp::errc::type_mismatch, {"redis::Lock 'wrong'", "kind"});
+  expect_error([&] { rd::Lock(c, "wrong"); }, mp::errc::wrong_kind, {"redis::Lock 'wrong'", "kind"});
 }
 
 BOOST_AUTO_TEST_CASE(try_lock_for_times_out_and_unlock_wakes_a_waiter_without_polling,
