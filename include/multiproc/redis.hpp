@@ -13,3 +13,4 @@
 #pragma once
 
 #include <multiproc/redis/client.hpp>
+#include <multiproc/redis/queue.hpp>
