@@ -417,6 +417,23 @@ std::optional<std::vector<Reply>> execute(detail::ClientState& s, const std::vec
     }
     if (c) a = detail::ClientState::run(c.get(), commands, reply_timeout);
     if (a.outcome == Outcome::ok) {
+      // A server that restarted and is still loading its data (AOF) refuses every command with
+      // LOADING without running it: wait for it as for a server that is not up yet. (A pipeline
+      // is retried only if every command was refused, or if it may be repeated anyway.)
+      std::size_t loading = 0;
+      for (const auto& e : a.errors) loading += e.compare(0, 8, "LOADING ") == 0 ? 1 : 0;
+      if (loading > 0 && (mode == Mode::retry || loading == a.errors.size())) {
+        s.give_back(std::move(c));
+        last_why = "the server is loading its data";
+        if (deadline && Clock::now() >= *deadline) return std::nullopt;
+        if (!give_up) give_up = Clock::now() + s.options.reconnect_for;
+        auto pause = backoff;
+        if (deadline) pause = std::min(pause, detail::until(*deadline));
+        pause = std::min(pause, detail::until(*give_up));
+        std::this_thread::sleep_for(pause);
+        backoff = std::min(backoff * 2, s.options.backoff_max);
+        continue;
+      }
       s.give_back(std::move(c));
       for (std::size_t i = 0; i < a.errors.size(); ++i) {
         if (!a.errors[i].empty()) {
