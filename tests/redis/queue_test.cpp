@@ -308,6 +308,39 @@ BOOST_AUTO_TEST_CASE(joinable_task_done_and_join_across_processes, *boost::unit_
   BOOST_TEST(q.join_for(0ms));
 }
 
+BOOST_AUTO_TEST_CASE(each_handle_and_each_forked_child_is_its_own_consumer, *boost::unit_test::timeout(30)) {
+  rd::Queue<int> q(redis.url(), "own", 0, opts());
+  q.put_many({1, 2, 3});
+  BOOST_TEST(q.get() == 1);
+  BOOST_TEST(q.held() == 1u);
+  // The child's get (on the inherited handle) acknowledges nothing of the parent's.
+  CHECK_CHILD([q] {
+    CHILD_REQUIRE(q.held() == 0u);
+    CHILD_REQUIRE(q.get() == 2);
+    CHILD_REQUIRE(q.ack() == 1u);
+    return 0;
+  });
+  rd::Queue<int> copy = q;  // a copy is another consumer too
+  BOOST_TEST(copy.held() == 0u);
+  BOOST_TEST(copy.get() == 3);
+  BOOST_TEST(q.ack() == 1u);  // 1 was still this handle's
+  BOOST_TEST(copy.ack() == 1u);
+  // A JoinableQueue handle destroyed before task_done gives its message back at once.
+  rd::JoinableQueue<int> j(redis.url(), "own.j", 0, opts());
+  j.put(5);
+  CHECK_CHILD([url = redis.url()] {
+    rd::JoinableQueue<int> mine(url, "own.j", 0, opts());
+    CHILD_REQUIRE(mine.get() == 5);
+    return 0;  // destroyed holding 5, not done
+  });
+  auto d = j.get_delivery_for(2s);  // long before any lease (10 s) could lapse
+  BOOST_REQUIRE(d.has_value());
+  BOOST_TEST(d->value == 5);
+  BOOST_TEST(d->deliveries == 2u);
+  BOOST_TEST(j.task_done());
+  BOOST_TEST(j.join_for(1s));
+}
+
 BOOST_AUTO_TEST_CASE(corrupt_entries_are_errors_and_dead_letters, *boost::unit_test::timeout(30)) {
   rd::Queue<int> q(redis.url(), "c", 0, opts());
   rd::Client c(redis.url());

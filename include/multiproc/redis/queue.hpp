@@ -74,6 +74,7 @@
 #include <multiproc/redis/client.hpp>
 #include <multiproc/segment.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -202,9 +203,10 @@ class QueueBase {
     bytes.reserve(values.size());
     for (const T& v : values) bytes.push_back(to_bytes(v));
     std::size_t done = 0;
-    while (done < bytes.size()) {
-      std::vector<std::string> rest(bytes.begin() + static_cast<std::ptrdiff_t>(done), bytes.end());
-      done += core_.put(rest, {}, true);
+    while (done < bytes.size()) {  // at most 512 per script: the server serves others between
+      const std::size_t n = std::min<std::size_t>(bytes.size() - done, 512);
+      const auto from = bytes.begin() + static_cast<std::ptrdiff_t>(done);
+      done += core_.put(std::vector<std::string>(from, from + static_cast<std::ptrdiff_t>(n)), {}, true);
     }
   }
 
