@@ -443,13 +443,14 @@ QueueCore& QueueCore::operator=(const QueueCore& other) {
   return *this;
 }
 
+// A moved-from handle stays a handle on the queue, without a consumer (as a fresh copy).
 QueueCore::QueueCore(QueueCore&& other) noexcept
-    : shared_(std::move(other.shared_)), consumer_(other.consumer_.exchange(nullptr)) {}
+    : shared_(other.shared_), consumer_(other.consumer_.exchange(nullptr)) {}
 
 QueueCore& QueueCore::operator=(QueueCore&& other) noexcept {
   if (this != &other) {
     leave();
-    shared_ = std::move(other.shared_);
+    shared_ = other.shared_;
     consumer_.store(other.consumer_.exchange(nullptr));
   }
   return *this;

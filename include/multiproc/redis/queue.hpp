@@ -27,15 +27,19 @@
 //   - JoinableQueue: task_done() acknowledges the oldest message this handle holds (and counts it
 //     done for join(), across hosts); get() acknowledges nothing. Destroying a handle that still
 //     holds messages gives them back to the queue at once (they were not done).
-// While a handle holds messages, the process's renewal thread (detail::Renewal) renews its lease
-// every lease/3, so a slow consumer that is alive keeps them however long it works. When a
-// lease expires (the process was SIGKILLed, its host is gone, it was stopped for longer than the
-// lease), the next operation of any client on the queue gives its messages back to the front of
-// the queue with their delivery count raised: at-least-once delivery. get_delivery()/
-// get_delivery_for() return the count (1 the first time) and the message's id. With
-// QueueOptions::max_deliveries = n, a message delivered n times that comes back once more goes
-// to the dead letters (mp:queue:<name>:dead, a list of raw entries "<deliveries>:<id>:<bytes>")
-// instead, so a message that kills its consumers does not loop; a dead message counts as done.
+// A process that ends without destroying its handle (an mp::Process child returns through
+// _exit, which runs no destructors) leaves what the handle holds to its lease: it is delivered
+// again. Call ack() or task_done() before such an exit (a consumer loop that ends on Closed
+// holds nothing). While a handle holds messages, the process's renewal thread (detail::Renewal)
+// renews its lease every lease/3, so a slow consumer that is alive keeps them however long it
+// works. When a lease expires (the process was SIGKILLed, its host is gone, it was stopped for
+// longer than the lease), the next operation of any client on the queue gives its messages back
+// to the front of the queue with their delivery count raised: at-least-once delivery.
+// get_delivery()/get_delivery_for() return the count (1 the first time) and the message's id.
+// With QueueOptions::max_deliveries = n, a message whose consumer dies (or gives it back) at
+// its n-th delivery goes to the dead letters (mp:queue:<name>:dead, a list of raw entries
+// "<deliveries>:<id>:<bytes>") instead of being delivered again, so a message that kills its
+// consumers does not loop; a dead message counts as done for join().
 //
 // Blocking: an empty queue's getters and a full queue's putters block on the server (BLPOP on a
 // notification list that puts, gets and close() push to), in slices of at most lease/2 and 1 s,
@@ -45,6 +49,10 @@
 // operation later: every script carries its deadline (on the server's clock, from an offset
 // measured on open) and does nothing once it has passed. Untimed calls (put, get) retry across a
 // dead or restarted server for Options::reconnect_for, then throw Error(errc::disconnected).
+//
+// Speed: a put is one round trip (one script); so is a get when a message is waiting (the same
+// script acknowledges the previous one); a getter that finds the queue empty blocks, then takes:
+// three. put_many()/get_many() move up to 512 messages (get_many: any number) per round trip.
 //
 // close(): later puts throw Closed (from any process, any host: "closed" is on the server);
 // gets drain what is left — including messages other consumers hold, which may come back if
@@ -57,8 +65,9 @@
 //     its in-flight list (returns after the lease) or still in the queue;
 //   - a producer killed mid-put: the message is in the queue or not (one script), never half;
 //   - a server stopped (SIGSTOP): every timed call returns at its deadline; untimed ones throw
-//     after reconnect_for; leases do not lapse while the server is stopped (its clock is read
-//     when it runs again, and the renewals resume);
+//     after reconnect_for; a stop longer than a lease may let leases lapse when it resumes (the
+//     server's clock ran on; a renewal may reach it after another client's script), so messages
+//     held across it may be delivered again;
 //   - a server restarted: clients reconnect; with AOF (appendfsync always) every put that
 //     returned and every acknowledgement survive; without persistence a server crash loses
 //     everything it held.
