@@ -459,6 +459,33 @@ BOOST_AUTO_TEST_CASE(a_slow_live_consumer_keeps_its_message, *boost::unit_test::
   BOOST_TEST(!q.try_get().has_value());
 }
 
+BOOST_AUTO_TEST_CASE(a_closed_queue_drains_what_a_dead_consumer_held, *boost::unit_test::timeout(60)) {
+  rd::JoinableQueue<int> q(redis.url(), "held", 0, opts(300ms));
+  q.put(1);
+  q.put(2);
+  mptest::Gate took, go;
+  mp::Process holder([&took, &go, q] {
+    if (q.get() != 1 || q.get() != 2) return 1;
+    took.signal();
+    if (!go.wait(30s)) return 2;
+    return q.task_done() ? 0 : 3;  // 1 is done; it exits holding 2 (no destructor runs)
+  });
+  holder.start();
+  BOOST_REQUIRE(took.wait(10s));
+  q.close();
+  BOOST_TEST(!q.try_get().has_value());  // not Closed: another consumer holds messages
+  go.signal();
+  BOOST_REQUIRE(holder.join_for(20s));
+  BOOST_TEST(holder.exitcode().value() == 0);
+  auto d = q.get_delivery_for(5s);  // 2 comes back after the holder's lease
+  BOOST_REQUIRE(d.has_value());
+  BOOST_TEST(d->value == 2);
+  BOOST_TEST(d->deliveries == 2u);
+  BOOST_TEST(q.task_done());
+  expect_error([&] { q.get(); }, mp::errc::closed, {"'held'"});
+  BOOST_TEST(q.join_for(1s));
+}
+
 BOOST_AUTO_TEST_CASE(a_poison_message_goes_to_the_dead_letters, *boost::unit_test::timeout(60)) {
   rd::JoinableQueue<int> q(redis.url(), "poison", 0, opts(200ms, 2));
   rd::Client c(redis.url());
