@@ -53,6 +53,8 @@
 // Speed: a put is one round trip (one script); so is a get when a message is waiting (the same
 // script acknowledges the previous one); a getter that finds the queue empty blocks, then takes:
 // three. put_many()/get_many() move up to 512 messages (get_many: any number) per round trip.
+// A JoinableQueue handle that holds k messages not yet marked done sends their ids with each
+// get (so that the script can tell them from messages taken by a lost reply): O(k) per get.
 //
 // close(): later puts throw Closed (from any process, any host: "closed" is on the server);
 // gets drain what is left — including messages other consumers hold, which may come back if
