@@ -341,6 +341,27 @@ BOOST_AUTO_TEST_CASE(each_handle_and_each_forked_child_is_its_own_consumer, *boo
   BOOST_TEST(j.join_for(1s));
 }
 
+BOOST_AUTO_TEST_CASE(threads_sharing_a_handle_get_every_item_once, *boost::unit_test::timeout(60)) {
+  rd::Queue<int> q(redis.url(), "threads", 0, opts());
+  std::vector<int> items(400);
+  std::iota(items.begin(), items.end(), 1);
+  q.put_many(items);
+  std::vector<std::vector<int>> got(4);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&q, &got, t] {
+      while (auto v = q.get_for(300ms)) got[static_cast<std::size_t>(t)].push_back(*v);
+    });
+  }
+  for (auto& t : ts) t.join();
+  std::vector<int> all;
+  for (auto& g : got) all.insert(all.end(), g.begin(), g.end());
+  std::sort(all.begin(), all.end());
+  BOOST_TEST((all == items));
+  BOOST_TEST(q.size() == 0u);
+  BOOST_TEST(q.held() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(corrupt_entries_are_errors_and_dead_letters, *boost::unit_test::timeout(30)) {
   rd::Queue<int> q(redis.url(), "c", 0, opts());
   rd::Client c(redis.url());
