@@ -16,3 +16,4 @@
 #include <multiproc/redis/manager.hpp>
 #include <multiproc/redis/pool.hpp>
 #include <multiproc/redis/sync.hpp>
+#include <multiproc/redis/queue.hpp>

@@ -396,15 +396,6 @@ std::string label_of(const Argv& argv) { return argv.empty() ? std::string("(emp
 
 enum class Mode { retry, once };
 
-// Whether the server answered -LOADING (to every command: a pipeline sent while it loads gets it
-// for the first ones at least, and is sent again whole, as any retried call).
-bool is_loading(const Attempt& a) {
-  for (const std::string& e : a.errors) {
-    if (e.compare(0, 8, "LOADING ") == 0) return true;
-  }
-  return false;
-}
-
 // The retry loop shared by every call. Returns nullopt when `deadline` passed (the caller's
 // timeout); throws on every other failure.
 std::optional<std::vector<Reply>> execute(detail::ClientState& s, const std::vector<Argv>& commands,
@@ -438,19 +429,24 @@ std::optional<std::vector<Reply>> execute(detail::ClientState& s, const std::vec
       if (!c) a.outcome = Outcome::connect_failed;
     }
     if (c) a = detail::ClientState::run(c.get(), commands, reply_timeout);
-    if (a.outcome == Outcome::ok && is_loading(a)) {
-      // A server still loading its data (AOF, RDB) after a restart answers -LOADING without
-      // running the command: wait and send it again, in either mode.
-      s.give_back(std::move(c));
-      last_why = "the server is loading its data";
-      if (!give_up) give_up = Clock::now() + s.options.reconnect_for;
-      auto pause = std::min(backoff, detail::until(*give_up));
-      if (deadline) pause = std::min(pause, detail::until(*deadline));
-      std::this_thread::sleep_for(pause);
-      backoff = std::min(backoff * 2, s.options.backoff_max);
-      continue;
-    }
     if (a.outcome == Outcome::ok) {
+      // A server that restarted and is still loading its data (AOF) refuses every command with
+      // LOADING without running it: wait for it as for a server that is not up yet. (A pipeline
+      // is retried only if every command was refused, or if it may be repeated anyway.)
+      std::size_t loading = 0;
+      for (const auto& e : a.errors) loading += e.compare(0, 8, "LOADING ") == 0 ? 1 : 0;
+      if (loading > 0 && (mode == Mode::retry || loading == a.errors.size())) {
+        s.give_back(std::move(c));
+        last_why = "the server is loading its data";
+        if (deadline && Clock::now() >= *deadline) return std::nullopt;
+        if (!give_up) give_up = Clock::now() + s.options.reconnect_for;
+        auto pause = backoff;
+        if (deadline) pause = std::min(pause, detail::until(*deadline));
+        pause = std::min(pause, detail::until(*give_up));
+        std::this_thread::sleep_for(pause);
+        backoff = std::min(backoff * 2, s.options.backoff_max);
+        continue;
+      }
       s.give_back(std::move(c));
       for (std::size_t i = 0; i < a.errors.size(); ++i) {
         if (!a.errors[i].empty()) {
