@@ -124,7 +124,7 @@ BOOST_AUTO_TEST_CASE(another_type_capacity_or_kind_on_open_is_an_error, *boost::
   expect_error([&] { rd::Queue<int> x(redis.url(), "m", 5, opts()); }, mp::errc::type_mismatch,
                {"'m'", "capacity '10'", "capacity '5'"});
   expect_error([&] { rd::JoinableQueue<int> x(redis.url(), "m", 10, opts()); },
-               mp::errc::type_mismatch, {"'m'", "kind"});
+               mp::errc::wrong_kind, {"'m'", "kind"});
   expect_error([&] { rd::Queue<int> x(redis.url(), "m", 10, opts(10s, 3)); },
                mp::errc::type_mismatch, {"'m'", "max_deliveries"});
   expect_error([&] { rd::Queue<int> x(redis.url(), "", 10, opts()); }, mp::errc::invalid_argument,

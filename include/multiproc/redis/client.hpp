@@ -195,8 +195,8 @@ T from_bytes(std::string_view bytes) {
 //! Records what an object is on first use, and checks it on every later open: the hash `meta_key`
 //! gets each field that it does not have yet (HSETNX, atomically, in one script); a field that is
 //! there with another value throws Error(errc::type_mismatch) naming `what` ("redis::Queue<int>
-//! 'jobs'"), the field, and both values — Error(errc::wrong_kind) when that field is "kind". Use it as {{"kind", "queue"}, {"type", typeid(T).name()},
-//! {"capacity", "100"}}.
+//! 'jobs'"), the field, and both values — Error(errc::wrong_kind) when that field is "kind".
+//! Use it as {{"kind", "queue"}, {"type", typeid(T).name()}, {"capacity", "100"}}.
 void ensure_meta(const Client& client, const std::string& meta_key, const std::string& what,
                  const std::vector<std::pair<std::string, std::string>>& fields);
 

@@ -8,7 +8,8 @@
 //
 // Same name, same queue: the first handle records what it is (kind, element type —
 // typeid(T).name() —, capacity, max_deliveries) in mp:queue:<name>:meta; a handle that opens it
-// otherwise throws Error(errc::type_mismatch) naming the queue and the field. Values go through
+// otherwise throws Error(errc::type_mismatch) naming the queue and the field (a JoinableQueue
+// opened as a Queue, or the reverse: Error(errc::wrong_kind)). Values go through
 // Codec<T> (redis::to_bytes / from_bytes). capacity 0 is unbounded (Python's maxsize <= 0); else
 // a put that would make more than `capacity` messages waiting fails (try_put: false) or waits
 // (put, put_for): the check and the push are one Lua script, so racing producers never exceed
@@ -310,8 +311,8 @@ class QueueBase {
 
 //! Python's Queue on Redis (see the header comment). Constructors: (url, name, capacity,
 //! options = {}) and (client, name, capacity, options = {}). Throws: Error(invalid_argument) for
-//! a bad url; Error(type_mismatch) when `name` exists with another kind, type, capacity or
-//! max_deliveries; Error(disconnected) when the server cannot be reached.
+//! a bad url; Error(wrong_kind) when `name` is the other kind of queue; Error(type_mismatch) when
+//! it exists with another type, capacity or max_deliveries; Error(disconnected) when the server cannot be reached.
 template <class T>
 class Queue : public detail::QueueBase<T> {
  public:
