@@ -150,9 +150,7 @@ Result bare_lpush_brpop() {
 
 }  // namespace
 
-#ifdef MULTIPROC_BENCH_REDIS_QUEUE
 Result redis_queue_1p1c(bool batched);  // redis_queue.cpp
-#endif
 
 void add_redis_scenarios(Scenarios& s) {
   s["redis_task_roundtrip"] = {{"multiproc", task_roundtrip}};
@@ -162,10 +160,8 @@ void add_redis_scenarios(Scenarios& s) {
   s["redis_pool_map_4w"] = {{"multiproc", [] { return map_tasks(4); }}};
   s["redis_queue_1p1c"]["bare_redis_lpush_brpop"] = bare_lpush_brpop;
   s["redis_queue_batched_1p1c"]["bare_redis_lpush_brpop"] = bare_lpush_brpop;
-#ifdef MULTIPROC_BENCH_REDIS_QUEUE
   s["redis_queue_1p1c"]["multiproc"] = [] { return redis_queue_1p1c(false); };
   s["redis_queue_batched_1p1c"]["multiproc"] = [] { return redis_queue_1p1c(true); };
-#endif
 }
 
 }  // namespace bench

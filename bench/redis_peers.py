@@ -35,6 +35,17 @@ worker records expire by themselves). Needs python3-rq
 
 Options: --tasks N (2000) --workers 1,2,4 --round-trips N (300) --messages N (20000)
          --worker-class simple|forking --only rq|basemanager
+
+bench/run.py uses it as it uses peers.py, one measurement per run, on the server whose url is in
+MULTIPROC_BENCH_REDIS_URL (run.py starts it):
+
+    redis_peers.py --list                prints "<scenario> <impl>" lines
+    redis_peers.py <scenario> <impl>     prints {"value": ..., "unit": "...", "better": "..."}
+
+with the scenarios of bench/redis.cpp: redis_pool_map_{1,2,4}w and redis_pool_apply_async
+(python_rq: throughput with 1, 2, 4 and 2 SimpleWorkers), redis_task_roundtrip (python_rq: the
+median round trip, in us), redis_queue_1p1c and redis_queue_batched_1p1c
+(python_basemanager_queue: messages/s; python_rq_enqueue: RQ jobs enqueued/s, one client).
 """
 import argparse
 import json
@@ -231,6 +242,55 @@ def basemanager_queue(n):
             "producers": 1, "consumers": 1}
 
 
+# ---- bench/run.py's protocol --------------------------------------------------------------------
+
+def _scenarios():
+    def rq(fn):
+        def run():
+            url = os.environ.get("MULTIPROC_BENCH_REDIS_URL")
+            if not url:
+                sys.exit("redis_peers.py: set MULTIPROC_BENCH_REDIS_URL (bench/run.py does)")
+            qname = "mp_bench_%d" % os.getpid()
+            try:
+                return fn(url, qname)
+            finally:
+                redis, _ = _rq_modules()
+                _cleanup(redis.Redis.from_url(url), qname)
+        return run
+
+    def throughput(w):
+        return rq(lambda url, q: (rq_throughput(url, q, 2000, w, "simple")["tasks_per_s"],
+                                  "tasks/s", "higher"))
+
+    rt = rq(lambda url, q: (rq_round_trip(url, q, 200, "simple")["median_ms"] * 1000, "us", "lower"))
+    enq = rq(lambda url, q: (rq_enqueue_rate(url, q, 2000)["jobs_per_s"], "msgs/s", "higher"))
+
+    def bm():
+        return basemanager_queue(20000)["msgs_per_s"], "msgs/s", "higher"
+
+    return {
+        ("redis_pool_map_1w", "python_rq"): throughput(1),
+        ("redis_pool_map_2w", "python_rq"): throughput(2),
+        ("redis_pool_map_4w", "python_rq"): throughput(4),
+        ("redis_pool_apply_async", "python_rq"): throughput(2),
+        ("redis_task_roundtrip", "python_rq"): rt,
+        ("redis_queue_1p1c", "python_basemanager_queue"): bm,
+        ("redis_queue_1p1c", "python_rq_enqueue"): enq,
+        ("redis_queue_batched_1p1c", "python_basemanager_queue"): bm,
+    }
+
+
+def run_py_protocol(argv):
+    """bench/run.py's calls: --list, or <scenario> <impl>."""
+    table = _scenarios()
+    if argv == ["--list"]:
+        for scenario, impl in table:
+            print(scenario, impl)
+        return
+    value, unit, better = table[tuple(argv)]()
+    print(json.dumps({"value": value, "unit": unit, "better": better}))
+
+
 # ---- main --------------------------------------------------------------------------------------
 
 def main():
@@ -271,4 +331,7 @@ if __name__ == "__main__":
     # this file imported as the module redis_peers, so that the task is redis_peers.square.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import redis_peers
-    redis_peers.main()
+    if sys.argv[1:] == ["--list"] or (len(sys.argv) == 3 and sys.argv[1].startswith("redis_")):
+        redis_peers.run_py_protocol(sys.argv[1:])
+    else:
+        redis_peers.main()

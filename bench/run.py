@@ -63,8 +63,8 @@ ORDER = [
     "lock_uncontended", "process_start_join", "pool_map_100k", "pool_apply_async",
     "manager_dict_roundtrip", "manager_dict_1p", "manager_dict_2p", "manager_dict_4p",
     "executor_submit_result", "executor_map_100k", "executor_map_100k_default",
-    "redis_queue_1p1c", "redis_queue_roundtrip", "redis_task_roundtrip", "redis_pool_map_1w",
-    "redis_pool_map_2w", "redis_pool_map_4w",
+    "redis_queue_1p1c", "redis_queue_batched_1p1c", "redis_task_roundtrip",
+    "redis_pool_apply_async", "redis_pool_map_1w", "redis_pool_map_2w", "redis_pool_map_4w",
 ]
 
 
