@@ -55,6 +55,7 @@ GOALS = [
     ("redis_pool_map_1w", "python_rq", 10.0),
     ("redis_pool_map_2w", "python_rq", 10.0),
     ("redis_pool_map_4w", "python_rq", 10.0),
+    ("redis_pool_apply_async", "python_rq", 10.0),  # one job per task, as RQ: no batching
 ]
 
 ORDER = [
@@ -256,7 +257,7 @@ def main():
     redis = None
     if os.path.exists(redis_bench) and shutil.which("redis-server"):
         rcpp = [os.path.abspath(redis_bench)]
-        rpy = [sys.executable, os.path.join(HERE, "redis_peers.py")]
+        rpy = [rq_python(), os.path.join(HERE, "redis_peers.py")]
         todo += [(s, i, rcpp) for s, i in pairs(rcpp)] + [(s, i, rpy) for s, i in pairs(rpy)]
     if args.only:
         wanted = set(args.only.split(","))
@@ -269,6 +270,16 @@ def main():
     finally:
         if redis:
             redis.stop()
+
+
+def rq_python():
+    """A python3 that has RQ (Debian's python3-rq is in /usr/bin/python3's path, not
+    necessarily in the python3 running this script, e.g. a pyenv one)."""
+    for exe in (sys.executable, "/usr/bin/python3"):
+        if os.path.exists(exe) and subprocess.run(
+                [exe, "-c", "import rq"], capture_output=True).returncode == 0:
+            return exe
+    return sys.executable  # redis_peers.py then says what to install
 
 
 def run_all(args, todo, redis):
