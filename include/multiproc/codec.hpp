@@ -586,4 +586,20 @@ struct Codec<std::variant<Ts...>, std::enable_if_t<(has_codec_v<Ts> && ...)>> {
   }
 };
 
+//! A value's encoding as a string of bytes (Codec<T>::size, then encode): what the Manager and
+//! multiproc::redis store.
+template <class T>
+std::string to_bytes(const T& v) {
+  std::string s(Codec<T>::size(v), '\0');
+  Codec<T>::encode(v, reinterpret_cast<std::byte*>(s.data()));
+  return s;
+}
+
+//! The value back from its encoding. Throws: Error(errc::corrupt) from the codec when `bytes`
+//! are not a T's encoding (another type's, or a writer's garbage).
+template <class T>
+T from_bytes(std::string_view bytes) {
+  return Codec<T>::decode(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size());
+}
+
 }  // namespace multiproc

@@ -185,19 +185,8 @@ bool Lock::lock_until(Deadline deadline) const {
                                        "lock: the calling thread holds it already (through "
                                        "this handle); it is not recursive"));
   }
-  const std::string id = unique_id();
-  for (;;) {
-    auto r = s.try_once(id, deadline);
-    if (!r) return false;
-    if (r->first) return true;
-    if (deadline && Clock::now() >= *deadline) return false;
-    // Wait for an unlock's wake-up, but no longer than the holder's lease runs (+ a little):
-    // then the lease of a holder that died has expired and the next try takes the lock over.
-    const auto slice = detail::left_until(deadline, std::chrono::milliseconds(r->second + 5));
-    const Argv blpop{"BLPOP", s.wake_key, detail::blpop_seconds(slice)};
-    auto w = detail::named(s.what, [&] { return s.client.call(blpop, deadline, slice); });
-    if (!w) return false;  // the deadline passed while the server did not answer
-  }
+  return detail::acquire_loop(s.client, s.what, s.wake_key, deadline,
+                              [&](const std::string& id, Deadline d) { return s.try_once(id, d); });
 }
 
 void Lock::unlock() const {

@@ -196,18 +196,8 @@ bool Semaphore::try_acquire() const {
 
 bool Semaphore::acquire_until(Deadline deadline) const {
   detail::SemaphoreState& s = *s_;
-  const std::string id = unique_id();
-  for (;;) {
-    auto r = s.try_once(id, deadline);
-    if (!r) return false;
-    if (r->first) return true;
-    if (deadline && Clock::now() >= *deadline) return false;
-    // Wait for a release's wake-up, no longer than until the first lease ends (+ a little).
-    const auto slice = detail::left_until(deadline, std::chrono::milliseconds(r->second + 5));
-    const Argv blpop{"BLPOP", s.wake_key, detail::blpop_seconds(slice)};
-    auto w = detail::named(s.what, [&] { return s.client.call(blpop, deadline, slice); });
-    if (!w) return false;
-  }
+  return detail::acquire_loop(s.client, s.what, s.wake_key, deadline,
+                              [&](const std::string& id, Deadline d) { return s.try_once(id, d); });
 }
 
 void Semaphore::release() const {

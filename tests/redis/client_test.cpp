@@ -18,16 +18,7 @@ using namespace std::chrono_literals;
 using mptest::expect_error;
 
 namespace {
-rd::Options quick() {
-  rd::Options o;
-  o.connect_timeout = 500ms;
-  o.command_timeout = 500ms;
-  o.reconnect_for = 1500ms;
-  return o;
-}
-double since(rd::Clock::time_point t) {
-  return std::chrono::duration<double>(rd::Clock::now() - t).count();
-}
+rd::Options quick() { return mptest::redis_options(500ms, 1500ms); }
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(redis_client, mptest::RedisClean)
@@ -104,15 +95,22 @@ BOOST_AUTO_TEST_CASE(threads_and_forked_children_share_a_client, *boost::unit_te
   c.command({"PING"});  // the parent has a connection before the fork
   constexpr int kThreads = 4, kProcs = 3, kEach = 300;
   std::vector<std::thread> ts;
-  for (int t = 0; t < kThreads; ++t) {
-    ts.emplace_back([c] {
-      for (int i = 0; i < kEach; ++i) c.command({"INCR", "total"});
-    });
-  }
+  auto start_threads = [&] {
+    for (int t = 0; t < kThreads; ++t) {
+      ts.emplace_back([c] {
+        for (int i = 0; i < kEach; ++i) c.command({"INCR", "total"});
+      });
+    }
+  };
+  // The children are forked while the threads are sending (their connections are not the
+  // children's) — except under ASan, whose allocator (clang 14) deadlocks a child forked while
+  // another thread allocates: there the threads start after the forks.
+  if (!mptest::kAddressSanitizer) start_threads();
   auto ps = mptest::start_all(kProcs, [c](int) {
     for (int i = 0; i < kEach; ++i) c.command({"INCR", "total"});
     return 0;
   });
+  if (mptest::kAddressSanitizer) start_threads();
   for (auto& t : ts) t.join();
   mptest::join_all_ok(ps);
   BOOST_TEST(c.command({"GET", "total"}).str() == std::to_string((kThreads + kProcs) * kEach));
@@ -126,8 +124,8 @@ BOOST_AUTO_TEST_CASE(a_restarted_server_is_reconnected_to, *boost::unit_test::ti
   auto t0 = rd::Clock::now();
   expect_error([&] { c.command({"GET", "a"}); }, mp::errc::disconnected,
                {"redis 127.0.0.1:", "GET", "retried for 1500 ms"});
-  BOOST_TEST(since(t0) >= 1.0);
-  BOOST_TEST(since(t0) < 10.0);
+  BOOST_TEST(mptest::seconds_since(t0) >= 1.0);
+  BOOST_TEST(mptest::seconds_since(t0) < 10.0);
   redis.start();
   BOOST_TEST(c.command({"PING"}).str() == "PONG");
   // Restarted while another thread sends commands: the retry loop carries them over the gap.
@@ -152,21 +150,21 @@ BOOST_AUTO_TEST_CASE(a_stopped_server_honours_every_deadline, *boost::unit_test:
   auto t0 = rd::Clock::now();
   auto r = c.call({"GET", "a"}, rd::Clock::now() + 200ms);
   BOOST_TEST(!r.has_value());
-  BOOST_TEST(since(t0) >= 0.19);
-  BOOST_TEST(since(t0) < 1.5);
+  BOOST_TEST(mptest::seconds_since(t0) >= 0.19);
+  BOOST_TEST(mptest::seconds_since(t0) < 1.5);
   // A blocking command with its own deadline.
   t0 = rd::Clock::now();
   auto b = c.call({"BLPOP", "nothing", "0.3"}, rd::Clock::now() + 300ms, 300ms);
   BOOST_TEST(!b.has_value());
-  BOOST_TEST(since(t0) < 2.0);
+  BOOST_TEST(mptest::seconds_since(t0) < 2.0);
   // No deadline: command_timeout per try, reconnect_for in all, then an error.
   t0 = rd::Clock::now();
   expect_error([&] { c.command({"GET", "a"}); }, mp::errc::disconnected, {"GET"});
-  BOOST_TEST(since(t0) < 6.0);
+  BOOST_TEST(mptest::seconds_since(t0) < 6.0);
   // command_once never repeats: it reports the unknown outcome at once.
   t0 = rd::Clock::now();
   expect_error([&] { c.command_once({"INCR", "n"}); }, mp::errc::disconnected, {"outcome unknown"});
-  BOOST_TEST(since(t0) < 2.0);
+  BOOST_TEST(mptest::seconds_since(t0) < 2.0);
   redis.resume();
   BOOST_TEST(c.command({"PING"}).str() == "PONG");
 }

@@ -8,11 +8,25 @@
 
 #include "../support/support.hpp"
 
+#include <multiproc/redis/client.hpp>
+
 #include <string>
 
 #include <sys/types.h>
 
 namespace mptest {
+
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kAddressSanitizer = true;
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
 
 class RedisServer {
  public:
@@ -48,6 +62,17 @@ class RedisServer {
   pid_t pid_ = -1;
   pid_t owner_;
 };
+
+//! Client options for the fault tests: `timeouts` to connect and for each reply, `reconnect_for`
+//! in all, so that a dead or stopped server is reported within about a second or two.
+inline multiproc::redis::Options redis_options(std::chrono::milliseconds timeouts,
+                                               std::chrono::milliseconds reconnect_for) {
+  multiproc::redis::Options o;
+  o.connect_timeout = timeouts;
+  o.command_timeout = timeouts;
+  o.reconnect_for = reconnect_for;
+  return o;
+}
 
 //! The fixture of every redis suite: a fresh server per test (`redis`), then Clean's checks
 //! (nothing left in /dev/shm, no child left running or unreaped) once it is stopped.

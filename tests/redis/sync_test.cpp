@@ -22,13 +22,7 @@ using mptest::expect_error;
 
 namespace {
 
-rd::Options quick() {
-  rd::Options o;
-  o.connect_timeout = 500ms;
-  o.command_timeout = 500ms;
-  o.reconnect_for = 3000ms;
-  return o;
-}
+rd::Options quick() { return mptest::redis_options(500ms, 3000ms); }
 
 rd::LockOptions lease(std::chrono::milliseconds ms) {
   rd::LockOptions o;

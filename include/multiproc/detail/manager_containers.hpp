@@ -94,16 +94,8 @@ class RequestBuilder {
   std::string buf_;
 };
 
-template <class T>
-std::string to_bytes(const T& v) {
-  std::string s(Codec<T>::size(v), '\0');
-  Codec<T>::encode(v, reinterpret_cast<std::byte*>(s.data()));
-  return s;
-}
-template <class T>
-T from_bytes(std::string_view s) {
-  return Codec<T>::decode(reinterpret_cast<const std::byte*>(s.data()), s.size());
-}
+using multiproc::from_bytes;  // codec.hpp
+using multiproc::to_bytes;
 //! Reads a u64 at the front of `s` and drops it. Throws Error(errc::corrupt) if short.
 std::uint64_t take_u64(std::string_view& s);
 //! The reply of get-like ops: u8 found, then the value's bytes.

@@ -177,20 +177,10 @@ class Client {
   std::shared_ptr<detail::ClientState> state_;
 };
 
-//! A value's bytes, as Codec<T> encodes it (what every multiproc::redis object stores).
-template <class T>
-std::string to_bytes(const T& v) {
-  std::string s(Codec<T>::size(v), '\0');
-  Codec<T>::encode(v, reinterpret_cast<std::byte*>(s.data()));
-  return s;
-}
-
-//! The value back from bytes a server gave. Throws: Error(errc::corrupt) from the codec when the
-//! bytes are not a T (written by another program, or with another type).
-template <class T>
-T from_bytes(std::string_view bytes) {
-  return Codec<T>::decode(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size());
-}
+// multiproc::to_bytes / from_bytes (codec.hpp): a value's Codec<T> bytes, what every
+// multiproc::redis object stores.
+using multiproc::from_bytes;
+using multiproc::to_bytes;
 
 //! Records what an object is on first use, and checks it on every later open: the hash `meta_key`
 //! gets each field that it does not have yet (HSETNX, atomically, in one script); a field that is

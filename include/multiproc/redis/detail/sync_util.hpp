@@ -53,6 +53,28 @@ inline std::chrono::milliseconds left_until(Deadline deadline, std::chrono::mill
   return std::clamp(d, std::chrono::milliseconds(0), cap);
 }
 
+//! The wait of Lock and Semaphore. try_once(id, deadline) tries to take the object once, as `id`
+//! (one id for the whole wait, so that a try resent after a lost reply is recognised), and
+//! returns nullopt (the deadline passed), {true, _} (taken) or {false, ms} (the first holder's
+//! lease ends in ms). Between tries it blocks on the server (BLPOP on `wake_key`, which unlock
+//! and release push to) until a wake-up, that lease's end (+ 5 ms: a dead holder's lease has
+//! then expired and the next try takes over), or the deadline. Returns: whether it was taken.
+template <class TryOnce>
+bool acquire_loop(const Client& client, const std::string& what, const std::string& wake_key,
+                  Deadline deadline, TryOnce&& try_once) {
+  const std::string id = unique_id();
+  for (;;) {
+    auto r = try_once(id, deadline);
+    if (!r) return false;
+    if (r->first) return true;
+    if (deadline && Clock::now() >= *deadline) return false;
+    const auto slice = left_until(deadline, std::chrono::milliseconds(r->second + 5));
+    const Argv blpop{"BLPOP", wake_key, blpop_seconds(slice)};
+    auto w = named(what, [&] { return client.call(blpop, deadline, slice); });
+    if (!w) return false;  // the deadline passed while the server did not answer
+  }
+}
+
 //! Checks a lease option: Error(errc::invalid_argument) naming the object when below 30 ms.
 inline void check_lease(const std::string& what, std::chrono::milliseconds lease) {
   if (lease.count() < 30) {
