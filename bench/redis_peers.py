@@ -58,6 +58,8 @@ import sys
 import time
 from multiprocessing.managers import BaseManager
 
+from peers import _timed_processes  # bench/peers.py: start, release at the start line, join
+
 ctx = mp.get_context("fork")
 
 
@@ -123,13 +125,7 @@ def rq_throughput(url, qname, tasks, workers, worker_class):
     start = ctx.Barrier(workers + 1)
     ps = [ctx.Process(target=_burst_worker, args=(url, qname, worker_class, start))
           for _ in range(workers)]
-    for p in ps:
-        p.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for p in ps:
-        p.join()
-    dt = time.perf_counter() - t0
+    dt = _timed_processes(start, ps)
     fetched = rq.job.Job.fetch_many([j.id for j in jobs], connection=conn)
     done = [j for j in fetched if j is not None and j.get_status() == "finished"]
     total = sum(_result(j) for j in done)
@@ -227,13 +223,7 @@ def basemanager_queue(n):
         ok = ctx.Value("i", 0)
         ps = [ctx.Process(target=_producer, args=(server.address, n, start)),
               ctx.Process(target=_consumer, args=(server.address, n, start, ok))]
-        for p in ps:
-            p.start()
-        start.wait()
-        t0 = time.perf_counter()
-        for p in ps:
-            p.join()
-        dt = time.perf_counter() - t0
+        dt = _timed_processes(start, ps)
         if ok.value != 1 or any(p.exitcode != 0 for p in ps):
             sys.exit("redis_peers.py: the BaseManager queue lost or changed messages")
     finally:

@@ -289,6 +289,14 @@ std::vector<std::string> CallState::fetch(std::optional<Clock::time_point> until
   return out;
 }
 
+std::pair<std::size_t, std::size_t> CallState::absorb(const std::vector<std::string>& got) {
+  fetching_ = false;
+  const std::size_t before = items_done_;
+  for (const auto& e : got) apply(e);
+  cv_.notify_all();
+  return {before, items_done_};
+}
+
 bool CallState::poll() {
   std::unique_lock<std::mutex> lock(mutex_);
   if (finished_ || fetching_) return finished_;
@@ -302,12 +310,9 @@ bool CallState::poll() {
     err = std::current_exception();
   }
   lock.lock();
-  fetching_ = false;
-  const std::size_t before = items_done_;
-  for (const auto& e : got) apply(e);
-  const auto done = items_done_, total = items_.size();
+  const auto [before, done] = absorb(got);
+  const auto total = items_.size();
   const bool fin = finished_;
-  cv_.notify_all();
   lock.unlock();
   if (err) std::rethrow_exception(err);
   if (progress_ && done != before) progress_(done, total);
@@ -366,11 +371,8 @@ bool CallState::wait_until(std::optional<Clock::time_point> deadline) {
       err = std::current_exception();
     }
     lock.lock();
-    fetching_ = false;
-    const std::size_t before = items_done_;
-    for (const auto& e : got) apply(e);
-    const auto done = items_done_, total = items_.size();
-    cv_.notify_all();
+    const auto [before, done] = absorb(got);
+    const auto total = items_.size();
     if (err) std::rethrow_exception(err);
     if (progress_ && done != before) {
       lock.unlock();

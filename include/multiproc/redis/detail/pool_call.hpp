@@ -65,6 +65,9 @@ class CallState {
  private:
   // Applies one result element from the server (under mutex_). Returns whether it was new.
   void apply(const std::string& element);
+  // Under mutex_: applies what a fetch brought, ends the fetch, wakes the waiters. Returns the
+  // items done before and after (for the progress callback).
+  std::pair<std::size_t, std::size_t> absorb(const std::vector<std::string>& got);
   // One read of the result list: blocks up to `until` (nullopt: no block). Called without mutex_.
   std::vector<std::string> fetch(std::optional<Clock::time_point> until, bool block);
   void fail(std::exception_ptr e);  // under mutex_
