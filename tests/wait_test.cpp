@@ -175,24 +175,43 @@ bool main_thread_in(int syscall_fd, const std::vector<long>& numbers,
       timeout);
 }
 
-// The system calls a wait() with a queue in its list sleeps in.
-const std::vector<long> futex_sleeps{
+// The system call a wait() with a queue in its list sleeps in: futex_waitv where the kernel has
+// it (Linux 5.16+), else futex. Not both: a thread sleeps on plain futexes elsewhere too (under
+// TSan, pthread_create waits on one for the new thread to start), and a reaper that took such a
+// sleep for wait() would reap the child before wait() had checked its list.
+std::vector<long> futex_sleeps() {
 #ifdef SYS_futex_waitv
-    SYS_futex_waitv,
+  errno = 0;
+  if (::syscall(SYS_futex_waitv, nullptr, 0, 0, nullptr, 0) == -1 && errno != ENOSYS) {
+    return {SYS_futex_waitv};
+  }
 #endif
-    SYS_futex};
-
-// Starts a thread that, once this process's main thread sleeps on a futex (inside a wait() with
-// a queue in its list, which has checked its list by then; `seen` tells whether it was seen
-// there), releases raw child `pid` and reaps it into `status`. The caller joins it, and keeps
-// `syscall_fd` (/proc/self/syscall) open until then.
-std::thread reap_during_wait(pid_t pid, Gate& release, int& status, bool& seen, int syscall_fd) {
-  return std::thread([pid, &release, &status, &seen, syscall_fd] {
-    seen = main_thread_in(syscall_fd, futex_sleeps);
-    release.signal();
-    status = reap(pid);
-  });
+  return {SYS_futex};
 }
+
+// A thread that, once this process's main thread sleeps on a futex (inside a wait() with a queue
+// in its list, which has checked its list by then; `seen` tells whether it was seen there),
+// releases raw child `pid` and reaps it into `status`. Joined by join() or, should wait() throw,
+// by the destructor (a joinable std::thread would end the test run in std::terminate). The caller
+// keeps `syscall_fd` (/proc/self/syscall) open until then.
+class ReapDuringWait {
+ public:
+  ReapDuringWait(pid_t pid, Gate& release, int& status, bool& seen, int syscall_fd)
+      : thread_([pid, &release, &status, &seen, syscall_fd] {
+          seen = main_thread_in(syscall_fd, futex_sleeps());
+          release.signal();
+          status = reap(pid);
+        }) {}
+  ~ReapDuringWait() { join(); }
+  ReapDuringWait(const ReapDuringWait&) = delete;
+  ReapDuringWait& operator=(const ReapDuringWait&) = delete;
+  void join() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -496,7 +515,7 @@ BOOST_AUTO_TEST_CASE(a_child_reaped_by_another_thread_during_wait_counts_as_ende
   int status = -1;
   bool seen = false;
   const int syscall_fd = ::open("/proc/self/syscall", O_RDONLY | O_CLOEXEC);
-  std::thread reaper = reap_during_wait(pid, release, status, seen, syscall_fd);
+  ReapDuringWait reaper(pid, release, status, seen, syscall_fd);
   const auto ready = mp::wait({q, mp::Waitable::pid(pid)}, 30s);
   reaper.join();
   ::close(syscall_fd);
@@ -702,7 +721,7 @@ BOOST_AUTO_TEST_CASE(without_descriptors_fds_and_pids_are_polled_asleep, *boost:
       // Reaped by another thread while wait() polls it: ended.
       int h_status = -1;
       bool seen = false;
-      std::thread reaper = reap_during_wait(h, release_h, h_status, seen, syscall_fd);
+      ReapDuringWait reaper(h, release_h, h_status, seen, syscall_fd);
       const auto ready = mp::wait({q, mp::Waitable::pid(h)}, 30s);
       reaper.join();
       ::close(syscall_fd);
