@@ -117,7 +117,7 @@ Result uncontended_pthread() {
 }  // namespace
 
 void add_lock_scenarios(Scenarios& s) {
-  for (int procs : {2, 4}) {
+  for (int procs : {2, 4, 8}) {
     s["lock_contention_" + std::to_string(procs) + "p"] = {
         {"multiproc", [procs] { return contention_multiproc(procs); }},
         {"boost_interprocess_mutex", [procs] { return contention_boost(procs); }},

@@ -102,10 +102,12 @@ void borrow_slot(RobustListHead* head, MutexState* s) noexcept {
 }
 
 // Registers a lock just taken while its entry is pending: it stays in the slot (the common case),
-// or goes onto the list when this process keeps every lock there. `keep` says whether the slot
-// must stay as it is.
+// or goes onto the list when this process keeps every lock there, or when it was recovered from a
+// dead holder (the inline unlock takes a lock in the slot to be held once and not recovered:
+// mutex_state.hpp). `keep` says whether the slot must stay as it is.
 void register_taken(RobustListHead* head, MutexState* s, bool& keep) noexcept {
-  if (g_list_only.load(std::memory_order_relaxed)) {
+  if (g_list_only.load(std::memory_order_relaxed) ||
+      s->owner_died.load(std::memory_order_relaxed) != 0) {
     robust_enqueue(head, s);
     keep = false;  // the caller clears the slot
     return;
@@ -117,13 +119,16 @@ void register_taken(RobustListHead* head, MutexState* s, bool& keep) noexcept {
 
 // Takes the lock, sleeping until `deadline` (nullptr: none). Returns false on timeout; throws
 // would_deadlock for a Mutex its holder relocks. Handles recursion for a RecursiveMutex. A lock
-// taken here is registered through list_op_pending, as on the fast path.
+// taken here is registered through list_op_pending, as on the fast path. `seen`: the word as the
+// caller's failed compare-and-swap found it, or nullptr to read it here.
 //
-// Shaped like glibc's lll_lock: every step is a single atomic on the word whose result feeds the
-// next step, never a separate load first. Under contention each extra access to the word is a
-// cache-line transfer made while the holder wants the line back, and the hold time is what decides
-// how often a locker has to sleep.
-bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::string& what) {
+// Shaped like glibc's lll_lock_wait, with one access to the word fewer where it can: under
+// contention each access is a cache-line transfer made while the holder wants the line back, and
+// the hold time is what decides how often a locker has to sleep. So the word is read once, marked
+// FUTEX_WAITERS only when not marked yet (one atomic that also says whether it is still held), and
+// taken with one compare-and-swap when free.
+bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint32_t* seen,
+               const std::string& what) {
   const pid_t me = current_tid();
   const auto mine = static_cast<std::uint32_t>(me);
   RobustListHead* head = robust_head(what);
@@ -144,12 +149,21 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
     return true;
   };
 
-  std::uint32_t v = 0;
-  if (s->word.compare_exchange_strong(v, mine, std::memory_order_acquire,
-                                      std::memory_order_relaxed)) {
-    return taken(0);
-  }
+  std::uint32_t v = seen != nullptr ? *seen : s->word.load(std::memory_order_relaxed);
+  // Set once this thread may have been counted as a sleeper: from then on it takes the word with
+  // FUTEX_WAITERS, since it cannot know whether others still sleep (the unlock that woke it
+  // cleared the bit for everyone). Before that it takes the word as the fast path does.
+  bool waited = false;
   for (;;) {
+    if ((v & kTidMask) == 0) {
+      // Free (perhaps released by a holder the kernel found dead: FUTEX_OWNER_DIED).
+      const std::uint32_t want = mine | (waited ? kWaiters : (v & kWaiters));
+      if (s->word.compare_exchange_strong(v, want, std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+        return taken(v);
+      }
+      continue;  // v holds what is there now
+    }
     if ((v & kTidMask) == mine) {
       // A RecursiveMutex's holder (vacate_pending put it on the list if it was in the slot).
       if (s->recursive == 0) throw_would_deadlock(what);
@@ -159,27 +173,20 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
       ++s->depth;
       return true;
     }
-    // Announce a sleeper and learn the state in one atomic step (as glibc's exchange(2)): a
-    // second access would pull the line away from the holder once more.
-    v = s->word.fetch_or(kWaiters, std::memory_order_acquire);
-    if ((v & kTidMask) == 0) {
-      // Free (perhaps released by a holder the kernel found dead). Whoever takes it now must
-      // keep FUTEX_WAITERS: this thread cannot know whether others sleep.
-      v |= kWaiters;
-      if (s->word.compare_exchange_strong(v, mine | kWaiters, std::memory_order_acquire,
-                                          std::memory_order_relaxed)) {
-        return taken(v);
-      }
-      continue;  // v holds what is there now
+    if ((v & kWaiters) == 0) {
+      // Announce a sleeper and learn the state in one atomic step (as glibc's exchange(2)).
+      v = s->word.fetch_or(kWaiters, std::memory_order_acquire) | kWaiters;
+      waited = true;
+      if ((v & kTidMask) == 0) continue;  // freed meanwhile: take it (with the bit)
     }
-    if ((v & kTidMask) == mine) continue;
+    waited = true;
     // Sleep in liveness slices even without a deadline: a thread that released the lock and died
     // before its wake-up (or a woken waiter that died before taking it) wakes nobody, and the
     // kernel cannot tell once another thread holds the word. Looking again every slice means no
     // death leaves this thread asleep on a free lock for good.
     const Clock::time_point slice = next_slice(deadline);
-    if (!futex_wait(&s->word, v | kWaiters, &slice)) {
-      if (deadline == nullptr || Clock::now() < *deadline) continue;  // only a slice: look again
+    const bool woken = futex_wait(&s->word, v, &slice);
+    if (!woken && deadline != nullptr && Clock::now() >= *deadline) {
       // Timed out; one last look, so that a lock freed at the deadline is not missed.
       v = s->word.load(std::memory_order_relaxed);
       while ((v & kTidMask) == 0) {
@@ -190,6 +197,7 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::stri
       }
       return false;
     }
+    v = s->word.load(std::memory_order_relaxed);
   }
 }
 
@@ -218,7 +226,13 @@ void mutex_init(MutexState* s, bool recursive, const std::string& /*what*/) noex
   s->link.next = nullptr;
 }
 
-void mutex_lock_slow(MutexState* s, const std::string& what) { lock_impl(s, nullptr, what); }
+void mutex_lock_slow(MutexState* s, const std::string& what) {
+  lock_impl(s, nullptr, nullptr, what);
+}
+
+void mutex_lock_contended(MutexState* s, std::uint32_t seen, const std::string& what) {
+  lock_impl(s, nullptr, &seen, what);
+}
 
 bool mutex_try_lock(MutexState* s, const std::string& what) {
   const pid_t me = current_tid();
@@ -255,8 +269,8 @@ bool mutex_try_lock(MutexState* s, const std::string& what) {
 }
 
 bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::string& what) {
-  if (deadline == Clock::time_point::max()) return lock_impl(s, nullptr, what);
-  return lock_impl(s, &deadline, what);
+  if (deadline == Clock::time_point::max()) return lock_impl(s, nullptr, nullptr, what);
+  return lock_impl(s, &deadline, nullptr, what);
 }
 
 void mutex_unlock_slow(MutexState* s, const std::string& what) {
@@ -318,7 +332,11 @@ Released mutex_release_all(MutexState* s, const std::string& what) {
 void mutex_reacquire(MutexState* s, Released held, const std::string& what) {
   mutex_lock(s, what);
   for (unsigned i = 1; i < held.depth; ++i) mutex_lock(s, what);  // recursive: immediate
-  if (held.owner_died) s->owner_died.store(1, std::memory_order_relaxed);
+  if (held.owner_died) {
+    s->owner_died.store(1, std::memory_order_relaxed);
+    // A recovered lock is kept on the list, never in the slot (register_taken says why).
+    vacate_pending(robust_head(what));
+  }
 }
 
 void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept {

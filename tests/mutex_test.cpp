@@ -4,6 +4,7 @@
 #include "support/support.hpp"
 
 #include <csignal>
+#include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <mutex>
@@ -230,6 +231,38 @@ BOOST_AUTO_TEST_CASE(recovering_holder_that_dies_too_is_recovered_again, *boost:
              }) == -SIGKILL);
   BOOST_REQUIRE(m.try_lock_for(5s));
   BOOST_TEST(m.previous_owner_died());
+  m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(a_recovery_is_reported_across_a_condition_wait_and_then_forgotten, *boost::unit_test::timeout(60)) {
+  // The inline unlock trusts a lock kept in the robust slot to be held once and not recovered;
+  // a Condition wait releases and retakes a recovered lock, which must keep reporting the death
+  // until it is unlocked and not after, and whose holder's death must still be recovered.
+  mp::Mutex m;
+  mp::Condition cv;
+  BOOST_TEST(die_holding(m) == -SIGKILL);
+  BOOST_TEST(run_child([m, cv]() mutable {
+               std::unique_lock<mp::Mutex> held(m);
+               if (!m.previous_owner_died()) return 1;
+               if (cv.wait_for(held, 10ms)) return 2;  // nobody notifies: times out
+               if (!m.previous_owner_died()) return 3;  // still this holder's recovery
+               held.unlock();
+               held.lock();
+               return m.previous_owner_died() ? 4 : 0;  // reported once
+             }) == 0);
+  BOOST_TEST(die_holding(m) == -SIGKILL);
+  BOOST_TEST(run_child([m, cv]() mutable {
+               std::unique_lock<mp::Mutex> held(m);
+               if (!m.previous_owner_died()) return 1;
+               if (cv.wait_for(held, 1ms)) return 2;
+               ::kill(::getpid(), SIGKILL);  // dies holding the retaken, recovered lock
+               return 3;
+             }) == -SIGKILL);
+  BOOST_REQUIRE(m.try_lock_for(5s));
+  BOOST_TEST(m.previous_owner_died());
+  m.unlock();
+  m.lock();
+  BOOST_TEST(!m.previous_owner_died());
   m.unlock();
 }
 

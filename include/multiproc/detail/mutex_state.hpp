@@ -125,6 +125,9 @@ void after_fork_child() noexcept;
 
 //! The lock and unlock paths that are not the uncontended common case (mutex.cpp).
 void mutex_lock_slow(MutexState* s, const std::string& what);
+//! As mutex_lock_slow, right after the fast path's compare-and-swap found the word at `seen`:
+//! the slow path starts from that value instead of touching the word again.
+void mutex_lock_contended(MutexState* s, std::uint32_t seen, const std::string& what);
 void mutex_unlock_slow(MutexState* s, const std::string& what);
 
 //! Blocks until held. Throws Error(errc::would_deadlock) when a Mutex is relocked by its holder.
@@ -148,6 +151,11 @@ inline void mutex_lock(MutexState* s, const std::string& what) {
     }
     compiler_barrier();
     head->list_op_pending = nullptr;
+    // Held (or recovered by the kernel): start the slow path from what the compare-and-swap saw.
+    // Every further access to the word under contention is a cache-line transfer taken from the
+    // holder, which lengthens its hold and so everyone's wait.
+    mutex_lock_contended(s, v, what);
+    return;
   }
   mutex_lock_slow(s, what);
 }
@@ -158,12 +166,14 @@ bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::stri
 //! Throws Error(errc::not_owner) when the caller does not hold it.
 inline void mutex_unlock(MutexState* s, const std::string& what) {
   RobustListHead* head = tls_robust_head;
-  if (head == nullptr || tls_pending_lock != s || head->list_op_pending != &s->link.next ||
-      (s->word.load(std::memory_order_relaxed) & ~std::uint32_t{FUTEX_WAITERS}) !=
-          static_cast<std::uint32_t>(current_tid()) ||
-      s->depth != 1 || s->owner_died.load(std::memory_order_relaxed) != 0) {
-    // On the list, a recursion level, a recovered lock, or not the holder. (Sleepers to wake
-    // stay here: the contended hand-off is the one to keep short.)
+  // tls_pending_lock == s says all the fast path needs, from this thread's own memory: this
+  // thread holds s once (a recursion level moves it onto the list) and did not recover it from a
+  // dead holder (a recovered lock goes onto the list too: src/mutex.cpp, register_taken). So the
+  // first access to the shared line is a store, never a load followed by a store, which under
+  // contention would be two cache-line transfers instead of one.
+  if (head == nullptr || tls_pending_lock != s || head->list_op_pending != &s->link.next) {
+    // On the list, a recursion level, a recovered lock, glibc took the slot, or not the holder.
+    // (Sleepers to wake stay here: the contended hand-off is the one to keep short.)
     mutex_unlock_slow(s, what);
     return;
   }
