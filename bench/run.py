@@ -610,6 +610,17 @@ def short_x(x):
     return x
 
 
+def impl_colour(impl, seen):
+    """multiproc's implementations in reds, Boost's in blues, bare limits in greys and greens
+    (as in results.png: Boost blue, bare grey), the same in every panel."""
+    families = {"multiproc": ["#cc3311", "#ee3377", "#aa3377", "#ee7733"],
+                "boost_": ["#0077bb", "#33bbee"],
+                "": ["#777777", "#009988", "#bbbbbb", "#000000"]}
+    family = next(f for f in families if impl.startswith(f))
+    k = seen.setdefault(family, {}).setdefault(impl, len(seen[family]))
+    return families[family][k % len(families[family])]
+
+
 def curves_chart(curves, path):
     """curves.png: one panel per curve; lines against a numeric x (processes, message size),
     clustered bars for categories (percentiles, memory, operations)."""
@@ -621,12 +632,13 @@ def curves_chart(curves, path):
     cols = 3 if len(panels) > 4 else max(1, min(2, len(panels)))
     rows = (len(panels) + cols - 1) // cols
     tmp = tempfile.mkdtemp(prefix="multiproc-curves.")
-    script = ['set terminal pngcairo size %d,%d font "sans,9" noenhanced' % (620 * cols, 440 * rows),
+    where = next(iter(curves.values())).get("machine", {})
+    script = ['set terminal pngcairo size %d,%d font "sans,9" noenhanced' % (620 * cols, 460 * rows),
               "set output '%s'" % path,
               'set multiplot layout %d,%d title "multiproc: how the cost grows with the work '
-              '(medians per point)"' % (rows, cols)]
-    colours = ["#cc3311", "#ee7733", "#0077bb", "#33bbee", "#999999", "#009988", "#000000",
-               "#ee3377"]
+              '(medians per point; %s, Linux %s, %s CPUs)"' % (
+                  rows, cols, where.get("cpu", "?"), where.get("kernel", "?"), os.cpu_count())]
+    seen = {}
     for n, (curve, title, logx, logy) in enumerate(panels):
         c = curves[curve]
         impls = [i for i, r in c["impls"].items() if r["points"]]
@@ -647,13 +659,14 @@ def curves_chart(curves, path):
                 f.write('%s %s\n' % (x if numeric else '"%s"' % short_x(x), " ".join(row)))
         script += ["reset", 'set title "%s"' % title, "set grid ytics",
                    'set ylabel "%s"' % c["unit"], 'set xlabel "%s"' % c["x"],
-                   "set key top left font \",8\"" if not logy else "set key top right font \",8\"",
+                   'set key outside bottom center horizontal font ",8"',
                    "set logscale y" if logy else "unset logscale y"]
         if numeric:
             script += ["set logscale x 2" if logx else "unset logscale x",
-                       "set yrange [0:*]" if not logy else "set yrange [*:*]"]
+                       "set yrange [0:*]" if not logy else "set yrange [*:*]",
+                       "set offsets graph 0.03, graph 0.03, 0, 0"]
             plots = ["'%s' using 1:%d with linespoints lw 2 pt 7 lc rgb \"%s\" title columnheader(%d)"
-                     % (data, k + 2, colours[k % len(colours)], k + 2) for k in range(len(impls))]
+                     % (data, k + 2, impl_colour(impls[k], seen), k + 2) for k in range(len(impls))]
             if logx:
                 script.append("set xtics (%s)" % ", ".join('"%s" %s' % (short_x(x), x) for x in xs))
             else:
@@ -663,7 +676,7 @@ def curves_chart(curves, path):
                        "set style fill solid 0.85 border -1", "set boxwidth 0.9",
                        "set yrange [*:*]" if logy else "set yrange [0:*]"]
             plots = ["'%s' using %d:xtic(1) lc rgb \"%s\" title columnheader(%d)"
-                     % (data, k + 2, colours[k % len(colours)], k + 2) for k in range(len(impls))]
+                     % (data, k + 2, impl_colour(impls[k], seen), k + 2) for k in range(len(impls))]
         script.append("plot " + ", \\\n     ".join(plots))
     script.append("unset multiplot")
     p = subprocess.run([gnuplot], input="\n".join(script) + "\n", text=True, capture_output=True)
