@@ -3,7 +3,8 @@
 //   multiproc_bench <scenario> <impl>      prints {"value": ..., "unit": "...", "better": "higher"}
 //   multiproc_bench <curve_...> <impl>     prints {"points": [["x", value], ...], "x": "<x label>",
 //                                          "unit": "...", "better": "higher"} (curves.cpp)
-//   multiproc_bench --list                 prints "<scenario> <impl>" lines, curves included
+//   multiproc_bench --list                 prints "<scenario> <impl>" lines (not the curves)
+//   multiproc_bench --list-curves          prints "<curve_...> <impl>" lines
 //
 // bench/run.py runs every (scenario, impl) pair several times, interleaved, together with the
 // Python peers in bench/peers.py, and reports medians and ratios. Every implementation of a
@@ -14,8 +15,9 @@
 // pipes.cpp, locks.cpp, processes.cpp, manager.cpp and executor.cpp (built once the Manager and
 // the executor are in the tree: bench/CMakeLists.txt); harness.hpp starts, releases and times
 // the processes. curves.cpp measures how the cost grows with the work (processes, message size),
-// latency percentiles, memory per object and the cost of names, one curve per run. The same main() is multiproc_redis_bench, built with MULTIPROC_BENCH_REDIS_ONLY
-// over the multiproc::redis scenarios (redis.cpp), which need a server (bench/run.py starts one).
+// latency percentiles, memory per object and the cost of names, one curve per run. The same
+// main() is multiproc_redis_bench, built with MULTIPROC_BENCH_REDIS_ONLY over the
+// multiproc::redis scenarios (redis.cpp), which need a server (bench/run.py starts one).
 #include "harness.hpp"
 
 #include <cstdio>
@@ -73,13 +75,16 @@ int main(int argc, char** argv) {
     for (const auto& [scenario, impls] : scenarios()) {
       for (const auto& [impl, fn] : impls) std::printf("%s %s\n", scenario.c_str(), impl.c_str());
     }
+    return 0;
+  }
+  if (argc == 2 && std::string(argv[1]) == "--list-curves") {  // apart: bench/ab.py reads --list
     for (const auto& [curve, impls] : curves()) {
       for (const auto& [impl, fn] : impls) std::printf("%s %s\n", curve.c_str(), impl.c_str());
     }
     return 0;
   }
   if (argc != 3) {
-    std::fprintf(stderr, "usage: multiproc_bench <scenario> <impl> | --list\n");
+    std::fprintf(stderr, "usage: multiproc_bench <scenario> <impl> | --list | --list-curves\n");
     return 2;
   }
   if (const auto c = curves().find(argv[1]); c != curves().end()) {

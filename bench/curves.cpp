@@ -19,10 +19,10 @@
 //
 // Throughput points run for a fixed time (kWindow; after a warm-up for curve_msg_size), not a
 // fixed count, so that a curve ends in bounded time even where an implementation collapses: the
-// run's processes stop at a shared flag, and only the work done before it counts. Children die with the benchmark process
-// (PR_SET_PDEATHSIG), which bench/run.py kills with its whole process group at its timeout, then
-// removing the names of that run ("bench.<pid>.") from /dev/shm. Named objects are otherwise
-// always removed, on errors too.
+// run's processes stop at a shared flag, and only the work done before it counts. Children die
+// with the benchmark process (PR_SET_PDEATHSIG), which bench/run.py kills with its whole process
+// group at its timeout, then removing the names of that run ("bench.<pid>.") from /dev/shm.
+// Named objects are otherwise always removed, on errors too.
 #include "harness.hpp"
 
 #include <multiproc/multiproc.hpp>
@@ -70,7 +70,9 @@ pid_t spawn_bound(const std::function<void()>& body) {
 }
 
 //! Throws the error of errno (inside guarded(): the names made so far are removed).
-[[noreturn]] void fail(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+[[noreturn]] void fail(const char* what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
 
 //! Runs `what` and turns an exception into a message and exit status 2 — after the unwinding
 //! that removes every named object made inside (an uncaught exception might not unwind).
@@ -204,7 +206,7 @@ Curve lock_pthread() {
   return r;
 }
 
-// ---- throughput vs processes: the queue, N producers -> N consumers ------------------------------
+// ---- throughput vs processes: the queue, N producers -> N consumers ---------------------------
 
 //! Boost's message_queue under a unique name, removed by the destructor (and before creating it:
 //! a leftover of a killed run).
@@ -278,10 +280,11 @@ Curve queue_curve() {
   return c;
 }
 
-// ---- throughput vs message size, 1 -> 1 ----------------------------------------------------------
+// ---- throughput vs message size, 1 -> 1 -------------------------------------------------------
 
 const std::vector<std::size_t>& message_sizes() {
-  static const std::vector<std::size_t> sizes = {8, 64, 512, 4096, 32768, 262144, 2 << 20, 16 << 20};
+  static const std::vector<std::size_t> sizes = {8,      64,      512,     4096,
+                                                 32768,  262144,  2 << 20, 16 << 20};
   return sizes;
 }
 
@@ -423,9 +426,11 @@ Curve size_memcpy() {
 Curve percentiles(std::vector<long>& ns) {
   if (ns.empty()) die("latency: no samples");
   Curve c{"percentile", "us", false, {}};
-  static const std::pair<const char*, double> kPoints[] = {{"50", 0.5}, {"99", 0.99}, {"99.9", 0.999}};
+  static const std::pair<const char*, double> kPoints[] = {
+      {"50", 0.5}, {"99", 0.99}, {"99.9", 0.999}};
   for (const auto& [label, q] : kPoints) {
-    const auto k = std::min(ns.size() - 1, static_cast<std::size_t>(q * static_cast<double>(ns.size())));
+    const auto k =
+        std::min(ns.size() - 1, static_cast<std::size_t>(q * static_cast<double>(ns.size())));
     std::nth_element(ns.begin(), ns.begin() + static_cast<std::ptrdiff_t>(k), ns.end());
     c.points.emplace_back(label, static_cast<double>(ns[k]) / 1e3);
   }
@@ -654,7 +659,9 @@ Curve memory_curve(Make make) {
 //! A name in /dev/shm of Boost's or of shm_open, removed by the destructor.
 struct ShmName {
   std::string name;
-  explicit ShmName(std::string n) : name(std::move(n)) { bip::shared_memory_object::remove(name.c_str()); }
+  explicit ShmName(std::string n) : name(std::move(n)) {
+    bip::shared_memory_object::remove(name.c_str());  // a leftover of a killed run
+  }
   ~ShmName() { bip::shared_memory_object::remove(name.c_str()); }
   ShmName(const ShmName&) = delete;
   ShmName& operator=(const ShmName&) = delete;
@@ -709,7 +716,8 @@ Made used_queue_string(const std::string& n) {
 }
 
 Made used_pipe(const std::string& n) {
-  auto p = std::make_shared<std::pair<mp::Connection, mp::Connection>>(mp::Pipe(mp::create_only, n));
+  auto p =
+      std::make_shared<std::pair<mp::Connection, mp::Connection>>(mp::Pipe(mp::create_only, n));
   p->first.send(1L);
   p->second.recv<long>();
   p->second.send(1L);
@@ -748,7 +756,7 @@ Made used_bare_value(const std::string& n) {
   return v;
 }
 
-// ---- creating, opening and removing 10,000 named objects -----------------------------------------
+// ---- creating, opening and removing 10,000 named objects --------------------------------------
 
 //! us per object: create 10,000 objects with make(name), open them all in a child with
 //! open(name), destroy them in the creator (which removes the names).
@@ -794,7 +802,9 @@ Made made_queue(const std::string& n) {
   return std::make_shared<mp::Queue<long>>(mp::create_only, n, 16);
 }
 
-Made opened_queue(const std::string& n) { return std::make_shared<mp::Queue<long>>(mp::open_only, n); }
+Made opened_queue(const std::string& n) {
+  return std::make_shared<mp::Queue<long>>(mp::open_only, n);
+}
 
 Made made_boost_managed(const std::string& n) { return std::make_shared<BoostManaged>(n); }
 

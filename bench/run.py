@@ -20,13 +20,13 @@ and "inconclusive" when the spread straddles the goal (the reason is printed) �
 noise, not multiproc, decides such a row, and more repetitions or a quieter machine settle it.
 A goal whose scenario is not built or not selected is skipped.
 
-Curves (the multiproc_bench scenarios named curve_*, bench/curves.cpp): how the cost grows with
-the work — throughput against the number of processes and the message size, latency percentiles,
-memory per object, the cost of names. Each (curve, implementation) run prints every point of its
-curve; they run after the ratio scenarios, --curve-reps times (default 3, at most --reps),
-interleaved the same way, and each point is the median of its repetitions. They go to
-results.json ("curves") and DIR/curves.png. --no-curves leaves them out; --only selects them by
-name too (--only curve_lock_procs).
+Curves (the multiproc_bench scenarios named curve_*, listed by --list-curves; bench/curves.cpp):
+how the cost grows with the work — throughput against the number of processes and the message
+size, latency percentiles, memory per object, the cost of names. Each (curve, implementation)
+run prints every point of its curve; they run after the ratio scenarios, --curve-reps times
+(default 3, at most --reps), interleaved the same way, and each point is the median of its
+repetitions. They go to results.json ("curves") and DIR/curves.png. --no-curves leaves them out;
+--only selects them by name too (--only curve_lock_procs).
 
 A run that outlives --timeout is killed with its process group, and the names it made in
 /dev/shm (they contain "bench.<its pid>.") are removed.
@@ -88,7 +88,8 @@ GOALS = [
 ORDER = [
     "queue_spsc_8B", "queue_mpmc_2x2", "queue_strings_64B", "queue_strings_4KiB",
     "pipe_roundtrip_8B", "pipe_bandwidth_1MiB", "lock_contention_2p", "lock_contention_4p",
-    "lock_contention_8p", "lock_uncontended", "process_start_join", "pool_map_100k", "pool_apply_async",
+    "lock_contention_8p", "lock_uncontended", "process_start_join", "pool_map_100k",
+    "pool_apply_async",
     "manager_dict_roundtrip", "manager_dict_1p", "manager_dict_2p", "manager_dict_4p",
     "executor_submit_result", "executor_map_100k", "executor_map_100k_default",
     "redis_queue_1p1c", "redis_queue_batched_1p1c", "redis_task_roundtrip",
@@ -100,7 +101,8 @@ ORDER = [
 # number (percentiles are, but are drawn as categories; memory, operations) are drawn as
 # clustered bars.
 CURVES = [
-    ("curve_lock_procs", "lock: increments/s vs processes (2 cores: oversubscribed from 3)", False, False),
+    ("curve_lock_procs", "lock: increments/s vs processes (2 cores: oversubscribed from 3)",
+     False, False),
     ("curve_queue_procs", "Queue<long>, N -> N: messages/s vs processes", False, False),
     ("curve_msg_size", "1 -> 1 throughput vs message size (MB/s)", True, True),
     ("curve_latency_pipe", "round trip of 8 bytes: percentiles (us)", None, True),
@@ -156,8 +158,8 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def pairs(cmd):
-    out = subprocess.run(cmd + ["--list"], check=True, capture_output=True, text=True).stdout
+def pairs(cmd, option="--list"):
+    out = subprocess.run(cmd + [option], check=True, capture_output=True, text=True).stdout
     return [tuple(line.split()) for line in out.splitlines() if line.strip()]
 
 
@@ -373,6 +375,8 @@ def main():
     cpp = [os.path.abspath(args.bench)]
     py = [sys.executable, os.path.join(HERE, "peers.py")]
     todo = [(s, i, cpp) for s, i in pairs(cpp)] + [(s, i, py) for s, i in pairs(py)]
+    if not args.no_curves:
+        todo += [(s, i, cpp) for s, i in pairs(cpp, "--list-curves")]
     redis_bench = args.redis_bench or os.path.join(os.path.dirname(cpp[0]), "multiproc_redis_bench")
     redis = None
     if os.path.exists(redis_bench) and shutil.which("redis-server"):
@@ -382,8 +386,6 @@ def main():
     if args.only:
         wanted = set(args.only.split(","))
         todo = [t for t in todo if t[0] in wanted]
-    if args.no_curves:
-        todo = [t for t in todo if not is_curve(t[0])]
     if any(t[0].startswith("redis_") for t in todo):
         redis = RedisServer()
         os.environ["MULTIPROC_BENCH_REDIS_URL"] = redis.url
@@ -475,8 +477,8 @@ def run_all(args, todo, redis):
     goal_rows = []
     if results:
         print()
-        print("goals: multiproc's speed-up over the peer, paired by repetition (rep i against rep i),")
-        print("median (min..max); inconclusive when that spread straddles the goal:")
+        print("goals: multiproc's speed-up over the peer, paired by repetition (rep i against")
+        print("rep i), median (min..max); inconclusive when that spread straddles the goal:")
     for scenario, peer, goal in GOALS:
         if scenario not in results:
             continue  # not selected (--only), or not built
@@ -539,8 +541,9 @@ def number(x):
 
 def run_curves(args, todo, where):
     """Runs the curves --curve-reps times (at most --reps), interleaved; returns
-    {curve: {"x": label, "unit", "better", "machine", "impls": {impl: {"points": [[x, median], ...],
-    "by_repetition": [[[x, v], ...] or None, ...], "error", "seconds"}}}} and prints their tables."""
+    {curve: {"x": label, "unit", "better", "machine", "impls": {impl: {"points": [[x, median],
+    ...], "by_repetition": [[[x, v], ...] or None, ...], "error", "seconds"}}}} and prints their
+    tables."""
     if not todo:
         return {}
     reps = max(1, min(args.reps, args.curve_reps))
@@ -580,7 +583,8 @@ def run_curves(args, todo, where):
         }
 
     print()
-    print("curves (%d repetitions, medians per point; %.0f s):" % (reps, time.monotonic() - started))
+    print("curves (%d repetitions, medians per point; %.0f s):" % (
+        reps, time.monotonic() - started))
     for curve in curves:
         c = curves[curve]
         xs = []
