@@ -830,13 +830,13 @@ Made opened_bare_value(const std::string& n) {
 }  // namespace
 
 void add_curve_scenarios(Curves& c) {
-  c["curve_lock_procs"] = {{"multiproc", lock_multiproc},
+  c["curve_lock_procs"] = {{"multiproc_shared_value", lock_multiproc},
                            {"multiproc_mutex", lock_multiproc_mutex},
                            {"boost_interprocess_mutex", lock_boost},
                            {"bare_pthread_mutex", lock_pthread}};
   c["curve_queue_procs"] = {{"multiproc", queue_curve<MultiprocLongQueue>},
                             {"boost_message_queue", queue_curve<BoostLongQueue>}};
-  c["curve_msg_size"] = {{"multiproc", size_multiproc_queue},
+  c["curve_msg_size"] = {{"multiproc_queue", size_multiproc_queue},
                          {"multiproc_pipe", size_multiproc_pipe},
                          {"boost_message_queue", size_boost},
                          {"kernel_pipe", size_kernel_pipe},
