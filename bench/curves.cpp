@@ -289,11 +289,13 @@ const std::vector<std::size_t>& message_sizes() {
 }
 
 //! The child calls send() until the stop flag, then end(); the parent calls after_fork(), then
-//! recv() until it returns 0 (the end). The first 32 MiB or 0.1 s received warm up (fresh pages
-//! of rings and buffers, the first pass through a ring); the bytes received in the kWindow
-//! seconds after that count, and then the parent raises the flag. MB/s.
+//! recv() until it returns 0 (the end). Warm-up first: two passes through the `buffer` bytes the
+//! messages go through (ring, slots), at most 0.5 s — fresh pages cost much more than a copy on
+//! a VM (first touch), and a ring is fresh until the first pass is over. The bytes received in
+//! the kWindow seconds after that count, and then the parent raises the flag. MB/s.
 template <class Send, class End, class AfterFork, class Recv>
-double stream_point(std::size_t size, Send send, End end, AfterFork after_fork, Recv recv) {
+double stream_point(std::size_t size, std::size_t buffer, Send send, End end, AfterFork after_fork,
+                    Recv recv) {
   auto* w = shared_new<Window>();
   const pid_t pid = spawn_bound([&] {
     w->line.ready_and_wait();
@@ -314,7 +316,7 @@ double stream_point(std::size_t size, Send send, End end, AfterFork after_fork, 
     bytes += static_cast<double>(got);
     if (i % check_every != 0) continue;
     if (!warm) {
-      if (bytes >= (32 << 20) || seconds(t0) >= 0.1) {
+      if (bytes >= 2.0 * static_cast<double>(buffer + size) || seconds(t0) >= 0.5) {
         warm = true;
         bytes = 0;
         t0 = Clock::now();
@@ -343,7 +345,7 @@ Curve size_multiproc_queue() {
     mp::Queue<std::string> q(256, ring);
     const std::string msg(size, 'x');
     return stream_point(
-        size, [&] { q.put(msg); }, [&] { q.put(std::string()); }, [] {},
+        size, ring, [&] { q.put(msg); }, [&] { q.put(std::string()); }, [] {},
         [&] { return q.get().size(); });
   });
 }
@@ -355,20 +357,20 @@ Curve size_multiproc_pipe() {
     const std::string msg(size, 'x');
     std::vector<char> buf(size);
     return stream_point(
-        size, [&] { a.send_bytes(msg); }, [&] { a.send_bytes(std::string_view()); }, [] {},
+        size, 4 << 20, [&] { a.send_bytes(msg); }, [&] { a.send_bytes(std::string_view()); }, [] {},
         [&] { return b.recv_bytes_into(buf.data(), buf.size()); });
   });
 }
 
 Curve size_boost() {
   return size_curve([](std::size_t size) {
-    // Preallocated slots: up to 256, at most 32 MiB of them.
-    const std::size_t capacity = std::clamp<std::size_t>((32 << 20) / size, 2, 256);
+    // Preallocated slots: up to 256, at most 8 MiB of them (as the Queue's ring), at least 2.
+    const std::size_t capacity = std::clamp<std::size_t>((8 << 20) / size, 2, 256);
     BoostQueue q(unique("cqs"), capacity, size);
     const std::string msg(size, 'x');
     std::vector<char> buf(size);
     return stream_point(
-        size, [&] { q.send(msg.data(), size); }, [&] { q.send(msg.data(), 0); }, [] {},
+        size, capacity * size, [&] { q.send(msg.data(), size); }, [&] { q.send(msg.data(), 0); }, [] {},
         [&] { return q.receive(buf.data(), size); });
   });
 }
@@ -381,7 +383,7 @@ Curve size_kernel_pipe() {
     const std::string msg(size, 'x');
     std::vector<char> buf(size);
     const double r = stream_point(
-        size,
+        size, 1 << 20,
         [&] {
           if (!transfer_all(size, [&](std::size_t off, std::size_t left) {
                 return ::write(fds[1], msg.data() + off, left);
