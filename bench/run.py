@@ -304,12 +304,16 @@ def relative(rel):
     return fmt(1 / rel) + "x slower"
 
 
-def chart(results, path):
-    """Bars: multiproc's speed-up over each peer, per scenario (log scale), goals as marks."""
+def chart(results, path, goal_rows=()):
+    """Bars: multiproc's speed-up over each peer, per scenario (log scale): the median of the
+    paired ratios, with their spread (min..max) as error bars; goals as marks coloured by their
+    verdict (met, MISSED, inconclusive)."""
     gnuplot = shutil.which("gnuplot")
     if not gnuplot:
         return False
     goals = {(scenario, peer): goal for scenario, peer, goal in GOALS}
+    verdicts = {(g["scenario"], g["peer"]): g["verdict"] for g in goal_rows}
+    codes = {"met": 1, "MISSED": 2, "inconclusive": 3}
     rows = []
     x = 0.0
     for scenario in results:
@@ -320,21 +324,26 @@ def chart(results, path):
         for impl, r in sorted(impls.items(), key=lambda kv: (peer_family(kv[0]), kv[0])):
             if impl == "multiproc" or r["median"] is None:
                 continue
-            got = speedup(mp_res["median"], r["median"], r["better"])
+            ratios = paired_ratios(mp_res["by_repetition"], r["by_repetition"], r["better"])
+            if not ratios:
+                continue
             goal = goals.get((scenario, impl))
-            rows.append((x, scenario, impl, got, peer_family(impl), goal if goal else "NaN"))
+            rows.append((x, scenario, impl, statistics.median(ratios), peer_family(impl),
+                         goal if goal else "NaN", min(ratios), max(ratios),
+                         codes.get(verdicts.get((scenario, impl)), 0)))
             x += 1
         x += 0.8  # a gap between scenarios
     if not rows:
         return False
     data_path = path + ".dat"
     with open(data_path, "w") as f:
-        for x, scenario, impl, got, family, goal in rows:
-            f.write('%.1f "%s / %s" %.6g %d %s\n' % (x, scenario, impl, got, family, goal))
+        for x, scenario, impl, got, family, goal, lo, hi, verdict in rows:
+            f.write('%.1f "%s / %s" %.6g %d %s %.6g %.6g %d\n' % (
+                x, scenario, impl, got, family, goal, lo, hi, verdict))
     script = """
 set terminal pngcairo size 1600,900 font "sans,10" noenhanced
 set output '%s'
-set title "multiproc's speed-up over each peer, same run, medians (above 1: multiproc is faster)"
+set title "multiproc's speed-up over each peer, same run: median of the paired ratios, bars min..max (above 1: multiproc is faster)"
 set logscale y
 set grid ytics
 set ylabel "multiproc speed / peer speed (log scale)"
@@ -348,7 +357,10 @@ unset colorbox
 plot '%s' using 1:($4 == 1 ? $3 : 1/0):xtic(2) with boxes lc rgb "#ee7733" title "vs Python multiprocessing", \\
      '' using 1:($4 == 2 ? $3 : 1/0) with boxes lc rgb "#0077bb" title "vs Boost.Interprocess", \\
      '' using 1:($4 == 3 ? $3 : 1/0) with boxes lc rgb "#999999" title "vs bare limits (kernel, raw ring, pthread, memcpy, fork)", \\
-     '' using 1:5 with points pt 9 ps 1.6 lc rgb "#cc3311" title "goal", \\
+     '' using 1:3:6:7 with yerrorbars pt 0 lc rgb "#000000" notitle, \\
+     '' using 1:($8 == 1 ? $5 : 1/0) with points pt 9 ps 1.6 lc rgb "#228833" title "goal: met", \\
+     '' using 1:($8 == 2 ? $5 : 1/0) with points pt 9 ps 1.6 lc rgb "#cc3311" title "goal: MISSED", \\
+     '' using 1:($8 == 3 ? $5 : 1/0) with points pt 9 ps 1.6 lc rgb "#ccbb44" title "goal: inconclusive (spread straddles it)", \\
      1 with lines lc rgb "#000000" lw 1 notitle
 """ % (path, data_path)
     p = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
@@ -520,7 +532,7 @@ def run_all(args, todo, redis):
     wrote = [json_path]
     if results:
         png_path = os.path.join(args.out, "results.png")
-        if chart(results, png_path):
+        if chart(results, png_path, goal_rows):
             wrote.append(png_path)
     if curves:
         curves_path = os.path.join(args.out, "curves.png")
