@@ -23,6 +23,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace bench {
@@ -45,6 +46,18 @@ void add_process_scenarios(Scenarios& s);
 void add_manager_scenarios(Scenarios& s);   // manager.cpp, when the Manager is built
 void add_executor_scenarios(Scenarios& s);  // executor.cpp, when the executor is built
 void add_redis_scenarios(Scenarios& s);     // redis.cpp, in multiproc_redis_bench
+
+//! A curve (curves.cpp): one value per point of x (processes, message bytes, a percentile, or a
+//! category such as "create"), all measured by one run, printed by main() as
+//! {"points": [["x", value], ...], "x": "<x_label>", "unit": ..., "better": ...}.
+struct Curve {
+  const char* x_label;
+  const char* unit;
+  bool higher_is_better;
+  std::vector<std::pair<std::string, double>> points;
+};
+using Curves = std::map<std::string, std::map<std::string, std::function<Curve()>>>;
+void add_curve_scenarios(Curves& c);  // curves.cpp
 
 [[noreturn]] inline void die(const char* what) {
   std::fprintf(stderr, "multiproc_bench: %s: %s\n", what, std::strerror(errno));
