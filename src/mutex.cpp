@@ -360,9 +360,9 @@ void mutex_reacquire(MutexState* s, Released held, const std::string& what) {
   }
 }
 
-void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept {
+void mutex_unlock_slow_noexcept(MutexState* s, const std::string& what) noexcept {
   try {
-    mutex_unlock(s, what);
+    mutex_unlock_slow(s, what);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "multiproc: fatal: %s\n", e.what());
     std::abort();

@@ -163,8 +163,8 @@ inline void mutex_lock(MutexState* s, const std::string& what) {
 bool mutex_try_lock(MutexState* s, const std::string& what);
 //! Returns false if the deadline passed first.
 bool mutex_lock_until(MutexState* s, Clock::time_point deadline, const std::string& what);
-//! Throws Error(errc::not_owner) when the caller does not hold it.
-inline void mutex_unlock(MutexState* s, const std::string& what) {
+//! The uncontended unlock: returns false, having changed nothing, when the slow path must do it.
+inline bool mutex_unlock_fast(MutexState* s) noexcept {
   RobustListHead* head = tls_robust_head;
   // tls_pending_lock == s says all the fast path needs, from this thread's own memory: this
   // thread holds s once (a recursion level moves it onto the list) and did not recover it from a
@@ -174,8 +174,7 @@ inline void mutex_unlock(MutexState* s, const std::string& what) {
   if (head == nullptr || tls_pending_lock != s || head->list_op_pending != &s->link.next) {
     // On the list, a recursion level, a recovered lock, glibc took the slot, or not the holder.
     // (Sleepers to wake stay here: the contended hand-off is the one to keep short.)
-    mutex_unlock_slow(s, what);
-    return;
+    return false;
   }
   s->depth = 0;
   s->owner.store(0, std::memory_order_relaxed);
@@ -186,9 +185,17 @@ inline void mutex_unlock(MutexState* s, const std::string& what) {
   // thread holds), which the kernel leaves alone apart from a wake-up.
   compiler_barrier();
   head->list_op_pending = nullptr;
+  return true;
+}
+//! Throws Error(errc::not_owner) when the caller does not hold it.
+inline void mutex_unlock(MutexState* s, const std::string& what) {
+  if (!mutex_unlock_fast(s)) mutex_unlock_slow(s, what);
 }
 //! For destructors: unlocks, and terminates with a message if the caller does not hold it.
-void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept;
+void mutex_unlock_slow_noexcept(MutexState* s, const std::string& what) noexcept;
+inline void mutex_unlock_noexcept(MutexState* s, const std::string& what) noexcept {
+  if (!mutex_unlock_fast(s)) mutex_unlock_slow_noexcept(s, what);
+}
 
 //! Fully releases a lock the caller holds (every recursion level); returns how it was held.
 //! Throws: Error(errc::not_owner) when the caller does not hold it.
