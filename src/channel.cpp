@@ -532,8 +532,11 @@ void ChannelRef::wake(Signal& s, int n) noexcept {
   if (armed || n == INT_MAX) {
     s.epoch.fetch_add(1, std::memory_order_release);
     const int woken = futex_wake(&s.epoch, n);
-    // Woke as many as asked: more may sleep, and the next waker must not skip them.
-    if (woken >= n && n != INT_MAX) s.asleep.store(1);
+    // More are counted than we woke (the woken still count until they leave): more may sleep,
+    // and the next waker must not skip them.
+    if (n != INT_MAX && s.waiters.load(std::memory_order_relaxed) > static_cast<std::uint32_t>(woken)) {
+      s.asleep.store(1);
+    }
     if (woken > 0) return;
   }
   // Nobody was asleep although the counts say some are: perhaps about to sleep, already woken

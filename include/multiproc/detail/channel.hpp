@@ -200,8 +200,8 @@ inline constexpr int kSleeperSlots = 8;
 //              Set (seq_cst) by a waiter before it reads the epoch; taken (exchange, seq_cst)
 //              by a waker, which bumps and wakes only if it was set — so while a woken waiter
 //              is still on its way out of the kernel (or waiting for a CPU), the wakers after
-//              the first pay no system call. A waker that woke all it asked for sets it again
-//              (others may still sleep). Observers do not use it: a waker that sees observers
+//              the first pay no system call. A waker that counts more waiters than it woke
+//              sets it again (others may still sleep). Observers do not use it: a waker that sees observers
 //              bumps and wakes every time.
 struct alignas(kCacheLine) Signal {
   std::atomic<std::uint32_t> epoch;
