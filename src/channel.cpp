@@ -526,12 +526,26 @@ void ChannelRef::unregister_sleeper(Signal& s, bool observer, int slot) noexcept
 }
 
 void ChannelRef::wake(Signal& s, int n) noexcept {
-  s.epoch.fetch_add(1, std::memory_order_release);
-  if (futex_wake(&s.epoch, n) > 0) return;
-  // Nobody was asleep although the counts say some are: perhaps about to sleep, perhaps killed
-  // while asleep. Now and then, take the dead off the counts, or every later operation would pay
-  // for a wake-up system call.
-  if (s.misses.fetch_add(1, std::memory_order_relaxed) % 64 != 63) return;
+  // seq_cst: pairs with the sleeper's store of asleep = 1 (see Signal). Observers do not set it:
+  // with observers registered, bump and wake every time.
+  const bool armed = s.asleep.exchange(0) != 0;
+  if (armed || n == INT_MAX) {
+    s.epoch.fetch_add(1, std::memory_order_release);
+    const int woken = futex_wake(&s.epoch, n);
+    // More are counted than we woke (the woken still count until they leave): more may sleep,
+    // and the next waker must not skip them.
+    if (n != INT_MAX && s.waiters.load(std::memory_order_relaxed) > static_cast<std::uint32_t>(woken)) {
+      s.asleep.store(1);
+    }
+    if (woken > 0) return;
+  }
+  // Nobody was asleep although the counts say some are: perhaps about to sleep, already woken
+  // and on their way out, or killed while asleep. Now and then, take the dead off the counts, or
+  // every later operation would pay for this: scan every 64 wake-up system calls that found
+  // nobody, or every 512 skipped ones (a woken sleeper that waits for a CPU makes many of those,
+  // and each scan costs system calls per sleeper).
+  const std::uint32_t weight = armed ? 8 : 1;
+  if ((s.misses.fetch_add(weight, std::memory_order_relaxed) + weight) % 512 >= weight) return;
   for (auto& slot : s.sleepers) {
     std::int32_t code = slot.load(std::memory_order_relaxed);
     // unknown: keep the count (a wake-up too many costs less than a sleeper never woken).

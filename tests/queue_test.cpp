@@ -784,6 +784,59 @@ BOOST_AUTO_TEST_CASE(consumer_killed_while_asleep_is_taken_off_the_sleeper_count
   BOOST_TEST(data.waiters.load() == 0u);  // healed by the wakers that found nobody
 }
 
+BOOST_AUTO_TEST_CASE(every_sleeping_consumer_is_woken_by_its_own_put, *boost::unit_test::timeout(60)) {
+  // A waker that finds a sleeper takes Signal::asleep and wakes one; with more asleep it must
+  // set it again, or the next puts would skip the system call and leave the others asleep
+  // (until their liveness slice) with messages in the queue.
+  constexpr int kSleepers = 4;
+  mp::Queue<long> q(64);
+  std::vector<std::unique_ptr<mp::Process>> consumers;
+  for (int i = 0; i < kSleepers; ++i) {
+    consumers.push_back(std::make_unique<mp::Process>([q] { return static_cast<int>(q.get()); }));
+    consumers.back()->start();
+  }
+  for (auto& c : consumers) BOOST_REQUIRE(wait_until_in_futex(c->pid()));
+  const auto& data = q.channel().state()->data;
+  BOOST_TEST(data.waiters.load() == static_cast<std::uint32_t>(kSleepers));
+  q.put(1);
+  BOOST_TEST(data.asleep.load() == 1u);  // three still sleep: the next put must wake one
+  for (long v = 2; v <= kSleepers; ++v) q.put(v);
+  int sum = 0;
+  for (auto& c : consumers) {
+    BOOST_REQUIRE(c->join_for(30s));
+    sum += c->exitcode().value_or(-100);
+  }
+  BOOST_TEST(sum == kSleepers * (kSleepers + 1) / 2);
+  BOOST_TEST(q.empty());
+  BOOST_TEST(data.waiters.load() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(woken_consumer_stopped_on_its_way_out_is_not_lost, *boost::unit_test::timeout(60)) {
+  // A consumer woken while SIGSTOPped stays registered as a sleeper: the puts after the wake skip
+  // the system call (nobody is asleep), the queue keeps working for others, the liveness scans
+  // keep the stopped (live) sleeper's count, and the consumer takes its message once continued.
+  mp::Queue<long> q(64);
+  mp::Process consumer([q] { return q.get() == 7 ? 0 : 1; });
+  consumer.start();
+  BOOST_REQUIRE(wait_until_in_futex(consumer.pid()));
+  BOOST_REQUIRE(::kill(consumer.pid(), SIGSTOP) == 0);
+  const auto& data = q.channel().state()->data;
+  q.put(-1);  // wakes the stopped consumer: it cannot run to take it
+  BOOST_TEST(q.get() == -1);  // so the parent takes it back
+  long sum = 0;
+  for (long i = 0; i < 2000; ++i) {  // past several liveness scans of the sleeper slots
+    q.put(i);
+    sum += q.get();
+  }
+  BOOST_TEST(sum == 2000L * 1999 / 2);
+  BOOST_TEST(data.waiters.load() == 1u);  // alive (stopped): still counted
+  BOOST_REQUIRE(::kill(consumer.pid(), SIGCONT) == 0);
+  q.put(7);
+  BOOST_REQUIRE(consumer.join_for(30s));
+  BOOST_TEST(consumer.exitcode().value_or(-1) == 0);
+  BOOST_TEST(data.waiters.load() == 0u);
+}
+
 mp::Queue<std::string>* g_zombie_queue = nullptr;
 
 MPTEST_SCENARIO(put_from_a_thread_after_main_exits) {

@@ -192,16 +192,26 @@ inline constexpr int kSleeperSlots = 8;
 //              time
 //   observers  sleepers that only look (wait(), poll()): woken on every notify, so that they
 //              cannot swallow the one wake-up meant for a waiter
-//   misses     wakes that found nobody asleep; every 64th, the waker reaps dead sleepers
+//   misses     wakes that found nobody asleep, weighted (see wake()); now and then the waker
+//              reaps dead sleepers
 //   sleepers   (pid << 1 | observer) of registered sleepers, 0 when free: lets a waker tell a
 //              sleeper killed while registered from a live one, and take it off the counts
+//   asleep     1: a waiter may be asleep (or about to sleep) on the epoch since the last wake.
+//              Set (seq_cst) by a waiter before it reads the epoch; taken (exchange, seq_cst)
+//              by a waker, which bumps and wakes only if it was set — so while a woken waiter
+//              is still on its way out of the kernel (or waiting for a CPU), the wakers after
+//              the first pay no system call. A waker that counts more waiters than it woke
+//              sets it again (others may still sleep). Observers do not use it: a waker that sees observers
+//              bumps and wakes every time.
 struct alignas(kCacheLine) Signal {
   std::atomic<std::uint32_t> epoch;
   std::atomic<std::uint32_t> waiters;
   std::atomic<std::uint32_t> observers;
   std::atomic<std::uint32_t> misses;
   std::atomic<std::int32_t> sleepers[kSleeperSlots];
+  std::atomic<std::uint32_t> asleep;
 };
+static_assert(sizeof(Signal) == kCacheLine, "Signal: one cache line");
 
 // The shared state of one channel; the ring follows at `ring_offset` bytes from its start.
 //   config (immutable after init): ring_bytes (a power of two), capacity (records),
@@ -411,6 +421,9 @@ class ChannelRef {
       if (i % every == 0 && ready()) return true;
     }
     const int slot = register_sleeper(s, observer);
+    // seq_cst: pairs with the waker's exchange; a waker that takes 0 came before this store,
+    // and then our ready() below (after the heavy fence) sees what it published.
+    if (!observer) s.asleep.store(1);
     asymmetric_fence_heavy();
     const std::uint32_t epoch = s.epoch.load(std::memory_order_acquire);
     bool in_time = true;
@@ -421,7 +434,8 @@ class ChannelRef {
   //! Counts a sleeper (seq_cst) and records its pid in a free slot; returns the slot or -1.
   static int register_sleeper(Signal& s, bool observer) noexcept;
   static void unregister_sleeper(Signal& s, bool observer, int slot) noexcept;
-  //! Bumps the signal and wakes up to n waiters and every observer — if anyone sleeps.
+  //! Bumps the signal and wakes up to n waiters and every observer — if anyone sleeps (and,
+  //! for waiters only, if no earlier wake is still on its way to them: Signal::asleep).
   static void notify(Signal& s, int n) noexcept {
     asymmetric_fence_light();  // SYNC POINT: our cursor store, then the sleeper counts load
     const std::uint32_t observers = s.observers.load(std::memory_order_relaxed);
