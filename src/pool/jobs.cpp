@@ -147,9 +147,10 @@ void PoolCore::collect_direct(JobState& job, const Clock::time_point* deadline, 
       }
       conn = w->conn;  // kept alive while this thread waits on it, should the worker go
     }
-    // Spins briefly, then sleeps until the worker writes (its reply, or EOF when it dies) — or a
-    // liveness slice passes (then the worker may have been replaced or the pool stopped).
-    conn->poll(std::min(detail::deadline_after(kLivenessSlice),
+    // Spins briefly, then sleeps until the worker writes (its reply, or EOF when it dies) — or
+    // kDirectRecheck passes: the manager may have read the reply meanwhile (it took the call
+    // over), or the worker may be gone.
+    conn->poll(std::min(Clock::now() + kDirectRecheck,
                         deadline != nullptr ? *deadline : Clock::time_point::max()) -
                Clock::now());
   }

@@ -80,6 +80,10 @@ inline constexpr std::size_t kStreamChunksPerWorker = 4;
 // A lone call is sent straight to an idle worker if its message is at most this long (so that
 // sending it never waits for the worker to read).
 inline constexpr std::size_t kDirectMaxBytes = std::size_t{64} << 10;
+// A thread waiting on a worker's pipe for a lone call's reply looks again this often: should the
+// manager have taken the reply (then only the call's condition variable is told), or the worker
+// be gone, it notices within this.
+inline constexpr std::chrono::milliseconds kDirectRecheck{10};
 
 
 template <class T>
