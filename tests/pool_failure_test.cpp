@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <sys/resource.h>
+#include <thread>
 
 using namespace pooltest;
 
@@ -297,6 +298,93 @@ BOOST_AUTO_TEST_CASE(a_task_that_exits_cleanly_fails_its_call, *boost::unit_test
     BOOST_TEST(std::string(e.what()).find("exited with code 0") != std::string::npos, e.what());
   }
   BOOST_TEST(pool.apply(square, 5L) == 25);
+}
+
+// ---- a lone call sent straight to an idle worker (issue 16) ------------------------------------
+
+BOOST_AUTO_TEST_CASE(a_worker_killed_running_a_direct_call_fails_it, *boost::unit_test::timeout(120)) {
+  // Nothing queued and the worker idle: the call skips the manager, which does not watch that
+  // worker's pipe while the caller waits; its death must still fail the call, and only it.
+  mp::Pool pool(1);
+  BOOST_TEST(pool.apply(square, 2L) == 4);
+  for (int round = 0; round < 2; ++round) {
+    const std::string pid_name = unique_name("pid");
+    mp::RawValue<int> pid(mp::create_only, pid_name, 0);
+    NamedEvent hold("hold");
+    NamedEvent started("started");
+    auto call = pool.apply_async(report_pid_then_wait, pid_name, started.name, hold.name);
+    BOOST_REQUIRE(started.wait_for(30s));
+    if (round == 1) BOOST_TEST(!call.get_for(1ms).has_value());  // a waiter came and went
+    ::kill(pid.load(), SIGKILL);
+    try {
+      call.get();
+      BOOST_FAIL("a killed call returned");
+    } catch (const mp::BrokenPool& e) {
+      BOOST_TEST(std::string(e.what()).find("signal 9") != std::string::npos, e.what());
+    }
+    BOOST_TEST(pool.apply(square, 5L) == 25);  // replaced
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_worker_killed_mid_chunk_of_a_placed_map_fails_the_map, *boost::unit_test::timeout(120)) {
+  // Results of plain values go straight into the result vector: a death mid-map must still fail
+  // the map (not leave a half-filled vector), and the next map is whole.
+  mp::Pool pool(2);
+  for (int round = 0; round < 3; ++round) {
+    BOOST_CHECK_THROW(pool.map(kill_myself_on, range(50000)), mp::BrokenPool);
+    const auto squares = pool.map(square, range(50000));
+    BOOST_TEST(std::accumulate(squares.begin(), squares.end(), 0L) == sum_of_squares(50000));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(terminate_during_a_burst_of_apply_async_ends_every_call, *boost::unit_test::timeout(120)) {
+  // Threads keep submitting lone calls (straight to idle workers, or queued) and waiting for
+  // them in every way while the pool is terminated: each call returns its right result or fails
+  // with Error(bad_state) — none hangs, none returns a wrong value.
+  mp::Pool pool(2);
+  constexpr int kThreads = 3;
+  std::atomic<long> done{0};
+  std::atomic<long> failed{0};
+  std::atomic<long> wrong{0};
+  std::atomic<long> other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (long i = 0;; ++i) {  // until the pool refuses: every call after terminate() does
+        try {
+          auto r = pool.apply_async(square, i);
+          long v = 0;
+          if ((i + t) % 2 == 0) {
+            v = r.get();
+          } else {
+            while (!r.ready()) {
+            }
+            v = r.get();
+          }
+          if (v == i * i) {
+            ++done;
+          } else {
+            ++wrong;
+          }
+        } catch (const mp::Error& e) {
+          if (e.code() != mp::errc::bad_state) {
+            ++other;
+            continue;
+          }
+          ++failed;
+          return;
+        }
+      }
+    });
+  }
+  BOOST_REQUIRE(eventually([&] { return done.load() >= 300; }, 60s));
+  pool.terminate();
+  pool.join();
+  for (auto& t : threads) t.join();
+  BOOST_TEST(wrong.load() == 0);
+  BOOST_TEST(other.load() == 0);
+  BOOST_TEST(failed.load() >= kThreads);  // each thread saw the pool terminated
+  BOOST_CHECK_THROW(pool.apply_async(square, 1L), mp::Error);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

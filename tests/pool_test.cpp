@@ -262,4 +262,107 @@ BOOST_AUTO_TEST_CASE(callbacks_given_with_the_call_never_miss_a_fast_call, *boos
   BOOST_TEST(late == 5);
 }
 
+// ---- a lone call sent straight to an idle worker, collected by its waiter (issue 16) -----------
+
+BOOST_AUTO_TEST_CASE(a_callback_added_after_a_direct_call_runs_with_no_one_waiting, *boost::unit_test::timeout(60)) {
+  // The call goes straight to the idle worker and no thread waits for it: the callback added
+  // afterwards must make the pool read the reply itself (else it would sit in the pipe).
+  mp::Pool pool(1);
+  BOOST_TEST(pool.apply(square, 2L) == 4);  // the worker is up and idle
+  for (long i = 0; i < 20; ++i) {
+    std::atomic<long> seen{-1};
+    auto r = pool.apply_async(square, i);
+    r.on_success([&seen](const long& v) { seen = v; });
+    BOOST_REQUIRE(eventually([&] { return seen.load() != -1; }, 30s));
+    BOOST_TEST(seen.load() == i * i);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(ready_alone_sees_a_direct_call_finish, *boost::unit_test::timeout(60)) {
+  mp::Pool pool(2);
+  BOOST_TEST(pool.apply(square, 2L) == 4);
+  for (long i = 0; i < 20; ++i) {
+    auto r = pool.apply_async(square, i);
+    BOOST_REQUIRE(eventually([&] { return r.ready(); }, 30s));  // no get(), no wait()
+    BOOST_TEST(r.successful());
+    BOOST_TEST(r.get() == i * i);
+  }
+  auto failing = pool.apply_async(wait_for_event, std::string("no-such-event"));  // throws at once
+  BOOST_REQUIRE(eventually([&] { return failing.ready(); }, 30s));
+  BOOST_TEST(!failing.successful());
+}
+
+BOOST_AUTO_TEST_CASE(direct_calls_from_many_threads_each_get_their_own_result, *boost::unit_test::timeout(120)) {
+  // Callers race each other (and the manager, which dispatches the map meanwhile) for the idle
+  // workers; every call must come back to its own caller, once.
+  mp::Pool pool(2);
+  constexpr long kThreads = 4;
+  constexpr long kCalls = 1500;
+  std::atomic<long> sum{0};
+  std::atomic<long> wrong{0};
+  std::vector<std::thread> threads;
+  for (long t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (long i = 0; i < kCalls; ++i) {
+        const long x = t * kCalls + i;
+        long v = 0;
+        if (i % 3 == 0) {
+          v = pool.apply_async(square, x).get();
+        } else if (i % 3 == 1) {
+          auto r = pool.apply_async(square, x);
+          while (!r.ready()) {
+          }
+          v = r.get();
+        } else {
+          auto r = pool.apply_async(square, x);
+          while (!r.get_for(std::chrono::microseconds(50))) {
+          }
+          v = *r.get_for(0s);
+        }
+        if (v != x * x) ++wrong;
+        sum += v;
+      }
+    });
+  }
+  const auto squares = pool.map(square, range(20000), 7);  // queued work beside them
+  for (auto& t : threads) t.join();
+  BOOST_TEST(wrong.load() == 0);
+  BOOST_TEST(sum.load() == sum_of_squares(kThreads * kCalls));
+  BOOST_TEST(std::accumulate(squares.begin(), squares.end(), 0L) == sum_of_squares(20000));
+}
+
+BOOST_AUTO_TEST_CASE(map_results_placed_in_place_are_whole_and_can_be_read_twice, *boost::unit_test::timeout(120)) {
+  // Plain results go straight into the result vector at their chunk's place.
+  mp::Pool pool(2);
+  for (long n : {0L, 1L, 7L, 12501L, 100000L}) {
+    for (std::size_t chunk : {std::size_t{0}, std::size_t{1}, std::size_t{13}, std::size_t{100000}}) {
+      if (n > 20000 && chunk == 1) continue;  // slow, and says nothing more
+      auto r = pool.map_async(square, range(n), chunk);
+      const auto a = r.get();
+      const auto b = r.get();  // a copy each time: map_async's result is shared
+      BOOST_TEST(a.size() == static_cast<std::size_t>(n));
+      BOOST_TEST((a == b));
+      BOOST_TEST(std::accumulate(a.begin(), a.end(), 0L) == sum_of_squares(n), n << "/" << chunk);
+      const auto c = pool.map(square, range(n), chunk);  // moved out
+      BOOST_TEST((c == a));
+    }
+  }
+  std::vector<std::array<int, 2>> pairs{{1, 2}, {3, 4}};
+  BOOST_TEST((pool.starmap(add, pairs) == std::vector<int>{3, 7}));
+}
+
+BOOST_AUTO_TEST_CASE(tasks_larger_and_smaller_than_a_workers_buffer_alternate, *boost::unit_test::timeout(120)) {
+  // A worker reads tasks into one buffer that grows for a large one, and replies from another.
+  mp::Pool pool(1);
+  for (std::size_t bytes : {std::size_t{10}, std::size_t{200} << 10, std::size_t{5},
+                            std::size_t{3} << 20, std::size_t{64} << 10, std::size_t{1}}) {
+    const std::string s(bytes, 'q');
+    BOOST_TEST(pool.apply(shout, s, 2) == s + s + "!");
+    BOOST_TEST(pool.apply(square, 3L) == 9);
+  }
+  const auto sizes = pool.map([](std::string s) { return s.size(); },
+                              std::vector<std::string>{std::string(300 << 10, 'a'), "b"}, 1);
+  BOOST_TEST((sizes == std::vector<std::size_t>{300u << 10, 1u}));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -43,6 +43,12 @@
 // pool, a broken pool, a failure inside the pool itself (its calls fail with BrokenPool) or a
 // worker that cannot be replaced.
 //
+// Latency: a lone call (apply_async with no callbacks given with it) made while a worker is idle
+// and nothing is queued goes from the calling thread straight to that worker, and the thread that
+// waits for it (get(), wait(), ready()) reads the reply itself from that worker's pipe (spinning
+// briefly, then asleep until the worker writes) — a round trip of two hand-offs, not four. The
+// guarantees above hold for it alike.
+//
 // Lifecycle: close() refuses new calls; streams opened before it keep reading their input. join()
 // (after close or terminate) waits until the submitted work is done and the workers have exited;
 // a stream that still had input to read then fails with Error(errc::bad_state) where it stopped.
@@ -51,7 +57,8 @@
 // maxtasksperchild replaces a worker after that many tasks. Destroying a Pool terminates and joins
 // it: every worker is reaped, nothing is left in /dev/shm. Workers die with this process
 // (parent-death signal). A Pool may be used from several threads; callbacks run on the pool's
-// manager thread and must not wait for the pool.
+// manager thread (one added to a lone call while another thread waits for that call may run on
+// that thread) and must not wait for the pool.
 #pragma once
 
 #include <multiproc/codec.hpp>
@@ -116,14 +123,12 @@ class AsyncResult {
     const auto deadline = detail::deadline_after(timeout);
     return detail::wait_job(*job_, &deadline);
   }
-  bool ready() const {
-    std::lock_guard<std::mutex> lock(job_->mutex);
-    return job_->finished;
-  }
+  bool ready() const { return detail::job_ready(*job_); }
   //! Returns: whether the call succeeded. Throws: Error(errc::bad_state) before it is ready.
   bool successful() const;
   //! Effects: calls f(result) in this process when the call succeeds — from the pool's manager
-  //! thread, or at once from this thread if it already has. Keep it short; an exception from it
+  //! thread (or a thread waiting for this call in get()), or at once from this thread if it
+  //! already has. Keep it short; an exception from it
   //! is printed and dropped. To have it in place before the call can finish, give it with the
   //! call (mp::callbacks).
   const AsyncResult& on_success(Success f) const;
@@ -280,13 +285,17 @@ class Pool {
   void submit(const std::shared_ptr<detail::JobState>& job, std::vector<detail::PoolTask> tasks,
               Progress progress);
   detail::StreamHandle open_stream(std::unique_ptr<detail::ChunkSource> source, bool ordered);
+  // The pool's kept message buffers (map's chunks are built in them).
+  detail::BufferCache* buffers() noexcept;
 
-  template <class R, class S, class E>
+  // setup(job) runs on the new call's state before anything else sees it.
+  template <class R, class S, class E, class Setup>
   AsyncResult<R> start_call(std::vector<detail::PoolTask> tasks, Callbacks<S, E> cb,
-                            Progress progress, typename AsyncResult<R>::Decode decode);
+                            Progress progress, typename AsyncResult<R>::Decode decode, Setup setup);
+  // sole: only the caller sees the result (map, starmap), which may then be moved out of the call.
   template <detail::Spread Spread, class F, class S, class E, class Range>
   auto map_call(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t chunksize,
-                Progress progress);
+                Progress progress, bool sole);
   template <class F, class Range>
   auto stream(F f, Range&& inputs, std::size_t chunksize, bool ordered);
 

@@ -4,19 +4,73 @@
 
 #include "../os.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <typeinfo>
 
 namespace multiproc::detail {
 
 // The error a failed reply stands for.
-std::exception_ptr reply_error(const std::string& reply) {
-  const std::string body = reply.substr(kResultHeader);
+std::exception_ptr reply_error(std::string_view reply) {
+  const std::string body(reply.substr(kResultHeader));
   if (reply[kStatusAt] == kStatusBroken) return std::make_exception_ptr(BrokenPool(body));
   const std::size_t nul = body.find('\0');
   const std::string type = body.substr(0, nul);
   const std::string what = nul == std::string::npos ? std::string() : body.substr(nul + 1);
   return std::make_exception_ptr(RemoteError(type, what));
+}
+
+void populate(void* p, std::size_t bytes) noexcept {
+#ifdef MADV_POPULATE_WRITE
+  constexpr int kPopulateWrite = MADV_POPULATE_WRITE;
+#else
+  constexpr int kPopulateWrite = 23;  // Linux 5.14; older kernels say EINVAL, which is fine
+#endif
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<std::uintptr_t>(p) + page - 1) & ~(page - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(p) + bytes) & ~(page - 1);
+  if (end > begin && end - begin >= 16 * page) {  // small ones: not worth a system call
+    (void)::madvise(reinterpret_cast<void*>(begin), end - begin, kPopulateWrite);
+  }
+}
+
+std::string BufferCache::take(std::size_t bytes) {
+  std::string s;
+  if (bytes >= kSmallest) {
+    std::lock_guard<std::mutex> lock(m_);
+    // The smallest kept buffer that is large enough.
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->capacity() >= bytes && (best == free_.end() || it->capacity() < best->capacity())) {
+        best = it;
+      }
+    }
+    if (best != free_.end()) {
+      std::swap(*best, free_.back());
+      s = std::move(free_.back());
+      free_.pop_back();
+      bytes_ -= s.capacity();
+    }
+  }
+  s.resize(bytes);
+  return s;
+}
+
+void BufferCache::give(std::string&& s) noexcept {
+  const std::size_t cap = s.capacity();
+  if (cap < kSmallest) return;
+  std::string kept = std::move(s);  // freed here, outside the lock, if not kept
+  try {
+    std::lock_guard<std::mutex> lock(m_);
+    if (bytes_ + cap > kCachedBytes) return;
+    free_.push_back(std::move(kept));
+    bytes_ += cap;
+  } catch (...) {  // no memory to keep it: it is freed
+  }
 }
 
 std::size_t default_chunksize(std::size_t items, std::size_t workers) noexcept {
@@ -27,7 +81,19 @@ std::size_t default_chunksize(std::size_t items, std::size_t workers) noexcept {
   return chunk == 0 ? 1 : chunk;
 }
 
+namespace {
+bool job_finished(JobState& job) {
+  std::lock_guard<std::mutex> lock(job.mutex);
+  return job.finished;
+}
+}  // namespace
+
 bool wait_job(JobState& job, const Clock::time_point* deadline) {
+  if (!job_finished(job)) {
+    if (const std::shared_ptr<PoolCore> core = job.direct_pool.lock()) {
+      core->collect_direct(job, deadline, false);
+    }
+  }
   std::unique_lock<std::mutex> lock(job.mutex);
   if (deadline == nullptr) {
     job.cv.wait(lock, [&] { return job.finished; });
@@ -36,20 +102,81 @@ bool wait_job(JobState& job, const Clock::time_point* deadline) {
   return job.cv.wait_until(lock, *deadline, [&] { return job.finished; });
 }
 
+bool job_ready(JobState& job) {
+  if (job_finished(job)) return true;
+  if (const std::shared_ptr<PoolCore> core = job.direct_pool.lock()) {
+    core->collect_direct(job, nullptr, true);
+  }
+  return job_finished(job);
+}
+
+void PoolCore::hand_over(JobState& job) {
+  job.handover.store(true, std::memory_order_relaxed);  // the kick orders it (pool_job.hpp)
+  kick();
+}
+
+PoolCore::Worker* PoolCore::direct_worker(const JobState& job) {
+  for (Worker& w : workers_) {
+    if (w.direct && !w.outstanding.empty() && w.outstanding.front().job.get() == &job) return &w;
+  }
+  return nullptr;
+}
+
+void PoolCore::collect_direct(JobState& job, const Clock::time_point* deadline, bool once) {
+  if (t_io_holder != nullptr) {  // a callback (of this pool or another): it must not wait here
+    hand_over(job);
+    return;
+  }
+  for (;;) {
+    std::shared_ptr<Connection> conn;
+    {
+      // Blocking: the manager holds io_ only while it is awake (never while it waits for us).
+      std::lock_guard<std::mutex> io(io_);
+      const IoHolder holder(this);
+      Worker* w = direct_worker(job);
+      if (w == nullptr) return;  // answered, or the worker is gone: the manager's now
+      if (w->conn->poll()) {
+        read_results(*w);
+        // Still there: the pipe said EOF, the worker died. The manager accounts for it.
+        if (direct_worker(job) != nullptr) hand_over(job);
+        return;
+      }
+      if (once || (deadline != nullptr && Clock::now() >= *deadline)) {
+        hand_over(job);  // no one waits for it any more: the manager reads it
+        return;
+      }
+      conn = w->conn;  // kept alive while this thread waits on it, should the worker go
+    }
+    // Spins briefly, then sleeps until the worker writes (its reply, or EOF when it dies) — or
+    // kDirectRecheck passes: the manager may have read the reply meanwhile (it took the call
+    // over), or the worker may be gone.
+    conn->poll(std::min(Clock::now() + kDirectRecheck,
+                        deadline != nullptr ? *deadline : Clock::time_point::max()) -
+               Clock::now());
+  }
+}
+
 void rethrow_job_error(JobState& job) {
   std::lock_guard<std::mutex> lock(job.mutex);
   if (job.error) std::rethrow_exception(job.error);
 }
 
 void on_job_finish(const std::shared_ptr<JobState>& job, std::function<void(JobState&)> fn) {
+  bool added = false;
   {
     std::lock_guard<std::mutex> lock(job->mutex);
     if (!job->completing) {
       job->on_finish.push_back(std::move(fn));
-      return;
+      added = true;
     }
   }
-  fn(*job);  // the outcome is known already: run here
+  if (!added) {
+    fn(*job);  // the outcome is known already: run here
+    return;
+  }
+  // A call sent straight to a worker: its callbacks are the manager's to run, so the manager
+  // reads the reply (no one may wait for it here).
+  if (const std::shared_ptr<PoolCore> core = job->direct_pool.lock()) core->hand_over(*job);
 }
 
 void PoolCore::finish(const std::shared_ptr<JobState>& job, std::exception_ptr error) {
@@ -128,7 +255,8 @@ void PoolCore::run_callbacks(JobState& job, std::vector<std::function<void(JobSt
   }
 }
 
-void PoolCore::deliver(const std::shared_ptr<JobState>& job, std::size_t index, std::string& reply) {
+void PoolCore::deliver(const std::shared_ptr<JobState>& job, std::size_t index,
+                       std::string_view reply) {
   JobState& j = *job;
   if (j.kind != JobKind::call) {
     // A stream takes every reply, errors included, at its place.
@@ -136,9 +264,9 @@ void PoolCore::deliver(const std::shared_ptr<JobState>& job, std::size_t index, 
       std::lock_guard<std::mutex> lock(j.mutex);
       if (j.completing) return;  // destroyed or failed as a whole
       if (j.kind == JobKind::ordered_stream) {
-        j.results[index - j.first] = std::move(reply);
+        j.results[index - j.first] = std::string(reply);
       } else {
-        j.arrived.push_back(std::move(reply));
+        j.arrived.emplace_back(reply);
       }
       ++j.done;
     }
@@ -151,12 +279,21 @@ void PoolCore::deliver(const std::shared_ptr<JobState>& job, std::size_t index, 
   }
   std::size_t done = 0;
   bool complete = false;
+  std::exception_ptr bad;
   {
     std::lock_guard<std::mutex> lock(j.mutex);
     if (j.completing) return;  // the call already failed
-    j.results[index] = std::move(reply);  // decoded later, past the header
+    if (j.place) {  // a map of plain values: straight into the result
+      bad = j.place(index, reply.data() + kResultHeader, reply.size() - kResultHeader);
+    } else {
+      j.results[index] = std::string(reply);  // decoded later, past the header
+    }
     done = ++j.done;
     complete = done == j.tasks;
+  }
+  if (bad) {
+    finish(job, bad);
+    return;
   }
   j.cv.notify_all();
   if (j.progress) {

@@ -107,12 +107,43 @@ PoolCore::~PoolCore() {
   join();
 }
 
+bool PoolCore::try_direct(const std::shared_ptr<JobState>& job, PoolTask& task) {
+  if (t_io_holder != nullptr) return false;  // a callback, on a thread that holds some pool's io_
+  std::unique_lock<std::mutex> io(io_, std::try_to_lock);
+  if (!io.owns_lock()) return false;  // the manager is at work: it dispatches
+  std::lock_guard<std::mutex> lock(m_);
+  check_accepting();
+  if (!pending_.empty()) return false;  // first come, first served
+  for (Worker& w : workers_) {
+    if (!w.ready || !w.outstanding.empty() || (maxtasks_ != 0 && w.sent >= maxtasks_)) continue;
+    stamp(task, next_job_++, 0);
+    job->direct_pool = weak_from_this();
+    try {
+      w.conn->send_bytes(task.message);
+    } catch (const Error&) {  // the worker is gone: the manager replaces it; queue the call
+      job->direct_pool.reset();
+      return false;
+    }
+    w.outstanding_bytes += task.message.size();
+    ++w.sent;
+    w.direct = true;
+    w.outstanding.push_back({job, 0, std::move(task.message)});
+    return true;
+  }
+  return false;
+}
+
 void PoolCore::submit(const std::shared_ptr<JobState>& job, std::vector<PoolTask> tasks,
                       std::function<void(std::size_t, std::size_t)> progress) {
   job->kind = JobKind::call;
   job->tasks = tasks.size();
   job->results.resize(tasks.size());
   job->progress = std::move(progress);
+  // A lone call with nothing to run on the manager thread may skip it (see pool_core.hpp).
+  if (tasks.size() == 1 && !job->future && !job->progress && job->on_finish.empty() &&
+      tasks[0].message.size() <= kDirectMaxBytes && try_direct(job, tasks[0])) {
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(m_);
     check_accepting();
@@ -288,6 +319,7 @@ void Pool::submit(const std::shared_ptr<detail::JobState>& job, std::vector<deta
   core_->submit(job, std::move(tasks), std::move(progress));
 }
 
+detail::BufferCache* Pool::buffers() noexcept { return &core_->buffers(); }
 void Pool::close() { core_->close(); }
 void Pool::join() { core_->join(); }
 void Pool::terminate() { core_->terminate(); }

@@ -49,14 +49,14 @@ void PoolCore::spawn_worker() {
   w.process->set_daemon(true);  // dies with the manager thread, i.e. with the pool
   w.process->start();
   child_end.close();  // the worker holds its end; we hold ours
-  w.conn = std::make_unique<Connection>(parent_end);
+  w.conn = std::make_shared<Connection>(parent_end);
   // Tasks and results stream through the rings: fault their pages in now, while the worker starts,
   // not a page at a time inside the first big map() (that was a third of its time).
   w.conn->segment().prefault();
   workers_.push_back(std::move(w));
 }
 
-void PoolCore::handle_result(Worker& w, std::string& msg) {
+void PoolCore::handle_result(Worker& w, std::string_view msg) {
   if (!w.ready) {  // its first message: the initializer succeeded
     w.ready = true;
     early_deaths_ = 0;
@@ -67,18 +67,30 @@ void PoolCore::handle_result(Worker& w, std::string& msg) {
   w.outstanding.pop_front();
   w.outstanding_bytes -= s.message.size();
   ++w.answered;
+  if (w.outstanding.empty()) w.direct = false;
   deliver(s.job, s.index, msg);
+  buffers_.give(std::move(s.message));
 }
 
 void PoolCore::read_results(Worker& w) {
+  // Into scratch_, reused: a fresh buffer per reply paid a page fault per 4 KiB of a map's results.
+  if (scratch_.empty()) scratch_.resize(kTaskBuffer);
   while (w.conn->poll()) {
-    std::string msg;
+    std::size_t n = 0;
     try {
-      msg = w.conn->recv_bytes();
+      n = w.conn->recv_bytes_into(scratch_.data(), scratch_.size());
     } catch (const EOFError&) {
       return;  // the worker is gone; handle_exit takes over
+    } catch (const Error& e) {
+      if (e.code() != errc::too_large) throw;
+      scratch_.resize(scratch_.size() * 2);  // the reply stays in the pipe: take it with more room
+      continue;
     }
-    handle_result(w, msg);
+    handle_result(w, std::string_view(scratch_.data(), n));
+  }
+  if (scratch_.size() > kKeepBuffer) {  // a huge reply passed: do not keep its memory
+    scratch_.clear();
+    scratch_.shrink_to_fit();
   }
 }
 
@@ -215,6 +227,8 @@ void PoolCore::fail_everything(std::exception_ptr error) {
 
 void PoolCore::run() noexcept {
   std::exception_ptr failure;  // the manager itself failed: its calls fail with this
+  std::unique_lock<std::mutex> io(io_);  // released only while waiting (serve)
+  const IoHolder holder(this);
   try {
     try {
       for (int i = 0; i < n_; ++i) spawn_worker();
@@ -236,81 +250,7 @@ void PoolCore::run() noexcept {
       started_ = true;
     }
     started_cv_.notify_all();
-    for (;;) {
-      State state;
-      {
-        std::lock_guard<std::mutex> lock(m_);
-        state = state_;
-      }
-      if (state == State::terminating) {
-        shut_down_workers(true);
-        fail_everything(std::make_exception_ptr(
-            Error(errc::bad_state, "multiproc::Pool: terminated before the call finished")));
-        break;
-      }
-      // Workers that exited: collect their results, fail or requeue their tasks, replace them.
-      bool replaced = false;
-      for (std::size_t i = 0; i < workers_.size();) {
-        bool alive = true;
-        try {
-          alive = workers_[i].process->is_alive();
-        } catch (const Error&) {
-          alive = false;
-        }
-        if (alive) {
-          ++i;
-          continue;
-        }
-        handle_exit(i);
-        replaced = true;
-      }
-      std::exception_ptr broken;
-      bool idle;
-      {
-        std::lock_guard<std::mutex> lock(m_);
-        broken = broken_;
-        idle = pending_.empty();
-      }
-      if (broken) {
-        fail_everything(broken);
-      } else {
-        while (static_cast<int>(workers_.size()) < n_ && (state == State::running || !idle)) {
-          spawn_worker();
-          replaced = true;
-        }
-      }
-      if (replaced) update_pids();
-      bool outstanding = false;
-      for (const Worker& w : workers_) outstanding = outstanding || !w.outstanding.empty();
-      if (state == State::closing && !outstanding) {
-        // Decided under the lock, so that no stream extends a pool that is stopping.
-        bool stop = false;
-        {
-          std::lock_guard<std::mutex> lock(m_);
-          if (pending_.empty() && (open_streams_ == 0 || joining_)) {
-            state_ = State::stopped;
-            stop = true;
-          }
-        }
-        if (stop) {
-          shut_down_workers(false);
-          break;
-        }
-      }
-      dispatch();
-
-      std::vector<Waitable> objects{kick_};
-      for (const Worker& w : workers_) objects.emplace_back(*w.conn);
-      const auto ready = wait(objects, detail::kLivenessSlice);  // then look for exited workers
-      for (std::size_t r : ready) {
-        if (r == 0) {
-          while (kick_.try_get()) {
-          }
-        } else {
-          read_results(workers_[r - 1]);
-        }
-      }
-    }
+    serve(io);
   } catch (const std::exception& e) {
     // Nothing above should throw (a worker that cannot be replaced, say); if something does, the
     // pool is broken and every call fails.
@@ -319,6 +259,7 @@ void PoolCore::run() noexcept {
   } catch (...) {
     failure = std::make_exception_ptr(BrokenPool("multiproc::Pool: manager thread failed"));
   }
+  if (!io.owns_lock()) io.lock();  // serve threw while waiting
   {
     std::lock_guard<std::mutex> lock(m_);
     if (failure && !broken_) broken_ = failure;  // later calls fail with it too
@@ -334,6 +275,111 @@ void PoolCore::run() noexcept {
                             : std::make_exception_ptr(Error(
                                   errc::bad_state, "multiproc::Pool: stopped before the call finished")));
   } catch (...) {
+  }
+}
+
+void PoolCore::serve(std::unique_lock<std::mutex>& io) {
+  for (;;) {
+    State state;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      state = state_;
+    }
+    if (state == State::terminating) {
+      shut_down_workers(true);
+      fail_everything(std::make_exception_ptr(
+          Error(errc::bad_state, "multiproc::Pool: terminated before the call finished")));
+      return;
+    }
+    // Workers that exited: collect their results, fail or requeue their tasks, replace them.
+    bool replaced = false;
+    for (std::size_t i = 0; i < workers_.size();) {
+      bool alive = true;
+      try {
+        alive = workers_[i].process->is_alive();
+      } catch (const Error&) {
+        alive = false;
+      }
+      if (alive) {
+        ++i;
+        continue;
+      }
+      handle_exit(i);
+      replaced = true;
+    }
+    std::exception_ptr broken;
+    bool idle;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      broken = broken_;
+      idle = pending_.empty();
+    }
+    if (broken) {
+      fail_everything(broken);
+    } else {
+      while (static_cast<int>(workers_.size()) < n_ && (state == State::running || !idle)) {
+        spawn_worker();
+        replaced = true;
+      }
+    }
+    if (replaced) update_pids();
+    bool outstanding = false;
+    for (const Worker& w : workers_) outstanding = outstanding || !w.outstanding.empty();
+    if (state == State::closing && !outstanding) {
+      // Decided under the lock, so that no stream extends a pool that is stopping.
+      bool stop = false;
+      {
+        std::lock_guard<std::mutex> lock(m_);
+        if (pending_.empty() && (open_streams_ == 0 || joining_)) {
+          state_ = State::stopped;
+          stop = true;
+        }
+      }
+      if (stop) {
+        shut_down_workers(false);
+        return;
+      }
+    }
+    dispatch();
+
+    // The pipes to watch: a worker starting up, or one with replies to come that are ours to read.
+    // A worker's reply to a caller's lone call is left to the waiting caller while the pool runs
+    // and has nothing queued (the caller hands it over otherwise: handover + kick).
+    bool quiet;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      quiet = state_ == State::running && pending_.empty();
+    }
+    std::vector<Waitable> objects{kick_};
+    std::vector<std::size_t> watched;  // objects[k + 1] is workers_[watched[k]]
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      const Worker& w = workers_[i];
+      const bool callers = w.direct && quiet && !w.outstanding.empty() &&
+                           !w.outstanding.front().job->handover.load(std::memory_order_relaxed);
+      if (!w.ready || (!w.outstanding.empty() && !callers)) {
+        objects.emplace_back(*w.conn);
+        watched.push_back(i);
+      }
+    }
+    // Callers may send to idle workers and collect meanwhile; only this thread adds or removes
+    // workers, so the connections waited on stay.
+    io.unlock();
+    std::vector<std::size_t> ready;
+    try {
+      ready = wait(objects, detail::kLivenessSlice);  // then look for exited workers
+    } catch (...) {
+      io.lock();
+      throw;
+    }
+    io.lock();
+    for (std::size_t r : ready) {
+      if (r == 0) {
+        while (kick_.try_get()) {
+        }
+      } else {
+        read_results(workers_[watched[r - 1]]);
+      }
+    }
   }
 }
 

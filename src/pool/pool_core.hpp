@@ -14,6 +14,17 @@
 // lives in the manager's memory, not in shared memory, so terminate() needs nothing but killing
 // the workers.
 //
+// A lone call (apply_async: one task, no callbacks, small) skips the manager when a worker is
+// idle and nothing is queued: the caller's thread sends it to that worker itself, and the thread
+// that then waits for the result (get(), wait(), ready()) reads the reply itself, waiting on that
+// worker's pipe (spinning briefly, then asleep until the worker writes). The manager does not
+// watch that worker's pipe meanwhile (so it is not woken per call) but still checks its liveness
+// every slice; it takes the reply over — watches the pipe — when no one waits for it any more
+// (ready(), a timeout, the worker's EOF), when a callback is added, when work is queued, or when
+// the pool closes. The worker's accounts (outstanding, started) are the same either way, so a death
+// is handled as for any other task. Whoever reads a worker's pipe or changes its accounts holds
+// io_: the manager while it is awake, a caller while it sends or collects.
+//
 // Calls: a map or apply is a job with its tasks known up front. An imap stream is a job that
 // grows: the consumer's thread reads the input and appends chunks (extend), keeping at most
 // kStreamChunksPerWorker chunks per worker submitted but not taken; while a stream is open, a
@@ -31,6 +42,7 @@
 #include <multiproc/queue.hpp>
 #include <multiproc/shared_value.hpp>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -40,6 +52,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -57,9 +70,21 @@ inline constexpr char kStatusOk = 0;
 inline constexpr char kStatusRemoteError = 1;
 inline constexpr char kStatusBroken = 2;
 inline constexpr std::size_t kWorkerRing = std::size_t{1} << 20;
+// A worker's task buffer to begin with (it doubles when a task does not fit).
+inline constexpr std::size_t kTaskBuffer = std::size_t{64} << 10;
+// Buffers above this size are released after use rather than kept for the next message.
+inline constexpr std::size_t kKeepBuffer = std::size_t{16} << 20;
 inline constexpr int kEarlyDeathsToBreak = 3;
 // An imap stream keeps at most this many chunks per worker submitted but not taken.
 inline constexpr std::size_t kStreamChunksPerWorker = 4;
+// A lone call is sent straight to an idle worker if its message is at most this long (so that
+// sending it never waits for the worker to read).
+inline constexpr std::size_t kDirectMaxBytes = std::size_t{64} << 10;
+// A thread waiting on a worker's pipe for a lone call's reply looks again this often: should the
+// manager have taken the reply (then only the call's condition variable is told), or the worker
+// be gone, it notices within this.
+inline constexpr std::chrono::milliseconds kDirectRecheck{10};
+
 
 template <class T>
 void put_at(std::string& s, std::size_t off, T v) {
@@ -72,8 +97,20 @@ T get_at(const std::string& s, std::size_t off) {
   return v;
 }
 
+class PoolCore;
+// The pool whose io_ this thread holds (the manager thread, or a caller collecting a reply), so
+// that what it calls from there (a callback submitting a call) does not take io_ again.
+inline thread_local const PoolCore* t_io_holder = nullptr;
+struct IoHolder {
+  explicit IoHolder(const PoolCore* pool) noexcept : previous(t_io_holder) { t_io_holder = pool; }
+  ~IoHolder() { t_io_holder = previous; }
+  IoHolder(const IoHolder&) = delete;
+  IoHolder& operator=(const IoHolder&) = delete;
+  const PoolCore* previous;
+};
+
 //! The error a failed reply (status not kStatusOk) stands for: RemoteError or BrokenPool.
-std::exception_ptr reply_error(const std::string& reply);
+std::exception_ptr reply_error(std::string_view reply);
 
 //! The worker's whole life: run the initializer, then tasks until the pipe closes or the budget
 //! is spent. Runs in the forked child. `started` counts the tasks it has taken up. Returns: its
@@ -84,7 +121,7 @@ int worker_main(const Connection& conn, const std::function<void()>& init, std::
 //! The pool itself, shared by the Pool handle and its streams (weakly). Callers' threads submit
 //! work (lifecycle.cpp, stream.cpp); one manager thread owns the workers (manager.cpp) and hands
 //! their replies to the jobs (jobs.cpp).
-class PoolCore {
+class PoolCore : public std::enable_shared_from_this<PoolCore> {
  public:
   PoolCore(int processes, std::function<void()> init, std::size_t maxtasks);
   ~PoolCore();
@@ -104,11 +141,19 @@ class PoolCore {
   void terminate();
   void join();
   std::size_t size() const noexcept { return static_cast<std::size_t>(n_); }
+  BufferCache& buffers() noexcept { return buffers_; }
   std::vector<pid_t> pids() const {
     std::lock_guard<std::mutex> lock(m_);
     return pids_;
   }
   static void finish(const std::shared_ptr<JobState>& job, std::exception_ptr error);
+  // A call sent straight to a worker (job.direct_pool): waits on the worker's pipe for its reply
+  // and delivers it, until the job finished, `deadline` (nullptr: none) passed, or the reply is
+  // the manager's to read; hands the call over to the manager when leaving without the reply.
+  // With `once`, looks once. A callback (t_io_holder set) hands it over at once.
+  void collect_direct(JobState& job, const Clock::time_point* deadline, bool once);
+  // Makes the manager read the reply of a call sent straight to a worker.
+  void hand_over(JobState& job);
   // Runs an executor future's done hook; an exception from it is printed and dropped.
   static void run_done_hook(const std::function<void()>& fn) noexcept;
 
@@ -125,21 +170,29 @@ class PoolCore {
   using Sent = QueuedTask;
   struct Worker {
     std::unique_ptr<Process> process;
-    std::unique_ptr<Connection> conn;
+    std::shared_ptr<Connection> conn;
     RawValue<std::uint64_t> started;  // tasks it has taken up (written by the worker only)
     std::deque<Sent> outstanding;     // sent, not answered, in the order sent
     std::size_t outstanding_bytes = 0;
     std::size_t sent = 0;
     std::uint64_t answered = 0;
     bool ready = false;  // it ran its initializer and said so
+    bool direct = false;  // its one outstanding task was sent by a caller (see the top)
   };
 
   void run() noexcept;
+  // The manager's loop while running, with io_ held but while it waits.
+  void serve(std::unique_lock<std::mutex>& io);
+  // Sends a lone call's task straight to an idle worker, if there is one and nothing is queued.
+  // Returns: whether it did. Throws: as check_accepting.
+  bool try_direct(const std::shared_ptr<JobState>& job, PoolTask& task);
+  // Requires io_. The worker whose outstanding task is job's and was sent by a caller, if any.
+  Worker* direct_worker(const JobState& job);
   void spawn_worker();
   void dispatch();
   void read_results(Worker& w);
-  void handle_result(Worker& w, std::string& msg);
-  void deliver(const std::shared_ptr<JobState>& job, std::size_t index, std::string& reply);
+  void handle_result(Worker& w, std::string_view msg);
+  void deliver(const std::shared_ptr<JobState>& job, std::size_t index, std::string_view reply);
   void handle_exit(std::size_t i);
   void shut_down_workers(bool kill);
   static void run_callbacks(JobState& job, std::vector<std::function<void(JobState&)>>& callbacks);
@@ -164,8 +217,13 @@ class PoolCore {
   std::size_t open_streams_ = 0;  // streams that may still add tasks
   bool joining_ = false;
 
-  std::vector<Worker> workers_;  // the manager thread's alone
-  std::deque<Sent> orphaned_;    // sent to workers shut down before their calls failed (manager's)
+  // Guards workers_' accounts and reading their pipes (see the top). Taken before m_. The
+  // manager alone adds or removes workers (so a worker stays put while the manager sleeps).
+  std::mutex io_;
+  std::vector<Worker> workers_;
+  std::string scratch_;  // replies are read into this, reused (io_)
+  BufferCache buffers_;  // task messages answered come back here for the next map's chunks
+  std::deque<Sent> orphaned_;    // sent to workers shut down before their calls failed (io_)
   int early_deaths_ = 0;
   Queue<char> kick_{64};
   std::mutex started_mutex_;

@@ -19,14 +19,22 @@ int worker_main(const Connection& conn, const std::function<void()>& init, std::
     return 0;
   }
   std::uint64_t taken = 0;
+  // The task and the reply, reused from task to task: their memory stays mapped (a fresh buffer
+  // per chunk of a map paid a page fault per 4 KiB, most of a map's time on some machines).
+  std::string msg(kTaskBuffer, '\0');
+  std::string reply;
   for (;;) {
-    std::string msg;
+    std::size_t length = 0;
     try {
-      msg = conn.recv_bytes();
+      length = conn.recv_bytes_into(msg.data(), msg.size());
     } catch (const EOFError&) {
       return 0;  // the pool closed our pipe: done
+    } catch (const Error& e) {
+      if (e.code() != errc::too_large) throw;
+      msg.resize(msg.size() * 2);  // the task stays in the pipe: take it with more room
+      continue;
     }
-    if (msg.size() < kTaskHeader) return 2;
+    if (length < kTaskHeader) return 2;
     // Relaxed store: read by the manager only after this process has died and been reaped
     // (handle_exit), when nothing runs here any more; otherwise only as a snapshot (an executor
     // Future's running(), which orders nothing by it). Before the task's code: a worker that dies
@@ -34,11 +42,10 @@ int worker_main(const Connection& conn, const std::function<void()>& init, std::
     started.store(++taken);
     const auto trampoline = reinterpret_cast<Trampoline>(get_at<std::uint64_t>(msg, 12));
     const auto fn = static_cast<std::uintptr_t>(get_at<std::uint64_t>(msg, 20));
-    std::string reply;
     try {
       // The trampoline leaves room for the header in front of the encoded result.
-      reply = trampoline(fn, reinterpret_cast<const std::byte*>(msg.data()) + kTaskHeader,
-                         msg.size() - kTaskHeader);
+      trampoline(fn, reinterpret_cast<const std::byte*>(msg.data()) + kTaskHeader,
+                 length - kTaskHeader, reply);
       reply[kStatusAt] = kStatusOk;
     } catch (const std::exception& e) {
       reply.assign(kResultHeader, kStatusRemoteError);
@@ -57,6 +64,8 @@ int worker_main(const Connection& conn, const std::function<void()>& init, std::
       return 0;  // the pool is gone
     }
     if (maxtasks != 0 && taken >= maxtasks) return 0;
+    if (msg.size() > kKeepBuffer) std::string(kTaskBuffer, '\0').swap(msg);  // a huge task passed
+    if (reply.capacity() > kKeepBuffer) std::string().swap(reply);
   }
 }
 

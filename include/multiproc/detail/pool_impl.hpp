@@ -148,12 +148,16 @@ auto Pool::apply_async(F f, Callbacks<S, E> cb, Args&&... args) {
   using R = typename detail::fn_traits<decltype(detail::task_pointer(f))>::result;
   std::vector<detail::PoolTask> tasks;
   tasks.push_back(detail::apply_task(f, std::forward<Args>(args)...));
-  return start_call<R>(std::move(tasks), std::move(cb), {}, &detail::decode_single<R>);
+  return start_call<R>(std::move(tasks), std::move(cb), {}, &detail::decode_single<R>,
+                       [](detail::JobState&) {});
 }
 
 template <class F, class Range>
 auto Pool::map(F f, const Range& inputs, std::size_t chunksize, Progress progress) {
-  return map_async(f, inputs, chunksize, std::move(progress)).get();
+  // Its result is seen by no one else: moved out of the call rather than copied.
+  return map_call<detail::Spread::no>(f, detail::NoCallbacks{nullptr, nullptr}, inputs, chunksize,
+                                      std::move(progress), true)
+      .get();
 }
 
 template <class F, class Range, class>
@@ -164,12 +168,15 @@ auto Pool::map_async(F f, const Range& inputs, std::size_t chunksize, Progress p
 template <class F, class S, class E, class Range>
 auto Pool::map_async(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t chunksize,
                      Progress progress) {
-  return map_call<detail::Spread::no>(f, std::move(cb), inputs, chunksize, std::move(progress));
+  return map_call<detail::Spread::no>(f, std::move(cb), inputs, chunksize, std::move(progress),
+                                      false);
 }
 
 template <class F, class Range>
 auto Pool::starmap(F f, const Range& inputs, std::size_t chunksize, Progress progress) {
-  return starmap_async(f, inputs, chunksize, std::move(progress)).get();
+  return map_call<detail::Spread::yes>(f, detail::NoCallbacks{nullptr, nullptr}, inputs, chunksize,
+                                       std::move(progress), true)
+      .get();
 }
 
 template <class F, class Range, class>
@@ -181,7 +188,8 @@ auto Pool::starmap_async(F f, const Range& inputs, std::size_t chunksize, Progre
 template <class F, class S, class E, class Range>
 auto Pool::starmap_async(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t chunksize,
                          Progress progress) {
-  return map_call<detail::Spread::yes>(f, std::move(cb), inputs, chunksize, std::move(progress));
+  return map_call<detail::Spread::yes>(f, std::move(cb), inputs, chunksize, std::move(progress),
+                                       false);
 }
 
 template <class F, class Range>
@@ -194,10 +202,12 @@ auto Pool::imap_unordered(F f, Range&& inputs, std::size_t chunksize) {
   return stream(f, std::forward<Range>(inputs), chunksize, false);
 }
 
-template <class R, class S, class E>
+template <class R, class S, class E, class Setup>
 AsyncResult<R> Pool::start_call(std::vector<detail::PoolTask> tasks, Callbacks<S, E> cb,
-                                Progress progress, typename AsyncResult<R>::Decode decode) {
+                                Progress progress, typename AsyncResult<R>::Decode decode,
+                                Setup setup) {
   AsyncResult<R> result(std::make_shared<detail::JobState>(), decode);
+  setup(*result.job_);
   detail::attach_callbacks(result, std::move(cb));
   submit(result.job_, std::move(tasks), std::move(progress));
   return result;
@@ -205,7 +215,7 @@ AsyncResult<R> Pool::start_call(std::vector<detail::PoolTask> tasks, Callbacks<S
 
 template <detail::Spread Spread, class F, class S, class E, class Range>
 auto Pool::map_call(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t chunksize,
-                    Progress progress) {
+                    Progress progress, bool sole) {
   using In = std::decay_t<decltype(*std::begin(inputs))>;
   using Call = detail::ChunkCall<F, In, Spread>;
   using R = typename Call::result;
@@ -214,9 +224,14 @@ auto Pool::map_call(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t ch
   static_assert(Spread == detail::Spread::no || !std::is_void_v<R>,
                 "starmap(f, inputs): f must return a value");
   const auto fn = reinterpret_cast<std::uintptr_t>(detail::task_pointer(f));
-  auto tasks = detail::chunk_all<In>(inputs, chunksize, size(), Call::trampoline(), fn);
-  return start_call<std::vector<R>>(std::move(tasks), std::move(cb), std::move(progress),
-                                    &detail::concat<R>);
+  std::size_t items = 0;
+  auto tasks = detail::chunk_all<In>(inputs, chunksize, items, size(), Call::trampoline(), fn,
+                                     buffers());
+  return start_call<std::vector<R>>(
+      std::move(tasks), std::move(cb), std::move(progress), &detail::concat<R>,
+      [&](detail::JobState& job) {
+        if constexpr (detail::is_bulk_v<R>) detail::place_results<R>(job, items, chunksize, sole);
+      });
 }
 
 template <class F, class Range>

@@ -6,10 +6,12 @@
 #include <multiproc/detail/futex.hpp>  // Clock
 #include <multiproc/detail/pool_task.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -30,6 +32,8 @@ struct Callbacks;
 
 namespace detail {
 
+class PoolCore;
+
 //! What a call collects: one reply per task (call, ordered stream) or replies in completion
 //! order (unordered stream).
 enum class JobKind : std::uint8_t { call, ordered_stream, unordered_stream };
@@ -47,6 +51,14 @@ struct JobState {
   std::deque<std::optional<std::string>> results;
   std::size_t first = 0;
   std::deque<std::string> arrived;  // unordered stream: replies not taken yet, in arrival order
+  // A map whose results are plain values: `place` copies a chunk's values (the reply past its
+  // header) into `placed`, the std::vector of the whole result, at the chunk's place — instead of
+  // keeping the reply in `results`. Returns: the error if the reply does not fit. Called by the
+  // thread that delivers the reply, with `mutex` held. With `move_out` (map(): no one else sees
+  // the result), the result is moved out of `placed` rather than copied.
+  std::function<std::exception_ptr(std::size_t index, const char* values, std::size_t bytes)> place;
+  std::shared_ptr<void> placed;
+  bool move_out = false;
   std::exception_ptr error;  // set when the call failed (a stream: failed as a whole)
   bool completing = false;   // the outcome is known; callbacks are running
   bool finished = false;     // callbacks ran: get() may return
@@ -63,17 +75,29 @@ struct JobState {
   // thread that finishes the job; a token each, for remove_done_hook.
   std::vector<std::pair<std::uint64_t, std::function<void()>>> on_done;
   std::uint64_t next_hook = 1;
+  // A call whose one task a caller sent straight to an idle worker (PoolCore::submit): the pool,
+  // so that a thread waiting for the result collects the reply itself (PoolCore::collect_direct).
+  // Set before the task is sent, never changed after; empty for every other call.
+  std::weak_ptr<PoolCore> direct_pool;
+  // Set (once) when the reply is to be read by the manager thread after all: the waiting thread
+  // gave up spinning, or a callback was added. The manager reads it when it picks the pipes to
+  // watch (relaxed on both sides: a kick() after the store wakes the manager, and the kick's queue
+  // orders it).
+  std::atomic<bool> handover{false};
 };
 
-class PoolCore;
 class StreamState;
 struct StreamDeleter {
   void operator()(StreamState* s) const noexcept;
 };
 using StreamHandle = std::unique_ptr<StreamState, StreamDeleter>;
 
-//! Waits for a job to finish (up to the deadline); returns whether it did.
+//! Waits for a job to finish (up to the deadline); returns whether it did. A call sent straight to
+//! a worker is collected by this thread for a short while first.
 bool wait_job(JobState& job, const Clock::time_point* deadline);
+//! Returns: whether the job finished (collecting the reply of a call sent straight to a worker
+//! if it is there).
+bool job_ready(JobState& job);
 //! Rethrows the job's error, if any. Requires it finished.
 void rethrow_job_error(JobState& job);
 //! Adds a callback to run when the job finishes (at once, here, if it already has).
@@ -128,6 +152,11 @@ R decode_single(JobState& job) {
 template <class R>
 std::vector<R> concat(JobState& job) {
   std::lock_guard<std::mutex> lock(job.mutex);
+  if (job.placed) {
+    auto& placed = *static_cast<std::vector<R>*>(job.placed.get());
+    if (job.move_out) return std::move(placed);
+    return placed;
+  }
   std::vector<R> out;
   if constexpr (is_bulk_v<R>) {
     // Each reply is [header][values] (Codec<std::vector<R>> of plain values is their bytes):
@@ -155,6 +184,42 @@ std::vector<R> concat(JobState& job) {
     }
   }
   return out;
+}
+
+//! Effects: maps the pages of [p, p + bytes) for writing in one system call where Linux can
+//! (MADV_POPULATE_WRITE), instead of a page fault per page when they are first written. A hint:
+//! does nothing where it cannot.
+void populate(void* p, std::size_t bytes) noexcept;
+
+//! Sets up a map of plain results to be placed straight into its result vector (JobState::place):
+//! `items` values in chunks of `chunksize`.
+template <class R>
+void place_results(JobState& job, std::size_t items, std::size_t chunksize, bool move_out) {
+  static_assert(is_bulk_v<R>, "only plain values are placed");
+  auto out = std::make_shared<std::vector<R>>();
+  job.place = [out = out.get(), items, chunksize](std::size_t index, const char* values,
+                                                  std::size_t bytes) -> std::exception_ptr {
+    const std::size_t first = index * chunksize;
+    const std::size_t count = first < items ? std::min(chunksize, items - first) : 0;
+    if (count == 0 || bytes != count * sizeof(R)) {
+      try {
+        throw_decode_error(typeid(R).name(), bytes, "not the values of its chunk");
+      } catch (...) {
+        return std::current_exception();
+      }
+    }
+    // The first reply sizes the whole result (its memory is touched on this thread, while the
+    // workers compute the other chunks), its pages mapped at once rather than a fault at a time.
+    if (out->size() != items) {
+      out->reserve(items);
+      populate(out->data(), items * sizeof(R));
+      out->resize(items);
+    }
+    std::memcpy(static_cast<void*>(out->data() + first), values, bytes);
+    return nullptr;
+  };
+  job.placed = std::move(out);
+  job.move_out = move_out;
 }
 
 //! A stream's chunk: the values of one reply, into `buffer` (a std::vector<R>, or a

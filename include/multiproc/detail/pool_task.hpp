@@ -17,6 +17,7 @@
 #include <cstring>
 #include <exception>
 #include <iterator>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -31,9 +32,10 @@ namespace multiproc::detail {
 inline constexpr std::size_t kTaskHeaderBytes = 28;
 inline constexpr std::size_t kResultHeaderBytes = 13;
 
-//! Runs one task in a worker: decodes the payload, calls the function, and returns the encoded
-//! result after kResultHeaderBytes of room for the header.
-using Trampoline = std::string (*)(std::uintptr_t fn, const std::byte* in, std::size_t n);
+//! Runs one task in a worker: decodes the payload, calls the function, and writes the encoded
+//! result into `out` after kResultHeaderBytes of room for the header (`out` is the worker's reply
+//! buffer, reused from task to task so that its memory stays mapped).
+using Trampoline = void (*)(std::uintptr_t fn, const std::byte* in, std::size_t n, std::string& out);
 
 //! One unit of work sent to a worker: `message` holds kTaskHeaderBytes of room, then the payload.
 struct PoolTask {
@@ -62,11 +64,17 @@ struct fn_traits<R (*)(A...)> {
   using args = std::tuple<std::decay_t<A>...>;
 };
 
+//! Effects: `out` becomes v encoded after `room` bytes (zeros), reusing out's memory.
+template <class V>
+void encode_into(const V& v, std::size_t room, std::string& out) {
+  out.assign(room + Codec<V>::size(v), '\0');
+  Codec<V>::encode(v, reinterpret_cast<std::byte*>(out.data()) + room);
+}
 //! v encoded after `room` unused bytes.
 template <class V>
 std::string encode_value(const V& v, std::size_t room = 0) {
-  std::string out(room + Codec<V>::size(v), '\0');
-  Codec<V>::encode(v, reinterpret_cast<std::byte*>(out.data()) + room);
+  std::string out;
+  encode_into(v, room, out);
   return out;
 }
 //! The value encoded in s after `skip` bytes.
@@ -84,15 +92,15 @@ inline constexpr bool is_bulk_v = is_plain_v<T> && !std::is_same_v<T, bool>;
 //! apply: the message is the encoded tuple of arguments; the reply, the encoded result (none for
 //! a void function).
 template <class FP>
-std::string apply_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t n) {
+void apply_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t n, std::string& out) {
   using T = fn_traits<FP>;
   auto args = Codec<typename T::args>::decode(in, n);
   auto f = reinterpret_cast<FP>(fn);
   if constexpr (std::is_void_v<typename T::result>) {
     std::apply(f, args);
-    return std::string(kResultHeaderBytes, '\0');
+    out.assign(kResultHeaderBytes, '\0');
   } else {
-    return encode_value(std::apply(f, args), kResultHeaderBytes);
+    encode_into(std::apply(f, args), kResultHeaderBytes, out);
   }
 }
 
@@ -116,7 +124,7 @@ enum class Spread : bool { no, yes };
 //! map / starmap / imap: the message is a chunk of items (Codec<std::vector<In>>); the reply, the
 //! vector of results.
 template <class FP, class In, Spread S>
-std::string chunk_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t n) {
+void chunk_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t n, std::string& out) {
   using R = typename fn_traits<FP>::result;
   auto f = reinterpret_cast<FP>(fn);
   const auto call = [f](const In& item) -> R {
@@ -131,7 +139,6 @@ std::string chunk_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t
     // the message and write each result into the reply, with no vector in between.
     if (n % sizeof(In) != 0) throw_decode_error(typeid(In).name(), n, "not whole values");
     const std::size_t count = n / sizeof(In);
-    std::string out;
     out.resize(kResultHeaderBytes + count * sizeof(R));
     char* dst = out.data() + kResultHeaderBytes;
     for (std::size_t k = 0; k < count; ++k, in += sizeof(In), dst += sizeof(R)) {
@@ -140,13 +147,12 @@ std::string chunk_trampoline(std::uintptr_t fn, const std::byte* in, std::size_t
       const R r = call(item);
       std::memcpy(dst, static_cast<const void*>(&r), sizeof(R));
     }
-    return out;
   } else {
     const auto items = Codec<std::vector<In>>::decode(in, n);
-    std::vector<R> out;
-    out.reserve(items.size());
-    for (const In& item : items) out.push_back(call(item));
-    return encode_value(out, kResultHeaderBytes);
+    std::vector<R> results;
+    results.reserve(items.size());
+    for (const In& item : items) results.push_back(call(item));
+    encode_into(results, kResultHeaderBytes, out);
   }
 }
 
@@ -160,17 +166,43 @@ struct ChunkCall {
 
 // ---- chunks: what a caller sends ------------------------------------------------------------
 
+//! Task message buffers a pool keeps for reuse, so that their memory stays mapped (a map's chunks
+//! in fresh memory paid a page fault per 4 KiB). Thread-safe; at most kCachedBytes kept (the
+//! chunks of a map of a million 8-byte values), for the pool's life.
+class BufferCache {
+ public:
+  static constexpr std::size_t kCachedBytes = std::size_t{8} << 20;
+  static constexpr std::size_t kSmallest = std::size_t{16} << 10;  // smaller ones: not worth it
+  //! Returns: a string of `bytes` bytes (their values unspecified), reusing a kept buffer if one
+  //! is large enough.
+  std::string take(std::size_t bytes);
+  //! Effects: keeps s's memory for a later take, if there is room.
+  void give(std::string&& s) noexcept;
+
+ private:
+  std::mutex m_;
+  std::vector<std::string> free_;
+  std::size_t bytes_ = 0;  // capacity kept in free_
+};
+
 //! Builds one task message from items added one by one.
 template <class In>
 class ChunkBuilder {
  public:
-  //! Room for `n` items (more are possible; fewer are fine).
-  explicit ChunkBuilder(std::size_t n) {
+  //! Room for `n` items (more are possible; fewer are fine), in a buffer of `cache` if given.
+  explicit ChunkBuilder(std::size_t n, BufferCache* cache = nullptr) {
     if constexpr (is_bulk_v<In>) {
       // Codec<std::vector<In>> of plain values is just their bytes: write them straight into the
       // message, behind the room for the task header.
-      bytes_.resize(kTaskHeaderBytes + std::min<std::size_t>(n, std::size_t{1} << 16) * sizeof(In));
+      const std::size_t bytes =
+          kTaskHeaderBytes + std::min<std::size_t>(n, std::size_t{1} << 16) * sizeof(In);
+      if (cache != nullptr) {
+        bytes_ = cache->take(bytes);
+      } else {
+        bytes_.resize(bytes);
+      }
     } else {
+      (void)cache;
       part_.reserve(std::min<std::size_t>(n, std::size_t{1} << 12));
     }
   }
@@ -203,27 +235,29 @@ class ChunkBuilder {
 //! Python's default chunk size for map: about four chunks per worker.
 std::size_t default_chunksize(std::size_t items, std::size_t workers) noexcept;
 
-//! map's input, read at once, in chunks of `chunksize` (0: default_chunksize). A forward range is
-//! read twice (counting, then copying); an input-only range is first copied into a vector.
+//! map's input, read at once, in chunks of `chunksize` (0: default_chunksize; the size used is
+//! stored back, with the number of items in `items`). A forward range is read twice (counting,
+//! then copying); an input-only range is first copied into a vector.
 //! Throws: what reading the input throws (nothing is submitted then).
 template <class In, class Range>
-std::vector<PoolTask> chunk_all(const Range& inputs, std::size_t chunksize, std::size_t workers,
-                                Trampoline trampoline, std::uintptr_t fn) {
+std::vector<PoolTask> chunk_all(const Range& inputs, std::size_t& chunksize, std::size_t& items,
+                                std::size_t workers, Trampoline trampoline, std::uintptr_t fn,
+                                BufferCache* cache) {
   using It = decltype(std::begin(inputs));
   if constexpr (!std::is_base_of_v<std::forward_iterator_tag,
                                    typename std::iterator_traits<It>::iterator_category>) {
     std::vector<In> copy;
     for (auto it = std::begin(inputs); it != std::end(inputs); ++it) copy.push_back(*it);
-    return chunk_all<In>(copy, chunksize, workers, trampoline, fn);
+    return chunk_all<In>(copy, chunksize, items, workers, trampoline, fn, cache);
   } else {
-    const auto items = static_cast<std::size_t>(std::distance(std::begin(inputs), std::end(inputs)));
+    items = static_cast<std::size_t>(std::distance(std::begin(inputs), std::end(inputs)));
     if (chunksize == 0) chunksize = default_chunksize(items, workers);
     std::vector<PoolTask> tasks;
     tasks.reserve(items / chunksize + 1);
     auto it = std::begin(inputs);
     for (std::size_t i = 0; i < items; i += chunksize) {
       const std::size_t n = std::min(items - i, chunksize);
-      ChunkBuilder<In> part(n);
+      ChunkBuilder<In> part(n, cache);
       for (std::size_t k = 0; k < n; ++k, ++it) part.add(*it);
       tasks.push_back({trampoline, fn, part.message()});
     }
