@@ -163,21 +163,26 @@ void PoolCore::dispatch() {
           next = std::move(pending_.front());
           pending_.pop_front();
         }
+        if (next.job->future) {
+          // running(): this worker's count of started tasks reaching this one's ordinal (the
+          // pipe keeps the order, so the n-th task sent is the n-th it starts). Set before the
+          // send: the worker may start it, and its caller ask, before send_bytes returns.
+          std::lock_guard<std::mutex> job_lock(next.job->mutex);
+          next.job->started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
+        }
         try {
           w.conn->send_bytes(next.message);
         } catch (const Error&) {  // the worker died meanwhile: the task goes back
+          if (next.job->future) {
+            std::lock_guard<std::mutex> job_lock(next.job->mutex);
+            next.job->started = nullptr;
+          }
           std::lock_guard<std::mutex> lock(m_);
           pending_.push_front(std::move(next));
           break;
         }
         w.outstanding_bytes += next.message.size();
         ++w.sent;
-        if (next.job->future) {
-          // running(): this worker's count of started tasks reaching this one's ordinal (the
-          // pipe keeps the order, so the n-th task sent is the n-th it starts).
-          std::lock_guard<std::mutex> job_lock(next.job->mutex);
-          next.job->started = [started = w.started, n = w.sent] { return started.load() >= n; };
-        }
         w.outstanding.push_back({std::move(next.job), next.index, std::move(next.message)});
       }
     }
