@@ -24,6 +24,7 @@
 // group at its timeout, then removing the names of that run ("bench.<pid>.") from /dev/shm.
 // Named objects are otherwise always removed, on errors too.
 #include "harness.hpp"
+#include "peers.hpp"
 
 #include <multiproc/multiproc.hpp>
 
@@ -123,24 +124,6 @@ double for_a_while(const char* what, int n, Body body, long* count) {
 
 // ---- throughput vs processes: the lock ---------------------------------------------------------
 
-struct BoostCounter {
-  bip::interprocess_mutex mutex;
-  long value = 0;
-};
-
-struct PthreadCounter {
-  pthread_mutex_t mutex;
-  long value = 0;
-  PthreadCounter() {
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutex_init(&mutex, &a);
-    pthread_mutexattr_destroy(&a);
-  }
-  ~PthreadCounter() { pthread_mutex_destroy(&mutex); }
-};
-
 template <class Increment, class Total>
 Curve lock_curve(Increment increment, Total total) {
   Curve c{"processes", "M increments/s", true, {}};
@@ -207,39 +190,6 @@ Curve lock_pthread() {
 }
 
 // ---- throughput vs processes: the queue, N producers -> N consumers ---------------------------
-
-//! Boost's message_queue under a unique name, removed by the destructor (and before creating it:
-//! a leftover of a killed run).
-class BoostQueue {
- public:
-  BoostQueue(const std::string& name, std::size_t capacity, std::size_t message_size)
-      : name_(name), queue_(fresh(name_), name_.c_str(), capacity, message_size) {}
-  ~BoostQueue() { bip::message_queue::remove(name_.c_str()); }
-  BoostQueue(const BoostQueue&) = delete;
-  BoostQueue& operator=(const BoostQueue&) = delete;
-
-  void send(const void* p, std::size_t n) { queue_.send(p, n, 0); }
-  std::size_t receive(void* p, std::size_t n) {
-    bip::message_queue::size_type got;
-    unsigned prio;
-    queue_.receive(p, n, got, prio);
-    return static_cast<std::size_t>(got);
-  }
-  void put(long v) { send(&v, sizeof v); }
-  long get() {
-    long v;
-    receive(&v, sizeof v);
-    return v;
-  }
-
- private:
-  static bip::create_only_t fresh(const std::string& name) {
-    bip::message_queue::remove(name.c_str());
-    return bip::create_only;
-  }
-  std::string name_;
-  bip::message_queue queue_;
-};
 
 struct MultiprocLongQueue {
   mp::Queue<long> q{1024};

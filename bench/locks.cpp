@@ -2,6 +2,7 @@
 // uncontended lock + unlock (ns); multiproc's SharedValue and Mutex beside Boost's
 // interprocess_mutex and a plain process-shared pthread mutex.
 #include "harness.hpp"
+#include "peers.hpp"
 
 #include <multiproc/multiproc.hpp>
 
@@ -33,11 +34,6 @@ Result contention_multiproc(int procs) {
       procs, 10000000, [&] { counter.update([](long& v) { ++v; }); }, [&] { return counter.load(); });
 }
 
-struct BoostCounter {
-  bip::interprocess_mutex mutex;
-  long value = 0;
-};
-
 Result contention_boost(int procs) {
   auto* c = shared_new<BoostCounter>();
   Result r = contention_run(
@@ -51,19 +47,6 @@ Result contention_boost(int procs) {
   shared_delete(c);
   return r;
 }
-
-struct PthreadCounter {
-  pthread_mutex_t mutex;
-  long value = 0;
-  PthreadCounter() {
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutex_init(&mutex, &a);
-    pthread_mutexattr_destroy(&a);
-  }
-  ~PthreadCounter() { pthread_mutex_destroy(&mutex); }
-};
 
 Result contention_pthread(int procs) {
   // The bare limit: a plain (not robust) process-shared pthread mutex.

@@ -1,6 +1,7 @@
 // Queue scenarios: 8-byte items 1 -> 1 and 2 -> 2 (messages/s), strings 1 -> 1 (MB/s); multiproc's
 // Queue beside Boost.Interprocess's message_queue and a bare spinning SPSC ring.
 #include "harness.hpp"
+#include "peers.hpp"
 
 #include <multiproc/multiproc.hpp>
 
@@ -42,40 +43,6 @@ struct alignas(64) BareRing {
   }
 };
 
-// ---- Boost.Interprocess's message_queue, under a unique name removed by the destructor ------
-
-class BoostQueue {
- public:
-  BoostQueue(const char* what, std::size_t capacity, std::size_t message_size)
-      : name_(unique(what)), queue_(fresh(name_), name_.c_str(), capacity, message_size) {}
-  ~BoostQueue() { bip::message_queue::remove(name_.c_str()); }
-  BoostQueue(const BoostQueue&) = delete;
-  BoostQueue& operator=(const BoostQueue&) = delete;
-
-  void send(const void* p, std::size_t n) { queue_.send(p, n, 0); }
-  std::size_t receive(void* p, std::size_t n) {
-    bip::message_queue::size_type got;
-    unsigned prio;
-    queue_.receive(p, n, got, prio);
-    return static_cast<std::size_t>(got);
-  }
-  void put(long v) { send(&v, sizeof v); }
-  long get() {
-    long v;
-    receive(&v, sizeof v);
-    return v;
-  }
-
- private:
-  // Removes a leftover of a killed run first.
-  static bip::create_only_t fresh(const std::string& name) {
-    bip::message_queue::remove(name.c_str());
-    return bip::create_only;
-  }
-  std::string name_;
-  bip::message_queue queue_;
-};
-
 // ---- queue: 1 producer -> 1 consumer, 8-byte items -----------------------------------------
 
 template <class Put, class Get>
@@ -94,7 +61,7 @@ Result queue_spsc_multiproc() {
 }
 
 Result queue_spsc_boost() {
-  BoostQueue q("mq", 1024, sizeof(long));
+  BoostQueue q(unique("mq"), 1024, sizeof(long));
   return spsc_run(1000000, [&](long v) { q.put(v); }, [&] { return q.get(); });
 }
 
@@ -131,7 +98,7 @@ Result queue_mpmc_multiproc() {
 }
 
 Result queue_mpmc_boost() {
-  BoostQueue q("mq", 1024, sizeof(long));
+  BoostQueue q(unique("mq"), 1024, sizeof(long));
   return mpmc_run(300000, [&](long v) { q.put(v); }, [&] { return q.get(); });
 }
 
@@ -144,7 +111,7 @@ Result queue_strings_multiproc(std::size_t size, long n) {
 }
 
 Result queue_strings_boost(std::size_t size, long n) {
-  BoostQueue q("mqs", 256, size);
+  BoostQueue q(unique("mqs"), 256, size);
   const std::string msg(size, 'x');
   std::vector<char> buf(size);
   return bytes_run(size, n, [&] { q.send(msg.data(), size); },
