@@ -337,6 +337,24 @@ BOOST_AUTO_TEST_CASE(a_worker_killed_mid_chunk_of_a_placed_map_fails_the_map, *b
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_call_failed_by_a_death_finds_the_worker_already_replaced, *boost::unit_test::timeout(120)) {
+  // The BrokenPool of a death is delivered after the replacement is started: the caller it wakes
+  // finds the pool whole (and does not run while the manager forks).
+  mp::Pool pool(2);
+  for (int round = 0; round < 5; ++round) {
+    const auto before = pool.worker_pids();
+    BOOST_REQUIRE(before.size() == 2u);
+    BOOST_CHECK_THROW(pool.apply(kill_myself_on, 7L), mp::BrokenPool);
+    const auto after = pool.worker_pids();
+    BOOST_TEST(after.size() == 2u);
+    // One of the two is the dead one's replacement.
+    const auto kept = std::count_if(after.begin(), after.end(), [&](pid_t p) {
+      return std::find(before.begin(), before.end(), p) != before.end();
+    });
+    BOOST_TEST(kept == 1);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(terminate_during_a_burst_of_apply_async_ends_every_call, *boost::unit_test::timeout(120)) {
   // Threads keep submitting lone calls (straight to idle workers, or queued) and waiting for
   // them in every way while the pool is terminated: each call returns its right result or fails

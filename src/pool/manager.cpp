@@ -108,11 +108,11 @@ void PoolCore::handle_exit(std::size_t i) {
   if (w.started.load() > w.answered && !w.outstanding.empty()) {
     Sent running = std::move(w.outstanding.front());
     w.outstanding.pop_front();
-    std::string reply(kResultHeader, kStatusBroken);
-    reply += "multiproc::Pool: worker " + w.process->name() + " (pid " +
-             std::to_string(w.process->pid()) + ") " + describe_exit(code) +
-             " while running task " + std::to_string(running.index + 1) + " of a call";
-    deliver(running.job, running.index, reply);
+    running.message.assign(kResultHeader, kStatusBroken);  // now the reply
+    running.message += "multiproc::Pool: worker " + w.process->name() + " (pid " +
+                       std::to_string(w.process->pid()) + ") " + describe_exit(code) +
+                       " while running task " + std::to_string(running.index + 1) + " of a call";
+    deaths_.push_back(std::move(running));  // delivered after the replacement is started
   }
   if (!w.ready && !clean) ++early_deaths_;  // died before it was ready: its initializer failed
   std::deque<Sent> unstarted = std::move(w.outstanding);
@@ -214,7 +214,14 @@ void PoolCore::shut_down_workers(bool kill) {
   update_pids();
 }
 
+void PoolCore::deliver_deaths() {
+  std::vector<Sent> deaths;
+  deaths.swap(deaths_);
+  for (Sent& d : deaths) deliver(d.job, d.index, d.message);
+}
+
 void PoolCore::fail_everything(std::exception_ptr error) {
+  deliver_deaths();  // their own reason first
   std::deque<Pending> pending;
   {
     std::lock_guard<std::mutex> lock(m_);
@@ -328,6 +335,7 @@ void PoolCore::serve(std::unique_lock<std::mutex>& io) {
       }
     }
     if (replaced) update_pids();
+    deliver_deaths();
     bool outstanding = false;
     for (const Worker& w : workers_) outstanding = outstanding || !w.outstanding.empty();
     if (state == State::closing && !outstanding) {

@@ -194,6 +194,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void handle_result(Worker& w, std::string_view msg);
   void deliver(const std::shared_ptr<JobState>& job, std::size_t index, std::string_view reply);
   void handle_exit(std::size_t i);
+  void deliver_deaths();
   void shut_down_workers(bool kill);
   static void run_callbacks(JobState& job, std::vector<std::function<void(JobState&)>>& callbacks);
   void fail_everything(std::exception_ptr error);
@@ -224,6 +225,10 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::string scratch_;  // replies are read into this, reused (io_)
   BufferCache buffers_;  // task messages answered come back here for the next map's chunks
   std::deque<Sent> orphaned_;    // sent to workers shut down before their calls failed (io_)
+  // The failure replies of tasks whose worker died while running them (io_), delivered once the
+  // replacement is started (deliver_deaths), so that a caller woken by the failure finds the pool
+  // whole again, and does not run while the manager forks (an ASan runtime is not fork-safe).
+  std::vector<Sent> deaths_;
   int early_deaths_ = 0;
   Queue<char> kick_{64};
   std::mutex started_mutex_;
