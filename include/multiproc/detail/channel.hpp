@@ -424,14 +424,11 @@ class ChannelRef {
     // otherwise fell to a fifth of Boost's message_queue, which sleeps at once). Only then: a
     // yield costs a system call, and yielding in every long wait slowed a 2-process round trip.
     const int every = &s == &c_->space ? room_poll_interval() : 1;
-    for (int i = 1; i <= kChannelSpin; ++i) {
+    for (int i = 1; i <= kChannelPureSpin; ++i) {
       cpu_relax();
       if (i % every == 0 && ready()) return true;
-      if (i % kChannelYieldEvery == 0 && i >= kChannelPureSpin && cpus_oversubscribed()) {
-        yield_cpu();
-        if (ready()) return true;
-      }
     }
+    if (spin_yielding(every, ready)) return true;
     const int slot = register_sleeper(s, observer);
     // seq_cst: pairs with the waker's exchange; a waker that takes 0 came before this store,
     // and then our ready() below (after the heavy fence) sees what it published.
@@ -442,6 +439,20 @@ class ChannelRef {
     if (!ready()) in_time = sleep_on(s, epoch, deadline);
     unregister_sleeper(s, observer, slot);
     return in_time;
+  }
+  //! The rest of sleep_until's spin, yielding the CPU now and then; whether ready() came true.
+  //! Out of line: it is not the path of a partner that answers at once.
+  template <class Ready>
+  [[gnu::noinline, gnu::cold]] static bool spin_yielding(int every, Ready& ready) {
+    for (int i = kChannelPureSpin + 1; i <= kChannelSpin; ++i) {
+      cpu_relax();
+      if (i % every == 0 && ready()) return true;
+      if (i % kChannelYieldEvery == 0 && cpus_oversubscribed()) {
+        yield_cpu();
+        if (ready()) return true;
+      }
+    }
+    return false;
   }
   //! Counts a sleeper (seq_cst) and records its pid in a free slot; returns the slot or -1.
   static int register_sleeper(Signal& s, bool observer) noexcept;
