@@ -2,13 +2,9 @@
 #include <multiproc/detail/futex.hpp>
 
 #include <cerrno>
-#include <cstdlib>
-#include <cstring>
-#include <fcntl.h>
 #include <climits>
 #include <ctime>
 #include <linux/futex.h>
-#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -55,52 +51,5 @@ int futex_wake(const std::atomic<std::uint32_t>* word, int count) noexcept {
                             count, nullptr, nullptr, 0);
   return rc < 0 ? 0 : static_cast<int>(rc);
 }
-
-namespace {
-
-// Whether more threads are running than this process may use CPUs, sampled from /proc/loadavg's
-// "running/total" field at most every kOversubscriptionCheck (opening and reading it costs a few
-// microseconds; a sched_yield() costs a microsecond or more on a VM with page-table isolation, and
-// yielding in every long wait made a 2-process pipe round trip ~7 % slower on such a VM).
-constexpr std::int64_t kOversubscriptionCheck = 10'000'000;  // ns
-
-bool sample_oversubscribed() noexcept {
-  const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[128];
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  // "0.00 0.01 0.05 3/123 4567": the fourth field's numerator
-  const char* p = buf;
-  for (int field = 0; field < 3 && p != nullptr; ++field) {
-    p = std::strchr(p, ' ');
-    if (p != nullptr) ++p;
-  }
-  if (p == nullptr) return false;
-  const long running = std::strtol(p, nullptr, 10);
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  long cpus = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
-  if (cpus <= 0) cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-  return cpus > 0 && running > cpus;
-}
-
-}  // namespace
-
-bool cpus_oversubscribed() noexcept {
-  static std::atomic<std::int64_t> next_sample{0};
-  static std::atomic<bool> oversubscribed{false};
-  const std::int64_t now =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-  if (now >= next_sample.load(std::memory_order_relaxed)) {
-    next_sample.store(now + kOversubscriptionCheck, std::memory_order_relaxed);
-    oversubscribed.store(sample_oversubscribed(), std::memory_order_relaxed);
-  }
-  return oversubscribed.load(std::memory_order_relaxed);
-}
-
-void yield_cpu() noexcept { ::sched_yield(); }
 
 }  // namespace multiproc::detail

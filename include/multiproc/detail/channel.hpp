@@ -135,9 +135,7 @@ inline constexpr RecordHeader seal_record(std::uint64_t position, std::uint32_t 
 inline constexpr std::size_t kRecordHeader = sizeof(RecordHeader);
 inline constexpr std::size_t kRecordAlign = 8;
 
-inline constexpr int kChannelSpin = 2000;      // pauses a waiter spins before it sleeps
-inline constexpr int kChannelPureSpin = 256;   // of which the first ones without yielding
-inline constexpr int kChannelYieldEvery = 64;  // then a yield_cpu() every so many pauses
+inline constexpr int kChannelSpin = 2000;
 inline constexpr std::uint32_t kEndShared = 0;
 inline constexpr std::uint32_t kEndLeased = 1;
 
@@ -417,18 +415,11 @@ class ChannelRef {
     // but each look pulls the consumer's cursor line away from it, and looking at every pause
     // made a full queue move that line once per message — half the throughput of a queue whose
     // consumer is the slower side. Waits for data (latency) look at every pause.
-    //
-    // Past the first kChannelPureSpin pauses the partner is probably not running — maybe kept
-    // off the CPU by us and the other spinners, when threads outnumber CPUs — so then the spin
-    // yields the CPU every kChannelYieldEvery pauses (an N -> N queue on 2 CPUs with 8 processes
-    // otherwise fell to a fifth of Boost's message_queue, which sleeps at once). Only then: a
-    // yield costs a system call, and yielding in every long wait slowed a 2-process round trip.
     const int every = &s == &c_->space ? room_poll_interval() : 1;
-    for (int i = 1; i <= kChannelPureSpin; ++i) {
+    for (int i = 1; i <= kChannelSpin; ++i) {
       cpu_relax();
       if (i % every == 0 && ready()) return true;
     }
-    if (spin_yielding(every, ready)) return true;
     const int slot = register_sleeper(s, observer);
     // seq_cst: pairs with the waker's exchange; a waker that takes 0 came before this store,
     // and then our ready() below (after the heavy fence) sees what it published.
@@ -439,20 +430,6 @@ class ChannelRef {
     if (!ready()) in_time = sleep_on(s, epoch, deadline);
     unregister_sleeper(s, observer, slot);
     return in_time;
-  }
-  //! The rest of sleep_until's spin, yielding the CPU now and then; whether ready() came true.
-  //! Out of line: it is not the path of a partner that answers at once.
-  template <class Ready>
-  [[gnu::noinline, gnu::cold]] static bool spin_yielding(int every, Ready& ready) {
-    for (int i = kChannelPureSpin + 1; i <= kChannelSpin; ++i) {
-      cpu_relax();
-      if (i % every == 0 && ready()) return true;
-      if (i % kChannelYieldEvery == 0 && cpus_oversubscribed()) {
-        yield_cpu();
-        if (ready()) return true;
-      }
-    }
-    return false;
   }
   //! Counts a sleeper (seq_cst) and records its pid in a free slot; returns the slot or -1.
   static int register_sleeper(Signal& s, bool observer) noexcept;

@@ -46,14 +46,6 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-//! Gives the CPU to another runnable thread of this CPU, if there is one (sched_yield). A long
-//! spin calls it now and then while cpus_oversubscribed(): when more threads want to run than
-//! there are CPUs, the partner a spinner waits for may be the one it keeps off the CPU.
-void yield_cpu() noexcept;
-//! Whether more threads were running than this process has CPUs (its affinity mask), at a
-//! sample at most 10 ms old (/proc/loadavg). False where that cannot be read.
-bool cpus_oversubscribed() noexcept;
-
 //! now + d without overflow: a duration beyond ~30 years means "no deadline".
 template <class R, class P>
 Clock::time_point deadline_after(const std::chrono::duration<R, P>& d) {
