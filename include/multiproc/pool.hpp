@@ -32,11 +32,11 @@
 // the task's exception type and message; the worker carries on. A worker that dies while running a
 // task (SIGKILL, a crash, the OOM killer, exit() in the task) makes exactly the call it was
 // running fail with BrokenPool — within a few hundred milliseconds, never a hang — and is
-// replaced, before that call fails (when the BrokenPool reaches the caller, worker_pids() already
-// lists the replacement, unless it could not be started); tasks it had been sent but not started go to other workers, and a worker that dies
-// idle fails nothing (each worker records in shared memory which task it has started). Workers
-// that keep dying before they take any task (a failing initializer) break the pool: its calls fail
-// with BrokenPool. In imap, a task's error or a worker's death arrives at that task's place in the
+// replaced before that call fails (when the BrokenPool reaches the caller, worker_pids() already
+// lists the replacement, unless it could not be started); tasks it had been sent but not started
+// go to other workers, and a worker that dies idle fails nothing (each worker records in shared
+// memory which task it has started). Workers that keep dying before they take any task (a
+// failing initializer) break the pool: its calls fail with BrokenPool. In imap, a task's error or a worker's death arrives at that task's place in the
 // stream (after the results before it); an exception thrown by the input is rethrown after the
 // results of every item read before it.
 //
