@@ -36,9 +36,9 @@
 // lists the replacement, unless it could not be started); tasks it had been sent but not started
 // go to other workers, and a worker that dies idle fails nothing (each worker records in shared
 // memory which task it has started). Workers that keep dying before they take any task (a
-// failing initializer) break the pool: its calls fail with BrokenPool. In imap, a task's error or a worker's death arrives at that task's place in the
-// stream (after the results before it); an exception thrown by the input is rethrown after the
-// results of every item read before it.
+// failing initializer) break the pool: its calls fail with BrokenPool. In imap, a task's error or
+// a worker's death arrives at that task's place in the stream (after the results before it); an
+// exception thrown by the input is rethrown after the results of every item read before it.
 //
 // Every call ends: no call is ever left pending, whatever happens — terminate(), destroying the
 // pool, a broken pool, a failure inside the pool itself (its calls fail with BrokenPool) or a
