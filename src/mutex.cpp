@@ -161,7 +161,9 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
   // hammering one lock. Looking only every kPausesPerLook pauses keeps the line with the holder
   // in between; the whole spin is bounded (tens of microseconds), so an oversubscribed machine or
   // a long hold costs little more than before. (bench: lock_contention_*, curve_lock_procs.)
+  // A deadline ends the looks too: try_lock_for(0) or a passed deadline answers at once.
   for (int look = 0; look < kSpinLooks && (v & kTidMask) != 0 && (v & kTidMask) != mine; ++look) {
+    if (deadline != nullptr && Clock::now() >= *deadline) break;
     for (int i = 0; i < kPausesPerLook; ++i) cpu_relax();
     v = s->word.load(std::memory_order_relaxed);
   }
@@ -187,6 +189,11 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
       }
       ++s->depth;
       return true;
+    }
+    if (!waited && deadline != nullptr && Clock::now() >= *deadline) {
+      // Held, and the deadline has passed before this thread announced itself: fail without
+      // marking the word, which would cost the holder a futex_wake for nobody.
+      return false;
     }
     if ((v & kWaiters) == 0) {
       // Announce a sleeper and learn the state in one atomic step (as glibc's exchange(2)).

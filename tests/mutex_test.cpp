@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <linux/futex.h>
 #include <mutex>
 #include <optional>
 #include <pthread.h>
@@ -101,6 +102,37 @@ BOOST_AUTO_TEST_CASE(held_in_another_process_times_out_then_blocks, *boost::unit
   m.unlock();
   BOOST_REQUIRE(holder.join_for(30s));
   BOOST_TEST(*holder.exitcode() == 0);
+}
+
+// A zero or passed deadline is a try_lock that reports "held": it neither spins through the
+// contended wait's looks nor marks the word FUTEX_WAITERS, which would make every unlock of the
+// holder a futex_wake system call for nobody.
+BOOST_AUTO_TEST_CASE(a_passed_deadline_fails_at_once_without_marking_the_word, *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  Gate locked, release;
+  mp::Process holder([&] {
+    m.lock();
+    locked.signal();
+    release.wait();
+    m.unlock();
+  });
+  holder.start();
+  BOOST_REQUIRE(locked.wait());
+  const auto* state = static_cast<const mp::detail::MutexState*>(m.segment().body());
+  const auto past = std::chrono::steady_clock::now() - 1s;
+  int taken = 0;
+  for (int i = 0; i < 2000; ++i) {
+    if (m.try_lock_for(0ms)) ++taken;
+    if (m.try_lock_until(past)) ++taken;
+    if (m.try_lock_until(std::chrono::system_clock::now())) ++taken;
+  }
+  BOOST_TEST(taken == 0);
+  BOOST_TEST((state->word.load() & FUTEX_WAITERS) == 0u);
+  release.signal();
+  BOOST_REQUIRE(holder.join_for(30s));
+  BOOST_TEST(*holder.exitcode() == 0);
+  BOOST_TEST(m.try_lock_for(0ms));  // free now: a zero timeout still takes it
+  m.unlock();
 }
 
 BOOST_AUTO_TEST_CASE(mutual_exclusion_across_processes_gives_exact_sums, *boost::unit_test::timeout(120)) {

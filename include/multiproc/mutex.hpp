@@ -62,7 +62,8 @@ class MULTIPROC_CAPABILITY("mutex") RobustLock {
     return mutex_try_lock(h_.state(), h_.what());
   }
 
-  //! Returns: true if the lock was taken before the timeout / deadline passed.
+  //! Returns: true if the lock was taken before the timeout / deadline passed. A zero timeout or a
+  //! passed deadline answers at once, as try_lock() does (no spin, no mark on the lock word).
   //! Throws: Error(errc::would_deadlock) if the calling thread already holds a Mutex.
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const
