@@ -232,8 +232,17 @@ bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
   }
 }
 
-bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned char* src,
-                std::vector<std::byte>& out) {
+namespace {
+
+template <class Buffer>
+void append_bytes(Buffer& out, const unsigned char* p, std::size_t n) {
+  using C = typename Buffer::value_type;
+  out.insert(out.end(), reinterpret_cast<const C*>(p), reinterpret_cast<const C*>(p + n));
+}
+
+template <class Buffer>
+bool take_large_into(const ChannelRef& ch, const RecordHeader& first, const unsigned char* src,
+                     Buffer& out) {
   if (first.type != kRecordFirst) {
     // Middle or Last chunks whose First a dead consumer took (or a Pipe-style abort): skip.
     ch.consume(first);
@@ -256,8 +265,7 @@ bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned 
   // the First chunk announces (reserved up to kLargeReserve only; a reservation touches no page).
   out.clear();
   out.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(total, kLargeReserve)));
-  out.insert(out.end(), reinterpret_cast<const std::byte*>(src + sizeof total),
-             reinterpret_cast<const std::byte*>(src + sizeof total + got0));
+  append_bytes(out, src + sizeof total, static_cast<std::size_t>(got0));
   ch.consume(first);
   std::uint64_t got = got0;
   bool idle = false;  // slept without data arriving: time to ask whether the sender lives
@@ -272,8 +280,7 @@ bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned 
           out.clear();
           throw_corrupt_record(ch.what(), "a streamed message does not match its length");
         }
-        out.insert(out.end(), reinterpret_cast<const std::byte*>(p),
-                   reinterpret_cast<const std::byte*>(p + h.length));
+        append_bytes(out, p, h.length);
         got += h.length;
         ch.consume(h);
         if (h.type == kRecordLast) return true;
@@ -296,6 +303,18 @@ bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned 
                    [&] { return ch.data_hint() || ch.shut_down_immediately(); }, nullptr);
     idle = true;
   }
+}
+
+}  // namespace
+
+bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned char* src,
+                std::vector<std::byte>& out) {
+  return take_large_into(ch, first, src, out);
+}
+
+bool take_large(const ChannelRef& ch, const RecordHeader& first, const unsigned char* src,
+                std::string& out) {
+  return take_large_into(ch, first, src, out);
 }
 
 }  // namespace detail

@@ -263,6 +263,24 @@ struct Codec<std::vector<U, Alloc>, std::enable_if_t<detail::is_plain_v<U> && !s
   }
 };
 
+namespace detail {
+//! Whether T's codec (one of the two above) encodes it as its own contiguous bytes: a message too
+//! large for one record then streams straight from the object, without an encoded copy.
+template <class T>
+struct raw_encoding : std::false_type {};
+template <class Traits, class Alloc>
+struct raw_encoding<std::basic_string<char, Traits, Alloc>> : std::true_type {};
+template <class U, class Alloc>
+struct raw_encoding<std::vector<U, Alloc>>
+    : std::bool_constant<is_plain_v<U> && !std::is_same_v<U, bool>> {};
+template <class T>
+inline constexpr bool raw_encoding_v = raw_encoding<T>::value;
+template <class T>
+const std::byte* raw_bytes(const T& v) noexcept {
+  return reinterpret_cast<const std::byte*>(v.data());
+}
+}  // namespace detail
+
 // ---------------------------------------------------------------------------------------------
 // Composite encodings: fields one after the other; a field without a fixed size is preceded by
 // its length (8 bytes, little-endian as in memory).

@@ -226,6 +226,10 @@ class QueueBase {
   // streamed. Out of line from put_impl: the common path stays small.
   bool put_large_impl(const T& v, std::size_t n, const Clock::time_point* deadline,
                       bool wait) const {
+    if constexpr (detail::raw_encoding_v<T>) {
+      // Its encoding is its own bytes (a string, a vector of plain values): streamed from it.
+      return put_large(ch_, detail::raw_bytes(v), n, deadline, wait);
+    }
     std::vector<std::byte> buffer(n);
     Codec<T>::encode(v, buffer.data());
     return put_large(ch_, buffer.data(), n, deadline, wait);
@@ -337,7 +341,9 @@ class QueueBase {
             throw;
           }
           if (h.type != kRecordWhole) {  // streamed in chunks: assembled out of line
-            std::vector<std::byte> buffer;
+            // A std::string is its bytes: assembled in place and returned as it is.
+            std::conditional_t<std::is_same_v<T, std::string>, std::string, std::vector<std::byte>>
+                buffer;
             bool whole;
             try {
               whole = take_large(ch_, h, src, buffer);
@@ -347,7 +353,11 @@ class QueueBase {
             }
             ch_.release(end, t);
             if (!whole) continue;  // remains of a message whose reader died: look again
-            out.emplace(Codec<T>::decode(buffer.data(), buffer.size()));
+            if constexpr (std::is_same_v<T, std::string>) {
+              out.emplace(std::move(buffer));
+            } else {
+              out.emplace(Codec<T>::decode(buffer.data(), buffer.size()));
+            }
             return out;
           }
           try {

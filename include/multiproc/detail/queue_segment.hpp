@@ -54,6 +54,10 @@ bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
 //! skipped with what was published after it: see channel.hpp; the next get goes on).
 bool take_large(const ChannelRef& ch, const RecordHeader& h, const unsigned char* src,
                 std::vector<std::byte>& out);
+//! The same, assembling the bytes into a string: a Queue<std::string> (whose encoding is its
+//! characters) returns it as it is, without a decoded copy.
+bool take_large(const ChannelRef& ch, const RecordHeader& h, const unsigned char* src,
+                std::string& out);
 //! The capacity an unbounded queue (capacity 0) gets, for records of `record_size` (0: variable).
 std::uint64_t unbounded_capacity(std::uint32_t record_size) noexcept;
 
