@@ -143,11 +143,6 @@ ChannelRef::ChannelRef(ChannelState* c, std::uint64_t span, const std::string* w
   record_size_ = record_size;
 }
 
-std::size_t ChannelRef::max_record_payload() const noexcept {
-  // A record and the skip in front of it must fit in an empty ring: its span is at most half.
-  return static_cast<std::size_t>(rb_ / 2 - kRecordHeader);
-}
-
 // ---- cursors from the other end ----------------------------------------------------------------
 
 bool ChannelRef::cursors_plausible(std::uint64_t head, std::uint64_t tail) const noexcept {

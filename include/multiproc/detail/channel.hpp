@@ -134,6 +134,10 @@ inline constexpr RecordHeader seal_record(std::uint64_t position, std::uint32_t 
 }
 inline constexpr std::size_t kRecordHeader = sizeof(RecordHeader);
 inline constexpr std::size_t kRecordAlign = 8;
+//! Record bytes a variable payload of n bytes occupies (header + payload + padding).
+inline std::size_t record_span(std::size_t n) noexcept {
+  return kRecordHeader + (n + kRecordAlign - 1) / kRecordAlign * kRecordAlign;
+}
 
 inline constexpr int kChannelSpin = 2000;
 inline constexpr std::uint32_t kEndShared = 0;
@@ -286,7 +290,10 @@ class ChannelRef {
     return static_cast<std::uint64_t>(ring_ - reinterpret_cast<unsigned char*>(c_));
   }
   //! Largest payload one record can carry (variable records).
-  std::size_t max_record_payload() const noexcept;
+  std::size_t max_record_payload() const noexcept {
+    // A record and the skip in front of it must fit in an empty ring: its span is at most half.
+    return static_cast<std::size_t>(rb_ / 2 - kRecordHeader);
+  }
 
   // ---- ends -------------------------------------------------------------------------------
   //! Takes an end, waiting (up to the deadline) for a revoked lease or the mutex. A deadline of
@@ -312,10 +319,18 @@ class ChannelRef {
   //! ours, or further behind than the ring or the capacity allow; nothing is changed), or when
   //! our own cursor is misaligned (it is realigned: the next call works).
   bool has_room(std::size_t n) const {
-    if (record_size_ != 0) {  // fixed records: the count is the only limit
-      EndState& p = c_->producer;
-      const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
-      if (records_between(p.other, tail) < capacity_) return true;
+    EndState& p = c_->producer;
+    const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+    if (records_between(p.other, tail) < capacity_) {
+      if (record_size_ != 0) return true;  // fixed records: the count is the only limit
+      // Variable records: room before the cached consumer cursor, as has_room_slow's first
+      // question (a misaligned cursor goes there to be realigned).
+      if ((tail & (kRecordAlign - 1)) == 0) {
+        const std::uint64_t off = cursor_bytes(tail) & (rb_ - 1);
+        std::uint64_t need = record_span(n);
+        if (off + need > rb_) need += rb_ - off;  // a skip to the end first
+        if (bytes_between(p.other, tail) + need <= rb_) return true;
+      }
     }
     return has_room_slow(n);
   }
@@ -549,10 +564,5 @@ class ChannelRef {
 //! Error(errc::corrupt): a record of `what` whose contents contradict its header (the record
 //! has been consumed: the next get goes on after it).
 [[noreturn]] void throw_corrupt_record(const std::string& what, const std::string& problem);
-
-//! Record bytes a variable payload of n bytes occupies (header + payload + padding).
-inline std::size_t record_span(std::size_t n) noexcept {
-  return kRecordHeader + (n + kRecordAlign - 1) / kRecordAlign * kRecordAlign;
-}
 
 }  // namespace multiproc::detail
