@@ -112,6 +112,7 @@ void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capac
   c->record_size = record_size;
   mutex_init(&c->producer.lock, false, what + " (producer end)");
   mutex_init(&c->consumer.lock, false, what + " (consumer end)");
+  c->producer.cpu.store(-1, std::memory_order_relaxed);  // no producer has published yet
   // Everything else starts at zero: shared mode, empty ring, not closed.
 }
 
@@ -384,6 +385,7 @@ unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const {
 void ChannelRef::publish(std::size_t /*n*/) const noexcept {
   EndState& p = c_->producer;
   const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+  if (tls_waited) note_cpu(p);
   // release: pairs with the consumer's acquire load of the producer cursor; publishes the record.
   p.cursor.store(p.pending, std::memory_order_release);
   // Refresh the 64-bit count when the 24-bit one crossed a multiple of kPutsRefresh.

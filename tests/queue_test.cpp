@@ -791,6 +791,64 @@ BOOST_AUTO_TEST_CASE(consumer_killed_while_asleep_is_taken_off_the_sleeper_count
   BOOST_TEST(data.waiters.load() == 0u);  // healed by the wakers that found nobody
 }
 
+// A consumer waiting for data does not spin while the producer last published on its own CPU
+// (it would only keep that producer from running): the producer end records the CPU of a
+// producer that publishes after a wait. Here a child pinned to each CPU in turn answers a
+// request; the reply queue's producer end then names that CPU. And a ping-pong with both
+// processes on one CPU gets every reply, in order.
+BOOST_AUTO_TEST_CASE(a_producer_answering_after_a_wait_records_its_cpu, *boost::unit_test::timeout(120)) {
+  cpu_set_t allowed;
+  BOOST_REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c) {
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  }
+  for (const int cpu : cpus) {
+    mp::Queue<long> request(4), reply(4);
+    BOOST_TEST(reply.channel().state()->producer.cpu.load() == -1);  // nobody published yet
+    mp::Process child([request, reply, cpu] {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      if (::sched_setaffinity(0, sizeof one, &one) != 0) return 3;
+      reply.put(request.get() + 1);  // waits (the parent has not put yet), then publishes
+      return 0;
+    });
+    child.start();
+    BOOST_REQUIRE(wait_until_in_futex(child.pid()));
+    request.put(41);
+    BOOST_TEST(reply.get() == 42);
+    BOOST_REQUIRE(child.join_for(30s));
+    BOOST_TEST(*child.exitcode() == 0);
+    BOOST_TEST(reply.channel().state()->producer.cpu.load() == cpu);
+  }
+
+  // Both on the first CPU: 5,000 round trips, each checked.
+  mp::Queue<long> ping(4), pong(4);
+  const int first = cpus.front();
+  CHECK_CHILD([ping, pong, first] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    if (::sched_setaffinity(0, sizeof one, &one) != 0) return 3;
+    mp::Process echo([ping, pong] {
+      for (long i = 0; i < 5000; ++i) pong.put(ping.get());
+    });
+    echo.start();
+    const double cpu0 = cpu_seconds();
+    const auto start = std::chrono::steady_clock::now();
+    long wrong = 0;
+    for (long i = 0; i < 5000; ++i) {
+      ping.put(i);
+      wrong += pong.get() != i;
+    }
+    std::fprintf(stderr, "5000 round trips on one CPU: %.3f s wall, %.3f s CPU (this side)\n",
+                 seconds_since(start), cpu_seconds() - cpu0);
+    if (!echo.join_for(30s) || *echo.exitcode() != 0) return 2;
+    return wrong == 0 ? 0 : 1;
+  }, 90s);
+}
+
 BOOST_AUTO_TEST_CASE(every_sleeping_consumer_is_woken_by_its_own_put, *boost::unit_test::timeout(60)) {
   // A waker that finds a sleeper takes Signal::asleep and wakes one; with more asleep it must
   // set it again, or the next puts would skip the system call and leave the others asleep

@@ -170,6 +170,9 @@ struct HolderSlot {
 //   open_message  producer end: kOpenStreaming while a chunked message is half sent,
 //               kOpenAbandoned when its sender gave up; written by the owner (release, after
 //               the chunks it covers), read by consumers (acquire) to tell a dead message
+//   cpu         producer end: the CPU its owner ran on when it published after a wait
+//               (current_cpu(), see note_cpu); a consumer waiting for data does not spin while
+//               that is its own CPU. -1 (or garbage: only the spin depends on it) when unknown
 //   slots       the threads that hold or held the lease (see HolderSlot)
 struct alignas(kCacheLine) EndState {
   std::atomic<std::uint32_t> mode;
@@ -182,6 +185,7 @@ struct alignas(kCacheLine) EndState {
   std::uint64_t other;
   std::uint64_t pending;
   std::atomic<std::uint32_t> open_message;
+  std::atomic<std::int32_t> cpu;  // where the owner last published (-1 or garbage: unknown)
   alignas(kCacheLine) HolderSlot slots[kHolderSlots];
 };
 
@@ -252,6 +256,10 @@ std::uint64_t ring_bytes_for(std::uint64_t capacity, std::uint32_t record_size,
 //! Initialises a zero-filled ChannelState whose ring starts `ring_offset` bytes after it.
 void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capacity,
                   std::uint32_t record_size, std::uint64_t ring_offset, const std::string& what);
+
+//! Set when this thread enters a wait on a channel; its next publish records its CPU in the
+//! producer end (ChannelRef::note_cpu) and clears it.
+inline thread_local bool tls_waited = true;
 
 //! How fast paths order a store before a load: with membarrier(GLOBAL_EXPEDITED) registered,
 //! a compiler barrier (the slow side pays with a membarrier); otherwise a full fence.
@@ -359,6 +367,7 @@ class ChannelRef {
       copy_wrapped_in(off, bytes, size);
     }
     const std::uint64_t next = make_cursor(cursor_records(tail) + 1, cursor_bytes(tail) + size);
+    if (tls_waited) note_cpu(p);
     // release: pairs with the consumer's acquire load of the producer cursor; publishes it.
     p.cursor.store(next, std::memory_order_release);
     if ((cursor_records(next) & (kPutsRefresh - 1)) == 0) refresh_puts(next);
@@ -430,8 +439,17 @@ class ChannelRef {
     // but each look pulls the consumer's cursor line away from it, and looking at every pause
     // made a full queue move that line once per message — half the throughput of a queue whose
     // consumer is the slower side. Waits for data (latency) look at every pause.
+    //
+    // Not while the other end last worked on this thread's own CPU: then it most likely waits
+    // for this very CPU (more threads than CPUs, or a process pinned with taskset), and spinning
+    // would only keep it from answering. That was a Manager with two clients on two CPUs —
+    // four threads taking turns burning 40 us spins — slower than Python's. Looked at again
+    // every 256 pauses: a partner may move.
+    tls_waited = true;
     const int every = &s == &c_->space ? room_poll_interval() : 1;
+    const EndState* other = &s == &c_->data ? &c_->producer : nullptr;
     for (int i = 1; i <= kChannelSpin; ++i) {
+      if ((i & 255) == 1 && other != nullptr && on_my_cpu(*other)) break;
       cpu_relax();
       if (i % every == 0 && ready()) return true;
     }
@@ -445,6 +463,22 @@ class ChannelRef {
     if (!ready()) in_time = sleep_on(s, epoch, deadline);
     unregister_sleeper(s, observer, slot);
     return in_time;
+  }
+  //! Records in the producer end `e` (owned by the caller) the CPU the caller runs on; a store
+  //! only when it moved, which is seldom. Called for the first publish after a wait (tls_waited):
+  //! a thread that streams without waiting pays nothing, and one that answers after each wait (a
+  //! server, a pool worker, a client) keeps it current — a thread mostly moves to another CPU
+  //! when it wakes. Consumers do not record theirs: a producer waiting for room always spins (a
+  //! full ring means the consumer has work, and runs).
+  static void note_cpu(EndState& e) noexcept {
+    tls_waited = false;
+    const std::int32_t cpu = current_cpu();
+    if (e.cpu.load(std::memory_order_relaxed) != cpu) e.cpu.store(cpu, std::memory_order_relaxed);
+  }
+  //! Whether the owner of end `e` last moved its cursor on the calling thread's CPU.
+  static bool on_my_cpu(const EndState& e) noexcept {
+    const std::int32_t mine = current_cpu();
+    return mine >= 0 && e.cpu.load(std::memory_order_relaxed) == mine;
   }
   //! Counts a sleeper (seq_cst) and records its pid in a free slot; returns the slot or -1.
   static int register_sleeper(Signal& s, bool observer) noexcept;

@@ -5,7 +5,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+// glibc's restartable-sequences registration (<sys/rseq.h> declares them too, with the whole
+// kernel ABI, which a public header need not pull in): read by current_cpu().
+extern "C" const std::ptrdiff_t __rseq_offset;
+extern "C" const unsigned int __rseq_size;
+#endif
 
 namespace multiproc::detail {
 
@@ -43,6 +51,23 @@ inline void cpu_relax() noexcept {
   __builtin_ia32_pause();
 #elif defined(__aarch64__)
   asm volatile("yield" ::: "memory");
+#endif
+}
+
+//! The CPU the calling thread runs on, from the restartable-sequences area glibc (2.35 on)
+//! registers for every thread and the kernel keeps current: one thread-local load, no system
+//! call. -1 when unknown (no rseq: an older glibc, or glibc.pthread.rseq=0).
+inline std::int32_t current_cpu() noexcept {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35)) && \
+    (defined(__x86_64__) || defined(__aarch64__))
+  if (__rseq_size == 0) return -1;
+  // struct rseq (linux/rseq.h) begins with u32 cpu_id_start, u32 cpu_id: a stable ABI.
+  const auto* area = static_cast<const char*>(__builtin_thread_pointer()) + __rseq_offset;
+  const std::int32_t cpu =
+      reinterpret_cast<const std::atomic<std::int32_t>*>(area + 4)->load(std::memory_order_relaxed);
+  return cpu >= 0 ? cpu : -1;
+#else
+  return -1;
 #endif
 }
 
