@@ -797,6 +797,10 @@ BOOST_AUTO_TEST_CASE(consumer_killed_while_asleep_is_taken_off_the_sleeper_count
 // request; the reply queue's producer end then names that CPU. And a ping-pong with both
 // processes on one CPU gets every reply, in order.
 BOOST_AUTO_TEST_CASE(a_producer_answering_after_a_wait_records_its_cpu, *boost::unit_test::timeout(120)) {
+  if (mp::detail::current_cpu() < 0) {  // no rseq area (glibc < 2.35, glibc.pthread.rseq=0)
+    BOOST_TEST_MESSAGE("skipped: this process cannot tell its CPU cheaply");
+    return;
+  }
   cpu_set_t allowed;
   BOOST_REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
   std::vector<int> cpus;

@@ -227,6 +227,7 @@ struct Codec<E, std::enable_if_t<std::is_enum_v<E> && (detail::has_enum_range<E>
 template <class Traits, class Alloc>
 struct Codec<std::basic_string<char, Traits, Alloc>> {
   using S = std::basic_string<char, Traits, Alloc>;
+  static constexpr bool encodes_own_bytes = true;  // see detail::raw_encoding
   static std::size_t size(const S& s) noexcept { return s.size(); }
   static void encode(const S& s, std::byte* out) noexcept {
     s.copy(reinterpret_cast<char*>(out), s.size());
@@ -240,6 +241,7 @@ struct Codec<std::basic_string<char, Traits, Alloc>> {
 template <class U, class Alloc>
 struct Codec<std::vector<U, Alloc>, std::enable_if_t<detail::is_plain_v<U> && !std::is_same_v<U, bool>>> {
   using V = std::vector<U, Alloc>;
+  static constexpr bool encodes_own_bytes = true;  // see detail::raw_encoding
   static std::size_t size(const V& v) noexcept { return v.size() * sizeof(U); }
   static void encode(const V& v, std::byte* out) noexcept {
 #if defined(__GNUC__) && !defined(__clang__)
@@ -264,15 +266,15 @@ struct Codec<std::vector<U, Alloc>, std::enable_if_t<detail::is_plain_v<U> && !s
 };
 
 namespace detail {
-//! Whether T's codec (one of the two above) encodes it as its own contiguous bytes: a message too
-//! large for one record then streams straight from the object, without an encoded copy.
-template <class T>
+//! Whether the codec T gets (one of the two above, which say so with encodes_own_bytes) encodes
+//! it as its own contiguous bytes, data() .. data() + size(): a message too large for one record
+//! then streams straight from the object, without an encoded copy. A codec of the user's, also
+//! one specialized for such a type, is always used as written.
+template <class T, class = void>
 struct raw_encoding : std::false_type {};
-template <class Traits, class Alloc>
-struct raw_encoding<std::basic_string<char, Traits, Alloc>> : std::true_type {};
-template <class U, class Alloc>
-struct raw_encoding<std::vector<U, Alloc>>
-    : std::bool_constant<is_plain_v<U> && !std::is_same_v<U, bool>> {};
+template <class T>
+struct raw_encoding<T, std::void_t<decltype(Codec<T>::encodes_own_bytes)>>
+    : std::bool_constant<Codec<T>::encodes_own_bytes> {};
 template <class T>
 inline constexpr bool raw_encoding_v = raw_encoding<T>::value;
 template <class T>

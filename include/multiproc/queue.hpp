@@ -222,8 +222,9 @@ class QueueBase {
     }
   }
 
-  // A message larger than a record: encoded aside (an encoder that throws puts nothing), then
-  // streamed. Out of line from put_impl: the common path stays small.
+  // A message larger than a record: streamed from the object itself when its encoding is its own
+  // bytes (a string, a vector of plain values), else encoded aside (an encoder that throws puts
+  // nothing) and streamed. Out of line from put_impl: the common path stays small.
   bool put_large_impl(const T& v, std::size_t n, const Clock::time_point* deadline,
                       bool wait) const {
     if constexpr (detail::raw_encoding_v<T>) {
@@ -342,8 +343,8 @@ class QueueBase {
           }
           if (h.type != kRecordWhole) {  // streamed in chunks: assembled out of line
             // A std::string is its bytes: assembled in place and returned as it is.
-            std::conditional_t<std::is_same_v<T, std::string>, std::string, std::vector<std::byte>>
-                buffer;
+            constexpr bool in_place = std::is_same_v<T, std::string> && detail::raw_encoding_v<T>;
+            std::conditional_t<in_place, std::string, std::vector<std::byte>> buffer;
             bool whole;
             try {
               whole = take_large(ch_, h, src, buffer);
@@ -353,7 +354,7 @@ class QueueBase {
             }
             ch_.release(end, t);
             if (!whole) continue;  // remains of a message whose reader died: look again
-            if constexpr (std::is_same_v<T, std::string>) {
+            if constexpr (in_place) {
               out.emplace(std::move(buffer));
             } else {
               out.emplace(Codec<T>::decode(buffer.data(), buffer.size()));

@@ -189,6 +189,10 @@ struct alignas(kCacheLine) EndState {
   alignas(kCacheLine) HolderSlot slots[kHolderSlots];
 };
 
+static_assert(offsetof(EndState, cpu) + sizeof(EndState::cpu) <= offsetof(EndState, slots) &&
+                  offsetof(EndState, slots) - offsetof(EndState, cursor) == kCacheLine,
+              "EndState: cpu shares the cursor's cache line");
+
 //! Whether the thread of a holder slot still runs (and its process is the one that claimed it).
 bool holder_slot_alive(const HolderSlot& h) noexcept;
 
@@ -259,7 +263,7 @@ void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capac
 
 //! Set when this thread enters a wait on a channel; its next publish records its CPU in the
 //! producer end (ChannelRef::note_cpu) and clears it.
-inline thread_local bool tls_waited = true;
+MULTIPROC_PROCESS_WIDE inline thread_local bool tls_waited = true;
 
 //! How fast paths order a store before a load: with membarrier(GLOBAL_EXPEDITED) registered,
 //! a compiler barrier (the slow side pays with a membarrier); otherwise a full fence.

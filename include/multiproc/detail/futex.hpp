@@ -8,11 +8,19 @@
 #include <cstddef>
 #include <cstdint>
 
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
-// glibc's restartable-sequences registration (<sys/rseq.h> declares them too, with the whole
-// kernel ABI, which a public header need not pull in): read by current_cpu().
-extern "C" const std::ptrdiff_t __rseq_offset;
-extern "C" const unsigned int __rseq_size;
+// glibc (2.35 on) registers a restartable-sequences area for every thread and says where it is
+// in __rseq_offset / __rseq_size (read by current_cpu()).
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35)) && \
+    defined(__has_include) && (defined(__x86_64__) || defined(__aarch64__))
+#if __has_include(<sys/rseq.h>)
+#include <sys/rseq.h>
+#define MULTIPROC_HAVE_RSEQ 1
+#endif
+#endif
+#if defined(MULTIPROC_HAVE_RSEQ) && defined(__has_builtin)
+#if !__has_builtin(__builtin_thread_pointer)
+#undef MULTIPROC_HAVE_RSEQ
+#endif
 #endif
 
 namespace multiproc::detail {
@@ -58,13 +66,13 @@ inline void cpu_relax() noexcept {
 //! registers for every thread and the kernel keeps current: one thread-local load, no system
 //! call. -1 when unknown (no rseq: an older glibc, or glibc.pthread.rseq=0).
 inline std::int32_t current_cpu() noexcept {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35)) && \
-    (defined(__x86_64__) || defined(__aarch64__))
+#if defined(MULTIPROC_HAVE_RSEQ)
   if (__rseq_size == 0) return -1;
-  // struct rseq (linux/rseq.h) begins with u32 cpu_id_start, u32 cpu_id: a stable ABI.
-  const auto* area = static_cast<const char*>(__builtin_thread_pointer()) + __rseq_offset;
-  const std::int32_t cpu =
-      reinterpret_cast<const std::atomic<std::int32_t>*>(area + 4)->load(std::memory_order_relaxed);
+  // The kernel writes cpu_id (a u32 of struct rseq) on every return to this thread.
+  const auto* area = reinterpret_cast<const struct rseq*>(
+      static_cast<const char*>(__builtin_thread_pointer()) + __rseq_offset);
+  const auto cpu = static_cast<std::int32_t>(__atomic_load_n(
+      static_cast<const volatile std::uint32_t*>(&area->cpu_id), __ATOMIC_RELAXED));
   return cpu >= 0 ? cpu : -1;
 #else
   return -1;
