@@ -27,6 +27,21 @@ int die_holding(const mp::Mutex& m) {
   });
 }
 
+// A child process that takes m, says so through `locked`, and holds it until `release`.
+struct HeldElsewhere {
+  explicit HeldElsewhere(const mp::Mutex& m)
+      : holder([this, m] {
+          m.lock();
+          locked.signal();
+          release.wait();
+          m.unlock();
+        }) {
+    holder.start();
+  }
+  Gate locked, release;
+  mp::Process holder;
+};
+
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(mutex, Clean)
@@ -79,15 +94,8 @@ BOOST_AUTO_TEST_CASE(unlock_by_a_non_owner_throws, *boost::unit_test::timeout(60
 
 BOOST_AUTO_TEST_CASE(held_in_another_process_times_out_then_blocks, *boost::unit_test::timeout(60)) {
   mp::Mutex m;
-  Gate locked, release;
-  mp::Process holder([&] {
-    m.lock();
-    locked.signal();
-    release.wait();
-    m.unlock();
-  });
-  holder.start();
-  BOOST_REQUIRE(locked.wait());
+  HeldElsewhere held(m);
+  BOOST_REQUIRE(held.locked.wait());
   BOOST_TEST(!m.try_lock());
   auto start = std::chrono::steady_clock::now();
   BOOST_TEST(!m.try_lock_for(100ms));
@@ -96,12 +104,12 @@ BOOST_AUTO_TEST_CASE(held_in_another_process_times_out_then_blocks, *boost::unit
   start = std::chrono::steady_clock::now();
   BOOST_TEST(!m.try_lock_until(std::chrono::system_clock::now() + 50ms));
   BOOST_TEST(seconds_since(start) >= 0.049);
-  release.signal();
+  held.release.signal();
   m.lock();  // blocks until the holder unlocks
   BOOST_TEST(!m.previous_owner_died());
   m.unlock();
-  BOOST_REQUIRE(holder.join_for(30s));
-  BOOST_TEST(*holder.exitcode() == 0);
+  BOOST_REQUIRE(held.holder.join_for(30s));
+  BOOST_TEST(*held.holder.exitcode() == 0);
 }
 
 // A zero or passed deadline is a try_lock that reports "held": it neither spins through the
@@ -109,15 +117,8 @@ BOOST_AUTO_TEST_CASE(held_in_another_process_times_out_then_blocks, *boost::unit
 // holder a futex_wake system call for nobody.
 BOOST_AUTO_TEST_CASE(a_passed_deadline_fails_at_once_without_marking_the_word, *boost::unit_test::timeout(60)) {
   mp::Mutex m;
-  Gate locked, release;
-  mp::Process holder([&] {
-    m.lock();
-    locked.signal();
-    release.wait();
-    m.unlock();
-  });
-  holder.start();
-  BOOST_REQUIRE(locked.wait());
+  HeldElsewhere held(m);
+  BOOST_REQUIRE(held.locked.wait());
   const auto* state = static_cast<const mp::detail::MutexState*>(m.segment().body());
   const auto past = std::chrono::steady_clock::now() - 1s;
   int taken = 0;
@@ -128,9 +129,9 @@ BOOST_AUTO_TEST_CASE(a_passed_deadline_fails_at_once_without_marking_the_word, *
   }
   BOOST_TEST(taken == 0);
   BOOST_TEST((state->word.load() & FUTEX_WAITERS) == 0u);
-  release.signal();
-  BOOST_REQUIRE(holder.join_for(30s));
-  BOOST_TEST(*holder.exitcode() == 0);
+  held.release.signal();
+  BOOST_REQUIRE(held.holder.join_for(30s));
+  BOOST_TEST(*held.holder.exitcode() == 0);
   BOOST_TEST(m.try_lock_for(0ms));  // free now: a zero timeout still takes it
   m.unlock();
 }
