@@ -853,6 +853,33 @@ BOOST_AUTO_TEST_CASE(a_producer_answering_after_a_wait_records_its_cpu, *boost::
   }, 90s);
 }
 
+// EndState::cpu decides only how long a consumer spins: whatever a scribbler writes there (the
+// consumer's own CPU, so it never spins; nonsense; a CPU that does not exist), every message
+// still arrives, in order, across processes.
+BOOST_AUTO_TEST_CASE(a_scribbled_producer_cpu_costs_only_spin, *boost::unit_test::timeout(120)) {
+  const std::int32_t values[] = {mp::detail::current_cpu(), -7, INT32_MAX, 0};
+  for (const std::int32_t scribbled : values) {
+    mp::Queue<long> ping(4), pong(4);
+    auto& cpu = pong.channel().state()->producer.cpu;
+    mp::Process echo([ping, pong, &cpu, scribbled] {
+      for (long i = 0; i < 2000; ++i) {
+        const long v = ping.get();
+        pong.put(v);
+        cpu.store(scribbled);  // after every publish: the consumer always reads the scribble
+      }
+    });
+    echo.start();
+    long wrong = 0;
+    for (long i = 0; i < 2000; ++i) {
+      ping.put(i);
+      wrong += pong.get() != i;
+    }
+    BOOST_REQUIRE(echo.join_for(60s));
+    BOOST_TEST(*echo.exitcode() == 0);
+    BOOST_TEST(wrong == 0, "scribbled cpu " << scribbled);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(every_sleeping_consumer_is_woken_by_its_own_put, *boost::unit_test::timeout(60)) {
   // A waker that finds a sleeper takes Signal::asleep and wakes one; with more asleep it must
   // set it again, or the next puts would skip the system call and leave the others asleep
