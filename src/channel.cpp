@@ -167,7 +167,8 @@ void ChannelRef::realign_producer(std::uint64_t tail) const {
   // bytes skipped hold no header a consumer can believe: it will skip them as damaged.
   const std::uint64_t bytes = (cursor_bytes(tail) + kRecordAlign - 1) & ~(kRecordAlign - 1);
   // release: pairs with the consumer's acquire load of the producer cursor.
-  c_->producer.cursor.store(make_cursor(cursor_records(tail), bytes), std::memory_order_release);
+  c_->producer.mine = make_cursor(cursor_records(tail), bytes);
+  c_->producer.cursor.store(c_->producer.mine, std::memory_order_release);
   notify(c_->data, 1);
   throw Error(errc::corrupt, *what_ + ": its producer cursor " + hex(tail) +
                                  " was misaligned (the segment was damaged): realigned; the "
@@ -196,6 +197,7 @@ void ChannelRef::skip_to_producer(std::uint64_t head, const std::string& problem
   }
   k.other = tail;
   k.pending = tail;
+  k.mine = tail;
   // release: pairs with the producer's acquire load of the consumer cursor; frees the bytes.
   k.cursor.store(tail, std::memory_order_release);
   notify(c_->space, INT_MAX);
@@ -285,6 +287,9 @@ EndToken ChannelRef::acquire_slow(EndState& e, const Clock::time_point* deadline
     e.mode.store(kEndShared, std::memory_order_relaxed);
     e.revoke.store(0, std::memory_order_release);  // release: mode and slot first (weak CPUs)
   }
+  // The owner's copy of the cursor is only as good as the last owner left it (it may have died
+  // between the two stores): the shared cursor is the truth.
+  e.mine = e.cursor.load(std::memory_order_relaxed);
   // A chunked message still marked as being sent has no sender any more: its holder finished
   // its operation (or died in it) before we got here. Tell the consumer assembling it.
   if (e.open_message.load(std::memory_order_relaxed) == kOpenStreaming) abandon_message_of(e);
@@ -316,7 +321,7 @@ void ChannelRef::release_slow(EndState& e, EndToken t) const noexcept {
 
 bool ChannelRef::has_room_slow(std::size_t n) const {
   EndState& p = c_->producer;
-  const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+  const std::uint64_t tail = p.mine;
   if (record_size_ == 0 && (tail & (kRecordAlign - 1)) != 0) realign_producer(tail);
   auto fits = [&](std::uint64_t head) {
     if (records_between(head, tail) >= capacity_) return false;
@@ -328,6 +333,7 @@ bool ChannelRef::has_room_slow(std::size_t n) const {
     return bytes_between(head, tail) + need <= rb;
   };
   if (fits(p.other)) return true;
+  repair_own_cursor(p, tail);
   // acquire: pairs with the consumer's release store of its cursor; the bytes it freed are ours.
   const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
   // A consumer cursor ahead of ours, or further behind than the ring allows, is damage: waiting
@@ -337,8 +343,22 @@ bool ChannelRef::has_room_slow(std::size_t n) const {
   return fits(head);
 }
 
+void ChannelRef::repair_own_cursor(EndState& e, std::uint64_t mine) const noexcept {
+  // The owner works from its copy (EndState::mine) and only stores the shared cursor, so a
+  // cursor scribbled while it holds the end would stay wrong until its next store — for ever, if
+  // that damage is what stops the other end (a consumer cursor ahead of the producer fails
+  // every put, and a consumer with nothing to take never stores). Asked whenever the owner
+  // finds no room or no data: it puts the truth back.
+  if (e.cursor.load(std::memory_order_relaxed) != mine) {
+    // release: as the owner's stores of its cursor.
+    e.cursor.store(mine, std::memory_order_release);
+    notify(&e == &c_->producer ? c_->data : c_->space, INT_MAX);
+  }
+}
+
 bool ChannelRef::has_data_slow(std::uint64_t head) const {
   EndState& k = c_->consumer;
+  repair_own_cursor(k, head);
   // acquire: pairs with the producer's release store of its cursor; the record is readable.
   const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
   k.other = tail;
@@ -362,7 +382,7 @@ bool ChannelRef::room_hint(std::size_t n) const noexcept {
 unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const {
   EndState& p = c_->producer;
   const std::uint64_t rb = rb_;
-  const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+  const std::uint64_t tail = p.mine;
   // Checked here too, not only in has_room(): a header at a misaligned offset could end past
   // the ring.
   if ((tail & (kRecordAlign - 1)) != 0) realign_producer(tail);
@@ -384,8 +404,9 @@ unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const {
 
 void ChannelRef::publish(std::size_t /*n*/) const noexcept {
   EndState& p = c_->producer;
-  const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+  const std::uint64_t tail = p.mine;
   if (tls_waited) note_cpu(p);
+  p.mine = p.pending;
   // release: pairs with the consumer's acquire load of the producer cursor; publishes the record.
   p.cursor.store(p.pending, std::memory_order_release);
   // Refresh the 64-bit count when the 24-bit one crossed a multiple of kPutsRefresh.
@@ -467,7 +488,7 @@ bool ChannelRef::data_hint() const noexcept {
 const unsigned char* ChannelRef::peek(RecordHeader& out) const {
   EndState& k = c_->consumer;
   const std::uint64_t rb = rb_;
-  const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
+  const std::uint64_t head = k.mine;
   // has_data() saw [head, other) published and at most a ring long.
   const std::uint64_t published = bytes_between(head, k.other);
   if ((head & (kRecordAlign - 1)) != 0 || published > rb) {

@@ -199,6 +199,47 @@ BOOST_AUTO_TEST_CASE(consumer_cursor_ahead_of_the_producer, *boost::unit_test::t
   BOOST_TEST(v.finish() == 0);
 }
 
+// The same damage to ends leased to the victim's thread. A leased owner works from its own copy
+// of its cursor (EndState::mine) and only stores the shared one, so it must put a scribbled cursor
+// right itself: here the producer's cache of the consumer cursor is used up, so the first put
+// reads the scribble and fails — and the consumer, with nothing to take, would never store its
+// cursor again: every later put would fail too.
+BOOST_AUTO_TEST_CASE(a_leased_owner_repairs_its_scribbled_cursor, *boost::unit_test::timeout(60)) {
+  const auto name = unique_name("hq.leased");
+  mp::Queue<std::uint64_t> q(mp::create_only, mp::Name(name), 16);
+  Victim v([&](Gate& opened, Gate& scribbled) {
+    mp::Queue<std::uint64_t> mine(mp::open_only, mp::Name(name));
+    for (std::uint64_t i = 0; i < 200; ++i) {  // both ends leased to this thread
+      mine.put(i);
+      CHILD_REQUIRE(mine.get() == i);
+    }
+    for (std::uint64_t i = 0; i < 16; ++i) mine.put(i);  // the producer's cache now says full
+    for (std::uint64_t i = 0; i < 16; ++i) CHILD_REQUIRE(mine.get() == i);
+    opened.signal();
+    CHILD_REQUIRE(scribbled.wait(20s));
+    CHILD_OK(child_expect_corrupt([&] { mine.put(7); }, "cursors cannot be right"));
+    CHILD_REQUIRE(!mine.get_for(10ms));  // nothing to take: the consumer stores its cursor again
+    for (std::uint64_t i = 100; i < 140; ++i) {
+      mine.put(i);
+      mine.put(i + 1000);
+      CHILD_REQUIRE(mine.size() == 2);
+      CHILD_REQUIRE(mine.get() == i);
+      CHILD_REQUIRE(mine.get() == i + 1000);
+    }
+    CHILD_REQUIRE(!mine.try_get());
+    return 0;
+  });
+  BOOST_REQUIRE(v.opened());
+  d::ChannelState* c = state_of(q.segment());
+  const std::uint64_t tail = c->producer.cursor.load();
+  BOOST_REQUIRE_EQUAL(c->producer.mode.load(), d::kEndLeased);
+  BOOST_REQUIRE_EQUAL(c->consumer.mode.load(), d::kEndLeased);
+  c->consumer.cursor.store(d::make_cursor(d::cursor_records(tail) + 2, d::cursor_bytes(tail) + 16));
+  v.scribbled();
+  BOOST_TEST(v.finish(10s) == 0);
+  BOOST_TEST(c->consumer.cursor.load() == c->producer.cursor.load());
+}
+
 // An untimed put on a full queue whose consumer cursor was scribbled ahead: before, it waited
 // for room forever; now it throws Error(corrupt) (the cursors say the wait could never end).
 // The same for an untimed get on an empty queue whose producer cursor went behind the consumer.

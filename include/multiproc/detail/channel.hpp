@@ -165,15 +165,24 @@ struct HolderSlot {
 //   lock        robust mutex: every operation in shared mode, every lease grant and revocation
 //   cursor      this end's progress; release-stored by the owner after the bytes it covers are
 //               written (producer) or copied out (consumer); acquire-loaded by the other end
+//   cpu         producer end: the CPU its owner ran on when it published after a wait
+//               (current_cpu(), see note_cpu); a consumer waiting for data does not spin while
+//               that is its own CPU. -1 (or garbage: only the spin depends on it) when unknown
+//   (the owner's line, which the other end does not read on its fast path:)
+//   mine        the owner's copy of `cursor`, as it last stored it; reread from `cursor` by every
+//               acquire_slow (a new owner, or every operation of a shared end)
 //   other       the owner's cached copy of the other end's cursor (a lower bound; may be stale)
 //   pending     the cursor this end will store when the record being written/read is done
 //   open_message  producer end: kOpenStreaming while a chunked message is half sent,
 //               kOpenAbandoned when its sender gave up; written by the owner (release, after
 //               the chunks it covers), read by consumers (acquire) to tell a dead message
-//   cpu         producer end: the CPU its owner ran on when it published after a wait
-//               (current_cpu(), see note_cpu); a consumer waiting for data does not spin while
-//               that is its own CPU. -1 (or garbage: only the spin depends on it) when unknown
 //   slots       the threads that hold or held the lease (see HolderSlot)
+//
+// Why the owner's line: the other end spins on `cursor` while it waits, and on some CPUs (AMD's
+// among them) such a read takes the line from the owner. An owner that then *loaded* anything
+// from it — its own cursor, its cached copies — stalled a whole cache-line transfer before it
+// could write the next record; a store does not stall. That load was a third of a Pipe round
+// trip. So the fast paths only store to the cursor line.
 struct alignas(kCacheLine) EndState {
   std::atomic<std::uint32_t> mode;
   std::atomic<std::int32_t> lease_slot;
@@ -182,16 +191,17 @@ struct alignas(kCacheLine) EndState {
   std::uint32_t streak;
   alignas(kCacheLine) MutexState lock;
   alignas(kCacheLine) std::atomic<std::uint64_t> cursor;
+  std::atomic<std::int32_t> cpu;  // where the owner last published (-1 or garbage: unknown)
+  alignas(kCacheLine) std::uint64_t mine;
   std::uint64_t other;
   std::uint64_t pending;
   std::atomic<std::uint32_t> open_message;
-  std::atomic<std::int32_t> cpu;  // where the owner last published (-1 or garbage: unknown)
   alignas(kCacheLine) HolderSlot slots[kHolderSlots];
 };
 
-static_assert(offsetof(EndState, cpu) + sizeof(EndState::cpu) <= offsetof(EndState, slots) &&
-                  offsetof(EndState, slots) - offsetof(EndState, cursor) == kCacheLine,
-              "EndState: cpu shares the cursor's cache line");
+static_assert(offsetof(EndState, mine) - offsetof(EndState, cursor) == kCacheLine &&
+                  offsetof(EndState, slots) - offsetof(EndState, mine) == kCacheLine,
+              "EndState: cpu shares the cursor's cache line; the owner's fields have their own");
 
 //! Whether the thread of a holder slot still runs (and its process is the one that claimed it).
 bool holder_slot_alive(const HolderSlot& h) noexcept;
@@ -332,7 +342,7 @@ class ChannelRef {
   //! our own cursor is misaligned (it is realigned: the next call works).
   bool has_room(std::size_t n) const {
     EndState& p = c_->producer;
-    const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+    const std::uint64_t tail = p.mine;
     if (records_between(p.other, tail) < capacity_) {
       if (record_size_ != 0) return true;  // fixed records: the count is the only limit
       // Variable records: room before the cached consumer cursor, as has_room_slow's first
@@ -363,7 +373,7 @@ class ChannelRef {
   void append_fixed(const void* bytes) const noexcept {
     EndState& p = c_->producer;
     const std::uint64_t size = Size != 0 ? Size : record_size_;
-    const std::uint64_t tail = p.cursor.load(std::memory_order_relaxed);
+    const std::uint64_t tail = p.mine;
     const std::uint64_t off = cursor_bytes(tail) & (rb_ - 1);
     if (off + size <= rb_) {
       std::memcpy(ring_ + off, bytes, Size != 0 ? Size : size);
@@ -372,6 +382,7 @@ class ChannelRef {
     }
     const std::uint64_t next = make_cursor(cursor_records(tail) + 1, cursor_bytes(tail) + size);
     if (tls_waited) note_cpu(p);
+    p.mine = next;
     // release: pairs with the consumer's acquire load of the producer cursor; publishes it.
     p.cursor.store(next, std::memory_order_release);
     if ((cursor_records(next) & (kPutsRefresh - 1)) == 0) refresh_puts(next);
@@ -386,7 +397,7 @@ class ChannelRef {
   //! producer's (see the header comment), so the next call works.
   bool has_data() const {
     EndState& k = c_->consumer;
-    const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
+    const std::uint64_t head = k.mine;
     // Published bytes, and no more than a ring of them — one compare (0 wraps round to the top).
     if (bytes_between(head, k.other) - 1 < rb_) return true;
     return has_data_slow(head);
@@ -404,7 +415,7 @@ class ChannelRef {
   void take_fixed(void* out) const noexcept {
     EndState& k = c_->consumer;
     const std::uint64_t size = Size != 0 ? Size : record_size_;
-    const std::uint64_t head = k.cursor.load(std::memory_order_relaxed);
+    const std::uint64_t head = k.mine;
     const std::uint64_t off = cursor_bytes(head) & (rb_ - 1);
     if (off + size <= rb_) {
       std::memcpy(out, ring_ + off, Size != 0 ? Size : size);
@@ -417,6 +428,7 @@ class ChannelRef {
   //! Marks the record returned by peek() consumed, and wakes a producer.
   void consume(const RecordHeader&) const noexcept {
     EndState& k = c_->consumer;
+    k.mine = k.pending;
     // release: pairs with the producer's acquire load of the consumer cursor; frees the bytes.
     k.cursor.store(k.pending, std::memory_order_release);
     notify(c_->space, 1);
@@ -468,16 +480,16 @@ class ChannelRef {
     unregister_sleeper(s, observer, slot);
     return in_time;
   }
-  //! Records in the producer end `e` (owned by the caller) the CPU the caller runs on; a store
-  //! only when it moved, which is seldom. Called for the first publish after a wait (tls_waited):
+  //! Records in the producer end `e` (owned by the caller) the CPU the caller runs on: a store
+  //! only (a load of the cursor line would stall, see EndState). Called for the first publish
+  //! after a wait (tls_waited):
   //! a thread that streams without waiting pays nothing, and one that answers after each wait (a
   //! server, a pool worker, a client) keeps it current — a thread mostly moves to another CPU
   //! when it wakes. Consumers do not record theirs: a producer waiting for room always spins (a
   //! full ring means the consumer has work, and runs).
   static void note_cpu(EndState& e) noexcept {
     tls_waited = false;
-    const std::int32_t cpu = current_cpu();
-    if (e.cpu.load(std::memory_order_relaxed) != cpu) e.cpu.store(cpu, std::memory_order_relaxed);
+    e.cpu.store(current_cpu(), std::memory_order_relaxed);
   }
   //! Whether the owner of end `e` last moved its cursor on the calling thread's CPU.
   static bool on_my_cpu(const EndState& e) noexcept {
@@ -577,6 +589,9 @@ class ChannelRef {
   void release_slow(EndState& e, EndToken t) const noexcept;
   bool has_room_slow(std::size_t n) const;
   bool has_data_slow(std::uint64_t head) const;
+  //! The owner of end `e`, whose copy of its cursor is `mine`: stores it again (and wakes the
+  //! other end) if the shared cursor says otherwise — a scribble.
+  void repair_own_cursor(EndState& e, std::uint64_t mine) const noexcept;
   //! Whether the cursors (head: consumer, tail: producer) can be those of this channel.
   bool cursors_plausible(std::uint64_t head, std::uint64_t tail) const noexcept;
   [[noreturn]] void corrupt_cursors(std::uint64_t head, std::uint64_t tail) const;
