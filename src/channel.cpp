@@ -323,16 +323,7 @@ bool ChannelRef::has_room_slow(std::size_t n) const {
   EndState& p = c_->producer;
   const std::uint64_t tail = p.mine;
   if (record_size_ == 0 && (tail & (kRecordAlign - 1)) != 0) realign_producer(tail);
-  auto fits = [&](std::uint64_t head) {
-    if (records_between(head, tail) >= capacity_) return false;
-    if (record_size_ != 0) return true;  // fixed records: the count is the only limit
-    const std::uint64_t rb = rb_;
-    const std::uint64_t off = cursor_bytes(tail) & (rb - 1);
-    std::uint64_t need = record_span(n);
-    if (off + need > rb) need += rb - off;  // a skip to the end first
-    return bytes_between(head, tail) + need <= rb;
-  };
-  if (fits(p.other)) return true;
+  if (fits(p.other, tail, n)) return true;
   repair_own_cursor(p, tail);
   // acquire: pairs with the consumer's release store of its cursor; the bytes it freed are ours.
   const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
@@ -340,7 +331,7 @@ bool ChannelRef::has_room_slow(std::size_t n) const {
   // for room would wait forever.
   if (!cursors_plausible(head, tail)) corrupt_cursors(head, tail);
   p.other = head;
-  return fits(head);
+  return fits(head, tail, n);
 }
 
 void ChannelRef::repair_own_cursor(EndState& e, std::uint64_t mine) const noexcept {
@@ -370,13 +361,7 @@ bool ChannelRef::has_data_slow(std::uint64_t head) const {
 bool ChannelRef::room_hint(std::size_t n) const noexcept {
   const std::uint64_t tail = c_->producer.cursor.load(std::memory_order_acquire);
   const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
-  if (records_between(head, tail) >= capacity_) return false;
-  if (record_size_ != 0) return true;
-  const std::uint64_t rb = rb_;
-  const std::uint64_t off = cursor_bytes(tail) & (rb - 1);
-  std::uint64_t need = record_span(n);
-  if (off + need > rb) need += rb - off;
-  return bytes_between(head, tail) + need <= rb;
+  return fits(head, tail, n);
 }
 
 unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const {

@@ -343,16 +343,10 @@ class ChannelRef {
   bool has_room(std::size_t n) const {
     EndState& p = c_->producer;
     const std::uint64_t tail = p.mine;
-    if (records_between(p.other, tail) < capacity_) {
-      if (record_size_ != 0) return true;  // fixed records: the count is the only limit
-      // Variable records: room before the cached consumer cursor, as has_room_slow's first
-      // question (a misaligned cursor goes there to be realigned).
-      if ((tail & (kRecordAlign - 1)) == 0) {
-        const std::uint64_t off = cursor_bytes(tail) & (rb_ - 1);
-        std::uint64_t need = record_span(n);
-        if (off + need > rb_) need += rb_ - off;  // a skip to the end first
-        if (bytes_between(p.other, tail) + need <= rb_) return true;
-      }
+    // Room before the cached consumer cursor; a misaligned cursor (variable records) goes to
+    // has_room_slow to be realigned.
+    if ((record_size_ != 0 || (tail & (kRecordAlign - 1)) == 0) && fits(p.other, tail, n)) {
+      return true;
     }
     return has_room_slow(n);
   }
@@ -543,6 +537,17 @@ class ChannelRef {
   static void asymmetric_fence_heavy() noexcept;
 
  private:
+  //! Whether a record of n payload bytes fits between the consumer cursor `head` and the
+  //! producer cursor `tail`: within the capacity and — variable records — in the ring's bytes,
+  //! counting the skip to the ring's end that a record which would wrap needs first.
+  bool fits(std::uint64_t head, std::uint64_t tail, std::size_t n) const noexcept {
+    if (records_between(head, tail) >= capacity_) return false;
+    if (record_size_ != 0) return true;  // fixed records: the count is the only limit
+    const std::uint64_t off = cursor_bytes(tail) & (rb_ - 1);
+    std::uint64_t need = record_span(n);
+    if (off + need > rb_) need += rb_ - off;  // a skip to the end first
+    return bytes_between(head, tail) + need <= rb_;
+  }
   //! Pauses between looks while waiting for room: a sixteenth of the capacity, 1 to 64.
   int room_poll_interval() const noexcept {
     const std::uint64_t n = capacity_ / 16;
