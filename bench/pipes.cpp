@@ -35,6 +35,28 @@ Result pipe_rt_multiproc() {
       [&] { b.send(b.recv<long>()); });
 }
 
+// Not a peer but a floor: the work of one round trip (two sends and two receives) done by one
+// thread, so that no cache line crosses cores. A round trip between processes costs about this
+// plus the bare spinning ping-pong: what part of multiproc's round trip is its own instructions.
+Result pipe_rt_one_thread() {
+  auto ends = mp::Pipe();
+  mp::Connection &a = ends.first, &b = ends.second;
+  const long n = 400000;
+  for (long i = 0; i < 1000; ++i) {  // warm: both ends leased, as in the round trip
+    a.send(i);
+    if (b.recv<long>() != i) die("pipe_rt_one_thread: wrong message");
+    b.send(i);
+    if (a.recv<long>() != i) die("pipe_rt_one_thread: wrong reply");
+  }
+  const auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    a.send(i);
+    b.send(b.recv<long>());
+    if (a.recv<long>() != i) die("pipe_rt_one_thread: wrong reply");
+  }
+  return {seconds(t0) / n * 1e6, "us", false};
+}
+
 Result pipe_rt_fd(bool socket) {
   int ab[2], ba[2];
   if (socket) {
@@ -178,6 +200,7 @@ void add_pipe_scenarios(Scenarios& s) {
                             {"kernel_pipe", [] { return pipe_rt_fd(false); }},
                             {"socketpair", [] { return pipe_rt_fd(true); }},
                             {"bare_spin", pipe_rt_bare_spin},
+                            {"one_thread_floor", pipe_rt_one_thread},
                             {"bare_futex", pipe_rt_bare_futex}};
   s["pipe_bandwidth_1MiB"] = {{"multiproc", bandwidth_multiproc},
                               {"kernel_pipe", bandwidth_kernel_pipe},

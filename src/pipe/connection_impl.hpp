@@ -10,6 +10,7 @@
 
 #include <multiproc/detail/cache_line.hpp>
 #include <multiproc/detail/holder_table.hpp>
+#include <multiproc/detail/this_process.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -51,9 +52,24 @@ class ConnectionImpl {
 
   HolderTable& mine() const { return state_->holders[static_cast<int>(end_)]; }
   HolderTable& peer() const { return state_->holders[1 - static_cast<int>(end_)]; }
-  void require_open(const char* action) const;
-  void require_send() const;
-  void require_recv() const;
+  // The checks every send and recv begins with: inline, with what is rare out of line (a send
+  // or recv is a few hundred instructions; calls and their register saves were a tenth of it).
+  void require_open(const char* action) const {
+    // relaxed: a close() racing with this call may or may not be seen, as with any order.
+    if (closed_.load(std::memory_order_relaxed) || registered_pid_ != current_pid()) {
+      require_open_slow(action);
+    }
+  }
+  void require_open_slow(const char* action) const;
+  void require_send() const {
+    require_open("send");
+    if (!can_send_) wrong_direction("send");
+  }
+  void require_recv() const {
+    require_open("recv");
+    if (!can_recv_) wrong_direction("recv");
+  }
+  [[noreturn]] void wrong_direction(const char* action) const;
   //! Whether a live process holds the peer's end. The closed flag costs a load; the liveness
   //! scan behind it (a lock and system calls per holder) runs at most every kPeerScanInterval.
   bool peer_open() const {
@@ -67,9 +83,17 @@ class ConnectionImpl {
   void wake_peer() const;
 
   // Sending, holding the producer end of send_.
-  void wait_room(std::size_t n) const;
+  void wait_room(std::size_t n) const {
+    if (!send_.has_room(n)) wait_room_slow(n);
+  }
+  void wait_room_slow(std::size_t n) const;
   void stream(const std::byte* data, std::size_t n) const;
-  void abort_open_message() const;
+  void abort_open_message() const {
+    if (send_.producer().open_message.load(std::memory_order_relaxed) != kOpenNone) {
+      abort_open_message_slow();
+    }
+  }
+  void abort_open_message_slow() const;
 
   Segment seg_;
   PipeState* state_ = nullptr;

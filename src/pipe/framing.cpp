@@ -12,9 +12,8 @@
 
 namespace multiproc::detail {
 
-void ConnectionImpl::abort_open_message() const {
+void ConnectionImpl::abort_open_message_slow() const {
   EndState& e = send_.producer();
-  if (e.open_message.load(std::memory_order_relaxed) == kOpenNone) return;
   // The previous sender died (or threw) halfway through a chunked message: tell the receiver.
   wait_room(0);
   send_.append(0, kRecordAbort, [](unsigned char*) {});

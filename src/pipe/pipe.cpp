@@ -96,7 +96,7 @@ void ConnectionImpl::wake_peer() const {
   }
 }
 
-void ConnectionImpl::require_open(const char* action) const {
+void ConnectionImpl::require_open_slow(const char* action) const {
   if (closed_.load(std::memory_order_relaxed)) {
     throw Error(errc::closed, what_ + ": " + action + " on a closed connection");
   }
@@ -109,23 +109,14 @@ void ConnectionImpl::require_open(const char* action) const {
   }
 }
 
-void ConnectionImpl::require_send() const {
-  require_open("send");
-  if (!can_send_) {
-    throw Error(errc::wrong_direction,
-                what_ + ": this end of a one-way Pipe only receives (send on the second end)");
-  }
+void ConnectionImpl::wrong_direction(const char* action) const {
+  throw Error(errc::wrong_direction,
+              what_ + (std::strcmp(action, "send") == 0
+                           ? ": this end of a one-way Pipe only receives (send on the second end)"
+                           : ": this end of a one-way Pipe only sends (receive on the first end)"));
 }
 
-void ConnectionImpl::require_recv() const {
-  require_open("recv");
-  if (!can_recv_) {
-    throw Error(errc::wrong_direction,
-                what_ + ": this end of a one-way Pipe only sends (receive on the first end)");
-  }
-}
-
-void ConnectionImpl::wait_room(std::size_t n) const {
+void ConnectionImpl::wait_room_slow(std::size_t n) const {
   // The cheap closed flag every time; the liveness scan of the peer's holders (system calls)
   // only after a sleep that brought no room — within 100 ms of a peer's death.
   bool slept = false;
