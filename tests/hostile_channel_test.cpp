@@ -109,6 +109,21 @@ int child_expect_corrupt(F&& f, const std::string& part = "") {
     if (rc_ != 0) return 10 + rc_; \
   } while (0)
 
+// Child side, after the damage was reported: new messages go through exactly, two at a time, and
+// nothing else is left. 0 when they do.
+template <class T>
+int carries_new_messages_exactly(const mp::Queue<T>& q) {
+  for (T i = 100; i < 140; ++i) {
+    q.put(i);
+    q.put(i + 1000);
+    CHILD_REQUIRE(q.size() == 2);
+    CHILD_REQUIRE(q.get() == i);
+    CHILD_REQUIRE(q.get() == i + 1000);
+  }
+  CHILD_REQUIRE(!q.try_get());
+  return 0;
+}
+
 // The ring offset of the k-th variable record from the consumer's cursor (0: the next one).
 std::uint64_t record_offset(const mp::Segment& seg, int k) {
   d::ChannelState* c = state_of(seg);
@@ -181,15 +196,7 @@ BOOST_AUTO_TEST_CASE(consumer_cursor_ahead_of_the_producer, *boost::unit_test::t
     CHILD_OK(child_expect_corrupt([&] { (void)mine.get(); }, "skipped"));
     CHILD_REQUIRE(mine.size() == 0);
     // Recovered: the three messages were skipped; the queue carries new ones exactly.
-    for (std::uint32_t i = 100; i < 140; ++i) {
-      mine.put(i);
-      mine.put(i + 1000);
-      CHILD_REQUIRE(mine.size() == 2);
-      CHILD_REQUIRE(mine.get() == i);
-      CHILD_REQUIRE(mine.get() == i + 1000);
-    }
-    CHILD_REQUIRE(!mine.try_get());
-    return 0;
+    return carries_new_messages_exactly(mine);
   });
   BOOST_REQUIRE(v.opened());
   d::ChannelState* c = state_of(q.segment());
@@ -219,15 +226,7 @@ BOOST_AUTO_TEST_CASE(a_leased_owner_repairs_its_scribbled_cursor, *boost::unit_t
     CHILD_REQUIRE(scribbled.wait(20s));
     CHILD_OK(child_expect_corrupt([&] { mine.put(7); }, "cursors cannot be right"));
     CHILD_REQUIRE(!mine.get_for(10ms));  // nothing to take: the consumer stores its cursor again
-    for (std::uint64_t i = 100; i < 140; ++i) {
-      mine.put(i);
-      mine.put(i + 1000);
-      CHILD_REQUIRE(mine.size() == 2);
-      CHILD_REQUIRE(mine.get() == i);
-      CHILD_REQUIRE(mine.get() == i + 1000);
-    }
-    CHILD_REQUIRE(!mine.try_get());
-    return 0;
+    return carries_new_messages_exactly(mine);
   });
   BOOST_REQUIRE(v.opened());
   d::ChannelState* c = state_of(q.segment());
