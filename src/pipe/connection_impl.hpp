@@ -63,13 +63,14 @@ class ConnectionImpl {
   void require_open_slow(const char* action) const;
   void require_send() const {
     require_open("send");
-    if (!can_send_) wrong_direction("send");
+    if (!can_send_) wrong_direction(true);
   }
   void require_recv() const {
     require_open("recv");
-    if (!can_recv_) wrong_direction("recv");
+    if (!can_recv_) wrong_direction(false);
   }
-  [[noreturn]] void wrong_direction(const char* action) const;
+  //! Error(wrong_direction): a send (`sending`) or a receive on the end that cannot do it.
+  [[noreturn]] void wrong_direction(bool sending) const;
   //! Whether a live process holds the peer's end. The closed flag costs a load; the liveness
   //! scan behind it (a lock and system calls per holder) runs at most every kPeerScanInterval.
   bool peer_open() const {

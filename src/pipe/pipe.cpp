@@ -109,11 +109,10 @@ void ConnectionImpl::require_open_slow(const char* action) const {
   }
 }
 
-void ConnectionImpl::wrong_direction(const char* action) const {
+void ConnectionImpl::wrong_direction(bool sending) const {
   throw Error(errc::wrong_direction,
-              what_ + (std::strcmp(action, "send") == 0
-                           ? ": this end of a one-way Pipe only receives (send on the second end)"
-                           : ": this end of a one-way Pipe only sends (receive on the first end)"));
+              what_ + (sending ? ": this end of a one-way Pipe only receives (send on the second end)"
+                               : ": this end of a one-way Pipe only sends (receive on the first end)"));
 }
 
 void ConnectionImpl::wait_room_slow(std::size_t n) const {
