@@ -1,5 +1,6 @@
 // Pipe scenarios: the round trip of 8 bytes (microseconds) beside kernel pipes, a socketpair and
-// bare spinning and futex ping-pongs; 1 MiB messages (MB/s) beside a kernel pipe and memcpy.
+// bare spinning and futex ping-pongs; 1 MiB messages (MB/s) beside a kernel pipe, a bare
+// two-process ring and memcpy.
 #include "harness.hpp"
 
 #include <multiproc/multiproc.hpp>
@@ -180,6 +181,39 @@ Result bandwidth_kernel_pipe() {
   return r;
 }
 
+// The bare limit of the same transfer between two processes: the sender copies each message
+// into one of four 1 MiB slots of shared memory and bumps a counter, the receiver spins on it and
+// copies the message out — what a pipe does, without a record, a check or a wake-up. memcpy in
+// one process reads and writes one core's cache; this crosses cores, as every pipe must.
+struct BareBytesRing {
+  static constexpr long kSlots = 4;
+  alignas(64) std::atomic<long> put{0};  // messages published (written by the sender)
+  alignas(64) std::atomic<long> got{0};  // messages taken (written by the receiver)
+  alignas(64) char slots[kSlots][kMiB];
+};
+
+Result bandwidth_bare_ring() {
+  auto* ring = shared_new<BareBytesRing>();
+  const std::string msg(kMiB, 'x');
+  std::vector<char> buf(kMiB);
+  long sent = 0, taken = 0;  // each process's own count
+  Result r = bytes_run(
+      kMiB, 512,
+      [&] {
+        while (sent - ring->got.load(std::memory_order_acquire) >= BareBytesRing::kSlots) relax();
+        std::memcpy(ring->slots[sent % BareBytesRing::kSlots], msg.data(), kMiB);
+        ring->put.store(++sent, std::memory_order_release);
+      },
+      [&] {
+        while (ring->put.load(std::memory_order_acquire) == taken) relax();
+        std::memcpy(buf.data(), ring->slots[taken % BareBytesRing::kSlots], kMiB);
+        ring->got.store(++taken, std::memory_order_release);
+        return kMiB;
+      });
+  shared_delete(ring);
+  return r;
+}
+
 Result bandwidth_memcpy() {
   // The bare limit: one process copying 1 MiB blocks (a message crosses memory twice through a
   // ring, once here), on buffers of the same sizes as the pipe's.
@@ -204,6 +238,7 @@ void add_pipe_scenarios(Scenarios& s) {
                             {"bare_futex", pipe_rt_bare_futex}};
   s["pipe_bandwidth_1MiB"] = {{"multiproc", bandwidth_multiproc},
                               {"kernel_pipe", bandwidth_kernel_pipe},
+                              {"bare_ring", bandwidth_bare_ring},
                               {"memcpy", bandwidth_memcpy}};
 }
 

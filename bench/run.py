@@ -18,7 +18,9 @@ Goals are judged on paired ratios: repetition i of multiproc against repetition 
 (min..max): "met" when the whole spread is at or above the goal, "MISSED" when all of it is below,
 and "inconclusive" when the spread straddles the goal (the reason is printed) — this machine's
 noise, not multiproc, decides such a row, and more repetitions or a quieter machine settle it.
-A goal whose scenario is not built or not selected is skipped.
+A goal whose scenario is not built or not selected is skipped. A goal with a bare limit in LIMITS
+(the same transfer with nothing of multiproc's) that is not met also says, when that limit itself
+falls short of the goal in this run, how far the limit got and how close multiproc came to it.
 
 Curves (the multiproc_bench scenarios named curve_*, listed by --list-curves; bench/curves.cpp):
 how the cost grows with the work — throughput against the number of processes and the message
@@ -84,6 +86,16 @@ GOALS = [
     ("redis_pool_map_4w", "python_rq", 10.0),
     ("redis_pool_apply_async", "python_rq", 10.0),  # one job per task, as RQ: no batching
 ]
+
+# Goals that no implementation may reach on some hosts, with the bare limit measured beside them:
+# (scenario, peer) -> the implementation that does the same work with nothing of multiproc's.
+# When that limit itself falls short of the goal against the peer, the goal row says so, with
+# both ratios, so that a MISSED row tells the host's limit from multiproc's cost.
+LIMITS = {
+    # a bare two-process copy through four shared 1 MiB slots: memcpy stays within one core's
+    # cache, every pipe crosses cores
+    ("pipe_bandwidth_1MiB", "memcpy"): "bare_ring",
+}
 
 ORDER = [
     "queue_spsc_8B", "queue_mpmc_2x2", "queue_strings_64B", "queue_strings_4KiB",
@@ -275,6 +287,24 @@ def judge(ratios, goal):
         return "MISSED", med, lo, hi, None
     return ("inconclusive", med, lo, hi,
             "spread %s..%s straddles the goal %s" % (fmt(lo), fmt(hi), fmt(goal)))
+
+
+def limit_reason(results, scenario, peer, goal):
+    """For a goal in LIMITS: a sentence naming the bare limit's own ratio to the peer and
+    multiproc's ratio to the limit (paired medians), when the limit itself falls short of the
+    goal; None otherwise, or when either was not measured."""
+    limit = LIMITS.get((scenario, peer))
+    impls = results.get(scenario, {})
+    mp_res, peer_res, lim_res = impls.get("multiproc"), impls.get(peer), impls.get(limit)
+    if not limit or not mp_res or not peer_res or not lim_res:
+        return None
+    better = mp_res["better"]
+    lim_vs_peer = paired_ratios(lim_res["by_repetition"], peer_res["by_repetition"], better)
+    mp_vs_lim = paired_ratios(mp_res["by_repetition"], lim_res["by_repetition"], better)
+    if not lim_vs_peer or not mp_vs_lim or statistics.median(lim_vs_peer) >= goal:
+        return None
+    return "the bare limit %s reaches only %sx %s here; multiproc is %sx %s" % (
+        limit, fmt(statistics.median(lim_vs_peer)), peer, fmt(statistics.median(mp_vs_lim)), limit)
 
 
 def fmt(v):
@@ -501,6 +531,10 @@ def run_all(args, todo, redis):
             continue
         ratios = paired_ratios(mp_res["by_repetition"], peer_res["by_repetition"], mp_res["better"])
         verdict, got, lo, hi, reason = judge(ratios, goal)
+        if verdict != "met":
+            host = limit_reason(results, scenario, peer, goal)
+            if host:
+                reason = reason + "; " + host if reason else host
         goal_rows.append({"scenario": scenario, "peer": peer, "goal": goal, "got": got,
                           "ratio_min": lo, "ratio_max": hi, "paired_ratios": ratios,
                           "verdict": verdict, "met": verdict == "met", "reason": reason,

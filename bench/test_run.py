@@ -23,6 +23,31 @@ class PairedRatios(unittest.TestCase):
                          [2.0, 0.5])
 
 
+def scenario(better, **samples):
+    return {impl: {"by_repetition": v, "better": better} for impl, v in samples.items()}
+
+
+class LimitReason(unittest.TestCase):
+    def test_a_limit_below_the_goal_is_named_with_both_ratios(self):
+        results = {"pipe_bandwidth_1MiB": scenario(
+            "higher", multiproc=[50, 60, 55], bare_ring=[55, 60, 50], memcpy=[100, 100, 100])}
+        self.assertEqual(run.limit_reason(results, "pipe_bandwidth_1MiB", "memcpy", 0.9),
+                         "the bare limit bare_ring reaches only 0.55x memcpy here; "
+                         "multiproc is 1.00x bare_ring")
+
+    def test_a_limit_that_reaches_the_goal_explains_nothing(self):
+        results = {"pipe_bandwidth_1MiB": scenario(
+            "higher", multiproc=[50, 50, 50], bare_ring=[95, 95, 95], memcpy=[100, 100, 100])}
+        self.assertIsNone(run.limit_reason(results, "pipe_bandwidth_1MiB", "memcpy", 0.9))
+
+    def test_no_limit_measured_or_none_declared(self):
+        results = {"pipe_bandwidth_1MiB": scenario("higher", multiproc=[50], memcpy=[100]),
+                   "lock_uncontended": scenario("lower", multiproc=[2], boost_interprocess_mutex=[1])}
+        self.assertIsNone(run.limit_reason(results, "pipe_bandwidth_1MiB", "memcpy", 0.9))
+        self.assertIsNone(run.limit_reason(results, "lock_uncontended",
+                                           "boost_interprocess_mutex", 1.0))
+
+
 class Judge(unittest.TestCase):
     def test_met_when_the_whole_spread_reaches_the_goal(self):
         verdict, med, lo, hi, reason = run.judge([1.0, 1.2, 1.1], 1.0)
