@@ -5,6 +5,8 @@
 
 #include <array>
 #include <atomic>
+#include <deque>
+#include <list>
 #include <numeric>
 #include <optional>
 #include <thread>
@@ -29,6 +31,47 @@ BOOST_AUTO_TEST_CASE(map_keeps_the_order_for_any_chunk_size, *boost::unit_test::
   std::vector<std::string> words{"a", "bb", "ccc"};
   BOOST_TEST((pool.map([](std::string s) { return s.size(); }, words) ==
               std::vector<std::size_t>{1, 2, 3}));
+}
+
+// chunk_all copies the bytes of a contiguous range of the function's own argument type at once,
+// and reads any other range item by item: each kind of input must give the same results.
+BOOST_AUTO_TEST_CASE(map_reads_every_kind_of_input_range_alike, *boost::unit_test::timeout(120)) {
+  using mp::detail::is_contiguous_of_v;
+  static_assert(is_contiguous_of_v<long, std::vector<long>>);
+  static_assert(is_contiguous_of_v<long, std::array<long, 3>>);
+  static_assert(is_contiguous_of_v<long, long[3]>);
+  static_assert(!is_contiguous_of_v<long, std::vector<int>>);  // converted one by one
+  static_assert(!is_contiguous_of_v<long, std::list<long>>);
+  static_assert(!is_contiguous_of_v<std::string, std::vector<std::string>>);  // not plain
+  mp::Pool pool(2);
+  const long n = 30011;  // not a multiple of any chunk size used below
+  std::vector<long> longs(n);
+  std::iota(longs.begin(), longs.end(), -100L);
+  std::vector<long> expected;
+  for (long x : longs) expected.push_back(x * x);
+  const std::vector<int> ints(longs.begin(), longs.end());
+  const std::list<long> list(longs.begin(), longs.end());
+  const std::deque<long> deque(longs.begin(), longs.end());
+  for (std::size_t chunk : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{70000}}) {
+    BOOST_TEST((pool.map(square, longs, chunk) == expected), "vector<long>, chunksize " << chunk);
+    BOOST_TEST((pool.map(square, ints, chunk) == expected), "vector<int>, chunksize " << chunk);
+    BOOST_TEST((pool.map(square, list, chunk) == expected), "list, chunksize " << chunk);
+    BOOST_TEST((pool.map(square, deque, chunk) == expected), "deque, chunksize " << chunk);
+  }
+  const long c_array[5] = {3, -4, 5, 0, 7};
+  BOOST_TEST((pool.map(square, c_array) == std::vector<long>{9, 16, 25, 0, 49}));
+  const std::array<long, 4> array{1, 2, 3, 4};
+  BOOST_TEST((pool.map(square, array, 3) == std::vector<long>{1, 4, 9, 16}));
+  // A range with a data() that its iteration does not start at: read by its iterators.
+  struct Shifted {
+    std::vector<long> v{10, 20, 30, 40};
+    const long* data() const { return v.data(); }
+    std::size_t size() const { return 3; }
+    auto begin() const { return v.begin() + 1; }
+    auto end() const { return v.end(); }
+  } shifted;
+  static_assert(is_contiguous_of_v<long, Shifted>);
+  BOOST_TEST((pool.map(square, shifted, 2) == std::vector<long>{400, 900, 1600}));
 }
 
 BOOST_AUTO_TEST_CASE(default_chunksize_follows_python, *boost::unit_test::timeout(60)) {

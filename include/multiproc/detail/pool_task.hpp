@@ -17,6 +17,7 @@
 #include <cstring>
 #include <exception>
 #include <iterator>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -216,6 +217,16 @@ class ChunkBuilder {
       part_.push_back(v);
     }
   }
+  //! Adds the n items at `first` (In values laid out contiguously): one copy of their bytes
+  //! instead of n calls of add(), whose count lives in memory (a store-to-load chain per item
+  //! that made splitting a map's input the costliest step of Pool::map of plain values).
+  void add_contiguous(const In* first, std::size_t n) {
+    static_assert(is_bulk_v<In>, "contiguous chunks are of plain values");
+    const std::size_t at = kTaskHeaderBytes + count_ * sizeof(In);
+    if (bytes_.size() < at + n * sizeof(In)) bytes_.resize(at + n * sizeof(In));
+    if (n != 0) std::memcpy(bytes_.data() + at, static_cast<const void*>(first), n * sizeof(In));
+    count_ += n;
+  }
   //! The task message: kTaskHeaderBytes of room, then the items.
   std::string message() {
     if constexpr (is_bulk_v<In>) {
@@ -231,6 +242,18 @@ class ChunkBuilder {
   std::size_t count_ = 0;
   std::vector<In> part_;
 };
+
+//! Whether `Range` holds plain `In` values contiguously, reachable with std::data (a vector, an
+//! array, a C array, a string of them): chunk_all then copies a chunk's bytes at once.
+template <class In, class Range, class = void>
+struct is_contiguous_of : std::false_type {};
+template <class In, class Range>
+struct is_contiguous_of<In, Range, std::void_t<decltype(std::data(std::declval<const Range&>()))>>
+    : std::bool_constant<is_bulk_v<In> &&
+                         std::is_same_v<decltype(std::data(std::declval<const Range&>())),
+                                        const In*>> {};
+template <class In, class Range>
+inline constexpr bool is_contiguous_of_v = is_contiguous_of<In, Range>::value;
 
 //! Python's default chunk size for map: about four chunks per worker.
 std::size_t default_chunksize(std::size_t items, std::size_t workers) noexcept;
@@ -255,10 +278,22 @@ std::vector<PoolTask> chunk_all(const Range& inputs, std::size_t& chunksize, std
     std::vector<PoolTask> tasks;
     tasks.reserve(items / chunksize + 1);
     auto it = std::begin(inputs);
+    // The items' bytes, when they lie in one block that the range iterates from its start.
+    constexpr bool kMaybeBlock = is_contiguous_of_v<In, Range> &&
+                                 std::is_lvalue_reference_v<decltype(*std::begin(inputs))>;
+    const In* block = nullptr;
+    if constexpr (kMaybeBlock) {
+      if (items != 0 && std::addressof(*it) == std::data(inputs)) block = std::data(inputs);
+    }
     for (std::size_t i = 0; i < items; i += chunksize) {
       const std::size_t n = std::min(items - i, chunksize);
       ChunkBuilder<In> part(n, cache);
-      for (std::size_t k = 0; k < n; ++k, ++it) part.add(*it);
+      if constexpr (kMaybeBlock) {
+        if (block != nullptr) part.add_contiguous(block + i, n);
+      }
+      if (block == nullptr) {
+        for (std::size_t k = 0; k < n; ++k, ++it) part.add(*it);
+      }
       tasks.push_back({trampoline, fn, part.message()});
     }
     return tasks;
