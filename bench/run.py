@@ -30,6 +30,9 @@ run prints every point of its curve; they run after the ratio scenarios, --curve
 repetitions. They go to results.json ("curves") and DIR/curves.png. --no-curves leaves them out;
 --only selects them by name too (--only curve_lock_procs).
 
+A goal with a floor in FLOORS (multiproc's own work with nothing crossing cores) that is not met
+also says so when that floor alone takes more than the goal leaves beyond the peer.
+
 A run that outlives --timeout is killed with its process group, and the names it made in
 /dev/shm (they contain "bench.<its pid>.") are removed.
 
@@ -95,6 +98,15 @@ LIMITS = {
     # a bare two-process copy through four shared 1 MiB slots: memcpy stays within one core's
     # cache, every pipe crosses cores
     ("pipe_bandwidth_1MiB", "memcpy"): "bare_ring",
+}
+
+# Goals on a time (lower is better) within a factor of a bare peer: the scenario's floor of
+# multiproc's own work, measured with nothing crossing cores. multiproc's time is about the
+# peer's plus that work, so a floor above (1/goal - 1) x the peer leaves the goal out of reach
+# of anything but fewer instructions; a goal not met says so (floor_reason).
+FLOORS = {
+    # two sends and two receives by one thread: the instructions of a round trip, no crossing
+    ("pipe_roundtrip_8B", "bare_spin"): "one_thread_floor",
 }
 
 ORDER = [
@@ -305,6 +317,25 @@ def limit_reason(results, scenario, peer, goal):
         return None
     return "the bare limit %s reaches only %sx %s here; multiproc is %sx %s" % (
         limit, fmt(statistics.median(lim_vs_peer)), peer, fmt(statistics.median(mp_vs_lim)), limit)
+
+
+def floor_reason(results, scenario, peer, goal):
+    """For a goal in FLOORS: a sentence saying that multiproc's own work (the floor, paired
+    median against the peer) already exceeds what the goal leaves beyond the peer, when it does;
+    None otherwise, or when either was not measured."""
+    floor = FLOORS.get((scenario, peer))
+    impls = results.get(scenario, {})
+    peer_res, floor_res = impls.get(peer), impls.get(floor)
+    if not floor or not peer_res or not floor_res or peer_res["better"] != "lower" or goal <= 0:
+        return None
+    shares = [f / p for f, p in zip(floor_res["by_repetition"], peer_res["by_repetition"])
+              if f is not None and p]
+    allowed = 1 / goal - 1
+    if not shares or statistics.median(shares) <= allowed:
+        return None
+    return ("multiproc's own work (%s: one thread, nothing crossing cores) is already %sx %s, "
+            "more than the %sx the goal leaves beyond it" % (
+                floor, fmt(statistics.median(shares)), peer, fmt(allowed)))
 
 
 def fmt(v):
@@ -532,9 +563,10 @@ def run_all(args, todo, redis):
         ratios = paired_ratios(mp_res["by_repetition"], peer_res["by_repetition"], mp_res["better"])
         verdict, got, lo, hi, reason = judge(ratios, goal)
         if verdict != "met":
-            host = limit_reason(results, scenario, peer, goal)
-            if host:
-                reason = reason + "; " + host if reason else host
+            for host in (limit_reason(results, scenario, peer, goal),
+                         floor_reason(results, scenario, peer, goal)):
+                if host:
+                    reason = reason + "; " + host if reason else host
         goal_rows.append({"scenario": scenario, "peer": peer, "goal": goal, "got": got,
                           "ratio_min": lo, "ratio_max": hi, "paired_ratios": ratios,
                           "verdict": verdict, "met": verdict == "met", "reason": reason,

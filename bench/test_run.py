@@ -48,6 +48,29 @@ class LimitReason(unittest.TestCase):
                                            "boost_interprocess_mutex", 1.0))
 
 
+class FloorReason(unittest.TestCase):
+    def test_a_floor_above_the_allowance_is_named(self):
+        results = {"pipe_roundtrip_8B": scenario(
+            "lower", multiproc=[0.3, 0.25, 0.2], bare_spin=[0.1, 0.1, 0.1],
+            one_thread_floor=[0.08, 0.1, 0.07])}
+        self.assertEqual(run.floor_reason(results, "pipe_roundtrip_8B", "bare_spin", 1 / 1.5),
+                         "multiproc's own work (one_thread_floor: one thread, nothing crossing "
+                         "cores) is already 0.80x bare_spin, more than the 0.50x the goal leaves "
+                         "beyond it")
+
+    def test_a_floor_within_the_allowance_explains_nothing(self):
+        results = {"pipe_roundtrip_8B": scenario(
+            "lower", multiproc=[0.3], bare_spin=[0.1], one_thread_floor=[0.04])}
+        self.assertIsNone(run.floor_reason(results, "pipe_roundtrip_8B", "bare_spin", 1 / 1.5))
+
+    def test_no_floor_measured_or_none_declared(self):
+        results = {"pipe_roundtrip_8B": scenario("lower", multiproc=[0.3], bare_spin=[0.1]),
+                   "lock_uncontended": scenario("lower", multiproc=[2], boost_interprocess_mutex=[1])}
+        self.assertIsNone(run.floor_reason(results, "pipe_roundtrip_8B", "bare_spin", 1 / 1.5))
+        self.assertIsNone(run.floor_reason(results, "lock_uncontended",
+                                           "boost_interprocess_mutex", 1.0))
+
+
 class Judge(unittest.TestCase):
     def test_met_when_the_whole_spread_reaches_the_goal(self):
         verdict, med, lo, hi, reason = run.judge([1.0, 1.2, 1.1], 1.0)
