@@ -30,20 +30,6 @@ mp::detail::ConditionState* state_of(const mp::Condition& cv) {
 }
 
 
-// Whether `pid` is stopped (SIGSTOP): state T in /proc/<pid>/stat.
-bool stopped(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "r");
-  if (f == nullptr) return false;
-  char buf[512] = {};
-  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');
-  return p != nullptr && p[1] == ' ' && (p[2] == 'T' || p[2] == 't');
-}
-
 // Stops every process in `pids` (all waiting on cv) at a point where none of them holds the
 // Condition's internal lock — a stopped holder would block every notify. Continues them all and
 // retries when one was caught holding it. Returns false if that never works out.
@@ -52,7 +38,7 @@ bool stop_outside_the_lock(const mp::Condition& cv, const std::vector<pid_t>& pi
   for (int attempt = 0; attempt < 50; ++attempt) {
     for (pid_t pid : pids) ::kill(pid, SIGSTOP);
     bool all = true;
-    for (pid_t pid : pids) all = all && eventually([&] { return stopped(pid); });
+    for (pid_t pid : pids) all = all && eventually([&] { return is_stopped(pid); });
     if (!all) return false;
     // The lock word, not `owner`: a holder stopped right after taking it has not set owner yet.
     if ((s->lock.word.load() & FUTEX_TID_MASK) == 0) return true;  // no stopped process can take it now
@@ -63,38 +49,6 @@ bool stop_outside_the_lock(const mp::Condition& cv, const std::vector<pid_t>& pi
   }
   return false;
 }
-
-// Continues the stopped processes when it goes out of scope (a failed check must not leave a
-// stopped child for Process's destructor to join forever).
-struct ContinueAtExit {
-  std::vector<pid_t> pids;
-  ~ContinueAtExit() {
-    for (pid_t pid : pids) ::kill(pid, SIGCONT);
-  }
-};
-
-// Pins this process (and the children it forks while pinned) to one CPU; restores the old mask.
-class PinnedToOneCpu {
- public:
-  PinnedToOneCpu() {
-    ok_ = ::sched_getaffinity(0, sizeof old_, &old_) == 0;
-    if (!ok_) return;
-    int cpu = 0;
-    while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &old_)) ++cpu;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    ok_ = ::sched_setaffinity(0, sizeof one, &one) == 0;
-  }
-  ~PinnedToOneCpu() {
-    if (ok_) ::sched_setaffinity(0, sizeof old_, &old_);
-  }
-  bool ok() const noexcept { return ok_; }
-
- private:
-  cpu_set_t old_{};
-  bool ok_ = false;
-};
 
 // Starts k waiting processes on (m, cv), each running wait_for(timeout) without a predicate and
 // exiting with 0 if it returned true (a notification), 1 if false. Returns once every one of them

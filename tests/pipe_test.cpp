@@ -297,6 +297,74 @@ BOOST_AUTO_TEST_CASE(poll_waits_for_a_message, *boost::unit_test::timeout(60)) {
   BOOST_REQUIRE(sender.join_for(10s));
 }
 
+// On one CPU a thread waiting for the answer to what it sent yields to its partner before it
+// sleeps (ChannelRef::sleep_until). Try to break that wait: round trips with exact answers, a
+// partner that keeps the only CPU busy (a poll's deadline still ends it), one that is stopped
+// (SIGSTOP: the wait sleeps, and the answer after SIGCONT arrives), and one killed while the
+// waiter is asleep in recv() (EOFError, not a hang).
+BOOST_AUTO_TEST_CASE(answer_waits_on_one_cpu_outlast_busy_stopped_and_killed_peers,
+                     *boost::unit_test::timeout(120)) {
+  PinnedToOneCpu pin;  // the echo, forked below, inherits the mask
+  BOOST_REQUIRE(pin.ok());
+  auto a_b = mp::Pipe();  // not a structured binding: lambdas capture the ends
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
+  mp::Process echo([b] {
+    for (;;) {
+      const long v = b.recv<long>();
+      if (v < 0) {  // keeps the CPU busy for -v ms, then answers
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(-v);
+        while (std::chrono::steady_clock::now() < until) {
+        }
+      }
+      b.send(v);
+    }
+  });
+  echo.start();
+  b.close();
+  ContinueAtExit cont{{echo.pid()}};
+  long sum = 0;
+  for (long i = 1; i <= 5000; ++i) {
+    a.send(i);
+    sum += a.recv<long>();
+  }
+  BOOST_TEST(sum == 5000L * 5001 / 2);
+
+  // Busy on the same CPU for 2 s: the poll ends at its deadline, however the CPU is shared.
+  a.send(-2000L);
+  auto start = std::chrono::steady_clock::now();
+  BOOST_TEST(!a.poll(30ms));
+  BOOST_TEST(seconds_since(start) >= 0.029);
+  BOOST_TEST(a.poll(60s));
+  BOOST_TEST(a.recv<long>() == -2000);
+
+  // Stopped: nothing runs in its place, so every yield returns at once; the poll sleeps to its
+  // deadline, and the answer comes once the echo continues.
+  BOOST_REQUIRE(::kill(echo.pid(), SIGSTOP) == 0);
+  BOOST_REQUIRE(eventually([&] { return is_stopped(echo.pid()); }));
+  a.send(7L);
+  start = std::chrono::steady_clock::now();
+  BOOST_TEST(!a.poll(50ms));
+  BOOST_TEST(seconds_since(start) >= 0.049);
+  BOOST_REQUIRE(::kill(echo.pid(), SIGCONT) == 0);
+  BOOST_TEST(a.poll(60s));
+  BOOST_TEST(a.recv<long>() == 7);
+
+  // Killed while this thread is asleep in recv(), waiting for an answer that never comes.
+  a.send(-100000L);
+  std::atomic<bool> asleep{false};
+  std::thread killer([&] {
+    asleep = wait_until_in_futex(::getpid());  // this process's main thread: asleep in recv()
+    echo.kill();
+  });
+  start = std::chrono::steady_clock::now();
+  BOOST_CHECK_THROW(a.recv<long>(), mp::EOFError);
+  BOOST_TEST(seconds_since(start) < 30.0);
+  killer.join();
+  BOOST_TEST(asleep.load());
+  BOOST_REQUIRE(echo.join_for(30s));
+  BOOST_TEST(echo.exitcode().value_or(0) == -SIGKILL);
+}
+
 MPTEST_SCENARIO(pipe_second_end_echo) {
   mp::Connection c(mp::open_only, args.at(0), mp::PipeEnd::second);
   try {

@@ -278,6 +278,30 @@ void join_all_ok(std::vector<std::unique_ptr<mp::Process>>& ps) {
   }
 }
 
+bool is_stopped(pid_t pid) {
+  const char state = proc_state(pid);
+  return state == 'T' || state == 't';
+}
+
+ContinueAtExit::~ContinueAtExit() {
+  for (pid_t pid : pids) ::kill(pid, SIGCONT);
+}
+
+PinnedToOneCpu::PinnedToOneCpu() {
+  ok_ = ::sched_getaffinity(0, sizeof old_, &old_) == 0;
+  if (!ok_) return;
+  int cpu = 0;
+  while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &old_)) ++cpu;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  ok_ = ::sched_setaffinity(0, sizeof one, &one) == 0;
+}
+
+PinnedToOneCpu::~PinnedToOneCpu() {
+  if (ok_) ::sched_setaffinity(0, sizeof old_, &old_);
+}
+
 bool wait_until_sleeping(pid_t pid, std::chrono::milliseconds timeout) {
   return eventually([&] { return proc_state(pid) == 'S'; }, timeout);
 }

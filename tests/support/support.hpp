@@ -20,6 +20,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <sched.h>
 #include <string>
 #include <sys/types.h>
 #include <thread>
@@ -109,6 +110,31 @@ double seconds_since(std::chrono::steady_clock::time_point start);
 
 //! CPU time this process has used, in seconds.
 double cpu_seconds();
+
+//! Whether `pid` is stopped (SIGSTOP): state T (or t) in /proc/<pid>/stat.
+bool is_stopped(pid_t pid);
+
+//! Continues the stopped processes when it goes out of scope (a failed check must not leave a
+//! stopped child for Process's destructor to join forever).
+struct ContinueAtExit {
+  std::vector<pid_t> pids;
+  ~ContinueAtExit();
+};
+
+//! Pins this process (and the children it forks while pinned) to one CPU, the first it may run
+//! on; restores the old mask when it goes out of scope. ok(): whether pinning worked.
+class PinnedToOneCpu {
+ public:
+  PinnedToOneCpu();
+  ~PinnedToOneCpu();
+  PinnedToOneCpu(const PinnedToOneCpu&) = delete;
+  PinnedToOneCpu& operator=(const PinnedToOneCpu&) = delete;
+  bool ok() const noexcept { return ok_; }
+
+ private:
+  cpu_set_t old_{};
+  bool ok_ = false;
+};
 
 //! Waits (polling /proc with a deadline) until `pid` sleeps in the kernel, i.e. has blocked.
 bool wait_until_sleeping(pid_t pid, std::chrono::milliseconds timeout = 10s);
