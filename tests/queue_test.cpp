@@ -577,6 +577,63 @@ BOOST_AUTO_TEST_CASE(mpmc_gives_exact_counts_and_per_producer_order, *boost::uni
   BOOST_TEST(disorder.load() == 0);  // each consumer saw every producer's messages in order
 }
 
+// Producers that wait for room yield their CPU now and then (ChannelRef::sleep_until): try to
+// break that with more processes than CPUs. Four producers and four consumers, all on one CPU,
+// through a small queue that is full most of the time: every item arrives exactly once, with
+// exact sums. Then a put_for on a full queue while a busy process shares that CPU still ends at
+// its deadline, and the put after it goes through once a consumer takes.
+BOOST_AUTO_TEST_CASE(oversubscribed_producers_waiting_for_room_lose_and_repeat_nothing,
+                     *boost::unit_test::timeout(180)) {
+  PinnedToOneCpu pin;  // the processes below inherit the mask
+  BOOST_REQUIRE(pin.ok());
+  constexpr int kProducers = 4, kConsumers = 4;
+  constexpr long kEach = 20000;
+  mp::Queue<long> q(16);
+  mp::SharedArray<long> sums(kConsumers), counts(kConsumers);
+  auto ps = start_all(kProducers + kConsumers, [&](int k) {
+    if (k < kProducers) {
+      for (long i = 0; i < kEach; ++i) q.put(k * kEach + i + 1);  // 1 .. kProducers * kEach
+      for (int c = 0; c < kConsumers / kProducers; ++c) q.put(0);  // one end mark per consumer
+    } else {
+      long sum = 0, count = 0;
+      for (long v; (v = q.get()) != 0;) {
+        sum += v;
+        ++count;
+      }
+      sums[k - kProducers] = sum;
+      counts[k - kProducers] = count;
+    }
+    return 0;
+  });
+  join_all_ok(ps);
+  long sum = 0, count = 0;
+  for (int c = 0; c < kConsumers; ++c) {
+    sum += sums[c];
+    count += counts[c];
+  }
+  const long n = kProducers * kEach;
+  BOOST_TEST(count == n);
+  BOOST_TEST(sum == n * (n + 1) / 2);
+  BOOST_TEST(q.size() == 0u);
+
+  // A full queue, and a process that keeps the only CPU busy until told to stop.
+  for (long i = 0; i < 16; ++i) q.put(i);
+  mp::Event stop;
+  mp::Process hog([stop] {
+    while (!stop.is_set()) {
+    }
+  });
+  hog.start();
+  const auto start = std::chrono::steady_clock::now();
+  BOOST_TEST(!q.put_for(99L, 50ms));
+  BOOST_TEST(seconds_since(start) >= 0.049);
+  stop.set();
+  BOOST_REQUIRE(hog.join_for(60s));
+  BOOST_TEST(q.get() == 0);
+  BOOST_TEST(q.put_for(99L, 60s));
+  BOOST_TEST(q.size() == 16u);
+}
+
 BOOST_AUTO_TEST_CASE(contended_ends_pass_leases_without_sharing_them, *boost::unit_test::timeout(120)) {
   // Two producers and two consumers in tight loops: each end's lease moves between threads
   // constantly (granted after a streak, revoked by the other). A thread preempted right after
