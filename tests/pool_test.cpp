@@ -72,6 +72,15 @@ BOOST_AUTO_TEST_CASE(map_reads_every_kind_of_input_range_alike, *boost::unit_tes
   } shifted;
   static_assert(is_contiguous_of_v<long, Shifted>);
   BOOST_TEST((pool.map(square, shifted, 2) == std::vector<long>{400, 900, 1600}));
+  // One whose data() is of the argument type but whose items are not: read by its iterators.
+  struct Narrow {
+    std::vector<long> wide{7, 8};
+    std::vector<int> v{5, 6, 7};
+    const long* data() const { return wide.data(); }
+    auto begin() const { return v.begin(); }
+    auto end() const { return v.end(); }
+  } narrow;
+  BOOST_TEST((pool.map(square, narrow) == std::vector<long>{25, 36, 49}));
 }
 
 BOOST_AUTO_TEST_CASE(default_chunksize_follows_python, *boost::unit_test::timeout(60)) {

@@ -279,8 +279,10 @@ std::vector<PoolTask> chunk_all(const Range& inputs, std::size_t& chunksize, std
     tasks.reserve(items / chunksize + 1);
     auto it = std::begin(inputs);
     // The items' bytes, when they lie in one block that the range iterates from its start.
-    constexpr bool kMaybeBlock = is_contiguous_of_v<In, Range> &&
-                                 std::is_lvalue_reference_v<decltype(*std::begin(inputs))>;
+    using Ref = decltype(*std::begin(inputs));
+    constexpr bool kMaybeBlock =
+        is_contiguous_of_v<In, Range> && std::is_lvalue_reference_v<Ref> &&
+        std::is_same_v<std::remove_cv_t<std::remove_reference_t<Ref>>, In>;
     const In* block = nullptr;
     if constexpr (kMaybeBlock) {
       if (items != 0 && std::addressof(*it) == std::data(inputs)) block = std::data(inputs);
