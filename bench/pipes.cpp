@@ -181,33 +181,42 @@ Result bandwidth_kernel_pipe() {
   return r;
 }
 
-// The bare limit of the same transfer between two processes: the sender copies each message
-// into one of four 1 MiB slots of shared memory and bumps a counter, the receiver spins on it and
-// copies the message out — what a pipe does, without a record, a check or a wake-up. memcpy in
-// one process reads and writes one core's cache; this crosses cores, as every pipe must.
+// The bare limit of the same transfer between two processes: the sender copies each message in
+// 128 KiB chunks into the slots of a 4 MiB shared ring (as big as the Pipe's) and bumps a
+// counter after each, the receiver spins on it and copies each chunk out — what a pipe does,
+// without a record, a check or a wake-up. Chunks, because whole 1 MiB slots (the receiver
+// starting only once the whole message is in) ran at a third of the speed (AMD EPYC VM: 7 GB/s
+// against 22 GB/s). memcpy in one process reads and writes one core's cache; this crosses cores,
+// as every pipe must.
 struct BareBytesRing {
-  static constexpr long kSlots = 4;
-  alignas(64) std::atomic<long> put{0};  // messages published (written by the sender)
-  alignas(64) std::atomic<long> got{0};  // messages taken (written by the receiver)
-  alignas(64) char slots[kSlots][kMiB];
+  static constexpr std::size_t kChunk = std::size_t{128} << 10;
+  static constexpr long kSlots = 32;
+  alignas(64) std::atomic<long> put{0};  // chunks published (written by the sender)
+  alignas(64) std::atomic<long> got{0};  // chunks taken (written by the receiver)
+  alignas(64) char slots[kSlots][kChunk];
 };
 
 Result bandwidth_bare_ring() {
   auto* ring = shared_new<BareBytesRing>();
   const std::string msg(kMiB, 'x');
   std::vector<char> buf(kMiB);
-  long sent = 0, taken = 0;  // each process's own count
+  constexpr std::size_t kChunk = BareBytesRing::kChunk;
+  long sent = 0, taken = 0;  // each process's own count of chunks
   Result r = bytes_run(
       kMiB, 512,
       [&] {
-        while (sent - ring->got.load(std::memory_order_acquire) >= BareBytesRing::kSlots) relax();
-        std::memcpy(ring->slots[sent % BareBytesRing::kSlots], msg.data(), kMiB);
-        ring->put.store(++sent, std::memory_order_release);
+        for (std::size_t off = 0; off < kMiB; off += kChunk) {
+          while (sent - ring->got.load(std::memory_order_acquire) >= BareBytesRing::kSlots) relax();
+          std::memcpy(ring->slots[sent % BareBytesRing::kSlots], msg.data() + off, kChunk);
+          ring->put.store(++sent, std::memory_order_release);
+        }
       },
       [&] {
-        while (ring->put.load(std::memory_order_acquire) == taken) relax();
-        std::memcpy(buf.data(), ring->slots[taken % BareBytesRing::kSlots], kMiB);
-        ring->got.store(++taken, std::memory_order_release);
+        for (std::size_t off = 0; off < kMiB; off += kChunk) {
+          while (ring->put.load(std::memory_order_acquire) == taken) relax();
+          std::memcpy(buf.data() + off, ring->slots[taken % BareBytesRing::kSlots], kChunk);
+          ring->got.store(++taken, std::memory_order_release);
+        }
         return kMiB;
       });
   shared_delete(ring);

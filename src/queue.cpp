@@ -178,9 +178,11 @@ bool past(const Clock::time_point* deadline) {
 
 bool put_large(const ChannelRef& ch, const std::byte* data, std::size_t n,
                const Clock::time_point* deadline, bool wait) {
-  // Chunks of a quarter ring: a few are in flight at once, and a skip to the ring's end wastes
-  // at most one.
-  const std::size_t maxp = static_cast<std::size_t>(ch.ring_bytes() / 4 - kRecordHeader);
+  // Chunks of a quarter ring (a few are in flight at once, and a skip to the ring's end wastes
+  // at most one), and no larger than max_whole_payload() (the consumer copies one out while we
+  // write the next).
+  const std::size_t maxp = std::min(static_cast<std::size_t>(ch.ring_bytes() / 4 - kRecordHeader),
+                                    ch.max_whole_payload());
   std::size_t part = first_chunk_bytes(n, maxp);
   EndState& e = ch.producer();
   // The first chunk: like a small put, the end is let go while waiting for room.
@@ -255,7 +257,7 @@ bool take_large_into(const ChannelRef& ch, const RecordHeader& first, const unsi
   }
   std::memcpy(&total, src, sizeof total);
   const std::uint64_t got0 = first.length - sizeof total;
-  if (got0 > total || total <= ch.max_record_payload() - sizeof total ||
+  if (got0 > total || total <= ch.max_whole_payload() - sizeof total ||
       total > std::numeric_limits<std::size_t>::max() / 2) {
     ch.consume(first);  // its Middle and Last chunks are skipped as orphans
     throw_corrupt_record(ch.what(), "a streamed message announces " + std::to_string(total) +

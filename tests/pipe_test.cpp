@@ -101,6 +101,48 @@ BOOST_AUTO_TEST_CASE(messages_of_every_size_keep_their_boundaries, *boost::unit_
   BOOST_REQUIRE(sender.join_for(30s));
 }
 
+BOOST_AUTO_TEST_CASE(messages_around_the_chunk_size_arrive_whole_through_a_large_ring,
+                     *boost::unit_test::timeout(120)) {
+  // A 4 MiB ring could carry a 2 MiB message in one record, yet everything above kStreamChunk
+  // (128 KiB) streams in chunks (ChannelRef::max_whole_payload). Each size around that edge and
+  // around the ring's record limit, sent as bytes and typed, read with recv_bytes,
+  // recv_bytes_into, recv<std::string> and recv<std::vector>, checked byte for byte.
+  auto a_b = mp::Pipe(true, 4 << 20);
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
+  constexpr std::size_t K = mp::detail::kStreamChunk;
+  constexpr std::size_t R = (std::size_t{2} << 20) - 8;  // the most one record of the ring holds
+  const std::vector<std::size_t> sizes{K - 9, K - 8, K - 1, K, K + 1, K + 8, 3 * K + 5,
+                                       R - 1, R, R + 1, 5 << 20};
+  auto words = [](std::size_t n, unsigned seed) {
+    std::vector<std::uint32_t> v(n / 4);
+    std::iota(v.begin(), v.end(), seed * 1000003u);
+    return v;
+  };
+  mp::Process sender([a, &sizes, words] {
+    for (unsigned i = 0; i < sizes.size(); ++i) {
+      a.send_bytes(pattern(sizes[i], i));
+      a.send_bytes(pattern(sizes[i], i + 100));
+      a.send(pattern(sizes[i], i + 200));
+      a.send(words(sizes[i], i));
+    }
+    a.send(std::string("done"));
+  });
+  sender.start();
+  std::vector<char> buffer((5 << 20) + 64);
+  for (unsigned i = 0; i < sizes.size(); ++i) {
+    const std::size_t n = sizes[i];
+    const std::string m = b.recv_bytes();
+    BOOST_TEST((m == pattern(n, i)), "recv_bytes of " << n << " bytes");
+    BOOST_TEST(b.recv_bytes_into(buffer.data(), buffer.size()) == n);
+    BOOST_TEST((std::string(buffer.data(), n) == pattern(n, i + 100)), "recv_bytes_into of " << n);
+    BOOST_TEST((b.recv<std::string>() == pattern(n, i + 200)), "recv<std::string> of " << n);
+    BOOST_TEST((b.recv<std::vector<std::uint32_t>>() == words(n, i)), "recv<std::vector> of " << n);
+  }
+  BOOST_TEST(b.recv<std::string>() == "done");
+  BOOST_REQUIRE(sender.join_for(60s));
+  BOOST_TEST(sender.exitcode().value_or(-1) == 0);
+}
+
 BOOST_AUTO_TEST_CASE(a_streamed_message_that_completes_while_the_receiver_looks_is_kept,
                      *boost::unit_test::timeout(120)) {
   // Regression: a receiver mid-message that found the ring empty asked "no data?" before "is the
@@ -388,10 +430,12 @@ BOOST_AUTO_TEST_CASE(named_pipe_between_unrelated_processes, *boost::unit_test::
   BOOST_TEST(echo.wait() == 0);
 }
 
-BOOST_AUTO_TEST_CASE(senders_killed_mid_message_never_corrupt_the_stream, *boost::unit_test::timeout(180)) {
-  // Senders stream large, self-checking messages through a small ring and are killed at random
-  // moments, mid-message often. The receiver must only ever see whole, correct messages: the
-  // next sender marks the dead one's partial message aborted.
+namespace {
+
+// Senders stream large, self-checking messages (`size` bytes and up) through a ring of `ring`
+// bytes and are killed at random moments, mid-message often. The receiver must only ever see
+// whole, correct messages: the next sender marks the dead one's partial message aborted.
+void kill_senders_mid_message(std::size_t ring, std::size_t size, unsigned rounds) {
   auto message = [](unsigned seed, std::size_t n) {
     std::string m(reinterpret_cast<const char*>(&seed), sizeof seed);
     return m + pattern(n, seed);
@@ -402,13 +446,13 @@ BOOST_AUTO_TEST_CASE(senders_killed_mid_message_never_corrupt_the_stream, *boost
     std::memcpy(&seed, m.data(), sizeof seed);
     return m.compare(sizeof seed, std::string::npos, pattern(m.size() - sizeof seed, seed)) == 0;
   };
-  auto reader_writer = mp::Pipe(false, 8192);  // not a structured binding: lambdas capture the ends
+  auto reader_writer = mp::Pipe(false, ring);  // not a structured binding: lambdas capture the ends
   mp::Connection reader = std::move(reader_writer.first), writer = std::move(reader_writer.second);
   std::mt19937 rng(static_cast<unsigned>(::getpid()));
   int good = 0;
-  for (unsigned round = 0; round < 20; ++round) {
-    mp::Process sender([writer, round, message] {
-      for (unsigned i = 0;; ++i) writer.send_bytes(message(round * 1000 + i, 20000 + i % 7));
+  for (unsigned round = 0; round < rounds; ++round) {
+    mp::Process sender([writer, round, message, size] {
+      for (unsigned i = 0;; ++i) writer.send_bytes(message(round * 1000 + i, size + i % 7));
     });
     sender.start();
     const int take = 1 + static_cast<int>(rng() % 3);
@@ -430,7 +474,18 @@ BOOST_AUTO_TEST_CASE(senders_killed_mid_message_never_corrupt_the_stream, *boost
     ++good;
   }
   BOOST_REQUIRE(last.join_for(10s));
-  BOOST_TEST_MESSAGE(good << " whole messages received around 20 killed senders");
+  BOOST_TEST_MESSAGE(good << " whole messages received around " << rounds << " killed senders");
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(senders_killed_mid_message_never_corrupt_the_stream, *boost::unit_test::timeout(180)) {
+  kill_senders_mid_message(8192, 20000, 20);  // messages of 3 chunks and more
+}
+
+BOOST_AUTO_TEST_CASE(senders_killed_mid_message_through_a_large_ring, *boost::unit_test::timeout(180)) {
+  // A 1 MiB ring could hold each message in one record; they stream in 128 KiB chunks.
+  kill_senders_mid_message(1 << 20, 300 * 1000, 12);
 }
 
 BOOST_AUTO_TEST_CASE(send_bytes_with_offset_and_size_as_python, *boost::unit_test::timeout(60)) {

@@ -256,6 +256,46 @@ BOOST_AUTO_TEST_CASE(large_strings_and_vectors_stream_through_small_queues, *boo
   BOOST_TEST(v.empty());
 }
 
+BOOST_AUTO_TEST_CASE(messages_around_the_chunk_size_stream_through_a_large_ring,
+                     *boost::unit_test::timeout(120)) {
+  // A 4 MiB ring could carry a 2 MiB message in one record, yet everything above kStreamChunk
+  // (128 KiB) streams in chunks: max_message_bytes() says so. Sizes around that edge and around
+  // the record limit, as strings (assembled in place) and vectors (decoded), byte for byte,
+  // from two producers at once (a streaming producer holds its end: nothing interleaves).
+  constexpr std::size_t K = mp::detail::kStreamChunk;
+  constexpr std::size_t R = (std::size_t{2} << 20) - 8;  // the most one record of the ring holds
+  mp::Queue<std::string> q(4, 4 << 20);
+  mp::Queue<std::vector<std::uint64_t>> v(4, 4 << 20);
+  BOOST_TEST(q.max_message_bytes() == K);
+  const mp::Queue<std::string> small(4, 16 << 10);  // half its ring is less than K
+  BOOST_TEST(small.max_message_bytes() == small.ring_bytes() / 2 - 8);
+  BOOST_TEST(small.max_message_bytes() < K);
+  const std::vector<std::size_t> sizes{K - 8, K - 1, K, K + 1, K + 9, 3 * K + 5, R, R + 1, 5 << 20};
+  auto words = [](std::size_t n, unsigned seed) {
+    std::vector<std::uint64_t> w(n / 8);
+    for (std::size_t k = 0; k < w.size(); ++k) w[k] = (k + seed) * 0x9e3779b97f4a7c15ull;
+    return w;
+  };
+  mp::Process strings([q, &sizes] {
+    for (unsigned i = 0; i < sizes.size(); ++i) q.put(pattern(sizes[i], i));
+  });
+  mp::Process vectors([v, &sizes, words] {
+    for (unsigned i = 0; i < sizes.size(); ++i) v.put(words(sizes[i], i));
+  });
+  strings.start();
+  vectors.start();
+  for (unsigned i = 0; i < sizes.size(); ++i) {
+    BOOST_TEST((q.get() == pattern(sizes[i], i)), "string of " << sizes[i] << " bytes");
+    BOOST_TEST((v.get() == words(sizes[i], i)), "vector of " << sizes[i] << " bytes");
+  }
+  BOOST_REQUIRE(strings.join_for(60s));
+  BOOST_REQUIRE(vectors.join_for(60s));
+  BOOST_TEST(strings.exitcode().value_or(-1) == 0);
+  BOOST_TEST(vectors.exitcode().value_or(-1) == 0);
+  BOOST_TEST(q.empty());
+  BOOST_TEST(v.empty());
+}
+
 BOOST_AUTO_TEST_CASE(mpmc_mixed_big_and_small_messages_never_tear, *boost::unit_test::timeout(120)) {
   // Three producers put self-checking messages, every fifth one up to 100 KB through a 4 KiB
   // ring; three consumers check each one and count it. Exactly once each, per-producer order.

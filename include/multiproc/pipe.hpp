@@ -14,8 +14,8 @@
 //
 // send(v) / recv<T>() carry typed values through Codec<T> (codec.hpp); send_bytes / recv_bytes /
 // recv_bytes_into carry raw bytes; both kinds of message are interchangeable. Message boundaries
-// are kept, and a message may be of any size: one larger than the ring streams through it in
-// chunks while the receiver copies them out. recv_bytes_into with a too-small buffer throws
+// are kept, and a message may be of any size: one larger than 128 KiB (or than half the ring)
+// streams through it in chunks, the receiver copying one out while the sender writes the next. recv_bytes_into with a too-small buffer throws
 // Error(errc::too_large) and leaves the message in the pipe. poll(d) waits up to d for something
 // to receive (or for EOF).
 //

@@ -13,8 +13,9 @@
 // byte for byte, std::string, std::vector, tuples, your own. A Queue holds at most `capacity`
 // messages, and its messages live in a ring of `bytes` bytes (variable-size types; default: 256
 // per message and at least 64 KiB). A message of any size goes through: one larger than
-// max_message_bytes() (half the ring) streams through the ring in chunks, the producer writing
-// while a consumer reads (as Pipe does), so the ring bounds memory, not message size.
+// max_message_bytes() (half the ring, at most 128 KiB) streams through the ring in chunks, the
+// producer writing one while a consumer reads the last (as Pipe does), so the ring bounds memory,
+// not message size, and a large message crosses at the speed of both copies at once.
 // put() blocks while the queue is full, try_put() returns false, put_for() gives up after a
 // timeout; get() blocks while it is empty, try_get() and get_for() return std::nullopt. Messages of
 // one producer arrive in the order it put them. A put() that returned is visible to get() at once
@@ -158,7 +159,7 @@ class QueueBase {
   //! Bytes of the ring, and the largest message that goes through without streaming.
   std::size_t ring_bytes() const noexcept { return static_cast<std::size_t>(ch_.ring_bytes()); }
   std::size_t max_message_bytes() const noexcept {
-    return kRecordSize != 0 ? kRecordSize : ch_.max_record_payload();
+    return kRecordSize != 0 ? kRecordSize : ch_.max_whole_payload();
   }
 
   //! Effects: no more puts (they throw Closed); gets drain what is left, then throw Closed.
@@ -242,7 +243,7 @@ class QueueBase {
   bool put_impl(const T& v, const Clock::time_point* deadline, bool wait) const {
     const std::size_t n = encoded_size(v);
     if constexpr (kRecordSize == 0) {
-      if (n > ch_.max_record_payload()) return put_large_impl(v, n, deadline, wait);
+      if (n > ch_.max_whole_payload()) return put_large_impl(v, n, deadline, wait);
     }
     EndState& end = ch_.producer();
     for (;;) {

@@ -22,7 +22,7 @@ void ConnectionImpl::abort_open_message_slow() const {
 
 void ConnectionImpl::stream(const std::byte* data, std::size_t n) const {
   EndState& e = send_.producer();
-  const std::size_t maxp = send_.max_record_payload();
+  const std::size_t maxp = send_.max_whole_payload();
   e.open_message.store(kOpenStreaming, std::memory_order_relaxed);  // published with the First
   // First chunk: the total length, then as much as fits (chunk_framing.hpp, shared with Queue).
   std::size_t part = first_chunk_bytes(n, maxp);

@@ -221,7 +221,7 @@ void Connection::send_bytes(const void* data, std::size_t n) const {
   detail::HeldEnd held(ch, ch.producer());
   impl_->abort_open_message();
   const auto* bytes = static_cast<const std::byte*>(data);
-  if (n <= ch.max_record_payload()) {
+  if (n <= ch.max_whole_payload()) {
     impl_->wait_room(n);
     ch.append(n, detail::kRecordWhole, [&](unsigned char* dst) {
       if (n != 0) std::memcpy(dst, bytes, n);
@@ -255,7 +255,7 @@ void Connection::send_with(std::size_t n, void (*encode)(void*, std::byte*), voi
     throw Closed(impl_->what_ + ": send: the peer closed its end");
   }
   const detail::ChannelRef& ch = impl_->send_;
-  if (n > ch.max_record_payload()) {  // too large for one record: encode aside, then stream
+  if (n > ch.max_whole_payload()) {  // streamed (max_whole_payload): encode aside, then stream
     std::vector<std::byte> buffer(n);
     encode(ctx, buffer.data());
     send_bytes(buffer.data(), n);
