@@ -484,12 +484,25 @@ class ChannelRef {
     // made a one-CPU Queue<long> half as fast. A yield with nothing else to run returns at once,
     // so kChannelYields bounds the extra work before the sleep to a few microseconds; one that
     // lets others run is followed by a look at the deadline.
+    //
+    // A consumer waiting for data also prefetches, at every pause, the cache line where the next
+    // record will be. Otherwise it fetched that line from the producer's core only after it saw
+    // the producer's cursor move: two transfers one after the other for each message. With the
+    // prefetch the line is usually here, or on its way, when the cursor moves. Pipe round trip
+    // 0.90 -> 0.71 us (bare spinning ping-pong 0.54 us), Manager call and Pool apply_async
+    // 1.17x, Queue 2 producers x 2 consumers 1.27x (A/B, AMD EPYC VM). A prefetch never faults,
+    // and the address is masked into the ring whatever the shared cursor says.
     const bool answered = !tls_waited;
     tls_waited = true;
     const bool for_room = &s == &c_->space;
     const int every = for_room ? room_poll_interval() : 1;
     const EndState* other = &s == &c_->data ? &c_->producer : nullptr;
+    const unsigned char* next =
+        other != nullptr
+            ? ring_ + (cursor_bytes(c_->consumer.cursor.load(std::memory_order_relaxed)) & (rb_ - 1))
+            : nullptr;
     for (int i = 1; i <= kChannelSpin; ++i) {
+      if (next != nullptr) __builtin_prefetch(next);
       if ((i & 255) == 1 && other != nullptr && on_my_cpu(*other)) {
         for (int y = 0; answered && y < kChannelYields; ++y) {
           ::sched_yield();
