@@ -8,7 +8,9 @@
 #include "pool_tasks.hpp"
 
 #include <atomic>
+#include <condition_variable>
 #include <future>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -231,6 +233,39 @@ BOOST_AUTO_TEST_CASE(as_completed_yields_futures_as_they_finish, *boost::unit_te
   auto empty = mp::as_completed(std::vector<mp::Future<bool>>{});
   BOOST_TEST((empty.begin() == empty.end()));
   BOOST_TEST(!empty.timed_out());
+}
+
+BOOST_AUTO_TEST_CASE(futures_sent_straight_to_idle_workers_need_no_waiter,
+                     *boost::unit_test::timeout(60)) {
+  // A future submitted while a worker idles goes straight to that worker, and whoever waits for
+  // it reads the reply. Futures that no one waits for must finish all the same: these have only a
+  // done-callback (the manager takes the reply over), or are dropped at once. Each callback
+  // future is submitted when the one before has finished, so that a worker idles every time.
+  mp::ProcessPoolExecutor ex(2);
+  std::mutex m;
+  std::condition_variable cv;
+  long sum = 0;
+  int calls = 0;
+  constexpr int kN = 100;
+  for (long i = 0; i < kN; ++i) {
+    ex.submit(square, i).add_done_callback([&](const mp::Future<long>& f) {
+      const long v = f.result();
+      std::lock_guard<std::mutex> lock(m);
+      sum += v;
+      ++calls;
+      cv.notify_all();
+    });
+    std::unique_lock<std::mutex> lock(m);
+    BOOST_REQUIRE(cv.wait_for(lock, 30s, [&] { return calls == i + 1; }));
+  }
+  BOOST_TEST(sum == sum_of_squares(kN));
+  Counter counter;
+  for (int i = 0; i < kN; ++i) (void)ex.submit(bump, counter.name, 1L);  // dropped at once
+  auto last = ex.submit(square, 12L);
+  BOOST_TEST(last.result() == 144);
+  ex.shutdown(true);
+  BOOST_TEST(counter.load() == kN);
+  BOOST_TEST(calls == kN);
 }
 
 BOOST_AUTO_TEST_CASE(as_completed_sums_many_futures, *boost::unit_test::timeout(60)) {

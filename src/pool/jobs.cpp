@@ -214,16 +214,22 @@ void PoolCore::run_done_hook(const std::function<void()>& fn) noexcept {
 }
 
 std::uint64_t add_done_hook(JobState& job, std::function<void()> fn) {
+  std::uint64_t token = 0;
   {
     std::lock_guard<std::mutex> lock(job.mutex);
     if (!job.finished) {
-      const std::uint64_t token = job.next_hook++;
+      token = job.next_hook++;
       job.on_done.emplace_back(token, std::move(fn));
-      return token;
     }
   }
-  PoolCore::run_done_hook(fn);  // finished already: run here
-  return 0;
+  if (token == 0) {
+    PoolCore::run_done_hook(fn);  // finished already: run here
+    return 0;
+  }
+  // A future sent straight to a worker: no one may wait for it, so the manager reads the reply
+  // (and runs the hook when it finishes the call), as for a Pool call's callbacks.
+  if (const std::shared_ptr<PoolCore> core = job.direct_pool.lock()) core->hand_over(job);
+  return token;
 }
 
 void remove_done_hook(JobState& job, std::uint64_t token) noexcept {

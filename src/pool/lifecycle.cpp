@@ -118,10 +118,18 @@ bool PoolCore::try_direct(const std::shared_ptr<JobState>& job, PoolTask& task) 
     if (!w.ready || !w.outstanding.empty() || (maxtasks_ != 0 && w.sent >= maxtasks_)) continue;
     stamp(task, next_job_++, 0);
     job->direct_pool = weak_from_this();
+    if (job->future) {  // running(), as dispatch() sets it: before the send, the worker may start
+      std::lock_guard<std::mutex> job_lock(job->mutex);
+      job->started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
+    }
     try {
       w.conn->send_bytes(task.message);
     } catch (const Error&) {  // the worker is gone: the manager replaces it; queue the call
       job->direct_pool.reset();
+      if (job->future) {
+        std::lock_guard<std::mutex> job_lock(job->mutex);
+        job->started = nullptr;
+      }
       return false;
     }
     w.outstanding_bytes += task.message.size();
@@ -140,7 +148,7 @@ void PoolCore::submit(const std::shared_ptr<JobState>& job, std::vector<PoolTask
   job->results.resize(tasks.size());
   job->progress = std::move(progress);
   // A lone call with nothing to run on the manager thread may skip it (see pool_core.hpp).
-  if (tasks.size() == 1 && !job->future && !job->progress && job->on_finish.empty() &&
+  if (tasks.size() == 1 && !job->progress && job->on_finish.empty() &&
       tasks[0].message.size() <= kDirectMaxBytes && try_direct(job, tasks[0])) {
     return;
   }

@@ -14,14 +14,17 @@
 // lives in the manager's memory, not in shared memory, so terminate() needs nothing but killing
 // the workers.
 //
-// A lone call (apply_async: one task, no callbacks, small) skips the manager when a worker is
+// A lone call (apply_async, an executor's submit: one task, no callbacks, small) skips the
+// manager when a worker is
 // idle and nothing is queued: the caller's thread sends it to that worker itself, and the thread
 // that then waits for the result (get(), wait(), ready()) reads the reply itself, waiting on that
 // worker's pipe (spinning briefly, then asleep until the worker writes). The manager does not
 // watch that worker's pipe meanwhile (so it is not woken per call) but still checks its liveness
 // every slice; it takes the reply over — watches the pipe — when no one waits for it any more
-// (ready(), a timeout, the worker's EOF), when a callback is added, when work is queued, or when
-// the pool closes. The worker's accounts (outstanding, started) are the same either way, so a death
+// (ready(), a timeout, the worker's EOF), when a callback (a future's done-callback, as_completed,
+// wait) is added, when work is queued, or when the pool closes. A future sent this way is running
+// at once (its worker's started word says when it begins): cancel() returns false, as Python's
+// does for a call in its executor's call queue. The worker's accounts (outstanding, started) are the same either way, so a death
 // is handled as for any other task. Whoever reads a worker's pipe or changes its accounts holds
 // io_: the manager while it is awake, a caller while it sends or collects.
 //
