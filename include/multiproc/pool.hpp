@@ -77,6 +77,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -197,6 +198,7 @@ class ResultStream {
   bool next_chunk();
 
   detail::StreamHandle state_;
+  std::string reply_;  // the last chunk's reply; its buffer goes back to the pool for the next
   std::size_t delivered_ = 0;
   bool started_ = false;
   // The chunk being iterated (a deque for bool: iterators hand out references into it).

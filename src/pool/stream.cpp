@@ -6,16 +6,19 @@ namespace multiproc::detail {
 
 void StreamState::top_up() {
   std::vector<PoolTask> batch;
+  std::shared_ptr<PoolCore> core = pool.lock();
+  // Chunks in the pool's buffers, which answered chunks return to: fresh ones paid a page fault
+  // per 4 KiB whenever glibc had trimmed its heap (see PoolCore::deliver).
+  BufferCache* cache = core ? &core->buffers() : nullptr;
   while (!input_done && submitted + batch.size() - taken < window) {
     PoolTask task;
     std::exception_ptr error;
-    const std::size_t n = source->read(task, error);
+    const std::size_t n = source->read(task, error, cache);
     if (n != 0) batch.push_back(std::move(task));
     if (error) input_error = error;
     if (error || n == 0) input_done = true;
   }
   if (input_done) source.reset();  // a range moved into the stream goes now
-  std::shared_ptr<PoolCore> core = pool.lock();
   if (!batch.empty()) {
     if (!core) {
       throw Error(errc::bad_state,
@@ -47,6 +50,10 @@ bool StreamState::next(std::string& reply) {
       over = true;
       if (input_error) std::rethrow_exception(input_error);
       return false;
+    }
+    // The reply before this one goes back to the pool's buffers (PoolCore::deliver).
+    if (reply.capacity() >= BufferCache::kSmallest) {
+      if (const std::shared_ptr<PoolCore> core = pool.lock()) core->buffers().give(std::move(reply));
     }
     {
       std::unique_lock<std::mutex> lock(job->mutex);

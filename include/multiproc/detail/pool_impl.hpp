@@ -121,9 +121,8 @@ typename ResultStream<R>::iterator ResultStream<R>::begin() {
 
 template <class R>
 bool ResultStream<R>::next_chunk() {
-  std::string reply;
-  while (state_ != nullptr && detail::stream_next(*state_, reply)) {
-    detail::decode_chunk<R>(reply, buffer_);
+  while (state_ != nullptr && detail::stream_next(*state_, reply_)) {
+    detail::decode_chunk<R>(reply_, buffer_);
     delivered_ += buffer_.size();
     if (!buffer_.empty()) return true;
   }

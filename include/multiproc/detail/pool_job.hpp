@@ -115,7 +115,8 @@ bool cancel_job(const std::weak_ptr<PoolCore>& pool, const std::shared_ptr<JobSt
 bool job_running(JobState& job);
 //! The next reply of a stream (header first), reading input and submitting chunks as needed.
 //! Returns: false at the end. Throws: the task's error (RemoteError, BrokenPool), the input's
-//! exception, Error(errc::bad_state) if the pool stopped.
+//! exception, Error(errc::bad_state) if the pool stopped. The buffer `reply` held goes back to
+//! the pool's buffers first.
 bool stream_next(StreamState& stream, std::string& reply);
 
 template <class R>

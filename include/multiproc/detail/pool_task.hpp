@@ -306,10 +306,11 @@ std::vector<PoolTask> chunk_all(const Range& inputs, std::size_t& chunksize, std
 class ChunkSource {
  public:
   virtual ~ChunkSource() = default;
-  //! Effects: reads up to one chunk of items into `out`. Returns: how many it read (0: the input
-  //! ended). An exception from the input is stored in `error` (the items read before it are in
-  //! `out`); the source is not read again after that.
-  virtual std::size_t read(PoolTask& out, std::exception_ptr& error) noexcept = 0;
+  //! Effects: reads up to one chunk of items into `out`, in a buffer of `cache` if given (the
+  //! pool's, which takes it back once the chunk is answered). Returns: how many it read (0: the
+  //! input ended). An exception from the input is stored in `error` (the items read before it are
+  //! in `out`); the source is not read again after that.
+  virtual std::size_t read(PoolTask& out, std::exception_ptr& error, BufferCache* cache) noexcept = 0;
 };
 
 //! imap's input: `Range` is a reference to the caller's range (which must outlive the stream) or
@@ -324,10 +325,10 @@ class RangeSource final : public ChunkSource {
         chunksize_(chunksize),
         trampoline_(trampoline),
         fn_(fn) {}
-  std::size_t read(PoolTask& out, std::exception_ptr& error) noexcept override {
+  std::size_t read(PoolTask& out, std::exception_ptr& error, BufferCache* cache) noexcept override {
     std::size_t n = 0;
     try {
-      ChunkBuilder<In> chunk(chunksize_);
+      ChunkBuilder<In> chunk(chunksize_, cache);
       try {
         while (n < chunksize_ && it_ != end_) {
           chunk.add(*it_);
