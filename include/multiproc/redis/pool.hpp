@@ -36,8 +36,10 @@
 // (BLMOVE), it does not poll.
 //
 // Clients: apply_async sends one job in one round trip; map cuts its inputs into chunks and
-// sends all of them in one pipeline. Results are pushed to a list of the call's own that the
-// waiting client pops (BLMPOP, no polling), several per round trip. Every wait has a timed
+// sends all of them in one pipeline; either returns once its jobs are on the server. Results
+// are appended to a stream of the call's own (XADD) that the waiting client reads from where it
+// left off (XREAD BLOCK: no polling, several per round trip, and nothing lost when a reply is
+// lost to a broken connection: the next read starts at the same place). Every wait has a timed
 // form (get_for, wait_for); get() and wait() wait as long as it takes — if no worker is alive,
 // until one is started (as RQ). While waiting, the client also reaps dead workers (expired
 // leases), so a dead worker's task is retried or failed even when no other worker is alive to
