@@ -24,26 +24,6 @@ namespace {
 // Operations in a row by one thread, in shared mode, before it is given the lease.
 constexpr std::uint32_t kLeaseStreak = 64;
 
-// ---- asymmetric fences ----------------------------------------------------------------------
-//
-// With membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), fast paths order their store-then-load pairs
-// with a compiler barrier only, and the slow side (a sleeper, a revoker) pays for a barrier on
-// every CPU running a registered process. Without it, fast paths use a full fence.
-
-long membarrier(int cmd) noexcept { return ::syscall(__NR_membarrier, cmd, 0, 0); }
-
-void register_now() noexcept {
-  const long supported = membarrier(MEMBARRIER_CMD_QUERY);
-  const bool ok = supported > 0 && (supported & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 &&
-                  (supported & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0 &&
-                  membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
-  g_fence_mode.store(ok ? kFenceMembarrier : kFenceFull, std::memory_order_release);
-}
-
-void reregister_in_child() noexcept { register_now(); }
-
-
-
 // A field of shared memory read exactly once (the compiler may not load it again later).
 template <class T>
 T read_once(const T& field) noexcept {
@@ -64,22 +44,7 @@ std::uint64_t round_up_pow2(std::uint64_t n) noexcept {
 
 }  // namespace
 
-void fence_register() noexcept {
-  static const bool atfork = [] {  // the fences stage of every fork (see fork_hooks.hpp)
-    register_fork_hooks(ForkStage::fences, {nullptr, nullptr, &reregister_in_child});
-    return true;
-  }();
-  (void)atfork;
-  if (g_fence_mode.load(std::memory_order_acquire) == kFenceUnknown) register_now();
-}
-
-void ChannelRef::asymmetric_fence_heavy() noexcept {
-  if (g_fence_mode.load(std::memory_order_relaxed) == kFenceMembarrier &&
-      membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) {
-    return;
-  }
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-}
+void ChannelRef::asymmetric_fence_heavy() noexcept { heavy_fence(); }
 
 std::uint64_t ring_bytes_for(std::uint64_t capacity, std::uint32_t record_size,
                              std::uint64_t requested_bytes, const std::string& what) {

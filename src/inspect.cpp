@@ -86,7 +86,7 @@ LockInfo lock_info(const detail::MutexState& m) {
   l.word = m.word.load(std::memory_order_relaxed);  // a private copy
   l.holder_tid = static_cast<int>(l.word & FUTEX_TID_MASK);
   l.owner_died = (l.word & FUTEX_OWNER_DIED) != 0;
-  l.waiters = (l.word & FUTEX_WAITERS) != 0;
+  l.waiters = (l.word & FUTEX_WAITERS) != 0 || m.sleepers.load(std::memory_order_relaxed) != 0;
   const std::uint32_t inc = m.inconsistent.load(std::memory_order_relaxed);
   l.inconsistent = (inc & 1u) != 0;
   l.recoveries = inc >> 1;

@@ -16,6 +16,7 @@
 #include <ctime>
 #include <exception>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -35,7 +36,52 @@ constexpr int kPausesPerLook = 256;
 const bool g_fork_hooks_registered =
     (register_fork_hooks(ForkStage::robust_slot, {nullptr, nullptr, &after_fork_child}), true);
 
+// ---- asymmetric fences (mutex_state.hpp) -----------------------------------------------------
+
+long membarrier(int cmd) noexcept { return ::syscall(__NR_membarrier, cmd, 0, 0); }
+
+void register_now() noexcept {
+  const long supported = membarrier(MEMBARRIER_CMD_QUERY);
+  const bool ok = supported > 0 && (supported & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 &&
+                  (supported & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0 &&
+                  membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+  g_fence_mode.store(ok ? kFenceMembarrier : kFenceFull, std::memory_order_release);
+}
+
+void reregister_in_child() noexcept { register_now(); }
+
+std::atomic<std::uint64_t> g_slices_found_free{0};
+
 }  // namespace
+
+void fence_register() noexcept {
+  static const bool atfork = [] {  // the fences stage of every fork (see fork_hooks.hpp)
+    register_fork_hooks(ForkStage::fences, {nullptr, nullptr, &reregister_in_child});
+    return true;
+  }();
+  (void)atfork;
+  if (g_fence_mode.load(std::memory_order_acquire) == kFenceUnknown) register_now();
+}
+
+void heavy_fence() noexcept {
+  if (g_fence_mode.load(std::memory_order_relaxed) == kFenceMembarrier &&
+      membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) {
+    return;
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+std::uint64_t mutex_slices_found_free() noexcept {
+  return g_slices_found_free.load(std::memory_order_relaxed);
+}
+
+void mutex_wake_sleeper(MutexState* s) noexcept {
+  // Cleared before the wake: a sleeper that announces itself after this sets it again (and runs
+  // its membarrier before its last look), and the one woken sets it again if it sleeps again or,
+  // having taken the lock, if others may still sleep (lock_impl).
+  s->sleepers.store(0, std::memory_order_relaxed);
+  futex_wake(&s->word, 1);
+}
 
 RobustListHead* robust_head_slow(const std::string& what) {
   RobustListHead* head = nullptr;
@@ -49,6 +95,9 @@ RobustListHead* robust_head_slow(const std::string& what) {
                        "thread not started by pthread_create?), so a lock it held could not be "
                        "recovered if it died");
   }
+  // Before this thread's first lock: the unlock's plain store needs this process registered
+  // for asymmetric fences, and a sleeper needs to know whether to pay with a membarrier.
+  fence_register();
   tls_robust_head = head;
   return head;
 }
@@ -147,8 +196,14 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
       h->list_op_pending = nullptr;
     }
   } pending{head};
+  // Set once this thread may have been counted as a sleeper: from then on it takes the word with
+  // FUTEX_WAITERS (for the kernel), and having taken it marks `sleepers` again, since it cannot
+  // know whether others still sleep (the unlock that woke it cleared the mark for everyone). Before
+  // that it takes the word as the fast path does.
+  bool waited = false;
   auto taken = [&](std::uint32_t prev) {
     on_acquired(s, me, prev);
+    if (waited) s->sleepers.store(1, std::memory_order_relaxed);
     register_taken(head, s, pending.keep);
     return true;
   };
@@ -167,10 +222,6 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
     for (int i = 0; i < kPausesPerLook; ++i) cpu_relax();
     v = s->word.load(std::memory_order_relaxed);
   }
-  // Set once this thread may have been counted as a sleeper: from then on it takes the word with
-  // FUTEX_WAITERS, since it cannot know whether others still sleep (the unlock that woke it
-  // cleared the bit for everyone). Before that it takes the word as the fast path does.
-  bool waited = false;
   for (;;) {
     if ((v & kTidMask) == 0) {
       // Free (perhaps released by a holder the kernel found dead: FUTEX_OWNER_DIED).
@@ -195,19 +246,29 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
       // marking the word, which would cost the holder a futex_wake for nobody.
       return false;
     }
-    if ((v & kWaiters) == 0) {
-      // Announce a sleeper and learn the state in one atomic step (as glibc's exchange(2)).
-      v = s->word.fetch_or(kWaiters, std::memory_order_acquire) | kWaiters;
-      waited = true;
-      if ((v & kTidMask) == 0) continue;  // freed meanwhile: take it (with the bit)
-    }
+    // Announce a sleeper: mark `sleepers`, run the heavy fence, then take the last look at the
+    // word (release_word says why the unlock cannot miss this sleeper then). The look also
+    // marks the word FUTEX_WAITERS if it is not marked yet, for the kernel: it wakes a sleeper
+    // when it finds the holder dead only if the word says there is one.
     waited = true;
+    s->sleepers.store(1, std::memory_order_seq_cst);
+    heavy_fence();
+    v = s->word.load(std::memory_order_seq_cst);
+    if ((v & kTidMask) != 0 && (v & kWaiters) == 0) {
+      v = s->word.fetch_or(kWaiters, std::memory_order_acquire) | kWaiters;
+    }
+    if ((v & kTidMask) == 0) continue;  // freed meanwhile: take it (with the bit)
     // Sleep in liveness slices even without a deadline: a thread that released the lock and died
     // before its wake-up (or a woken waiter that died before taking it) wakes nobody, and the
     // kernel cannot tell once another thread holds the word. Looking again every slice means no
     // death leaves this thread asleep on a free lock for good.
     const Clock::time_point slice = next_slice(deadline);
     const bool woken = futex_wait(&s->word, v, &slice);
+    if (!woken && (s->word.load(std::memory_order_relaxed) & kTidMask) == 0) {
+      // A slice ran out on a free word: its unlock woke nobody (a waker that died, or a lost
+      // wake-up). Counted for the tests (mutex_slices_found_free).
+      g_slices_found_free.fetch_add(1, std::memory_order_relaxed);
+    }
     if (!woken && deadline != nullptr && Clock::now() >= *deadline) {
       // Timed out; one last look, so that a lock freed at the deadline is not missed.
       v = s->word.load(std::memory_order_relaxed);
@@ -217,6 +278,9 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
           return taken(v);
         }
       }
+      // Leaving: the unlock that woke this thread (if one did) cleared the mark for everyone, so
+      // others may sleep unannounced; the next unlock wakes one (or finds nobody).
+      s->sleepers.store(1, std::memory_order_relaxed);
       return false;
     }
     // Woken (or the word changed before the sleep): try to take it at once, as glibc's exchange(2)
@@ -250,6 +314,7 @@ void mutex_init(MutexState* s, bool recursive, const std::string& /*what*/) noex
   s->owner_died.store(0, std::memory_order_relaxed);
   s->inconsistent.store(0, std::memory_order_relaxed);
   s->recursive = recursive ? 1 : 0;
+  s->sleepers.store(0, std::memory_order_relaxed);
   s->link.prev = nullptr;
   s->link.next = nullptr;
 }
@@ -326,8 +391,7 @@ void mutex_unlock_slow(MutexState* s, const std::string& what) {
     robust_dequeue(s);
     s->link.prev = nullptr;
     compiler_barrier();
-    const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
-    if ((old & kWaiters) != 0) futex_wake(&s->word, 1);
+    release_word(s);
     compiler_barrier();
     head->list_op_pending = nullptr;
     return;
@@ -335,8 +399,7 @@ void mutex_unlock_slow(MutexState* s, const std::string& what) {
   // Held through the slot (put back above if glibc had cleared it).
   const bool in_slot = tls_pending_lock == s;
   if (in_slot) tls_pending_lock = nullptr;
-  const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
-  if ((old & kWaiters) != 0) futex_wake(&s->word, 1);
+  release_word(s);
   compiler_barrier();
   if (in_slot) head->list_op_pending = nullptr;
 }

@@ -159,6 +159,50 @@ BOOST_AUTO_TEST_CASE(mutual_exclusion_across_processes_gives_exact_sums, *boost:
   BOOST_TEST(counter.load() == kIterations * kChildren * (kChildren + 1) / 2);
 }
 
+// Every unlock is a plain store followed by a look at the sleepers mark (release_word): the
+// sleeper's membarrier is all that orders them. A wake-up lost that way would not hang anyone (a
+// sleeper looks again every liveness slice) but would show as a slice that ran out on a free word,
+// which the lock counts. So: processes that each hold the lock long enough for the others to go
+// to sleep on it, many times over, with exact sums, and not one slice found the word free.
+void hand_off_among_sleepers(int children, long rounds) {
+  mp::Mutex m;
+  mp::RawValue<long> counter(0);
+  mp::RawArray<long> missed(static_cast<std::size_t>(children));
+  std::vector<mp::Process> procs;
+  for (int i = 0; i < children; ++i) {
+    procs.emplace_back([m, counter, missed, rounds](int me) {
+      const std::uint64_t before = mp::detail::mutex_slices_found_free();
+      for (long k = 0; k < rounds; ++k) {
+        std::lock_guard lock(m);
+        counter.store(counter.load() + 1);
+        // Held for ~200 us: longer than a locker's bounded spin, so the others sleep.
+        const auto until = std::chrono::steady_clock::now() + 200us;
+        while (std::chrono::steady_clock::now() < until) {
+        }
+      }
+      missed[static_cast<std::size_t>(me)] =
+          static_cast<long>(mp::detail::mutex_slices_found_free() - before);
+    }, i);
+  }
+  for (auto& p : procs) p.start();
+  for (auto& p : procs) {
+    BOOST_REQUIRE(p.join_for(120s));
+    BOOST_TEST(*p.exitcode() == 0);
+  }
+  BOOST_TEST(counter.load() == children * rounds);
+  for (int i = 0; i < children; ++i) BOOST_TEST(missed[static_cast<std::size_t>(i)] == 0);
+}
+
+BOOST_AUTO_TEST_CASE(sleepers_handed_the_lock_by_plain_stores_miss_no_wake_up,
+                     *boost::unit_test::timeout(300)) {
+  hand_off_among_sleepers(8, 250);
+  // One CPU: a holder preempted between its store and its look at the mark, sleepers announcing
+  // themselves while it is off the CPU.
+  PinnedToOneCpu pin;
+  BOOST_REQUIRE(pin.ok());
+  hand_off_among_sleepers(8, 100);
+}
+
 MPTEST_SCENARIO(add_under_named_mutex) {
   mp::Mutex m(mp::open_only, args.at(0));
   mp::RawValue<long> counter(mp::open_only, args.at(1));

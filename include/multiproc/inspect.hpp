@@ -29,7 +29,7 @@ struct LockInfo {
   int holder_pid = 0;            //!< the holder's process (its thread group), 0 when unknown
   ProcessState holder = ProcessState::dead;  //!< of the holder thread; dead when holder_tid is 0
   bool owner_died = false;       //!< the kernel marked the word: the holder died, nobody took it yet
-  bool waiters = false;          //!< FUTEX_WAITERS: someone may sleep on it
+  bool waiters = false;          //!< someone may sleep on it (FUTEX_WAITERS, or its sleepers mark)
   //! The word names a thread that no longer runs, without the owner-died mark (the kernel did
   //! not release it: e.g. the holder's robust list was lost). The next locker still recovers it.
   bool dead_holder_unmarked = false;

@@ -283,13 +283,8 @@ void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capac
 //! published since its last wait, and likely waits for an answer (sleep_until yields then).
 MULTIPROC_PROCESS_WIDE inline thread_local bool tls_waited = true;
 
-//! How fast paths order a store before a load: with membarrier(GLOBAL_EXPEDITED) registered,
-//! a compiler barrier (the slow side pays with a membarrier); otherwise a full fence.
-enum FenceMode : int { kFenceUnknown = 0, kFenceMembarrier = 1, kFenceFull = 2 };
-MULTIPROC_PROCESS_WIDE inline std::atomic<int> g_fence_mode{kFenceUnknown};
-
-//! Registers this process for asymmetric fences (once per process, again after fork).
-void fence_register() noexcept;
+// FenceMode, g_fence_mode, fence_register(), heavy_fence(): mutex_state.hpp (the lock's unlock
+// uses the same asymmetric fences).
 
 //! The deadline of the calls that must not wait (try_put, try_get): "now", taken only on the
 //! slow path (acquire_slow), so the fast path pays no clock read.

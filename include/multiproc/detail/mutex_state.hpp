@@ -29,7 +29,8 @@
 // What stays in this header, and why: MutexState (its layout is shared by every object that
 // embeds a lock), and the uncontended mutex_lock()/mutex_unlock() with the per-thread state they
 // read (tls_robust_head, tls_pending_lock, g_list_only). Those are inline on purpose: the
-// uncontended pair is a compare-and-swap and an exchange, and under contention the time between
+// uncontended pair is a compare-and-swap and a plain store (release_word: the sleepers pay for the
+// unlock's ordering with a membarrier), and under contention the time between
 // taking and releasing the word decides how often a locker sleeps — a call into the library on
 // each side would add to exactly that. Everything else (the slow paths, the list itself) is in
 // src/. The identity caches (tid, pid, start time) are shared with the rest of the library.
@@ -66,6 +67,15 @@ struct RobustLink {
 //                SharedValue/SharedArray compare with their own count, so that each object
 //                sharing one lock is repaired separately. Written by holders only.
 //   recursive    immutable after init
+//   sleepers     1 when a thread may be asleep on the word (or about to be): set by a locker
+//                before it sleeps (and by one that took the lock after sleeping, for the others),
+//                cleared by the unlock that wakes one. Read by every unlock after it frees the
+//                word: with asymmetric fences the unlock is a plain store, and the sleeper pays
+//                for the ordering (a membarrier between setting this and its last look at the
+//                word). FUTEX_WAITERS in the word stays for the kernel, which wakes a sleeper
+//                when it finds the holder dead. A sleeper killed with the mark set costs the next
+//                unlock one futex_wake for nobody (which clears it); an unlocker killed between
+//                its store and its wake leaves the sleeper to its next liveness slice, as before.
 //   link         the holder's robust-list node (meaningful only while held, and only to the
 //                holding thread and the kernel); link.prev is null unless the lock is on the list
 // Deliberately not padded to a cache line: a small value guarded by the lock (SharedValue<long>,
@@ -77,9 +87,25 @@ struct MutexState {
   std::uint32_t depth;
   std::atomic<std::uint32_t> owner_died;
   std::atomic<std::uint32_t> inconsistent;
-  std::uint32_t recursive;
+  std::uint16_t recursive;
+  std::atomic<std::uint16_t> sleepers;
   RobustLink link;
 };
+static_assert(sizeof(MutexState) == 40, "MutexState's layout is shared (kLayoutVersion)");
+
+// ---- asymmetric fences ------------------------------------------------------------------------
+//
+// How a fast path orders a store before a load (the lock's unlock: free the word, then look for
+// sleepers; a channel end's release): with membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) registered,
+// a compiler barrier only, and the slow side (a sleeper, a revoker) pays with a membarrier, which
+// runs a barrier on every CPU running a registered process; otherwise a full fence.
+enum FenceMode : int { kFenceUnknown = 0, kFenceMembarrier = 1, kFenceFull = 2 };
+MULTIPROC_PROCESS_WIDE inline std::atomic<int> g_fence_mode{kFenceUnknown};
+
+//! Registers this process for asymmetric fences (once per process, again after fork).
+void fence_register() noexcept;
+//! The slow side's fence: a membarrier when this process registered, else a full fence.
+void heavy_fence() noexcept;
 
 //! Initialises a zero-filled state in place (unlocked).
 void mutex_init(MutexState* s, bool recursive, const std::string& what) noexcept;
@@ -122,6 +148,30 @@ MULTIPROC_PROCESS_WIDE inline std::atomic<bool> g_list_only{false};
 //! robust_slot stage of the fork-hook list (fork_hooks.hpp): after the identity caches are
 //! cleared, before any stage takes a lock. Idempotent.
 void after_fork_child() noexcept;
+
+//! How many times, in this process, a locker's sleeping slice ran out while the word was free:
+//! its wake-up never came (a waker died, or was lost). For tests; 0 when no one died.
+std::uint64_t mutex_slices_found_free() noexcept;
+
+//! Wakes one sleeper of s and clears s->sleepers (mutex.cpp). Called by an unlock that saw it set.
+void mutex_wake_sleeper(MutexState* s) noexcept;
+
+//! Frees the word (the caller held it) and wakes a sleeper if one announced itself. With
+//! asymmetric fences registered, a plain store: a sleeper sets `sleepers`, then runs a membarrier,
+//! then looks at the word; so either that look finds the word free, or this load finds
+//! `sleepers` set (the store-then-load pair of Dekker's algorithm, ordered by the sleeper's
+//! membarrier). Otherwise an exchange, a full barrier. One atomic read-modify-write fewer than an
+//! exchange on every unlock: about 12.7 -> 7 ns for an uncontended lock + unlock on an AMD EPYC VM.
+inline void release_word(MutexState* s) noexcept {
+  if (g_fence_mode.load(std::memory_order_relaxed) == kFenceMembarrier) {
+    s->word.store(0, std::memory_order_release);
+    compiler_barrier();  // SYNC POINT: store the word, then load sleepers (the sleeper's membarrier)
+    if (s->sleepers.load(std::memory_order_relaxed) != 0) mutex_wake_sleeper(s);
+  } else {
+    (void)s->word.exchange(0, std::memory_order_seq_cst);
+    if (s->sleepers.load(std::memory_order_seq_cst) != 0) mutex_wake_sleeper(s);
+  }
+}
 
 //! The lock and unlock paths that are not the uncontended common case (mutex.cpp).
 void mutex_lock_slow(MutexState* s, const std::string& what);
@@ -179,8 +229,7 @@ inline bool mutex_unlock_fast(MutexState* s) noexcept {
   s->depth = 0;
   s->owner.store(0, std::memory_order_relaxed);
   tls_pending_lock = nullptr;
-  const std::uint32_t old = s->word.exchange(0, std::memory_order_release);
-  if ((old & FUTEX_WAITERS) != 0) futex_wake(&s->word, 1);
+  release_word(s);
   // Still pending until here: a death after the release leaves a free word (or one another
   // thread holds), which the kernel leaves alone apart from a wake-up.
   compiler_barrier();
