@@ -5,9 +5,6 @@
 
 #include <multiproc/multiproc.hpp>
 
-#include <sys/mman.h>
-
-#include <cstdint>
 #include <numeric>
 #include <vector>
 
@@ -80,15 +77,6 @@ Result pool_map_multiproc() {
   return {s * 1e3, "ms", false};
 }
 
-// Maps the pages of [p, p + bytes) at once (as the Pool does for a map's result): on a VM that
-// maps each page at its first touch, about half the cost of faulting them in one by one.
-void populate(void* p, std::size_t bytes) {
-  const std::uintptr_t page = 4096;
-  const std::uintptr_t begin = (reinterpret_cast<std::uintptr_t>(p) + page - 1) & ~(page - 1);
-  const std::uintptr_t end = (reinterpret_cast<std::uintptr_t>(p) + bytes) & ~(page - 1);
-  if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
-}
-
 // pool_map_100k's bare limit: what any map returning a fresh result costs at least — the same
 // ten kept vectors of 100,000 squares, computed in this process (no workers, no transfer). On a
 // host where a page costs microseconds at its first touch (a VM whose hypervisor maps each page
@@ -106,7 +94,7 @@ Result pool_map_fresh_result() {
   for (int m = 0; m < maps; ++m) {
     std::vector<long> out;
     out.reserve(in.size());
-    populate(out.data(), in.size() * sizeof(long));
+    mp::detail::populate(out.data(), in.size() * sizeof(long));  // as the Pool pre-maps a result
     out.resize(in.size());
     for (std::size_t i = 0; i < in.size(); ++i) out[i] = square(in[i]);
     outs.push_back(std::move(out));
