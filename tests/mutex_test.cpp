@@ -129,6 +129,7 @@ BOOST_AUTO_TEST_CASE(a_passed_deadline_fails_at_once_without_marking_the_word, *
   }
   BOOST_TEST(taken == 0);
   BOOST_TEST((state->word.load() & FUTEX_WAITERS) == 0u);
+  BOOST_TEST(state->sleepers.load() == 0u);
   held.release.signal();
   BOOST_REQUIRE(held.holder.join_for(30s));
   BOOST_TEST(*held.holder.exitcode() == 0);
@@ -201,6 +202,58 @@ BOOST_AUTO_TEST_CASE(sleepers_handed_the_lock_by_plain_stores_miss_no_wake_up,
   PinnedToOneCpu pin;
   BOOST_REQUIRE(pin.ok());
   hand_off_among_sleepers(8, 100);
+}
+
+// A sleeper SIGKILLed (or SIGSTOPped) while asleep leaves its sleepers mark behind: the next
+// unlock pays one futex_wake for nobody and clears it, and the lock goes on as before — its
+// unlocks stop calling into the kernel, other sleepers are still woken.
+BOOST_AUTO_TEST_CASE(a_sleeper_stopped_or_killed_asleep_leaves_a_mark_the_next_unlock_clears,
+                     *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  const auto* state = static_cast<const mp::detail::MutexState*>(m.segment().body());
+  ContinueAtExit cont;
+  for (const int sig : {SIGSTOP, SIGKILL}) {
+    m.lock();
+    mp::Process sleeper([m]() mutable {
+      m.lock();
+      m.unlock();
+    });
+    sleeper.start();
+    BOOST_REQUIRE(wait_until_sleeping(sleeper.pid()));
+    BOOST_REQUIRE(mptest::eventually([&] { return state->sleepers.load() != 0u; }));
+    ::kill(sleeper.pid(), sig);
+    if (sig == SIGSTOP) cont.pids.push_back(sleeper.pid());
+    m.unlock();  // wakes the stopped or dead sleeper: nobody takes it
+    BOOST_TEST(state->sleepers.load() == 0u);
+    BOOST_TEST((state->word.load() & FUTEX_TID_MASK) == 0u);
+    // Uncontended again: taken and released without a mark.
+    for (int i = 0; i < 1000; ++i) {
+      m.lock();
+      m.unlock();
+    }
+    BOOST_TEST(state->sleepers.load() == 0u);
+    // A new sleeper is woken as ever (beside the stopped one, which holds nothing).
+    m.lock();
+    mp::Process next([m]() mutable {
+      m.lock();
+      m.unlock();
+    });
+    next.start();
+    BOOST_REQUIRE(wait_until_sleeping(next.pid()));
+    m.unlock();
+    BOOST_REQUIRE(next.join_for(30s));
+    BOOST_TEST(*next.exitcode() == 0);
+    if (sig == SIGSTOP) {
+      ::kill(sleeper.pid(), SIGCONT);
+      BOOST_REQUIRE(sleeper.join_for(30s));
+      BOOST_TEST(*sleeper.exitcode() == 0);  // woke, took the free lock, left
+    } else {
+      BOOST_REQUIRE(sleeper.join_for(30s));
+      BOOST_TEST(*sleeper.exitcode() == -SIGKILL);
+    }
+  }
+  BOOST_TEST(m.try_lock());
+  m.unlock();
 }
 
 MPTEST_SCENARIO(add_under_named_mutex) {
