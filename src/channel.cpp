@@ -329,6 +329,15 @@ bool ChannelRef::room_hint(std::size_t n) const noexcept {
   return fits(head, tail, n);
 }
 
+bool ChannelRef::rewind_ok(std::uint64_t tail) const noexcept {
+  EndState& p = c_->producer;
+  // acquire: pairs with the consumer's release store of its cursor; the bytes it freed are ours.
+  const std::uint64_t head = c_->consumer.cursor.load(std::memory_order_acquire);
+  if (head != tail) return false;
+  p.other = head;  // a fresh lower bound (it is the tail)
+  return true;
+}
+
 unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const {
   EndState& p = c_->producer;
   const std::uint64_t rb = rb_;
@@ -339,7 +348,15 @@ unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const {
   std::uint64_t bytes = cursor_bytes(tail);
   std::uint64_t off = bytes & (rb - 1);
   const std::uint64_t span = record_span(n);
-  if (off + span > rb) {
+  // A skip to the ring's end: where the record does not fit before it, and, for a channel that
+  // rewinds (set_rewind), where the consumer has taken everything — looked at only when the
+  // record crosses a sixteenth of the ring past its first quarter, so a producer that runs ahead
+  // loads the consumer's cursor line once per sixteenth, not per record. Room: has_room(n) saw
+  // room for the record after the cached consumer cursor; with the consumer at our tail the
+  // whole ring is free, and the skip plus the record take rb - off + span <= rb.
+  if (off + span > rb ||
+      (rewind_ && off >= rb / 4 && span <= off && ((off ^ (off + span)) >= rb / 16 || span >= rb / 16) &&
+       rewind_ok(tail))) {
     const RecordHeader skip =
         seal_record(bytes, static_cast<std::uint32_t>(rb - off - kRecordHeader), kRecordSkip);
     std::memcpy(ring_ + off, &skip, sizeof skip);

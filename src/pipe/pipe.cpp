@@ -38,6 +38,7 @@ ConnectionImpl::ConnectionImpl(Segment seg, PipeEnd end, bool register_self)
   for (std::uint32_t i = 0; i < channels; ++i) {
     ChannelState* c = channel_at(state_, static_cast<int>(i), rb);
     refs[i] = ChannelRef(c, kChannelSpan + rb, &what_);
+    refs[i].set_rewind(true);  // a pipe promises no capacity: keep its messages in warm memory
     if (refs[i].ring_bytes() != rb || refs[i].ring_offset() != kChannelSpan ||
         refs[i].record_size() != 0) {
       seg_.fail(errc::corrupt, "its channel headers do not match its segment");

@@ -132,7 +132,7 @@ bool PoolCore::try_direct(const std::shared_ptr<JobState>& job, PoolTask& task) 
       }
       return false;
     }
-    w.outstanding_bytes += task.message.size();
+    w.outstanding_bytes += ring_share(task.message.size());
     ++w.sent;
     w.direct = true;
     w.outstanding.push_back({job, 0, std::move(task.message)});

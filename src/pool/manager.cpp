@@ -65,7 +65,7 @@ void PoolCore::handle_result(Worker& w, std::string_view msg) {
   if (w.outstanding.empty() || msg.size() < kResultHeader) return;  // cannot happen
   Sent s = std::move(w.outstanding.front());
   w.outstanding.pop_front();
-  w.outstanding_bytes -= s.message.size();
+  w.outstanding_bytes -= ring_share(s.message.size());
   ++w.answered;
   if (w.outstanding.empty()) w.direct = false;
   deliver(s.job, s.index, msg);
@@ -155,7 +155,11 @@ void PoolCore::dispatch() {
             pending_.pop_front();  // its call failed already: skip the rest of it
           }
           if (pending_.empty()) return;
-          const std::size_t bytes = pending_.front().message.size();
+          // The worker's ring holds at most what is outstanding, so a send that keeps that
+          // under a quarter of the ring never waits for room (this thread must not: the worker
+          // may be waiting for it to read a reply) — also when the pipe has just started again
+          // from the ring's beginning, which leaves at least a quarter free (set_rewind).
+          const std::size_t bytes = ring_share(pending_.front().message.size());
           const bool fits = w.outstanding.empty() ||
                             (pending_.front().job == w.outstanding.front().job &&
                              w.outstanding_bytes + bytes < kWorkerRing / 4);
@@ -181,7 +185,7 @@ void PoolCore::dispatch() {
           pending_.push_front(std::move(next));
           break;
         }
-        w.outstanding_bytes += next.message.size();
+        w.outstanding_bytes += ring_share(next.message.size());
         ++w.sent;
         w.outstanding.push_back({std::move(next.job), next.index, std::move(next.message)});
       }

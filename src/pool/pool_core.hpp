@@ -73,6 +73,9 @@ inline constexpr char kStatusOk = 0;
 inline constexpr char kStatusRemoteError = 1;
 inline constexpr char kStatusBroken = 2;
 inline constexpr std::size_t kWorkerRing = std::size_t{1} << 20;
+//! Ring bytes a task message of `bytes` may take: its record headers, padding and, streamed, the
+//! total its first chunk carries. Worker::outstanding_bytes adds this per message.
+inline constexpr std::size_t ring_share(std::size_t bytes) noexcept { return bytes + 64; }
 // A worker's task buffer to begin with (it doubles when a task does not fit).
 inline constexpr std::size_t kTaskBuffer = std::size_t{64} << 10;
 // Buffers above this size are released after use rather than kept for the next message.

@@ -329,6 +329,15 @@ class ChannelRef {
   std::size_t max_whole_payload() const noexcept {
     return max_record_payload() < kStreamChunk ? max_record_payload() : kStreamChunk;
   }
+  //! Whether this process's producer starts again from the ring's beginning when the consumer
+  //! has taken everything and the tail is past the ring's first quarter (a skip record to the
+  //! end, as at a wrap). Messages then cycle through the ring's first part, whose pages and cache
+  //! lines are warm, instead of the whole ring: on a VM that maps each page of a process at its
+  //! first touch, a Pool's first maps paid 5-10 us for every page of its 1 MiB rings. The price:
+  //! until the consumer takes the record after the skip, the producer has room only before the
+  //! skip — at least a quarter of the ring. Pipe sets it (a pipe promises no capacity); Queue does
+  //! not (its capacity is a promise). Process-local; a consumer steps over the skip either way.
+  void set_rewind(bool on) noexcept { rewind_ = on; }
 
   // ---- ends -------------------------------------------------------------------------------
   //! Takes an end, waiting (up to the deadline) for a revoked lease or the mutex. A deadline of
@@ -652,6 +661,8 @@ class ChannelRef {
   EndToken acquire_slow(EndState& e, const Clock::time_point* deadline) const;
   void release_slow(EndState& e, EndToken t) const noexcept;
   bool has_room_slow(std::size_t n) const;
+  //! Whether the consumer has taken everything up to `tail` (reserve's rewind).
+  bool rewind_ok(std::uint64_t tail) const noexcept;
   bool has_data_slow(std::uint64_t head) const;
   //! The owner of end `e`, whose copy of its cursor is `mine`: stores it again (and wakes the
   //! other end) if the shared cursor says otherwise — a scribble.
@@ -675,6 +686,7 @@ class ChannelRef {
   std::uint64_t rb_ = 0;        // ring bytes, a power of two
   std::uint64_t capacity_ = 0;  // records
   std::uint32_t record_size_ = 0;
+  bool rewind_ = false;  // see set_rewind
   const std::string* what_ = nullptr;
 };
 
