@@ -200,7 +200,10 @@ class Connection {
 
 //! Returns: two connected Connections, shared with children forked after this call. With
 //! duplex = false, .first only receives and .second only sends. `ring_bytes` is the buffer of
-//! each direction (0: 1 MiB); messages of any size stream through it.
+//! each direction (0: 1 MiB); messages of any size stream through it. A send waits when the
+//! messages not yet received fill the ring — or, just after the sender started again from the
+//! ring's beginning (it does when the receiver has taken everything, to stay in warm memory), at
+//! least a quarter of it, until the receiver takes the next message.
 std::pair<Connection, Connection> Pipe(bool duplex = true, std::size_t ring_bytes = 0);
 
 //! As above, by name: other processes open an end with Connection(open_only, name, PipeEnd::...).

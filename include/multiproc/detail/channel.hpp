@@ -27,6 +27,11 @@
 // died) are skipped, and a partial message is dropped when a new message begins after it, or when
 // its sender is gone (`open_message`).
 //
+// A skip record (kRecordSkip) runs from where it starts to the ring's end: the next record is at
+// offset 0. A producer writes one where a record does not fit before the end, and, on a channel
+// that rewinds (set_rewind: pipes), where the consumer has taken everything and the tail is past
+// the ring's first quarter, so that records cycle through its warm first part.
+//
 // Distrust: every byte of the segment may be written by a buggy or hostile process of the same
 // user. The geometry (ring size, capacity, record size, ring offset) is copied into ChannelRef
 // once, when the channel is opened, and checked against the mapping there (Error(corrupt));
