@@ -354,9 +354,9 @@ unsigned char* ChannelRef::reserve(std::size_t n, RecordType type) const {
   // loads the consumer's cursor line once per sixteenth, not per record. Room: has_room(n) saw
   // room for the record after the cached consumer cursor; with the consumer at our tail the
   // whole ring is free, and the skip plus the record take rb - off + span <= rb.
-  if (off + span > rb ||
-      (rewind_ && off >= rb / 4 && span <= off && ((off ^ (off + span)) >= rb / 16 || span >= rb / 16) &&
-       rewind_ok(tail))) {
+  // (off ^ (off + span)) >= rb / 16: the record crosses a multiple of rb / 16.
+  if (off + span > rb || (rewind_ && off >= rb / 4 && span <= off &&
+                          (off ^ (off + span)) >= rb / 16 && rewind_ok(tail))) {
     const RecordHeader skip =
         seal_record(bytes, static_cast<std::uint32_t>(rb - off - kRecordHeader), kRecordSkip);
     std::memcpy(ring_ + off, &skip, sizeof skip);
