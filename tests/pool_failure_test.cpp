@@ -337,6 +337,32 @@ BOOST_AUTO_TEST_CASE(a_worker_killed_mid_chunk_of_a_placed_map_fails_the_map, *b
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_failed_map_never_sends_from_its_input_again, *boost::unit_test::timeout(120)) {
+  // map() sends chunks of plain values straight from the caller's input, which may change or go
+  // as soon as map() has returned. The worker dies in the first chunk: the chunk it had been sent
+  // behind it, and those still queued, must be dropped with the failed call — not sent from the
+  // input later (to the replacement, which says it is ready only after map() has returned here).
+  // Overwritten with kPoison, the input must never reach a worker; freed, it must never be read
+  // (ASan's run checks that).
+  mp::Pool pool(1);
+  mp::RawValue<int> poisoned(mp::create_only, poison_flag_name(::getpid()), 0);
+  for (int round = 0; round < 4; ++round) {
+    auto in = std::make_unique<std::vector<long>>(range(20000));
+    BOOST_CHECK_THROW(pool.map(kill_myself_or_report_poison, *in, 100), mp::BrokenPool);
+    if (round % 2 == 0) {
+      std::fill(in->begin(), in->end(), kPoison);
+    } else {
+      in.reset();
+    }
+    const auto squares = pool.map(square, range(3000), 10);  // behind anything left queued
+    BOOST_TEST(std::accumulate(squares.begin(), squares.end(), 0L) == sum_of_squares(3000));
+    BOOST_TEST(poisoned.load() == 0, "round " << round);
+  }
+  // The flag works: a map that does carry the poison raises it.
+  BOOST_TEST(pool.map(kill_myself_or_report_poison, std::vector<long>{kPoison, 1}).front() == kPoison);
+  BOOST_TEST(poisoned.load() == 1);
+}
+
 BOOST_AUTO_TEST_CASE(a_call_failed_by_a_death_finds_the_worker_already_replaced, *boost::unit_test::timeout(120)) {
   // The BrokenPool of a death is delivered after the replacement is started: the caller it wakes
   // finds the pool whole (and does not run while the manager forks).

@@ -41,6 +41,7 @@ bool throws(F&& f) {
 }
 
 inline long square(long x) { return x * x; }
+inline long triple(int x) { return static_cast<long>(x) * 3; }
 inline int add(int a, int b) { return a + b; }
 inline std::string shout(std::string s, int times) {
   std::string out;
@@ -55,6 +56,17 @@ inline int my_pid(int) { return static_cast<int>(::getpid()); }
 inline long kill_myself_on(long x) {
   if (x == 7) ::kill(::getpid(), SIGKILL);
   return x;
+}
+// An item no worker may ever see: kill_myself_or_report_poison() raises the flag named
+// poison_flag_name(pool's process) when it does (the test creates it; a worker's parent is the
+// process of its pool).
+inline constexpr long kPoison = -5;
+inline std::string poison_flag_name(pid_t pool_process) {
+  return run_prefix() + "poison." + std::to_string(pool_process);
+}
+inline long kill_myself_or_report_poison(long x) {
+  if (x == kPoison) mp::RawValue<int>(mp::open_only, poison_flag_name(::getppid())).store(1);
+  return kill_myself_on(x);
 }
 // Blocks until the named event is set (a task the test controls without sleeping).
 inline bool wait_for_event(std::string name) {

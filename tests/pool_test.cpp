@@ -33,6 +33,28 @@ BOOST_AUTO_TEST_CASE(map_keeps_the_order_for_any_chunk_size, *boost::unit_test::
               std::vector<std::size_t>{1, 2, 3}));
 }
 
+BOOST_AUTO_TEST_CASE(map_sends_chunks_up_to_a_whole_record_from_the_input_and_copies_larger_ones,
+                     *boost::unit_test::timeout(120)) {
+  // Chunks of up to kBorrowMaxBytes (header included) go from the caller's input straight into
+  // the worker's ring; larger ones are copied into messages first. Both sides of the limit, for
+  // 8- and 4-byte items, a map_async (always copied) among them, results exact.
+  mp::Pool pool(2);
+  constexpr std::size_t kLimit = (mp::detail::kBorrowMaxBytes - mp::detail::kTaskHeaderBytes);
+  const auto in = range(70000);
+  std::vector<long> expected;
+  for (long x : in) expected.push_back(x * x);
+  std::vector<int> small(70000);
+  std::iota(small.begin(), small.end(), -35000);
+  std::vector<long> small_expected;
+  for (int x : small) small_expected.push_back(static_cast<long>(x) * 3);
+  for (std::size_t chunk : {kLimit / 8 - 1, kLimit / 8, kLimit / 8 + 1, std::size_t{70000}}) {
+    BOOST_TEST((pool.map(square, in, chunk) == expected), "chunksize " << chunk);
+    auto pending = pool.map_async(square, in, chunk);
+    BOOST_TEST((pool.map(triple, small, chunk * 2) == small_expected), "chunksize " << chunk * 2);
+    BOOST_TEST((pending.get() == expected), "map_async, chunksize " << chunk);
+  }
+}
+
 // chunk_all copies the bytes of a contiguous range of the function's own argument type at once,
 // and reads any other range item by item: each kind of input must give the same results.
 BOOST_AUTO_TEST_CASE(map_reads_every_kind_of_input_range_alike, *boost::unit_test::timeout(120)) {

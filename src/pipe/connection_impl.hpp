@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace multiproc::detail {
 
@@ -44,6 +45,19 @@ inline ChannelState* channel_at(PipeState* p, int index, std::uint64_t ring_byte
 //! read per holder): often enough that a dead peer is seen well within one kLivenessSlice, rarely
 //! enough that a busy poll() loop does not spend its time in /proc.
 inline constexpr std::chrono::milliseconds kPeerScanInterval{20};
+
+//! Sends `head` followed by the n bytes at `body` as one message on c, copied into the ring
+//! straight from both (the Pool sends a chunk of map()'s input this way, src/pool/manager.cpp).
+//! Throws: as Connection::send_bytes.
+void send_parts(const Connection& c, std::string_view head, const std::byte* body, std::size_t n);
+
+//! Writes one byte of every page in the first `bytes` of each ring of c's pipe (the value that is
+//! there), so that this process has mapped them before it sends or receives there: on a VM that
+//! maps a page of a process at its first touch (5-10 us a page on host A, docs/benchmarks.md;
+//! also after MADV_POPULATE_WRITE), a Pool's first map otherwise paid that inside the map.
+//! Requires: no other process uses the rings meanwhile (the Pool's parent calls it before it
+//! forks the worker, the worker before it says it is ready).
+void touch_rings(const Connection& c, std::size_t bytes);
 
 class ConnectionImpl {
  public:

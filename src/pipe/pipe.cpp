@@ -140,6 +140,31 @@ struct PipeFactory {
     track(second);
     return {Connection(first), Connection(second)};
   }
+  static void touch_rings(const Connection& c, std::size_t bytes) {
+    const long page = ::sysconf(_SC_PAGESIZE);
+    for (const ChannelRef* ch : {&c.impl_->recv_, &c.impl_->send_}) {
+      if (ch->state() == nullptr) continue;  // a simplex end has one direction
+      auto* ring = reinterpret_cast<unsigned char*>(ch->state()) + ch->ring_offset();
+      const std::size_t n = std::min<std::uint64_t>(bytes, ch->ring_bytes());
+      for (std::size_t off = 0; off < n; off += static_cast<std::size_t>(page)) {
+        volatile unsigned char* b = ring + off;
+        *b = *b;  // a write of what is there: the page is this process's from now on
+      }
+    }
+  }
+  static void send_parts(const Connection& c, std::string_view head, const std::byte* body,
+                         std::size_t n) {
+    struct Parts {
+      std::string_view head;
+      const std::byte* body;
+      std::size_t n;
+    } parts{head, body, n};
+    c.send_with(head.size() + n, [](void* ctx, std::byte* out) {
+      const auto* p = static_cast<const Parts*>(ctx);
+      if (!p->head.empty()) std::memcpy(out, p->head.data(), p->head.size());
+      if (p->n != 0) std::memcpy(out + p->head.size(), p->body, p->n);
+    }, &parts);
+  }
   static Connection open(Segment seg, PipeEnd end) {
     if (end != PipeEnd::first && end != PipeEnd::second) {
       throw Error(errc::invalid_argument,
@@ -208,6 +233,15 @@ std::pair<Connection, Connection> Pipe(create_only_t, const Name& name, bool dup
   const std::uint64_t rb = detail::pipe_ring_bytes(ring_bytes, what);
   return detail::PipeFactory::make(
       Segment::create(name, detail::pipe_layout(duplex, rb), detail::pipe_init(duplex, rb, what)));
+}
+
+void detail::touch_rings(const Connection& c, std::size_t bytes) {
+  detail::PipeFactory::touch_rings(c, bytes);
+}
+
+void detail::send_parts(const Connection& c, std::string_view head, const std::byte* body,
+                        std::size_t n) {
+  detail::PipeFactory::send_parts(c, head, body, n);
 }
 
 Connection::Connection(open_only_t, const Name& name, PipeEnd end)

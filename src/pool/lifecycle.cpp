@@ -149,7 +149,8 @@ void PoolCore::submit(const std::shared_ptr<JobState>& job, std::vector<PoolTask
   job->progress = std::move(progress);
   // A lone call with nothing to run on the manager thread may skip it (see pool_core.hpp).
   if (tasks.size() == 1 && !job->progress && job->on_finish.empty() &&
-      tasks[0].message.size() <= kDirectMaxBytes && try_direct(job, tasks[0])) {
+      tasks[0].borrowed == nullptr && tasks[0].message.size() <= kDirectMaxBytes &&
+      try_direct(job, tasks[0])) {
     return;
   }
   {
@@ -159,7 +160,8 @@ void PoolCore::submit(const std::shared_ptr<JobState>& job, std::vector<PoolTask
       const std::uint64_t id = next_job_++;
       for (std::size_t i = 0; i < tasks.size(); ++i) {
         stamp(tasks[i], id, i);
-        pending_.push_back({job, i, std::move(tasks[i].message)});
+        pending_.push_back(
+            {job, i, std::move(tasks[i].message), tasks[i].borrowed, tasks[i].borrowed_bytes});
       }
     }
   }
@@ -197,7 +199,7 @@ void PoolCore::extend(const std::shared_ptr<JobState>& job, std::vector<PoolTask
       const std::size_t index = job->tasks++;
       stamp(t, 0, index);
       if (job->kind == JobKind::ordered_stream) job->results.emplace_back();
-      pending_.push_back({job, index, std::move(t.message)});
+      pending_.push_back({job, index, std::move(t.message), t.borrowed, t.borrowed_bytes});
     }
   }
   kick();

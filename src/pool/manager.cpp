@@ -5,6 +5,7 @@
 #include <multiproc/wait.hpp>
 
 #include "../os.hpp"
+#include "../pipe/connection_impl.hpp"
 
 #include <csignal>
 #include <cstdio>
@@ -38,6 +39,12 @@ void PoolCore::spawn_worker() {
   std::pair<Connection, Connection> ends = Pipe(true, kWorkerRing);
   Connection& parent_end = ends.first;
   Connection child_end = std::move(ends.second);
+  // Tasks and results stream through the rings: map their pages in this process now, not a page
+  // at a time inside the first big map() (that was a third of its time), and touch the part the
+  // pool cycles through, before the worker exists to use it (touch_rings: on a VM that maps a page
+  // at a process's first touch, that was still a third of a fresh pool's first map of 100,000).
+  parent_end.segment().prefault();
+  touch_rings(parent_end, kWarmRing);
   Worker w;
   const std::function<void()>* init = &init_;
   const std::size_t maxtasks = maxtasks_;
@@ -50,9 +57,6 @@ void PoolCore::spawn_worker() {
   w.process->start();
   child_end.close();  // the worker holds its end; we hold ours
   w.conn = std::make_shared<Connection>(parent_end);
-  // Tasks and results stream through the rings: fault their pages in now, while the worker starts,
-  // not a page at a time inside the first big map() (that was a third of its time).
-  w.conn->segment().prefault();
   workers_.push_back(std::move(w));
 }
 
@@ -65,7 +69,7 @@ void PoolCore::handle_result(Worker& w, std::string_view msg) {
   if (w.outstanding.empty() || msg.size() < kResultHeader) return;  // cannot happen
   Sent s = std::move(w.outstanding.front());
   w.outstanding.pop_front();
-  w.outstanding_bytes -= ring_share(s.message.size());
+  w.outstanding_bytes -= ring_share(s.bytes());
   ++w.answered;
   if (w.outstanding.empty()) w.direct = false;
   deliver(s.job, s.index, msg);
@@ -108,6 +112,8 @@ void PoolCore::handle_exit(std::size_t i) {
   if (w.started.load() > w.answered && !w.outstanding.empty()) {
     Sent running = std::move(w.outstanding.front());
     w.outstanding.pop_front();
+    running.borrowed = nullptr;
+    running.borrowed_bytes = 0;
     running.message.assign(kResultHeader, kStatusBroken);  // now the reply
     running.message += "multiproc::Pool: worker " + w.process->name() + " (pid " +
                        std::to_string(w.process->pid()) + ") " + describe_exit(code) +
@@ -118,9 +124,7 @@ void PoolCore::handle_exit(std::size_t i) {
   std::deque<Sent> unstarted = std::move(w.outstanding);
   workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(i));
   std::lock_guard<std::mutex> lock(m_);
-  for (auto it = unstarted.rbegin(); it != unstarted.rend(); ++it) {
-    pending_.push_front({std::move(it->job), it->index, std::move(it->message)});
-  }
+  for (auto it = unstarted.rbegin(); it != unstarted.rend(); ++it) pending_.push_front(std::move(*it));
   if (early_deaths_ >= kEarlyDeathsToBreak && !broken_) {
     broken_ = std::make_exception_ptr(BrokenPool(
         "multiproc::Pool: workers keep dying in their initializer (the last " +
@@ -159,7 +163,7 @@ void PoolCore::dispatch() {
           // under a quarter of the ring never waits for room (this thread must not: the worker
           // may be waiting for it to read a reply) — also when the pipe has just started again
           // from the ring's beginning, which leaves at least a quarter free (set_rewind).
-          const std::size_t bytes = ring_share(pending_.front().message.size());
+          const std::size_t bytes = ring_share(pending_.front().bytes());
           const bool fits = w.outstanding.empty() ||
                             (pending_.front().job == w.outstanding.front().job &&
                              w.outstanding_bytes + bytes < kWorkerRing / 4);
@@ -175,7 +179,7 @@ void PoolCore::dispatch() {
           next.job->started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
         }
         try {
-          w.conn->send_bytes(next.message);
+          send_task(w, next);
         } catch (const Error&) {  // the worker died meanwhile: the task goes back
           if (next.job->future) {
             std::lock_guard<std::mutex> job_lock(next.job->mutex);
@@ -185,11 +189,19 @@ void PoolCore::dispatch() {
           pending_.push_front(std::move(next));
           break;
         }
-        w.outstanding_bytes += ring_share(next.message.size());
+        w.outstanding_bytes += ring_share(next.bytes());
         ++w.sent;
-        w.outstanding.push_back({std::move(next.job), next.index, std::move(next.message)});
+        w.outstanding.push_back(std::move(next));
       }
     }
+  }
+}
+
+void PoolCore::send_task(const Worker& w, const QueuedTask& task) {
+  if (task.borrowed == nullptr) {
+    w.conn->send_bytes(task.message);
+  } else {  // header and payload in one message, the payload straight from the caller's input
+    send_parts(*w.conn, task.message, task.borrowed, task.borrowed_bytes);
   }
 }
 

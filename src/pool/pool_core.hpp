@@ -73,11 +73,19 @@ inline constexpr char kStatusOk = 0;
 inline constexpr char kStatusRemoteError = 1;
 inline constexpr char kStatusBroken = 2;
 inline constexpr std::size_t kWorkerRing = std::size_t{1} << 20;
+// The part of each ring a pool cycles through, which both processes touch before the first task
+// (touch_rings): what the pool has outstanding stays under a quarter of the ring, and a pipe
+// starts again from the ring's beginning once a record crosses a sixteenth past that quarter
+// (ChannelRef::set_rewind) — so records end within 5/16 of the ring plus one message (typically
+// at most kBorrowMaxBytes, a map's chunk). Beyond it pages are mapped as they are first used.
+inline constexpr std::size_t kWarmRing = kWorkerRing / 4 + kWorkerRing / 16 + kBorrowMaxBytes;
 //! Ring bytes a task message of `bytes` may take: its record headers, padding and, streamed, the
 //! total its first chunk carries. Worker::outstanding_bytes adds this per message.
 inline constexpr std::size_t ring_share(std::size_t bytes) noexcept { return bytes + 64; }
-// A worker's task buffer to begin with (it doubles when a task does not fit).
-inline constexpr std::size_t kTaskBuffer = std::size_t{64} << 10;
+// A worker's task and reply buffers, and the manager's reply buffer, to begin with (each doubles
+// when a message does not fit): a whole record of the pipe, so that a map's chunks (at most
+// kBorrowMaxBytes when borrowed) and their replies fit without growing them inside a map.
+inline constexpr std::size_t kTaskBuffer = kBorrowMaxBytes;
 // Buffers above this size are released after use rather than kept for the next message.
 inline constexpr std::size_t kKeepBuffer = std::size_t{16} << 20;
 inline constexpr int kEarlyDeathsToBreak = 3;
@@ -167,10 +175,20 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   enum class State { running, closing, terminating, stopped };
   // A task of a call: waiting in pending_ (Pending), or sent to a worker and not answered yet
   // (Sent: the message is kept, to send it again should the worker exit before starting it).
+  //
+  // A borrowed payload (a chunk of map()'s input, PoolTask::borrowed) lives in the caller's memory,
+  // which may go once the call finishes (map() returns then). It is read only by a send, with io_
+  // held, after dispatch() or try_direct() saw under the job's mutex that the call was not
+  // finishing — and a map's call is finished only with io_ held (by deliver() and
+  // fail_everything(); cancelling is for futures and streams, which never borrow), so no call
+  // finishes between that look and the send.
   struct QueuedTask {
     std::shared_ptr<JobState> job;
     std::size_t index;
-    std::string message;  // the whole task message, header included
+    std::string message;  // the task message: its header, then the payload unless borrowed
+    const std::byte* borrowed = nullptr;
+    std::size_t borrowed_bytes = 0;
+    std::size_t bytes() const noexcept { return message.size() + borrowed_bytes; }
   };
   using Pending = QueuedTask;
   using Sent = QueuedTask;
@@ -206,6 +224,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void fail_everything(std::exception_ptr error);
   void update_pids();
   void kick() { kick_.try_put(1); }
+  // Sends a queued task's message (and its borrowed payload) to w. Throws: as send_bytes.
+  static void send_task(const Worker& w, const QueuedTask& task);
   // Requires m_ held. Throws: the pool's BrokenPool, or Error(errc::bad_state) unless running.
   void check_accepting() const;
 

@@ -2,6 +2,7 @@
 #include "pool_core.hpp"
 
 #include "../os.hpp"
+#include "../pipe/connection_impl.hpp"
 
 #include <cstring>
 #include <exception>
@@ -11,7 +12,10 @@ namespace multiproc::detail {
 
 int worker_main(const Connection& conn, const std::function<void()>& init, std::size_t maxtasks,
                 const RawValue<std::uint64_t>& started) {
-  conn.segment().prefault();  // this process's page tables for the rings, while the parent does its own
+  // This process's pages of the rings, as the parent mapped its own (spawn_worker): before this
+  // worker says it is ready, no one else uses the rings.
+  conn.segment().prefault();
+  touch_rings(conn, kWarmRing);
   if (init) init();  // an exception ends the worker with exit code 1 (Process prints it)
   try {
     conn.send_bytes("");  // ready: the initializer is done, tasks may come
@@ -22,7 +26,7 @@ int worker_main(const Connection& conn, const std::function<void()>& init, std::
   // The task and the reply, reused from task to task: their memory stays mapped (a fresh buffer
   // per chunk of a map paid a page fault per 4 KiB, most of a map's time on some machines).
   std::string msg(kTaskBuffer, '\0');
-  std::string reply;
+  std::string reply(kTaskBuffer, '\0');  // trampolines size it (resize, assign) to their reply
   for (;;) {
     std::size_t length = 0;
     try {

@@ -224,8 +224,9 @@ auto Pool::map_call(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t ch
                 "starmap(f, inputs): f must return a value");
   const auto fn = reinterpret_cast<std::uintptr_t>(detail::task_pointer(f));
   std::size_t items = 0;
+  // map() (sole) waits for the call to finish: its chunks may be sent from `inputs` itself.
   auto tasks = detail::chunk_all<In>(inputs, chunksize, items, size(), Call::trampoline(), fn,
-                                     buffers());
+                                     buffers(), sole);
   return start_call<std::vector<R>>(
       std::move(tasks), std::move(cb), std::move(progress), &detail::concat<R>,
       [&](detail::JobState& job) {

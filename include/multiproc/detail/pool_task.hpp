@@ -38,12 +38,22 @@ inline constexpr std::size_t kResultHeaderBytes = 13;
 //! buffer, reused from task to task so that its memory stays mapped).
 using Trampoline = void (*)(std::uintptr_t fn, const std::byte* in, std::size_t n, std::string& out);
 
-//! One unit of work sent to a worker: `message` holds kTaskHeaderBytes of room, then the payload.
+//! One unit of work sent to a worker: `message` holds kTaskHeaderBytes of room, then the payload
+//! — or only the header, when the payload is `borrowed_bytes` bytes of the caller's own input at
+//! `borrowed` (a chunk of a synchronous map of plain values: see chunk_all), which the pool sends
+//! from there, header and payload as one message.
 struct PoolTask {
   Trampoline trampoline;
   std::uintptr_t fn;
   std::string message;
+  const std::byte* borrowed = nullptr;
+  std::size_t borrowed_bytes = 0;
 };
+
+//! The largest task (header and payload) that chunk_all leaves in the caller's input: one whole
+//! record of a worker's pipe (kStreamChunk), so that it goes into the ring with two copies and no
+//! buffer between. Larger chunks are copied into messages of their own, as before.
+inline constexpr std::size_t kBorrowMaxBytes = std::size_t{128} << 10;
 
 //! Returns: f as a function pointer. Requires (static_assert): f is a plain function or a
 //! captureless lambda.
@@ -260,18 +270,21 @@ std::size_t default_chunksize(std::size_t items, std::size_t workers) noexcept;
 
 //! map's input, read at once, in chunks of `chunksize` (0: default_chunksize; the size used is
 //! stored back, with the number of items in `items`). A forward range is read twice (counting,
-//! then copying); an input-only range is first copied into a vector.
+//! then copying); an input-only range is first copied into a vector. With `borrow`, the chunks of
+//! an input whose plain values lie in one block are not copied (up to kBorrowMaxBytes a task):
+//! each task borrows its part of the block (PoolTask::borrowed), which must then stay alive and
+//! unchanged until the call finishes — as in map(), whose caller waits for that.
 //! Throws: what reading the input throws (nothing is submitted then).
 template <class In, class Range>
 std::vector<PoolTask> chunk_all(const Range& inputs, std::size_t& chunksize, std::size_t& items,
                                 std::size_t workers, Trampoline trampoline, std::uintptr_t fn,
-                                BufferCache* cache) {
+                                BufferCache* cache, bool borrow = false) {
   using It = decltype(std::begin(inputs));
   if constexpr (!std::is_base_of_v<std::forward_iterator_tag,
                                    typename std::iterator_traits<It>::iterator_category>) {
     std::vector<In> copy;
     for (auto it = std::begin(inputs); it != std::end(inputs); ++it) copy.push_back(*it);
-    return chunk_all<In>(copy, chunksize, items, workers, trampoline, fn, cache);
+    return chunk_all<In>(copy, chunksize, items, workers, trampoline, fn, cache);  // no borrowing
   } else {
     items = static_cast<std::size_t>(std::distance(std::begin(inputs), std::end(inputs)));
     if (chunksize == 0) chunksize = default_chunksize(items, workers);
@@ -289,6 +302,15 @@ std::vector<PoolTask> chunk_all(const Range& inputs, std::size_t& chunksize, std
     }
     for (std::size_t i = 0; i < items; i += chunksize) {
       const std::size_t n = std::min(items - i, chunksize);
+      if constexpr (kMaybeBlock) {
+        // Borrowed: sent from the caller's input, with no copy in between (on a host that maps a
+        // page at its first touch, the copies of a pool's first map cost more than the map).
+        if (borrow && block != nullptr && n <= (kBorrowMaxBytes - kTaskHeaderBytes) / sizeof(In)) {
+          tasks.push_back({trampoline, fn, std::string(kTaskHeaderBytes, '\0'),
+                           reinterpret_cast<const std::byte*>(block + i), n * sizeof(In)});
+          continue;
+        }
+      }
       ChunkBuilder<In> part(n, cache);
       if constexpr (kMaybeBlock) {
         if (block != nullptr) part.add_contiguous(block + i, n);
