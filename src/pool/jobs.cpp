@@ -111,6 +111,25 @@ bool job_ready(JobState& job) {
   return job_finished(job);
 }
 
+void size_placed_result(JobState& job) noexcept {
+  {
+    std::lock_guard<std::mutex> lock(job.mutex);
+    if (!job.size_placed || job.sizing != 0 || job.completing) return;
+    job.sizing = 1;
+  }
+  bool sized = true;
+  try {
+    job.size_placed();
+  } catch (...) {  // no memory: place() tries again, and fails the call with the error
+    sized = false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(job.mutex);
+    job.sizing = sized ? 2 : 0;
+  }
+  job.cv.notify_all();
+}
+
 void PoolCore::hand_over(JobState& job) {
   job.handover.store(true, std::memory_order_relaxed);  // the kick orders it (pool_job.hpp)
   kick();
@@ -294,9 +313,13 @@ void PoolCore::deliver(const std::shared_ptr<JobState>& job, std::size_t index,
   bool complete = false;
   std::exception_ptr bad;
   {
-    std::lock_guard<std::mutex> lock(j.mutex);
+    std::unique_lock<std::mutex> lock(j.mutex);
     if (j.completing) return;  // the call already failed
     if (j.place) {  // a map of plain values: straight into the result
+      // Its caller may be sizing the result (size_placed_result): wait for that, not long (the
+      // caller runs; it is in map()); else place() sizes it.
+      j.cv.wait(lock, [&] { return j.sizing != 1; });
+      j.sizing = 2;
       bad = j.place(index, reply.data() + kResultHeader, reply.size() - kResultHeader);
     } else {
       j.results[index] = std::string(reply);  // decoded later, past the header

@@ -122,9 +122,13 @@ bool PoolCore::try_direct(const std::shared_ptr<JobState>& job, PoolTask& task) 
       std::lock_guard<std::mutex> job_lock(job->mutex);
       job->started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
     }
+    // A borrowed payload (map()'s input) is read here, on its caller's thread, before submit
+    // returns: the call cannot have finished.
+    QueuedTask sent{job, 0, std::move(task.message), task.borrowed, task.borrowed_bytes};
     try {
-      w.conn->send_bytes(task.message);
+      send_task(w, sent);
     } catch (const Error&) {  // the worker is gone: the manager replaces it; queue the call
+      task.message = std::move(sent.message);
       job->direct_pool.reset();
       if (job->future) {
         std::lock_guard<std::mutex> job_lock(job->mutex);
@@ -132,10 +136,10 @@ bool PoolCore::try_direct(const std::shared_ptr<JobState>& job, PoolTask& task) 
       }
       return false;
     }
-    w.outstanding_bytes += ring_share(task.message.size());
+    w.outstanding_bytes += ring_share(sent.bytes());
     ++w.sent;
     w.direct = true;
-    w.outstanding.push_back({job, 0, std::move(task.message)});
+    w.outstanding.push_back(std::move(sent));
     return true;
   }
   return false;
@@ -149,7 +153,7 @@ void PoolCore::submit(const std::shared_ptr<JobState>& job, std::vector<PoolTask
   job->progress = std::move(progress);
   // A lone call with nothing to run on the manager thread may skip it (see pool_core.hpp).
   if (tasks.size() == 1 && !job->progress && job->on_finish.empty() &&
-      tasks[0].borrowed == nullptr && tasks[0].message.size() <= kDirectMaxBytes &&
+      tasks[0].message.size() + tasks[0].borrowed_bytes <= kDirectMaxBytes &&
       try_direct(job, tasks[0])) {
     return;
   }

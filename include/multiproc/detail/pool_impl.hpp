@@ -154,9 +154,10 @@ auto Pool::apply_async(F f, Callbacks<S, E> cb, Args&&... args) {
 template <class F, class Range>
 auto Pool::map(F f, const Range& inputs, std::size_t chunksize, Progress progress) {
   // Its result is seen by no one else: moved out of the call rather than copied.
-  return map_call<detail::Spread::no>(f, detail::NoCallbacks{nullptr, nullptr}, inputs, chunksize,
-                                      std::move(progress), true)
-      .get();
+  auto call = map_call<detail::Spread::no>(f, detail::NoCallbacks{nullptr, nullptr}, inputs,
+                                           chunksize, std::move(progress), true);
+  detail::size_placed_result(*call.job_);  // this thread is otherwise idle until the result
+  return call.get();
 }
 
 template <class F, class Range, class>
@@ -173,9 +174,10 @@ auto Pool::map_async(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t c
 
 template <class F, class Range>
 auto Pool::starmap(F f, const Range& inputs, std::size_t chunksize, Progress progress) {
-  return map_call<detail::Spread::yes>(f, detail::NoCallbacks{nullptr, nullptr}, inputs, chunksize,
-                                       std::move(progress), true)
-      .get();
+  auto call = map_call<detail::Spread::yes>(f, detail::NoCallbacks{nullptr, nullptr}, inputs,
+                                            chunksize, std::move(progress), true);
+  detail::size_placed_result(*call.job_);  // as in map()
+  return call.get();
 }
 
 template <class F, class Range, class>

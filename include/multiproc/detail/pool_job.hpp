@@ -59,6 +59,11 @@ struct JobState {
   std::function<std::exception_ptr(std::size_t index, const char* values, std::size_t bytes)> place;
   std::shared_ptr<void> placed;
   bool move_out = false;
+  // Sizes `placed` to the whole result, its pages mapped (place() does it at the first reply when
+  // no one has). `sizing`: 0 not yet, 1 map()'s caller is at it on its own thread while the
+  // workers compute (size_placed_result), 2 done — a reply to place waits while it is 1.
+  std::function<void()> size_placed;
+  int sizing = 0;
   std::exception_ptr error;  // set when the call failed (a stream: failed as a whole)
   bool completing = false;   // the outcome is known; callbacks are running
   bool finished = false;     // callbacks ran: get() may return
@@ -98,6 +103,13 @@ bool wait_job(JobState& job, const Clock::time_point* deadline);
 //! Returns: whether the job finished (collecting the reply of a call sent straight to a worker
 //! if it is there).
 bool job_ready(JobState& job);
+//! For map() of plain values, on the caller's thread just after the call is submitted: sizes the
+//! result vector (JobState::size_placed) while the workers compute the first chunks, rather than
+//! the pool's thread at the first reply, with the replies waiting behind it. On a host where a
+//! fresh page costs microseconds at its first touch that is most of a map's time, and the
+//! caller's thread has nothing else to do. Does nothing if a reply already sized it; should
+//! sizing throw (no memory), the pool's thread tries again at the first reply and fails the call.
+void size_placed_result(JobState& job) noexcept;
 //! Rethrows the job's error, if any. Requires it finished.
 void rethrow_job_error(JobState& job);
 //! Adds a callback to run when the job finishes (at once, here, if it already has).
@@ -198,7 +210,14 @@ template <class R>
 void place_results(JobState& job, std::size_t items, std::size_t chunksize, bool move_out) {
   static_assert(is_bulk_v<R>, "only plain values are placed");
   auto out = std::make_shared<std::vector<R>>();
-  job.place = [out = out.get(), items, chunksize](std::size_t index, const char* values,
+  // The whole result, its pages mapped at once rather than a fault at a time.
+  const auto size = [](std::vector<R>& v, std::size_t n) {
+    v.reserve(n);
+    populate(v.data(), n * sizeof(R));
+    v.resize(n);
+  };
+  job.size_placed = [out = out.get(), items, size] { size(*out, items); };
+  job.place = [out = out.get(), items, chunksize, size](std::size_t index, const char* values,
                                                   std::size_t bytes) -> std::exception_ptr {
     const std::size_t first = index * chunksize;
     const std::size_t count = first < items ? std::min(chunksize, items - first) : 0;
@@ -209,13 +228,7 @@ void place_results(JobState& job, std::size_t items, std::size_t chunksize, bool
         return std::current_exception();
       }
     }
-    // The first reply sizes the whole result (its memory is touched on this thread, while the
-    // workers compute the other chunks), its pages mapped at once rather than a fault at a time.
-    if (out->size() != items) {
-      out->reserve(items);
-      populate(out->data(), items * sizeof(R));
-      out->resize(items);
-    }
+    if (out->size() != items) size(*out, items);  // no caller did (size_placed_result)
     std::memcpy(static_cast<void*>(out->data() + first), values, bytes);
     return nullptr;
   };
