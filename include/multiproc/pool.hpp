@@ -234,7 +234,9 @@ class Pool {
   template <class F, class S, class E, class... Args>
   auto apply_async(F f, Callbacks<S, E> cb, Args&&... args);
 
-  //! Returns: [f(x) for x in inputs], in order.
+  //! Returns: [f(x) for x in inputs], in order. Requires: no other thread changes `inputs` before
+  //! map() returns — chunks of plain values lying in one block (a vector, an array) are sent from
+  //! there as workers take them, not copied first (map_async copies its input at once).
   template <class F, class Range>
   auto map(F f, const Range& inputs, std::size_t chunksize = 0, Progress progress = {});
   //! Returns: an AsyncResult for map(...). Reads all of `inputs` first: an exception from the
@@ -247,6 +249,7 @@ class Pool {
                  Progress progress = {});
 
   //! Returns: [f(a, b, ...) for (a, b, ...) in inputs], in order. Inputs are tuples or pairs.
+  //! Requires: as map().
   template <class F, class Range>
   auto starmap(F f, const Range& inputs, std::size_t chunksize = 0, Progress progress = {});
   //! Returns: an AsyncResult for starmap(...), as map_async.
