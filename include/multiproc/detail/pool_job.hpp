@@ -228,7 +228,13 @@ void place_results(JobState& job, std::size_t items, std::size_t chunksize, bool
         return std::current_exception();
       }
     }
-    if (out->size() != items) size(*out, items);  // no caller did (size_placed_result)
+    if (out->size() != items) {  // no caller did (size_placed_result)
+      try {
+        size(*out, items);
+      } catch (...) {  // no memory for the result: this call fails, the pool goes on
+        return std::current_exception();
+      }
+    }
     std::memcpy(static_cast<void*>(out->data() + first), values, bytes);
     return nullptr;
   };
