@@ -75,11 +75,17 @@ std::uint64_t mutex_slices_found_free() noexcept {
   return g_slices_found_free.load(std::memory_order_relaxed);
 }
 
-void mutex_wake_sleeper(MutexState* s) noexcept {
-  // Cleared before the wake: a sleeper that announces itself after this sets it again (and runs
-  // its membarrier before its last look), and the one woken sets it again if it sleeps again or,
-  // having taken the lock, if others may still sleep (lock_impl).
-  s->sleepers.store(0, std::memory_order_relaxed);
+void mutex_wake_sleeper(MutexState* s, std::uint32_t mark) noexcept {
+  // Someone announced itself behind another holder (a newer one, or one whose unlock was delayed
+  // between its store and its look at the mark): that holder's unlock wakes it, and this one must
+  // not clear the mark it needs (mutex_state.hpp, `sleepers`).
+  if (mark != static_cast<std::uint32_t>(current_tid())) return;
+  // Cleared before the wake, and only if it still names this thread: a sleeper that announces
+  // itself behind a newer holder meanwhile keeps its mark, and the one woken writes its own tid
+  // there again if it takes the lock (lock_impl), or announces itself again if it does not.
+  std::uint32_t expected = mark;
+  (void)s->sleepers.compare_exchange_strong(expected, 0, std::memory_order_relaxed,
+                                            std::memory_order_relaxed);
   futex_wake(&s->word, 1);
 }
 
@@ -118,6 +124,14 @@ void on_acquired(MutexState* s, pid_t me, std::uint32_t prev) {
     const std::uint32_t was = s->inconsistent.load(std::memory_order_relaxed);
     s->inconsistent.store((((was >> 1) + 1) << 1) | 1u, std::memory_order_relaxed);
   }
+}
+
+// A thread that takes the word with FUTEX_WAITERS in it (it found the bit on a free word: a
+// sleeper's fetch_or that met an unlock, or a holder the kernel found dead) keeps the bit, so its
+// tenure looks to a sleeper like one it may sleep behind: it must then wake one at its unlock, and
+// writes its own tid into the mark (lock_impl's announcement says why).
+void mark_if_waiters(MutexState* s, std::uint32_t mine, std::uint32_t prev) noexcept {
+  if ((prev & kWaiters) != 0) s->sleepers.store(mine, std::memory_order_relaxed);
 }
 
 [[noreturn]] void throw_would_deadlock(const std::string& what) {
@@ -197,13 +211,18 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
     }
   } pending{head};
   // Set once this thread may have been counted as a sleeper: from then on it takes the word with
-  // FUTEX_WAITERS (for the kernel), and having taken it marks `sleepers` again, since it cannot
-  // know whether others still sleep (the unlock that woke it cleared the mark for everyone). Before
-  // that it takes the word as the fast path does.
+  // FUTEX_WAITERS (for the kernel), and having taken it writes its own tid into `sleepers`, since
+  // it cannot know whether others still sleep (the unlock that woke it cleared the mark, which
+  // named that holder for everyone behind it). Before that it takes the word as the fast path does
+  // (keeping the bit if it was there, and then marking itself too: mark_if_waiters).
   bool waited = false;
   auto taken = [&](std::uint32_t prev) {
     on_acquired(s, me, prev);
-    if (waited) s->sleepers.store(1, std::memory_order_relaxed);
+    if (waited) {
+      s->sleepers.store(mine, std::memory_order_relaxed);
+    } else {
+      mark_if_waiters(s, mine, prev);
+    }
     register_taken(head, s, pending.keep);
     return true;
   };
@@ -246,16 +265,31 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
       // marking the word, which would cost the holder a futex_wake for nobody.
       return false;
     }
-    // Announce a sleeper: mark `sleepers`, run the heavy fence, then take the last look at the
-    // word (release_word says why the unlock cannot miss this sleeper then). The look also
-    // marks the word FUTEX_WAITERS if it is not marked yet, for the kernel: it wakes a sleeper
-    // when it finds the holder dead only if the word says there is one.
+    // Announce a sleeper behind the holder: mark the word FUTEX_WAITERS if it is not marked yet
+    // (for the kernel, which wakes a sleeper when it finds the holder dead only if the word says
+    // there is one), write the holder's tid into `sleepers`, run the heavy fence, then take a
+    // last look at the word: release_word says why that holder's unlock cannot miss this sleeper
+    // then. The look must show the same holder WITH the bit: only the holder named in the mark is
+    // sure to wake someone (an older holder's unlock may clear the mark at any time: it may have
+    // freed the word long before and been preempted before it looked), and the same tid without
+    // the bit is a later tenure of that holder (it took the word from 0, after its unlock of the
+    // earlier one had cleared the mark), whose unlock may already have looked. A tenure that has
+    // the bit either began with it (its holder then writes its own tid into the mark: `taken`)
+    // or got it from a sleeper that goes on to write the mark and look again. Otherwise: announce
+    // again behind what the look found. (With two processes the holder is always the same other
+    // thread and the bit is set before the fence, so one round is the rule.)
     waited = true;
-    s->sleepers.store(1, std::memory_order_seq_cst);
-    heavy_fence();
-    v = s->word.load(std::memory_order_seq_cst);
-    if ((v & kTidMask) != 0 && (v & kWaiters) == 0) {
-      v = s->word.fetch_or(kWaiters, std::memory_order_acquire) | kWaiters;
+    if ((v & kWaiters) == 0) v = s->word.fetch_or(kWaiters, std::memory_order_acquire) | kWaiters;
+    for (std::uint32_t holder = v & kTidMask; holder != 0;) {
+      s->sleepers.store(holder, std::memory_order_seq_cst);
+      heavy_fence();
+      v = s->word.load(std::memory_order_seq_cst);
+      if ((v & kWaiters) == 0 && (v & kTidMask) != 0) {
+        v = s->word.fetch_or(kWaiters, std::memory_order_acquire) | kWaiters;
+      } else if ((v & kTidMask) == holder) {
+        break;  // the same tenure, or one whose holder marked itself: it wakes one
+      }
+      holder = v & kTidMask;
     }
     if ((v & kTidMask) == 0) continue;  // freed meanwhile: take it (with the bit)
     // Sleep in liveness slices even without a deadline: a thread that released the lock and died
@@ -278,9 +312,9 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
           return taken(v);
         }
       }
-      // Leaving: the unlock that woke this thread (if one did) cleared the mark for everyone, so
-      // others may sleep unannounced; the next unlock wakes one (or finds nobody).
-      s->sleepers.store(1, std::memory_order_relaxed);
+      // Leaving. This thread last announced itself behind the holder it slept on, after any
+      // wake-up it took from the others; that mark stands (or that holder's unlock found it and
+      // woke whoever else is queued), so the others are not left unannounced.
       return false;
     }
     // Woken (or the word changed before the sleep): try to take it at once, as glibc's exchange(2)
@@ -338,6 +372,7 @@ bool mutex_try_lock(MutexState* s, const std::string& what) {
       if (s->word.compare_exchange_strong(v, mine | (v & kWaiters), std::memory_order_acquire,
                                           std::memory_order_relaxed)) {
         on_acquired(s, me, v);
+        mark_if_waiters(s, mine, v);
         bool keep = false;
         register_taken(head, s, keep);
         if (!keep) {

@@ -61,21 +61,32 @@ struct RobustLink {
 //                (a copy of word's tid for readers that want a plain int: diagnostics, Segment)
 //   depth        recursion depth of the holder (RecursiveMutex; 1 for Mutex)
 //   owner_died   1 while the holder is the one that recovered the lock from a dead holder
+//   recursive    immutable after init
 //   inconsistent bit 0: 1 from a recovery until someone marks the guarded data repaired
 //                (survives unlock; Condition and Pipe use it for their own state). Bits 1-31:
 //                how many times the lock was recovered from a dead holder (wraps), which is what
 //                SharedValue/SharedArray compare with their own count, so that each object
 //                sharing one lock is repaired separately. Written by holders only.
-//   recursive    immutable after init
-//   sleepers     1 when a thread may be asleep on the word (or about to be): set by a locker
-//                before it sleeps (and by one that took the lock after sleeping, for the others),
-//                cleared by the unlock that wakes one. Read by every unlock after it frees the
-//                word: with asymmetric fences the unlock is a plain store, and the sleeper pays
-//                for the ordering (a membarrier between setting this and its last look at the
-//                word). FUTEX_WAITERS in the word stays for the kernel, which wakes a sleeper
-//                when it finds the holder dead. A sleeper killed with the mark set costs the next
-//                unlock one futex_wake for nobody (which clears it); an unlocker killed between
-//                its store and its wake leaves the sleeper to its next liveness slice, as before.
+//   sleepers     the sleepers mark: 0, or the tid of a holder some thread may be asleep behind
+//                (or about to sleep behind). A locker about to sleep writes the tid of the holder
+//                it saw, runs a membarrier, and looks at the word again: only when that look
+//                still shows that holder does it sleep (else it writes the newer one and looks
+//                again). A thread that took the lock after sleeping writes its own tid, for the
+//                others. Every unlock reads it after it frees the word: with asymmetric fences
+//                the unlock is a plain store, and the sleeper pays for the ordering (its
+//                membarrier). An unlock that finds its OWN tid there clears it (only if still
+//                its own: a compare-and-swap) and wakes one; any other value it leaves alone.
+//                Why the holder's tid and not a flag: an unlock delayed between its store and
+//                its look (preempted) must not clear a mark set for a later holder — with a flag
+//                it did, when its wake found nobody queued yet, and that sleeper then waited out
+//                a 100 ms liveness slice (a lost wake-up in ~1 of 2,000 hand-offs). FUTEX_WAITERS
+//                in the word stays for the kernel, which wakes a sleeper when it finds the
+//                holder dead. A sleeper killed asleep costs its holder's unlock one futex_wake
+//                for nobody (which clears the mark); one killed mid-announcement, or a holder
+//                that died, may leave a mark no unlock will clear: it costs each unlock one
+//                call that returns at once, until the next sleeper overwrites it. An unlocker
+//                killed between its store and its wake leaves the sleeper to its next liveness
+//                slice, as before.
 //   link         the holder's robust-list node (meaningful only while held, and only to the
 //                holding thread and the kernel); link.prev is null unless the lock is on the list
 // Deliberately not padded to a cache line: a small value guarded by the lock (SharedValue<long>,
@@ -85,10 +96,10 @@ struct MutexState {
   std::atomic<std::uint32_t> word;
   std::atomic<std::int32_t> owner;
   std::uint32_t depth;
-  std::atomic<std::uint32_t> owner_died;
-  std::atomic<std::uint32_t> inconsistent;
+  std::atomic<std::uint16_t> owner_died;
   std::uint16_t recursive;
-  std::atomic<std::uint16_t> sleepers;
+  std::atomic<std::uint32_t> inconsistent;
+  std::atomic<std::uint32_t> sleepers;
   RobustLink link;
 };
 static_assert(sizeof(MutexState) == 40, "MutexState's layout is shared (kLayoutVersion)");
@@ -153,23 +164,26 @@ void after_fork_child() noexcept;
 //! its wake-up never came (a waker died, or was lost). For tests; 0 when no one died.
 std::uint64_t mutex_slices_found_free() noexcept;
 
-//! Wakes one sleeper of s and clears s->sleepers (mutex.cpp). Called by an unlock that saw it set.
-void mutex_wake_sleeper(MutexState* s) noexcept;
+//! Called by an unlock that found `mark` (nonzero) in s->sleepers after freeing the word: when it
+//! is the calling thread's tid, clears it (if unchanged) and wakes one sleeper (mutex.cpp).
+void mutex_wake_sleeper(MutexState* s, std::uint32_t mark) noexcept;
 
-//! Frees the word (the caller held it) and wakes a sleeper if one announced itself. With
-//! asymmetric fences registered, a plain store: a sleeper sets `sleepers`, then runs a membarrier,
-//! then looks at the word; so either that look finds the word free, or this load finds
-//! `sleepers` set (the store-then-load pair of Dekker's algorithm, ordered by the sleeper's
-//! membarrier). Otherwise an exchange, a full barrier. One atomic read-modify-write fewer than an
+//! Frees the word (the caller held it) and wakes a sleeper if one announced itself behind it.
+//! With asymmetric fences registered, a plain store: a sleeper writes this holder's tid into
+//! `sleepers`, then runs a membarrier, then looks at the word; so either that look finds the word
+//! free (or held by someone newer: the sleeper announces itself again), or this load finds the
+//! mark (the store-then-load pair of Dekker's algorithm, ordered by the sleeper's membarrier). Otherwise an exchange, a full barrier. One atomic read-modify-write fewer than an
 //! exchange on every unlock: about 12.7 -> 7 ns for an uncontended lock + unlock on an AMD EPYC VM.
 inline void release_word(MutexState* s) noexcept {
   if (g_fence_mode.load(std::memory_order_relaxed) == kFenceMembarrier) {
     s->word.store(0, std::memory_order_release);
     compiler_barrier();  // SYNC POINT: store the word, then load sleepers (the sleeper's membarrier)
-    if (s->sleepers.load(std::memory_order_relaxed) != 0) mutex_wake_sleeper(s);
+    const std::uint32_t mark = s->sleepers.load(std::memory_order_relaxed);
+    if (mark != 0) mutex_wake_sleeper(s, mark);
   } else {
     (void)s->word.exchange(0, std::memory_order_seq_cst);
-    if (s->sleepers.load(std::memory_order_seq_cst) != 0) mutex_wake_sleeper(s);
+    const std::uint32_t mark = s->sleepers.load(std::memory_order_seq_cst);
+    if (mark != 0) mutex_wake_sleeper(s, mark);
   }
 }
 
