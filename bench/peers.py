@@ -209,6 +209,18 @@ def pool_map(n=100000, maps=10):
     result(dt / maps * 1e3, "ms", "lower")
 
 
+def pool_map_small(items, n=1000):
+    # As processes.cpp: the mean of n maps of `items` tiny tasks on one warm pool.
+    with ctx.Pool(2) as pool:
+        pool.map(square, range(3))
+        expect = sum(i * i for i in range(items))
+        t0 = time.perf_counter()
+        for _ in range(n):
+            assert sum(pool.map(square, range(items))) == expect
+        dt = time.perf_counter() - t0
+    result(dt / n * 1e6, "us", "lower")
+
+
 def pool_apply_async(n=5000):
     with ctx.Pool(2) as pool:
         pool.apply_async(square, (1,)).get()
@@ -316,6 +328,8 @@ SCENARIOS = {
     ("process_start_join", "python_process"): process_start_join,
     ("pool_map_100k", "python_pool"): pool_map,
     ("pool_apply_async", "python_pool"): pool_apply_async,
+    ("pool_map_3", "python_pool"): lambda: pool_map_small(3),
+    ("pool_map_32", "python_pool"): lambda: pool_map_small(32),
     ("manager_dict_roundtrip", "python_manager_dict"): manager_dict_roundtrip,
     ("manager_dict_1p", "python_manager_dict"): lambda: manager_dict_clients(1),
     ("manager_dict_2p", "python_manager_dict"): lambda: manager_dict_clients(2),

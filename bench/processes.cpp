@@ -1,5 +1,6 @@
 // Process and Pool scenarios: start + join of a child (us) beside a bare fork + waitpid; a Pool
-// map of 100,000 tiny tasks (ms) and an apply_async round trip (us), whose peers are Python's
+// map of 100,000 tiny tasks (ms), maps of 3 and 32 (us) and an apply_async round trip (us), whose
+// peers are Python's
 // (bench/peers.py), the map beside its bare limit (fresh_result: its result made in-process).
 #include "harness.hpp"
 
@@ -106,6 +107,29 @@ Result pool_map_fresh_result() {
   return {s * 1e3, "ms", false};
 }
 
+// A small map's latency: `items` tiny tasks (default chunksize: one item each), us per map. Three
+// fit the idle workers of Pool(2) (at most two tasks each: the caller deals them out itself);
+// thirty-two are the manager's to deal out.
+Result pool_map_small(long items) {
+  mp::Pool pool(2);
+  pool.map(square, std::vector<long>{1, 2, 3});
+  std::vector<long> in(static_cast<std::size_t>(items));
+  std::iota(in.begin(), in.end(), 0L);
+  const long expect = std::accumulate(in.begin(), in.end(), 0L, [](long a, long x) { return a + x * x; });
+  const long n = 2000;
+  long bad = 0;
+  const auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    const std::vector<long> out = pool.map(square, in);
+    bad += std::accumulate(out.begin(), out.end(), 0L) != expect;
+  }
+  const double s = seconds(t0);
+  pool.close();
+  pool.join();
+  if (bad != 0) die("pool_map_small: wrong sum");
+  return {s / n * 1e6, "us", false};
+}
+
 Result pool_apply_multiproc() {
   mp::Pool pool(2);
   pool.apply(square, 1L);
@@ -126,6 +150,8 @@ void add_process_scenarios(Scenarios& s) {
   s["process_start_join"] = {{"multiproc", process_multiproc}, {"bare_fork_waitpid", process_bare}};
   s["pool_map_100k"] = {{"multiproc", pool_map_multiproc}, {"fresh_result", pool_map_fresh_result}};
   s["pool_apply_async"] = {{"multiproc", pool_apply_multiproc}};
+  s["pool_map_3"] = {{"multiproc", [] { return pool_map_small(3); }}};
+  s["pool_map_32"] = {{"multiproc", [] { return pool_map_small(32); }}};
 }
 
 }  // namespace bench

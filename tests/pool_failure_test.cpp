@@ -326,6 +326,39 @@ BOOST_AUTO_TEST_CASE(a_worker_killed_running_a_direct_call_fails_it, *boost::uni
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_small_map_sent_straight_to_the_workers_fails_alone_when_one_dies_or_throws,
+                     *boost::unit_test::timeout(120)) {
+  // Its caller reads the replies (nothing queued, the workers idle): a death among its tasks must
+  // fail it, whether the caller waits in get() or came and went (get_for) first, and an exception
+  // in one task fails it with that error; the next small map is whole.
+  mp::Pool pool(2);
+  BOOST_TEST(pool.apply(square, 2L) == 4);
+  for (int round = 0; round < 4; ++round) {
+    if (round % 2 == 0) {
+      BOOST_CHECK_THROW(pool.map(kill_myself_on, std::vector<long>{6, 7, 8}), mp::BrokenPool);
+      // Dealt out a few at a time: the death comes with most of the call still to send.
+      BOOST_CHECK_THROW(pool.map(kill_myself_on, range(200), 1), mp::BrokenPool);
+    } else {
+      auto r = pool.map_async(kill_myself_on, std::vector<long>{7, 8});
+      (void)r.get_for(std::chrono::microseconds(100));  // a waiter that came and went
+      BOOST_CHECK_THROW(r.get(), mp::BrokenPool);
+    }
+    const auto before = pool.worker_pids();
+    BOOST_CHECK_THROW(pool.map(fail_on_three, std::vector<long>{1, 2, 3, 4}), mp::RemoteError);
+    BOOST_TEST((pool.map(square, std::vector<long>{1, 2, 3}) == std::vector<long>{1, 4, 9}));
+    BOOST_TEST((pool.worker_pids() == before));  // an exception kills no one
+  }
+  // Within maxtasksperchild, which replaces workers between the small maps.
+  mp::Pool short_lived(2, {}, 3);
+  long sum = 0;
+  for (int i = 0; i < 60; ++i) {
+    for (long v : short_lived.map(square, std::vector<long>{i, i + 1})) sum += v;
+  }
+  long expect = 0;
+  for (long i = 0; i < 60; ++i) expect += i * i + (i + 1) * (i + 1);
+  BOOST_TEST(sum == expect);
+}
+
 BOOST_AUTO_TEST_CASE(a_worker_killed_mid_chunk_of_a_placed_map_fails_the_map, *boost::unit_test::timeout(120)) {
   // Results of plain values go straight into the result vector: a death mid-map must still fail
   // the map (not leave a half-filled vector), and the next map is whole.

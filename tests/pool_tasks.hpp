@@ -83,6 +83,14 @@ inline bool report_pid_then_wait(std::string pid_name, std::string started, std:
   mp::RawValue<int>(mp::open_only, pid_name).store(static_cast<int>(::getpid()));
   return signal_then_wait(std::move(started), std::move(name));
 }
+// Item 0 waits (up to a minute) for the last item to set the named event: the map finishes in
+// time only if the items after it are dealt to the other workers as they free up, and none but
+// the one already queued behind item 0 waits for it. Returns whether it did not time out.
+inline bool first_waits_for_last(long x, long last, std::string event) {
+  mp::Event e(mp::open_only, event);
+  if (x == last) e.set();
+  return x != 0 || e.wait_for(std::chrono::seconds(60));
+}
 inline long exit_quietly(long x) {
   if (x == 2) std::_Exit(0);  // a "clean" exit in the middle of a task
   return x;

@@ -405,6 +405,77 @@ BOOST_AUTO_TEST_CASE(direct_calls_from_many_threads_each_get_their_own_result, *
   BOOST_TEST(std::accumulate(squares.begin(), squares.end(), 0L) == sum_of_squares(20000));
 }
 
+BOOST_AUTO_TEST_CASE(small_maps_sent_straight_to_the_workers_keep_their_order, *boost::unit_test::timeout(120)) {
+  // A map of at most two tasks per idle worker, with nothing queued, skips the manager: its
+  // caller deals the tasks out and reads the replies (pool_core.hpp). Sizes on both sides of
+  // that bound, plain and encoded values, while other threads race it for the idle workers with
+  // apply_async and small maps of their own.
+  mp::Pool pool(2);
+  std::atomic<long> wrong{0};
+  std::atomic<long> done{0};
+  auto small_maps = [&](long seed, int rounds) {
+    for (int round = 0; round < rounds; ++round) {
+      const long n = 1 + (seed + round) % 9;
+      std::vector<long> in(static_cast<std::size_t>(n));
+      for (long i = 0; i < n; ++i) in[static_cast<std::size_t>(i)] = seed * 1000 + round * 10 + i;
+      const std::vector<long> out = pool.map(square, in);
+      if (out.size() != in.size()) ++wrong;
+      for (std::size_t i = 0; i < in.size() && i < out.size(); ++i) {
+        if (out[i] != in[i] * in[i]) ++wrong;
+      }
+      const auto words = pool.starmap(shout, std::vector<std::tuple<std::string, int>>{
+                                                 {"a", static_cast<int>(round % 3)}, {"bc", 1}});
+      if (words != std::vector<std::string>{std::string(static_cast<std::size_t>(round % 3), 'a') + "!",
+                                            "bc!"}) {
+        ++wrong;
+      }
+      ++done;
+    }
+  };
+  std::vector<std::thread> threads;
+  for (long t = 1; t <= 2; ++t) threads.emplace_back(small_maps, t, 300);
+  threads.emplace_back([&] {
+    for (long i = 0; i < 2000; ++i) {
+      if (pool.apply_async(square, i).get() != i * i) ++wrong;
+    }
+  });
+  small_maps(0, 300);
+  for (auto& t : threads) t.join();
+  BOOST_TEST(wrong.load() == 0);
+  BOOST_TEST(done.load() == 900);
+  // Two tasks on two idle workers run on both.
+  BOOST_TEST(eventually([&] {
+    const auto pids = pool.map(my_pid, std::vector<int>{0, 0});
+    return pids.size() == 2 && pids[0] != pids[1];
+  }, 30s));
+}
+
+BOOST_AUTO_TEST_CASE(a_map_its_caller_deals_out_feeds_the_workers_that_free_up, *boost::unit_test::timeout(120)) {
+  // The caller of a map deals its tasks out itself while it waits (two per worker at a time, the
+  // rest as replies come back), as the manager would: one worker held by a long task must not
+  // hold back the others' share. Item 0 blocks until the last item runs.
+  mp::Pool pool(2);
+  BOOST_TEST(pool.apply(square, 2L) == 4);
+  for (long n : {5L, 41L}) {
+    NamedEvent last_ran("last");
+    std::vector<std::tuple<long, long, std::string>> items;
+    for (long i = 0; i < n; ++i) items.emplace_back(i, n - 1, last_ran.name);
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<bool> ok = pool.starmap(first_waits_for_last, items, 1);
+    BOOST_TEST((std::chrono::steady_clock::now() - start < 30s));
+    BOOST_TEST(ok.size() == static_cast<std::size_t>(n));
+    BOOST_TEST(std::count(ok.begin(), ok.end(), true) == n);
+  }
+  // A waiter that gives up hands the rest to the manager, which finishes the call.
+  for (int round = 0; round < 20; ++round) {
+    auto r = pool.map_async(square, range(300), 1);
+    (void)r.get_for(std::chrono::microseconds(20 * round));
+    if (round % 2 == 0) BOOST_REQUIRE(eventually([&] { return r.ready(); }, 30s));
+    const auto squares = r.get();
+    BOOST_TEST(std::accumulate(squares.begin(), squares.end(), 0L) == sum_of_squares(300));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(map_results_placed_in_place_are_whole_and_can_be_read_twice, *boost::unit_test::timeout(120)) {
   // Plain results go straight into the result vector at their chunk's place.
   mp::Pool pool(2);

@@ -2,8 +2,11 @@
 // AsyncResult (see pool_core.hpp for the whole).
 #include "pool_core.hpp"
 
+#include <multiproc/wait.hpp>
+
 #include "../os.hpp"
 
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -135,11 +138,32 @@ void PoolCore::hand_over(JobState& job) {
   kick();
 }
 
-PoolCore::Worker* PoolCore::direct_worker(const JobState& job) {
+namespace {
+// Several workers run a call's tasks: more threads than this machine may have CPUs for (two
+// workers and this caller on two CPUs), so spinning on one worker's pipe (as poll() does) could
+// keep another from the CPU it needs to answer — a map of two tiny tasks on Pool(2) took 90 us
+// that way, against 12 us for three. So look at every pipe and yield between the looks, for a
+// bounded time: a yield with nobody else to run returns at once. Returns whether one is ready.
+bool yield_for_any(const std::vector<std::shared_ptr<Connection>>& conns) {
+  const auto until = Clock::now() + kDirectYieldSpin;
+  do {
+    for (const auto& c : conns) {
+      if (c->poll()) return true;
+    }
+    ::sched_yield();
+  } while (Clock::now() < until);
+  return false;
+}
+}  // namespace
+
+std::vector<PoolCore::Worker*> PoolCore::direct_workers(const JobState& job) {
+  std::vector<Worker*> found;
   for (Worker& w : workers_) {
-    if (w.direct && !w.outstanding.empty() && w.outstanding.front().job.get() == &job) return &w;
+    if (w.direct && !w.outstanding.empty() && w.outstanding.front().job.get() == &job) {
+      found.push_back(&w);
+    }
   }
-  return nullptr;
+  return found;
 }
 
 void PoolCore::collect_direct(JobState& job, const Clock::time_point* deadline, bool once) {
@@ -148,32 +172,123 @@ void PoolCore::collect_direct(JobState& job, const Clock::time_point* deadline, 
     return;
   }
   for (;;) {
-    std::shared_ptr<Connection> conn;
+    std::vector<std::shared_ptr<Connection>> conns;
     {
       // Blocking: the manager holds io_ only while it is awake (never while it waits for us).
       std::lock_guard<std::mutex> io(io_);
       const IoHolder holder(this);
-      Worker* w = direct_worker(job);
-      if (w == nullptr) return;  // answered, or the worker is gone: the manager's now
-      if (w->conn->poll()) {
+      bool gone = false;
+      for (Worker* w : direct_workers(job)) {
+        if (!w->conn->poll()) continue;
         read_results(*w);
-        // Still there: the pipe said EOF, the worker died. The manager accounts for it.
-        if (direct_worker(job) != nullptr) hand_over(job);
+        // Still waiting for this call, yet the pipe has more to say: it said EOF, the worker
+        // died. The manager accounts for it.
+        if (w->direct && !w->outstanding.empty() && w->outstanding.front().job.get() == &job &&
+            w->conn->poll()) {
+          gone = true;
+        }
+      }
+      top_up_direct(job);  // the next of its tasks to the workers that answered
+      const std::vector<Worker*> waiting = direct_workers(job);
+      if (waiting.empty()) {
+        // Answered, or its workers are gone or busy with other calls: the manager's now.
+        queue_backlog(&job);
         return;
       }
-      if (once || (deadline != nullptr && Clock::now() >= *deadline)) {
+      if (gone || once || (deadline != nullptr && Clock::now() >= *deadline)) {
+        queue_backlog(&job);
         hand_over(job);  // no one waits for it any more: the manager reads it
         return;
       }
-      conn = w->conn;  // kept alive while this thread waits on it, should the worker go
+      // Kept alive while this thread waits on them, should a worker go.
+      for (Worker* w : waiting) conns.push_back(w->conn);
     }
-    // Spins briefly, then sleeps until the worker writes (its reply, or EOF when it dies) — or
-    // kDirectRecheck passes: the manager may have read the reply meanwhile (it took the call
-    // over), or the worker may be gone.
-    conn->poll(std::min(Clock::now() + kDirectRecheck,
-                        deadline != nullptr ? *deadline : Clock::time_point::max()) -
-               Clock::now());
+    // Until a worker writes (a reply, or EOF when it dies) — or kDirectRecheck passes: the
+    // manager may have read the replies meanwhile (it took the call over), or a worker may be gone.
+    const auto until = std::min(Clock::now() + kDirectRecheck,
+                                deadline != nullptr ? *deadline : Clock::time_point::max());
+    if (conns.size() == 1) {
+      conns.front()->poll(until - Clock::now());  // spins briefly, then sleeps
+      continue;
+    }
+    if (yield_for_any(conns)) continue;
+    std::vector<Waitable> objects;
+    for (const auto& c : conns) objects.emplace_back(*c);
+    (void)wait(objects, std::max(until - Clock::now(), Clock::duration::zero()));
   }
+}
+
+void PoolCore::top_up_direct(JobState& job) {
+  const auto it = std::find_if(backlogs_.begin(), backlogs_.end(),
+                               [&](const Backlog& b) { return b.job.get() == &job; });
+  if (it == backlogs_.end()) return;
+  {
+    std::lock_guard<std::mutex> job_lock(job.mutex);
+    if (job.completing) {  // failed already: its borrowed input is never read again
+      backlogs_.erase(it);
+      return;
+    }
+  }
+  std::deque<Pending>& tasks = it->tasks;
+  bool failed = false;
+  // One to each worker with room first, then a second: a call of two tasks runs on two workers.
+  for (std::size_t depth = 1; depth <= kDirectTasksPerWorker && !failed; ++depth) {
+    for (Worker& w : workers_) {
+      if (tasks.empty()) break;
+      if (!w.ready || w.outstanding.size() >= depth || (maxtasks_ != 0 && w.sent >= maxtasks_)) {
+        continue;
+      }
+      Pending& next = tasks.front();
+      // A busy worker takes only more of this call, and only while what it has outstanding stays
+      // under a quarter of its ring: so that a send never waits for room (dispatch() says why).
+      if (!w.outstanding.empty() &&
+          (!w.direct || w.outstanding.front().job.get() != &job ||
+           w.outstanding_bytes + ring_share(next.bytes()) >= kWorkerRing / 4)) {
+        continue;
+      }
+      if (job.future) {  // running(), as dispatch() sets it: before the send, the worker may start
+        std::lock_guard<std::mutex> job_lock(job.mutex);
+        job.started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
+      }
+      try {
+        send_task(w, next);
+      } catch (const Error&) {  // the worker is gone: the manager replaces it and sends the rest
+        if (job.future) {
+          std::lock_guard<std::mutex> job_lock(job.mutex);
+          job.started = nullptr;
+        }
+        failed = true;
+        break;
+      }
+      w.outstanding_bytes += ring_share(next.bytes());
+      ++w.sent;
+      w.direct = true;
+      w.outstanding.push_back(std::move(next));
+      tasks.pop_front();
+    }
+  }
+  if (tasks.empty()) {
+    backlogs_.erase(it);
+  } else if (failed) {
+    queue_backlog(&job);
+  }
+}
+
+void PoolCore::queue_backlog(const JobState* job) {
+  bool moved = false;
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    for (auto it = backlogs_.begin(); it != backlogs_.end();) {
+      if (job != nullptr && it->job.get() != job) {
+        ++it;
+        continue;
+      }
+      for (auto t = it->tasks.rbegin(); t != it->tasks.rend(); ++t) pending_.push_front(std::move(*t));
+      it = backlogs_.erase(it);
+      moved = true;
+    }
+  }
+  if (moved) kick();
 }
 
 void rethrow_job_error(JobState& job) {

@@ -107,42 +107,32 @@ PoolCore::~PoolCore() {
   join();
 }
 
-bool PoolCore::try_direct(const std::shared_ptr<JobState>& job, PoolTask& task) {
+bool PoolCore::try_direct(const std::shared_ptr<JobState>& job, std::vector<PoolTask>& tasks) {
   if (t_io_holder != nullptr) return false;  // a callback, on a thread that holds some pool's io_
   std::unique_lock<std::mutex> io(io_, std::try_to_lock);
   if (!io.owns_lock()) return false;  // the manager is at work: it dispatches
-  std::lock_guard<std::mutex> lock(m_);
-  check_accepting();
-  if (!pending_.empty()) return false;  // first come, first served
-  for (Worker& w : workers_) {
-    if (!w.ready || !w.outstanding.empty() || (maxtasks_ != 0 && w.sent >= maxtasks_)) continue;
-    stamp(task, next_job_++, 0);
-    job->direct_pool = weak_from_this();
-    if (job->future) {  // running(), as dispatch() sets it: before the send, the worker may start
-      std::lock_guard<std::mutex> job_lock(job->mutex);
-      job->started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
-    }
-    // A borrowed payload (map()'s input) is read here, on its caller's thread, before submit
-    // returns: the call cannot have finished.
-    QueuedTask sent{job, 0, std::move(task.message), task.borrowed, task.borrowed_bytes};
-    try {
-      send_task(w, sent);
-    } catch (const Error&) {  // the worker is gone: the manager replaces it; queue the call
-      task.message = std::move(sent.message);
-      job->direct_pool.reset();
-      if (job->future) {
-        std::lock_guard<std::mutex> job_lock(job->mutex);
-        job->started = nullptr;
-      }
-      return false;
-    }
-    w.outstanding_bytes += ring_share(sent.bytes());
-    ++w.sent;
-    w.direct = true;
-    w.outstanding.push_back(std::move(sent));
-    return true;
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    check_accepting();
+    if (!pending_.empty()) return false;  // first come, first served
+    const bool idle = std::any_of(workers_.begin(), workers_.end(), [&](const Worker& w) {
+      return w.ready && w.outstanding.empty() && (maxtasks_ == 0 || w.sent < maxtasks_);
+    });
+    if (!idle) return false;
+    const std::uint64_t id = next_job_++;
+    for (std::size_t i = 0; i < tasks.size(); ++i) stamp(tasks[i], id, i);
   }
-  return false;
+  job->direct_pool = weak_from_this();
+  Backlog b{job, {}};
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    b.tasks.push_back(
+        {job, i, std::move(tasks[i].message), tasks[i].borrowed, tasks[i].borrowed_bytes});
+  }
+  backlogs_.push_back(std::move(b));
+  // A borrowed payload (map()'s input) is read on its caller's thread, which holds io_: the call
+  // cannot finish meanwhile (its replies are read only with io_ held).
+  top_up_direct(*job);
+  return true;
 }
 
 void PoolCore::submit(const std::shared_ptr<JobState>& job, std::vector<PoolTask> tasks,
@@ -151,10 +141,12 @@ void PoolCore::submit(const std::shared_ptr<JobState>& job, std::vector<PoolTask
   job->tasks = tasks.size();
   job->results.resize(tasks.size());
   job->progress = std::move(progress);
-  // A lone call with nothing to run on the manager thread may skip it (see pool_core.hpp).
-  if (tasks.size() == 1 && !job->progress && job->on_finish.empty() &&
-      tasks[0].message.size() + tasks[0].borrowed_bytes <= kDirectMaxBytes &&
-      try_direct(job, tasks[0])) {
+  // A small call with nothing to run on the manager thread may skip it (see pool_core.hpp).
+  if (!tasks.empty() && !job->progress && job->on_finish.empty() &&
+      std::all_of(tasks.begin(), tasks.end(), [](const PoolTask& t) {
+        return t.message.size() + t.borrowed_bytes <= kDirectMaxBytes;
+      }) &&
+      try_direct(job, tasks)) {
     return;
   }
   {

@@ -243,6 +243,9 @@ void PoolCore::fail_everything(std::exception_ptr error) {
     std::lock_guard<std::mutex> lock(m_);
     pending.swap(pending_);
   }
+  std::vector<Backlog> backlogs;
+  backlogs.swap(backlogs_);
+  for (Backlog& b : backlogs) finish(b.job, error);
   for (Pending& p : pending) finish(p.job, error);
   for (Worker& w : workers_) {
     for (Sent& s : w.outstanding) finish(s.job, error);
@@ -352,6 +355,17 @@ void PoolCore::serve(std::unique_lock<std::mutex>& io) {
     }
     if (replaced) update_pids();
     deliver_deaths();
+    // A call its caller deals out becomes the manager's to deal when the caller handed it over
+    // (it stopped waiting), or when none of its tasks is out on a worker any more (its workers
+    // died, or the caller could not send).
+    for (std::size_t i = 0; i < backlogs_.size();) {
+      const JobState* job = backlogs_[i].job.get();
+      if (job->handover.load(std::memory_order_relaxed) || direct_workers(*job).empty()) {
+        queue_backlog(job);  // erases it
+      } else {
+        ++i;
+      }
+    }
     bool outstanding = false;
     for (const Worker& w : workers_) outstanding = outstanding || !w.outstanding.empty();
     if (state == State::closing && !outstanding) {

@@ -14,15 +14,19 @@
 // lives in the manager's memory, not in shared memory, so terminate() needs nothing but killing
 // the workers.
 //
-// A lone call (apply_async, an executor's submit: one task, no callbacks, small) skips the
-// manager when a worker is
-// idle and nothing is queued: the caller's thread sends it to that worker itself, and the thread
-// that then waits for the result (get(), wait(), ready()) reads the reply itself, waiting on that
-// worker's pipe (spinning briefly, then asleep until the worker writes). The manager does not
-// watch that worker's pipe meanwhile (so it is not woken per call) but still checks its liveness
-// every slice; it takes the reply over — watches the pipe — when no one waits for it any more
-// (ready(), a timeout, the worker's EOF), when a callback (a future's done-callback, as_completed,
-// wait) is added, when work is queued, or when the pool closes. A future sent this way is running
+// A call with no callbacks and small tasks (apply_async, an executor's submit, a map of small
+// chunks) skips the manager when a worker is idle and nothing is queued: the caller's thread deals
+// its tasks out itself — one to each idle worker, then a second (as dispatch() keeps two
+// outstanding), the rest kept in the call's backlog — and the thread that then waits for the
+// result (get(), wait(), ready()) reads the replies itself, waiting on those workers' pipes
+// (spinning briefly on one, or, with several, looking at each and yielding the CPU between the
+// looks, then asleep until one writes), and sends each worker that answers the next task of the
+// backlog. The manager does not watch those workers' pipes meanwhile (so it is not woken per
+// reply: on a VM where a cross-CPU wake-up costs 50-80 us, a map of 64 tiny tasks went from
+// 250 us to 15-19 us) but still checks their liveness every slice; it takes the call over —
+// watches the pipes, deals out the backlog — when no one waits for it any more (ready(), a
+// timeout, a worker's EOF), when a callback (a future's done-callback, as_completed, wait) is
+// added, when work is queued, or when the pool closes. A future sent this way is running
 // at once (its worker's started word says when it begins): cancel() returns false, as Python's
 // does for a call in its executor's call queue. The worker's accounts (outstanding, started) are the same either way, so a death
 // is handled as for any other task. Whoever reads a worker's pipe or changes its accounts holds
@@ -94,10 +98,16 @@ inline constexpr std::size_t kStreamChunksPerWorker = 4;
 // A lone call is sent straight to an idle worker if its message is at most this long (so that
 // sending it never waits for the worker to read).
 inline constexpr std::size_t kDirectMaxBytes = std::size_t{64} << 10;
+// A caller deals its call's tasks out itself at most this many at a time per worker, as dispatch()
+// keeps them outstanding.
+inline constexpr std::size_t kDirectTasksPerWorker = 2;
 // A thread waiting on a worker's pipe for a lone call's reply looks again this often: should the
 // manager have taken the reply (then only the call's condition variable is told), or the worker
 // be gone, it notices within this.
 inline constexpr std::chrono::milliseconds kDirectRecheck{10};
+// How long a caller whose call runs on several workers looks at their pipes in turn, yielding the
+// CPU between the looks, before it sleeps on one of them (collect_direct).
+inline constexpr std::chrono::microseconds kDirectYieldSpin{100};
 
 
 template <class T>
@@ -201,17 +211,27 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     std::size_t sent = 0;
     std::uint64_t answered = 0;
     bool ready = false;  // it ran its initializer and said so
-    bool direct = false;  // its one outstanding task was sent by a caller (see the top)
+    bool direct = false;  // its outstanding tasks (one call's) were sent by a caller (see the top)
   };
 
   void run() noexcept;
   // The manager's loop while running, with io_ held but while it waits.
   void serve(std::unique_lock<std::mutex>& io);
-  // Sends a lone call's task straight to an idle worker, if there is one and nothing is queued.
-  // Returns: whether it did. Throws: as check_accepting.
-  bool try_direct(const std::shared_ptr<JobState>& job, PoolTask& task);
-  // Requires io_. The worker whose outstanding task is job's and was sent by a caller, if any.
-  Worker* direct_worker(const JobState& job);
+  // Deals a call's tasks out to idle workers itself (at most kDirectTasksPerWorker each; the
+  // rest wait in its backlog for the thread that collects the replies), if a worker is idle and
+  // nothing is queued. Returns: whether it did (then the call is submitted). Throws: as
+  // check_accepting.
+  bool try_direct(const std::shared_ptr<JobState>& job, std::vector<PoolTask>& tasks);
+  // Requires io_. The workers whose outstanding tasks are job's and were sent by a caller.
+  std::vector<Worker*> direct_workers(const JobState& job);
+  // Requires io_. Sends the next tasks of job's backlog (if any) to workers with room for them:
+  // an idle one, or one of job's with fewer than kDirectTasksPerWorker outstanding whose bytes
+  // stay under a quarter of its ring (as dispatch()). A finishing call's backlog is dropped; one
+  // whose send failed (a worker gone) goes to the manager (queue_backlog).
+  void top_up_direct(JobState& job);
+  // Requires io_. Hands job's backlog (every backlog when null) to the manager: to the front of
+  // pending_, in order, and kicks it.
+  void queue_backlog(const JobState* job);
   void spawn_worker();
   void dispatch();
   void read_results(Worker& w);
@@ -251,6 +271,14 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::string scratch_;  // replies are read into this, reused (io_)
   BufferCache buffers_;  // task messages answered come back here for the next map's chunks
   std::deque<Sent> orphaned_;    // sent to workers shut down before their calls failed (io_)
+  // The tasks not sent yet of calls their callers deal out (try_direct), in order, until a
+  // worker of theirs has room (io_). The manager takes a backlog over (into pending_) when its
+  // call is handed over, or when none of its tasks is out on a worker.
+  struct Backlog {
+    std::shared_ptr<JobState> job;
+    std::deque<Pending> tasks;
+  };
+  std::vector<Backlog> backlogs_;
   // The failure replies of tasks whose worker died while running them (io_), delivered once the
   // replacement is started (deliver_deaths), so that a caller woken by the failure finds the pool
   // whole again, and does not run while the manager forks (an ASan runtime is not fork-safe).

@@ -524,13 +524,16 @@ class ChannelRef {
       cpu_relax();
       if (i % every == 0) {
         if (ready()) return true;
-        // A producer waiting for room also yields every 256 pauses: the consumers that would
-        // make room may be waiting for this very CPU (more processes than CPUs), and a spinning
-        // producer kept them from it — 4 producers and 4 consumers of one Queue<long> on 2 CPUs
-        // fell to 1-4 M msgs/s, below Boost's message_queue (5-15 M with the yields, AMD EPYC
-        // VM). With nobody else to run, a yield returns at once. Yielding at every look (each
-        // 64 pauses) cost 2 producers and 2 consumers a quarter of their throughput.
-        if (for_room && (i & 255) == 0) {
+        // Every 256 pauses, yield: another process may be waiting for this very CPU (more
+        // processes than CPUs). A producer waiting for room: the consumers that would make room
+        // — 4 producers and 4 consumers of one Queue<long> on 2 CPUs fell to 1-4 M msgs/s, below
+        // Boost's message_queue (5-15 M with the yields, AMD EPYC VM). A consumer waiting for
+        // data from a producer on another CPU: a third process with work of its own — two Pool
+        // workers on one CPU, one waiting for its next task while the other had one to run:
+        // a map of two tiny tasks took 80 us instead of 15. With nobody else to run, a yield
+        // returns at once. Yielding at every look (each 64 pauses) cost 2 producers and 2
+        // consumers a quarter of their throughput.
+        if ((i & 255) == 0) {
           ::sched_yield();
           if (deadline != nullptr && Clock::now() >= *deadline) break;
         }
