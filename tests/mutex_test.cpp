@@ -173,7 +173,7 @@ BOOST_AUTO_TEST_CASE(mutual_exclusion_across_processes_gives_exact_sums, *boost:
 // woke nobody (MutexState says how the mark now names the holder). On host A, before the fix (the
 // flag, and a first tid mark that could not tell tenures apart), it lost about one wake-up in
 // 5,000-8,000 hand-offs of the second case below (4 processes, 80 us holds: 4 of 6 runs failed),
-// and one in 2,000 of the first in 2 of 30 runs; none in 120,000 hand-offs since.
+// and one in 2,000 of the first in 2 of 30 runs; none in about 290,000 hand-offs since.
 void hand_off_among_sleepers(int children, long rounds, std::chrono::microseconds hold) {
   mp::Mutex m;
   mp::RawValue<long> counter(0);

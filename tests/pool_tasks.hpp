@@ -91,6 +91,12 @@ inline bool first_waits_for_last(long x, long last, std::string event) {
   if (x == last) e.set();
   return x != 0 || e.wait_for(std::chrono::seconds(60));
 }
+// Adds x to the named SharedValue<long> (a side effect the test can watch without touching the
+// call's result).
+inline long add_into(long x, std::string total) {
+  mp::SharedValue<long>(mp::open_only, total).update([x](long& t) { t += x; });
+  return x;
+}
 inline long exit_quietly(long x) {
   if (x == 2) std::_Exit(0);  // a "clean" exit in the middle of a task
   return x;

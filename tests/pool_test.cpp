@@ -466,6 +466,17 @@ BOOST_AUTO_TEST_CASE(a_map_its_caller_deals_out_feeds_the_workers_that_free_up, 
     BOOST_TEST(ok.size() == static_cast<std::size_t>(n));
     BOOST_TEST(std::count(ok.begin(), ok.end(), true) == n);
   }
+  // map_async returns at once: what its caller could not send at once is the manager's, and runs
+  // with nobody asking for the result.
+  {
+    const std::string name = unique_name("total");
+    mp::SharedValue<long> total(mp::create_only, name, 0);
+    std::vector<std::tuple<long, std::string>> items;
+    for (long i = 1; i <= 200; ++i) items.emplace_back(i, name);
+    auto r = pool.starmap_async(add_into, items, 1);
+    BOOST_TEST(eventually([&] { return total.load() == 200 * 201 / 2; }, 30s));
+    BOOST_TEST(r.get().size() == 200u);
+  }
   // A waiter that gives up hands the rest to the manager, which finishes the call.
   for (int round = 0; round < 20; ++round) {
     auto r = pool.map_async(square, range(300), 1);

@@ -44,11 +44,14 @@
 // pool, a broken pool, a failure inside the pool itself (its calls fail with BrokenPool) or a
 // worker that cannot be replaced.
 //
-// Latency: a lone call (apply_async with no callbacks given with it) made while a worker is idle
-// and nothing is queued goes from the calling thread straight to that worker, and the thread that
-// waits for it (get(), wait(), ready()) reads the reply itself from that worker's pipe (spinning
-// briefly, then asleep until the worker writes) — a round trip of two hand-offs, not four. The
-// guarantees above hold for it alike.
+// Latency: a call with no callbacks given with it and tasks of at most 128 KiB each (apply_async,
+// a map of small chunks) made while a worker is idle and nothing is queued skips the manager
+// thread: the calling thread deals its tasks out itself (one to each idle worker, then a second,
+// the rest as workers answer), and the thread that waits for it (get(), wait(), ready()) reads
+// the replies itself from those workers' pipes and sends each one that answers the next task —
+// a round trip of two hand-offs, not four, and no manager wake-up per reply. When nobody waits
+// any more (a timeout, ready()), a callback is added or other work is queued, the manager takes
+// the call over. The guarantees above hold for it alike.
 //
 // Lifecycle: close() refuses new calls; streams opened before it keep reading their input. join()
 // (after close or terminate) waits until the submitted work is done and the workers have exited;
@@ -58,8 +61,8 @@
 // maxtasksperchild replaces a worker after that many tasks. Destroying a Pool terminates and joins
 // it: every worker is reaped, nothing is left in /dev/shm. Workers die with this process
 // (parent-death signal). A Pool may be used from several threads; callbacks run on the pool's
-// manager thread (one added to a lone call while another thread waits for that call may run on
-// that thread) and must not wait for the pool.
+// manager thread (one added to a call its caller deals out, while another thread waits for that
+// call, may run on that thread) and must not wait for the pool.
 #pragma once
 
 #include <multiproc/codec.hpp>

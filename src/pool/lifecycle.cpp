@@ -132,6 +132,9 @@ bool PoolCore::try_direct(const std::shared_ptr<JobState>& job, std::vector<Pool
   // A borrowed payload (map()'s input) is read on its caller's thread, which holds io_: the call
   // cannot finish meanwhile (its replies are read only with io_ held).
   top_up_direct(*job);
+  // What could not be sent at once waits for a thread that collects, which map() is about to be;
+  // map_async's caller may not ask for a long time, and its call must run meanwhile.
+  if (!job->caller_waits) queue_backlog(job.get());
   return true;
 }
 

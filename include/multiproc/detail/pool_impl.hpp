@@ -232,6 +232,7 @@ auto Pool::map_call(F f, Callbacks<S, E> cb, const Range& inputs, std::size_t ch
   return start_call<std::vector<R>>(
       std::move(tasks), std::move(cb), std::move(progress), &detail::concat<R>,
       [&](detail::JobState& job) {
+        job.caller_waits = sole;
         if constexpr (detail::is_bulk_v<R>) detail::place_results<R>(job, items, chunksize, sole);
       });
 }

@@ -64,6 +64,10 @@ struct JobState {
   // workers compute (size_placed_result), 2 done — a reply to place waits while it is 1.
   std::function<void()> size_placed;
   int sizing = 0;
+  // map() / starmap(): the caller waits for the result as soon as it is submitted, so it may keep
+  // the tasks it cannot send at once and deal them out while it waits (PoolCore::try_direct). A
+  // call that returns at once (map_async) leaves those to the manager: they run without a get().
+  bool caller_waits = false;
   std::exception_ptr error;  // set when the call failed (a stream: failed as a whole)
   bool completing = false;   // the outcome is known; callbacks are running
   bool finished = false;     // callbacks ran: get() may return
