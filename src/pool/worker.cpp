@@ -16,6 +16,9 @@ int worker_main(const Connection& conn, const std::function<void()>& init, std::
   // worker says it is ready, no one else uses the rings.
   conn.segment().prefault();
   touch_rings(conn, kWarmRing);
+  // The pool's workers take turns at the CPUs with each other and with the caller that deals
+  // them tasks: a wait for the next task yields now and then (ChannelRef::sleep_until).
+  tls_share_cpu = true;
   if (init) init();  // an exception ends the worker with exit code 1 (Process prints it)
   try {
     conn.send_bytes("");  // ready: the initializer is done, tasks may come

@@ -288,6 +288,11 @@ void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capac
 //! published since its last wait, and likely waits for an answer (sleep_until yields then).
 MULTIPROC_PROCESS_WIDE inline thread_local bool tls_waited = true;
 
+//! Set by a thread whose waits for data should yield the CPU now and then (sleep_until): one of
+//! several processes that take turns at a few CPUs, whose waits are seldom a round trip's — a
+//! Pool worker waiting for its next task.
+MULTIPROC_PROCESS_WIDE inline thread_local bool tls_share_cpu = false;
+
 // FenceMode, g_fence_mode, fence_register(), heavy_fence(): mutex_state.hpp (the lock's unlock
 // uses the same asymmetric fences).
 
@@ -527,13 +532,15 @@ class ChannelRef {
         // Every 256 pauses, yield: another process may be waiting for this very CPU (more
         // processes than CPUs). A producer waiting for room: the consumers that would make room
         // — 4 producers and 4 consumers of one Queue<long> on 2 CPUs fell to 1-4 M msgs/s, below
-        // Boost's message_queue (5-15 M with the yields, AMD EPYC VM). A consumer waiting for
-        // data from a producer on another CPU: a third process with work of its own — two Pool
-        // workers on one CPU, one waiting for its next task while the other had one to run:
-        // a map of two tiny tasks took 80 us instead of 15. With nobody else to run, a yield
-        // returns at once. Yielding at every look (each 64 pauses) cost 2 producers and 2
-        // consumers a quarter of their throughput.
-        if ((i & 255) == 0) {
+        // Boost's message_queue (5-15 M with the yields, AMD EPYC VM). A thread that says it
+        // shares its CPU (tls_share_cpu: a Pool worker), waiting for data: the other workers may
+        // have work of their own — two workers on one CPU, one waiting for its next task while
+        // the other had one to run: a map of two tiny tasks took 80 us instead of 15. Not every
+        // wait for data: where a pause is short, 256 of them are under a microsecond, and a
+        // yield there (a system call) landed inside ordinary pipe round trips (0.78-0.95x, A/B
+        // on host A). With nobody else to run, a yield returns at once. Yielding at every look
+        // (each 64 pauses) cost 2 producers and 2 consumers a quarter of their throughput.
+        if ((for_room || tls_share_cpu) && (i & 255) == 0) {
           ::sched_yield();
           if (deadline != nullptr && Clock::now() >= *deadline) break;
         }
