@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <future>
 #include <optional>
 #include <set>
 #include <sys/resource.h>
@@ -159,6 +160,83 @@ BOOST_AUTO_TEST_CASE(terminate_fails_a_running_call_with_bad_state, *boost::unit
   }
   BOOST_REQUIRE(queued.wait_for(10s));
   BOOST_CHECK_THROW(queued.get(), mp::Error);
+}
+
+BOOST_AUTO_TEST_CASE(terminate_from_another_thread_ends_a_map_whose_caller_deals_it_out,
+                     *boost::unit_test::timeout(120)) {
+  // A blocking map() on idle workers is dealt out by its own caller: two tasks to each worker, the
+  // rest kept in its backlog, the caller asleep on the workers' pipes. terminate() from another
+  // thread must end it with bad_state (the workers killed, the backlog failed), not leave it
+  // asleep; also with one of the workers SIGSTOPped first (SIGKILL ends a stopped process).
+  ContinueAtExit cont;
+  for (const bool stop_one : {false, true}) {
+    mp::Pool pool(2);
+    BOOST_TEST(pool.apply(square, 2L) == 4);
+    NamedEvent never("never");
+    NamedEvent started("started");
+    const std::vector<std::tuple<std::string, std::string>> items(50, {started.name, never.name});
+    auto call = std::async(std::launch::async, [&]() -> std::string {
+      try {
+        (void)pool.starmap(signal_then_wait, items, 1);
+        return "returned";
+      } catch (const mp::Error& e) {
+        return e.code() == mp::errc::bad_state ? "bad_state" : e.what();
+      }
+    });
+    BOOST_REQUIRE(started.wait_for(30s));  // running: the caller is dealing it out
+    if (stop_one) {
+      const pid_t victim = pool.worker_pids().front();
+      ::kill(victim, SIGSTOP);
+      cont.pids.push_back(victim);
+      BOOST_REQUIRE(eventually([&] { return is_stopped(victim); }, 10s));
+    }
+    pool.terminate();
+    BOOST_REQUIRE(call.wait_for(30s) == std::future_status::ready);  // before: the tasks' 60 s
+    BOOST_TEST(call.get() == "bad_state");
+    pool.join();
+    BOOST_TEST(pool.worker_pids().empty());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_stopped_worker_holds_back_only_the_tasks_dealt_to_it, *boost::unit_test::timeout(180)) {
+  // One worker SIGSTOPped in the middle of a long map: the other must run every task but the at
+  // most two the stopped one was sent (so the caller, or the manager, must go on dealing to the
+  // worker that answers, never wait behind the stopped one), and after SIGCONT the map is whole
+  // and each task ran once. Whether its caller deals it out (map) or the manager does (map_async,
+  // whose caller only waits for the result).
+  mp::Pool pool(2);
+  BOOST_TEST(pool.apply(square, 2L) == 4);
+  ContinueAtExit cont;
+  constexpr long kTasks = 2000;
+  for (int round = 0; round < 2; ++round) {
+    const std::string name = unique_name("count");
+    mp::SharedValue<long> count(mp::create_only, name, 0);
+    std::vector<std::tuple<long, std::string>> items;
+    for (long i = 0; i < kTasks; ++i) items.emplace_back(i, name);
+    std::future<std::vector<long>> call;
+    if (round == 0) {
+      call = std::async(std::launch::async, [&] { return pool.starmap(counted_square, items, 1); });
+    } else {
+      auto r = std::make_shared<mp::AsyncResult<std::vector<long>>>(
+          pool.starmap_async(counted_square, items, 1));
+      call = std::async(std::launch::async, [r] { return r->get(); });
+    }
+    BOOST_REQUIRE(eventually([&] { return count.load() >= 100; }, 60s));
+    const pid_t victim = pool.worker_pids().at(static_cast<std::size_t>(round));
+    ::kill(victim, SIGSTOP);
+    cont.pids.push_back(victim);
+    BOOST_REQUIRE(eventually([&] { return is_stopped(victim); }, 10s));
+    BOOST_TEST(eventually([&] { return count.load() >= kTasks - 2; }, 90s),
+               "ran " << count.load() << " of " << kTasks << " with one worker stopped");
+    ::kill(victim, SIGCONT);
+    BOOST_REQUIRE(call.wait_for(60s) == std::future_status::ready);
+    const std::vector<long> squares = call.get();
+    BOOST_REQUIRE(squares.size() == static_cast<std::size_t>(kTasks));
+    long wrong = 0;
+    for (long i = 0; i < kTasks; ++i) wrong += squares[static_cast<std::size_t>(i)] != i * i;
+    BOOST_TEST(wrong == 0);
+    BOOST_TEST(count.load() == kTasks);  // each task ran once
+  }
 }
 
 BOOST_AUTO_TEST_CASE(close_and_join_while_workers_die_end_every_call, *boost::unit_test::timeout(120)) {

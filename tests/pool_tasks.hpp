@@ -97,6 +97,12 @@ inline long add_into(long x, std::string total) {
   mp::SharedValue<long>(mp::open_only, total).update([x](long& t) { t += x; });
   return x;
 }
+// Counts itself in the named SharedValue<long> (so the test sees how many tasks ran while it
+// holds a worker stopped), then returns x².
+inline long counted_square(long x, std::string count) {
+  mp::SharedValue<long>(mp::open_only, count).update([](long& c) { ++c; });
+  return x * x;
+}
 inline long exit_quietly(long x) {
   if (x == 2) std::_Exit(0);  // a "clean" exit in the middle of a task
   return x;

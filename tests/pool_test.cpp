@@ -5,8 +5,10 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <list>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <thread>
@@ -403,6 +405,63 @@ BOOST_AUTO_TEST_CASE(direct_calls_from_many_threads_each_get_their_own_result, *
   BOOST_TEST(wrong.load() == 0);
   BOOST_TEST(sum.load() == sum_of_squares(kThreads * kCalls));
   BOOST_TEST(std::accumulate(squares.begin(), squares.end(), 0L) == sum_of_squares(20000));
+}
+
+BOOST_AUTO_TEST_CASE(many_threads_dealing_out_large_maps_at_once_each_get_their_own,
+                     *boost::unit_test::timeout(180)) {
+  // Eight threads on a Pool(4) start each round together, half with maps of thousands of tasks,
+  // half with maps of two: whoever finds a worker idle and nothing queued deals its map out itself
+  // (so several callers hold backlogs at once, each topping up the workers that answer it and the
+  // ones that free up), the others queue theirs for the manager, which takes backlogs over when
+  // they are handed to it. Each map must come back whole, in its order, to its own caller;
+  // blocking maps beside async ones and starmaps, chunks of 1, 7 and the default.
+  mp::Pool pool(4);
+  constexpr int kThreads = 8;
+  constexpr int kRounds = 30;
+  std::atomic<long> wrong{0};
+  std::atomic<long> maps{0};
+  std::mutex m;
+  std::condition_variable cv;
+  int arrived = 0, generation = 0;
+  const auto all_start_together = [&] {
+    std::unique_lock<std::mutex> lock(m);
+    const int mine = generation;
+    if (++arrived == kThreads) {
+      arrived = 0;
+      ++generation;
+      cv.notify_all();
+    } else {
+      cv.wait(lock, [&] { return generation != mine; });
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < kRounds; ++round) {
+        const long n = (round + t) % 2 == 0 ? 1000 + 100 * t + round : 2;
+        const std::size_t chunk = t % 3 == 0 ? 1 : t % 3 == 1 ? 7 : 0;  // 0: the default
+        all_start_together();
+        std::vector<long> got;
+        if (t % 4 == 3) {
+          got = pool.map_async(square, range(n), chunk).get();
+        } else if (t % 4 == 2) {
+          std::vector<std::tuple<long>> items;
+          for (long i = 0; i < n; ++i) items.emplace_back(i);
+          got = pool.starmap(square, items, chunk);
+        } else {
+          got = pool.map(square, range(n), chunk);
+        }
+        bool ok = got.size() == static_cast<std::size_t>(n);
+        for (long i = 0; ok && i < n; ++i) ok = got[static_cast<std::size_t>(i)] == i * i;
+        if (!ok) ++wrong;
+        ++maps;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  BOOST_TEST(wrong.load() == 0);
+  BOOST_TEST(maps.load() == kThreads * kRounds);
+  BOOST_TEST((pool.map(square, std::vector<long>{1, 2, 3}) == std::vector<long>{1, 4, 9}));
 }
 
 BOOST_AUTO_TEST_CASE(small_maps_sent_straight_to_the_workers_keep_their_order, *boost::unit_test::timeout(120)) {
