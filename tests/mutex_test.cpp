@@ -221,6 +221,21 @@ BOOST_AUTO_TEST_CASE(sleepers_handed_the_lock_by_plain_stores_miss_no_wake_up,
   hand_off_among_sleepers(8, 100, 200us);
 }
 
+// This thread takes m, a child process goes to sleep on it, the unlock wakes it: it takes m and
+// leaves.
+void a_new_sleeper_is_woken(mp::Mutex& m) {
+  m.lock();
+  mp::Process next([m]() mutable {
+    m.lock();
+    m.unlock();
+  });
+  next.start();
+  BOOST_REQUIRE(wait_until_sleeping(next.pid()));
+  m.unlock();
+  BOOST_REQUIRE(next.join_for(30s));
+  BOOST_TEST(*next.exitcode() == 0);
+}
+
 // A sleeper SIGKILLed (or SIGSTOPped) while asleep leaves its sleepers mark behind: the next
 // unlock pays one futex_wake for nobody and clears it, and the lock goes on as before — its
 // unlocks stop calling into the kernel, other sleepers are still woken.
@@ -252,16 +267,7 @@ BOOST_AUTO_TEST_CASE(a_sleeper_stopped_or_killed_asleep_leaves_a_mark_the_next_u
     }
     BOOST_TEST(state->sleepers.load() == 0u);
     // A new sleeper is woken as ever (beside the stopped one, which holds nothing).
-    m.lock();
-    mp::Process next([m]() mutable {
-      m.lock();
-      m.unlock();
-    });
-    next.start();
-    BOOST_REQUIRE(wait_until_sleeping(next.pid()));
-    m.unlock();
-    BOOST_REQUIRE(next.join_for(30s));
-    BOOST_TEST(*next.exitcode() == 0);
+    a_new_sleeper_is_woken(m);
     if (sig == SIGSTOP) {
       ::kill(sleeper.pid(), SIGCONT);
       BOOST_REQUIRE(sleeper.join_for(30s));
@@ -370,16 +376,7 @@ void stop_lockers_at_random(int children, long rounds) {
   m.unlock();
   // A stale mark (a stopped sleeper's) costs one wake per unlock until a sleeper replaces it; the
   // next contended hand-off works as ever.
-  m.lock();
-  mp::Process next([m]() mutable {
-    m.lock();
-    m.unlock();
-  });
-  next.start();
-  BOOST_REQUIRE(wait_until_sleeping(next.pid()));
-  m.unlock();
-  BOOST_REQUIRE(next.join_for(30s));
-  BOOST_TEST(*next.exitcode() == 0);
+  a_new_sleeper_is_woken(m);
 }
 
 BOOST_AUTO_TEST_CASE(lockers_stopped_and_continued_at_random_points_lose_nothing,
