@@ -246,24 +246,11 @@ void PoolCore::top_up_direct(JobState& job) {
            w.outstanding_bytes + ring_share(next.bytes()) >= kWorkerRing / 4)) {
         continue;
       }
-      if (job.future) {  // running(), as dispatch() sets it: before the send, the worker may start
-        std::lock_guard<std::mutex> job_lock(job.mutex);
-        job.started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
-      }
-      try {
-        send_task(w, next);
-      } catch (const Error&) {  // the worker is gone: the manager replaces it and sends the rest
-        if (job.future) {
-          std::lock_guard<std::mutex> job_lock(job.mutex);
-          job.started = nullptr;
-        }
+      if (!send_to(w, next)) {  // the worker is gone: the manager replaces it and sends the rest
         failed = true;
         break;
       }
-      w.outstanding_bytes += ring_share(next.bytes());
-      ++w.sent;
       w.direct = true;
-      w.outstanding.push_back(std::move(next));
       tasks.pop_front();
     }
   }

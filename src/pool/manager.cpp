@@ -171,27 +171,11 @@ void PoolCore::dispatch() {
           next = std::move(pending_.front());
           pending_.pop_front();
         }
-        if (next.job->future) {
-          // running(): this worker's count of started tasks reaching this one's ordinal (the
-          // pipe keeps the order, so the n-th task sent is the n-th it starts). Set before the
-          // send: the worker may start it, and its caller ask, before send_bytes returns.
-          std::lock_guard<std::mutex> job_lock(next.job->mutex);
-          next.job->started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
-        }
-        try {
-          send_task(w, next);
-        } catch (const Error&) {  // the worker died meanwhile: the task goes back
-          if (next.job->future) {
-            std::lock_guard<std::mutex> job_lock(next.job->mutex);
-            next.job->started = nullptr;
-          }
+        if (!send_to(w, next)) {  // the worker died meanwhile: the task goes back
           std::lock_guard<std::mutex> lock(m_);
           pending_.push_front(std::move(next));
           break;
         }
-        w.outstanding_bytes += ring_share(next.bytes());
-        ++w.sent;
-        w.outstanding.push_back(std::move(next));
       }
     }
   }
@@ -203,6 +187,29 @@ void PoolCore::send_task(const Worker& w, const QueuedTask& task) {
   } else {  // header and payload in one message, the payload straight from the caller's input
     send_parts(*w.conn, task.message, task.borrowed, task.borrowed_bytes);
   }
+}
+
+bool PoolCore::send_to(Worker& w, Pending& task) {
+  if (task.job->future) {
+    // running(): this worker's count of started tasks reaching this one's ordinal (the pipe keeps
+    // the order, so the n-th task sent is the n-th it starts). Set before the send: the worker may
+    // start it, and its caller ask, before send_bytes returns.
+    std::lock_guard<std::mutex> job_lock(task.job->mutex);
+    task.job->started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
+  }
+  try {
+    send_task(w, task);
+  } catch (const Error&) {  // the worker is gone: the manager replaces it
+    if (task.job->future) {
+      std::lock_guard<std::mutex> job_lock(task.job->mutex);
+      task.job->started = nullptr;
+    }
+    return false;
+  }
+  w.outstanding_bytes += ring_share(task.bytes());
+  ++w.sent;
+  w.outstanding.push_back(std::move(task));
+  return true;
 }
 
 void PoolCore::shut_down_workers(bool kill) {
