@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 #include <sys/types.h>
+#include <vector>
 
 namespace multiproc::detail {
 
@@ -22,6 +23,10 @@ inline std::uint64_t self_start_time() noexcept { return current_start_time(); }
 
 //! CPUs this process may run on (sched_getaffinity), at least 1.
 int available_cpus() noexcept;
+
+//! Sends sig to each child of this process started with Process whose pid is in pids and that
+//! has not been reaped — never to a process that took a reaped child's pid (process.cpp).
+void signal_children(const std::vector<pid_t>& pids, int sig) noexcept;
 
 // ---- sleep slices ----------------------------------------------------------------------------
 //

@@ -735,6 +735,22 @@ void Process::terminate() {
   if (!child_->ended) send_signal(child_->pidfd, pid_, SIGTERM);
 }
 
+namespace detail {
+
+void signal_children(const std::vector<pid_t>& pids, int sig) noexcept {
+  // Under the registry's lock, as Process::kill: a child listed there and not ended cannot be
+  // reaped (its pid freed for reuse) before the signal.
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (const auto& c : r.active) {
+    if (!c->ended && std::find(pids.begin(), pids.end(), c->pid) != pids.end()) {
+      send_signal(c->pidfd, c->pid, sig);
+    }
+  }
+}
+
+}  // namespace detail
+
 void Process::kill() {
   require_started("kill()");
   Registry& r = registry();

@@ -268,6 +268,31 @@ BOOST_AUTO_TEST_CASE(futures_sent_straight_to_idle_workers_need_no_waiter,
   BOOST_TEST(calls == kN);
 }
 
+BOOST_AUTO_TEST_CASE(a_thread_that_only_polls_done_and_running_sees_a_future_finish,
+                     *boost::unit_test::timeout(60)) {
+  // A future sent straight to an idle worker finishes only when someone reads its reply: done()
+  // and running() must do so (as result() and wait() do), or a loop polling done() spins forever
+  // (it did: done() stayed false and running() true long after the task ended).
+  mp::ProcessPoolExecutor ex(2);
+  BOOST_TEST(ex.submit(square, 1L).result() == 1);  // the workers are ready
+  for (int round = 0; round < 20; ++round) {
+    auto f = ex.submit(square, 7L + round);
+    BOOST_REQUIRE(eventually([&] { return f.done(); }, 30s));
+    BOOST_TEST(!f.running());
+    BOOST_TEST(f.result() == (7L + round) * (7L + round));
+  }
+  // running() alone, on a task the test holds: true while it runs, then false, and done.
+  NamedEvent go("go");
+  NamedEvent started("started");
+  auto held = ex.submit(signal_then_wait, started.name, go.name);
+  BOOST_REQUIRE(started.wait_for(30s));
+  BOOST_TEST(held.running());
+  go.set();
+  BOOST_REQUIRE(eventually([&] { return !held.running(); }, 30s));
+  BOOST_TEST(held.done());
+  BOOST_TEST(held.result());
+}
+
 BOOST_AUTO_TEST_CASE(as_completed_sums_many_futures, *boost::unit_test::timeout(60)) {
   mp::ProcessPoolExecutor ex(2);
   std::vector<mp::Future<long>> fs;

@@ -198,6 +198,43 @@ BOOST_AUTO_TEST_CASE(terminate_from_another_thread_ends_a_map_whose_caller_deals
   }
 }
 
+BOOST_AUTO_TEST_CASE(terminate_ends_a_pool_whose_worker_stopped_in_the_middle_of_a_large_reply,
+                     *boost::unit_test::timeout(120)) {
+  // A worker SIGSTOPped while it streams a 32 MB reply (its pipe's ring holds 1 MiB): the thread
+  // reading it waits, holding the pool's reading lock, for chunks that do not come. terminate()
+  // must still end the pool: it kills the workers itself (before, it only told the manager, which
+  // waited for that lock: terminate() and join() hung). The call fails.
+  ContinueAtExit cont;
+  mp::Pool pool(2);
+  BOOST_TEST(pool.apply(square, 2L) == 4);
+  const std::string pid_name = unique_name("pid");
+  mp::RawValue<int> pid(mp::create_only, pid_name, 0);
+  auto r = pool.apply_async(report_pid_then_many, pid_name, 4L << 20);  // dealt out: no reader yet
+  BOOST_REQUIRE(eventually([&] { return pid.load() != 0; }, 30s));
+  // Asleep in the futex: its ring is full and nobody reads (the reply cannot have ended).
+  BOOST_REQUIRE(wait_until_in_futex(pid.load(), 30s));
+  ::kill(pid.load(), SIGSTOP);
+  cont.pids.push_back(pid.load());
+  BOOST_REQUIRE(eventually([&] { return is_stopped(pid.load()); }, 10s));
+  auto reader = std::async(std::launch::async, [&] {
+    try {
+      (void)r.get();  // reads the first MiB, then waits for the stopped worker
+      return std::string("returned");
+    } catch (const mp::Error& e) {
+      return std::string(e.what());
+    }
+  });
+  // It cannot return while the worker is stopped; the wait also gives it time to get into the
+  // reply (terminate() must end the pool either way).
+  BOOST_TEST((reader.wait_for(200ms) == std::future_status::timeout));
+  pool.terminate();
+  BOOST_REQUIRE(reader.wait_for(30s) == std::future_status::ready);
+  BOOST_TEST(reader.get() != "returned");
+  auto joined = std::async(std::launch::async, [&] { pool.join(); });
+  BOOST_REQUIRE(joined.wait_for(30s) == std::future_status::ready);
+  BOOST_TEST(pool.worker_pids().empty());
+}
+
 BOOST_AUTO_TEST_CASE(a_stopped_worker_holds_back_only_the_tasks_dealt_to_it, *boost::unit_test::timeout(180)) {
   // One worker SIGSTOPped in the middle of a long map: the other must run every task but the at
   // most two the stopped one was sent (so the caller, or the manager, must go on dealing to the

@@ -103,6 +103,12 @@ inline long counted_square(long x, std::string count) {
   mp::SharedValue<long>(mp::open_only, count).update([](long& c) { ++c; });
   return x * x;
 }
+// Stores this worker's pid in the named RawValue, then returns n longs (8n bytes: a reply that
+// streams through the worker's pipe in chunks, and waits for room when larger than its ring).
+inline std::vector<long> report_pid_then_many(std::string pid_name, long n) {
+  mp::RawValue<int>(mp::open_only, pid_name).store(static_cast<int>(::getpid()));
+  return std::vector<long>(static_cast<std::size_t>(n), 7);
+}
 inline long exit_quietly(long x) {
   if (x == 2) std::_Exit(0);  // a "clean" exit in the middle of a task
   return x;

@@ -354,6 +354,28 @@ BOOST_AUTO_TEST_CASE(a_callback_added_after_a_direct_call_runs_with_no_one_waiti
   }
 }
 
+BOOST_AUTO_TEST_CASE(successful_alone_sees_a_direct_call_finish, *boost::unit_test::timeout(60)) {
+  // As ready(): successful() reads the reply of a call its caller sent straight to a worker, so a
+  // thread that only asks successful() (which throws until the result is ready) sees it finish.
+  mp::Pool pool(2);
+  BOOST_TEST(pool.apply(square, 2L) == 4);
+  const auto finished = [](const auto& r) {
+    try {
+      return r.successful();
+    } catch (const mp::Error&) {  // not ready yet
+      return false;
+    }
+  };
+  for (int round = 0; round < 20; ++round) {
+    auto r = pool.apply_async(square, 3L + round);
+    BOOST_REQUIRE(eventually([&] { return finished(r); }, 30s));
+    BOOST_TEST(r.get() == (3L + round) * (3L + round));
+    auto m = pool.map_async(square, std::vector<long>{1, 2, 3});
+    BOOST_REQUIRE(eventually([&] { return finished(m); }, 30s));
+    BOOST_TEST((m.get() == std::vector<long>{1, 4, 9}));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(ready_alone_sees_a_direct_call_finish, *boost::unit_test::timeout(60)) {
   mp::Pool pool(2);
   BOOST_TEST(pool.apply(square, 2L) == 4);

@@ -151,11 +151,9 @@ class Future {
     return detail::wait_job(*job_, &deadline);
   }
 
-  //! Returns: whether the call is done: finished, failed or cancelled (a snapshot).
-  bool done() const {
-    std::lock_guard<std::mutex> lock(job_->mutex);
-    return job_->finished;
-  }
+  //! Returns: whether the call is done: finished, failed or cancelled (a snapshot). Like wait(),
+  //! it reads a reply that waits for it: a loop polling done() sees the future finish.
+  bool done() const { return detail::job_ready(*job_); }
   //! Returns: whether a worker has started the task and it is not done (a snapshot).
   bool running() const { return detail::job_running(*job_); }
   //! Returns: whether cancel() succeeded on it (then it is done).

@@ -47,9 +47,10 @@
 // Latency: a call with no callbacks given with it and tasks of at most 128 KiB each (apply_async,
 // a map of small chunks) made while a worker is idle and nothing is queued skips the manager
 // thread: the calling thread deals its tasks out itself (one to each idle worker, then a second,
-// the rest as workers answer), and the thread that waits for it (get(), wait(), ready()) reads
-// the replies itself from those workers' pipes and sends each one that answers the next task —
-// a round trip of two hand-offs, not four, and no manager wake-up per reply. When nobody waits
+// the rest as workers answer), and the thread that waits for it (get(), wait(), ready(),
+// successful(); a future's result(), done(), running()) reads the replies itself from those
+// workers' pipes and sends each one that answers the next task — a round trip of two hand-offs,
+// not four, and no manager wake-up per reply. When nobody waits
 // any more (a timeout, ready()), a callback is added or other work is queued, the manager takes
 // the call over. The guarantees above hold for it alike.
 //

@@ -177,44 +177,62 @@ void PoolCore::collect_direct(JobState& job, const Clock::time_point* deadline, 
       // Blocking: the manager holds io_ only while it is awake (never while it waits for us).
       std::lock_guard<std::mutex> io(io_);
       const IoHolder holder(this);
-      bool gone = false;
-      for (Worker* w : direct_workers(job)) {
-        if (!w->conn->poll()) continue;
-        read_results(*w);
-        // Still waiting for this call, yet the pipe has more to say: it said EOF, the worker
-        // died. The manager accounts for it.
-        if (w->direct && !w->outstanding.empty() && w->outstanding.front().job.get() == &job &&
-            w->conn->poll()) {
-          gone = true;
+      try {
+        bool gone = false;
+        for (Worker* w : direct_workers(job)) {
+          if (!w->conn->poll()) continue;
+          read_results(*w);
+          // Still waiting for this call, yet the pipe has more to say: it said EOF, the worker
+          // died. The manager accounts for it.
+          if (w->direct && !w->outstanding.empty() && w->outstanding.front().job.get() == &job &&
+              w->conn->poll()) {
+            gone = true;
+          }
         }
-      }
-      top_up_direct(job);  // the next of its tasks to the workers that answered
-      const std::vector<Worker*> waiting = direct_workers(job);
-      if (waiting.empty()) {
-        // Answered, or its workers are gone or busy with other calls: the manager's now.
-        queue_backlog(&job);
+        top_up_direct(job);  // the next of its tasks to the workers that answered
+        const std::vector<Worker*> waiting = direct_workers(job);
+        if (waiting.empty()) {
+          // Answered, or its workers are gone or busy with other calls: the manager's now.
+          queue_backlog(&job);
+          return;
+        }
+        if (gone || once || (deadline != nullptr && Clock::now() >= *deadline)) {
+          queue_backlog(&job);
+          hand_over(job);  // no one waits for it any more: the manager reads it
+          return;
+        }
+        // Kept alive while this thread waits on them, should a worker go.
+        for (Worker* w : waiting) conns.push_back(w->conn);
+      } catch (...) {
+        // No memory, or a reply its pipe could not give (a scribbled ring): the call fails here
+        // with that error (get() throws it) instead of being left with nobody to finish it, and
+        // its backlog — which may borrow map()'s input, freed once map() returns — is dropped.
+        finish(job, std::current_exception());
+        backlogs_.erase(std::remove_if(backlogs_.begin(), backlogs_.end(),
+                                       [&](const Backlog& b) { return b.job.get() == &job; }),
+                        backlogs_.end());
+        hand_over(job);  // its tasks still out: the manager reads (and drops) their replies
         return;
       }
-      if (gone || once || (deadline != nullptr && Clock::now() >= *deadline)) {
-        queue_backlog(&job);
-        hand_over(job);  // no one waits for it any more: the manager reads it
-        return;
-      }
-      // Kept alive while this thread waits on them, should a worker go.
-      for (Worker* w : waiting) conns.push_back(w->conn);
     }
     // Until a worker writes (a reply, or EOF when it dies) — or kDirectRecheck passes: the
     // manager may have read the replies meanwhile (it took the call over), or a worker may be gone.
     const auto until = std::min(Clock::now() + kDirectRecheck,
                                 deadline != nullptr ? *deadline : Clock::time_point::max());
-    if (conns.size() == 1) {
-      conns.front()->poll(until - Clock::now());  // spins briefly, then sleeps
-      continue;
+    try {
+      if (conns.size() == 1) {
+        conns.front()->poll(until - Clock::now());  // spins briefly, then sleeps
+        continue;
+      }
+      if (yield_for_any(conns)) continue;
+      std::vector<Waitable> objects;
+      for (const auto& c : conns) objects.emplace_back(*c);
+      (void)wait(objects, std::max(until - Clock::now(), Clock::duration::zero()));
+    } catch (const Error& e) {
+      // The pool closed meanwhile: the manager read this call's last replies, then closed the
+      // workers' pipes (close() and join(), or the executor's shutdown). Look again under io_.
+      if (e.code() != errc::closed) throw;
     }
-    if (yield_for_any(conns)) continue;
-    std::vector<Waitable> objects;
-    for (const auto& c : conns) objects.emplace_back(*c);
-    (void)wait(objects, std::max(until - Clock::now(), Clock::duration::zero()));
   }
 }
 
@@ -302,25 +320,29 @@ void on_job_finish(const std::shared_ptr<JobState>& job, std::function<void(JobS
 }
 
 void PoolCore::finish(const std::shared_ptr<JobState>& job, std::exception_ptr error) {
+  finish(*job, std::move(error));
+}
+
+void PoolCore::finish(JobState& job, std::exception_ptr error) {
   // As in Python, the callbacks run before the result is ready: get() returns after them.
   std::vector<std::function<void(JobState&)>> callbacks;
   {
-    std::lock_guard<std::mutex> lock(job->mutex);
-    if (job->completing) return;
-    job->completing = true;
-    job->error = error;
-    callbacks.swap(job->on_finish);
+    std::lock_guard<std::mutex> lock(job.mutex);
+    if (job.completing) return;
+    job.completing = true;
+    job.error = error;
+    callbacks.swap(job.on_finish);
   }
-  if (error) job->cv.notify_all();  // stream readers stop at once
-  run_callbacks(*job, callbacks);
+  if (error) job.cv.notify_all();  // stream readers stop at once
+  run_callbacks(job, callbacks);
   std::vector<std::pair<std::uint64_t, std::function<void()>>> hooks;
   {
-    std::lock_guard<std::mutex> lock(job->mutex);
-    job->finished = true;
-    hooks.swap(job->on_done);  // empty but for executor futures
-    job->started = nullptr;    // lets go of the worker's word
+    std::lock_guard<std::mutex> lock(job.mutex);
+    job.finished = true;
+    hooks.swap(job.on_done);  // empty but for executor futures
+    job.started = nullptr;    // lets go of the worker's word
   }
-  job->cv.notify_all();
+  job.cv.notify_all();
   for (auto& hook : hooks) run_done_hook(hook.second);
 }
 
@@ -366,6 +388,9 @@ void remove_done_hook(JobState& job, std::uint64_t token) noexcept {
 }
 
 bool job_running(JobState& job) {
+  // A call its caller deals out finishes only when someone reads its replies: a loop polling
+  // running() must see it end.
+  if (job_ready(job)) return false;
   std::lock_guard<std::mutex> lock(job.mutex);
   return !job.completing && job.started && job.started();
 }

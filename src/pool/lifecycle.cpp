@@ -2,12 +2,15 @@
 // stream chunks, close, terminate, join (see pool_core.hpp for the whole).
 #include "pool_core.hpp"
 
+#include "../os.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 
@@ -285,10 +288,17 @@ void PoolCore::close() {
 }
 
 void PoolCore::terminate() {
+  std::vector<pid_t> workers;
   {
     std::lock_guard<std::mutex> lock(m_);
     if (state_ == State::running || state_ == State::closing) state_ = State::terminating;
+    workers = pids_;
   }
+  // Killed here, not only by the manager: a thread holding io_ may be inside a reply from a worker
+  // that stopped (SIGSTOP) in the middle of it, and waits for the rest until that worker dies —
+  // the manager, which waits for io_, would never get to it. A worker replaced since pids_ was
+  // written is not signalled (the one that replaced it is the manager's to kill).
+  signal_children(workers, SIGKILL);
   kick();
 }
 

@@ -18,7 +18,8 @@
 // chunks) skips the manager when a worker is idle and nothing is queued: the caller's thread deals
 // its tasks out itself — one to each idle worker, then a second (as dispatch() keeps two
 // outstanding), the rest kept in the call's backlog — and the thread that then waits for the
-// result (get(), wait(), ready()) reads the replies itself, waiting on those workers' pipes
+// result (get(), wait(), ready(), successful(), and a future's done() and running()) reads the
+// replies itself, waiting on those workers' pipes
 // (spinning briefly on one, or, with several, looking at each and yielding the CPU between the
 // looks, then asleep until one writes), and sends each worker that answers the next task of the
 // backlog. The manager does not watch those workers' pipes meanwhile (so it is not woken per
@@ -26,7 +27,9 @@
 // 250 us to 15-19 us) but still checks their liveness every slice; it takes the call over —
 // watches the pipes, deals out the backlog — when no one waits for it any more (ready(), a
 // timeout, a worker's EOF), when a callback (a future's done-callback, as_completed, wait) is
-// added, when work is queued, or when the pool closes. A future sent this way is running
+// added. When work is queued, or the pool closes, the manager reads those pipes too, and takes
+// the backlog once none of the call's tasks is out on a worker (manager.cpp). A future sent this
+// way is running
 // at once (its worker's started word says when it begins): cancel() returns false, as Python's
 // does for a call in its executor's call queue. The worker's accounts (outstanding, started) are the same either way, so a death
 // is handled as for any other task. Whoever reads a worker's pipe or changes its accounts holds
@@ -174,10 +177,13 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     return pids_;
   }
   static void finish(const std::shared_ptr<JobState>& job, std::exception_ptr error);
-  // A call sent straight to a worker (job.direct_pool): waits on the worker's pipe for its reply
-  // and delivers it, until the job finished, `deadline` (nullptr: none) passed, or the reply is
-  // the manager's to read; hands the call over to the manager when leaving without the reply.
-  // With `once`, looks once. A callback (t_io_holder set) hands it over at once.
+  static void finish(JobState& job, std::exception_ptr error);
+  // A call its caller deals out (job.direct_pool): waits on the pipes of the workers that hold its
+  // tasks, reads their replies and tops them up from its backlog, until none holds any (the call
+  // is answered, or the manager's now), or `deadline` (nullptr: none) passed; hands the call over
+  // to the manager when it leaves with tasks still out. With `once`, looks once. A callback
+  // (t_io_holder set) hands it over at once. No memory, or a reply its pipe cannot give, fails
+  // the call with that error.
   void collect_direct(JobState& job, const Clock::time_point* deadline, bool once);
   // Makes the manager read the reply of a call sent straight to a worker.
   void hand_over(JobState& job);

@@ -62,8 +62,9 @@ auto AsyncResult<R>::get_for(const std::chrono::duration<Rep, Period>& timeout) 
 
 template <class R>
 bool AsyncResult<R>::successful() const {
+  const bool ready = detail::job_ready(*job_);  // reads a reply that waits for it, as ready()
   std::lock_guard<std::mutex> lock(job_->mutex);
-  if (!job_->finished) {
+  if (!ready) {
     throw Error(errc::bad_state, "multiproc::AsyncResult: successful() before the result is ready");
   }
   return !job_->error;

@@ -84,8 +84,8 @@ struct JobState {
   // thread that finishes the job; a token each, for remove_done_hook.
   std::vector<std::pair<std::uint64_t, std::function<void()>>> on_done;
   std::uint64_t next_hook = 1;
-  // A call whose one task a caller sent straight to an idle worker (PoolCore::submit): the pool,
-  // so that a thread waiting for the result collects the reply itself (PoolCore::collect_direct).
+  // A call whose caller deals its tasks out itself (PoolCore::try_direct): the pool, so that a
+  // thread waiting for the result collects the replies itself (PoolCore::collect_direct).
   // Set before the task is sent, never changed after; empty for every other call.
   std::weak_ptr<PoolCore> direct_pool;
   // Set (once) when the reply is to be read by the manager thread after all: the waiting thread
