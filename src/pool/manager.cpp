@@ -190,25 +190,30 @@ void PoolCore::send_task(const Worker& w, const QueuedTask& task) {
 }
 
 bool PoolCore::send_to(Worker& w, Pending& task) {
-  if (task.job->future) {
+  // Recorded before the send: once sent, a task must be in the worker's accounts (its replies are
+  // matched to them in order), and push_back may throw.
+  w.outstanding.push_back(std::move(task));
+  Sent& sent = w.outstanding.back();
+  if (sent.job->future) {
     // running(): this worker's count of started tasks reaching this one's ordinal (the pipe keeps
     // the order, so the n-th task sent is the n-th it starts). Set before the send: the worker may
     // start it, and its caller ask, before send_bytes returns.
-    std::lock_guard<std::mutex> job_lock(task.job->mutex);
-    task.job->started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
+    std::lock_guard<std::mutex> job_lock(sent.job->mutex);
+    sent.job->started = [started = w.started, n = w.sent + 1] { return started.load() >= n; };
   }
   try {
-    send_task(w, task);
+    send_task(w, sent);
   } catch (const Error&) {  // the worker is gone: the manager replaces it
-    if (task.job->future) {
-      std::lock_guard<std::mutex> job_lock(task.job->mutex);
-      task.job->started = nullptr;
+    if (sent.job->future) {
+      std::lock_guard<std::mutex> job_lock(sent.job->mutex);
+      sent.job->started = nullptr;
     }
+    task = std::move(sent);
+    w.outstanding.pop_back();
     return false;
   }
-  w.outstanding_bytes += ring_share(task.bytes());
+  w.outstanding_bytes += ring_share(sent.bytes());
   ++w.sent;
-  w.outstanding.push_back(std::move(task));
   return true;
 }
 

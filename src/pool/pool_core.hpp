@@ -256,7 +256,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // Sends a queued task's message (and its borrowed payload) to w. Throws: as send_bytes.
   static void send_task(const Worker& w, const QueuedTask& task);
   // Requires io_ held. Sends `task` to w (send_task) and moves it to w's outstanding tasks, the
-  // call's running() following it; returns false, `task` untouched, if the worker is gone.
+  // call's running() following it; returns false, with `task` given back, if the worker is gone.
   bool send_to(Worker& w, Pending& task);
   // Requires m_ held. Throws: the pool's BrokenPool, or Error(errc::bad_state) unless running.
   void check_accepting() const;
