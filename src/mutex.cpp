@@ -31,6 +31,9 @@ constexpr std::uint32_t kOwnerDied = FUTEX_OWNER_DIED;
 // (a pause is 10-40 ns on current x86: about 5-10 us between looks, 40-80 us in all).
 constexpr int kSpinLooks = 8;
 constexpr int kPausesPerLook = 256;
+// A sleeper's announcement (lock_impl) is confirmed by a look after a membarrier; this many
+// unconfirmed rounds, and it spins for the word instead.
+constexpr int kAnnounceRounds = 4;
 
 // The robust_slot stage of every fork (fork_hooks.hpp says where it runs, and why there).
 const bool g_fork_hooks_registered =
@@ -276,22 +279,39 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
     // earlier one had cleared the mark), whose unlock may already have looked. A tenure that has
     // the bit either began with it (its holder then writes its own tid into the mark: `taken`)
     // or got it from a sleeper that goes on to write the mark and look again. Otherwise: announce
-    // again behind what the look found. (With two processes the holder is always the same other
-    // thread and the bit is set before the fence, so one round is the rule.)
+    // again behind what the look found — at most kAnnounceRounds times: a lock that changes hands
+    // faster than a membarrier runs (a holder that unlocks and relocks at once) is never seen the
+    // same twice, and the rounds went on by the hundred (up to 923 in one announcement, each a
+    // membarrier and a futex_wake for nobody at the holder's next unlock). Then spin for it instead
+    // (below): its holds are short.
     waited = true;
     if ((v & kWaiters) == 0) v = s->word.fetch_or(kWaiters, std::memory_order_acquire) | kWaiters;
+    bool confirmed = false;
+    int rounds = 0;
     for (std::uint32_t holder = v & kTidMask; holder != 0;) {
+      if (++rounds > kAnnounceRounds) break;
       s->sleepers.store(holder, std::memory_order_seq_cst);
       heavy_fence();
       v = s->word.load(std::memory_order_seq_cst);
       if ((v & kWaiters) == 0 && (v & kTidMask) != 0) {
         v = s->word.fetch_or(kWaiters, std::memory_order_acquire) | kWaiters;
       } else if ((v & kTidMask) == holder) {
-        break;  // the same tenure, or one whose holder marked itself: it wakes one
+        confirmed = true;  // the same tenure, or one whose holder marked itself: it wakes one
+        break;
       }
       holder = v & kTidMask;
     }
     if ((v & kTidMask) == 0) continue;  // freed meanwhile: take it (with the bit)
+    if (!confirmed) {
+      // Out of rounds: look for a free word as the first spin does, then take it (with the bit:
+      // this thread then marks itself, and its unlock wakes whoever an abandoned announcement may
+      // have left behind its mark), or announce again behind whoever holds it then.
+      for (int look = 0; look < kSpinLooks && (v & kTidMask) != 0; ++look) {
+        for (int i = 0; i < kPausesPerLook; ++i) cpu_relax();
+        v = s->word.load(std::memory_order_relaxed);
+      }
+      continue;
+    }
     // Sleep in liveness slices even without a deadline: a thread that released the lock and died
     // before its wake-up (or a woken waiter that died before taking it) wakes nobody, and the
     // kernel cannot tell once another thread holds the word. Looking again every slice means no
