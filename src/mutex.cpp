@@ -43,10 +43,15 @@ const bool g_fork_hooks_registered =
 
 long membarrier(int cmd) noexcept { return ::syscall(__NR_membarrier, cmd, 0, 0); }
 
+// Whether this process may call MEMBARRIER_CMD_GLOBAL_EXPEDITED, registered or not (the kernel
+// asks no registration of the caller, only of the processes whose CPUs it interrupts).
+std::atomic<bool> g_can_fence_others{false};
+
 void register_now() noexcept {
   const long supported = membarrier(MEMBARRIER_CMD_QUERY);
-  const bool ok = supported > 0 && (supported & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 &&
-                  (supported & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0 &&
+  const bool can = supported > 0 && (supported & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0;
+  g_can_fence_others.store(can, std::memory_order_relaxed);
+  const bool ok = can && (supported & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0 &&
                   membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
   g_fence_mode.store(ok ? kFenceMembarrier : kFenceFull, std::memory_order_release);
 }
@@ -72,6 +77,14 @@ void heavy_fence() noexcept {
     return;
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  // This process is not registered (its own unlocks are exchanges, full barriers), but the others
+  // sharing the lock may be, and their unlocks are plain stores that only a membarrier orders
+  // against this sleeper's mark. So run one when the kernel lets this process: without it, such an
+  // unlock could miss this sleeper, which then waits for its liveness slice (100 ms). When the
+  // call is refused too (a seccomp filter), that is what remains: README, Limits.
+  if (g_can_fence_others.load(std::memory_order_relaxed)) {
+    (void)membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+  }
 }
 
 std::uint64_t mutex_slices_found_free() noexcept {

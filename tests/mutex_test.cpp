@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <ctime>
 #include <linux/futex.h>
@@ -175,13 +176,21 @@ BOOST_AUTO_TEST_CASE(mutual_exclusion_across_processes_gives_exact_sums, *boost:
 // flag, and a first tid mark that could not tell tenures apart), it lost about one wake-up in
 // 5,000-8,000 hand-offs of the second case below (4 processes, 80 us holds: 4 of 6 runs failed),
 // and one in 2,000 of the first in 2 of 30 runs; none in about 290,000 hand-offs since.
-void hand_off_among_sleepers(int children, long rounds, std::chrono::microseconds hold) {
+//
+// full_fences_in: the children whose number is at least this one run as a process that could not
+// register for membarrier does (FenceMode kFenceFull: unlocks with an exchange, sleepers without
+// the registration), beside children that did.
+void hand_off_among_sleepers(int children, long rounds, std::chrono::microseconds hold,
+                             int full_fences_in = INT_MAX) {
   mp::Mutex m;
   mp::RawValue<long> counter(0);
   mp::RawArray<long> missed(static_cast<std::size_t>(children));
   std::vector<mp::Process> procs;
   for (int i = 0; i < children; ++i) {
-    procs.emplace_back([m, counter, missed, rounds, hold](int me) {
+    procs.emplace_back([m, counter, missed, rounds, hold, full_fences_in](int me) {
+      if (me >= full_fences_in) {
+        mp::detail::g_fence_mode.store(mp::detail::kFenceFull, std::memory_order_release);
+      }
       const std::uint64_t before = mp::detail::mutex_slices_found_free();
       for (long k = 0; k < rounds; ++k) {
         std::lock_guard lock(m);
@@ -219,6 +228,17 @@ BOOST_AUTO_TEST_CASE(sleepers_handed_the_lock_by_plain_stores_miss_no_wake_up,
   PinnedToOneCpu pin;
   BOOST_REQUIRE(pin.ok());
   hand_off_among_sleepers(8, 100, 200us);
+}
+
+// A process that cannot use membarrier (FenceMode kFenceFull) beside processes that can: their
+// unlocks are plain stores, which its own full fence does not order. Its sleepers must still
+// make them visible (heavy_fence), or they miss the wake-up of a holder from the others.
+BOOST_AUTO_TEST_CASE(sleepers_with_full_fences_beside_plain_store_unlocks_miss_no_wake_up,
+                     *boost::unit_test::timeout(300)) {
+  hand_off_among_sleepers(4, 2000, 80us, 2);
+  PinnedToOneCpu pin;
+  BOOST_REQUIRE(pin.ok());
+  hand_off_among_sleepers(6, 150, 200us, 3);
 }
 
 // This thread takes m, a child process goes to sleep on it, the unlock wakes it: it takes m and

@@ -32,8 +32,8 @@ enum class ForkStage : unsigned {
   //! Child (mutex.cpp): drop the parent thread's lock from the kernel robust list's pending slot.
   //! Before any stage that takes a multiproc lock (the slot must be empty for the fast path).
   robust_slot,
-  //! Child (channel.cpp): register the new process for membarrier, which is per process. Before
-  //! user code in the child can use a channel; after identity (nothing else needed).
+  //! Child (mutex.cpp): register the new process for membarrier, which is per process. Before
+  //! user code in the child can use a lock or a channel; after identity (nothing else needed).
   fences,
   //! Child (segment/registry.cpp): a fresh registry mutex, since another thread of the parent may
   //! have held it at the fork. Before anything in the child can open a named segment.

@@ -85,8 +85,11 @@ struct RobustLink {
 //                for nobody (which clears the mark); one killed mid-announcement, or a holder
 //                that died, may leave a mark no unlock will clear: it costs each unlock one
 //                call that returns at once, until the next sleeper overwrites it. An unlocker
-//                killed between its store and its wake leaves the sleeper to its next liveness
-//                slice, as before.
+//                killed between its store and its wake (the fast unlock: the lock still in its
+//                pending slot) is covered by the kernel, which wakes one waiter when it finds a
+//                dead thread's pending word free (since the 2019 "futex: Prevent robust futex
+//                exit race"); if another thread took the word first, a sleeper left behind waits
+//                for its next liveness slice.
 //   link         the holder's robust-list node (meaningful only while held, and only to the
 //                holding thread and the kernel); link.prev is null unless the lock is on the list
 // Deliberately not padded to a cache line: a small value guarded by the lock (SharedValue<long>,
@@ -109,7 +112,9 @@ static_assert(sizeof(MutexState) == 40, "MutexState's layout is shared (kLayoutV
 // How a fast path orders a store before a load (the lock's unlock: free the word, then look for
 // sleepers; a channel end's release): with membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) registered,
 // a compiler barrier only, and the slow side (a sleeper, a revoker) pays with a membarrier, which
-// runs a barrier on every CPU running a registered process; otherwise a full fence.
+// runs a barrier on every CPU running a registered process; otherwise a full fence (and still
+// that membarrier when the kernel lets this process call it: the processes it shares a lock with
+// may be registered, their unlocks plain stores).
 enum FenceMode : int { kFenceUnknown = 0, kFenceMembarrier = 1, kFenceFull = 2 };
 MULTIPROC_PROCESS_WIDE inline std::atomic<int> g_fence_mode{kFenceUnknown};
 
