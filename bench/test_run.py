@@ -35,6 +35,15 @@ class LimitReason(unittest.TestCase):
                          "the bare limit bare_ring reaches only 0.55x memcpy here; "
                          "multiproc is 1.00x bare_ring")
 
+    def test_each_limit_below_the_goal_is_named(self):
+        results = {"pipe_bandwidth_1MiB": scenario(
+            "higher", multiproc=[50, 60, 55], bare_ring=[55, 60, 50],
+            one_copy_kernel=[80, 80, 80], memcpy=[100, 100, 100])}
+        self.assertEqual(run.limit_reason(results, "pipe_bandwidth_1MiB", "memcpy", 0.9),
+                         "the bare limit bare_ring reaches only 0.55x memcpy here; "
+                         "multiproc is 1.00x bare_ring; the bare limit one_copy_kernel reaches "
+                         "only 0.80x memcpy here; multiproc is 0.69x one_copy_kernel")
+
     def test_a_limit_that_reaches_the_goal_explains_nothing(self):
         results = {"pipe_bandwidth_1MiB": scenario(
             "higher", multiproc=[50, 50, 50], bare_ring=[95, 95, 95], memcpy=[100, 100, 100])}
