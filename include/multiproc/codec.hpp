@@ -5,7 +5,8 @@
 // naming the type being decoded — never undefined behaviour, never an allocation larger than the
 // message in hand):
 //   - trivially copyable T (ints, floats, chars, std::byte, PODs, std::array of them): copied byte
-//     for byte; decode checks the size. Every byte pattern is taken as a valid value: the codec
+//     for byte; decode checks the size. A Codec of yours for such a type replaces that copy
+//     everywhere: inside vectors and arrays, in a Queue's records, in a Pool's chunks. Every byte pattern is taken as a valid value: the codec
 //     cannot see inside a struct of yours, so a struct with bool or enum members must check them
 //     itself (give it a Codec with decode_fields, which checks each field as below);
 //   - bool: one byte, 0 or 1 (anything else is corrupt);
@@ -14,8 +15,8 @@
 //     with a fixed underlying type (every enum class, and `enum E : int`) accepts any value of that
 //     type, as C++ does; an unscoped enum without a fixed type has no codec (a compile error),
 //     because a value beyond its enumerators would be undefined behaviour;
-//   - std::string: its characters (any bytes); std::vector<U> for trivially copyable U: its
-//     elements' bytes (the size must be a whole number of elements); std::vector<bool>: one byte
+//   - std::string: its characters (any bytes); std::vector<U> for trivially copyable U (without a
+//     Codec of yours): its elements' bytes (the size must be a whole number of elements); std::vector<bool>: one byte
 //     per element, each 0 or 1;
 //   - std::optional<U>: a flag byte, 0 or 1, then U's encoding (zeros when empty if U has a fixed
 //     size, so that the optional has one too);
@@ -128,8 +129,12 @@ template <class E>
 struct has_fixed_underlying<E, std::void_t<decltype(E{std::declval<std::underlying_type_t<E>>()})>>
     : std::true_type {};
 
+template <class T, class = void>
+struct copied_raw;
+
 // Types with byte patterns that are not values (a bool of 5, an optional flagged 7, a variant
-// index beyond its alternatives, an enum outside its range): they are never copied blindly.
+// index beyond its alternatives, an enum outside its range), and arrays of a type with a codec of
+// the user's: they are never copied blindly.
 template <class T, class = void>
 struct has_invalid_bytes : std::bool_constant<std::is_same_v<T, bool> || std::is_enum_v<T>> {};
 template <class U>
@@ -137,7 +142,9 @@ struct has_invalid_bytes<std::optional<U>> : std::true_type {};
 template <class... Ts>
 struct has_invalid_bytes<std::variant<Ts...>> : std::true_type {};
 template <class U, std::size_t N>
-struct has_invalid_bytes<std::array<U, N>> : has_invalid_bytes<U> {};
+struct has_invalid_bytes<std::array<U, N>>
+    : std::bool_constant<has_invalid_bytes<U>::value ||
+                         (std::is_trivially_copyable_v<U> && !copied_raw<U>::value)> {};
 template <class A, class B>
 struct has_invalid_bytes<std::pair<A, B>>
     : std::bool_constant<has_invalid_bytes<A>::value || has_invalid_bytes<B>::value> {};
@@ -167,6 +174,7 @@ inline constexpr std::size_t codec_fixed_size_v = detail::codec_fixed_size<T>::v
 // Trivially copyable types: their bytes.
 template <class T>
 struct Codec<T, std::enable_if_t<detail::is_plain_v<T>>> {
+  static constexpr bool copies_bytes = true;  // see detail::copied_raw
   static constexpr std::size_t fixed_size = sizeof(T);
   static std::size_t size(const T&) noexcept { return sizeof(T); }
   static void encode(const T& v, std::byte* out) noexcept { std::memcpy(out, &v, sizeof(T)); }
@@ -177,6 +185,19 @@ struct Codec<T, std::enable_if_t<detail::is_plain_v<T>>> {
     return v;
   }
 };
+
+namespace detail {
+//! Whether a T is encoded by the byte copy above: plain, and no Codec of the user's specialised
+//! for it. Wherever a T's bytes could be copied without calling its codec (a vector's elements,
+//! a std::array, a queue's fixed records, a Pool's chunks of plain values), this decides; a codec
+//! of yours for a trivially copyable type is used there as everywhere else.
+template <class T, class>
+struct copied_raw : std::false_type {};
+template <class T>
+struct copied_raw<T, std::enable_if_t<is_plain_v<T> && Codec<T>::copies_bytes>> : std::true_type {};
+template <class T>
+inline constexpr bool copied_raw_v = copied_raw<T>::value;
+}  // namespace detail
 
 // bool: one byte, 0 or 1.
 template <>
@@ -237,9 +258,9 @@ struct Codec<std::basic_string<char, Traits, Alloc>> {
   }
 };
 
-// std::vector<U>, U trivially copyable: its elements' bytes.
+// std::vector<U>, U trivially copyable (and no codec of the user's for it): its elements' bytes.
 template <class U, class Alloc>
-struct Codec<std::vector<U, Alloc>, std::enable_if_t<detail::is_plain_v<U> && !std::is_same_v<U, bool>>> {
+struct Codec<std::vector<U, Alloc>, std::enable_if_t<detail::copied_raw_v<U> && !std::is_same_v<U, bool>>> {
   using V = std::vector<U, Alloc>;
   static constexpr bool encodes_own_bytes = true;  // see detail::raw_encoding
   static std::size_t size(const V& v) noexcept { return v.size() * sizeof(U); }
@@ -430,7 +451,7 @@ struct Codec<std::tuple<Ts...>, std::enable_if_t<!detail::is_plain_v<std::tuple<
 // elements.
 template <class U, class Alloc>
 struct Codec<std::vector<U, Alloc>,
-             std::enable_if_t<!detail::is_plain_v<U> && !std::is_same_v<U, bool> && has_codec_v<U>>> {
+             std::enable_if_t<!detail::copied_raw_v<U> && !std::is_same_v<U, bool> && has_codec_v<U>>> {
   using V = std::vector<U, Alloc>;
   static std::size_t size(const V& v) {
     std::size_t n = sizeof(std::uint64_t);
@@ -480,7 +501,7 @@ struct Codec<std::vector<bool, Alloc>> {
 // std::array<U, N> of U that is not plain (bools, enums, strings, ...): N fields.
 template <class U, std::size_t N>
 struct Codec<std::array<U, N>, std::enable_if_t<!detail::is_plain_v<std::array<U, N>> &&
-                                                !detail::is_plain_v<U> && has_codec_v<U>>> {
+                                                !detail::copied_raw_v<U> && has_codec_v<U>>> {
   using A = std::array<U, N>;
   static constexpr std::size_t fixed_size = N * codec_fixed_size_v<U>;  // 0 when U's size varies
   static std::size_t size(const A& a) {

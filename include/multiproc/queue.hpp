@@ -262,7 +262,7 @@ class QueueBase {
       }
       if (room) {
         if constexpr (kRecordSize != 0) {
-          if constexpr (detail::is_plain_v<T>) {
+          if constexpr (detail::copied_raw_v<T>) {
             ch_.template append_fixed<kRecordSize>(&v);
           } else {
             std::byte buf[kRecordSize];

@@ -94,9 +94,10 @@ V decode_value(const std::string& s, std::size_t skip = 0) {
   return Codec<V>::decode(reinterpret_cast<const std::byte*>(s.data()) + skip, s.size() - skip);
 }
 
-//! Plain values travel in chunks as their bytes, with no vector in between.
+//! Plain values (without a codec of the user's) travel in chunks as their bytes, with no vector
+//! in between.
 template <class T>
-inline constexpr bool is_bulk_v = is_plain_v<T> && !std::is_same_v<T, bool>;
+inline constexpr bool is_bulk_v = copied_raw_v<T> && !std::is_same_v<T, bool>;
 
 // ---- trampolines: what a worker runs --------------------------------------------------------
 
