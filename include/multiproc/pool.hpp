@@ -130,7 +130,9 @@ class AsyncResult {
     return detail::wait_job(*job_, &deadline);
   }
   bool ready() const { return detail::job_ready(*job_); }
-  //! Returns: whether the call succeeded. Throws: Error(errc::bad_state) before it is ready.
+  //! Returns: whether the call succeeded: false also when its result cannot be decoded (a Codec
+  //! that refuses the bytes; get() throws that Error), which it decodes to find out (a map's
+  //! plain values excepted). Throws: Error(errc::bad_state) before it is ready.
   bool successful() const;
   //! Effects: calls f(result) in this process when the call succeeds — from the pool's manager
   //! thread (or a thread waiting for this call in get()), or at once from this thread if it
@@ -139,7 +141,9 @@ class AsyncResult {
   //! call (mp::callbacks).
   const AsyncResult& on_success(Success f) const;
   //! Effects: calls f(error) in this process when the call fails (RemoteError, BrokenPool, ...),
-  //! from the same threads as on_success.
+  //! from the same threads as on_success — also when its result cannot be decoded (then
+  //! on_success is not called; to find out, a result that is not a map's plain values is decoded
+  //! once more).
   const AsyncResult& on_error(std::function<void(const Error&)> f) const;
 
  private:

@@ -395,6 +395,19 @@ bool job_running(JobState& job) {
   return !job.completing && job.started && job.started();
 }
 
+Error as_result_error(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const Error& err) {
+    return err;
+  } catch (const std::exception& other) {
+    return Error(errc::corrupt, "multiproc::Pool: the result could not be decoded: " +
+                                    demangle(typeid(other).name()) + ": " + other.what());
+  } catch (...) {
+    return Error(errc::corrupt, "multiproc::Pool: the result could not be decoded");
+  }
+}
+
 void PoolCore::run_callbacks(JobState& job, std::vector<std::function<void(JobState&)>>& callbacks) {
   for (auto& cb : callbacks) {
     try {

@@ -34,6 +34,26 @@ void attach_callbacks(const AsyncResult<R>& result, Callbacks<S, E> cb) {
 
 using NoCallbacks = Callbacks<std::nullptr_t, std::nullptr_t>;
 
+//! For a call that finished without error: what decoding its result throws, or null. A result
+//! that cannot be decoded (a Codec that refuses the bytes) fails the call as get() reports it:
+//! successful() is false, on_error runs, on_success does not. Plain values placed straight into
+//! a map's result cannot fail, and are not decoded again to find out.
+template <class R>
+std::exception_ptr undecodable(JobState& job, R (*decode)(JobState&)) {
+  if constexpr (!std::is_void_v<R>) {
+    if (job.placed) return nullptr;
+    try {
+      (void)decode(job);
+    } catch (...) {
+      return std::current_exception();
+    }
+  }
+  return nullptr;
+}
+
+//! The Error an on_error callback gets for `e` (an exception of another type becomes one).
+Error as_result_error(const std::exception_ptr& e);
+
 }  // namespace detail
 
 // ---- AsyncResult ------------------------------------------------------------------------------
@@ -63,11 +83,15 @@ auto AsyncResult<R>::get_for(const std::chrono::duration<Rep, Period>& timeout) 
 template <class R>
 bool AsyncResult<R>::successful() const {
   const bool ready = detail::job_ready(*job_);  // reads a reply that waits for it, as ready()
-  std::lock_guard<std::mutex> lock(job_->mutex);
-  if (!ready) {
-    throw Error(errc::bad_state, "multiproc::AsyncResult: successful() before the result is ready");
+  {
+    std::lock_guard<std::mutex> lock(job_->mutex);
+    if (!ready) {
+      throw Error(errc::bad_state,
+                  "multiproc::AsyncResult: successful() before the result is ready");
+    }
+    if (job_->error) return false;
   }
-  return !job_->error;
+  return !detail::undecodable<R>(*job_, decode_);  // decode_ takes the job's mutex itself
 }
 
 template <class R>
@@ -79,7 +103,13 @@ const AsyncResult<R>& AsyncResult<R>::on_success(Success f) const {
       (void)decode;
       f();
     } else {
-      f(decode(job));
+      std::optional<R> value;
+      try {
+        value.emplace(decode(job));
+      } catch (...) {
+        return;  // the call failed after all: on_error has it (detail::undecodable)
+      }
+      f(*value);
     }
   });
   return *this;
@@ -88,8 +118,13 @@ const AsyncResult<R>& AsyncResult<R>::on_success(Success f) const {
 template <class R>
 const AsyncResult<R>& AsyncResult<R>::on_error(std::function<void(const Error&)> f) const {
   if (!f) return *this;
-  detail::on_job_finish(job_, [f = std::move(f)](detail::JobState& job) {
-    if (!job.error) return;
+  detail::on_job_finish(job_, [decode = decode_, f = std::move(f)](detail::JobState& job) {
+    if (!job.error) {
+      if (const std::exception_ptr e = detail::undecodable<R>(job, decode)) {
+        f(detail::as_result_error(e));
+      }
+      return;
+    }
     try {
       std::rethrow_exception(job.error);
     } catch (const Error& e) {
