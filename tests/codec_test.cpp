@@ -2,7 +2,11 @@
 #include "support/support.hpp"
 
 #include <array>
+#include <atomic>
+#include <future>
+#include <cstring>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <variant>
 
@@ -21,6 +25,13 @@ struct Pod {
   int a;
   double b;
 };
+
+// Trivially copyable, with a codec of its own (below) that is not its bytes: v travels as v * 10,
+// and decode refuses what is not a multiple of 10, and 70 (so 7 never arrives).
+struct Tenths {
+  int v;
+};
+Tenths tenths_of(int x) { return Tenths{x}; }
 
 enum class Colour : std::uint8_t { red, green, blue };  // opts in to a range check below
 enum class Level : int { low = -1, high = 1 };          // fixed type, no opt-in: any int
@@ -97,6 +108,23 @@ struct multiproc::Codec<Job> {
     Job j;
     decode_fields(in, n, j.id, j.url, j.weights);
     return j;
+  }
+};
+
+template <>
+struct multiproc::Codec<Tenths> {
+  static constexpr std::size_t fixed_size = 4;
+  static std::size_t size(const Tenths&) { return 4; }
+  static void encode(const Tenths& t, std::byte* out) {
+    const std::int32_t w = t.v * 10;
+    std::memcpy(out, &w, 4);
+  }
+  static Tenths decode(const std::byte* in, std::size_t n) {
+    std::int32_t w = 0;
+    if (n != 4) throw Error(errc::corrupt, "Tenths: wrong size");
+    std::memcpy(&w, in, 4);
+    if (w % 10 != 0 || w == 70) throw Error(errc::corrupt, "Tenths: refused " + std::to_string(w));
+    return Tenths{w / 10};
   }
 };
 
@@ -297,6 +325,102 @@ BOOST_AUTO_TEST_CASE(checked_types_keep_fixed_sizes_and_travel_through_a_queue, 
   BOOST_TEST(sum == 49 * 50 / 2 - 4 * (12 * 13 / 2));  // all i, less the multiples of 4
   BOOST_REQUIRE(producer.join_for(30s));
   BOOST_TEST(*producer.exitcode() == 0);
+}
+
+// A codec of the user's for a trivially copyable type replaces its byte copy everywhere a T is
+// encoded: inside vectors and arrays, in a Queue's fixed records, in a Pool's chunks (found by an
+// outside probe: map, imap and vectors copied the bytes, apply and Queue<T>::get decoded them).
+BOOST_AUTO_TEST_CASE(a_codec_of_yours_for_a_trivially_copyable_type_is_used_everywhere,
+                     *boost::unit_test::timeout(120)) {
+  static_assert(mp::detail::copied_raw_v<Pod> && !mp::detail::copied_raw_v<Tenths>);
+  static_assert(!mp::detail::is_plain_v<std::array<Tenths, 2>>);
+  const auto ints = [](const auto& ts) {
+    std::vector<int> out;
+    for (const Tenths& t : ts) out.push_back(t.v);
+    return out;
+  };
+  const std::vector<Tenths> v{{1}, {2}, {3}};
+  const std::vector<std::byte> bytes = encode(v);
+  std::int32_t first = 0;
+  std::memcpy(&first, bytes.data() + bytes.size() - 12, 4);  // the elements end the encoding
+  BOOST_TEST(first == 10);
+  BOOST_TEST((ints(round_trip(v)) == std::vector<int>{1, 2, 3}));
+  BOOST_TEST((ints(round_trip(std::array<Tenths, 2>{{{4}, {5}}})) == std::vector<int>{4, 5}));
+  expect_error([&] { (void)round_trip(std::vector<Tenths>{{7}}); }, mp::errc::corrupt,
+               {"refused 70"});
+
+  mp::Queue<Tenths> q(64);
+  mp::Queue<std::vector<Tenths>> qv(8);
+  mp::Process producer([q, qv] {
+    for (int i = 1; i <= 200; ++i) q.put(Tenths{i == 7 ? 8 : i});
+    qv.put(std::vector<Tenths>{{1}, {2}});
+    qv.put(std::vector<Tenths>{{7}});
+  });
+  producer.start();
+  long sum = 0;
+  for (int i = 1; i <= 200; ++i) sum += q.get().v;
+  BOOST_TEST(sum == 200 * 201 / 2 + 1);
+  BOOST_TEST((ints(qv.get()) == std::vector<int>{1, 2}));
+  expect_error([&] { (void)qv.get(); }, mp::errc::corrupt, {"refused 70"});
+  BOOST_REQUIRE(producer.join_for(30s));
+  BOOST_TEST(*producer.exitcode() == 0);
+
+  mp::Pool pool(2);
+  std::vector<int> in(1000);
+  std::iota(in.begin(), in.end(), 1);
+  in[6] = 8;  // no 7
+  long total = 0;
+  for (const Tenths& t : pool.map(tenths_of, in)) total += t.v;
+  BOOST_TEST(total == 1000 * 1001 / 2 + 1);
+  total = 0;
+  for (const Tenths& t : pool.imap(tenths_of, in)) total += t.v;
+  BOOST_TEST(total == 1000 * 1001 / 2 + 1);
+  expect_error([&] { (void)pool.map(tenths_of, std::vector<int>{1, 7}); }, mp::errc::corrupt,
+               {"refused 70"});
+  expect_error([&] { (void)pool.map_async(tenths_of, std::vector<int>{7}).get(); },
+               mp::errc::corrupt, {"refused 70"});
+  pool.close();
+  pool.join();
+}
+
+// A result the caller's Codec refuses fails the call everywhere it is looked at: get() throws,
+// successful() is false, on_error runs and on_success does not (found by an outside probe: no
+// callback ran, and successful() said true).
+BOOST_AUTO_TEST_CASE(a_result_that_cannot_be_decoded_fails_the_call_for_its_callbacks_too,
+                     *boost::unit_test::timeout(120)) {
+  mp::Pool pool(2);
+  for (const bool as_map : {false, true}) {
+    std::atomic<int> successes{0};
+    std::promise<std::string> failed;
+    auto cb = mp::callbacks([&](const auto&) { ++successes; },
+                            [&](const mp::Error& e) { failed.set_value(e.what()); });
+    std::future<std::string> reported = failed.get_future();
+    if (as_map) {
+      auto r = pool.map_async(tenths_of, cb, std::vector<int>{1, 7, 3});
+      expect_error([&] { (void)r.get(); }, mp::errc::corrupt, {"refused 70"});
+      BOOST_TEST(!r.successful());
+    } else {
+      auto r = pool.apply_async(tenths_of, cb, 7);
+      expect_error([&] { (void)r.get(); }, mp::errc::corrupt, {"refused 70"});
+      BOOST_TEST(!r.successful());
+    }
+    BOOST_REQUIRE(reported.wait_for(30s) == std::future_status::ready);
+    BOOST_TEST(reported.get().find("refused 70") != std::string::npos);
+    BOOST_TEST(successes.load() == 0);
+  }
+  // And one that decodes: on_success with the value, successful() true.
+  std::promise<int> got;
+  auto r = pool.apply_async(tenths_of,
+                            mp::callbacks([&](const Tenths& t) { got.set_value(t.v); },
+                                          [&](const mp::Error&) { got.set_value(-1); }),
+                            6);
+  BOOST_TEST(r.get().v == 6);
+  BOOST_TEST(r.successful());
+  std::future<int> f = got.get_future();
+  BOOST_REQUIRE(f.wait_for(30s) == std::future_status::ready);
+  BOOST_TEST(f.get() == 6);
+  pool.close();
+  pool.join();
 }
 
 BOOST_AUTO_TEST_CASE(forged_bytes_through_a_pipe_between_processes_are_corrupt, *boost::unit_test::timeout(60)) {
