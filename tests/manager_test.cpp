@@ -401,6 +401,32 @@ BOOST_AUTO_TEST_CASE(an_execd_program_opens_the_manager_by_name, *boost::unit_te
   expect_errc([&] { mp::Manager(mp::open_only, unique_name("none")); }, mp::errc::not_found);
 }
 
+// Opening or creating a Manager fails as a Manager, not as the internal objects it is made of
+// (an outside probe saw "RawValue<multiproc::detail::manager::ServerInfo> 'x': ..." and
+// "Queue<std::__cxx11::basic_string<...>> 'x.listen': ...").
+BOOST_AUTO_TEST_CASE(errors_opening_or_creating_a_manager_name_the_manager,
+                     *boost::unit_test::timeout(60)) {
+  const std::string missing = unique_name("nomgr");
+  expect_error([&] { mp::Manager(mp::open_only, missing); }, mp::errc::not_found,
+               {"multiproc::Manager '" + missing + "'", "cannot open", "no manager"});
+  const std::string name = unique_name("mgr");
+  mp::Manager m(mp::create_only, name);
+  expect_error([&] { mp::Manager(mp::create_only, name); }, mp::errc::already_exists,
+               {"multiproc::Manager '" + name + "'", "cannot create", "taken"});
+  const std::string other = unique_name("notmgr");
+  mp::SharedMemory shm(mp::create_only, other, 64);
+  expect_error([&] { mp::Manager(mp::open_only, other); }, mp::errc::wrong_kind,
+               {"multiproc::Manager '" + other + "'", "SharedMemory", "not a Manager"});
+  for (const auto& e : {missing, name, other}) {
+    try {
+      mp::Manager(mp::open_only, e);
+    } catch (const mp::Error& err) {
+      BOOST_TEST(std::string(err.what()).find("ServerInfo") == std::string::npos, err.what());
+      BOOST_TEST(std::string(err.what()).find("basic_string") == std::string::npos, err.what());
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(huge_values_round_trip, *boost::unit_test::timeout(120)) {
   NoAnonymousNamesLeft no_names_left;
   mp::Manager m;

@@ -283,6 +283,36 @@ std::string fresh_manager_name() {
          std::to_string(detail::manager::g_manager_counter.fetch_add(1) + 1);
 }
 
+// An Error from opening or creating one of the manager's own named objects (its RawValue<ServerInfo>
+// under its name, its Queue of connect requests under name.listen), told as the Manager's: the
+// caller asked for a Manager, and the internal objects' types say nothing to them. Same code.
+[[noreturn]] void throw_as_manager(const Error& e, const std::string& name, const char* doing) {
+  const std::string head = "multiproc::Manager '" + name + "': cannot " + doing + ": ";
+  const std::string what = e.what();
+  switch (static_cast<errc>(e.code().value())) {
+    case errc::not_found:
+      throw Error(errc::not_found, head + "no manager of that name is running (none was started "
+                                          "under it, or its owner shut it down)");
+    case errc::already_exists:
+      throw Error(errc::already_exists,
+                  head + "the name is taken (by a running manager, or by another object under '" +
+                      name + "' or '" + detail::manager::listen_name(name) + "')");
+    case errc::wrong_kind:
+    case errc::type_mismatch: {
+      // "... the name holds a SharedMemory, not a RawValue": keep what it holds.
+      const std::string::size_type at = what.find("holds ");
+      const std::string::size_type end = what.find(", not ", at);
+      const std::string held = at != std::string::npos && end != std::string::npos
+                                   ? what.substr(at + 6, end - at - 6)
+                                   : "another kind of object";
+      throw Error(static_cast<errc>(e.code().value()),
+                  head + "the name holds " + held + ", not a Manager");
+    }
+    default:
+      throw Error(static_cast<errc>(e.code().value()), head + what);
+  }
+}
+
 std::shared_ptr<detail::manager::ManagerState> start_manager(std::string name) {
   detail::manager::register_container_kinds();
   detail::manager::register_sync_kinds();  // queue, lock, event (src/manager/sync.cpp)
@@ -290,8 +320,12 @@ std::shared_ptr<detail::manager::ManagerState> start_manager(std::string name) {
   auto client = std::make_shared<ClientState>();
   client->name = name;
   // Connect requests are a short name each: a small ring (the default is sized for data).
-  client->listen = multiproc::Queue<std::string>(create_only, detail::manager::listen_name(name),
-                                                 1024, std::size_t{1} << 16);
+  try {
+    client->listen = multiproc::Queue<std::string>(
+        create_only, detail::manager::listen_name(name), 1024, std::size_t{1} << 16);
+  } catch (const Error& e) {
+    throw_as_manager(e, name, "create");
+  }
   const pid_t owner = detail::current_pid();
   const std::uint64_t owner_start = detail::current_start_time();
   const multiproc::Queue<std::string> listen = client->listen;
@@ -313,6 +347,10 @@ std::shared_ptr<detail::manager::ManagerState> start_manager(std::string name) {
   info.owner_start = owner_start;
   try {
     client->info = RawValue<ServerInfo>(create_only, name, info);
+  } catch (const Error& e) {
+    server->kill();
+    server->join();
+    throw_as_manager(e, name, "create");
   } catch (...) {
     server->kill();
     server->join();
@@ -333,12 +371,20 @@ Manager::Manager(create_only_t, std::string name) : state_(start_manager(std::mo
 Manager::Manager(open_only_t, std::string name) {
   auto client = std::make_shared<ClientState>();
   client->name = name;
-  client->info = RawValue<ServerInfo>(open_only, name);
+  try {
+    client->info = RawValue<ServerInfo>(open_only, name);
+  } catch (const Error& e) {
+    throw_as_manager(e, name, "open");
+  }
   const ServerInfo info = client->info.load();
   client->server_pid = static_cast<pid_t>(info.server_pid);
   client->server_start = info.server_start;
   if (client->server_gone()) client->fail_disconnected("opening");
-  client->listen = multiproc::Queue<std::string>(open_only, detail::manager::listen_name(name));
+  try {
+    client->listen = multiproc::Queue<std::string>(open_only, detail::manager::listen_name(name));
+  } catch (const Error& e) {
+    throw_as_manager(e, name, "open");
+  }
   state_ = std::make_shared<detail::manager::ManagerState>();
   state_->client = std::move(client);
 }
