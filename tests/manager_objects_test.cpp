@@ -367,6 +367,57 @@ BOOST_AUTO_TEST_CASE(queue_bounds_timeouts_and_type_checks, *boost::unit_test::t
   expect_errc([] { mp::QueueProxy<int>().size(); }, mp::errc::bad_state);
 }
 
+// A server stopped (SIGSTOP) holds up no timed call: each returns at its deadline (plus at most
+// the 100 ms it leaves a server to answer) having changed nothing, and after SIGCONT the item is
+// still there, the put was not applied, the lock is free, and the connection goes on (the
+// answers to the calls given up on are skipped). An outside probe saw get_for(200 ms) return
+// after 3 s, when the server continued, and a put_for and a try_lock_for applied then.
+BOOST_AUTO_TEST_CASE(timed_calls_to_a_stopped_server_return_and_change_nothing,
+                     *boost::unit_test::timeout(120)) {
+  mp::Manager m;
+  auto full = m.Queue<int>("full", 1);
+  auto empty = m.Queue<int>("empty", 4);
+  auto lock = m.Lock("lock");
+  auto event = m.Event("event");
+  full.put(1);
+  ContinueAtExit continue_server{{m.pid()}};
+  for (int round = 0; round < 2; ++round) {
+    BOOST_REQUIRE(::kill(m.pid(), SIGSTOP) == 0);
+    BOOST_REQUIRE(eventually([&] { return all_threads_stopped(m.pid()); }));
+    const auto start = std::chrono::steady_clock::now();
+    BOOST_TEST(!full.get_for(200ms).has_value());
+    BOOST_TEST(!empty.put_for(5, 200ms));
+    BOOST_TEST(!lock.try_lock_for(200ms));
+    BOOST_TEST(!event.wait_for(200ms));
+    BOOST_TEST(!full.try_get().has_value());
+    BOOST_TEST(!empty.try_put(6));
+    BOOST_TEST(!lock.try_lock());
+    BOOST_TEST(seconds_since(start) >= 0.8);  // four deadlines of 200 ms
+    BOOST_TEST(all_threads_stopped(m.pid()));  // nobody answered them: it is still stopped
+    BOOST_REQUIRE(::kill(m.pid(), SIGCONT) == 0);
+    BOOST_TEST(full.size() == 1u);
+    BOOST_TEST(empty.size() == 0u);
+    BOOST_TEST(!lock.locked());
+    BOOST_TEST(!event.is_set());
+  }
+  // The stale answers skipped, every call answers its own request.
+  BOOST_TEST(full.get_for(10s).value_or(0) == 1);
+  BOOST_TEST(empty.put_for(7, 10s));
+  BOOST_TEST(empty.get() == 7);
+  BOOST_TEST(lock.try_lock_for(10s));
+  lock.unlock();
+  event.set();
+  BOOST_TEST(event.wait_for(10s));
+  // A timed call that the server answers before its deadline is not given up on.
+  mp::Process putter([empty] {
+    return empty.put_for(9, 30s) ? 0 : 1;
+  });
+  putter.start();
+  BOOST_TEST(empty.get_for(30s).value_or(0) == 9);
+  BOOST_REQUIRE(putter.join_for(30s));
+  BOOST_TEST(putter.exitcode().value() == 0);
+}
+
 BOOST_AUTO_TEST_CASE(a_thread_waiting_does_not_hold_up_its_process_other_calls,
                      *boost::unit_test::timeout(60)) {
   // Each thread has its own connection to the manager: a thread waiting in the server holds up

@@ -26,31 +26,6 @@ using namespace mptest;
 
 namespace {
 
-// Whether every thread of `pid` has stopped (state T). kill(SIGSTOP) returns before a thread
-// running on another CPU has stopped: a server thread spinning in recv can still answer a call
-// sent right after it.
-bool all_threads_stopped(pid_t pid) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return false;
-  bool stopped = true;
-  int seen = 0;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::FILE* f = std::fopen((dir + "/" + e->d_name + "/stat").c_str(), "r");
-    if (f == nullptr) continue;
-    char line[512] = {};
-    const std::size_t n = std::fread(line, 1, sizeof line - 1, f);
-    std::fclose(f);
-    const char* close = std::strrchr(line, ')');  // the state follows the command's ")"
-    if (n == 0 || close == nullptr || close[1] == 0) continue;
-    ++seen;
-    if (close[2] != 'T' && close[2] != 't') stopped = false;
-  }
-  ::closedir(d);
-  return stopped && seen > 0;
-}
-
 using Clock = std::chrono::steady_clock;
 
 // A raw forked child (no Process bookkeeping) that runs f and _exits.

@@ -145,6 +145,9 @@ ThreadConnection* ClientState::connect() {
       }
     }
   } remove_name{pipe_name};
+  const std::string claim_segment = claim_name(pipe_name);
+  SharedMemory claim(create_only, claim_segment, kClaimBytes);  // zero: no request yet
+  RemoveName remove_claim{claim_segment};
   const auto limit = std::chrono::steady_clock::now() + kHandshakeLimit;
   while (!listen.put_for(pipe_name, kSlice)) {  // full: requests the server has not taken yet
     if (server_gone()) fail_disconnected("connecting");
@@ -169,6 +172,7 @@ ThreadConnection* ClientState::connect() {
   auto fresh = std::make_shared<ThreadConnection>();
   fresh->pid = me;
   fresh->conn = std::make_unique<Connection>(std::move(ends.first));
+  fresh->claim.emplace(std::move(claim));
   std::lock_guard<std::mutex> lock(connect_mutex());
   connections.push_back(fresh);
   return fresh.get();
@@ -186,6 +190,11 @@ const std::string& ObjectRef::manager_name() const noexcept {
 }
 
 std::string ObjectRef::call_prepared(std::uint32_t op, std::string request) const {
+  return *call_until(op, std::move(request), std::chrono::steady_clock::time_point::max());
+}
+
+std::optional<std::string> ObjectRef::call_until(
+    std::uint32_t op, std::string request, std::chrono::steady_clock::time_point give_up) const {
   static_assert(kHeader == kRequestHeader);
   if (!client_) throw Error(errc::bad_state, "multiproc::Manager: call on an empty proxy");
   ClientState& c = *client_;
@@ -193,13 +202,37 @@ std::string ObjectRef::call_prepared(std::uint32_t op, std::string request) cons
   ThreadConnection& tc = c.connection();
   std::memcpy(request.data(), &op, 4);
   std::memcpy(request.data() + 4, &id_, 8);
+  std::atomic<std::uint64_t>& word = claim_word(*tc.claim);
+  const std::uint64_t n = tc.sent + 1;
   std::string reply;
   try {
+    word.store((n << 2) | kClaimPending, std::memory_order_release);
     tc.conn->send_bytes(request);
-    while (!tc.conn->poll(kSlice)) {
+    tc.sent = n;
+    for (;;) {
+      const auto now = std::chrono::steady_clock::now();
+      std::chrono::steady_clock::duration slice = kSlice;
+      if (give_up - now < slice) slice = std::max(give_up - now, slice.zero());
+      if (tc.conn->poll(slice)) {
+        reply = tc.conn->recv_bytes();
+        if (tc.stale > 0) {  // the answer to a request given up on before this one
+          --tc.stale;
+          continue;
+        }
+        break;
+      }
       if (c.server_gone()) c.fail_disconnected(kind_ + " '" + name_ + "'");
+      if (std::chrono::steady_clock::now() >= give_up) {
+        std::uint64_t expected = (n << 2) | kClaimPending;
+        if (word.compare_exchange_strong(expected, (n << 2) | kClaimAbandoned,
+                                         std::memory_order_acq_rel)) {
+          ++tc.stale;  // never applied; its answer comes, and the next call skips it
+          return std::nullopt;
+        }
+        // Claimed by the server: it is applying it now, and answers.
+        give_up = std::chrono::steady_clock::time_point::max();
+      }
     }
-    reply = tc.conn->recv_bytes();
   } catch (const Error& e) {
     if (e.code() == errc::eof || e.code() == errc::closed) {
       c.fail_disconnected(kind_ + " '" + name_ + "'");

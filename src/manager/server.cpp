@@ -43,8 +43,9 @@ bool parse_client(std::string_view rest, pid_t& pid, std::uint64_t& start) {
 
 class ServerSession final : public Session {
  public:
-  ServerSession(std::uint64_t id, pid_t pid, std::uint64_t start, Connection conn)
-      : id_(id), pid_(pid), start_(start), conn_(std::move(conn)) {}
+  ServerSession(std::uint64_t id, pid_t pid, std::uint64_t start, Connection conn,
+                SharedMemory claim)
+      : id_(id), pid_(pid), start_(start), conn_(std::move(conn)), claim_(std::move(claim)) {}
   std::uint64_t id() const noexcept override { return id_; }
   pid_t pid() const noexcept override { return pid_; }
   bool gone() const override {
@@ -56,7 +57,21 @@ class ServerSession final : public Session {
     }
     return process_liveness(pid_, start_) == Liveness::dead;
   }
+  bool claim() override {
+    // Request `received_` is ours unless its client gave up on it (transport.hpp, "Deadlines"):
+    // the word says so, or already names a later request (a client sends the next one only once
+    // it has this one's answer, which it has not, or gave up on it). A word behind (scribbled, or
+    // a damaged message skipped) lets the call go on as before there were deadlines.
+    std::uint64_t expected = (received_ << 2) | kClaimPending;
+    if (claim_word(claim_).compare_exchange_strong(expected, (received_ << 2) | kClaimTaken,
+                                                   std::memory_order_acq_rel)) {
+      return true;
+    }
+    return !(expected == ((received_ << 2) | kClaimAbandoned) || (expected >> 2) > received_);
+  }
   Connection& conn() { return conn_; }
+  //! Counts a request read from the connection (on the session's own thread, as claim()).
+  void received() { ++received_; }
   void end() { ended_.store(true); }
 
  private:
@@ -64,6 +79,8 @@ class ServerSession final : public Session {
   pid_t pid_;
   std::uint64_t start_;
   Connection conn_;
+  SharedMemory claim_;
+  std::uint64_t received_ = 0;  // requests read (the n of the claim word)
   std::atomic<bool> ended_{false};
 };
 
@@ -88,6 +105,7 @@ class Server {
           continue;
         }
         msg = s->conn().recv_bytes();
+        s->received();
       } catch (const Error& e) {
         if (e.code() == errc::corrupt) continue;  // a damaged message was skipped
         break;                                    // EOF: the client closed or died
@@ -320,13 +338,19 @@ int server_main(const std::string& name, const Queue<std::string>& listen, pid_t
       if (parse_client(std::string_view(*req).substr(prefix.size()), pid, start)) {
         try {
           Connection conn(open_only, *req, PipeEnd::second);
-          try {
-            remove(*req);  // both ends are held now
-          } catch (...) {
+          SharedMemory claim(open_only, claim_name(*req));
+          for (const std::string& n : {*req, claim_name(*req)}) {
+            try {
+              remove(n);  // both ends and the claim word are held now
+            } catch (...) {
+            }
           }
-          conn.send_bytes(std::string_view("hello"));
-          auto s = std::make_shared<ServerSession>(++sessions, pid, start, std::move(conn));
-          std::thread([server, s] { server->serve(s); }).detach();
+          if (claim.size() >= sizeof(std::uint64_t)) {  // else not a client of ours: dropped
+            conn.send_bytes(std::string_view("hello"));
+            auto s = std::make_shared<ServerSession>(++sessions, pid, start, std::move(conn),
+                                                     std::move(claim));
+            std::thread([server, s] { server->serve(s); }).detach();
+          }
         } catch (...) {  // the client died before we could open its pipe, or we ran out of threads
         }
       }

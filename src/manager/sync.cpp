@@ -5,6 +5,7 @@
 
 #include "../os.hpp"
 
+#include <chrono>
 #include <cstring>
 #include <initializer_list>
 #include <mutex>
@@ -14,16 +15,6 @@ namespace {
 
 std::string who(const ObjectRef& ref, const char* what) {
   return "multiproc::Manager '" + ref.manager_name() + "': " + what + " '" + ref.name() + "'";
-}
-
-std::string i64s(std::initializer_list<std::int64_t> values) {
-  std::string out(values.size() * sizeof(std::int64_t), '\0');
-  char* p = out.data();
-  for (std::int64_t v : values) {
-    std::memcpy(p, &v, sizeof v);
-    p += sizeof v;
-  }
-  return out;
 }
 
 bool bool_of(const std::string& reply, const ObjectRef& ref) {
@@ -58,13 +49,43 @@ void queue_check_type(const ObjectRef& ref, const char* element_type) {
   }
 }
 
+// A call with a timeout (microseconds; -1: none): its caller gives up at the deadline, plus
+// kAnswerGrace for the server's own answer at that deadline, if the server has not claimed the
+// request by then (transport.hpp, "Deadlines": a stopped server holds up no timed call).
+// nullopt: given up, never applied. The grace is the library's liveness slice: a running server
+// answers a try_* in microseconds, but one starved of CPU on a loaded machine may take
+// milliseconds, and a try_put that gave up then would say "full" of a queue with room.
+namespace {
+constexpr auto kAnswerGrace = std::chrono::milliseconds(100);
+
+std::optional<std::string> timed_call(const ObjectRef& ref, std::uint32_t op, std::string request,
+                                      std::int64_t timeout) {
+  if (timeout < 0) return ref.call_prepared(op, std::move(request));
+  return ref.call_until(op, std::move(request),
+                        std::chrono::steady_clock::now() + std::chrono::microseconds(timeout) +
+                            kAnswerGrace);
+}
+
+//! The request of an op whose only argument is the timeout.
+std::string timeout_request(std::int64_t timeout) {
+  std::string request(ObjectRef::kHeader + sizeof timeout, '\0');
+  std::memcpy(request.data() + ObjectRef::kHeader, &timeout, sizeof timeout);
+  return request;
+}
+}  // namespace
+
 bool queue_put(const ObjectRef& ref, std::string request, std::int64_t timeout) {
   std::memcpy(request.data() + ObjectRef::kHeader, &timeout, sizeof timeout);
-  return bool_of(ref.call_prepared(sync_op::queue_put, std::move(request)), ref);
+  const std::optional<std::string> reply =
+      timed_call(ref, sync_op::queue_put, std::move(request), timeout);
+  return reply && bool_of(*reply, ref);
 }
 
 std::optional<std::string> queue_get(const ObjectRef& ref, std::int64_t timeout) {
-  std::string reply = ref.call(sync_op::queue_get, i64s({timeout}));
+  std::optional<std::string> answer =
+      timed_call(ref, sync_op::queue_get, timeout_request(timeout), timeout);
+  if (!answer) return std::nullopt;
+  std::string& reply = *answer;
   if (reply.empty() || (reply[0] != '\0' && reply[0] != '\1') ||
       (reply[0] == '\0' && reply.size() != 1)) {
     throw Error(errc::corrupt, who(ref, "Queue") + ": a malformed reply of " +
@@ -96,7 +117,9 @@ namespace multiproc {
 namespace mgr = detail::manager;
 
 bool LockProxy::acquire(std::int64_t timeout) const {
-  return mgr::bool_of(ref_.call(mgr::sync_op::lock_acquire, mgr::i64s({timeout})), ref_);
+  const std::optional<std::string> reply =
+      mgr::timed_call(ref_, mgr::sync_op::lock_acquire, mgr::timeout_request(timeout), timeout);
+  return reply && mgr::bool_of(*reply, ref_);
 }
 
 void LockProxy::unlock() const { ref_.call(mgr::sync_op::lock_release, {}); }
@@ -111,7 +134,9 @@ bool EventProxy::is_set() const {
   return mgr::bool_of(ref_.call(mgr::sync_op::event_is_set, {}), ref_);
 }
 bool EventProxy::wait_impl(std::int64_t timeout) const {
-  return mgr::bool_of(ref_.call(mgr::sync_op::event_wait, mgr::i64s({timeout})), ref_);
+  const std::optional<std::string> reply =
+      mgr::timed_call(ref_, mgr::sync_op::event_wait, mgr::timeout_request(timeout), timeout);
+  return reply && mgr::bool_of(*reply, ref_);
 }
 
 LockProxy Manager::Lock(std::string_view name) const {

@@ -96,7 +96,8 @@ class QueueObject final : public Object {
         const std::int64_t timeout = read_i64(args, 0, who_);
         std::string item(args.substr(sizeof(std::int64_t)));  // copied before the lock
         std::unique_lock<std::mutex> lk(m_);
-        if (!wait_sliced(lk, not_full_, from, timeout, [&] { return !full(); })) {
+        if (!wait_sliced(lk, not_full_, from, timeout, [&] { return !full(); }) ||
+            (timeout >= 0 && !from.claim())) {  // its caller gave up: put nothing
           return bool_reply(false);
         }
         items_.push_back(std::move(item));
@@ -110,7 +111,8 @@ class QueueObject final : public Object {
         std::string reply(1, '\1');
         {
           std::unique_lock<std::mutex> lk(m_);
-          if (!wait_sliced(lk, not_empty_, from, timeout, [&] { return !items_.empty(); })) {
+          if (!wait_sliced(lk, not_empty_, from, timeout, [&] { return !items_.empty(); }) ||
+              (timeout >= 0 && !from.claim())) {  // its caller gave up: take nothing
             return bool_reply(false);
           }
           reply += items_.front();  // may throw bad_alloc: then nothing was taken
@@ -192,7 +194,8 @@ class LockObject final : public Object {
                                                 std::to_string(from.pid()) +
                                                 " locks it again while holding it");
         }
-        if (!wait_sliced(lk, free_, from, timeout, [&] { return holder_ == 0; })) {
+        if (!wait_sliced(lk, free_, from, timeout, [&] { return holder_ == 0; }) ||
+            (timeout >= 0 && !from.claim())) {  // its caller gave up: take nothing
           return bool_reply(false);
         }
         holder_ = from.id();

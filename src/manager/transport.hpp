@@ -14,7 +14,18 @@
 // Messages on a connection, client to server: u32 op, u64 object id, then the op's arguments
 // (kOpen: encode_fields(kind, name, create_args), object id 0; kSaveOp, kLoadOp: below).
 // Server to client: u8 status, then for kOk the reply bytes, for kFailed encode_fields(i32 code,
-// u8 category, message).
+// u8 category, message). The server answers every request, in order.
+//
+// Deadlines. Beside its pipe a client makes a SharedMemory `<pipe name>.claim` (named and removed
+// as the pipe), whose first 8 bytes are the claim word: (n << 2) | state, n the number of
+// requests the client sent on that connection (the server counts the ones it received), state
+// kClaimPending when request n was sent, kClaimTaken when the server claimed it (an operation
+// with a deadline does, right before it changes anything: Session::claim), kClaimAbandoned when
+// the client gave up on it at its deadline. Both sides move it with a compare-and-swap from
+// (n, pending), so exactly one wins: a server stopped (SIGSTOP) or starved never applies a timed
+// request after its caller returned at its deadline, and a caller whose request was claimed
+// waits for the answer. The answer to an abandoned request still comes; the client skips it
+// before it reads the next one's.
 #pragma once
 
 #include <multiproc/detail/manager_object.hpp>
@@ -22,12 +33,14 @@
 #include <multiproc/pipe.hpp>
 #include <multiproc/process.hpp>
 #include <multiproc/queue.hpp>
+#include <multiproc/shared_memory.hpp>
 #include <multiproc/shared_value.hpp>
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -59,6 +72,15 @@ constexpr std::uint8_t kFailed = 1;
 constexpr std::uint8_t kCategoryMultiproc = 0;
 constexpr std::uint8_t kCategorySystem = 1;
 constexpr std::size_t kConnectionRing = std::size_t{1} << 18;  // each direction
+constexpr std::uint64_t kClaimPending = 1;
+constexpr std::uint64_t kClaimTaken = 2;
+constexpr std::uint64_t kClaimAbandoned = 3;
+constexpr std::size_t kClaimBytes = 64;
+inline std::string claim_name(const std::string& pipe) { return pipe + ".claim"; }
+//! The claim word in a connection's claim segment.
+inline std::atomic<std::uint64_t>& claim_word(SharedMemory& m) {
+  return *reinterpret_cast<std::atomic<std::uint64_t>*>(m.data());
+}
 
 inline std::string listen_name(const std::string& manager) { return manager + ".listen"; }
 inline std::string pipe_prefix(const std::string& manager) { return manager + ".c."; }
@@ -81,6 +103,9 @@ void register_container_kinds();
 struct ThreadConnection {
   pid_t pid = 0;
   std::unique_ptr<Connection> conn;
+  std::optional<SharedMemory> claim;  // the claim word's segment (see "Deadlines" above)
+  std::uint64_t sent = 0;   // requests sent on this connection
+  std::uint64_t stale = 0;  // answers still to come to requests given up on
 };
 
 struct ClientState : std::enable_shared_from_this<ClientState> {

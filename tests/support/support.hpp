@@ -113,6 +113,10 @@ double cpu_seconds();
 
 //! Whether `pid` is stopped (SIGSTOP): state T (or t) in /proc/<pid>/stat.
 bool is_stopped(pid_t pid);
+//! Whether every thread of `pid` has stopped (state T). kill(SIGSTOP) returns before a thread
+//! running on another CPU has stopped: a server thread spinning in recv can still answer a call
+//! sent right after it.
+bool all_threads_stopped(pid_t pid);
 
 //! Continues the stopped processes when it goes out of scope (a failed check must not leave a
 //! stopped child for Process's destructor to join forever).

@@ -10,6 +10,7 @@
 // side) and a proxy class over ObjectRef (client side), agreeing on op numbers and encodings.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,6 +38,12 @@ class Session {
   //! get, a lock acquire, an event wait) waits in slices of at most 100 ms and gives up, with
   //! nothing taken, when this turns true.
   virtual bool gone() const = 0;
+  //! Called by an operation with a deadline right before it changes anything (takes an item,
+  //! puts one, takes a lock), under its own lock. Returns false when the client has given up on
+  //! this request (its deadline passed while the server did not answer: a server stopped, or
+  //! starved of CPU): the operation must then change nothing and answer as at its deadline. Once
+  //! it returned true, the client waits for the answer.
+  virtual bool claim() { return true; }
 };
 
 //! A named object in the manager.
@@ -98,6 +105,11 @@ class ObjectRef {
   //! As call(op, args) with `request` = kHeader bytes (any) followed by the args: saves a copy
   //! of the arguments (the proxies build their requests in place).
   std::string call_prepared(std::uint32_t op, std::string request) const;
+  //! As call_prepared, giving up at `give_up` if the server has not claimed the request by then
+  //! (Session::claim): returns nullopt, and the request is never applied. A request the server
+  //! claimed is waited for to its answer.
+  std::optional<std::string> call_until(std::uint32_t op, std::string request,
+                                        std::chrono::steady_clock::time_point give_up) const;
   //! The manager's name (for messages).
   const std::string& manager_name() const noexcept;
   const std::string& name() const noexcept { return name_; }

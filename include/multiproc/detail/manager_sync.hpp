@@ -25,6 +25,12 @@
 //     is at-most-once);
 //   - a client stopped (SIGSTOP) is alive: it keeps a lock it holds, and a get it was waiting in
 //     may take an item, delivered when it continues;
+//   - a server stopped (SIGSTOP), or starved of CPU, holds up no timed call (try_*, *_for,
+//     *_until): it returns at its deadline, at most 100 ms later, and nothing of it is applied
+//     afterwards (the server claims a timed request before it changes anything, the caller gives
+//     up only on a request not claimed: transport.hpp, "Deadlines"). A server stopped between
+//     claiming one and answering holds that call up until it continues. Calls without a deadline
+//     wait for it;
 //   - the manager dying makes every call fail with Error(errc::disconnected) (see ObjectRef);
 //     the queues' items and the locks' and events' states are lost with it.
 //
