@@ -34,13 +34,17 @@ constexpr std::chrono::milliseconds kUnwatchedWordSlice{1};
 #define FUTEX2_SIZE_U32 FUTEX_32
 #endif
 
-// Waits on several futex words at once; returns false only when `deadline` passed. Falls back to
-// short sleeps on the first word where the kernel has no futex_waitv (Linux < 5.16).
+// futex_waitv takes at most this many words (the kernel's FUTEX_WAITV_MAX); more is EINVAL.
+constexpr std::size_t kWaitvMax = 128;
+
+// Waits on several futex words at once (the first kWaitvMax of them: the caller looks at the
+// others in slices); returns false only when `deadline` passed. Falls back to short sleeps on the
+// first word where the kernel has no futex_waitv (Linux < 5.16).
 bool futex_waitv_until(const std::vector<const std::atomic<std::uint32_t>*>& words,
                        const std::vector<std::uint32_t>& values, Clock::time_point deadline) {
 #ifdef SYS_futex_waitv
-  std::vector<futex_waitv> waiters(words.size());
-  for (std::size_t i = 0; i < words.size(); ++i) {
+  std::vector<futex_waitv> waiters(std::min(words.size(), kWaitvMax));
+  for (std::size_t i = 0; i < waiters.size(); ++i) {
     waiters[i] = {};
     waiters[i].val = values[i];
     waiters[i].uaddr = reinterpret_cast<std::uintptr_t>(words[i]);
@@ -217,6 +221,11 @@ std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
     switch (w.kind_) {
       case Waitable::Kind::connection:
         it.connection = w.connection_;
+        if (w.connection_->closed()) {
+          // As poll() and recv() on it (Python's wait() raises OSError for a closed handle):
+          // it would otherwise report data left in its channel, or wait for data never read.
+          throw Error(errc::closed, "multiproc::wait: a Connection this process closed");
+        }
         it.channel = w.connection_->receive_channel();
         if (it.channel == nullptr) {
           throw Error(errc::invalid_argument, "multiproc::wait: a Connection that cannot receive");
@@ -345,13 +354,16 @@ std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
       words.push_back(&it.channel->state()->data.epoch);
       values.push_back(it.channel->state()->data.epoch.load(std::memory_order_acquire));
     }
-    if (watcher) {
-      words.push_back(watcher->word());
-      values.push_back(0);
+    if (watcher) {  // first: always among the words futex_waitv watches
+      words.insert(words.begin(), watcher->word());
+      values.insert(values.begin(), 0);
     }
     if (collect(false).empty()) {
       auto until = detail::next_slice(deadline);
-      if (unwatched || watcher_failed) {
+      // Words beyond futex_waitv's 128 (more than 128 connections and queues, or 128 and
+      // descriptors) are looked at in the same growing slices (1-16 ms) as unwatched processes:
+      // a wait on them was a busy loop when the kernel refused the whole call (EINVAL).
+      if (unwatched || watcher_failed || words.size() > kWaitvMax) {
         until = std::min(until, Clock::now() + detail::exit_poll_slice(round));
       }
       futex_waitv_until(words, values, until);  // words: at least one channel's

@@ -282,6 +282,40 @@ BOOST_AUTO_TEST_CASE(send_only_connection_is_an_error, *boost::unit_test::timeou
   (void)reader;
 }
 
+// A Connection this process closed is an error, as poll() on it — not "ready" for data left in
+// its channel (recv() would throw), nor a wait for data nobody reads (an outside probe hung on it).
+BOOST_AUTO_TEST_CASE(a_connection_closed_here_is_an_error, *boost::unit_test::timeout(60)) {
+  auto [a, b] = mp::Pipe();
+  a.send(1);
+  b.close();
+  expect_error([&] { (void)mp::wait({b}, 0ms); }, mp::errc::closed, {"closed"});
+  auto [c, d] = mp::Pipe();
+  d.close();
+  expect_error([&] { (void)mp::wait({d}); }, mp::errc::closed, {"closed"});
+  (void)c;
+}
+
+// futex_waitv takes at most 128 words: more queues and connections than that were a busy loop
+// (the kernel refused the call, EINVAL, which wait() took for a wake-up). Now it sleeps, and a
+// message to any of them, the 129th and the last included, ends the wait.
+BOOST_AUTO_TEST_CASE(more_than_128_objects_wait_asleep_and_any_wakes_it,
+                     *boost::unit_test::timeout(120)) {
+  std::vector<mp::Queue<int>> queues;
+  for (int i = 0; i < 200; ++i) queues.emplace_back(4);
+  std::vector<mp::Waitable> objects(queues.begin(), queues.end());
+  BOOST_TEST(times_out_asleep(objects, 1000ms));
+  FdPair fds(FdPair::pipe);  // and with a descriptor too (the helper's word comes first)
+  objects.push_back(mp::Waitable::fd(fds[0]));
+  BOOST_TEST(times_out_asleep(objects, 500ms));
+  for (const std::size_t k : {std::size_t{0}, std::size_t{128}, std::size_t{199}}) {
+    mp::Process sender([q = queues[k]] { q.put(7); });
+    sender.start();
+    BOOST_TEST((mp::wait(objects, 30s) == std::vector<std::size_t>{k}));
+    BOOST_TEST(queues[k].get() == 7);
+    BOOST_REQUIRE(sender.join_for(30s));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(without_pidfds_a_process_wait_sleeps, *boost::unit_test::timeout(60)) {
   // pidfd_open fails (EMFILE here; ENOSYS before Linux 5.3): wait() must poll the child's exit
   // status in sleeps, not spin. Run in a child, which alone gets the lowered descriptor limit.

@@ -21,7 +21,10 @@
 // list, the calling thread polls them itself). A Process without a pidfd (see process.hpp), a pid
 // whose pidfd cannot be opened, or all of them when the helper cannot start (no eventfd or
 // thread, e.g. at the open-file limit), is polled instead: wait() looks at its exit status
-// between sleeps of 1 to 16 ms. A peer's death is noticed within 100 ms. A signal caught while
+// between sleeps of 1 to 16 ms; so are the queues and connections beyond the 128th (futex_waitv
+// watches at most 128 words, one of them the helper's when descriptors are listed). A Connection
+// this process closed is Error(errc::closed), as poll() on it. A peer's death is noticed within
+// 100 ms. A signal caught while
 // wait() sleeps does not end it by itself: a handler that writes to a pipe listed with
 // Waitable::fd does (the self-pipe trick).
 //
