@@ -18,7 +18,8 @@ namespace detail {
 //                 broken or reset). Stored with release under the lock, read with acquire.
 //   outcomes      bit (g % 64) set when round g ended broken, cleared when it was released;
 //                 stored before the generation bump that ends the round (relaxed; ordered by
-//                 that release), so a slow waiter reads its own round's outcome
+//                 that release), so a slow waiter reads its own round's outcome — while fewer
+//                 than 64 rounds ended after its own (wait_until says what happens after that)
 //   parties       immutable; each handle takes a copy at open, checked against the header's count
 //                 (so does it of the timeout fields), and never reads it again
 //   count         processes arrived in the current round (atomic: n_waiting() reads it unlocked)
@@ -216,7 +217,21 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
       detail::mutex_unlock(&s->lock, what);
     }
   }
-  if ((s->outcomes.load(std::memory_order_relaxed) & round_bit(gen)) != 0) {
+  // The outcome of round gen is bit gen % 64 until round gen + 64 ends (which writes that bit
+  // before it bumps the generation to gen + 65). So it is this round's while the generation,
+  // read after the bit (the acquire keeps that load after it), has not reached gen + 64. A waiter
+  // that did not run for that many rounds (stopped, say) cannot know whether its round was
+  // released or broken: it says so, rather than report the outcome of a later round.
+  const std::uint64_t outcomes = s->outcomes.load(std::memory_order_acquire);
+  const std::uint32_t since = s->generation.load(std::memory_order_relaxed) - gen;
+  if (since >= 64) {
+    throw Error(errc::bad_state,
+                what + ": this waiter was released from its round but did not run again until " +
+                    std::to_string(since) +
+                    " rounds had ended (a process stopped or starved): whether its round "
+                    "completed or broke is no longer known (the last 64 are kept)");
+  }
+  if ((outcomes & round_bit(gen)) != 0) {
     throw BrokenBarrier(what + ": broken or reset while waiting");
   }
   return index;

@@ -2,6 +2,8 @@
 // abort and reset, and parties that die.
 #include "support/support.hpp"
 
+#include <thread>
+
 #include <csignal>
 #include <optional>
 #include <stdexcept>
@@ -194,6 +196,59 @@ BOOST_AUTO_TEST_CASE(slow_waiter_of_a_broken_round_still_hears_it_was_broken, *b
   ::kill(slow.pid(), SIGCONT);
   BOOST_REQUIRE(slow.join_for(10s));
   BOOST_TEST(*slow.exitcode() == 0);
+}
+
+// A waiter stopped right after its round ended, while `later` more rounds end, then continued:
+// it gets its own round's outcome while fewer than 64 rounds ended after it (the outcomes kept),
+// and Error(bad_state) saying so after that — never a later round's outcome (an outside probe
+// found a completed round reported broken after 64 aborts, and a broken one as completed).
+// `broken`: its round is aborted (else it completes). Returns the waiter's exit code: 0 an index,
+// 1 BrokenBarrier, 2 bad_state, 3 anything else.
+int stopped_waiter_after(int later, bool broken) {
+  mp::Barrier b(2);
+  mp::Process waiter([b] {
+    try {
+      b.wait_for(60s);
+      return 0;
+    } catch (const mp::BrokenBarrier&) {
+      return 1;
+    } catch (const mp::Error& e) {
+      return e.code() == mp::errc::bad_state ? 2 : 3;
+    }
+  });
+  waiter.start();
+  ContinueAtExit continue_it{{waiter.pid()}};
+  BOOST_REQUIRE(eventually([&] { return b.n_waiting() == 1u; }));
+  BOOST_REQUIRE(wait_until_in_futex(waiter.pid()));
+  BOOST_REQUIRE(::kill(waiter.pid(), SIGSTOP) == 0);
+  BOOST_REQUIRE(eventually([&] { return is_stopped(waiter.pid()); }));
+  if (broken) {
+    b.abort();
+    b.reset();
+    std::thread partner([&] {
+      for (int i = 0; i < later; ++i) b.wait_for(30s);
+    });
+    for (int i = 0; i < later; ++i) b.wait_for(30s);
+    partner.join();
+  } else {
+    b.wait_for(30s);  // its round completes
+    for (int i = 0; i < later; ++i) {
+      b.abort();
+      b.reset();
+    }
+  }
+  ::kill(waiter.pid(), SIGCONT);
+  BOOST_REQUIRE(waiter.join_for(30s));
+  return *waiter.exitcode();
+}
+
+BOOST_AUTO_TEST_CASE(a_waiter_stopped_for_64_rounds_is_told_its_outcome_is_lost,
+                     *boost::unit_test::timeout(120)) {
+  BOOST_TEST(stopped_waiter_after(62, false) == 0);
+  BOOST_TEST(stopped_waiter_after(62, true) == 1);
+  BOOST_TEST(stopped_waiter_after(64, false) == 2);
+  BOOST_TEST(stopped_waiter_after(64, true) == 2);
+  BOOST_TEST(stopped_waiter_after(200, true) == 2);
 }
 
 BOOST_AUTO_TEST_CASE(party_that_dies_before_arriving_is_survived_with_wait_for, *boost::unit_test::timeout(60)) {

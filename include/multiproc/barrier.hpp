@@ -69,7 +69,10 @@ class Barrier {
   //! Effects: waits for the round to fill — at most the default timeout, when the barrier has one
   //! (then as wait_for(timeout())). Returns: this process's index in the round.
   //! Throws: BrokenBarrier if the barrier is or becomes broken (a default timeout that passes
-  //! breaks it, as wait_for's does); the action's exception in the process that ran it.
+  //! breaks it, as wait_for's does); the action's exception in the process that ran it;
+  //! Error(errc::bad_state) when this waiter, released from its round, did not run again before
+  //! 64 more rounds had ended (stopped, starved): the outcomes of the last 64 rounds are kept, so
+  //! whether its own completed or broke is no longer known.
   unsigned wait() const;
   //! As wait(), but a round not filled by the deadline breaks the barrier (BrokenBarrier).
   template <class Rep, class Period>
