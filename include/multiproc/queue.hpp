@@ -24,7 +24,10 @@
 // Large messages: a producer holds its end while it streams one (other producers wait), and a
 // consumer holds its end while it assembles one, so chunks of different messages never mix.
 // put_for() and try_put() give the message up if the ring has no room for its next chunk by the
-// deadline (try_put(): at once) — it is then never delivered, and they return false. A get that
+// deadline (try_put(): at once) — it is then never delivered, and they return false. The chunks
+// it had already written stay in the ring until a get skips them (empty() and size() count no
+// message meanwhile): with no consumer, a large put given up can leave too little room for
+// the next put, which waits (or fails) until a get runs. A get that
 // has begun taking a streamed message finishes it even past its deadline, as long as the producer
 // is alive and sending (the deadline bounds the wait for a message to begin).
 //
