@@ -209,10 +209,13 @@ std::optional<std::string> ObjectRef::call_until(
     word.store((n << 2) | kClaimPending, std::memory_order_release);
     tc.conn->send_bytes(request);
     tc.sent = n;
+    bool timed = give_up != std::chrono::steady_clock::time_point::max();
     for (;;) {
-      const auto now = std::chrono::steady_clock::now();
       std::chrono::steady_clock::duration slice = kSlice;
-      if (give_up - now < slice) slice = std::max(give_up - now, slice.zero());
+      if (timed) {  // an untimed call (most) reads no clock here
+        const auto left = give_up - std::chrono::steady_clock::now();
+        if (left < slice) slice = std::max(left, slice.zero());
+      }
       if (tc.conn->poll(slice)) {
         reply = tc.conn->recv_bytes();
         if (tc.stale > 0) {  // the answer to a request given up on before this one
@@ -222,7 +225,7 @@ std::optional<std::string> ObjectRef::call_until(
         break;
       }
       if (c.server_gone()) c.fail_disconnected(kind_ + " '" + name_ + "'");
-      if (std::chrono::steady_clock::now() >= give_up) {
+      if (timed && std::chrono::steady_clock::now() >= give_up) {
         std::uint64_t expected = (n << 2) | kClaimPending;
         if (word.compare_exchange_strong(expected, (n << 2) | kClaimAbandoned,
                                          std::memory_order_acq_rel)) {
@@ -231,6 +234,7 @@ std::optional<std::string> ObjectRef::call_until(
         }
         // Claimed by the server: it is applying it now, and answers.
         give_up = std::chrono::steady_clock::time_point::max();
+        timed = false;
       }
     }
   } catch (const Error& e) {
