@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <fstream>
 #include <csignal>
 #include <map>
 #include <random>
@@ -21,7 +20,6 @@
 #include <type_traits>
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -59,32 +57,10 @@ namespace {
 
 rd::Options quick() { return mptest::redis_options(300ms, 1000ms); }
 
-// Whether every thread of `pid` has stopped (state T): kill(SIGSTOP) returns before a thread
-// running on another CPU has stopped, and the server could still answer a call sent right after.
-bool all_threads_stopped(pid_t pid) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return false;
-  bool stopped = true;
-  int seen = 0;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream f(dir + "/" + e->d_name + "/stat");
-    std::string line;
-    if (!std::getline(f, line)) continue;
-    const std::size_t close = line.rfind(')');  // the state follows the command's ")"
-    if (close == std::string::npos || close + 2 >= line.size()) continue;
-    ++seen;
-    if (line[close + 2] != 'T' && line[close + 2] != 't') stopped = false;
-  }
-  ::closedir(d);
-  return stopped && seen > 0;
-}
-
 // SIGSTOP, and wait until it has taken effect.
 void pause_fully(mptest::RedisServer& server) {
   server.pause();
-  BOOST_REQUIRE(mptest::eventually([&] { return all_threads_stopped(server.pid()); }));
+  BOOST_REQUIRE(mptest::eventually([&] { return mptest::all_threads_stopped(server.pid()); }));
 }
 
 }  // namespace
