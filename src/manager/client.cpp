@@ -108,16 +108,17 @@ void ClientState::drop(const ThreadConnection* tc) noexcept {
   // `doomed` closes the connection here (in this process only if it is this process's).
 }
 
-ThreadConnection& ClientState::connection() {
+ThreadConnection* ClientState::connection(std::chrono::steady_clock::time_point give_up) {
   const pid_t me = current_pid();
   for (const ThreadEntry& e : t_cache.entries) {
-    if (e.client_id == id && e.tc->pid == me) return *e.tc;
+    if (e.client_id == id && e.tc->pid == me) return e.tc;
   }
-  ThreadConnection* tc = connect();
+  ThreadConnection* tc = connect(give_up);
+  if (tc == nullptr) return nullptr;
   for (ThreadEntry& e : t_cache.entries) {
     if (e.client_id == id) {  // a forked child's copy of its parent's entry
       e.tc = tc;
-      return *tc;
+      return tc;
     }
   }
   auto& v = t_cache.entries;  // forget managers gone since
@@ -125,10 +126,10 @@ ThreadConnection& ClientState::connection() {
                          [](const ThreadEntry& e) { return e.client.expired(); }),
           v.end());
   v.push_back(ThreadEntry{id, weak_from_this(), tc});
-  return *tc;
+  return tc;
 }
 
-ThreadConnection* ClientState::connect() {
+ThreadConnection* ClientState::connect(std::chrono::steady_clock::time_point give_up) {
   if (dead.load()) fail_disconnected("connecting");
   if (server_gone()) fail_disconnected("connecting");
   const pid_t me = current_pid();
@@ -151,13 +152,19 @@ ThreadConnection* ClientState::connect() {
   const auto limit = std::chrono::steady_clock::now() + kHandshakeLimit;
   while (!listen.put_for(pipe_name, kSlice)) {  // full: requests the server has not taken yet
     if (server_gone()) fail_disconnected("connecting");
+    if (std::chrono::steady_clock::now() >= give_up) return nullptr;  // the names go (guards)
     if (std::chrono::steady_clock::now() > limit) {
       throw Error(errc::disconnected,
                   describe() + ": its server did not take a connect request within 30 s");
     }
   }
-  while (!ends.first.poll(kSlice)) {
+  while (!ends.first.poll(std::min<std::chrono::steady_clock::duration>(
+      kSlice, std::max(give_up - std::chrono::steady_clock::now(),
+                       std::chrono::steady_clock::duration::zero())))) {
     if (server_gone()) fail_disconnected("connecting");
+    // A timed call's deadline: the server (stopped, starved) has not answered. The names go
+    // (guards); a server that opens the pipe later finds this end closed and ends the session.
+    if (std::chrono::steady_clock::now() >= give_up) return nullptr;
     if (std::chrono::steady_clock::now() > limit) {
       throw Error(errc::disconnected,
                   describe() + ": its server did not answer a connect request within 30 s");
@@ -199,7 +206,9 @@ std::optional<std::string> ObjectRef::call_until(
   if (!client_) throw Error(errc::bad_state, "multiproc::Manager: call on an empty proxy");
   ClientState& c = *client_;
   if (c.dead.load(std::memory_order_relaxed)) c.fail_disconnected(kind_ + " '" + name_ + "'");
-  ThreadConnection& tc = c.connection();
+  ThreadConnection* made = c.connection(give_up);
+  if (made == nullptr) return std::nullopt;  // no connection by the deadline: nothing was sent
+  ThreadConnection& tc = *made;
   std::memcpy(request.data(), &op, 4);
   std::memcpy(request.data() + 4, &id_, 8);
   std::atomic<std::uint64_t>& word = claim_word(*tc.claim);

@@ -57,17 +57,25 @@ class ServerSession final : public Session {
     }
     return process_liveness(pid_, start_) == Liveness::dead;
   }
+  bool abandoned() const override {
+    const std::uint64_t word = claim_word(claim_).load(std::memory_order_acquire);
+    return word == ((received_ << 2) | kClaimAbandoned) || (word >> 2) > received_;
+  }
   bool claim() override {
     // Request `received_` is ours unless its client gave up on it (transport.hpp, "Deadlines"):
     // the word says so, or already names a later request (a client sends the next one only once
-    // it has this one's answer, which it has not, or gave up on it). A word behind (scribbled, or
-    // a damaged message skipped) lets the call go on as before there were deadlines.
+    // it has this one's answer, which it has not, or gave up on it). A word behind (scribbled)
+    // lets the call go on as before there were deadlines.
     std::uint64_t expected = (received_ << 2) | kClaimPending;
     if (claim_word(claim_).compare_exchange_strong(expected, (received_ << 2) | kClaimTaken,
                                                    std::memory_order_acq_rel)) {
       return true;
     }
     return !(expected == ((received_ << 2) | kClaimAbandoned) || (expected >> 2) > received_);
+  }
+  // claim_word on a const session: the word is shared memory the client writes anyway.
+  static std::atomic<std::uint64_t>& claim_word(const SharedMemory& m) {
+    return *reinterpret_cast<std::atomic<std::uint64_t>*>(m.data());
   }
   Connection& conn() { return conn_; }
   //! Counts a request read from the connection (on the session's own thread, as claim()).
@@ -107,10 +115,16 @@ class Server {
         msg = s->conn().recv_bytes();
         s->received();
       } catch (const Error& e) {
-        if (e.code() == errc::corrupt) continue;  // a damaged message was skipped
-        break;                                    // EOF: the client closed or died
+        if (e.code() != errc::corrupt) break;  // EOF: the client closed or died
+        // A damaged message was skipped: it was a request all the same, counted and answered,
+        // so that the client's count of requests and answers stays in step with ours.
+        s->received();
+        msg.clear();
       }
-      std::string reply = handle(*s, cache, msg);
+      std::string reply =
+          msg.empty() ? failure(static_cast<int>(errc::corrupt), kCategoryMultiproc,
+                                describe() + ": a damaged request (skipped)")
+                      : handle(*s, cache, msg);
       try {
         s->conn().send_bytes(reply);
       } catch (...) {

@@ -52,12 +52,14 @@ std::string bool_reply(bool b) { return std::string(1, b ? '\1' : '\0'); }
 }
 
 //! Waits on `cv` (with `lk` held on entry and exit) until ready(), the timeout (microseconds, -1:
-//! none) passes, or `from` is gone. Returns: ready().
+//! none) passes, or `from` is gone or gave up on the request (Session::abandoned: a request read
+//! after its client's deadline, the server having been stopped or starved, is not waited out).
+//! Returns: ready().
 template <class Ready>
 bool wait_sliced(std::unique_lock<std::mutex>& lk, std::condition_variable& cv, Session& from,
                  std::int64_t timeout, Ready ready) {
   if (ready()) return true;
-  if (timeout == 0) return false;
+  if (timeout == 0 || from.abandoned()) return false;
   constexpr std::int64_t kForever = 1'000'000'000'000'000;  // ~31 years, as wire_timeout's cap
   const auto deadline = timeout < 0 || timeout >= kForever
                             ? steady_clock::time_point::max()
@@ -70,7 +72,7 @@ bool wait_sliced(std::unique_lock<std::mutex>& lk, std::condition_variable& cv, 
     // Whether woken or not, ask whether the client is still there before taking anything: an
     // item or the lock handed to a dead client would be lost (or held until its session ends).
     lk.unlock();
-    const bool gone = from.gone();
+    const bool gone = from.gone() || from.abandoned();
     lk.lock();
     if (gone) {
       cv.notify_one();  // pass on a wake-up this waiter may have consumed
@@ -96,8 +98,11 @@ class QueueObject final : public Object {
         const std::int64_t timeout = read_i64(args, 0, who_);
         std::string item(args.substr(sizeof(std::int64_t)));  // copied before the lock
         std::unique_lock<std::mutex> lk(m_);
-        if (!wait_sliced(lk, not_full_, from, timeout, [&] { return !full(); }) ||
-            (timeout >= 0 && !from.claim())) {  // its caller gave up: put nothing
+        if (!wait_sliced(lk, not_full_, from, timeout, [&] { return !full(); })) {
+          return bool_reply(false);
+        }
+        if (timeout >= 0 && !from.claim()) {  // its caller gave up: put nothing
+          not_full_.notify_one();             // and pass on a wake-up it may have consumed
           return bool_reply(false);
         }
         items_.push_back(std::move(item));
@@ -111,8 +116,11 @@ class QueueObject final : public Object {
         std::string reply(1, '\1');
         {
           std::unique_lock<std::mutex> lk(m_);
-          if (!wait_sliced(lk, not_empty_, from, timeout, [&] { return !items_.empty(); }) ||
-              (timeout >= 0 && !from.claim())) {  // its caller gave up: take nothing
+          if (!wait_sliced(lk, not_empty_, from, timeout, [&] { return !items_.empty(); })) {
+            return bool_reply(false);
+          }
+          if (timeout >= 0 && !from.claim()) {  // its caller gave up: take nothing
+            not_empty_.notify_one();            // and pass on a wake-up it may have consumed
             return bool_reply(false);
           }
           reply += items_.front();  // may throw bad_alloc: then nothing was taken
@@ -194,8 +202,11 @@ class LockObject final : public Object {
                                                 std::to_string(from.pid()) +
                                                 " locks it again while holding it");
         }
-        if (!wait_sliced(lk, free_, from, timeout, [&] { return holder_ == 0; }) ||
-            (timeout >= 0 && !from.claim())) {  // its caller gave up: take nothing
+        if (!wait_sliced(lk, free_, from, timeout, [&] { return holder_ == 0; })) {
+          return bool_reply(false);
+        }
+        if (timeout >= 0 && !from.claim()) {  // its caller gave up: take nothing
+          free_.notify_one();                 // and pass on a wake-up it may have consumed
           return bool_reply(false);
         }
         holder_ = from.id();

@@ -37,6 +37,7 @@
 #include <multiproc/shared_value.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -123,7 +124,10 @@ struct ClientState : std::enable_shared_from_this<ClientState> {
 
   ClientState();
   //! The calling thread's connection, made now if needed. Throws Error(errc::disconnected).
-  ThreadConnection& connection();
+  //! As connection(), but nullptr when a connection had to be made and the server did not answer
+  //! by `give_up` (a timed call's deadline).
+  ThreadConnection* connection(std::chrono::steady_clock::time_point give_up);
+  ThreadConnection& connection() { return *connection(std::chrono::steady_clock::time_point::max()); }
   //! Closes a thread's connection (the thread ends).
   void drop(const ThreadConnection* tc) noexcept;
   [[noreturn]] void fail_disconnected(const std::string& during);
@@ -132,7 +136,7 @@ struct ClientState : std::enable_shared_from_this<ClientState> {
   std::string describe() const { return "multiproc::Manager '" + name + "'"; }
 
  private:
-  ThreadConnection* connect();
+  ThreadConnection* connect(std::chrono::steady_clock::time_point give_up);
 };
 
 }  // namespace multiproc::detail::manager

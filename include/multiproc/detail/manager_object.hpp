@@ -44,6 +44,9 @@ class Session {
   //! starved of CPU): the operation must then change nothing and answer as at its deadline. Once
   //! it returned true, the client waits for the answer.
   virtual bool claim() { return true; }
+  //! Whether the client has given up on the request being served (see claim()): a blocking
+  //! operation stops waiting when this turns true, as when gone() does.
+  virtual bool abandoned() const { return false; }
 };
 
 //! A named object in the manager.

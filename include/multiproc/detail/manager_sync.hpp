@@ -28,9 +28,12 @@
 //   - a server stopped (SIGSTOP), or starved of CPU, holds up no timed call (try_*, *_for,
 //     *_until): it returns at its deadline, at most 100 ms later, and nothing of it is applied
 //     afterwards (the server claims a timed request before it changes anything, the caller gives
-//     up only on a request not claimed: transport.hpp, "Deadlines"). A server stopped between
-//     claiming one and answering holds that call up until it continues. Calls without a deadline
-//     wait for it;
+//     up only on a request not claimed: transport.hpp, "Deadlines"; a thread's first call, which
+//     connects, gives up at its deadline too). Not covered: a server stopped between claiming a
+//     call and answering it holds that call up until it continues, and so does a timed put whose
+//     request does not fit the connection's free ring (256 KiB, less what requests given up on
+//     still take until the server reads them) — it waits to be sent, and is applied when the
+//     server continues. Calls without a deadline wait for it;
 //   - the manager dying makes every call fail with Error(errc::disconnected) (see ObjectRef);
 //     the queues' items and the locks' and events' states are lost with it.
 //
