@@ -78,9 +78,9 @@ std::uint64_t round_bit(std::uint32_t generation) { return std::uint64_t{1} << (
 void end_round(BarrierState* s, bool broken) {
   const std::uint32_t gen = s->generation.load(std::memory_order_relaxed);
   if (broken) {
-    s->outcomes.fetch_or(round_bit(gen), std::memory_order_relaxed);
+    s->outcomes.fetch_or(round_bit(gen), std::memory_order_release);  // see wait_until's end
   } else {
-    s->outcomes.fetch_and(~round_bit(gen), std::memory_order_relaxed);
+    s->outcomes.fetch_and(~round_bit(gen), std::memory_order_release);
   }
   s->count.store(0, std::memory_order_relaxed);
   // release: pairs with the acquire in the waiters; publishes the outcome with the new round.
@@ -217,9 +217,11 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
       detail::mutex_unlock(&s->lock, what);
     }
   }
-  // The outcome of round gen is bit gen % 64 until round gen + 64 ends (which writes that bit
-  // before it bumps the generation to gen + 65). So it is this round's while the generation,
-  // read after the bit (the acquire keeps that load after it), has not reached gen + 64. A waiter
+  // The outcome of round gen is bit gen % 64 until round gen + 64 ends (which writes that bit,
+  // release, before it bumps the generation to gen + 65). So it is this round's while the
+  // generation, read after the bit (the acquire keeps that load after it, and sees every
+  // generation stored before the bit it read), has not reached gen + 64: at most 63 rounds
+  // ended after this one (gen + 64 may be ending as we read, its bit already written). A waiter
   // that did not run for that many rounds (stopped, say) cannot know whether its round was
   // released or broken: it says so, rather than report the outcome of a later round.
   const std::uint64_t outcomes = s->outcomes.load(std::memory_order_acquire);

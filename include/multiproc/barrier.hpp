@@ -71,8 +71,9 @@ class Barrier {
   //! Throws: BrokenBarrier if the barrier is or becomes broken (a default timeout that passes
   //! breaks it, as wait_for's does); the action's exception in the process that ran it;
   //! Error(errc::bad_state) when this waiter, released from its round, did not run again before
-  //! 64 more rounds had ended (stopped, starved): the outcomes of the last 64 rounds are kept, so
-  //! whether its own completed or broke is no longer known.
+  //! 63 more rounds had ended (stopped, starved): the outcomes of the last 64 rounds are kept
+  //! (the newest may be changing as it looks), so whether its own completed or broke is no
+  //! longer known.
   unsigned wait() const;
   //! As wait(), but a round not filled by the deadline breaks the barrier (BrokenBarrier).
   template <class Rep, class Period>
