@@ -73,10 +73,6 @@ class ServerSession final : public Session {
     }
     return !(expected == ((received_ << 2) | kClaimAbandoned) || (expected >> 2) > received_);
   }
-  // claim_word on a const session: the word is shared memory the client writes anyway.
-  static std::atomic<std::uint64_t>& claim_word(const SharedMemory& m) {
-    return *reinterpret_cast<std::atomic<std::uint64_t>*>(m.data());
-  }
   Connection& conn() { return conn_; }
   //! Counts a request read from the connection (on the session's own thread, as claim()).
   void received() { ++received_; }

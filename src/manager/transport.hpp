@@ -78,8 +78,9 @@ constexpr std::uint64_t kClaimTaken = 2;
 constexpr std::uint64_t kClaimAbandoned = 3;
 constexpr std::size_t kClaimBytes = 64;
 inline std::string claim_name(const std::string& pipe) { return pipe + ".claim"; }
-//! The claim word in a connection's claim segment.
-inline std::atomic<std::uint64_t>& claim_word(SharedMemory& m) {
+//! The claim word in a connection's claim segment (shared memory both sides write: a const
+//! handle still reaches it).
+inline std::atomic<std::uint64_t>& claim_word(const SharedMemory& m) {
   return *reinterpret_cast<std::atomic<std::uint64_t>*>(m.data());
 }
 
