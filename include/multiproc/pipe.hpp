@@ -102,7 +102,13 @@ class Connection {
   void send(const T& v) const {
     static_assert(has_codec_v<T>, "send(v) needs a multiproc::Codec<T> (see codec.hpp)");
     const std::size_t n = Codec<T>::size(v);
-    send_encoded(n, [&v](std::byte* out) { Codec<T>::encode(v, out); });
+    if constexpr (detail::raw_encoding_v<T>) {
+      // A string or a vector of plain elements is its own bytes: sent from where they are, so
+      // that one too large for a record streams without an encoded copy first.
+      send_bytes(detail::raw_bytes(v), n);
+    } else {
+      send_encoded(n, [&v](std::byte* out) { Codec<T>::encode(v, out); });
+    }
   }
 
   //! Returns: the next message, decoded with Codec<T>; blocks until one arrives.

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <memory>
 #include <unistd.h>
 #include <vector>
 
@@ -291,9 +292,10 @@ void Connection::send_with(std::size_t n, void (*encode)(void*, std::byte*), voi
   }
   const detail::ChannelRef& ch = impl_->send_;
   if (n > ch.max_whole_payload()) {  // streamed (max_whole_payload): encode aside, then stream
-    std::vector<std::byte> buffer(n);
-    encode(ctx, buffer.data());
-    send_bytes(buffer.data(), n);
+    // Not zero-filled first (a std::vector would be): the encoder writes every byte.
+    std::unique_ptr<std::byte[]> buffer(new std::byte[n]);
+    encode(ctx, buffer.get());
+    send_bytes(buffer.get(), n);
     return;
   }
   detail::HeldEnd held(ch, ch.producer());
