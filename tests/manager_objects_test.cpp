@@ -129,6 +129,27 @@ MPTEST_SCENARIO(mgr_queue_consumer) {
   return 0;
 }
 
+// The client of a_reply_there_is_no_memory_for_...: a fresh process (a forked one may have free
+// heap, left by earlier tests, to allocate from under any address-space limit).
+MPTEST_SCENARIO(mgr_reply_without_memory) {
+  mp::Manager m(mp::open_only, args.at(0));
+  auto d = m.dict<std::string, std::string>("d");
+  CHILD_REQUIRE(d.get("small").value_or("") == "s");  // connected before the limit
+  CHILD_REQUIRE(limit_address_space(32 << 20));
+  bool threw = false;
+  try {
+    (void)d.get("big");
+  } catch (const std::bad_alloc&) {
+    threw = true;
+  }
+  CHILD_REQUIRE(threw);
+  CHILD_REQUIRE(d.get("small").value_or("") == "s");
+  CHILD_REQUIRE(lift_address_space_limit());
+  CHILD_REQUIRE(d.get("big").value_or("").size() == (std::size_t{100} << 20));
+  CHILD_REQUIRE(d.get("small").value_or("") == "s");
+  return 0;
+}
+
 // An exec'd client of the registered Counter: adds, then checks the errors it gets by name.
 MPTEST_SCENARIO(mgr_counter_client) {
   mp::Manager m(mp::open_only, args.at(0));
@@ -715,6 +736,23 @@ BOOST_AUTO_TEST_CASE(registered_type_errors_reach_the_caller_and_the_manager_car
   expect_errc([] { mp::register_type<Counter, long>("Counter"); }, mp::errc::already_exists);
   expect_errc([] { mp::register_type<Counter, long>("queue"); }, mp::errc::already_exists);
   expect_errc([] { mp::register_type<Counter, long>(""); }, mp::errc::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(a_reply_there_is_no_memory_for_fails_its_call_and_the_next_call_gets_its_own,
+                     *boost::unit_test::timeout(120) *
+                         boost::unit_test::precondition(not_under_sanitizers)) {
+  // A client whose address space cannot hold a 100 MiB reply (mgr_reply_without_memory):
+  // get("big") throws std::bad_alloc, and the calls after it get their own answers (before the
+  // fix the failed reply stayed in the connection, and the next call was answered with it, or
+  // failed the same way for ever).
+  mp::Manager m;
+  auto d = m.dict<std::string, std::string>("d");
+  const std::string big(std::size_t{100} << 20, 'b');
+  d.set("big", big);
+  d.set("small", "s");
+  Spawned client("mgr_reply_without_memory", {m.name()});
+  BOOST_TEST(client.wait(60s) == 0);
+  BOOST_TEST(d.get("big").value_or("") == big);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -356,6 +356,51 @@ BOOST_AUTO_TEST_CASE(a_large_value_that_is_not_its_own_bytes_streams_through,
   BOOST_TEST(sender.exitcode().value_or(-1) == 0);
 }
 
+// The receiver of the test below: a fresh process (a forked one may have free heap, left by
+// earlier tests, to allocate from under any address-space limit).
+MPTEST_SCENARIO(pipe_recv_without_memory) {
+  mp::Connection b(mp::open_only, args.at(0), mp::PipeEnd::second);
+  auto fails = [&] {
+    try {
+      (void)b.recv_bytes();
+    } catch (const std::bad_alloc&) {
+      return true;
+    }
+    return false;
+  };
+  CHILD_REQUIRE(limit_address_space(32 << 20));
+  CHILD_REQUIRE(fails());
+  CHILD_REQUIRE(b.recv<std::string>() == "second");
+  CHILD_REQUIRE(limit_address_space(100 << 20));
+  CHILD_REQUIRE(fails());
+  CHILD_REQUIRE(lift_address_space_limit());
+  CHILD_REQUIRE(b.recv_bytes() == pattern(3 << 20, 3));
+  return 0;
+}
+
+BOOST_AUTO_TEST_CASE(a_message_there_is_no_memory_for_is_dropped_and_the_next_one_arrives,
+                     *boost::unit_test::timeout(120) *
+                         boost::unit_test::precondition(not_under_sanitizers)) {
+  // The receiver, with its address space limited, cannot hold a 60 MiB message (its first chunk
+  // already asks for all of it) nor a 200 MiB one (it fails halfway, growing past 64 MiB). Each
+  // recv throws std::bad_alloc and takes that message: the next recv gets the next message, not
+  // a retry of the failed one, nor its remaining chunks.
+  const std::string name = unique_name("pipe");
+  auto a_b = mp::Pipe(mp::create_only, name);
+  mp::Connection a = std::move(a_b.first);
+  mp::Process sender([a] {
+    a.send_bytes(pattern(60 << 20, 1));
+    a.send(std::string("second"));
+    a.send_bytes(pattern(200 << 20, 2));
+    a.send_bytes(pattern(3 << 20, 3));
+  });
+  sender.start();
+  Spawned receiver("pipe_recv_without_memory", {name});
+  BOOST_TEST(receiver.wait(60s) == 0);
+  BOOST_REQUIRE(sender.join_for(60s));
+  BOOST_TEST(sender.exitcode().value_or(-1) == 0);
+}
+
 BOOST_AUTO_TEST_CASE(too_small_buffer_keeps_the_message, *boost::unit_test::timeout(60)) {
   auto a_b = mp::Pipe(true, 4096);  // not a structured binding: lambdas capture the ends
   mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);

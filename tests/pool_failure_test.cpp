@@ -9,7 +9,6 @@
 #include <future>
 #include <optional>
 #include <set>
-#include <sys/resource.h>
 #include <thread>
 
 using namespace pooltest;
@@ -325,14 +324,8 @@ BOOST_AUTO_TEST_CASE(a_worker_that_cannot_be_replaced_breaks_the_pool,
     auto queued = pool.apply_async(square, 3L);
     CHILD_REQUIRE(started.wait_for(30s));
     // Address space for what is mapped now, and not for another worker's 2 MiB pipe
-    rlimit limit{};
-    CHILD_REQUIRE(::getrlimit(RLIMIT_AS, &limit) == 0);
-    std::ifstream statm("/proc/self/statm");
-    long pages = 0;
-    statm >> pages;
-    // (1 MiB less than now: the dead worker's 2 MiB pipe is unmapped before its replacement's.)
-    limit.rlim_cur = static_cast<rlim_t>(pages * ::sysconf(_SC_PAGESIZE) - (1 << 20));
-    CHILD_REQUIRE(::setrlimit(RLIMIT_AS, &limit) == 0);
+    // (1 MiB less than now: the dead worker's 2 MiB pipe is unmapped before its replacement's).
+    CHILD_REQUIRE(limit_address_space(-(1 << 20)));
     ::kill(pid.load(), SIGKILL);
     CHILD_REQUIRE(running.wait_for(30s));
     CHILD_REQUIRE(queued.wait_for(30s));

@@ -16,8 +16,9 @@
 // recv_bytes_into carry raw bytes; both kinds of message are interchangeable. Message boundaries
 // are kept, and a message may be of any size: one larger than 128 KiB (or than half the ring)
 // streams through it in chunks, the receiver copying one out while the sender writes the next. recv_bytes_into with a too-small buffer throws
-// Error(errc::too_large) and leaves the message in the pipe. poll(d) waits up to d for something
-// to receive (or for EOF).
+// Error(errc::too_large) and leaves the message in the pipe; a recv that throws anything else
+// (a decode error, no memory for the message) has taken the message: the next recv gets the one
+// after it. poll(d) waits up to d for something to receive (or for EOF).
 //
 // End of file, as with OS pipes: an end is open while some process holds it and has not closed
 // it. Holders: the process that made the Pipe; a Process child whose callable or arguments hold

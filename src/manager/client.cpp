@@ -226,7 +226,18 @@ std::optional<std::string> ObjectRef::call_until(
         if (left < slice) slice = std::max(left, slice.zero());
       }
       if (tc.conn->poll(slice)) {
-        reply = tc.conn->recv_bytes();
+        try {
+          reply = tc.conn->recv_bytes();
+        } catch (const Error&) {
+          throw;
+        } catch (...) {
+          // No memory for the reply (a large value): the pipe has dropped it (pipe.hpp), so the
+          // answers stay in step with the requests. A stale answer is skipped as ever; this
+          // call's fails, though the server has applied it.
+          if (tc.stale == 0) throw;
+          --tc.stale;
+          continue;
+        }
         if (tc.stale > 0) {  // the answer to a request given up on before this one
           --tc.stale;
           continue;

@@ -78,8 +78,13 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
           }
           total = t;
           got = h.length - sizeof t;
-          r.begin(total);
-          r.chunk(p + sizeof t, static_cast<std::size_t>(got));
+          try {
+            r.begin(total);
+            r.chunk(p + sizeof t, static_cast<std::size_t>(got));
+          } catch (...) {  // no memory for it: the message is dropped, as when a chunk throws
+            ch.consume(h);  // (its Middle and Last chunks are skipped as orphans)
+            throw;
+          }
           in_message = true;
           ch.consume(h);
           break;

@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
@@ -415,6 +416,23 @@ bool message_has(const std::exception& e, const std::string& part) {
   const bool found = std::string(e.what()).find(part) != std::string::npos;
   if (!found) BOOST_TEST_MESSAGE("message was: " << e.what());
   return found;
+}
+
+bool limit_address_space(long long headroom) {
+  std::ifstream statm("/proc/self/statm");
+  long long pages = 0;
+  if (!(statm >> pages)) return false;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_AS, &limit) != 0) return false;
+  limit.rlim_cur = static_cast<rlim_t>(pages * ::sysconf(_SC_PAGESIZE) + headroom);
+  return ::setrlimit(RLIMIT_AS, &limit) == 0;
+}
+
+bool lift_address_space_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_AS, &limit) != 0) return false;
+  limit.rlim_cur = limit.rlim_max;
+  return ::setrlimit(RLIMIT_AS, &limit) == 0;
 }
 
 }  // namespace mptest

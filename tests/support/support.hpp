@@ -186,6 +186,32 @@ inline boost::test_tools::assertion_result not_under_thread_sanitizer(
   return r;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kAddressSanitizer = true;
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+//! A precondition for tests that need malloc to fail cleanly (std::bad_alloc) under a lowered
+//! RLIMIT_AS: skipped under ThreadSanitizer (above) and AddressSanitizer, whose allocator
+//! reports an allocation it cannot make and aborts.
+inline boost::test_tools::assertion_result not_under_sanitizers(boost::unit_test::test_unit_id) {
+  boost::test_tools::assertion_result r(!kThreadSanitizer && !kAddressSanitizer);
+  r.message() << "needs malloc to fail under a lowered RLIMIT_AS; a sanitizer's allocator aborts";
+  return r;
+}
+
+//! Lowers this process's RLIMIT_AS (soft) to what it has mapped now plus `headroom` bytes
+//! (negative: less than now). Returns whether it could.
+bool limit_address_space(long long headroom);
+//! Raises this process's RLIMIT_AS (soft) back to its hard limit. Returns whether it could.
+bool lift_address_space_limit();
+
 //! The children of every thread of this process (from /proc/self/task/*/children), zombies too —
 //! except ThreadSanitizer's llvm-symbolizer.
 std::vector<pid_t> running_children();
