@@ -30,6 +30,11 @@ long bump_after(std::string event, long v) {
   wait_for_event(std::move(event));
   return v;
 }
+// A task that takes a while (20 ms of work, as a sleep).
+long square_slowly(long x) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return x * x;
+}
 long fail_after_event(std::string name) {
   wait_for_event(std::move(name));
   throw std::runtime_error("failed on purpose");
@@ -415,6 +420,35 @@ BOOST_AUTO_TEST_CASE(map_is_ordered_and_lazy_on_an_endless_input, *boost::unit_t
   for (long s : ex.map(square, range(100), 7)) all.push_back(s);
   BOOST_REQUIRE(all.size() == 100u);
   for (long k = 0; k < 100; ++k) BOOST_TEST(all[static_cast<std::size_t>(k)] == k * k);
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_with_wait_ends_a_map_another_thread_reads_from_an_endless_input,
+                     *boost::unit_test::timeout(90)) {
+  // An outside probe: with 20 ms tasks the stream kept handing the pool work as fast as its
+  // results were taken, and shutdown(true) did not return while the map was read (for ever, with
+  // an endless input). The map ends with bad_state where it stopped instead (executor.hpp).
+  mp::ProcessPoolExecutor ex(2);
+  Numbers endless;
+  std::atomic<long> taken{0};
+  std::atomic<bool> in_order{true}, bad_state{false};
+  std::thread consumer([&] {
+    try {
+      long i = 0;
+      for (long s : ex.map(square_slowly, endless)) {
+        if (s != i * i) in_order = false;
+        ++i;
+        ++taken;
+      }
+    } catch (const mp::Error& e) {
+      bad_state = e.code() == mp::errc::bad_state;
+    }
+  });
+  BOOST_REQUIRE(eventually([&] { return taken.load() >= 10; }, 30s));
+  ex.shutdown(true);  // hung before the fix (the suite's timeout fails it)
+  consumer.join();
+  BOOST_TEST(in_order.load());
+  BOOST_TEST(bad_state.load());
+  BOOST_TEST(ex.worker_pids().empty());
 }
 
 BOOST_AUTO_TEST_CASE(map_rethrows_an_input_error_at_its_place, *boost::unit_test::timeout(60)) {

@@ -191,7 +191,9 @@ void PoolCore::extend(const std::shared_ptr<JobState>& job, std::vector<PoolTask
   {
     std::lock_guard<std::mutex> lock(m_);
     if (broken_) std::rethrow_exception(broken_);
-    if (state_ == State::terminating || state_ == State::stopped) {
+    // Joining: a stream over an endless input (or one read as fast as the workers answer) would
+    // otherwise keep pending_ full for ever, and join() — shutdown(wait) — never return.
+    if (state_ == State::terminating || state_ == State::stopped || joining_) {
       throw Error(errc::bad_state,
                   "multiproc::Pool: the pool was terminated or joined before the stream read all "
                   "its input");
