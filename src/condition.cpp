@@ -74,13 +74,6 @@ void repair(ConditionCore& s) noexcept {
   futex_wake(&s.serving_word, INT_MAX);
 }
 
-// The internal lock, held for a scope, with the counts repaired after a death.
-class Locked : public MutexScope {
- public:
-  Locked(ConditionCore* s, const std::string& what)
-      : MutexScope(&s->lock, what, [s] { repair(*s); }) {}
-};
-
 // Takes a ticket of the serving group. Requires the lock and tickets > 0.
 void take(ConditionCore* s) noexcept {
   --s->tickets;
@@ -99,6 +92,85 @@ void leave(ConditionCore* s, std::uint64_t ticket) noexcept {
   }
 }
 
+// Takes the waiters posted in the departure slots off the counts (as leave() would have, had they
+// got the lock at their deadline). Requires the lock. A ticket that is notified by now keeps its
+// notification, as a waiter that dies does: the notify came before the departure was settled. A
+// death between the exchange and leave() loses the departure: the waiter stays counted, as a
+// waiter that dies while waiting does.
+void settle_departures(ConditionCore* s, ConditionDepartures departed) noexcept {
+  if (departed == nullptr) return;
+  for (int i = 0; i < kConditionDepartures; ++i) {
+    if (departed[i].load(std::memory_order_relaxed) == 0) continue;
+    const std::uint64_t v = departed[i].exchange(0, std::memory_order_acquire);
+    if (v == 0) continue;
+    const std::uint64_t ticket = v - 1;
+    // Not a number handed out (a scribble): nothing to take off.
+    if (ticket >= s->notified_below.load(std::memory_order_relaxed) && ticket < s->arrived) {
+      leave(s, ticket);
+    }
+  }
+}
+
+// Posts a waiter's departure in a free slot; false if there is none.
+bool post_departure(ConditionDepartures departed, std::uint64_t ticket) noexcept {
+  if (departed == nullptr) return false;
+  for (int i = 0; i < kConditionDepartures; ++i) {
+    std::uint64_t expected = 0;
+    // release: the departure is seen whole by the holder that takes it (acquire exchange).
+    if (departed[i].compare_exchange_strong(expected, ticket + 1, std::memory_order_release,
+                                            std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The internal lock, held for a scope, with the counts repaired after a death and the departed
+// waiters taken off. With a deadline, it may not be taken: held() says.
+class Locked {
+ public:
+  Locked(ConditionCore* s, const std::string& what, ConditionDepartures departed)
+      : s_(s), what_(what), departed_(departed) {
+    take();
+  }
+  // Waits for the lock until the deadline (nullptr: for good).
+  Locked(ConditionCore* s, const std::string& what, ConditionDepartures departed,
+         const Clock::time_point* deadline)
+      : s_(s), what_(what), departed_(departed) {
+    if (deadline == nullptr) {
+      take();
+    } else if (mutex_lock_until(&s_->lock, *deadline, what_)) {
+      held_ = true;
+      settle();
+    }
+  }
+  ~Locked() {
+    if (held_) mutex_unlock_noexcept(&s_->lock, what_);
+  }
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+  bool held() const noexcept { return held_; }
+  //! Waits for the lock for good (when a timed wait for it did not get it).
+  void take() {
+    mutex_lock(&s_->lock, what_);
+    held_ = true;
+    settle();
+  }
+
+ private:
+  void settle() noexcept {
+    if (mutex_inconsistent(&s_->lock)) {
+      repair(*s_);
+      mutex_mark_repaired(&s_->lock);
+    }
+    settle_departures(s_, departed_);
+  }
+  ConditionCore* s_;
+  const std::string& what_;
+  ConditionDepartures departed_;
+  bool held_ = false;
+};
+
 }  // namespace
 
 void condition_init(ConditionCore* s) {
@@ -109,18 +181,23 @@ void condition_init(ConditionCore* s) {
   s->arrived = s->serving_end = s->serving = s->tickets = s->newcomers = 0;
 }
 
-std::uint64_t condition_enter(ConditionCore* s, const std::string& what) {
-  Locked lock(s, what);
-  const std::uint64_t ticket = s->arrived;
+bool condition_enter(ConditionCore* s, const std::string& what, const Clock::time_point* deadline,
+                     std::uint64_t& ticket, ConditionDepartures departed) {
+  // With a deadline: a process stopped while it holds the lock must not hold this waiter past it
+  // (nothing is registered yet, so giving up here changes nothing).
+  Locked lock(s, what, departed, deadline);
+  if (!lock.held()) return false;
+  ticket = s->arrived;
   s->arrived = ticket + 1;
   compiler_barrier();  // a death here leaves a number nobody holds: harmless
   ++s->newcomers;
-  return ticket;
+  return true;
 }
 
-void condition_cancel(ConditionCore* s, std::uint64_t ticket, const std::string& what) noexcept {
+void condition_cancel(ConditionCore* s, std::uint64_t ticket, const std::string& what,
+                      ConditionDepartures departed) noexcept {
   try {
-    Locked lock(s, what);
+    Locked lock(s, what, departed);
     // A waiter already notified keeps its notification (spent: the wait throws); otherwise it
     // leaves without taking a ticket, which stays for the rest of its group.
     if (ticket >= s->notified_below.load(std::memory_order_relaxed)) leave(s, ticket);
@@ -129,7 +206,7 @@ void condition_cancel(ConditionCore* s, std::uint64_t ticket, const std::string&
 }
 
 bool condition_sleep(ConditionCore* s, std::uint64_t ticket, const Clock::time_point* deadline,
-                     const std::string& what) noexcept {
+                     const std::string& what, ConditionDepartures departed) noexcept {
   try {
     for (;;) {
       // acquire: pairs with the release in normalize(); a notified waiter needs no lock.
@@ -137,7 +214,16 @@ bool condition_sleep(ConditionCore* s, std::uint64_t ticket, const Clock::time_p
       std::atomic<std::uint32_t>* word;
       std::uint32_t seen;
       {
-        Locked lock(s, what);
+        // Until the deadline: a process stopped (or long preempted) while it holds the lock must
+        // not hold this waiter past it. Then the waiter leaves through a departure slot, which
+        // the next holder settles; with no slot free (or none: a PlacedCondition) it waits for
+        // the lock after all.
+        Locked lock(s, what, departed, deadline);
+        if (!lock.held()) {
+          if (ticket < s->notified_below.load(std::memory_order_acquire)) return true;
+          if (post_departure(departed, ticket)) return false;
+          lock.take();
+        }
         if (ticket < s->notified_below.load(std::memory_order_relaxed)) return true;
         const bool serving = ticket < s->serving_end;
         if (serving && s->tickets > 0) {
@@ -160,11 +246,12 @@ bool condition_sleep(ConditionCore* s, std::uint64_t ticket, const Clock::time_p
   }
 }
 
-void condition_notify(ConditionCore* s, std::uint32_t n, const std::string& what) noexcept {
+void condition_notify(ConditionCore* s, std::uint32_t n, const std::string& what,
+                      ConditionDepartures departed) noexcept {
   if (n == 0) return;
   std::uint64_t given = 0;
   try {
-    Locked lock(s, what);
+    Locked lock(s, what, departed);
     std::uint64_t left = n;
     // The serving group first: it was waiting before the newcomers.
     given = std::min(left, s->serving - s->tickets);
@@ -205,8 +292,9 @@ void condition_notify(ConditionCore* s, std::uint32_t n, const std::string& what
   }
 }
 
-std::uint64_t condition_waiting(ConditionCore* s, const std::string& what) {
-  Locked lock(s, what);
+std::uint64_t condition_waiting(ConditionCore* s, const std::string& what,
+                                ConditionDepartures departed) {
+  Locked lock(s, what, departed);
   return s->serving - s->tickets + s->newcomers;
 }
 

@@ -21,8 +21,8 @@ namespace {
 
 // The number of processes registered as waiting on `cv` (white-box, for tests only).
 std::uint64_t waiting(const mp::Condition& cv) {
-  return mp::detail::condition_waiting(
-      static_cast<mp::detail::ConditionState*>(cv.segment().body()), "test");
+  auto* s = static_cast<mp::detail::ConditionState*>(cv.segment().body());
+  return mp::detail::condition_waiting(s, "test", s->departed);
 }
 
 mp::detail::ConditionState* state_of(const mp::Condition& cv) {
@@ -127,6 +127,56 @@ BOOST_AUTO_TEST_CASE(wait_for_times_out_and_relocks, *boost::unit_test::timeout(
   m.lock();
   BOOST_TEST(!cv.wait_for(m, 10ms));
   m.unlock();
+}
+
+BOOST_AUTO_TEST_CASE(a_process_stopped_holding_the_internal_lock_holds_no_timed_wait_past_its_deadline,
+                     *boost::unit_test::timeout(120)) {
+  // An outside probe stopped a process inside notify() (it holds the Condition's internal lock for
+  // a few instructions): every other process's wait_for(100 ms) then waited until SIGCONT.
+  mp::Mutex m;
+  mp::Condition cv;
+  auto ws = start_waiters(1, m, cv, 2s);  // registered before the stop: leaves by a departure
+  BOOST_REQUIRE(wait_until_in_futex(ws[0].pid()));
+  mp::RawValue<int> stop(0);
+  // A process that takes the internal lock over and over without notifying anyone.
+  mp::Process spinner([&cv, stop] {
+    mp::Mutex own;
+    std::unique_lock lock(own);
+    while (stop.load() == 0) (void)cv.wait_for(lock, 0ms);
+  });
+  spinner.start();
+  ContinueAtExit cont{{spinner.pid()}};
+  const auto* st = state_of(cv);
+  bool inside = false;
+  for (int attempt = 0; attempt < 2000 && !inside; ++attempt) {
+    ::kill(spinner.pid(), SIGSTOP);
+    BOOST_REQUIRE(eventually([&] { return is_stopped(spinner.pid()); }));
+    inside = static_cast<pid_t>(st->lock.word.load() & FUTEX_TID_MASK) == spinner.pid();
+    if (!inside) ::kill(spinner.pid(), SIGCONT);
+  }
+  BOOST_REQUIRE_MESSAGE(inside, "never stopped the spinner inside the internal lock");
+  // Not registered yet: gives up at the deadline, registering nothing, with the lock held.
+  {
+    std::unique_lock lock(m);
+    const auto start = std::chrono::steady_clock::now();
+    BOOST_TEST(!cv.wait_for(lock, 200ms));
+    BOOST_TEST(seconds_since(start) < 10.0);
+    BOOST_TEST(lock.owns_lock());
+  }
+  // Registered: leaves at its deadline (2 s) while the spinner is still stopped.
+  BOOST_REQUIRE(ws[0].join_for(20s));
+  BOOST_TEST(ws[0].exitcode().value_or(-1) == 1);  // timed out, not notified
+  BOOST_REQUIRE(is_stopped(spinner.pid()));
+  stop.store(1);
+  ::kill(spinner.pid(), SIGCONT);
+  BOOST_REQUIRE(spinner.join_for(30s));
+  BOOST_TEST(spinner.exitcode().value_or(-1) == 0);
+  // The departure was settled: nobody counted, and a notify reaches the next waiter.
+  BOOST_TEST(waiting(cv) == 0u);
+  auto next = start_waiters(1, m, cv, 20s);
+  cv.notify_one();
+  BOOST_TEST(notified_count(next) == 1);
+  BOOST_TEST(waiting(cv) == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(waiting_without_the_lock_is_an_error_and_leaves_no_waiter, *boost::unit_test::timeout(60)) {

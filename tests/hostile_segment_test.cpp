@@ -356,6 +356,26 @@ BOOST_AUTO_TEST_CASE(barrier_geometry_scribbled, *boost::unit_test::timeout(60))
   });
 }
 
+BOOST_AUTO_TEST_CASE(condition_counts_scribbled_hold_no_timed_wait_past_its_deadline,
+                     *boost::unit_test::timeout(60)) {
+  // notified_below (at 0) written far ahead: every wait counts as notified at once. A probe's
+  // wait_for(100 ms, pred) that never held was still spinning after 5 s.
+  const std::string name = unique_name("cv");
+  mp::Condition cv(mp::create_only, name);
+  mp::Mutex m;
+  scribble_body(name, [](unsigned char* body) {
+    const std::uint64_t far = std::uint64_t{1} << 62;
+    std::memcpy(body, &far, sizeof far);
+  });
+  std::unique_lock lock(m);
+  const auto start = std::chrono::steady_clock::now();
+  int calls = 0;
+  BOOST_TEST(!cv.wait_for(lock, 100ms, [&] { ++calls; return false; }));
+  BOOST_TEST(seconds_since(start) < 10.0);
+  BOOST_TEST(calls >= 2);
+  BOOST_TEST(lock.owns_lock());
+}
+
 BOOST_AUTO_TEST_CASE(semaphore_bound_scribbled, *boost::unit_test::timeout(60)) {
   const std::string name = unique_name("bsem");
   mp::BoundedSemaphore s(mp::create_only, name, 3);

@@ -35,6 +35,12 @@
 // again that often); one killed in the middle of the update leaves counts the next user repairs,
 // at worst as if that notify had been a notify(n) with a smaller n. A process that dies holding
 // the Mutex is handled by the Mutex: the waiter that relocks it next sees previous_owner_died().
+// A process stopped (SIGSTOP, a debugger) or long preempted while it holds the internal lock — a
+// few instructions of a notify or a wait — holds up others' untimed calls until it runs again,
+// but no timed wait past its deadline: a waiter that has not registered yet returns false with
+// nothing changed; a registered one leaves through one of four departure slots, which the next
+// holder of the internal lock settles (a Condition; a PlacedCondition has no room for them and,
+// like a Condition whose four slots are all taken, waits for the internal lock then).
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
@@ -85,7 +91,7 @@ struct is_unique_robust_lock<std::unique_lock<M>> : is_robust_ref<std::remove_co
 //! any other BasicLockable through its unlock()/lock().
 template <class Lock>
 bool condition_wait(ConditionCore* s, const std::string& what, Lock& lock,
-                    const Clock::time_point* deadline) {
+                    const Clock::time_point* deadline, ConditionDepartures departed = nullptr) {
   using L = std::remove_const_t<Lock>;
   if constexpr (is_robust_ref<L>::value || is_unique_robust_lock<L>::value) {
     LockRef ref{};
@@ -98,15 +104,16 @@ bool condition_wait(ConditionCore* s, const std::string& what, Lock& lock,
       ref = robust_lock_ref(*lock.mutex());
     }
     if (!mutex_held_by_caller(ref.state)) condition_not_owner(*ref.what, "not held by the caller");
-    const std::uint64_t seq = condition_enter(s, what);
+    std::uint64_t seq = 0;
+    if (!condition_enter(s, what, deadline, seq, departed)) return false;  // `lock` still held
     Released held{};
     try {
       held = mutex_release_all(ref.state, *ref.what);
     } catch (...) {
-      condition_cancel(s, seq, what);
+      condition_cancel(s, seq, what, departed);
       throw;
     }
-    const bool notified = condition_sleep(s, seq, deadline, what);
+    const bool notified = condition_sleep(s, seq, deadline, what, departed);
     try {
       mutex_reacquire(ref.state, held, *ref.what);
     } catch (const std::exception& e) {
@@ -114,14 +121,15 @@ bool condition_wait(ConditionCore* s, const std::string& what, Lock& lock,
     }
     return notified;
   } else {
-    const std::uint64_t seq = condition_enter(s, what);
+    std::uint64_t seq = 0;
+    if (!condition_enter(s, what, deadline, seq, departed)) return false;  // `lock` still held
     try {
       lock.unlock();
     } catch (...) {
-      condition_cancel(s, seq, what);
+      condition_cancel(s, seq, what, departed);
       throw;
     }
-    const bool notified = condition_sleep(s, seq, deadline, what);
+    const bool notified = condition_sleep(s, seq, deadline, what, departed);
     try {
       lock.lock();
     } catch (const std::exception& e) {
@@ -132,7 +140,8 @@ bool condition_wait(ConditionCore* s, const std::string& what, Lock& lock,
 }
 
 //! The waiting and notifying API of Condition and PlacedCondition over a ConditionState, which
-//! Derived returns from cond_state() with its name from cond_what().
+//! Derived returns from cond_state() with its name from cond_what(), and its departure slots
+//! from cond_departed() (nullptr: none).
 template <class Derived>
 class ConditionOps {
  public:
@@ -168,7 +177,9 @@ class ConditionOps {
   bool wait_until(Lock& lock, const std::chrono::time_point<C, D>& deadline, Pred pred) const {
     const auto d = to_steady(deadline);
     while (!pred()) {
-      if (!wait_impl(lock, &d)) return pred();
+      // The deadline is looked at after every wake-up too: wake-ups that never end (notify_all
+      // in a loop, or counts a scribble made impossible) must not keep the caller past it.
+      if (!wait_impl(lock, &d) || Clock::now() >= d) return pred();
     }
     return true;
   }
@@ -176,7 +187,7 @@ class ConditionOps {
   //! Effects: wakes one / at most n / all of the processes waiting now.
   void notify_one() const noexcept { notify(1); }
   void notify(std::uint32_t n = 1) const noexcept {
-    condition_notify(self().cond_state(), n, self().cond_what());
+    condition_notify(self().cond_state(), n, self().cond_what(), self().cond_departed());
   }
   void notify_all() const noexcept { notify(UINT32_MAX); }
 
@@ -184,7 +195,8 @@ class ConditionOps {
   const Derived& self() const noexcept { return static_cast<const Derived&>(*this); }
   template <class Lock>
   bool wait_impl(Lock& lock, const Clock::time_point* deadline) const {
-    return condition_wait(self().cond_state(), self().cond_what(), lock, deadline);
+    return condition_wait(self().cond_state(), self().cond_what(), lock, deadline,
+                          self().cond_departed());
   }
 };
 
@@ -204,6 +216,7 @@ class Condition
  private:
   friend class detail::ConditionOps<Condition>;
   detail::ConditionCore* cond_state() const noexcept { return h_.state(); }
+  detail::ConditionDepartures cond_departed() const noexcept { return h_.state()->departed; }
   const std::string& cond_what() const noexcept { return h_.what(); }
 };
 

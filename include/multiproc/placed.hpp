@@ -232,6 +232,7 @@ class PlacedCondition : public detail::ConditionOps<PlacedCondition> {
     return const_cast<detail::ConditionCore*>(&s_);
   }
   static const std::string& cond_what() noexcept { return detail::placed_what(detail::Placed::condition); }
+  static detail::ConditionDepartures cond_departed() noexcept { return nullptr; }  // no room
 
   detail::ConditionCore s_;
 };

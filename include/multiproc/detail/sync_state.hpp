@@ -118,8 +118,17 @@ struct ConditionCore {
   std::uint64_t tickets;
   std::uint64_t newcomers;
 };
-//! A Condition's segment body: the core padded to two cache lines.
-struct alignas(kCacheLine) ConditionState : ConditionCore {};
+//! A Condition's segment body: the core, then (at 96) `departed`: the arrival number + 1 of each
+//! timed waiter that gave up at its deadline while another process held the core's lock (stopped
+//! or preempted inside a notify or a wait), 0: a free slot. Posted without the lock (CAS), taken
+//! (exchange) and unregistered by the next holder of the lock. It was padding in builds without
+//! it, zero-filled: free slots. (A PlacedCondition is the bare core: it has none.)
+inline constexpr int kConditionDepartures = 4;
+struct alignas(kCacheLine) ConditionState : ConditionCore {
+  std::atomic<std::uint64_t> departed[kConditionDepartures];
+};
+//! A Condition's departure slots (kConditionDepartures of them), or nullptr: none.
+using ConditionDepartures = std::atomic<std::uint64_t>*;
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
               "Condition's shared 64-bit counter must be a lock-free atomic");
 static_assert(offsetof(ConditionCore, arrived) == 56 && sizeof(ConditionCore) == 96 &&
@@ -127,17 +136,26 @@ static_assert(offsetof(ConditionCore, arrived) == 56 && sizeof(ConditionCore) ==
                   sizeof(EventState) == 64,
               "the layouts above are shared between builds");
 
+// Every function below that takes the core's lock first unregisters the waiters posted in
+// `departed` (when there are slots).
 void condition_init(ConditionCore* s);
-//! Registers a waiter; returns its arrival number.
-std::uint64_t condition_enter(ConditionCore* s, const std::string& what);
+//! Registers a waiter: true, with its arrival number in `ticket`; false (nothing registered) when
+//! the deadline (nullptr: none) passed while another process held the core's lock.
+bool condition_enter(ConditionCore* s, const std::string& what, const Clock::time_point* deadline,
+                     std::uint64_t& ticket, ConditionDepartures departed = nullptr);
 //! Unregisters a waiter that never slept (its lock could not be released).
-void condition_cancel(ConditionCore* s, std::uint64_t ticket, const std::string& what) noexcept;
-//! Sleeps until the waiter is notified (true) or the deadline passes (false). Unregisters it.
+void condition_cancel(ConditionCore* s, std::uint64_t ticket, const std::string& what,
+                      ConditionDepartures departed = nullptr) noexcept;
+//! Sleeps until the waiter is notified (true) or the deadline passes (false). Unregisters it —
+//! through a departure slot when another process holds the core's lock at the deadline (without
+//! slots, or with all of them taken, it waits for that lock).
 bool condition_sleep(ConditionCore* s, std::uint64_t ticket, const Clock::time_point* deadline,
-                     const std::string& what) noexcept;
+                     const std::string& what, ConditionDepartures departed = nullptr) noexcept;
 //! Notifies up to n of the waiters present now and not yet notified, and wakes them.
-void condition_notify(ConditionCore* s, std::uint32_t n, const std::string& what) noexcept;
+void condition_notify(ConditionCore* s, std::uint32_t n, const std::string& what,
+                      ConditionDepartures departed = nullptr) noexcept;
 //! Waiters present and not yet notified (a snapshot, for tests and diagnostics).
-std::uint64_t condition_waiting(ConditionCore* s, const std::string& what);
+std::uint64_t condition_waiting(ConditionCore* s, const std::string& what,
+                                ConditionDepartures departed = nullptr);
 
 }  // namespace multiproc::detail
