@@ -13,6 +13,7 @@
 #include <multiproc/detail/queue_segment.hpp>
 
 #include <cstring>
+#include <memory>
 #include <random>
 #include <thread>
 #include <sys/wait.h>
@@ -430,6 +431,25 @@ BOOST_AUTO_TEST_CASE(a_huge_holder_count_is_clamped, *boost::unit_test::timeout(
   });
   BOOST_TEST(creator == 0);
   mp::remove(mp::Name(name));  // left behind only if the creator crashed (the old code)
+}
+
+// An outside probe: a fork() that failed left its pending entry, which lapses after 2 s but was
+// never pruned to make room, so 64 failed forks filled the table, set `overflow` for good, and
+// the end never reported EOF again. A full table of lapsed forks now makes room.
+BOOST_AUTO_TEST_CASE(a_table_full_of_lapsed_forks_makes_room_for_another, *boost::unit_test::timeout(60)) {
+  auto table = std::make_unique<d::HolderTable>();
+  std::memset(static_cast<void*>(table.get()), 0, sizeof *table);
+  d::holder_table_init(*table, ::getpid(), 0, "test table");
+  for (std::uint32_t i = 1; i < d::kMaxHolders; ++i) d::add_pending_fork(*table, ::getpid());
+  BOOST_REQUIRE(table->count == d::kMaxHolders);
+  for (std::uint32_t i = 1; i < d::kMaxHolders; ++i) table->holders[i].start = 1;  // lapsed
+  d::add_pending_fork(*table, ::getpid());
+  BOOST_TEST(table->overflow.load() == 0u);
+  BOOST_TEST(table->count == 2u);  // this process, and the new pending fork
+  BOOST_TEST(d::holders_alive(*table));
+  BOOST_TEST(d::remove_holder(*table, ::getpid()) == false);  // the fork still counts
+  d::remove_pending_fork(*table, ::getpid());
+  BOOST_TEST(!d::holders_alive(*table));
 }
 
 // Finding 7: Connection(open_only, name, PipeEnd(7)) segfaulted; now Error(invalid_argument)

@@ -401,6 +401,39 @@ BOOST_AUTO_TEST_CASE(a_message_there_is_no_memory_for_is_dropped_and_the_next_on
   BOOST_TEST(sender.exitcode().value_or(-1) == 0);
 }
 
+BOOST_AUTO_TEST_CASE(eof_comes_after_a_hundred_holders_at_once_let_go, *boost::unit_test::timeout(120)) {
+  // An outside probe: the parent and 64 children holding one end at once overflowed its holder
+  // table (64 entries then), and EOF never came, even after all of them had exited.
+  auto a_b = mp::Pipe();
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
+  mp::Semaphore ready(0);
+  mp::Event go;
+  constexpr int kKids = 100;
+  std::vector<mp::Process> kids;
+  kids.reserve(kKids);
+  for (int i = 0; i < kKids; ++i) {
+    kids.emplace_back([a, ready, go](long k) {
+      ready.release();
+      if (!go.wait_for(60s)) return 1;
+      a.send(k);
+      return 0;
+    }, static_cast<long>(i));
+    kids.back().start();
+  }
+  for (int i = 0; i < kKids; ++i) BOOST_REQUIRE(ready.try_acquire_for(30s));  // all hold it now
+  go.set();
+  a.close();
+  long sum = 0;
+  for (int i = 0; i < kKids; ++i) sum += b.recv<long>();
+  BOOST_TEST(sum == long{kKids} * (kKids - 1) / 2);
+  for (auto& k : kids) {
+    BOOST_REQUIRE(k.join_for(30s));
+    BOOST_TEST(k.exitcode().value_or(-1) == 0);
+  }
+  BOOST_REQUIRE(b.poll(30s));  // EOF is ready
+  BOOST_CHECK_THROW(b.recv<long>(), mp::EOFError);
+}
+
 BOOST_AUTO_TEST_CASE(too_small_buffer_keeps_the_message, *boost::unit_test::timeout(60)) {
   auto a_b = mp::Pipe(true, 4096);  // not a structured binding: lambdas capture the ends
   mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);

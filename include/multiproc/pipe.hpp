@@ -45,7 +45,7 @@
 // at open, so nothing a writer puts there makes a send or recv touch memory outside the segment;
 // a recv that finds a damaged record or impossible cursors throws Error(errc::corrupt) once,
 // having skipped what was published up to then, and the next recv works. A damaged holder table
-// is clamped to its 64 entries (detail/holder_table.hpp).
+// is clamped to its 1024 entries (detail/holder_table.hpp).
 #pragma once
 
 #include <multiproc/codec.hpp>

@@ -107,7 +107,14 @@ bool remove_holder(HolderTable& t, pid_t pid) {
 
 void add_pending_fork(HolderTable& t, pid_t parent) {
   TableLock lock(t);
-  const std::uint32_t n = held_count(t);
+  std::uint32_t n = held_count(t);
+  if (n == kMaxHolders) {  // make room by forgetting the dead and lapsed forks (failed ones too)
+    std::uint32_t kept = 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
+    }
+    t.count = n = kept;
+  }
   if (n == kMaxHolders) {
     t.overflow.store(1, std::memory_order_relaxed);
     return;
@@ -135,14 +142,21 @@ bool holders_alive(HolderTable& t) {
   if (t.overflow.load(std::memory_order_relaxed) != 0) return true;
   TableLock lock(t);
   const std::uint32_t n = held_count(t);
-  std::uint32_t kept = 0;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
-  }
-  t.count = kept;
-  if (kept == 0) {
+  // Up to the first live holder only: one is enough, and a table of a thousand live holders
+  // must not cost a thousand /proc reads per look. The dead ones before it are forgotten: the
+  // rest moves forward over them (each live entry is always somewhere below the count, so a
+  // death in the middle of the move loses none).
+  std::uint32_t dead = 0;
+  while (dead < n && !holder_alive(t.holders[dead])) ++dead;
+  if (dead == n) {
+    t.count = 0;
     t.closed.store(1, std::memory_order_release);
     return false;
+  }
+  if (dead > 0) {
+    for (std::uint32_t i = dead; i < n; ++i) t.holders[i - dead] = t.holders[i];
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    t.count = n - dead;
   }
   return true;
 }

@@ -27,7 +27,9 @@
 
 namespace multiproc::detail {
 
-inline constexpr std::uint32_t kMaxHolders = 64;
+// Enough for every process of a large pre-forked server to hold one end (16 KiB a table): past
+// it, an end never reports EOF (`overflow`: holders it does not know of may be alive).
+inline constexpr std::uint32_t kMaxHolders = 1024;
 
 // The processes holding one object. Layout (in shared memory):
 //   lock      robust mutex guarding count and holders
