@@ -2,10 +2,12 @@
 // EOF when the peer closes or dies, buffers that are too small, and senders killed mid-message.
 #include "support/support.hpp"
 
+#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
 
@@ -432,6 +434,40 @@ BOOST_AUTO_TEST_CASE(eof_comes_after_a_hundred_holders_at_once_let_go, *boost::u
   }
   BOOST_REQUIRE(b.poll(30s));  // EOF is ready
   BOOST_CHECK_THROW(b.recv<long>(), mp::EOFError);
+}
+
+BOOST_AUTO_TEST_CASE(close_wakes_other_threads_of_this_process_blocked_on_the_end,
+                     *boost::unit_test::timeout(60)) {
+  // An outside probe: close() left a thread of the same process blocked in recv() (or poll(), or
+  // a send waiting for room) on that end until the peer went away. They now get Error(closed).
+  for (const char* what : {"recv", "poll", "send"}) {
+    auto a_b = mp::Pipe(true, 4096);
+    mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
+    std::atomic<pid_t> tid{0};
+    std::atomic<int> outcome{0};  // 1: Error(closed)
+    std::thread waiter([&] {
+      tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      try {
+        if (std::string(what) == "recv") {
+          (void)b.recv_bytes();
+        } else if (std::string(what) == "poll") {
+          (void)b.poll(60s);
+        } else {
+          for (;;) b.send_bytes(std::string(1000, 'x'));  // until the ring is full
+        }
+        outcome = 3;
+      } catch (const mp::Error& e) {
+        outcome = e.code() == mp::errc::closed ? 1 : 2;
+      } catch (...) {
+        outcome = 4;
+      }
+    });
+    BOOST_TEST(eventually([&] { return tid.load() != 0; }));
+    BOOST_TEST(wait_until_in_futex(tid.load()), what << ": asleep on the end");
+    b.close();
+    waiter.join();  // hung before the fix (the suite's timeout fails it)
+    BOOST_TEST(outcome.load() == 1, what << ": outcome " << outcome.load());
+  }
 }
 
 BOOST_AUTO_TEST_CASE(too_small_buffer_keeps_the_message, *boost::unit_test::timeout(60)) {

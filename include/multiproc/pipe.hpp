@@ -154,7 +154,8 @@ class Connection {
   }
 
   //! Effects: this process stops holding this end (all its copies of the handle); the peer gets
-  //! EOF once no other process holds it. Idempotent.
+  //! EOF once no other process holds it. Other threads of this process blocked on the end (in
+  //! recv, poll, or a send waiting for room) wake with Error(errc::closed). Idempotent.
   void close() const;
   //! Whether close() was called on this end in this process.
   bool closed() const noexcept;

@@ -96,6 +96,9 @@ class ConnectionImpl {
   }
   void close();
   void wake_peer() const;
+  //! Error(closed) if close() was called on this end in this process (by another thread, while
+  //! the caller waited to `action`).
+  void throw_if_closed_while_waiting(const char* action) const;
 
   // Sending, holding the producer end of send_.
   void wait_room(std::size_t n) const {

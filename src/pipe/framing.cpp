@@ -132,8 +132,10 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
         ch.open_message_dead(true) && !ch.has_data()) {
       in_message = false;  // its sender died mid-message; the next sender will also say so
     }
-    ch.sleep_until(ch.state()->data,
-                   [&] { return ch.data_hint() || c.peer().closed.load() != 0; }, nullptr);
+    c.throw_if_closed_while_waiting("recv");
+    ch.sleep_until(
+        ch.state()->data,
+        [&] { return ch.data_hint() || c.peer().closed.load() != 0 || c.closed_.load(); }, nullptr);
     slept = true;
   }
 }

@@ -87,6 +87,14 @@ void ConnectionImpl::close() {
   wake_peer();
 }
 
+void ConnectionImpl::throw_if_closed_while_waiting(const char* action) const {
+  // close() by another thread of this process wakes this one (wake_peer): it must not go back
+  // to sleep on an end this process no longer holds.
+  if (closed_.load(std::memory_order_relaxed)) {
+    throw Error(errc::closed, what_ + ": " + action + ": the connection was closed while waiting");
+  }
+}
+
 void ConnectionImpl::wake_peer() const {
   // Whatever the peer waits for — data from us, room to send to us — it must look again.
   for (const ChannelRef* ch : {&send_, &recv_}) {
@@ -125,8 +133,10 @@ void ConnectionImpl::wait_room_slow(std::size_t n) const {
     if (peer().closed.load(std::memory_order_acquire) != 0 || (slept && !peer_open())) {
       throw Closed(what_ + ": send: the peer closed its end");
     }
-    send_.sleep_until(send_.state()->space,
-                      [&] { return send_.room_hint(n) || peer().closed.load() != 0; }, nullptr);
+    throw_if_closed_while_waiting("send");
+    send_.sleep_until(
+        send_.state()->space,
+        [&] { return send_.room_hint(n) || peer().closed.load() != 0 || closed_.load(); }, nullptr);
     slept = true;
   }
 }
@@ -375,9 +385,11 @@ bool Connection::poll_until(detail::Clock::time_point deadline) const {
     if (ch.data_hint() || impl_->peer().closed.load(std::memory_order_acquire) != 0) return true;
     if ((slept || detail::Clock::now() >= deadline) && !impl_->peer_open()) return true;
     if (detail::Clock::now() >= deadline) return false;
-    ch.sleep_until(ch.state()->data,
-                   [&] { return ch.data_hint() || impl_->peer().closed.load() != 0; }, &deadline,
-                   true);  // an observer: poll() takes nothing
+    impl_->throw_if_closed_while_waiting("poll");
+    ch.sleep_until(
+        ch.state()->data,
+        [&] { return ch.data_hint() || impl_->peer().closed.load() != 0 || impl_->closed_.load(); },
+        &deadline, true);  // an observer: poll() takes nothing
     slept = true;
   }
 }
