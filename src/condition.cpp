@@ -9,7 +9,9 @@
 // make the newcomers — all present now — the serving group and give them the rest. So no ticket
 // can reach a process that started waiting after the notify, and every count is exact however
 // many waiters and outstanding notifications there are. A waiter that times out takes a ticket if
-// its group has one, else leaves its group's count, so no notification is spent on it.
+// its group has one, else leaves its group's count, so no notification is spent on it. One that
+// gives up while another process holds the lock (stopped inside a notify) leaves through a
+// departure slot instead, settled by the next holder (settle_departures).
 //
 // Sleeping: newcomers sleep on newcomer_word, serving-group members on serving_word. Forming a
 // serving group bumps newcomer_word and, under the lock (before any later newcomer can sleep
@@ -92,22 +94,75 @@ void leave(ConditionCore* s, std::uint64_t ticket) noexcept {
   }
 }
 
+// Notifies up to n of the waiters present (serving group first) and wakes them. Requires the lock.
+void notify_locked(ConditionCore* s, std::uint64_t n) noexcept {
+  std::uint64_t left = n;
+  // The serving group first: it was waiting before the newcomers.
+  const std::uint64_t given = std::min(left, s->serving - s->tickets);
+  if (given > 0) {
+    s->tickets += given;
+    left -= given;
+    normalize(s);
+  }
+  if (left == 0 || s->newcomers == 0) {
+    if (given > 0) {
+      bump(s->serving_word);
+      // Under the lock: after it, a later notify may requeue new, unticketed members onto
+      // serving_word, and this wake could go to one of them instead of a ticket holder.
+      futex_wake(&s->serving_word, wake_count(given));
+    }
+    return;
+  } else {
+    // The serving group is all notified (and folded): the newcomers become the serving group.
+    s->serving = s->newcomers;
+    compiler_barrier();  // each step of this keeps a state repair() can finish
+    s->serving_end = s->arrived;
+    compiler_barrier();
+    s->newcomers = 0;
+    compiler_barrier();
+    const std::uint64_t more = std::min(left, s->serving);
+    s->tickets = more;
+    normalize(s);
+    bump(s->serving_word);
+    bump(s->newcomer_word);
+    // Under the lock, so that no newcomer of the new group is asleep on newcomer_word yet.
+    if (given > 0) futex_wake(&s->serving_word, wake_count(given));
+    futex_requeue(&s->newcomer_word, s->newcomer_word.load(std::memory_order_relaxed),
+                  wake_count(more), &s->serving_word);
+    return;
+  }
+}
+
 // Takes the waiters posted in the departure slots off the counts (as leave() would have, had they
-// got the lock at their deadline). Requires the lock. A ticket that is notified by now keeps its
-// notification, as a waiter that dies does: the notify came before the departure was settled. A
-// death between the exchange and leave() loses the departure: the waiter stays counted, as a
-// waiter that dies while waiting does.
+// got the lock at their deadline), and wakes every sleeper to look again (taking one off may
+// fold its group: the rest are notified). Requires the lock. Each posted waiter has returned
+// false; one whose number is notified by now was notified after it gave up (by a holder stopped
+// in a notify while it waited for the lock, or just after it looked): that notification is passed
+// on, so none is lost. A death between the exchange and leave() loses the departure: the waiter
+// stays counted, as a waiter that dies while waiting does.
 void settle_departures(ConditionCore* s, ConditionDepartures departed) noexcept {
   if (departed == nullptr) return;
+  std::uint64_t passed_on = 0;
+  bool left = false;
   for (int i = 0; i < kConditionDepartures; ++i) {
     if (departed[i].load(std::memory_order_relaxed) == 0) continue;
     const std::uint64_t v = departed[i].exchange(0, std::memory_order_acquire);
     if (v == 0) continue;
     const std::uint64_t ticket = v - 1;
-    // Not a number handed out (a scribble): nothing to take off.
-    if (ticket >= s->notified_below.load(std::memory_order_relaxed) && ticket < s->arrived) {
+    if (ticket >= s->arrived) continue;  // not a number handed out (a scribble)
+    if (ticket < s->notified_below.load(std::memory_order_relaxed)) {
+      ++passed_on;
+    } else {
       leave(s, ticket);
+      left = true;
     }
+  }
+  if (passed_on > 0) notify_locked(s, passed_on);
+  if (left) {
+    bump(s->newcomer_word);
+    bump(s->serving_word);
+    futex_wake(&s->newcomer_word, INT_MAX);
+    futex_wake(&s->serving_word, INT_MAX);
   }
 }
 
@@ -249,46 +304,10 @@ bool condition_sleep(ConditionCore* s, std::uint64_t ticket, const Clock::time_p
 void condition_notify(ConditionCore* s, std::uint32_t n, const std::string& what,
                       ConditionDepartures departed) noexcept {
   if (n == 0) return;
-  std::uint64_t given = 0;
   try {
     Locked lock(s, what, departed);
-    std::uint64_t left = n;
-    // The serving group first: it was waiting before the newcomers.
-    given = std::min(left, s->serving - s->tickets);
-    if (given > 0) {
-      s->tickets += given;
-      left -= given;
-      normalize(s);
-    }
-    if (left == 0 || s->newcomers == 0) {
-      if (given > 0) {
-        bump(s->serving_word);
-        // Under the lock: after it, a later notify may requeue new, unticketed members onto
-        // serving_word, and this wake could go to one of them instead of a ticket holder.
-        futex_wake(&s->serving_word, wake_count(given));
-      }
-      return;
-    } else {
-      // The serving group is all notified (and folded): the newcomers become the serving group.
-      s->serving = s->newcomers;
-      compiler_barrier();  // each step of this keeps a state repair() can finish
-      s->serving_end = s->arrived;
-      compiler_barrier();
-      s->newcomers = 0;
-      compiler_barrier();
-      const std::uint64_t more = std::min(left, s->serving);
-      s->tickets = more;
-      normalize(s);
-      bump(s->serving_word);
-      bump(s->newcomer_word);
-      // Under the lock, so that no newcomer of the new group is asleep on newcomer_word yet.
-      if (given > 0) futex_wake(&s->serving_word, wake_count(given));
-      futex_requeue(&s->newcomer_word, s->newcomer_word.load(std::memory_order_relaxed),
-                    wake_count(more), &s->serving_word);
-      return;
-    }
+    notify_locked(s, n);
   } catch (...) {
-    return;
   }
 }
 

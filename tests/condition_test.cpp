@@ -179,6 +179,32 @@ BOOST_AUTO_TEST_CASE(a_process_stopped_holding_the_internal_lock_holds_no_timed_
   BOOST_TEST(waiting(cv) == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(a_notification_that_reaches_a_departed_waiter_is_passed_on,
+                     *boost::unit_test::timeout(60)) {
+  // A review's finding, step by step on a Condition's state: W waits alone in the serving group
+  // and Z after it; a notifier takes the internal lock (and is stopped there); W gives up at its
+  // deadline through a departure slot; the notifier goes on and folds W's number: notified, but
+  // W has returned false. The next holder of the lock must pass that notification on to Z.
+  mp::Condition cv;
+  auto* s = state_of(cv);
+  namespace d = mp::detail;
+  std::uint64_t a = 0, w = 0, z = 0;
+  BOOST_REQUIRE(d::condition_enter(s, "test", nullptr, a, s->departed));
+  BOOST_REQUIRE(d::condition_enter(s, "test", nullptr, w, s->departed));
+  d::condition_notify(s, 1, "test", s->departed);  // the serving group {a, w}, one ticket
+  const auto now = std::chrono::steady_clock::now();
+  BOOST_REQUIRE(d::condition_sleep(s, a, &now, "test", s->departed));  // a takes it
+  BOOST_REQUIRE(d::condition_enter(s, "test", nullptr, z, s->departed));  // a newcomer
+  BOOST_REQUIRE(waiting(cv) == 2u);
+  s->departed[0].store(w + 1);  // w gives up while the notifier holds the lock
+  d::condition_notify(s, 1, "test", nullptr);  // the notifier, which looked at the slots before
+  BOOST_TEST(s->notified_below.load() > w);  // w's number is folded: notified after it left
+  BOOST_TEST(waiting(cv) == 0u);             // settled: passed on to z (1 before the fix)
+  BOOST_TEST(s->departed[0].load() == 0u);
+  BOOST_TEST(d::condition_sleep(s, z, &now, "test", s->departed));  // z holds a notification
+  BOOST_TEST(waiting(cv) == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(waiting_without_the_lock_is_an_error_and_leaves_no_waiter, *boost::unit_test::timeout(60)) {
   mp::Mutex m;
   mp::Condition cv;

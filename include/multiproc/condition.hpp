@@ -39,8 +39,10 @@
 // few instructions of a notify or a wait — holds up others' untimed calls until it runs again,
 // but no timed wait past its deadline: a waiter that has not registered yet returns false with
 // nothing changed; a registered one leaves through one of four departure slots, which the next
-// holder of the internal lock settles (a Condition; a PlacedCondition has no room for them and,
-// like a Condition whose four slots are all taken, waits for the internal lock then).
+// holder of the internal lock settles — a notification that reached it after it gave up (from the
+// stopped notifier) is passed on to a waiter still there, possibly one that came after that
+// notify. (A Condition; a PlacedCondition has no room for slots and, like a Condition whose four
+// slots are all taken, waits for the internal lock then.)
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
