@@ -49,6 +49,22 @@ bool holder_alive(const HolderTable::Holder& h) {
                                                                // keeps the end open; pid 0: dead
 }
 
+//! Whether a live holder is in the table, looking up to the first one only: one is enough, and
+//! a table of a thousand live holders must not cost a thousand /proc reads per look. The dead
+//! ones before it are forgotten: the rest moves forward over them (each live entry is always
+//! somewhere below the count, so a death in the middle of the move loses none). Requires the lock.
+bool any_alive_locked(HolderTable& t) {
+  const std::uint32_t n = held_count(t);
+  std::uint32_t dead = 0;
+  while (dead < n && !holder_alive(t.holders[dead])) ++dead;
+  if (dead > 0) {
+    for (std::uint32_t i = dead; i < n; ++i) t.holders[i - dead] = t.holders[i];
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    t.count = n - dead;
+  }
+  return dead < n;
+}
+
 }  // namespace
 
 void holder_table_init(HolderTable& t, pid_t pid, std::uint64_t start, const std::string& what) {
@@ -98,7 +114,9 @@ bool remove_holder(HolderTable& t, pid_t pid) {
       break;
     }
   }
-  if (n == 0 && t.overflow.load(std::memory_order_relaxed) == 0) {
+  // The others may all be dead (a scan stops at the first live holder, so dead ones can sit
+  // behind this one): then the end is closed now, not at the next look of a waiting peer.
+  if (!any_alive_locked(t) && t.overflow.load(std::memory_order_relaxed) == 0) {
     t.closed.store(1, std::memory_order_release);
     return true;
   }
@@ -141,24 +159,9 @@ bool holders_alive(HolderTable& t) {
   if (t.closed.load(std::memory_order_acquire) != 0) return false;
   if (t.overflow.load(std::memory_order_relaxed) != 0) return true;
   TableLock lock(t);
-  const std::uint32_t n = held_count(t);
-  // Up to the first live holder only: one is enough, and a table of a thousand live holders
-  // must not cost a thousand /proc reads per look. The dead ones before it are forgotten: the
-  // rest moves forward over them (each live entry is always somewhere below the count, so a
-  // death in the middle of the move loses none).
-  std::uint32_t dead = 0;
-  while (dead < n && !holder_alive(t.holders[dead])) ++dead;
-  if (dead == n) {
-    t.count = 0;
-    t.closed.store(1, std::memory_order_release);
-    return false;
-  }
-  if (dead > 0) {
-    for (std::uint32_t i = dead; i < n; ++i) t.holders[i - dead] = t.holders[i];
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    t.count = n - dead;
-  }
-  return true;
+  if (any_alive_locked(t)) return true;
+  t.closed.store(1, std::memory_order_release);
+  return false;
 }
 
 }  // namespace multiproc::detail

@@ -132,10 +132,20 @@ void receive_message(const ConnectionImpl& c, Receiver& r) {
         ch.open_message_dead(true) && !ch.has_data()) {
       in_message = false;  // its sender died mid-message; the next sender will also say so
     }
-    c.throw_if_closed_while_waiting("recv");
+    if (c.closed_.load(std::memory_order_relaxed)) {
+      // Closed by another thread of this process. A message in the middle of arriving is received
+      // whole while its sender still sends it (other processes may hold this end: the rest would
+      // be lost for them too); otherwise this wait ends. has_data() after open_message_dead(),
+      // as above: a sender that just finished has published its Last chunk.
+      const bool arriving = in_message && (!ch.open_message_dead(true) || ch.has_data());
+      if (!arriving) c.throw_if_closed_while_waiting("recv");
+    }
     ch.sleep_until(
         ch.state()->data,
-        [&] { return ch.data_hint() || c.peer().closed.load() != 0 || c.closed_.load(); }, nullptr);
+        [&] {
+          return ch.data_hint() || c.peer().closed.load() != 0 || (!in_message && c.closed_.load());
+        },
+        nullptr);
     slept = true;
   }
 }

@@ -6,7 +6,8 @@
 // server's clients) can keep one the same way. Crash safety: every update writes the entry before
 // the count (or moves the last entry over before shortening), so a holder SIGKILLed mid-update
 // leaves a duplicate, never a lost holder; the next locker recovers the lock and clamps the count.
-// A holder that dies without removing itself is forgotten by the next liveness scan.
+// A holder that dies without removing itself is forgotten by a later liveness scan (each looks up
+// to the first live holder, forgetting the dead before it; a close looks at the others too).
 //
 // Damage: another process may write any byte of the table. Every locked operation reads `count`
 // once and clamps it to kMaxHolders (writing the clamped value back), so no entry outside the
@@ -59,7 +60,8 @@ void holder_table_init(HolderTable& t, pid_t pid, std::uint64_t start, const std
 //! table. Past kMaxHolders live holders, sets `overflow` instead.
 void add_holder(HolderTable& t, pid_t pid, std::uint64_t start);
 
-//! Forgets pid. Returns true if no process holds it any more (and sets `closed`).
+//! Forgets pid. Returns true if no live process holds it any more (and sets `closed`): it looks
+//! at the others as holders_alive() does.
 bool remove_holder(HolderTable& t, pid_t pid);
 
 //! A fork is about to happen: the child will hold it but registers itself only after fork()
@@ -68,8 +70,9 @@ void add_pending_fork(HolderTable& t, pid_t parent);
 //! The child registered itself: drops the entry add_pending_fork(parent) left.
 void remove_pending_fork(HolderTable& t, pid_t parent);
 
-//! Whether some live process still holds it; forgets the dead ones (a lock and a liveness query
-//! per holder, unless `closed` or `overflow` already answer).
+//! Whether some live process still holds it: looks (a lock and a liveness query per holder,
+//! unless `closed` or `overflow` already answer) up to the first live holder, forgetting the
+//! dead ones before it.
 bool holders_alive(HolderTable& t);
 
 //! The cheap check: whether the table was seen closed (acquire: pairs with the release stores of
