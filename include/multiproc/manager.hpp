@@ -137,7 +137,8 @@ class Manager {
   //! makes the object of that name and replaces its contents with the saved ones. The whole file
   //! is read and checked first; then objects are loaded one by one, each whole.
   //! Throws: Error from errno naming the file; Error(errc::corrupt) for a file save() did not
-  //! write (nothing loaded); Error(errc::wrong_kind) / Error(errc::type_mismatch) when a name
+  //! write, or one changed since (a 64-bit check of its contents; nothing loaded);
+  //! Error(errc::wrong_kind) / Error(errc::type_mismatch) when a name
   //! holds another kind or types (the objects before it in the file are loaded).
   void load(const std::string& path) const;
 

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <exception>
+#include <new>
 #include <thread>
 #include <typeinfo>
 #include <unordered_map>
@@ -103,6 +104,8 @@ class Server {
     std::unordered_map<std::uint64_t, std::shared_ptr<Object>> cache;
     for (;;) {
       std::string msg;
+      const char* skipped = nullptr;  // why a request was not read whole
+      errc skipped_code = errc::corrupt;
       try {
         if (!s->conn().poll(kSessionSlice)) {
           if (s->gone()) break;
@@ -115,12 +118,22 @@ class Server {
         // A damaged message was skipped: it was a request all the same, counted and answered,
         // so that the client's count of requests and answers stays in step with ours.
         s->received();
-        msg.clear();
+        skipped = "a damaged request (skipped)";
+      } catch (const std::bad_alloc&) {
+        // No memory for a large request: the pipe dropped it (pipe.hpp). Counted and answered
+        // as a damaged one is; before, the exception ended the server.
+        s->received();
+        skipped = "out of memory in the server for a request (dropped)";
+        skipped_code = errc::remote_error;
       }
-      std::string reply =
-          msg.empty() ? failure(static_cast<int>(errc::corrupt), kCategoryMultiproc,
-                                describe() + ": a damaged request (skipped)")
-                      : handle(*s, cache, msg);
+      std::string reply;
+      try {
+        reply = skipped != nullptr ? failure(static_cast<int>(skipped_code), kCategoryMultiproc,
+                                             describe() + ": " + skipped)
+                                   : handle(*s, cache, msg);
+      } catch (const std::bad_alloc&) {
+        break;  // not even for the answer: end the session (the client sees it gone)
+      }
       try {
         s->conn().send_bytes(reply);
       } catch (...) {
