@@ -21,8 +21,10 @@ inline constexpr std::uint64_t kSegmentMagic = 0x434f5250'49544c55ull;  // "ULTI
 // the pending one, open_message) on a cache line of their own, apart from the cursor. 7: a lock
 // (MutexState) marks its sleepers in a field of its own, which its unlock reads after a plain
 // store (recursive shrinks to 16 bits to make room). 8: that mark is 32 bits and holds the tid of
-// the holder a sleeper waits behind (owner_died shrinks to 16 bits to make room).
-inline constexpr std::uint32_t kLayoutVersion = 8;
+// the holder a sleeper waits behind (owner_died shrinks to 16 bits to make room). 9: a pipe's
+// holder tables have 1,024 entries (64 before); a Condition's body has departure slots where its
+// padding was (a waiter that gives up while another holds the internal lock posts itself there).
+inline constexpr std::uint32_t kLayoutVersion = 9;
 inline constexpr std::uint32_t kStateInitializing = 0;
 inline constexpr std::uint32_t kStateReady = 0x52454459;  // "REDY": any other value is not ready
 inline constexpr std::uint8_t kFlagPersistent = 1;
