@@ -513,6 +513,38 @@ BOOST_AUTO_TEST_CASE(close_lets_a_recv_in_the_middle_of_a_message_finish_it,
   BOOST_TEST(holder.exitcode().value_or(-1) == 0);
 }
 
+BOOST_AUTO_TEST_CASE(close_ends_a_recv_in_the_middle_of_a_message_that_can_no_longer_arrive,
+                     *boost::unit_test::timeout(60)) {
+  // With nobody else holding the end, close() makes the sender's next chunk fail (Closed): its
+  // stream now marks the message given up as the exception leaves, and the recv woken in the
+  // middle of it ends with Error(closed). It waited for good: the sender's end, released as the
+  // exception left, had no holder whose death would tell.
+  auto a_b = mp::Pipe(true, 4096);
+  mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
+  const std::string big = pattern(1 << 20, 22);
+  mp::Process sender([a, &big] { a.send_bytes(big); });
+  sender.start();
+  ContinueAtExit cont{{sender.pid()}};
+  std::atomic<int> outcome{0};  // 1: Error(closed)
+  std::thread receiver([&] {
+    try {
+      (void)b.recv_bytes();
+      outcome = 2;
+    } catch (const mp::Error& e) {
+      outcome = e.code() == mp::errc::closed ? 1 : 3;
+    }
+  });
+  const auto& consumed = b.receive_channel()->state()->consumer.cursor;
+  BOOST_TEST(eventually([&] { return mp::detail::cursor_bytes(consumed.load()) > 0; }, 30s));
+  ::kill(sender.pid(), SIGSTOP);  // in the middle of the message
+  b.close();
+  ::kill(sender.pid(), SIGCONT);
+  receiver.join();  // hung before the fix (the suite's timeout fails it)
+  BOOST_TEST(outcome.load() == 1);
+  BOOST_REQUIRE(sender.join_for(30s));
+  BOOST_TEST(sender.exitcode().value_or(0) == 1);  // its send: Closed
+}
+
 BOOST_AUTO_TEST_CASE(too_small_buffer_keeps_the_message, *boost::unit_test::timeout(60)) {
   auto a_b = mp::Pipe(true, 4096);  // not a structured binding: lambdas capture the ends
   mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);

@@ -26,14 +26,22 @@ void ConnectionImpl::stream(const std::byte* data, std::size_t n) const {
   e.open_message.store(kOpenStreaming, std::memory_order_relaxed);  // published with the First
   // First chunk: the total length, then as much as fits (chunk_framing.hpp, shared with Queue).
   std::size_t part = first_chunk_bytes(n, maxp);
-  wait_room(kChunkLength + part);
-  append_first_chunk(send_, data, n, part);
-  std::size_t sent = part;
-  while (sent < n) {
-    part = std::min(n - sent, maxp);
-    wait_room(part);
-    append_next_chunk(send_, data, n, sent, part);
-    sent += part;
+  try {
+    wait_room(kChunkLength + part);
+    append_first_chunk(send_, data, n, part);
+    std::size_t sent = part;
+    while (sent < n) {
+      part = std::min(n - sent, maxp);
+      wait_room(part);
+      append_next_chunk(send_, data, n, sent, part);
+      sent += part;
+    }
+  } catch (...) {
+    // Given up (the peer closed its end, this end was closed here, ...): say so, so that a
+    // receiver in the middle of it drops the part it has. Without this it waited for the rest
+    // for good: the end, released as the exception left, had no holder whose death would tell.
+    send_.abandon_message();
+    throw;
   }
   e.open_message.store(kOpenNone, std::memory_order_release);
 }

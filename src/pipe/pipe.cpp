@@ -133,14 +133,8 @@ void ConnectionImpl::wait_room_slow(std::size_t n) const {
     if (peer().closed.load(std::memory_order_acquire) != 0 || (slept && !peer_open())) {
       throw Closed(what_ + ": send: the peer closed its end");
     }
-    if (closed_.load(std::memory_order_relaxed)) {
-      // In the middle of a message: say it is given up, so that its receiver drops the part it
-      // has instead of waiting for the rest (this process is alive, so its death would not say).
-      if (send_.producer().open_message.load(std::memory_order_relaxed) == kOpenStreaming) {
-        send_.abandon_message();
-      }
-      throw_if_closed_while_waiting("send");
-    }
+    // (In the middle of a message, stream() marks it given up as the exception leaves.)
+    throw_if_closed_while_waiting("send");
     send_.sleep_until(
         send_.state()->space,
         [&] { return send_.room_hint(n) || peer().closed.load() != 0 || closed_.load(); }, nullptr);
