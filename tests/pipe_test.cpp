@@ -478,7 +478,7 @@ BOOST_AUTO_TEST_CASE(close_lets_a_recv_in_the_middle_of_a_message_finish_it,
   // finishes the message instead.
   auto a_b = mp::Pipe(true, 4096);
   mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
-  const std::string big = pattern(1 << 20, 21);
+  const std::string big = pattern(64 << 20, 21);  // through 4 KiB: far longer than a stop takes
   mp::Event go;
   mp::Process holder([b, go] { return go.wait_for(60s) ? 0 : 1; });
   holder.start();
@@ -499,6 +499,8 @@ BOOST_AUTO_TEST_CASE(close_lets_a_recv_in_the_middle_of_a_message_finish_it,
   const auto& consumed = b.receive_channel()->state()->consumer.cursor;
   BOOST_TEST(eventually([&] { return mp::detail::cursor_bytes(consumed.load()) > 0; }, 30s));
   ::kill(sender.pid(), SIGSTOP);  // in the middle of the message: the receiver waits for the rest
+  BOOST_REQUIRE(eventually([&] { return is_stopped(sender.pid()); }));
+  BOOST_REQUIRE(outcome.load() == 0);  // still receiving it
   BOOST_TEST(eventually([&] { return tid.load() != 0; }));
   // Usually asleep by now (between liveness looks it may be out of the futex: not required).
   (void)wait_until_in_futex(tid.load(), 2s);
@@ -521,7 +523,7 @@ BOOST_AUTO_TEST_CASE(close_ends_a_recv_in_the_middle_of_a_message_that_can_no_lo
   // exception left, had no holder whose death would tell.
   auto a_b = mp::Pipe(true, 4096);
   mp::Connection a = std::move(a_b.first), b = std::move(a_b.second);
-  const std::string big = pattern(1 << 20, 22);
+  const std::string big = pattern(64 << 20, 22);  // through 4 KiB: far longer than a stop takes
   mp::Process sender([a, &big] { a.send_bytes(big); });
   sender.start();
   ContinueAtExit cont{{sender.pid()}};
@@ -537,6 +539,8 @@ BOOST_AUTO_TEST_CASE(close_ends_a_recv_in_the_middle_of_a_message_that_can_no_lo
   const auto& consumed = b.receive_channel()->state()->consumer.cursor;
   BOOST_TEST(eventually([&] { return mp::detail::cursor_bytes(consumed.load()) > 0; }, 30s));
   ::kill(sender.pid(), SIGSTOP);  // in the middle of the message
+  BOOST_REQUIRE(eventually([&] { return is_stopped(sender.pid()); }));
+  BOOST_REQUIRE(outcome.load() == 0);  // still receiving it
   b.close();
   ::kill(sender.pid(), SIGCONT);
   receiver.join();  // hung before the fix (the suite's timeout fails it)

@@ -65,6 +65,18 @@ bool any_alive_locked(HolderTable& t) {
   return dead < n;
 }
 
+//! Forgets every dead holder and lapsed fork (a liveness query each: for a full table only).
+//! Returns the new count. Requires the lock.
+std::uint32_t forget_dead_locked(HolderTable& t) {
+  const std::uint32_t n = held_count(t);
+  std::uint32_t kept = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
+  }
+  t.count = kept;
+  return kept;
+}
+
 }  // namespace
 
 void holder_table_init(HolderTable& t, pid_t pid, std::uint64_t start, const std::string& what) {
@@ -83,13 +95,7 @@ void add_holder(HolderTable& t, pid_t pid, std::uint64_t start) {
       return;
     }
   }
-  if (n == kMaxHolders) {  // make room by forgetting the dead
-    std::uint32_t kept = 0;
-    for (std::uint32_t i = 0; i < n; ++i) {
-      if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
-    }
-    t.count = n = kept;
-  }
+  if (n == kMaxHolders) n = forget_dead_locked(t);  // make room
   if (n < kMaxHolders) {
     // The entry first, then the count: a death between the two loses nothing.
     t.holders[n] = {static_cast<std::int32_t>(pid), 0, start};
@@ -126,13 +132,7 @@ bool remove_holder(HolderTable& t, pid_t pid) {
 void add_pending_fork(HolderTable& t, pid_t parent) {
   TableLock lock(t);
   std::uint32_t n = held_count(t);
-  if (n == kMaxHolders) {  // make room by forgetting the dead and lapsed forks (failed ones too)
-    std::uint32_t kept = 0;
-    for (std::uint32_t i = 0; i < n; ++i) {
-      if (holder_alive(t.holders[i])) t.holders[kept++] = t.holders[i];
-    }
-    t.count = n = kept;
-  }
+  if (n == kMaxHolders) n = forget_dead_locked(t);  // make room (lapsed forks: failed ones too)
   if (n == kMaxHolders) {
     t.overflow.store(1, std::memory_order_relaxed);
     return;

@@ -229,9 +229,7 @@ std::optional<std::string> ObjectRef::call_until(
       if (tc.conn->poll(slice)) {
         try {
           reply = tc.conn->recv_bytes();
-        } catch (const Error&) {
-          throw;
-        } catch (...) {
+        } catch (const std::bad_alloc&) {
           // No memory for the reply (a large value): the pipe has dropped it (pipe.hpp), so the
           // answers stay in step with the requests. A stale answer is skipped as ever; this
           // call's fails, though the server has applied it.
