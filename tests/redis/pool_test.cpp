@@ -109,6 +109,14 @@ double since(rd::Clock::time_point t) {
 
 long sum_of_squares(long n) { return (n - 1) * n * (2 * n - 1) / 6; }
 
+// XREADs the server has answered (INFO commandstats).
+long xreads(rd::Client& c) {
+  const std::string info = c.command({"INFO", "commandstats"}).str();
+  const std::string key = "cmdstat_xread:calls=";
+  const auto at = info.find(key);
+  return at == std::string::npos ? 0 : std::stol(info.substr(at + key.size()));
+}
+
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(redis_pool, mptest::RedisClean)
@@ -170,6 +178,29 @@ BOOST_AUTO_TEST_CASE(apply_and_map_are_exact_across_three_workers, *boost::unit_
   for (auto& t : ts) t.join();
   BOOST_TEST(total.load() == sum_of_squares(500));
   BOOST_TEST(pool.map<long>("square", std::vector<long>{}).empty());
+  stop_workers(pool, ps);
+}
+
+BOOST_AUTO_TEST_CASE(waiting_for_one_result_reads_the_others_that_are_in, *boost::unit_test::timeout(60)) {
+  rd::Pool pool(redis.url(), quick_pool());
+  rd::Client c(redis.url());
+  // No worker yet: a wait that times out has read the others' (empty) results along with its
+  // own, and gives them back: each is read to its end later.
+  std::vector<rd::AsyncResult<long>> rs;
+  for (long i = 0; i < 300; ++i) rs.push_back(pool.apply_async<long>("square", i));
+  BOOST_TEST(!rs[7].get_for(50ms).has_value());
+  BOOST_TEST(!rs[0].ready());
+  auto ps = start_workers(2, redis.url());
+  // Every result in: waiting for each in turn reads them some 64 at a time, all exact.
+  BOOST_REQUIRE(mptest::eventually(
+      [&] { return c.command({"KEYS", "mp:pool:default:result:*"}).size() == rs.size(); }, 30s));
+  const long before = xreads(c);
+  long sum = 0;
+  for (auto& r : rs) sum += r.get();
+  BOOST_TEST(sum == sum_of_squares(300));
+  const long reads = xreads(c) - before;
+  BOOST_TEST(reads >= 1);
+  BOOST_TEST(reads <= 10);  // 300 results; one read per result before
   stop_workers(pool, ps);
 }
 

@@ -5,6 +5,7 @@
 
 #include <multiproc/redis/client.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
@@ -69,7 +70,20 @@ class CallState {
   // items done before and after (for the progress callback).
   std::pair<std::size_t, std::size_t> absorb(const std::vector<std::string>& got);
   // One read of the result list: blocks up to `until` (nullopt: no block). Called without mutex_.
-  std::vector<std::string> fetch(std::optional<Clock::time_point> until, bool block);
+  // Also reads the result lists of `companions` (claimed with claim_companions()), into
+  // `theirs` (one list each, in the same order).
+  std::vector<std::string> fetch(std::optional<Clock::time_point> until, bool block,
+                                 const std::vector<std::shared_ptr<CallState>>& companions = {},
+                                 std::vector<std::vector<std::string>>* theirs = nullptr);
+  // Other unfinished calls of the pool that nobody reads at the moment and that have no
+  // progress callback (it would run on this thread), claimed for this thread's next fetch (their
+  // fetching_ set): a thread that waits for one result of many reads the others that are in with
+  // the same command. Called without mutex_.
+  std::vector<std::shared_ptr<CallState>> claim_companions();
+  // Applies what the fetch brought each companion and ends their fetch (also after a failed
+  // fetch: `theirs` empty).
+  static void release_companions(const std::vector<std::shared_ptr<CallState>>& companions,
+                                 const std::vector<std::vector<std::string>>& theirs) noexcept;
   void fail(std::exception_ptr e);  // under mutex_
   void complete();                  // under mutex_: finished_, unregister, notify
 
@@ -81,6 +95,7 @@ class CallState {
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   bool fetching_ = false;  // a thread is reading the server for this call
+  std::atomic<std::size_t> waiters_{0};  // threads inside wait_until
   bool finished_ = false;
   std::exception_ptr error_;
   std::vector<std::string> items_;
