@@ -26,7 +26,13 @@ namespace detail {
 //   broken        1 from a break until reset() (atomic: broken() reads it unlocked)
 //   has_timeout   immutable: 1 when wait() has a default timeout (0 in a barrier made without one)
 //   timeout_ns    immutable: that timeout in nanoseconds (>= 0)
-// 128 bytes with the alignment either way: the timeout fields sit in what was padding.
+//   break_request 1 << 32 | g: a waiter whose deadline passed while another process held the lock
+//                 (stopped inside reset(), say) asks that round g break, lock-free, and leaves;
+//                 the next holder of the lock breaks it if it is still the current round, and
+//                 clears the request either way (settle). 0: none. Zero in a segment of an older
+//                 build (it was padding), where it means none.
+// 128 bytes with the alignment either way: the timeout fields and the request sit in what was
+// padding.
 struct alignas(detail::kCacheLine) BarrierState {
   MutexState lock;
   std::atomic<std::uint32_t> generation;
@@ -36,6 +42,7 @@ struct alignas(detail::kCacheLine) BarrierState {
   std::atomic<std::uint32_t> broken;
   std::uint32_t has_timeout;
   std::int64_t timeout_ns;
+  std::atomic<std::uint64_t> break_request;
 };
 static_assert(sizeof(BarrierState) == 128, "the Barrier layout above is shared between builds");
 
@@ -93,13 +100,47 @@ void break_locked(BarrierState* s) {
   end_round(s, true);
 }
 
-// The barrier's lock, held for the scope. A holder that died mid-update left the bookkeeping in an
-// unknown state: the safe reading is a broken barrier.
-class Locked : public detail::MutexScope {
- public:
-  Locked(BarrierState* s, const std::string& what) : MutexScope(&s->lock, what) {
-    if (detail::mutex_owner_died(&s->lock)) break_locked(s);
+// Asks, without the lock, that round `gen` break (see break_request).
+void request_break(BarrierState* s, std::uint32_t gen) {
+  s->break_request.store(std::uint64_t{1} << 32 | gen, std::memory_order_release);
+}
+
+// Requires the lock: carries out a break a waiter asked for while the lock was held elsewhere.
+void settle(BarrierState* s) {
+  const std::uint64_t req = s->break_request.exchange(0, std::memory_order_acquire);
+  if ((req >> 32) == 1 &&
+      static_cast<std::uint32_t>(req) == s->generation.load(std::memory_order_relaxed)) {
+    break_locked(s);
   }
+}
+
+// The barrier's lock, held for the scope — taken by `deadline` if there is one (owns() says
+// whether it was). A holder that died mid-update left the bookkeeping in an unknown state: the
+// safe reading is a broken barrier.
+class Locked {
+ public:
+  Locked(BarrierState* s, const std::string& what, const detail::Clock::time_point* deadline = nullptr)
+      : s_(s), what_(what) {
+    if (deadline == nullptr) {
+      detail::mutex_lock(&s->lock, what);
+    } else if (!detail::mutex_lock_until(&s->lock, *deadline, what)) {
+      return;
+    }
+    owns_ = true;
+    if (detail::mutex_owner_died(&s->lock)) break_locked(s);
+    settle(s);
+  }
+  ~Locked() {
+    if (owns_) detail::mutex_unlock_noexcept(&s_->lock, what_);
+  }
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+  bool owns() const noexcept { return owns_; }
+
+ private:
+  BarrierState* s_;
+  const std::string& what_;
+  bool owns_ = false;
 };
 
 }  // namespace
@@ -169,7 +210,16 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
   std::uint32_t gen;
   unsigned index;
   {
-    Locked lock(s, what);
+    // A timed wait waits for the lock until its deadline only: a process stopped (or a thread id
+    // scribbled) inside the lock held it past the deadline before (an outside probe: a
+    // wait_for(500 ms) returned when the stopped process was continued, 3 s later).
+    Locked lock(s, what, deadline);
+    if (!lock.owns()) {
+      request_break(s, s->generation.load(std::memory_order_acquire));
+      throw BrokenBarrier(what + ": timed out waiting for the barrier's lock, which another "
+                                 "process holds (stopped or slow); this wait did not arrive, and "
+                                 "the round breaks when that process lets go");
+    }
     if (s->broken.load(std::memory_order_relaxed) != 0) throw BrokenBarrier(what + ": broken");
     gen = s->generation.load(std::memory_order_relaxed);
     index = s->count.load(std::memory_order_relaxed);
@@ -204,7 +254,16 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
     const bool final_slice = deadline != nullptr && slice == *deadline;
     if (detail::futex_wait(&s->generation, gen, &slice)) continue;
     if (final_slice) {
-      Locked lock(s, what);
+      Locked lock(s, what, deadline);  // the deadline has passed: one try, as try_lock
+      if (!lock.owns()) {
+        // Held elsewhere (stopped inside it?): ask for the break and leave on time.
+        if (s->generation.load(std::memory_order_acquire) != gen) break;  // released meanwhile
+        request_break(s, gen);
+        throw BrokenBarrier(what + ": timed out waiting for the round to fill (" +
+                            std::to_string(index + 1) + " of " + std::to_string(parties_) +
+                            " had arrived); the round breaks as the barrier's lock, held by "
+                            "another process, is let go");
+      }
       if (s->generation.load(std::memory_order_relaxed) == gen) {
         break_locked(s);
         throw BrokenBarrier(what + ": timed out waiting for the round to fill (" +
@@ -214,6 +273,7 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
     } else if (detail::mutex_try_lock(&s->lock, what)) {
       // Free, or left behind by a dead holder — in which case the barrier breaks now.
       if (detail::mutex_owner_died(&s->lock)) break_locked(s);
+      settle(s);
       detail::mutex_unlock(&s->lock, what);
     }
   }

@@ -356,6 +356,61 @@ BOOST_AUTO_TEST_CASE(barrier_geometry_scribbled, *boost::unit_test::timeout(60))
   });
 }
 
+BOOST_AUTO_TEST_CASE(a_barrier_lock_held_elsewhere_holds_no_timed_wait_past_its_deadline,
+                     *boost::unit_test::timeout(60)) {
+  // The barrier's internal lock (body offset 0) made to look held by a live thread — as a process
+  // stopped inside reset() holds it, or a writer of a live thread id (README: "A hostile
+  // writer"). wait_for(500 ms) waited until the lock was let go (an outside probe: 3 s, until
+  // SIGCONT; a dead thread id without the owner-died bit: for ever).
+  const std::string name = unique_name("barrier");
+  mp::Barrier b(mp::create_only, name, 2);
+  mp::Event holder_may_go;
+  mp::Process holder([holder_may_go] {  // a live thread id for the word: this child's
+    holder_may_go.wait();
+    return 0;
+  });
+  holder.start();
+  const auto word_set = [&](std::uint32_t v) {
+    scribble_body(name, [&](unsigned char* body) {
+      reinterpret_cast<std::atomic<std::uint32_t>*>(body)->store(v);
+    });
+  };
+  // A party that arrives before: registered in the round, it leaves at its deadline.
+  mp::Process early([b] {
+    try {
+      b.wait_for(1500ms);
+      return 1;
+    } catch (const mp::BrokenBarrier& e) {
+      return std::string(e.what()).find("timed out") != std::string::npos ? 0 : 2;
+    }
+  });
+  early.start();
+  BOOST_REQUIRE(eventually([&] { return b.n_waiting() == 1u; }));
+  word_set(static_cast<std::uint32_t>(holder.pid()));
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    b.wait_for(500ms);  // one that arrives while it is held: it does not arrive
+    BOOST_FAIL("the round filled");
+  } catch (const mp::BrokenBarrier& e) {
+    BOOST_TEST(std::string(e.what()).find("lock") != std::string::npos, e.what());
+  }
+  BOOST_TEST(seconds_since(start) < 10.0);
+  BOOST_REQUIRE(early.join_for(30s));
+  BOOST_TEST(early.exitcode().value_or(-1) == 0);
+  // The lock let go: the next holder breaks the round they asked to break; reset() mends it.
+  word_set(0);
+  BOOST_CHECK_THROW(b.wait_for(100ms), mp::BrokenBarrier);
+  BOOST_TEST(b.broken());
+  b.reset();
+  mp::Process other([b] { return static_cast<int>(b.wait_for(30s)); });
+  other.start();
+  const unsigned mine = b.wait_for(30s);
+  BOOST_REQUIRE(other.join_for(30s));
+  BOOST_TEST(mine + static_cast<unsigned>(other.exitcode().value_or(-1)) == 1u);
+  holder_may_go.set();
+  BOOST_REQUIRE(holder.join_for(30s));
+}
+
 BOOST_AUTO_TEST_CASE(condition_counts_scribbled_hold_no_timed_wait_past_its_deadline,
                      *boost::unit_test::timeout(60)) {
   // notified_below (at 0) written far ahead: every wait counts as notified at once. A probe's

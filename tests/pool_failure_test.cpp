@@ -111,6 +111,62 @@ BOOST_AUTO_TEST_CASE(failing_initializer_breaks_the_pool_instead_of_hanging, *bo
   BOOST_CHECK_THROW(pool.apply(square, 2L), mp::BrokenPool);
 }
 
+BOOST_AUTO_TEST_CASE(an_initializer_that_exits_cleanly_breaks_the_pool, *boost::unit_test::timeout(120)) {
+  // exit code 0 before the worker said it was ready: not a worker to replace for ever.
+  mp::Pool pool(2, [] { ::_exit(0); });
+  auto r = pool.apply_async(square, 3L);
+  BOOST_REQUIRE(r.wait_for(60s));
+  expect_error([&] { r.get(); }, mp::errc::broken_pool, {"initializer", "exit"});
+  BOOST_CHECK_THROW(pool.apply(square, 2L), mp::BrokenPool);
+}
+
+BOOST_AUTO_TEST_CASE(a_forked_childs_copy_of_a_pool_refuses_work_and_leaves_the_parents_alone,
+                     *boost::unit_test::timeout(60)) {
+  mp::Pool pool(2);
+  BOOST_TEST(pool.apply(square, 4L) == 16);
+  const std::vector<pid_t> workers = pool.worker_pids();
+  NamedEvent never("never");
+  auto pending = pool.apply_async(wait_for_event, never.name);
+  // The child's copy shares the parent's workers and pipes: it took the parent's replies (and the
+  // parent its) before; now every use is Error(bad_state), and its destructor touches nothing.
+  CHECK_CHILD([&] {
+    for (auto action : std::vector<std::function<void()>>{
+             [&] { pool.apply_async(square, 5L); }, [&] { pool.apply(square, 5L); },
+             [&] { pool.map(square, range(10)); }, [&] { pool.imap(square, range(10)); },
+             [&] { pool.close(); }, [&] { pool.terminate(); }, [&] { pool.join(); },
+             [&] { pending.get(); }, [&] { pending.wait_for(10ms); }}) {
+      try {
+        action();
+        return 1;
+      } catch (const mp::Error& e) {
+        CHILD_REQUIRE(e.code() == mp::errc::bad_state);
+        CHILD_REQUIRE(std::string(e.what()).find("process") != std::string::npos);
+      }
+    }
+    pool.~Pool();  // as a child that returns from main would: the parent's workers stay
+    return 0;
+  });
+  BOOST_TEST(pool.worker_pids() == workers);
+  for (pid_t w : workers) BOOST_TEST(::kill(w, 0) == 0);
+  for (long i = 0; i < 200; ++i) BOOST_REQUIRE(pool.apply(square, i) == i * i);
+  never.set();
+  BOOST_TEST(pending.get());
+}
+
+BOOST_AUTO_TEST_CASE(close_and_join_do_not_wait_for_a_child_a_task_forked,
+                     *boost::unit_test::timeout(60)) {
+  mp::Pool pool(1);
+  const auto sleeper = static_cast<pid_t>(pool.apply(fork_a_sleeper, 60L));
+  const auto t0 = std::chrono::steady_clock::now();
+  pool.close();
+  pool.join();
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ::kill(sleeper, SIGKILL);  // not ours to reap: the worker was its parent
+  // The child holds the worker's pipe ends, so EOF never reached the worker: join() waited 10 s
+  // and killed it. The pool's stop message ends it at once.
+  BOOST_TEST(took < 5.0);
+}
+
 BOOST_AUTO_TEST_CASE(close_and_join, *boost::unit_test::timeout(60)) {
   mp::Pool pool(2);
   auto r = pool.map_async(square, range(1000));

@@ -113,6 +113,16 @@ inline long exit_quietly(long x) {
   if (x == 2) std::_Exit(0);  // a "clean" exit in the middle of a task
   return x;
 }
+// Forks a child that sleeps `seconds` (holding, as a raw fork does, every pipe end the worker
+// holds) and returns its pid, for the caller to kill.
+inline long fork_a_sleeper(long seconds) {
+  const pid_t p = ::fork();
+  if (p == 0) {
+    ::sleep(static_cast<unsigned>(seconds));
+    ::_exit(0);
+  }
+  return p;
+}
 inline long g_worker_setting = 0;
 inline long worker_setting(long) { return g_worker_setting; }
 inline void nothing() {}

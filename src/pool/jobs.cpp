@@ -92,8 +92,21 @@ bool job_finished(JobState& job) {
 }
 }  // namespace
 
+namespace {
+// Throws: Error(errc::bad_state) in a process other than the one that made the (unfinished) call.
+void check_job_owner(const JobState& job) {
+  if (job.owner == current_pid()) return;
+  throw Error(errc::bad_state, "multiproc::Pool: a result waited for in process " +
+                                   std::to_string(current_pid()) + ", but its call was made in process " +
+                                   std::to_string(job.owner) +
+                                   " (a forked child's copy of a result is never filled: wait in "
+                                   "the process that made the call)");
+}
+}  // namespace
+
 bool wait_job(JobState& job, const Clock::time_point* deadline) {
   if (!job_finished(job)) {
+    check_job_owner(job);
     if (const std::shared_ptr<PoolCore> core = job.direct_pool.lock()) {
       core->collect_direct(job, deadline, false);
     }
@@ -108,6 +121,7 @@ bool wait_job(JobState& job, const Clock::time_point* deadline) {
 
 bool job_ready(JobState& job) {
   if (job_finished(job)) return true;
+  check_job_owner(job);
   if (const std::shared_ptr<PoolCore> core = job.direct_pool.lock()) {
     core->collect_direct(job, nullptr, true);
   }

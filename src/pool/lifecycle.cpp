@@ -106,6 +106,10 @@ PoolCore::PoolCore(int processes, std::function<void()> init, std::size_t maxtas
 }
 
 PoolCore::~PoolCore() {
+  if (foreign()) {  // a forked child's copy (~Pool keeps it, but a copy could end elsewhere)
+    if (manager_.joinable()) manager_.detach();  // the thread is the parent's: marked, not run
+    return;
+  }
   terminate();
   join();
 }
@@ -141,8 +145,17 @@ bool PoolCore::try_direct(const std::shared_ptr<JobState>& job, std::vector<Pool
   return true;
 }
 
+void PoolCore::foreign_use(const char* action) const {
+  throw Error(errc::bad_state, std::string("multiproc::Pool: ") + action + " in process " +
+                                   std::to_string(current_pid()) + ", but the pool belongs to process " +
+                                   std::to_string(owner_) +
+                                   ", which made it: its manager thread and its workers do not "
+                                   "follow a fork (make a Pool in the child)");
+}
+
 void PoolCore::submit(const std::shared_ptr<JobState>& job, std::vector<PoolTask> tasks,
                       std::function<void(std::size_t, std::size_t)> progress) {
+  check_owner("a call");
   job->kind = JobKind::call;
   job->tasks = tasks.size();
   job->results.resize(tasks.size());
@@ -182,6 +195,7 @@ void PoolCore::check_accepting() const {
 }
 
 void PoolCore::open_stream() {
+  check_owner("imap");
   std::lock_guard<std::mutex> lock(m_);
   check_accepting();
   ++open_streams_;
@@ -282,6 +296,7 @@ bool cancel_job(const std::weak_ptr<PoolCore>& pool, const std::shared_ptr<JobSt
 }
 
 void PoolCore::close() {
+  check_owner("close()");
   {
     std::lock_guard<std::mutex> lock(m_);
     if (state_ == State::running) state_ = State::closing;
@@ -290,6 +305,7 @@ void PoolCore::close() {
 }
 
 void PoolCore::terminate() {
+  check_owner("terminate()");
   std::vector<pid_t> workers;
   {
     std::lock_guard<std::mutex> lock(m_);
@@ -305,6 +321,7 @@ void PoolCore::terminate() {
 }
 
 void PoolCore::join() {
+  check_owner("join()");
   {
     std::lock_guard<std::mutex> lock(m_);
     if (state_ == State::running) {
@@ -328,6 +345,18 @@ Pool::Pool(int processes, std::function<void()> initializer, std::size_t maxtask
     : core_(std::make_shared<detail::PoolCore>(processes, std::move(initializer), maxtasksperchild)) {}
 
 Pool::~Pool() {
+  if (core_->foreign()) {
+    // A forked child's copy (it exits with its own destructors: a raw fork that returns from
+    // main). The workers, the manager thread and the pipes are its parent's: touch none of them,
+    // and never destroy the copy (its std::thread would terminate the child). Kept reachable, so
+    // that a leak checker does not count it.
+    static auto* abandoned = new std::vector<std::shared_ptr<detail::PoolCore>>;
+    try {
+      abandoned->push_back(std::move(core_));
+    } catch (...) {  // no memory: ~PoolCore leaves the parent's things alone all the same
+    }
+    return;
+  }
   try {
     core_->terminate();
     core_->join();

@@ -106,7 +106,6 @@ void PoolCore::handle_exit(std::size_t i) {
   }
   read_results(w);  // every reply it sent before it went
   const std::optional<int> code = w.process->exitcode();
-  const bool clean = code && *code == 0;
   // It had started `started` tasks and we hold `answered` replies: one more started than
   // answered is the task it was running (it works one at a time). The rest it never started.
   if (w.started.load() > w.answered && !w.outstanding.empty()) {
@@ -120,7 +119,10 @@ void PoolCore::handle_exit(std::size_t i) {
                        " while running task " + std::to_string(running.index + 1) + " of a call";
     deaths_.push_back(std::move(running));  // delivered after the replacement is started
   }
-  if (!w.ready && !clean) ++early_deaths_;  // died before it was ready: its initializer failed
+  // Died before it was ready: its initializer failed — or ended the worker, exit(0) and
+  // pthread_exit included (a clean exit was not counted, and such a pool forked for ever). A pool
+  // that stops its workers does so once they are ready and idle (serve, shut_down_workers).
+  if (!w.ready) ++early_deaths_;
   std::deque<Sent> unstarted = std::move(w.outstanding);
   workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(i));
   std::lock_guard<std::mutex> lock(m_);
@@ -221,9 +223,17 @@ void PoolCore::shut_down_workers(bool kill) {
   for (Worker& w : workers_) {
     if (kill) {
       w.process->kill();
-    } else {
-      w.conn->close();  // EOF: the worker finishes and exits
+      continue;
     }
+    // An empty message says: exit. EOF alone did not reach a worker whose task had forked a
+    // child that still runs (a raw fork holds every pipe end it inherited: pipe.hpp), and
+    // close() then waited 10 s for it and killed it. The worker is idle (nothing outstanding), so
+    // its ring is empty and the send does not wait; then the close, for a worker that missed it.
+    try {
+      w.conn->send_bytes("");
+    } catch (const Error&) {  // gone already
+    }
+    w.conn->close();
   }
   for (Worker& w : workers_) {
     try {

@@ -261,6 +261,21 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // Requires m_ held. Throws: the pool's BrokenPool, or Error(errc::bad_state) unless running.
   void check_accepting() const;
 
+ public:
+  // Whether the calling process is the one that made the pool. A forked child has a copy of the
+  // PoolCore but not its manager thread, and the workers' pipes are the parent's: a child that
+  // used them took the parent's replies as its own (an outside probe: thousands of wrong results
+  // a second), and its destructor killed the parent's workers.
+  bool foreign() const noexcept { return current_pid() != owner_; }
+  // Throws: Error(errc::bad_state) naming `action`, in a process other than the pool's.
+  void check_owner(const char* action) const {
+    if (foreign()) foreign_use(action);
+  }
+
+ private:
+  [[noreturn]] void foreign_use(const char* action) const;
+  const pid_t owner_ = current_pid();
+
   const int n_;
   const std::function<void()> init_;
   const std::size_t maxtasks_;

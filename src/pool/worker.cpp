@@ -41,6 +41,7 @@ int worker_main(const Connection& conn, const std::function<void()>& init, std::
       msg.resize(msg.size() * 2);  // the task stays in the pipe: take it with more room
       continue;
     }
+    if (length == 0) return 0;  // the pool is done with us (shut_down_workers)
     if (length < kTaskHeader) return 2;
     // Relaxed store: read by the manager only after this process has died and been reaped
     // (handle_exit), when nothing runs here any more; otherwise only as a snapshot (an executor

@@ -5,6 +5,7 @@
 
 #include <multiproc/detail/futex.hpp>  // Clock
 #include <multiproc/detail/pool_task.hpp>
+#include <multiproc/detail/this_process.hpp>
 
 #include <atomic>
 #include <condition_variable>
@@ -71,6 +72,9 @@ struct JobState {
   std::exception_ptr error;  // set when the call failed (a stream: failed as a whole)
   bool completing = false;   // the outcome is known; callbacks are running
   bool finished = false;     // callbacks ran: get() may return
+  // The process that made the call: only its pool's manager and workers ever finish it (a forked
+  // child's copy waited for ever).
+  const pid_t owner = current_pid();
   std::vector<std::function<void(JobState&)>> on_finish;  // run by the manager, without the mutex
   std::function<void(std::size_t, std::size_t)> progress;
   // ProcessPoolExecutor futures (executor.hpp) only; a Pool call leaves these alone.
