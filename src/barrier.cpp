@@ -26,11 +26,16 @@ namespace detail {
 //   broken        1 from a break until reset() (atomic: broken() reads it unlocked)
 //   has_timeout   immutable: 1 when wait() has a default timeout (0 in a barrier made without one)
 //   timeout_ns    immutable: that timeout in nanoseconds (>= 0)
-//   break_request 1 << 32 | g: a waiter whose deadline passed while another process held the lock
-//                 (stopped inside reset(), say) asks that round g break, lock-free, and leaves;
-//                 the next holder of the lock breaks it if it is still the current round, and
-//                 clears the request either way (settle). 0: none. Zero in a segment of an older
-//                 build (it was padding), where it means none.
+//   break_request breaks asked for, lock-free, by timed waits whose deadline passed while another
+//                 process held the lock (stopped inside reset() or the action, say); they leave
+//                 on time and the lock's next holder carries the break out (settle):
+//                   bit 33 (kBreakAll): a wait that timed out before it arrived: the barrier
+//                          breaks, as any timed-out wait breaks it (Python's too);
+//                   bit 32 (kBreakRound) | g: a waiter of round g timed out: round g breaks, if
+//                          it is still the current round — also when the party that fills it
+//                          holds the lock (it looks before it releases the round). The newest
+//                          round asked for is kept (a compare-and-swap).
+//                 0: none. Zero in a segment of an older build (it was padding): none.
 // 128 bytes with the alignment either way: the timeout fields and the request sit in what was
 // padding.
 struct alignas(detail::kCacheLine) BarrierState {
@@ -100,16 +105,39 @@ void break_locked(BarrierState* s) {
   end_round(s, true);
 }
 
-// Asks, without the lock, that round `gen` break (see break_request).
-void request_break(BarrierState* s, std::uint32_t gen) {
-  s->break_request.store(std::uint64_t{1} << 32 | gen, std::memory_order_release);
+constexpr std::uint64_t kBreakAll = std::uint64_t{1} << 33;
+constexpr std::uint64_t kBreakRound = std::uint64_t{1} << 32;
+
+// Asks, without the lock, that the barrier break (a wait that timed out before it arrived).
+void request_break_all(BarrierState* s) { s->break_request.fetch_or(kBreakAll); }
+
+// Asks, without the lock, that round `gen` break (one of its waiters timed out). seq_cst: the
+// caller then reads the generation, and the party filling the round reads this before it
+// releases it (round_break_requested): one of them sees the other.
+void request_break_round(BarrierState* s, std::uint32_t gen) {
+  std::uint64_t old = s->break_request.load();
+  for (;;) {
+    if ((old & kBreakRound) != 0 &&
+        static_cast<std::int32_t>(gen - static_cast<std::uint32_t>(old)) <= 0) {
+      return;  // this round or a newer one is asked for already
+    }
+    if (s->break_request.compare_exchange_weak(old, (old & kBreakAll) | kBreakRound | gen)) return;
+  }
 }
 
-// Requires the lock: carries out a break a waiter asked for while the lock was held elsewhere.
+// Whether a waiter of round `gen` asked that it break.
+bool round_break_requested(BarrierState* s, std::uint32_t gen) {
+  const std::uint64_t req = s->break_request.load();
+  return (req & kBreakRound) != 0 && static_cast<std::uint32_t>(req) == gen;
+}
+
+// Requires the lock: carries out the breaks asked for while the lock was held elsewhere.
 void settle(BarrierState* s) {
+  if (s->break_request.load(std::memory_order_relaxed) == 0) return;
   const std::uint64_t req = s->break_request.exchange(0, std::memory_order_acquire);
-  if ((req >> 32) == 1 &&
-      static_cast<std::uint32_t>(req) == s->generation.load(std::memory_order_relaxed)) {
+  if ((req & kBreakAll) != 0 ||
+      ((req & kBreakRound) != 0 &&
+       static_cast<std::uint32_t>(req) == s->generation.load(std::memory_order_relaxed))) {
     break_locked(s);
   }
 }
@@ -215,10 +243,10 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
     // wait_for(500 ms) returned when the stopped process was continued, 3 s later).
     Locked lock(s, what, deadline);
     if (!lock.owns()) {
-      request_break(s, s->generation.load(std::memory_order_acquire));
+      request_break_all(s);
       throw BrokenBarrier(what + ": timed out waiting for the barrier's lock, which another "
                                  "process holds (stopped or slow); this wait did not arrive, and "
-                                 "the round breaks when that process lets go");
+                                 "the barrier breaks when that process lets go");
     }
     if (s->broken.load(std::memory_order_relaxed) != 0) throw BrokenBarrier(what + ": broken");
     gen = s->generation.load(std::memory_order_relaxed);
@@ -239,6 +267,13 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
           throw;
         }
       }
+      if (round_break_requested(s, gen)) {
+        // A waiter of this round timed out meanwhile (the action took long, say) and left with
+        // BrokenBarrier: the round breaks for everyone, not only for it.
+        break_locked(s);
+        throw BrokenBarrier(what + ": a waiter of this round timed out while it was filled (in "
+                                   "the action?); the barrier is now broken");
+      }
       end_round(s, false);  // the action's effects are published with the new round
       return index;
     }
@@ -256,9 +291,11 @@ unsigned Barrier::wait_until(const detail::Clock::time_point* deadline) const {
     if (final_slice) {
       Locked lock(s, what, deadline);  // the deadline has passed: one try, as try_lock
       if (!lock.owns()) {
-        // Held elsewhere (stopped inside it?): ask for the break and leave on time.
-        if (s->generation.load(std::memory_order_acquire) != gen) break;  // released meanwhile
-        request_break(s, gen);
+        // Held elsewhere (stopped inside it, running the action?): ask for the break and leave on
+        // time — unless the round ended meanwhile: then its outcome is ours (below).
+        if (s->generation.load(std::memory_order_acquire) != gen) break;
+        request_break_round(s, gen);
+        if (s->generation.load() != gen) break;  // ended as we asked: see how
         throw BrokenBarrier(what + ": timed out waiting for the round to fill (" +
                             std::to_string(index + 1) + " of " + std::to_string(parties_) +
                             " had arrived); the round breaks as the barrier's lock, held by "

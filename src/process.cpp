@@ -62,6 +62,10 @@ namespace {
 using detail::ChildState;
 using detail::ProcessInfoAccess;
 
+// The thread that forks a child, as the child sees it (set by start() before the fork; the child
+// is a copy of that thread): its parent-death signal comes when that thread ends.
+thread_local pid_t t_forker_tid = 0;
+
 // What this process knows about itself and its children. One mutex guards all of it; the atfork
 // handlers below hold it across every fork, so no child inherits it locked or half-updated.
 struct Registry {
@@ -296,10 +300,9 @@ std::vector<ProcessInfo> active_children() {
 
 // ---- Process --------------------------------------------------------------------------------
 
-Process::Process() : Process(Target{}) {}
+Process::Process() : Process(NoTarget{}) {}
 
-Process::Process(Target target)
-    : target_(std::move(target)), name_("Process-" + std::to_string(++process_counter)) {}
+Process::Process(NoTarget) : name_("Process-" + std::to_string(++process_counter)) {}
 
 Process::Process(Process&& other) noexcept
     : target_(std::move(other.target_)),
@@ -447,6 +450,7 @@ void Process::start() {
   }
   flush_stdio();  // or the child would print the parent's buffered output a second time
   const pid_t parent = ::getpid();
+  t_forker_tid = detail::current_tid();
   // When the target captured handles that track holders, the child waits until the parent has
   // registered it (below): otherwise a child that closes such a handle at once could be
   // registered again after its close.
@@ -565,7 +569,13 @@ void Process::setup_child(pid_t parent, const std::vector<int>& also_keep, bool 
   const int pdeath = o.parent_death_signal ? *o.parent_death_signal : (daemon_ ? SIGKILL : 0);
   if (pdeath != 0) {
     ::prctl(PR_SET_PDEATHSIG, pdeath, 0, 0, 0);
-    if (::getppid() != parent) ::raise(pdeath);  // the parent died before we asked
+    // The signal comes when the thread that forked us ends after this prctl. If it ended before
+    // (a thread that starts a daemon and returns at once), or the whole parent did: now. A thread
+    // ending early went unnoticed (getppid() names the process): its daemon outlived it.
+    if (::getppid() != parent ||
+        (t_forker_tid > 0 && ::syscall(SYS_tgkill, parent, t_forker_tid, 0) != 0)) {
+      ::raise(pdeath);
+    }
   }
   // 3. descriptors: the parent's other children's sentinels, then (asked for) everything else
   {

@@ -101,6 +101,34 @@ BOOST_AUTO_TEST_CASE(timeout_breaks_the_round_for_everyone, *boost::unit_test::t
   for (int c : codes) BOOST_TEST(c == 0);
 }
 
+BOOST_AUTO_TEST_CASE(a_waiter_that_times_out_during_a_long_action_breaks_the_round_for_everyone,
+                     *boost::unit_test::timeout(60)) {
+  // The action runs under the barrier's lock. The waiter's deadline passes meanwhile: it leaves
+  // on time, and the round it left must not then be released for the others (a review: the last
+  // party passed while the waiter had thrown, and broken() was false).
+  const std::string name = unique_name("barrier");
+  mp::Barrier b(mp::create_only, name, 2, [] { std::this_thread::sleep_for(5s); });  // slow on purpose
+  mp::RawValue<double> waited(0.0);
+  mp::Process early([name, waited]() mutable {
+    mp::Barrier mine(mp::open_only, name);  // no action in this process
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      mine.wait_for(300ms);
+      return 1;
+    } catch (const mp::BrokenBarrier&) {
+      waited.store(seconds_since(start));
+      return 0;
+    }
+  });
+  early.start();
+  BOOST_REQUIRE(eventually([&] { return b.n_waiting() == 1u; }));
+  BOOST_CHECK_THROW(b.wait(), mp::BrokenBarrier);  // fills the round; the action runs
+  BOOST_REQUIRE(early.join_for(30s));
+  BOOST_TEST(early.exitcode().value_or(-1) == 0);
+  BOOST_TEST(waited.load() < 4.0);  // it did not wait for the action (5 s)
+  BOOST_TEST(b.broken());
+}
+
 BOOST_AUTO_TEST_CASE(abort_releases_waiters_with_broken_barrier, *boost::unit_test::timeout(60)) {
   mp::Barrier b(3);
   std::vector<mp::Process> waiters;

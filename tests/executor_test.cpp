@@ -671,4 +671,31 @@ BOOST_AUTO_TEST_CASE(a_broken_executor_fails_its_futures, *boost::unit_test::tim
   BOOST_TEST(failed == 5u);
 }
 
+BOOST_AUTO_TEST_CASE(a_forked_childs_copy_of_an_executor_and_its_futures_refuses_work,
+                     *boost::unit_test::timeout(60)) {
+  mp::ProcessPoolExecutor ex(2);
+  NamedEvent never("never");
+  auto running = ex.submit(wait_for_event, never.name);
+  std::vector<mp::Future<bool>> fs{running};
+  // A child waited for ever on the parent's futures (as_completed, wait: their done hooks run
+  // only in the parent), and its cancel() of a queued one said true while the parent ran it.
+  CHECK_CHILD([&] {
+    for (auto action : std::vector<std::function<void()>>{
+             [&] { ex.submit(square, 2L); }, [&] { running.result(); },
+             [&] { running.cancel(); }, [&] { mp::wait(fs, mp::FIRST_COMPLETED); },
+             [&] { mp::as_completed(fs); }, [&] { ex.shutdown(true); }}) {
+      try {
+        action();
+        return 1;
+      } catch (const mp::Error& e) {
+        CHILD_REQUIRE(e.code() == mp::errc::bad_state);
+      }
+    }
+    return 0;
+  });
+  never.set();
+  BOOST_TEST(running.result());
+  BOOST_TEST(ex.submit(square, 3L).result() == 9);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -83,6 +83,11 @@ BOOST_AUTO_TEST_CASE(bytes_and_typed_messages_interoperate, *boost::unit_test::t
   double d = 0;
   BOOST_TEST(b.recv_bytes_into(&d, sizeof d) == sizeof d);
   BOOST_TEST(d == 3.25);
+  // A message that is not the type asked for: an error that names the pipe; it is dropped.
+  a.send(std::string("abc"));
+  a.send(7);
+  expect_error([&] { b.recv<int>(); }, mp::errc::corrupt, {"Pipe", "recv", "int", "3 bytes"});
+  BOOST_TEST(b.recv<int>() == 7);
 }
 
 BOOST_AUTO_TEST_CASE(messages_of_every_size_keep_their_boundaries, *boost::unit_test::timeout(120)) {

@@ -127,6 +127,7 @@ BOOST_AUTO_TEST_CASE(a_forked_childs_copy_of_a_pool_refuses_work_and_leaves_the_
   const std::vector<pid_t> workers = pool.worker_pids();
   NamedEvent never("never");
   auto pending = pool.apply_async(wait_for_event, never.name);
+  auto stream = pool.imap(square, range(1000));
   // The child's copy shares the parent's workers and pipes: it took the parent's replies (and the
   // parent its) before; now every use is Error(bad_state), and its destructor touches nothing.
   CHECK_CHILD([&] {
@@ -134,7 +135,10 @@ BOOST_AUTO_TEST_CASE(a_forked_childs_copy_of_a_pool_refuses_work_and_leaves_the_
              [&] { pool.apply_async(square, 5L); }, [&] { pool.apply(square, 5L); },
              [&] { pool.map(square, range(10)); }, [&] { pool.imap(square, range(10)); },
              [&] { pool.close(); }, [&] { pool.terminate(); }, [&] { pool.join(); },
-             [&] { pending.get(); }, [&] { pending.wait_for(10ms); }}) {
+             [&] { pending.get(); }, [&] { pending.wait_for(10ms); },
+             [&] {
+               for (long v : stream) (void)v;  // a stream of the parent's, read in the child
+             }}) {
       try {
         action();
         return 1;
@@ -149,6 +153,9 @@ BOOST_AUTO_TEST_CASE(a_forked_childs_copy_of_a_pool_refuses_work_and_leaves_the_
   BOOST_TEST(pool.worker_pids() == workers);
   for (pid_t w : workers) BOOST_TEST(::kill(w, 0) == 0);
   for (long i = 0; i < 200; ++i) BOOST_REQUIRE(pool.apply(square, i) == i * i);
+  long sum = 0;
+  for (long v : stream) sum += v;
+  BOOST_TEST(sum == sum_of_squares(1000));
   never.set();
   BOOST_TEST(pending.get());
 }

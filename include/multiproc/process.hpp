@@ -210,7 +210,7 @@ class Process {
   template <class F, class... Args,
             class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, Process> &&
                                      std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>>>
-  explicit Process(F&& f, Args&&... args) : Process(Target{}) {
+  explicit Process(F&& f, Args&&... args) : Process(NoTarget{}) {
     // Record the handles the target captures by value (a Pipe end counts the child as holding
     // only those: see pipe.hpp).
     detail::Captured* outer = detail::current_capture();
@@ -347,7 +347,10 @@ class Process {
 
  private:
   using Target = std::function<int()>;
-  explicit Process(Target target);
+  // The delegated-to constructor. A tag, not a Target: a user's std::function<int()> matched a
+  // private Process(Target) before the template and did not compile (an outside probe).
+  struct NoTarget {};
+  explicit Process(NoTarget);
 
   template <class F, class... Args>
   static Target make_target(F&& f, Args&&... args) {

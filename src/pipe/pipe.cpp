@@ -320,18 +320,29 @@ void Connection::receive_with(void (*decode)(void*, const std::byte*, std::size_
   struct Typed : detail::Receiver {
     void (*decode)(void*, const std::byte*, std::size_t);
     void* ctx;
+    const std::string* what;
     std::vector<std::byte> buffer;
     bool accept(std::uint64_t) override { return true; }
-    void whole(const std::byte* p, std::size_t n) override { decode(ctx, p, n); }
+    // A message that is not a T (Codec's Error(corrupt)) names this pipe too.
+    void run(const std::byte* p, std::size_t n) {
+      try {
+        decode(ctx, p, n);
+      } catch (const Error& e) {
+        if (e.code() != errc::corrupt) throw;
+        throw Error(errc::corrupt, *what + ": recv: " + e.what() + " (the message is dropped)");
+      }
+    }
+    void whole(const std::byte* p, std::size_t n) override { run(p, n); }
     void begin(std::uint64_t total) override {
       buffer.clear();
       buffer.reserve(static_cast<std::size_t>(std::min(total, detail::kAssemblyReserve)));
     }
     void chunk(const std::byte* p, std::size_t n) override { buffer.insert(buffer.end(), p, p + n); }
-    void assembled() override { decode(ctx, buffer.data(), buffer.size()); }
+    void assembled() override { run(buffer.data(), buffer.size()); }
   } r;
   r.decode = decode;
   r.ctx = ctx;
+  r.what = &impl_->what_;
   detail::receive_message(*impl_, r);
 }
 

@@ -20,6 +20,7 @@ struct CompletionWaiter::Shared {
 
 CompletionWaiter::CompletionWaiter(std::vector<std::shared_ptr<JobState>> jobs)
     : shared_(std::make_shared<Shared>()), jobs_(std::move(jobs)) {
+  for (const auto& job : jobs_) check_job_owner(*job);  // before any hook is added
   tokens_.reserve(jobs_.size());
   for (std::size_t i = 0; i < jobs_.size(); ++i) {
     // A job finished already runs the hook here: it is queued at once, in the given order.
@@ -86,6 +87,7 @@ void ProcessPoolExecutor::check_open() const {
 }
 
 void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
+  pool_.core_->check_owner("ProcessPoolExecutor::shutdown()");
   shut_down_.store(true);
   pool_.close();  // a submit racing with this one fails in the pool (Error(errc::bad_state))
   if (cancel_futures) pool_.core_->cancel_queued_futures();

@@ -92,8 +92,6 @@ bool job_finished(JobState& job) {
 }
 }  // namespace
 
-namespace {
-// Throws: Error(errc::bad_state) in a process other than the one that made the (unfinished) call.
 void check_job_owner(const JobState& job) {
   if (job.owner == current_pid()) return;
   throw Error(errc::bad_state, "multiproc::Pool: a result waited for in process " +
@@ -102,7 +100,6 @@ void check_job_owner(const JobState& job) {
                                    " (a forked child's copy of a result is never filled: wait in "
                                    "the process that made the call)");
 }
-}  // namespace
 
 bool wait_job(JobState& job, const Clock::time_point* deadline) {
   if (!job_finished(job)) {

@@ -202,6 +202,7 @@ void PoolCore::open_stream() {
 }
 
 void PoolCore::extend(const std::shared_ptr<JobState>& job, std::vector<PoolTask> tasks) {
+  check_owner("imap");
   {
     std::lock_guard<std::mutex> lock(m_);
     if (broken_) std::rethrow_exception(broken_);
@@ -232,6 +233,7 @@ void PoolCore::end_stream_input() {
 }
 
 void PoolCore::cancel_stream(const std::shared_ptr<JobState>& job, bool open) {
+  if (foreign()) return;  // a forked child's copy of a stream, destroyed there: not its to end
   finish(job, std::make_exception_ptr(
                   Error(errc::bad_state, "multiproc::Pool: the stream was destroyed")));
   {
@@ -252,6 +254,7 @@ std::exception_ptr cancelled_error() {
 }  // namespace
 
 bool PoolCore::cancel(const std::shared_ptr<JobState>& job) {
+  check_owner("cancel()");
   {
     std::lock_guard<std::mutex> lock(m_);
     // Under m_, as dispatch takes tasks from pending_: a task found here has not been sent.
@@ -272,6 +275,7 @@ bool PoolCore::cancel(const std::shared_ptr<JobState>& job) {
 }
 
 void PoolCore::cancel_queued_futures() {
+  check_owner("shutdown(cancel_futures)");
   std::vector<std::shared_ptr<JobState>> cancelled;
   {
     std::lock_guard<std::mutex> lock(m_);
@@ -353,8 +357,8 @@ Pool::~Pool() {
     static auto* abandoned = new std::vector<std::shared_ptr<detail::PoolCore>>;
     try {
       abandoned->push_back(std::move(core_));
-    } catch (...) {  // no memory: ~PoolCore leaves the parent's things alone all the same
-    }
+    } catch (...) {  // no memory: ~PoolCore runs here, detaches the parent's thread and signals
+    }                  // nobody (its Process members find the workers are not this child's)
     return;
   }
   try {

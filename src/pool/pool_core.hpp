@@ -151,6 +151,10 @@ int worker_main(const Connection& conn, const std::function<void()>& init, std::
 //! The pool itself, shared by the Pool handle and its streams (weakly). Callers' threads submit
 //! work (lifecycle.cpp, stream.cpp); one manager thread owns the workers (manager.cpp) and hands
 //! their replies to the jobs (jobs.cpp).
+// Throws: Error(errc::bad_state) in a process other than the one that made the call (a forked
+// child's copy of a result, a stream or a future is never filled).
+void check_job_owner(const JobState& job);
+
 class PoolCore : public std::enable_shared_from_this<PoolCore> {
  public:
   PoolCore(int processes, std::function<void()> init, std::size_t maxtasks);

@@ -44,6 +44,7 @@ void StreamState::top_up() {
 
 bool StreamState::next(std::string& reply) {
   if (over) return false;
+  check_job_owner(*job);
   try {
     top_up();
     if (taken == submitted) {  // top_up read to the end of the input

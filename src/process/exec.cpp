@@ -178,7 +178,7 @@ std::vector<std::string> inherited_keys() {
 
 // ---- the parent's side ------------------------------------------------------------------------
 
-Process::Process(Command command) : Process(Target{}) {
+Process::Process(Command command) : Process(NoTarget{}) {
   if (command.path.empty()) {
     throw Error(errc::invalid_argument, "Process '" + name_ + "': a Command needs a path");
   }

@@ -163,7 +163,8 @@ CallState::CallState(std::shared_ptr<PoolCore> core, std::string call_id, std::s
       progress_(std::move(progress)),
       items_(offsets_.back()),
       job_done_(offsets_.size() - 1, false),
-      next_reap_(Clock::now() + core_->options.reap_interval) {
+      next_reap_(Clock::now() + core_->options.reap_interval),
+      owner_(::getpid()) {
   if (job_done_.empty()) finished_ = true;  // an empty map
 }
 
@@ -265,13 +266,15 @@ constexpr std::size_t kCompanions = 63;
 std::vector<std::shared_ptr<CallState>> CallState::claim_companions() {
   std::vector<std::shared_ptr<CallState>> seen;
   seen.reserve(kCompanions);
+  const pid_t me = ::getpid();
   {
     auto& r = *core_->registry;
     std::lock_guard<std::mutex> lock(r.mutex);
     for (const auto& [cid, state] : r.live) {
       if (seen.size() == kCompanions) break;
       if (cid == call_id_) continue;
-      if (auto p = state.lock()) seen.push_back(std::move(p));
+      auto p = state.lock();
+      if (p && p->owner_ == me) seen.push_back(std::move(p));
     }
   }
   std::vector<std::shared_ptr<CallState>> out;

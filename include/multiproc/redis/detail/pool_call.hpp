@@ -21,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include <sys/types.h>
+
 namespace multiproc::redis {
 
 class Result;
@@ -105,6 +107,10 @@ class CallState {
   std::size_t jobs_done_ = 0;
   Clock::time_point next_reap_;
   std::string last_id_ = "0-0";  // the result stream read up to here (only the fetching thread)
+  // The process that made the call. A forked child's copies of the parent's calls are never read
+  // as its companions: completing them there deleted their keys on the server, and the parent's
+  // get() then found its call expired (a review).
+  const pid_t owner_;
 };
 
 // ---- callables ------------------------------------------------------------------------------
