@@ -338,6 +338,39 @@ BOOST_AUTO_TEST_CASE(a_stopped_worker_holds_back_only_the_tasks_dealt_to_it, *bo
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_worker_stopped_while_idle_does_not_hold_a_task_larger_than_its_ring,
+                     *boost::unit_test::timeout(120)) {
+  // A task of 2 MiB streams through the worker's 1 MiB ring. Sent to a worker stopped while idle,
+  // it held the manager in the send — and every later task with it — until the worker was
+  // continued (an outside probe: a 2-worker pool answered nothing for good). The manager gives up
+  // on the stopped one and sends the task to the other; the stopped one, continued, works again.
+  mp::Pool pool(2);
+  BOOST_TEST(pool.apply(square, 2L) == 4);
+  ContinueAtExit cont;
+  const pid_t victim = pool.worker_pids().front();  // the first the manager deals to
+  ::kill(victim, SIGSTOP);
+  cont.pids.push_back(victim);
+  BOOST_REQUIRE(eventually([&] { return is_stopped(victim); }, 10s));
+  for (int i = 0; i < 3; ++i) {
+    auto big = pool.apply_async(length_of, std::string(std::size_t{2} << 20, 'x'));
+    auto small = pool.apply_async(square, 5L);
+    BOOST_REQUIRE(big.wait_for(60s));
+    BOOST_TEST(big.get() == 2L << 20);
+    BOOST_REQUIRE(small.wait_for(60s));
+    BOOST_TEST(small.get() == 25);
+  }
+  ::kill(victim, SIGCONT);
+  // It drops the part it was sent and takes tasks again: a map of many reaches both workers.
+  BOOST_TEST(eventually([&] {
+    for (int pid : pool.map(my_pid, std::vector<int>(400, 0), 1)) {
+      if (pid == static_cast<int>(victim)) return true;
+    }
+    return false;
+  }, 30s));
+  const auto lengths = pool.map(length_of, std::vector<std::string>(6, std::string(std::size_t{3} << 20, 'y')), 1);
+  for (long n : lengths) BOOST_TEST(n == 3L << 20);
+}
+
 BOOST_AUTO_TEST_CASE(close_and_join_while_workers_die_end_every_call, *boost::unit_test::timeout(120)) {
   mp::Pool pool(2);
   auto dying = pool.map_async(kill_myself_on, range(20), 1);

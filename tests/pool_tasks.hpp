@@ -123,6 +123,7 @@ inline long fork_a_sleeper(long seconds) {
   }
   return p;
 }
+inline long length_of(std::string s) { return static_cast<long>(s.size()); }
 inline long g_worker_setting = 0;
 inline long worker_setting(long) { return g_worker_setting; }
 inline void nothing() {}

@@ -51,6 +51,17 @@ inline constexpr std::chrono::milliseconds kPeerScanInterval{20};
 //! Throws: as Connection::send_bytes.
 void send_parts(const Connection& c, std::string_view head, const std::byte* body, std::size_t n);
 
+//! A send on c waits at most `limit` for room each time it must (0: for good, the default), then
+//! throws SendStalled; a message it was streaming is given up (its receiver drops the part). For
+//! the Pool's manager thread, which must not wait for good on one stopped worker.
+void set_send_stall_limit(const Connection& c, std::chrono::milliseconds limit);
+//! Whether the receiver of c has taken everything sent on it (a snapshot).
+bool send_drained(const Connection& c);
+//! What a send throws when set_send_stall_limit's limit passed with no room.
+struct SendStalled : Error {
+  using Error::Error;
+};
+
 //! Writes one byte of every page in the first `bytes` of each ring of c's pipe (the value that is
 //! there), so that this process has mapped them before it sends or receives there: on a VM that
 //! maps a page of a process at its first touch (5-10 us a page on host A, docs/benchmarks.md;
@@ -121,6 +132,7 @@ class ConnectionImpl {
   std::atomic<bool> closed_{false};
   mutable pid_t registered_pid_ = 0;
   mutable std::atomic<Clock::time_point> last_scan_{Clock::time_point{}};
+  std::atomic<std::int64_t> send_stall_ms_{0};  // set_send_stall_limit
   std::string what_;
 };
 

@@ -129,15 +129,22 @@ void ConnectionImpl::wait_room_slow(std::size_t n) const {
   // The cheap closed flag every time; the liveness scan of the peer's holders (system calls)
   // only after a sleep that brought no room — within 100 ms of a peer's death.
   bool slept = false;
+  const std::int64_t stall = send_stall_ms_.load(std::memory_order_relaxed);
+  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(stall);
   while (!send_.has_room(n)) {
     if (peer().closed.load(std::memory_order_acquire) != 0 || (slept && !peer_open())) {
       throw Closed(what_ + ": send: the peer closed its end");
     }
     // (In the middle of a message, stream() marks it given up as the exception leaves.)
     throw_if_closed_while_waiting("send");
+    if (stall > 0 && slept && Clock::now() >= deadline) {
+      throw SendStalled(errc::bad_state, what_ + ": send: the receiver made no room for " +
+                                             std::to_string(stall) + " ms (stopped?)");
+    }
     send_.sleep_until(
         send_.state()->space,
-        [&] { return send_.room_hint(n) || peer().closed.load() != 0 || closed_.load(); }, nullptr);
+        [&] { return send_.room_hint(n) || peer().closed.load() != 0 || closed_.load(); },
+        stall > 0 ? &deadline : nullptr);
     slept = true;
   }
 }
@@ -152,6 +159,7 @@ struct PipeFactory {
     track(second);
     return {Connection(first), Connection(second)};
   }
+  static ConnectionImpl& impl(const Connection& c) { return *c.impl_; }
   static void touch_rings(const Connection& c, std::size_t bytes) {
     const long page = ::sysconf(_SC_PAGESIZE);
     for (const ChannelRef* ch : {&c.impl_->recv_, &c.impl_->send_}) {
@@ -255,6 +263,12 @@ void detail::send_parts(const Connection& c, std::string_view head, const std::b
                         std::size_t n) {
   detail::PipeFactory::send_parts(c, head, body, n);
 }
+
+void detail::set_send_stall_limit(const Connection& c, std::chrono::milliseconds limit) {
+  detail::PipeFactory::impl(c).send_stall_ms_.store(limit.count(), std::memory_order_relaxed);
+}
+
+bool detail::send_drained(const Connection& c) { return detail::PipeFactory::impl(c).send_.drained(); }
 
 Connection::Connection(open_only_t, const Name& name, PipeEnd end)
     : Connection(detail::PipeFactory::open(Segment::open(name, Kind::pipe, nullptr), end)) {}

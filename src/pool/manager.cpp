@@ -52,11 +52,14 @@ void PoolCore::spawn_worker() {
   w.process = std::make_unique<Process>([child_end, init, maxtasks, started] {
     return worker_main(child_end, *init, maxtasks, started);
   });
-  w.process->set_name("PoolWorker-" + std::to_string(workers_.size() + 1));
+  // A replacement gets a new number: one named after the count of live workers could share the
+  // name of a live one, and a BrokenPool message then named the wrong worker.
+  w.process->set_name("PoolWorker-" + std::to_string(++workers_started_));
   w.process->set_daemon(true);  // dies with the manager thread, i.e. with the pool
   w.process->start();
   child_end.close();  // the worker holds its end; we hold ours
   w.conn = std::make_shared<Connection>(parent_end);
+  set_send_stall_limit(*w.conn, kSendStallLimit);
   workers_.push_back(std::move(w));
 }
 
@@ -146,6 +149,10 @@ void PoolCore::dispatch() {
   for (std::size_t depth = 1; depth <= max_depth; ++depth) {
     for (Worker& w : workers_) {
       if (!w.ready) continue;
+      if (w.stalled) {
+        if (!send_drained(*w.conn)) continue;  // still stopped (or slow): the others work
+        w.stalled = false;
+      }
       while (w.outstanding.size() < depth) {
         if (maxtasks_ != 0 && w.sent >= maxtasks_) break;
         Pending next;
@@ -205,7 +212,8 @@ bool PoolCore::send_to(Worker& w, Pending& task) {
   }
   try {
     send_task(w, sent);
-  } catch (const Error&) {  // the worker is gone: the manager replaces it
+  } catch (const Error& e) {  // the worker is gone (the manager replaces it), or stalled
+    w.stalled = dynamic_cast<const SendStalled*>(&e) != nullptr;
     if (sent.job->future) {
       std::lock_guard<std::mutex> job_lock(sent.job->mutex);
       sent.job->started = nullptr;

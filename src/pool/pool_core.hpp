@@ -80,6 +80,11 @@ inline constexpr char kStatusOk = 0;
 inline constexpr char kStatusRemoteError = 1;
 inline constexpr char kStatusBroken = 2;
 inline constexpr std::size_t kWorkerRing = std::size_t{1} << 20;
+// The manager waits at most this long for a worker to make room in its ring while it streams a
+// task larger than the ring to it: a worker stopped (SIGSTOP) while idle held the manager — and
+// so every other worker's next task — until it was continued (an outside probe). The task then
+// goes to another worker, and this one gets none until it has read what it was sent.
+inline constexpr std::chrono::milliseconds kSendStallLimit{500};
 // The part of each ring a pool cycles through, which both processes touch before the first task
 // (touch_rings): what the pool has outstanding stays under a quarter of the ring, and a pipe
 // starts again from the ring's beginning once a record crosses a sixteenth past that quarter
@@ -225,6 +230,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     std::uint64_t answered = 0;
     bool ready = false;  // it ran its initializer and said so
     bool direct = false;  // its outstanding tasks (one call's) were sent by a caller (see the top)
+    bool stalled = false;  // a send to it gave up (kSendStallLimit): none until its ring is drained
   };
 
   void run() noexcept;
@@ -283,6 +289,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   const int n_;
   const std::function<void()> init_;
   const std::size_t maxtasks_;
+  std::size_t workers_started_ = 0;  // for their names: PoolWorker-1, -2, ... (never reused)
 
   // Guards state_, broken_, pending_ (with the manager), pids_, next_job_, open_streams_,
   // joining_. Taken before a job's mutex, never after.

@@ -384,6 +384,11 @@ class ChannelRef {
   }
   //! The same question asked without holding the end (a hint for sleepers).
   bool room_hint(std::size_t n) const noexcept;
+  //! Whether the consumers have taken every byte published (a snapshot).
+  bool drained() const noexcept {
+    return cursor_bytes(c_->consumer.cursor.load(std::memory_order_acquire)) ==
+           cursor_bytes(c_->producer.cursor.load(std::memory_order_acquire));
+  }
   //! Writes one record: the payload through `write(dst)` where it is contiguous, with `type`.
   //! Requires has_room(n). Publishes it and wakes a consumer. Throws: what `write` throws
   //! (nothing is published); Error(errc::corrupt) as has_room() for a misaligned cursor.
