@@ -486,7 +486,11 @@ void PoolCore::deliver(const std::shared_ptr<JobState>& job, std::size_t index,
   if (j.progress) {
     try {
       j.progress(done, j.tasks);
+    } catch (const std::exception& e) {  // said, as a result callback's is (it was dropped silently)
+      std::fprintf(stderr, "multiproc::Pool: a progress callback threw %s: %s\n",
+                   demangle(typeid(e).name()).c_str(), e.what());
     } catch (...) {
+      std::fprintf(stderr, "multiproc::Pool: a progress callback threw\n");
     }
   }
   if (complete) finish(job, nullptr);
