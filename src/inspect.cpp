@@ -327,7 +327,7 @@ std::vector<ObjectInfo> list_objects() {
 
 std::optional<ObjectInfo> inspect(const Name& name) {
   try {
-    return inspect_file(detail::seg::shm_name(name.str()));
+    return inspect_file(detail::seg::shm_name(name));
   } catch (const Error& e) {
     if (e.code() == make_error_code(errc::not_found)) return std::nullopt;
     throw;

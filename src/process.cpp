@@ -213,15 +213,30 @@ ExecPlan make_plan(const Command& c, const std::vector<detail::HandoverEntry>& h
   plan.argv_s = c.argv.empty() ? std::vector<std::string>{c.path} : c.argv;
   for (const auto& a : plan.argv_s) check(a, "argv");
   const std::string prefix = std::string(kHandoverVariable) + "=";
+  // The child spells names with this process's name prefix — the one set_name_prefix() set, not
+  // only one from the environment — so that what is handed over by name is found (an outside
+  // probe: a Queue passed after set_name_prefix("pfx.") was "no object of that name" in the
+  // child). A MULTIPROC_PREFIX the command's own environment sets is kept.
+  const std::string names = "MULTIPROC_PREFIX=";
+  bool names_given = false, names_inherited = false;
   if (c.env) {
     for (const auto& e : *c.env) {
       check(e, "environment");
+      if (e.compare(0, names.size(), names) == 0) names_given = true;
       if (e.compare(0, prefix.size(), prefix) != 0) plan.env_s.push_back(e);
     }
   } else {
     for (char** e = environ; *e != nullptr; ++e) {
+      if (std::strncmp(*e, names.c_str(), names.size()) == 0) {
+        names_inherited = true;
+        continue;
+      }
       if (std::strncmp(*e, prefix.c_str(), prefix.size()) != 0) plan.env_s.emplace_back(*e);
     }
+  }
+  if (!names_given) {
+    const std::string current = name_prefix();
+    if (!current.empty() || names_inherited) plan.env_s.push_back(names + current);
   }
   if (!handover.empty()) plan.env_s.push_back(prefix + detail::encode_handover(handover));
   for (auto& a : plan.argv_s) plan.argv.push_back(a.data());

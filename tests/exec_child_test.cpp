@@ -183,6 +183,12 @@ MPTEST_SCENARIO(exec_queue_worker) {
 
 MPTEST_SCENARIO(exec_exit) { return std::stoi(args.at(0)); }
 
+// Takes an int from the handed-over queue and exits with it.
+MPTEST_SCENARIO(exec_take_one) {
+  (void)args;
+  return mp::inherited<mp::Queue<int>>("q").get();
+}
+
 // ---- the tests ------------------------------------------------------------------------------------
 
 BOOST_FIXTURE_TEST_SUITE(exec_child, Clean)
@@ -311,6 +317,25 @@ BOOST_AUTO_TEST_CASE(exec_failures_are_errors_from_start, *boost::unit_test::tim
     BOOST_TEST(p.exitcode().value_or(-999) == 0);
   }
   expect_errc([] { mp::Process p(mp::Command{}); }, mp::errc::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(an_object_made_under_a_prefix_set_in_the_program_is_found_by_the_child,
+                     *boost::unit_test::timeout(60)) {
+  // set_name_prefix(), not MULTIPROC_PREFIX: the child spelled the name with its own (empty)
+  // prefix and found nothing (an outside probe).
+  const std::string before = mp::name_prefix();
+  mp::set_name_prefix(before + "handed.");
+  struct Restore {
+    std::string p;
+    ~Restore() { mp::set_name_prefix(p); }
+  } restore{before};
+  mp::Queue<int> q(mp::create_only, unique_name("q"), 4);
+  q.put(42);
+  mp::Process p(self_command("exec_take_one"));
+  p.pass("q", q);
+  p.start();
+  BOOST_REQUIRE(p.join_for(30s));
+  BOOST_TEST(p.exitcode().value_or(-1) == 42);
 }
 
 BOOST_AUTO_TEST_CASE(handing_over_wrong_things_is_refused, *boost::unit_test::timeout(60)) {

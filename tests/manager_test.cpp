@@ -17,6 +17,8 @@
 #include <iterator>
 #include <cstdio>
 #include <map>
+#include <sstream>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <sys/wait.h>
@@ -618,6 +620,134 @@ BOOST_AUTO_TEST_CASE(the_manager_dies_with_its_owner_and_takes_its_names,
   owner.join();
   BOOST_TEST(eventually([&] { return shm_with(name).empty(); }, 10s));
   BOOST_TEST(eventually([&] { return !pid_running(server); }, 10s));
+}
+
+BOOST_AUTO_TEST_CASE(a_default_manager_sweeps_what_dead_ones_left_when_owner_and_server_died_together,
+                     *boost::unit_test::timeout(60)) {
+  // Owner and server killed at once (a process group killed): nobody removed the names, and a
+  // default name holds the dead owner's pid, so nothing ever reclaimed them (an outside probe).
+  mp::RawValue<int> server(0);
+  Gate ready;
+  mp::Process owner([&ready, server] {
+    mp::Manager m;  // default name: manager.<pid>.<n>
+    m.dict<int, int>("d").set(1, 1);
+    server.store(m.pid());
+    ready.signal();
+    for (;;) ::pause();
+    return 0;
+  });
+  owner.set_daemon(true);  // a failed check below must not leave it paused
+  owner.start();
+  BOOST_TEST_REQUIRE(ready.wait(30s));
+  // Default names are outside the run's prefix (see NoAnonymousNamesLeft): look for them.
+  const std::string head = "mp." + mp::name_prefix() + "manager." + std::to_string(owner.pid()) + ".";
+  const auto left_behind = [&] {
+    std::size_t n = 0;
+    if (DIR* d = ::opendir("/dev/shm")) {
+      while (dirent* e = ::readdir(d)) n += std::strncmp(e->d_name, head.c_str(), head.size()) == 0;
+      ::closedir(d);
+    }
+    return n;
+  };
+  BOOST_TEST_REQUIRE(left_behind() > 0u);
+  ::kill(server.load(), SIGKILL);
+  owner.kill();
+  owner.join();
+  BOOST_TEST_REQUIRE(eventually([&] { return !pid_running(server.load()); }, 10s));
+  BOOST_TEST(left_behind() > 0u);  // left behind
+  NoAnonymousNamesLeft check;
+  mp::Manager next;  // a new default manager sweeps them
+  BOOST_TEST(left_behind() == 0u);
+  BOOST_TEST((next.dict<int, int>("d").get(1) == std::nullopt));
+}
+
+BOOST_AUTO_TEST_CASE(a_prefix_set_after_the_manager_started_leaves_its_connections_alone,
+                     *boost::unit_test::timeout(60)) {
+  const std::string before = mp::name_prefix();
+  mp::Manager m;
+  auto d = m.dict<int, int>("d");
+  d.set(1, 1);
+  mp::set_name_prefix("elsewhere.");
+  struct Restore {
+    std::string p;
+    ~Restore() { mp::set_name_prefix(p); }
+  } restore{before};
+  // A new thread's first call connects: its pipe must be spelled as the server expects (it waited
+  // 30 s, then failed with disconnected).
+  std::atomic<int> got{0};
+  std::thread([&] { got = d.get(1).value_or(-1); }).join();
+  BOOST_TEST(got.load() == 1);
+  CHECK_CHILD([&] { return d.get(1).value_or(-1) == 1 ? 0 : 1; });
+}
+
+BOOST_AUTO_TEST_CASE(a_closed_listen_queue_costs_the_server_no_cpu_and_names_the_manager,
+                     *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("mgr");
+  mp::Manager m(mp::create_only, name);
+  auto d = m.dict<int, int>("d");
+  d.set(1, 1);
+  mp::Queue<std::string>(mp::open_only, name + ".listen").close();  // as a stray writer could
+  const auto cpu = [&] {
+    std::ifstream stat("/proc/" + std::to_string(m.pid()) + "/stat");
+    std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    std::istringstream rest(all.substr(all.rfind(')') + 2));
+    std::string field;
+    long ticks = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14 || i == 15) ticks += std::stol(field);  // utime, stime
+    }
+    return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  };
+  const double before = cpu();
+  std::string error;
+  std::thread([&] {
+    try {
+      d.get(1);
+    } catch (const mp::Error& e) {
+      error = e.what();
+    }
+  }).join();
+  BOOST_TEST(error.find("multiproc::Manager '" + name + "'") != std::string::npos, error);
+  std::this_thread::sleep_for(1s);  // a measured interval (not a synchronisation)
+  BOOST_TEST(cpu() - before < 0.5);  // it spun a whole CPU
+  BOOST_TEST(d.get(1).value_or(-1) == 1);  // connections made before still work
+}
+
+BOOST_AUTO_TEST_CASE(saves_from_two_threads_at_once_and_a_load_of_a_directory,
+                     *boost::unit_test::timeout(60)) {
+  mp::Manager m;
+  m.dict<int, int>("d").set(1, 1);
+  char tmpl[] = "/tmp/mp-save.XXXXXX";
+  BOOST_TEST_REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl, path = dir + "/state";
+  std::atomic<int> failed{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 2; ++t) {
+    ts.emplace_back([&] {
+      for (int i = 0; i < 20; ++i) {
+        try {
+          m.save(path);  // one temporary file for both threads: one lost it (ENOENT)
+        } catch (const mp::Error&) {
+          ++failed;
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  BOOST_TEST(failed.load() == 0);
+  mp::Manager other;
+  other.load(path);
+  BOOST_TEST((other.dict<int, int>("d").get(1).value_or(-1) == 1));
+  // A directory: an mp::Error naming the file (std::ios_base::failure before).
+  try {
+    other.load(dir);
+    BOOST_ERROR("a directory loaded");
+  } catch (const mp::Error& e) {
+    BOOST_TEST(e.code() == std::error_code(EISDIR, std::system_category()));
+    BOOST_TEST(std::string(e.what()).find("load from '" + dir + "'") != std::string::npos, e.what());
+  }
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
 }
 
 BOOST_AUTO_TEST_CASE(a_kind_of_ones_own_blocks_in_slices_and_sees_sessions_end,

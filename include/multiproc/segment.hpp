@@ -131,13 +131,17 @@ class Name {
   const Permissions& permissions() const noexcept { return permissions_; }
   //! The other user whose objects an open through this name accepts (trust_owner), if any.
   std::optional<uid_t> trusted_owner() const noexcept { return trusted_owner_; }
+  //! The prefix this name is spelled with (with_prefix), or nullptr: the one in effect.
+  const std::string* fixed_prefix() const noexcept { return prefix_ ? &*prefix_ : nullptr; }
 
  private:
   friend Name persistent(std::string_view name);
   friend Name allow_foreign(Name name);
   friend Name with_permissions(Name name, const Permissions& permissions);
   friend Name trust_owner(Name name, uid_t owner);
+  friend Name with_prefix(Name name, std::string_view prefix);
   std::string name_;
+  std::optional<std::string> prefix_;
   bool persistent_ = false;
   bool foreign_allowed_ = false;
   Permissions permissions_;
@@ -169,6 +173,11 @@ Name persistent(std::string_view name);
 //! with_permissions(); trust_owner() is the narrower opt-in for one other owner. Composes with
 //! persistent: allow_foreign(persistent("x")).
 Name allow_foreign(Name name);
+
+//! The same name, spelled with `prefix` rather than the prefix in effect when it is used: a name
+//! made under one prefix, reached after set_name_prefix() changed it (a Manager's connections do
+//! this). Throws: as set_name_prefix for an invalid prefix.
+Name with_prefix(Name name, std::string_view prefix);
 
 //! Sets the application's name prefix: names reached from now on in this process are spelled
 //! /dev/shm/mp.<prefix><name> (handles already open keep their file). The default is the

@@ -5,6 +5,7 @@
 #include "../process/liveness.hpp"
 
 #include <multiproc/codec.hpp>
+#include <multiproc/inspect.hpp>
 #include <multiproc/manager.hpp>
 
 #include <algorithm>
@@ -13,8 +14,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
-#include <fstream>
+#include <sys/stat.h>
 #include <iterator>
 #include <new>
 #include <pthread.h>
@@ -92,6 +94,16 @@ struct ThreadCache {
 };
 thread_local ThreadCache t_cache;
 
+// Forgets the calling thread's connection to c (broken while the server lives): its next call
+// connects again.
+void forget_connection(ClientState& c, const ThreadConnection* tc) noexcept {
+  auto& v = t_cache.entries;
+  v.erase(std::remove_if(v.begin(), v.end(),
+                         [&](const ThreadEntry& e) { return e.client_id == c.id && e.tc == tc; }),
+          v.end());
+  c.drop(tc);
+}
+
 }  // namespace
 
 void ClientState::drop(const ThreadConnection* tc) noexcept {
@@ -137,21 +149,30 @@ ThreadConnection* ClientState::connect(std::chrono::steady_clock::time_point giv
   const std::string pipe_name = pipe_prefix(name) + std::to_string(me) + "." +
                                 std::to_string(current_start_time()) + "." +
                                 std::to_string(g_pipe_counter.fetch_add(1));
-  std::pair<Connection, Connection> ends = Pipe(create_only, pipe_name, true, kConnectionRing);
+  std::pair<Connection, Connection> ends =
+      Pipe(create_only, with_prefix(pipe_name, prefix), true, kConnectionRing);
   struct RemoveName {  // whatever happens, the name goes: the server has opened it, or never will
-    const std::string& n;
+    Name n;
     ~RemoveName() {
       try {
         remove(n);
       } catch (...) {
       }
     }
-  } remove_name{pipe_name};
+  } remove_name{with_prefix(pipe_name, prefix)};
   const std::string claim_segment = claim_name(pipe_name);
-  SharedMemory claim(create_only, claim_segment, kClaimBytes);  // zero: no request yet
-  RemoveName remove_claim{claim_segment};
+  SharedMemory claim(create_only, with_prefix(claim_segment, prefix), kClaimBytes);  // zero: no request yet
+  RemoveName remove_claim{with_prefix(claim_segment, prefix)};
   const auto limit = std::chrono::steady_clock::now() + kHandshakeLimit;
-  while (!listen.put_for(pipe_name, kSlice)) {  // full: requests the server has not taken yet
+  const auto request = [&] {
+    try {
+      return listen.put_for(pipe_name, kSlice);
+    } catch (const Error& e) {  // the listen queue closed or damaged (a stray writer): say whose
+      throw Error(errc::disconnected, describe() + ": cannot ask its server for a connection: " +
+                                          e.what());
+    }
+  };
+  while (!request()) {  // full: requests the server has not taken yet
     if (server_gone()) fail_disconnected("connecting");
     if (std::chrono::steady_clock::now() >= give_up) return nullptr;  // the names go (guards)
     if (std::chrono::steady_clock::now() > limit) {
@@ -258,7 +279,16 @@ std::optional<std::string> ObjectRef::call_until(
     }
   } catch (const Error& e) {
     if (e.code() == errc::eof || e.code() == errc::closed) {
-      c.fail_disconnected(kind_ + " '" + name_ + "'");
+      if (c.shut_down.load() || c.server_gone()) c.fail_disconnected(kind_ + " '" + name_ + "'");
+      // The server lives: only this thread's connection broke (its pipe's bytes damaged, say).
+      // This call fails; the next makes a new connection. Before, every thread of the process
+      // was told the server was gone, for good (an outside probe: one byte written into one
+      // thread's pipe).
+      forget_connection(c, &tc);
+      throw Error(errc::disconnected,
+                  c.describe() + ": " + kind_ + " '" + name_ + "': this thread's connection to the "
+                  "server broke (" + e.what() + "); the server (pid " + std::to_string(c.server_pid) +
+                  ") lives: the next call connects again");
     }
     throw;
   }
@@ -334,7 +364,40 @@ using detail::manager::ServerInfo;
 namespace {
 
 // "manager.<pid>.<n>": unique while this process runs; a dead process's leftover is reclaimed.
+// Removes what managers of the default names left in /dev/shm when their owner and server died
+// together (a process group killed: kill -- -pgid, timeout, a closed terminal) — nobody was left
+// to remove their names, and a default name holds the dead owner's pid, so no later create
+// reclaims it (an outside probe: 70 KB per such run). Only names whose creator is dead and that
+// no live process has mapped (remove_stale's own check, made again at removal); best effort.
+void sweep_dead_default_managers() noexcept {
+  try {
+    const std::string head = "mp." + name_prefix() + "manager.";
+    std::vector<std::string> files;
+    if (DIR* d = ::opendir("/dev/shm")) {
+      while (dirent* e = ::readdir(d)) {
+        const std::string f = e->d_name;
+        if (f.compare(0, head.size(), head) != 0) continue;
+        // manager.<pid>.<n>[...]: not this process's own
+        const std::size_t dot = f.find('.', head.size());
+        if (dot == std::string::npos) continue;
+        if (f.substr(head.size(), dot - head.size()) == std::to_string(detail::current_pid())) continue;
+        files.push_back(f);
+      }
+      ::closedir(d);
+    }
+    for (const std::string& f : files) {
+      try {
+        const ObjectInfo info = inspect_file(f);
+        if (info.stale()) remove_stale(info);
+      } catch (...) {  // gone meanwhile, or not ours to judge
+      }
+    }
+  } catch (...) {
+  }
+}
+
 std::string fresh_manager_name() {
+  sweep_dead_default_managers();
   return "manager." + std::to_string(detail::current_pid()) + "." +
          std::to_string(detail::manager::g_manager_counter.fetch_add(1) + 1);
 }
@@ -497,7 +560,11 @@ void Manager::save(const std::string& path) const {
   server.kind_ = "manager";
   server.name_ = state_->client->name;
   const std::string data = server.call(detail::manager::kSaveOp, {});
-  const std::string tmp = path + ".tmp." + std::to_string(detail::current_pid());
+  // Unique per call: two threads saving to one path at once used one temporary file, and one
+  // renamed the other's away (an outside probe: ENOENT in a quarter of such saves).
+  static std::atomic<unsigned long> saves{0};
+  const std::string tmp = path + ".tmp." + std::to_string(detail::current_pid()) + "." +
+                          std::to_string(detail::current_tid()) + "." + std::to_string(++saves);
   const std::string what = "multiproc::Manager '" + server.name_ + "': save to '" + path + "'";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw Error::from_errno(errno, what + ": cannot create '" + tmp + "'");
@@ -532,10 +599,37 @@ void Manager::load(const std::string& path) const {
   server.kind_ = "manager";
   server.name_ = state_->client->name;
   const std::string what = "multiproc::Manager '" + server.name_ + "': load from '" + path + "'";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error::from_errno(errno != 0 ? errno : EIO, what);
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error::from_errno(errno != 0 ? errno : EIO, what);
+  // read(2), not an ifstream: a directory made one throw std::ios_base::failure (an outside
+  // probe), where load() promises an Error naming the file.
+  std::string data;
+  {
+    // O_NONBLOCK: a FIFO must not block the open (regular files ignore it).
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) throw Error::from_errno(errno, what);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      throw Error::from_errno(err, what);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error::from_errno(S_ISDIR(st.st_mode) ? EISDIR : EINVAL, what + ": not a regular file");
+    }
+    char buf[1 << 16];
+    for (;;) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const int err = errno;
+        ::close(fd);
+        throw Error::from_errno(err, what);
+      }
+      if (n == 0) break;
+      data.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+  }
   std::string_view body(data);
   if (body.substr(0, kSaveMagic.size()) == kSaveMagic) {
     body.remove_prefix(kSaveMagic.size());

@@ -353,7 +353,11 @@ int server_main(const std::string& name, const Queue<std::string>& listen, pid_t
     std::optional<std::string> req;
     try {
       req = listen.get_for(kAcceptSlice);
-    } catch (const Error&) {  // a damaged request was skipped
+    } catch (const Error& e) {
+      // A damaged request was skipped — or the queue cannot be read at all (closed, or its
+      // bytes damaged for good by a stray writer): then wait the slice out rather than spin (it
+      // took a CPU whole; an outside probe set the closed flag).
+      if (e.code() != errc::corrupt) std::this_thread::sleep_for(kAcceptSlice);
     }
     if (req && req->compare(0, prefix.size(), prefix) == 0) {
       pid_t pid = 0;

@@ -113,6 +113,10 @@ struct ThreadConnection {
 struct ClientState : std::enable_shared_from_this<ClientState> {
   const std::uint64_t id;  // unique in this process: the per-thread cache's key
   std::string name;        // the manager's
+  // The name prefix the manager's files have (the one in effect when this client was made): the
+  // connections this process makes later are spelled with it, as its server expects, whatever
+  // set_name_prefix() did since (new threads' first calls waited 30 s, then failed).
+  const std::string prefix = name_prefix();
   pid_t server_pid = 0;
   std::uint64_t server_start = 0;
   Queue<std::string> listen;

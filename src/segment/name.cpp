@@ -75,6 +75,11 @@ const std::string& current_prefix() {
 // "mp." + prefix + name (Boost and shm_open add the '/').
 std::string shm_name(const std::string& name) { return kPrefix + current_prefix() + name; }
 std::string shm_path(const std::string& name) { return "/dev/shm/" + shm_name(name); }
+std::string shm_name(const Name& name) {
+  const std::string* fixed = name.fixed_prefix();
+  return fixed != nullptr ? kPrefix + *fixed + name.str() : shm_name(name.str());
+}
+std::string shm_path(const Name& name) { return "/dev/shm/" + shm_name(name); }
 std::string file_path(const std::string& file) { return "/dev/shm/" + file; }
 
 // Removes the name while it refers to file (dev, ino). Every multiproc remover that checks
@@ -155,6 +160,11 @@ Name allow_foreign(Name name) {
   return name;
 }
 
+Name with_prefix(Name name, std::string_view prefix) {
+  name.prefix_ = detail::seg::checked_prefix(prefix, "with_prefix");
+  return name;
+}
+
 void set_name_prefix(std::string_view prefix) {
   const std::string* fresh =
       detail::seg::keep_prefix(detail::seg::checked_prefix(prefix, "set_name_prefix"));
@@ -166,19 +176,19 @@ void set_name_prefix(std::string_view prefix) {
 std::string name_prefix() { return detail::seg::current_prefix(); }
 
 bool remove(const Name& name) {
-  if (::shm_unlink(("/" + shm_name(name.str())).c_str()) == 0) return true;
+  if (::shm_unlink(("/" + shm_name(name)).c_str()) == 0) return true;
   if (errno == ENOENT) return false;
   throw Error::from_errno(errno, "multiproc: cannot remove '" + name.str() + "'");
 }
 
 bool exists(const Name& name) {
   struct stat st {};
-  return ::stat(shm_path(name.str()).c_str(), &st) == 0;
+  return ::stat(shm_path(name).c_str(), &st) == 0;
 }
 
 bool Segment::unlink(const Name& name, FileId id) {
   // Same check as the creator's destructor: remove only while the name refers to that file.
-  const int r = detail::seg::remove_if_same(shm_name(name.str()), static_cast<dev_t>(id.dev),
+  const int r = detail::seg::remove_if_same(shm_name(name), static_cast<dev_t>(id.dev),
                                             static_cast<ino_t>(id.ino));
   if (r < 0) throw Error::from_errno(-r, "multiproc: cannot remove '" + name.str() + "'");
   return r > 0;

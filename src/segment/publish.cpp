@@ -186,7 +186,7 @@ std::shared_ptr<SegmentImpl> try_create(const Name& name, const SegmentLayout& l
                                         const Segment::Init& init, const std::string& what) {
   const std::size_t total = total_size_for(layout, what);
   const std::size_t body_offset = body_offset_for(layout);
-  const std::string file = shm_name(name.str());
+  const std::string file = shm_name(name);
   const std::string path = file_path(file);
   std::uint64_t generation = 0;  // of the object this create reclaimed the name from
 

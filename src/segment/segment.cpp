@@ -80,7 +80,7 @@ void check_owner(const struct stat& st, const Name& name, const std::string& wha
   const std::string owner = describe_user(st.st_uid);
   char mode[8];
   std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-  std::string msg = what + ": refusing to open " + shm_path(name.str()) + ": it belongs to " +
+  std::string msg = what + ": refusing to open " + shm_path(name) + ": it belongs to " +
                     owner + ", mode " + mode;
   if (foreign) msg += "; this process runs as uid " + std::to_string(me);
   if (trusted) msg += " and trusts " + describe_user(*trusted);
@@ -189,7 +189,7 @@ using namespace detail::seg;
 // Opens and validates; nullptr when the name does not exist.
 std::shared_ptr<SegmentImpl> try_open(const Name& name, Kind kind, const ElementType* element,
                                       const std::string& what) {
-  const std::string sname = shm_name(name.str());
+  const std::string sname = shm_name(name);
   bip::shared_memory_object shm;
   try {
     bip::shared_memory_object opened(bip::open_only, sname.c_str(), bip::read_write);
@@ -291,7 +291,7 @@ Segment Segment::create(const Name& name, const SegmentLayout& layout, const Ini
   auto impl = try_create(name, layout, init, what);
   if (!impl) {
     throw Error(errc::already_exists,
-                what + ": cannot create: the name is taken by " + taken_by(shm_name(name.str())) +
+                what + ": cannot create: the name is taken by " + taken_by(shm_name(name)) +
                     " (use open_only or open_or_create to share it, or multiproc::remove to "
                     "discard it)");
   }

@@ -73,6 +73,9 @@ inline constexpr int kCreateAttempts = 8;
 //! The shared-memory object name of a user's name ("mp.<prefix><name>"; Boost adds the '/').
 //! Throws: Error(errc::invalid_argument) for an invalid MULTIPROC_PREFIX.
 std::string shm_name(const std::string& name);
+//! As above, with the name's own prefix if it has one (with_prefix).
+std::string shm_name(const Name& name);
+std::string shm_path(const Name& name);
 //! Its path under /dev/shm.
 std::string shm_path(const std::string& name);
 //! The path of a file in /dev/shm ("mp.x" -> "/dev/shm/mp.x").
