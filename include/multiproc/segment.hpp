@@ -181,8 +181,9 @@ Name with_prefix(Name name, std::string_view prefix);
 
 //! Sets the application's name prefix: names reached from now on in this process are spelled
 //! /dev/shm/mp.<prefix><name> (handles already open keep their file). The default is the
-//! MULTIPROC_PREFIX environment variable, read at the first use of a name (so exec'd children
-//! inherit it), else empty. Every named object — values, arrays, locks, queues, SharedMemory, the
+//! MULTIPROC_PREFIX environment variable, read at the first use of a name, else empty. A child
+//! exec'd by Process gets the prefix in effect at its start() as its MULTIPROC_PREFIX (unless its
+//! Command's environment sets one), so it reaches the objects handed to it. Every named object — values, arrays, locks, queues, SharedMemory, the
 //! lock a value records by name — goes through it. Include a separator of your own: "blue." gives
 //! mp.blue.counter. Throws: Error(errc::invalid_argument) for a prefix longer than 48 characters
 //! or containing '/' or NUL (an invalid MULTIPROC_PREFIX: at the first use of a name).
