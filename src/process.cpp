@@ -235,8 +235,24 @@ ExecPlan make_plan(const Command& c, const std::vector<detail::HandoverEntry>& h
     }
   }
   if (!names_given) {
-    const std::string current = name_prefix();
-    if (!current.empty() || names_inherited) plan.env_s.push_back(names + current);
+    // Only when set_name_prefix() made the prefix differ from the environment's (an invalid
+    // MULTIPROC_PREFIX, which name_prefix() refuses, is passed on as it is).
+    try {
+      const std::string current = name_prefix();
+      const char* env = std::getenv("MULTIPROC_PREFIX");
+      if (current != (env != nullptr ? env : "")) {
+        std::vector<std::string> kept;
+        for (auto& e : plan.env_s) {
+          if (e.compare(0, names.size(), names) != 0) kept.push_back(std::move(e));
+        }
+        plan.env_s = std::move(kept);
+        plan.env_s.push_back(names + current);
+      } else if (names_inherited && env != nullptr) {
+        plan.env_s.push_back(names + env);
+      }
+    } catch (const Error&) {
+      if (const char* env = std::getenv("MULTIPROC_PREFIX")) plan.env_s.push_back(names + env);
+    }
   }
   if (!handover.empty()) plan.env_s.push_back(prefix + detail::encode_handover(handover));
   for (auto& a : plan.argv_s) plan.argv.push_back(a.data());
@@ -588,7 +604,8 @@ void Process::setup_child(pid_t parent, const std::vector<int>& also_keep, bool 
     // (a thread that starts a daemon and returns at once), or the whole parent did: now. A thread
     // ending early went unnoticed (getppid() names the process): its daemon outlived it.
     if (::getppid() != parent ||
-        (t_forker_tid > 0 && ::syscall(SYS_tgkill, parent, t_forker_tid, 0) != 0)) {
+        (t_forker_tid > 0 && ::syscall(SYS_tgkill, parent, t_forker_tid, 0) != 0 &&
+         errno == ESRCH)) {  // not EPERM or ENOSYS (a filter): only a thread that is gone
       ::raise(pdeath);
     }
   }

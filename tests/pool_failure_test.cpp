@@ -359,6 +359,12 @@ BOOST_AUTO_TEST_CASE(a_worker_stopped_while_idle_does_not_hold_a_task_larger_tha
     BOOST_REQUIRE(small.wait_for(60s));
     BOOST_TEST(small.get() == 25);
   }
+  // Calls its caller deals out itself (small, nothing queued) pass the stopped worker by too.
+  for (long i = 0; i < 20; ++i) {
+    auto r = pool.apply_async(square, i);
+    BOOST_REQUIRE(r.wait_for(30s));
+    BOOST_TEST(r.get() == i * i);
+  }
   ::kill(victim, SIGCONT);
   // It drops the part it was sent and takes tasks again: a map of many reaches both workers.
   BOOST_TEST(eventually([&] {

@@ -94,16 +94,6 @@ struct ThreadCache {
 };
 thread_local ThreadCache t_cache;
 
-// Forgets the calling thread's connection to c (broken while the server lives): its next call
-// connects again.
-void forget_connection(ClientState& c, const ThreadConnection* tc) noexcept {
-  auto& v = t_cache.entries;
-  v.erase(std::remove_if(v.begin(), v.end(),
-                         [&](const ThreadEntry& e) { return e.client_id == c.id && e.tc == tc; }),
-          v.end());
-  c.drop(tc);
-}
-
 }  // namespace
 
 void ClientState::drop(const ThreadConnection* tc) noexcept {
@@ -231,6 +221,9 @@ std::optional<std::string> ObjectRef::call_until(
   ThreadConnection* made = c.connection(give_up);
   if (made == nullptr) return std::nullopt;  // no connection by the deadline: nothing was sent
   ThreadConnection& tc = *made;
+  if (!tc.broken.empty()) {
+    throw Error(errc::disconnected, c.describe() + ": " + kind_ + " '" + name_ + "': " + tc.broken);
+  }
   std::memcpy(request.data(), &op, 4);
   std::memcpy(request.data() + 4, &id_, 8);
   std::atomic<std::uint64_t>& word = claim_word(*tc.claim);
@@ -284,11 +277,14 @@ std::optional<std::string> ObjectRef::call_until(
       // This call fails; the next makes a new connection. Before, every thread of the process
       // was told the server was gone, for good (an outside probe: one byte written into one
       // thread's pipe).
-      forget_connection(c, &tc);
-      throw Error(errc::disconnected,
-                  c.describe() + ": " + kind_ + " '" + name_ + "': this thread's connection to the "
-                  "server broke (" + e.what() + "); the server (pid " + std::to_string(c.server_pid) +
-                  ") lives: the next call connects again");
+      // The thread's calls keep failing (not a new connection: the server ended the session and
+      // released what it held through it — a Lock — and a thread inside its critical section
+      // must not go on as if it still held it); other threads and new ones go on.
+      tc.broken = "this thread's connection to the server broke (" + std::string(e.what()) +
+                  "; the server, pid " + std::to_string(c.server_pid) +
+                  ", lives: other threads go on; what this thread held through the manager, a "
+                  "Lock, was released)";
+      throw Error(errc::disconnected, c.describe() + ": " + kind_ + " '" + name_ + "': " + tc.broken);
     }
     throw;
   }
@@ -377,10 +373,14 @@ void sweep_dead_default_managers() noexcept {
       while (dirent* e = ::readdir(d)) {
         const std::string f = e->d_name;
         if (f.compare(0, head.size(), head) != 0) continue;
-        // manager.<pid>.<n>[...]: not this process's own
+        // manager.<pid>.<n>[...]: digits, not this process's own, and files of this user only
         const std::size_t dot = f.find('.', head.size());
-        if (dot == std::string::npos) continue;
-        if (f.substr(head.size(), dot - head.size()) == std::to_string(detail::current_pid())) continue;
+        if (dot == std::string::npos || dot == head.size()) continue;
+        const std::string pid = f.substr(head.size(), dot - head.size());
+        if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+        if (pid == std::to_string(detail::current_pid())) continue;
+        struct stat st {};
+        if (::stat(("/dev/shm/" + f).c_str(), &st) != 0 || st.st_uid != ::geteuid()) continue;
         files.push_back(f);
       }
       ::closedir(d);
@@ -606,14 +606,16 @@ void Manager::load(const std::string& path) const {
     // O_NONBLOCK: a FIFO must not block the open (regular files ignore it).
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) throw Error::from_errno(errno, what);
+    struct Close {  // also when the append below runs out of memory
+      int fd;
+      ~Close() { ::close(fd); }
+    } close_fd{fd};
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
       const int err = errno;
-      ::close(fd);
       throw Error::from_errno(err, what);
     }
     if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
       throw Error::from_errno(S_ISDIR(st.st_mode) ? EISDIR : EINVAL, what + ": not a regular file");
     }
     char buf[1 << 16];
@@ -621,14 +623,11 @@ void Manager::load(const std::string& path) const {
       const ssize_t n = ::read(fd, buf, sizeof buf);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
-        const int err = errno;
-        ::close(fd);
-        throw Error::from_errno(err, what);
+        throw Error::from_errno(errno, what);
       }
       if (n == 0) break;
       data.append(buf, static_cast<std::size_t>(n));
     }
-    ::close(fd);
   }
   std::string_view body(data);
   if (body.substr(0, kSaveMagic.size()) == kSaveMagic) {

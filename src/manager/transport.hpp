@@ -108,6 +108,7 @@ struct ThreadConnection {
   std::optional<SharedMemory> claim;  // the claim word's segment (see "Deadlines" above)
   std::uint64_t sent = 0;   // requests sent on this connection
   std::uint64_t stale = 0;  // answers still to come to requests given up on
+  std::string broken;       // why it broke while the server lived ("" while it works)
 };
 
 struct ClientState : std::enable_shared_from_this<ClientState> {

@@ -20,7 +20,14 @@ struct CompletionWaiter::Shared {
 
 CompletionWaiter::CompletionWaiter(std::vector<std::shared_ptr<JobState>> jobs)
     : shared_(std::make_shared<Shared>()), jobs_(std::move(jobs)) {
-  for (const auto& job : jobs_) check_job_owner(*job);  // before any hook is added
+  for (const auto& job : jobs_) {  // before any hook is added; a finished one is read anywhere
+    bool finished;
+    {
+      std::lock_guard<std::mutex> lock(job->mutex);
+      finished = job->finished;
+    }
+    if (!finished) check_job_owner(*job);
+  }
   tokens_.reserve(jobs_.size());
   for (std::size_t i = 0; i < jobs_.size(); ++i) {
     // A job finished already runs the hook here: it is queued at once, in the given order.

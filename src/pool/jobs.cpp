@@ -264,7 +264,8 @@ void PoolCore::top_up_direct(JobState& job) {
   for (std::size_t depth = 1; depth <= kDirectTasksPerWorker && !failed; ++depth) {
     for (Worker& w : workers_) {
       if (tasks.empty()) break;
-      if (!w.ready || w.outstanding.size() >= depth || (maxtasks_ != 0 && w.sent >= maxtasks_)) {
+      if (!w.ready || w.outstanding.size() >= depth || (maxtasks_ != 0 && w.sent >= maxtasks_) ||
+          !sendable(w)) {
         continue;
       }
       Pending& next = tasks.front();

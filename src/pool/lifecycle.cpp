@@ -122,8 +122,9 @@ bool PoolCore::try_direct(const std::shared_ptr<JobState>& job, std::vector<Pool
     std::lock_guard<std::mutex> lock(m_);
     check_accepting();
     if (!pending_.empty()) return false;  // first come, first served
-    const bool idle = std::any_of(workers_.begin(), workers_.end(), [&](const Worker& w) {
-      return w.ready && w.outstanding.empty() && (maxtasks_ == 0 || w.sent < maxtasks_);
+    const bool idle = std::any_of(workers_.begin(), workers_.end(), [&](Worker& w) {
+      return w.ready && w.outstanding.empty() && (maxtasks_ == 0 || w.sent < maxtasks_) &&
+             sendable(w);
     });
     if (!idle) return false;
     const std::uint64_t id = next_job_++;

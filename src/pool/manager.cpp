@@ -137,6 +137,11 @@ void PoolCore::handle_exit(std::size_t i) {
   }
 }
 
+bool PoolCore::sendable(Worker& w) {
+  if (w.stalled && send_drained(*w.conn)) w.stalled = false;
+  return !w.stalled;
+}
+
 void PoolCore::dispatch() {
   // First every idle worker gets a task. Then, once no worker is still starting, a busy one may
   // get the next chunk of the call it is running, if small enough to fit its ring's free space (so
@@ -149,10 +154,7 @@ void PoolCore::dispatch() {
   for (std::size_t depth = 1; depth <= max_depth; ++depth) {
     for (Worker& w : workers_) {
       if (!w.ready) continue;
-      if (w.stalled) {
-        if (!send_drained(*w.conn)) continue;  // still stopped (or slow): the others work
-        w.stalled = false;
-      }
+      if (!sendable(w)) continue;  // still stopped (or slow): the others work
       while (w.outstanding.size() < depth) {
         if (maxtasks_ != 0 && w.sent >= maxtasks_) break;
         Pending next;

@@ -232,6 +232,10 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     bool direct = false;  // its outstanding tasks (one call's) were sent by a caller (see the top)
     bool stalled = false;  // a send to it gave up (kSendStallLimit): none until its ring is drained
   };
+  // Requires io_. Whether w may be sent a task: not while a send to it gave up and it has not
+  // read what it was sent (then it may again). Every sender asks: the manager and the callers
+  // that deal their own calls out.
+  static bool sendable(Worker& w);
 
   void run() noexcept;
   // The manager's loop while running, with io_ held but while it waits.
