@@ -5,6 +5,9 @@
 
 #include <multiproc/inspect.hpp>
 #include <multiproc/manager.hpp>
+#include <multiproc/detail/segment_header.hpp>
+
+#include "../src/pipe/connection_impl.hpp"  // PipeState: a pipe's layout (private)
 #include <multiproc/process.hpp>
 
 #include <algorithm>
@@ -695,6 +698,49 @@ BOOST_AUTO_TEST_CASE(a_prefix_set_after_the_manager_started_leaves_its_connectio
   } restore{before};
   // A new thread's first call connects: its pipe must be spelled as the server expects (it waited
   // 30 s, then failed with disconnected).
+  std::atomic<int> got{0};
+  std::thread([&] { got = d.get(1).value_or(-1); }).join();
+  BOOST_TEST(got.load() == 1);
+  CHECK_CHILD([&] { return d.get(1).value_or(-1) == 1 ? 0 : 1; });
+}
+
+BOOST_AUTO_TEST_CASE(a_thread_whose_connection_breaks_while_the_server_lives_fails_alone,
+                     *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("mgr");
+  mp::Manager m(mp::create_only, name);
+  auto d = m.dict<int, int>("d");
+  d.set(1, 1);  // this thread's connection exists now
+  // Its pipe (named <manager>.c.<pid>...., the name removed once the server opened it) is mapped
+  // here: mark the server's end closed in it, as a stray writer could. The whole process was told
+  // the server was gone, for good (an outside probe).
+  // Segments are mapped whole from offset 0 (as "/dev/shm/#<inode> (deleted)": made unnamed,
+  // then published): the newest Pipe this process created is that connection's.
+  unsigned char* base = nullptr;
+  std::uint64_t newest = 0;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream f(line);
+    std::string range, perms, offset;
+    f >> range >> perms >> offset;
+    if (line.find("/dev/shm/") == std::string::npos || perms != "rw-s" || std::stoul(offset, nullptr, 16) != 0) {
+      continue;
+    }
+    auto* p = reinterpret_cast<unsigned char*>(std::stoul(range.substr(0, range.find('-')), nullptr, 16));
+    const auto* h = reinterpret_cast<const mp::detail::SegmentHeader*>(p);
+    if (h->magic == mp::detail::kSegmentMagic && h->kind == static_cast<std::uint32_t>(mp::Kind::pipe) &&
+        h->creator_pid == ::getpid() && h->created_ns >= newest) {
+      newest = h->created_ns;
+      base = p;
+    }
+  }
+  BOOST_REQUIRE(base != nullptr);
+  const auto* header = reinterpret_cast<const mp::detail::SegmentHeader*>(base);
+  auto* pipe = reinterpret_cast<mp::detail::PipeState*>(base + header->body_offset);
+  pipe->holders[1].closed.store(1);  // the second end: the server's
+  // This call fails, and this thread's later ones (a Lock it held through the session is gone).
+  expect_error([&] { d.get(1); }, mp::errc::disconnected, {"this thread's connection", "lives"});
+  expect_error([&] { d.set(2, 2); }, mp::errc::disconnected, {"this thread's connection"});
+  // Other threads, and forked children, go on.
   std::atomic<int> got{0};
   std::thread([&] { got = d.get(1).value_or(-1); }).join();
   BOOST_TEST(got.load() == 1);
