@@ -60,6 +60,14 @@ std::vector<std::string> shm_with(const std::string& part) {
   return out;
 }
 
+// Another thread (a connection of its own) and a forked child read d[1] == 1.
+void another_thread_and_a_child_read_one(const mp::DictProxy<int, int>& d) {
+  std::atomic<int> got{0};
+  std::thread([&] { got = d.get(1).value_or(-1); }).join();
+  BOOST_TEST(got.load() == 1);
+  CHECK_CHILD([&] { return d.get(1).value_or(-1) == 1 ? 0 : 1; });
+}
+
 // Declared before an anonymous Manager ("manager.<pid>.<n>", outside the run's prefix, so the
 // Clean fixture does not see it): checks at the end of the test that its names are gone.
 struct NoAnonymousNamesLeft {
@@ -698,10 +706,7 @@ BOOST_AUTO_TEST_CASE(a_prefix_set_after_the_manager_started_leaves_its_connectio
   } restore{before};
   // A new thread's first call connects: its pipe must be spelled as the server expects (it waited
   // 30 s, then failed with disconnected).
-  std::atomic<int> got{0};
-  std::thread([&] { got = d.get(1).value_or(-1); }).join();
-  BOOST_TEST(got.load() == 1);
-  CHECK_CHILD([&] { return d.get(1).value_or(-1) == 1 ? 0 : 1; });
+  another_thread_and_a_child_read_one(d);
 }
 
 BOOST_AUTO_TEST_CASE(a_thread_whose_connection_breaks_while_the_server_lives_fails_alone,
@@ -741,10 +746,7 @@ BOOST_AUTO_TEST_CASE(a_thread_whose_connection_breaks_while_the_server_lives_fai
   expect_error([&] { d.get(1); }, mp::errc::disconnected, {"this thread's connection", "lives"});
   expect_error([&] { d.set(2, 2); }, mp::errc::disconnected, {"this thread's connection"});
   // Other threads, and forked children, go on.
-  std::atomic<int> got{0};
-  std::thread([&] { got = d.get(1).value_or(-1); }).join();
-  BOOST_TEST(got.load() == 1);
-  CHECK_CHILD([&] { return d.get(1).value_or(-1) == 1 ? 0 : 1; });
+  another_thread_and_a_child_read_one(d);
 }
 
 BOOST_AUTO_TEST_CASE(a_closed_listen_queue_costs_the_server_no_cpu_and_names_the_manager,

@@ -130,7 +130,8 @@ void ConnectionImpl::wait_room_slow(std::size_t n) const {
   // only after a sleep that brought no room — within 100 ms of a peer's death.
   bool slept = false;
   const std::int64_t stall = send_stall_ms_.load(std::memory_order_relaxed);
-  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(stall);
+  const Clock::time_point deadline =  // no clock read for a pipe without a limit (nearly all)
+      stall > 0 ? Clock::now() + std::chrono::milliseconds(stall) : Clock::time_point{};
   while (!send_.has_room(n)) {
     if (peer().closed.load(std::memory_order_acquire) != 0 || (slept && !peer_open())) {
       throw Closed(what_ + ": send: the peer closed its end");
