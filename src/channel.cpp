@@ -541,12 +541,17 @@ void ChannelRef::wake(Signal& s, int n) noexcept {
   }
 }
 
-bool ChannelRef::sleep_on(Signal& s, std::uint32_t epoch,
-                          const Clock::time_point* deadline) const noexcept {
-  if (deadline != nullptr && Clock::now() >= *deadline) return false;
+bool ChannelRef::sleep_on(Signal& s, std::uint32_t epoch, const Clock::time_point* deadline,
+                          bool& ran_out) const noexcept {
+  if (deadline != nullptr && Clock::now() >= *deadline) {
+    ran_out = true;
+    return false;
+  }
   const auto slice = next_slice(deadline);
   futex_wait(&s.epoch, epoch, &slice);
-  return deadline == nullptr || Clock::now() < *deadline;
+  const auto now = Clock::now();
+  ran_out = now >= slice && s.epoch.load(std::memory_order_relaxed) == epoch;
+  return deadline == nullptr || now < *deadline;
 }
 
 void ChannelRef::close(std::uint32_t bits) const noexcept {

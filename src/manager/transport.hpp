@@ -124,6 +124,9 @@ struct ClientState : std::enable_shared_from_this<ClientState> {
   RawValue<ServerInfo> info;  // keeps the name alive while this process uses it
   std::atomic<bool> dead{false};
   std::atomic<bool> shut_down{false};  // dead because the owner shut it down
+  // server_gone()'s last look (steady-clock nanoseconds; 0: none yet) and what it saw.
+  mutable std::atomic<std::int64_t> gone_checked{0};
+  mutable std::atomic<bool> gone_seen{false};
   // Every thread's connection in this process (and copies of the parent's in a forked child,
   // never used there). Guarded by the process-wide connect mutex (client.cpp).
   std::vector<std::shared_ptr<ThreadConnection>> connections;
@@ -137,7 +140,8 @@ struct ClientState : std::enable_shared_from_this<ClientState> {
   //! Closes a thread's connection (the thread ends).
   void drop(const ThreadConnection* tc) noexcept;
   [[noreturn]] void fail_disconnected(const std::string& during);
-  //! Whether the server process is gone (and so the manager).
+  //! Whether the server process is gone (and so the manager). Asked by every waiting thread at
+  //! every slice; the answer (a read of /proc) is shared for kGoneRecheck.
   bool server_gone() const noexcept;
   std::string describe() const { return "multiproc::Manager '" + name + "'"; }
 

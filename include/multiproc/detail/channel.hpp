@@ -288,6 +288,16 @@ void channel_init(ChannelState* c, std::uint64_t ring_bytes, std::uint64_t capac
 //! published since its last wait, and likely waits for an answer (sleep_until yields then).
 MULTIPROC_PROCESS_WIDE inline thread_local bool tls_waited = true;
 
+//! The signal this thread last slept on until its slice or deadline ran out with nothing
+//! happening (the epoch unchanged): its next wait on that signal sleeps at once, without the spin
+//! or the yields (sleep_until). A thread that waits in a loop of timed waits — a Manager client
+//! waiting for its server's answer in 20 ms slices, a server thread for its client's next
+//! request, a receiver blocked for minutes (100 ms liveness slices) — spun 2,000 pauses at every
+//! slice: 1,100 threads waiting that way kept a CPU and a half busy, and starved the very server
+//! they waited for (a Manager: 227 of 1,100 threads connected in 30 s, the rest gave up). Cleared
+//! by any wait that ends otherwise; a dangling pointer costs at most one skipped spin.
+MULTIPROC_PROCESS_WIDE inline thread_local const void* tls_idle_signal = nullptr;
+
 //! Set by a thread whose waits for data should yield the CPU now and then (sleep_until): one of
 //! several processes that take turns at a few CPUs, whose waits are seldom a round trip's — a
 //! Pool worker waiting for its next task.
@@ -513,6 +523,8 @@ class ChannelRef {
     // and the address is masked into the ring whatever the shared cursor says.
     const bool answered = !tls_waited;
     tls_waited = true;
+    // The last wait on this signal ran its slice out: no spin (see tls_idle_signal).
+    const bool idle = tls_idle_signal == &s;
     const bool for_room = &s == &c_->space;
     const int every = for_room ? room_poll_interval() : 1;
     const EndState* other = &s == &c_->data ? &c_->producer : nullptr;
@@ -520,7 +532,7 @@ class ChannelRef {
         other != nullptr
             ? ring_ + (cursor_bytes(c_->consumer.cursor.load(std::memory_order_relaxed)) & (rb_ - 1))
             : nullptr;
-    for (int i = 1; i <= kChannelSpin; ++i) {
+    for (int i = idle ? kChannelSpin + 1 : 1; i <= kChannelSpin; ++i) {
       if (next != nullptr) __builtin_prefetch(next);
       if ((i & 255) == 1 && other != nullptr && on_my_cpu(*other)) {
         for (int y = 0; answered && y < kChannelYields; ++y) {
@@ -558,7 +570,9 @@ class ChannelRef {
     asymmetric_fence_heavy();
     const std::uint32_t epoch = s.epoch.load(std::memory_order_acquire);
     bool in_time = true;
-    if (!ready()) in_time = sleep_on(s, epoch, deadline);
+    bool ran_out = false;
+    if (!ready()) in_time = sleep_on(s, epoch, deadline, ran_out);
+    tls_idle_signal = ran_out ? &s : nullptr;
     unregister_sleeper(s, observer, slot);
     return in_time;
   }
@@ -698,7 +712,10 @@ class ChannelRef {
   void publish(std::size_t n) const noexcept;
   void refresh_puts(std::uint64_t cursor) const noexcept;
   void abandon_message_of(EndState& e) const noexcept;
-  bool sleep_on(Signal& s, std::uint32_t epoch, const Clock::time_point* deadline) const noexcept;
+  //! Sleeps on s's epoch for a slice or until the deadline. `ran_out`: set when the sleep ended
+  //! with the epoch still `epoch` after the whole slice or up to the deadline (tls_idle_signal).
+  bool sleep_on(Signal& s, std::uint32_t epoch, const Clock::time_point* deadline,
+                bool& ran_out) const noexcept;
 
   // The geometry, copied and checked once at construction (never re-read from c_).
   ChannelState* c_ = nullptr;
