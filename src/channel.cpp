@@ -544,7 +544,7 @@ void ChannelRef::wake(Signal& s, int n) noexcept {
 bool ChannelRef::sleep_on(Signal& s, std::uint32_t epoch, const Clock::time_point* deadline,
                           bool& ran_out) const noexcept {
   if (deadline != nullptr && Clock::now() >= *deadline) {
-    ran_out = true;
+    ran_out = false;  // no sleep: a poll(0) does not make the next wait skip its spin
     return false;
   }
   const auto slice = next_slice(deadline);

