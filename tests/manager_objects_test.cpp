@@ -452,6 +452,40 @@ BOOST_AUTO_TEST_CASE(threads_connecting_to_a_stopped_manager_hold_up_no_other_ma
   BOOST_TEST(gave_up.load() == 12);  // the queue stayed empty
 }
 
+BOOST_AUTO_TEST_CASE(threads_waiting_to_connect_to_a_killed_manager_fail_at_once,
+                     *boost::unit_test::timeout(120)) {
+  // Twelve untimed first calls to a stopped server: 8 wait in their handshakes, 4 for a place
+  // among them. Killing the server must fail all twelve with disconnected within a couple of
+  // seconds — those waiting for a place too (they look at the server between waits), not after
+  // the 30 s a handshake may take.
+  mp::Manager m;
+  auto q = m.Queue<int>("q", 4);
+  mp::Queue<std::string> listen(mp::open_only, m.name() + ".listen");  // white-box, as above
+  ContinueAtExit continue_server{{m.pid()}};
+  BOOST_REQUIRE(::kill(m.pid(), SIGSTOP) == 0);
+  BOOST_REQUIRE(eventually([&] { return all_threads_stopped(m.pid()); }));
+  std::atomic<int> disconnected{0}, other{0};
+  std::vector<std::thread> waiting;
+  for (int i = 0; i < 12; ++i) {
+    waiting.emplace_back([&] {
+      try {
+        (void)q.get();
+        ++other;
+      } catch (const mp::Error& e) {
+        ++(e.code() == mp::make_error_code(mp::errc::disconnected) ? disconnected : other);
+      }
+    });
+  }
+  BOOST_REQUIRE(eventually([&] { return listen.size() >= 8u; }, 20s));
+  const auto killed = std::chrono::steady_clock::now();
+  BOOST_REQUIRE(::kill(m.pid(), SIGKILL) == 0);
+  for (auto& t : waiting) t.join();
+  BOOST_TEST(seconds_since(killed) < 5.0);
+  BOOST_TEST(disconnected.load() == 12);
+  BOOST_TEST(other.load() == 0);
+  m.shutdown();  // reaps the dead server, removes the names
+}
+
 BOOST_AUTO_TEST_CASE(timed_calls_to_a_stopped_server_return_and_change_nothing,
                      *boost::unit_test::timeout(120)) {
   mp::Manager m;

@@ -45,7 +45,8 @@ std::mutex& connect_mutex() {
   return *m;
 }
 
-// How many threads of this process make connections to one manager at once (connect_gate).
+// How many threads of this process make connections to one manager at once
+// (ClientState::enter_connect_gate).
 constexpr int kConcurrentConnects = 8;
 
 std::atomic<std::uint64_t> g_pipe_counter{0};

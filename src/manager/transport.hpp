@@ -128,8 +128,9 @@ struct ClientState : std::enable_shared_from_this<ClientState> {
   // At most kConcurrentConnects threads of this process make a connection to this manager at
   // once; the others sleep on gate_cv. Each connection maps two segments and waits for the
   // server's hello: 1,100 threads of one process making their first call at once all did that
-  // together — 780 runnable threads, 90 % of the CPU in the kernel on the process's mmap lock,
-  // the server starved — and 800 of them failed after 30 s. Through the gate they take 0.5 s.
+  // together — 780 runnable threads, 90 % of the CPU in the kernel (munmap among their wait
+  // channels: the process's mmap lock, most likely), the server starved — and 800 of them failed
+  // after 30 s. Through the gate they take about 0.5 s.
   // Guarded by connect_mutex(); gate_pid is the process they belong to (a forked child starts
   // afresh: a parent thread may have been inside at the fork).
   std::condition_variable gate_cv;
