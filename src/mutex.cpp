@@ -35,6 +35,10 @@ constexpr int kPausesPerLook = 256;
 // unconfirmed rounds, and it spins for the word instead.
 constexpr int kAnnounceRounds = 4;
 
+// A word naming a holder no thread can be (kNoSuchTid): lock_impl and mutex_try_lock take it over
+// as from a dead holder.
+bool impossible_holder(std::uint32_t v) noexcept { return (v & kTidMask) >= kNoSuchTid; }
+
 // The robust_slot stage of every fork (fork_hooks.hpp says where it runs, and why there).
 const bool g_fork_hooks_registered =
     (register_fork_hooks(ForkStage::robust_slot, {nullptr, nullptr, &after_fork_child}), true);
@@ -252,7 +256,9 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
   // in between; the whole spin is bounded (tens of microseconds), so an oversubscribed machine or
   // a long hold costs little more than before. (bench: lock_contention_*, curve_lock_procs.)
   // A deadline ends the looks too: try_lock_for(0) or a passed deadline answers at once.
-  for (int look = 0; look < kSpinLooks && (v & kTidMask) != 0 && (v & kTidMask) != mine; ++look) {
+  for (int look = 0; look < kSpinLooks && (v & kTidMask) != 0 && (v & kTidMask) != mine &&
+                     !impossible_holder(v);
+       ++look) {
     if (deadline != nullptr && Clock::now() >= *deadline) break;
     for (int i = 0; i < kPausesPerLook; ++i) cpu_relax();
     v = s->word.load(std::memory_order_relaxed);
@@ -266,6 +272,15 @@ bool lock_impl(MutexState* s, const Clock::time_point* deadline, const std::uint
         return taken(v);
       }
       continue;  // v holds what is there now
+    }
+    if (impossible_holder(v)) {
+      // Held by no thread at all (kNoSuchTid): taken over as from a dead holder.
+      const std::uint32_t want = mine | (waited ? kWaiters : (v & kWaiters));
+      if (s->word.compare_exchange_strong(v, want, std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+        return taken(v | kOwnerDied);
+      }
+      continue;
     }
     if ((v & kTidMask) == mine) {
       // A RecursiveMutex's holder (vacate_pending put it on the list if it was in the slot).
@@ -401,9 +416,11 @@ bool mutex_try_lock(MutexState* s, const std::string& what) {
   borrow_slot(head, s);
   std::uint32_t v = 0;
   for (;;) {
-    if ((v & kTidMask) == 0) {
+    // Free, or named a holder no thread can be (kNoSuchTid): taken over as from a dead one.
+    if ((v & kTidMask) == 0 || impossible_holder(v)) {
       if (s->word.compare_exchange_strong(v, mine | (v & kWaiters), std::memory_order_acquire,
                                           std::memory_order_relaxed)) {
+        if (impossible_holder(v)) v |= kOwnerDied;
         on_acquired(s, me, v);
         mark_if_waiters(s, mine, v);
         bool keep = false;
@@ -516,7 +533,7 @@ namespace multiproc {
 
 std::optional<pid_t> detail::RobustLock::holder_tid() const noexcept {
   const std::uint32_t tid = h_.state()->word.load(std::memory_order_relaxed) & FUTEX_TID_MASK;
-  if (tid == 0) return std::nullopt;
+  if (tid == 0 || tid >= detail::kNoSuchTid) return std::nullopt;  // free, or held by no thread
   return static_cast<pid_t>(tid);
 }
 

@@ -148,7 +148,9 @@ void init_lock(LockedHead* head, LockTail* tail, const LockChoice* lock, Recover
   // reverse.)
   const std::uint32_t recoveries = mutex_recoveries(choice.state);
   const std::uint32_t word = choice.state->word.load(std::memory_order_relaxed);
-  const bool pending = (word & FUTEX_OWNER_DIED) != 0 && (word & FUTEX_TID_MASK) == 0;
+  // (A holder no thread can be is taken over as from a dead one, too: kNoSuchTid.)
+  const bool pending = ((word & FUTEX_OWNER_DIED) != 0 && (word & FUTEX_TID_MASK) == 0) ||
+                       (word & FUTEX_TID_MASK) >= kNoSuchTid;
   head->repaired_at.store(pending ? recoveries + 1 : recoveries, std::memory_order_relaxed);
   if (choice.seg.named()) {
     const std::string& n = choice.seg.name();

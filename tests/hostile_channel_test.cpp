@@ -269,6 +269,43 @@ BOOST_AUTO_TEST_CASE(untimed_calls_do_not_hang_on_scribbled_cursors, *boost::uni
   BOOST_TEST(v.finish(10s) == 0);
 }
 
+// An end's lock word scribbled with a thread id no Linux thread can have (2^22 and up): nobody's
+// unlock or death would ever free it. Old code: the next untimed put() and get() (and a pipe's
+// send and recv) waited for good. Now the lock is taken over as from a dead holder.
+BOOST_AUTO_TEST_CASE(end_locks_naming_no_possible_thread_do_not_wedge, *boost::unit_test::timeout(60)) {
+  const auto name = unique_name("hq.lockword");
+  mp::Queue<std::uint64_t> q(mp::create_only, mp::Name(name), 128);
+  auto ends = mp::Pipe();
+  mp::Connection &a = ends.first, &b = ends.second;
+  Victim v([&](Gate& opened, Gate& scribbled) {
+    mp::Queue<std::uint64_t> mine(mp::open_only, mp::Name(name));
+    opened.signal();
+    CHILD_REQUIRE(scribbled.wait(20s));
+    for (std::uint64_t i = 0; i < 100; ++i) mine.put(i);  // shared, then leased
+    std::uint64_t sum = 0;
+    for (int i = 0; i < 100; ++i) sum += mine.get();
+    CHILD_REQUIRE(sum == 4950u);
+    a.send(std::string("ping"));
+    CHILD_REQUIRE(b.recv<std::string>() == "ping");
+    return 0;
+  });
+  BOOST_REQUIRE(v.opened());
+  // Every end's lock: the queue's, and those of both of the pipe's channels (after its header:
+  // the channel towards the first end, its ring, the channel towards the second end).
+  auto* view = static_cast<PipeHeaderView*>(a.segment().body());
+  auto* pipe0 = reinterpret_cast<unsigned char*>(view) + d::round_up_to_cache_line(sizeof(PipeHeaderView));
+  auto* pipe1 = pipe0 + d::round_up_to_cache_line(sizeof(d::ChannelState)) + view->ring_bytes;
+  for (d::ChannelState* s : {state_of(q.segment()), reinterpret_cast<d::ChannelState*>(pipe0),
+                             reinterpret_cast<d::ChannelState*>(pipe1)}) {
+    for (d::EndState* e : {&s->producer, &s->consumer}) {
+      BOOST_REQUIRE(e->lock.word.load() == 0u);  // nobody used them yet
+      e->lock.word.store(0x3fffffffu);
+    }
+  }
+  v.scribbled();
+  BOOST_TEST(v.finish(20s) == 0);
+}
+
 // Finding 4: a record whose length was changed. Before: get() returned the wrong bytes ("b" for
 // "bb") silently. Now the header's check fails: Error(corrupt) once, naming how many messages
 // were skipped, and the queue goes on.

@@ -828,6 +828,52 @@ BOOST_AUTO_TEST_CASE(locked_is_false_after_the_holder_died_until_someone_takes_i
   BOOST_TEST(!m.locked());
 }
 
+BOOST_AUTO_TEST_CASE(a_word_naming_a_thread_id_no_thread_can_have_is_taken_over,
+                     *boost::unit_test::timeout(60)) {
+  // A lock word scribbled (or left as garbage) with a thread id at or above 2^22, which no Linux
+  // thread can have (PID_MAX_LIMIT): no unlock and no death will ever free it. Old code: an
+  // untimed lock() waited for good, try_lock() and every timed lock failed. Now each form takes
+  // it over as from a dead holder, in another process too, and says so.
+  mp::Mutex m(mp::create_only, unique_name("mutex.notid"));
+  auto* state = static_cast<mp::detail::MutexState*>(m.segment().body());
+  const std::uint32_t garbage[] = {std::uint32_t{1} << 22, 0x3fffffffu,
+                                   0xffffffffu,  // waiters and owner-died bits set too
+                                   (std::uint32_t{1} << 22) | FUTEX_WAITERS};
+  for (const std::uint32_t w : garbage) {
+    BOOST_TEST_CONTEXT("word " << std::hex << w) {
+      state->word.store(w);
+      BOOST_TEST(!m.locked());  // held by nobody
+      BOOST_TEST(!m.holder_tid().has_value());
+      // An untimed lock() in another process (killed, and failed, if it waits).
+      CHECK_CHILD([&] {
+        m.lock();
+        const bool ok = m.previous_owner_died() && m.locked();
+        m.unlock();
+        return ok && !m.locked() ? 0 : 1;
+      }, 20s);
+      state->word.store(w);
+      BOOST_REQUIRE(m.try_lock());
+      BOOST_TEST(m.previous_owner_died());
+      m.unlock();
+      state->word.store(w);
+      BOOST_REQUIRE(m.try_lock_for(10s));
+      BOOST_TEST(m.previous_owner_died());
+      m.unlock();
+      // Once released, the lock is an ordinary one again.
+      m.lock();
+      BOOST_TEST(!m.previous_owner_died());
+      m.unlock();
+      BOOST_TEST((state->word.load() & FUTEX_TID_MASK) == 0u);
+    }
+  }
+  // A scribbled id below the limit may be a live thread's: still waited for (README, Limits).
+  state->word.store((std::uint32_t{1} << 22) - 1);
+  BOOST_TEST(m.locked());
+  BOOST_TEST(!m.try_lock());
+  BOOST_TEST(!m.try_lock_for(50ms));
+  state->word.store(0);
+}
+
 BOOST_AUTO_TEST_CASE(locked_with_a_waiter_and_after_the_holder_dies_under_it, *boost::unit_test::timeout(60)) {
   mp::Mutex m;
   Gate taken, never, got, leave;

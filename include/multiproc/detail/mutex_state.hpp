@@ -107,6 +107,15 @@ struct MutexState {
 };
 static_assert(sizeof(MutexState) == 40, "MutexState's layout is shared (kLayoutVersion)");
 
+//! No Linux thread id reaches this: pid_max can be raised to PID_MAX_LIMIT (2^22 on 64-bit) and
+//! no further, ids stay below it, in every PID namespace. A word that names such a holder was
+//! written by no locker (a scribble, or garbage in a segment): nobody holds the lock, and no
+//! unlock or death will ever free the word. The lock's slow paths take it over as from a dead
+//! holder (the taker sees previous_owner_died(), the guarded data counts as inconsistent) instead
+//! of waiting for good, and locked() reads false. A scribbled id below it may be a live thread's,
+//! and is still waited for (README, Limits).
+inline constexpr std::uint32_t kNoSuchTid = std::uint32_t{1} << 22;
+
 // ---- asymmetric fences ------------------------------------------------------------------------
 //
 // How a fast path orders a store before a load (the lock's unlock: free the word, then look for
@@ -341,7 +350,8 @@ class MutexScope {
 //! again: the kernel leaves FUTEX_OWNER_DIED without a thread id in the word.
 inline bool mutex_locked(const MutexState* s) noexcept {
   // relaxed: a snapshot that orders nothing (the caller reads no data the lock guards from it).
-  return (s->word.load(std::memory_order_relaxed) & FUTEX_TID_MASK) != 0;
+  const std::uint32_t tid = s->word.load(std::memory_order_relaxed) & FUTEX_TID_MASK;
+  return tid != 0 && tid < kNoSuchTid;  // a holder no thread can be: free to take (kNoSuchTid)
 }
 
 //! Whether the calling thread holds it.
