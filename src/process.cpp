@@ -182,6 +182,10 @@ int open_pidfd(pid_t pid) noexcept {
 }
 
 void flush_stdio() noexcept {
+  // The standard streams may not exist yet: a Process started during static initialisation (a
+  // Pool at namespace scope forks its workers then) flushed std::cout before the library's
+  // iostreams were set up, and crashed. Constructing an Init makes them.
+  static const std::ios_base::Init iostreams;
   try {
     std::cout.flush();
     std::cerr.flush();

@@ -11,6 +11,7 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/syscall.h>
+#include <limits>
 #include <mutex>
 
 #include <multiproc/condition.hpp>
@@ -254,6 +255,46 @@ BOOST_AUTO_TEST_CASE(notify_n_wakes_at_most_n_waiting_processes, *boost::unit_te
   BOOST_TEST(woken.load() == kWaiters);
   cv.notify_all();  // nobody waiting: a no-op
   BOOST_TEST(waiting(cv) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(notify_takes_any_integer_without_narrowing_it, *boost::unit_test::timeout(120)) {
+  // An outside probe: notify(std::uint64_t{1} << 32) woke nobody (the count was cut to 32 bits:
+  // notify(0)), and notify(-1) woke everyone. Now n <= 0 wakes nobody, as Python's notify does,
+  // and a count of 2^32 - 1 or more wakes all.
+  constexpr int kWaiters = 3;
+  mp::Mutex m;
+  mp::Condition cv;
+  mp::SharedValue<int> woken(0);
+  Gate woke;
+  std::vector<mp::Process> waiters;
+  for (int i = 0; i < kWaiters; ++i) {
+    waiters.emplace_back([&] {
+      std::unique_lock lock(m);
+      if (!cv.wait_for(lock, 60s)) return 1;  // no predicate: count real notifications
+      woken.update([](int& w) { ++w; });
+      woke.signal();
+      return 0;
+    });
+    waiters.back().start();
+  }
+  BOOST_REQUIRE(eventually([&] { return waiting(cv) == kWaiters; }));
+  cv.notify(-1);
+  cv.notify(std::numeric_limits<long long>::min());
+  cv.notify(0u);
+  cv.notify(std::int8_t{-3});
+  BOOST_TEST(!woke.wait(200ms));
+  BOOST_TEST(woken.load() == 0);
+  BOOST_TEST(waiting(cv) == kWaiters);
+  cv.notify(std::uint8_t{1});
+  BOOST_REQUIRE(woke.wait());
+  BOOST_TEST(!woke.wait(200ms));
+  cv.notify(std::uint64_t{1} << 32);
+  for (int i = 1; i < kWaiters; ++i) BOOST_REQUIRE(woke.wait());
+  for (auto& w : waiters) {
+    BOOST_REQUIRE(w.join_for(30s));
+    BOOST_TEST(*w.exitcode() == 0);
+  }
+  BOOST_TEST(woken.load() == kWaiters);
 }
 
 BOOST_AUTO_TEST_CASE(bounded_buffer_between_processes_gives_exact_sums, *boost::unit_test::timeout(120)) {

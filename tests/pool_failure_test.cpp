@@ -160,6 +160,48 @@ BOOST_AUTO_TEST_CASE(a_forked_childs_copy_of_a_pool_refuses_work_and_leaves_the_
   BOOST_TEST(pending.get());
 }
 
+namespace {
+// A task handed the address of the Pool (or executor) it runs on: its worker's copy of it, made
+// by the fork. 0 when every call that would act is refused with bad_state, as in any other
+// process; the worker crashed (SIGSEGV) before.
+long use_the_pool_it_runs_on(long address) {
+  auto& pool = *reinterpret_cast<mp::Pool*>(address);
+  int refused = 0;
+  for (auto action : std::vector<std::function<void()>>{
+           [&] { pool.apply(square, 5L); }, [&] { pool.apply_async(square, 5L); },
+           [&] { pool.close(); }, [&] { pool.terminate(); }, [&] { pool.join(); }}) {
+    try {
+      action();
+    } catch (const mp::Error& e) {
+      if (e.code() == mp::errc::bad_state) ++refused;
+    }
+  }
+  // The queries answer, with the pool as the fork saw it (worker_pids(): those started by then).
+  return refused == 5 && pool.size() == 2 && pool.worker_pids().size() <= 2 ? 0 : 1;
+}
+long use_the_executor_it_runs_on(long address) {
+  auto& ex = *reinterpret_cast<mp::ProcessPoolExecutor*>(address);
+  try {
+    ex.submit(square, 5L);
+  } catch (const mp::Error& e) {
+    return e.code() == mp::errc::bad_state ? 0 : 1;
+  }
+  return 1;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_worker_started_with_the_pool_refuses_to_use_it, *boost::unit_test::timeout(60)) {
+  // An outside probe: the first workers were forked while the Pool was being constructed, before
+  // it held its core, so in them every use of the pool dereferenced a null pointer (SIGSEGV,
+  // BrokenPool in the caller); a worker started later (a replacement) got bad_state. Now all do.
+  mp::Pool pool(2);
+  for (int i = 0; i < 6; ++i) {
+    BOOST_TEST(pool.apply(use_the_pool_it_runs_on, reinterpret_cast<long>(&pool)) == 0);
+  }
+  mp::ProcessPoolExecutor ex(1);
+  BOOST_TEST(ex.submit(use_the_executor_it_runs_on, reinterpret_cast<long>(&ex)).result() == 0);
+}
+
 BOOST_AUTO_TEST_CASE(close_and_join_do_not_wait_for_a_child_a_task_forked,
                      *boost::unit_test::timeout(60)) {
   mp::Pool pool(1);

@@ -186,10 +186,26 @@ class ConditionOps {
     return true;
   }
 
-  //! Effects: wakes one / at most n / all of the processes waiting now.
+  //! Effects: wakes one / at most n / all of the processes waiting now. n may be of any integer
+  //! type and is never narrowed: n <= 0 wakes nobody (as Python's), n >= 2^32 - 1 wakes all (a
+  //! notify(2^32) once woke nobody: the count was cut to 32 bits).
   void notify_one() const noexcept { notify(1); }
-  void notify(std::uint32_t n = 1) const noexcept {
-    condition_notify(self().cond_state(), n, self().cond_what(), self().cond_departed());
+  template <class Int = std::uint32_t>
+  void notify(Int n = 1) const noexcept {
+    static_assert(std::is_integral_v<Int> && !std::is_same_v<Int, bool>,
+                  "Condition::notify(n) takes an integer number of waiters");
+    if constexpr (std::is_signed_v<Int>) {
+      if (n <= 0) return;
+    } else {
+      if (n == 0) return;
+    }
+    std::uint32_t count = UINT32_MAX;
+    if constexpr (sizeof(Int) < sizeof(std::uint32_t)) {
+      count = static_cast<std::uint32_t>(n);
+    } else if (static_cast<std::make_unsigned_t<Int>>(n) < UINT32_MAX) {
+      count = static_cast<std::uint32_t>(n);
+    }
+    condition_notify(self().cond_state(), count, self().cond_what(), self().cond_departed());
   }
   void notify_all() const noexcept { notify(UINT32_MAX); }
 

@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <ios>
 
 namespace multiproc {
 namespace detail {
@@ -94,6 +95,19 @@ void check_worker_count(int processes) {
 PoolCore::PoolCore(int processes, std::function<void()> init, std::size_t maxtasks)
     : n_(processes), init_(std::move(init)), maxtasks_(maxtasks) {
   check_worker_count(processes);
+}
+
+void PoolCore::start() {
+  // Called once the Pool holds this core, not from the constructor: the manager thread forks the
+  // workers, and a worker forked while make_shared was still running had a Pool whose core_ was
+  // null — a task that used the pool it runs on (its address passed in) crashed its worker with
+  // SIGSEGV instead of getting Error(bad_state), as every other foreign copy does.
+  //
+  // The standard streams exist before the manager thread starts: it flushes std::cout before each
+  // fork (flush_stdio), and a Pool at namespace scope is built during static initialisation,
+  // possibly before the library's iostreams are (a global Pool crashed the program at start-up).
+  // Made here, on the constructing thread, rather than only on the manager thread.
+  static const std::ios_base::Init iostreams;
   manager_ = std::thread([this] { run(); });
   // Return once the workers exist (or report why they could not be started).
   std::unique_lock<std::mutex> lock(started_mutex_);
@@ -101,11 +115,13 @@ PoolCore::PoolCore(int processes, std::function<void()> init, std::size_t maxtas
   if (start_error_) {
     lock.unlock();
     manager_.join();
+    start_failed_ = true;  // ~PoolCore: nothing runs, nothing to stop
     std::rethrow_exception(start_error_);
   }
 }
 
 PoolCore::~PoolCore() {
+  if (start_failed_) return;
   if (foreign()) {  // a forked child's copy (~Pool keeps it, but a copy could end elsewhere)
     if (manager_.joinable()) manager_.detach();  // the thread is the parent's: marked, not run
     return;
@@ -347,7 +363,9 @@ void PoolCore::join() {
 // ---------------------------------------------------------------------------------------------
 
 Pool::Pool(int processes, std::function<void()> initializer, std::size_t maxtasksperchild)
-    : core_(std::make_shared<detail::PoolCore>(processes, std::move(initializer), maxtasksperchild)) {}
+    : core_(std::make_shared<detail::PoolCore>(processes, std::move(initializer), maxtasksperchild)) {
+  core_->start();  // the workers are forked with core_ set (PoolCore::start says why)
+}
 
 Pool::~Pool() {
   if (core_->foreign()) {

@@ -162,8 +162,12 @@ void check_job_owner(const JobState& job);
 
 class PoolCore : public std::enable_shared_from_this<PoolCore> {
  public:
+  //! Checks the worker count; start() then starts the manager thread and the workers.
   PoolCore(int processes, std::function<void()> init, std::size_t maxtasks);
   ~PoolCore();
+  //! Starts the manager thread, which forks the workers; returns once they run. Throws: why
+  //! they could not be started (nothing is left running).
+  void start();
 
   void submit(const std::shared_ptr<JobState>& job, std::vector<PoolTask> tasks,
               std::function<void(std::size_t, std::size_t)> progress);
@@ -331,6 +335,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::condition_variable started_cv_;
   bool started_ = false;
   std::exception_ptr start_error_;
+  bool start_failed_ = false;  // start() threw: ~PoolCore has nothing to stop
   std::thread manager_;
   std::mutex join_mutex_;
   bool joined_ = false;
