@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <future>
 #include <mutex>
 #include <set>
@@ -17,6 +18,27 @@
 using namespace pooltest;
 
 namespace {
+// A result type whose decoding fails for the value 666 (as a damaged or mismatched result would).
+struct Picky {
+  long v;
+};
+}  // namespace
+
+template <>
+struct multiproc::Codec<Picky> {
+  static std::size_t size(const Picky&) noexcept { return sizeof(long); }
+  static void encode(const Picky& p, std::byte* out) noexcept { std::memcpy(out, &p.v, sizeof p.v); }
+  static Picky decode(const std::byte* in, std::size_t n) {
+    Picky p{0};
+    if (n != sizeof p.v) throw mp::Error(mp::errc::corrupt, "Picky: wrong size");
+    std::memcpy(&p.v, in, sizeof p.v);
+    if (p.v == 666) throw mp::Error(mp::errc::corrupt, "Picky: 666 cannot be decoded");
+    return p;
+  }
+};
+
+namespace {
+Picky make_picky(long v) { return Picky{v}; }
 
 // A counter the tasks bump (by name), to see which tasks ran at all.
 struct Counter : UniqueName, mp::SharedValue<long> {
@@ -115,6 +137,23 @@ BOOST_AUTO_TEST_CASE(a_task_that_throws_fails_its_future, *boost::unit_test::tim
   BOOST_TEST((good.exception() == nullptr));
   BOOST_TEST(good.result() == 4);
   BOOST_TEST(ex.submit(square, 5L).result() == 25);  // the worker carried on
+}
+
+BOOST_AUTO_TEST_CASE(a_result_that_cannot_be_decoded_is_the_futures_exception,
+                     *boost::unit_test::timeout(60)) {
+  // An outside probe: exception() said nullptr (success) while result() threw the decoding error.
+  mp::ProcessPoolExecutor ex(1);
+  auto good = ex.submit(make_picky, 7L);
+  auto bad = ex.submit(make_picky, 666L);
+  BOOST_TEST(!good.exception());
+  BOOST_TEST(good.result().v == 7);
+  const std::exception_ptr e = bad.exception();
+  BOOST_REQUIRE(e);
+  expect_error([&] { std::rethrow_exception(e); }, mp::errc::corrupt, {"666"});
+  const auto later = bad.exception_for(1s);
+  BOOST_REQUIRE(later.has_value());
+  BOOST_TEST(static_cast<bool>(*later));
+  expect_error([&] { bad.result(); }, mp::errc::corrupt, {"666"});
 }
 
 BOOST_AUTO_TEST_CASE(cancel_removes_a_queued_task_which_never_runs,

@@ -128,8 +128,8 @@ class Future {
       return std::optional<R>(detail::decode_single<R>(*job_));
     }
   }
-  //! Returns: the failure of the call (a RemoteError or BrokenPool, as result() would throw it),
-  //! or nullptr if it succeeded; waits like result(). Throws: CancelledError if it was cancelled
+  //! Returns: the failure of the call (a RemoteError or BrokenPool, or what decoding its result
+  //! throws: as result() would throw it), or nullptr if it succeeded; waits like result(). Throws: CancelledError if it was cancelled
   //! (as Python's exception()).
   std::exception_ptr exception() const {
     detail::wait_job(*job_, nullptr);
@@ -209,9 +209,21 @@ class Future {
       : job_(std::move(job)), pool_(std::move(pool)) {}
   // Requires: finished.
   std::exception_ptr failure() const {
-    std::lock_guard<std::mutex> lock(job_->mutex);
-    if (job_->cancelled) std::rethrow_exception(job_->error);
-    return job_->error;
+    {
+      std::lock_guard<std::mutex> lock(job_->mutex);
+      if (job_->cancelled) std::rethrow_exception(job_->error);
+      if (job_->error) return job_->error;
+    }
+    // A result its Codec cannot decode is a failure too: result() throws it (before, exception()
+    // said nullptr, success, for it). Decoded once more to find out, as AsyncResult::successful().
+    if constexpr (!std::is_void_v<R>) {
+      try {
+        (void)detail::decode_single<R>(*job_);  // takes the job's mutex itself
+      } catch (...) {
+        return std::current_exception();
+      }
+    }
+    return nullptr;
   }
 
   std::shared_ptr<detail::JobState> job_;
