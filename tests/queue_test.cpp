@@ -1208,6 +1208,71 @@ BOOST_AUTO_TEST_CASE(killed_at_random_with_big_messages_lose_only_their_message,
   kill_producers_and_consumers_at_random(true, 30);
 }
 
+// A consumer assembling a streamed message waited for each chunk as an ordinary waiter, sharing
+// the producer's one wake-up with the idle consumers asleep on the same signal: one of those (which
+// cannot take anything while the end is held) took it, and the assembler slept out its 100 ms
+// liveness slice — for nearly every chunk. An outside probe: 2 consumers of 300 KB messages on
+// one CPU took 40-60 ms a message, against 0.1 ms with one consumer (13 s for 200 messages).
+// Every process here is on one CPU, where it happened every time; on two, now and then.
+BOOST_AUTO_TEST_CASE(several_consumers_of_streamed_messages_miss_no_wake_up,
+                     *boost::unit_test::timeout(180)) {
+  constexpr long kMessages = 200;
+  constexpr std::size_t kSize = 300000;  // five chunks of a 64 KiB ring
+  // One producer and `consumers` consumers, all on one CPU: seconds for the lot.
+  const auto run = [&](int consumers) {
+    mp::Queue<std::string> q(64);
+    BOOST_REQUIRE(q.max_message_bytes() < kSize);
+    mp::SharedValue<long> taken(0), checksum(0);
+    const auto one_cpu = [] {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(0, &one);
+      return ::sched_setaffinity(0, sizeof one, &one) == 0;
+    };
+    std::vector<mp::Process> ps;
+    ps.emplace_back([&] {
+      if (!one_cpu()) return 3;
+      for (long i = 0; i < kMessages; ++i) q.put(std::string(kSize, static_cast<char>('a' + i % 26)));
+      return 0;
+    });
+    for (int c = 0; c < consumers; ++c) {
+      ps.emplace_back([&] {
+        if (!one_cpu()) return 3;
+        while (taken.load() < kMessages) {
+          const std::optional<std::string> m = q.get_for(100ms);
+          if (!m) continue;
+          if (m->size() != kSize || m->find_first_not_of(m->front()) != std::string::npos) return 1;
+          const long code = m->front() - 'a';
+          taken.update([](long& v) { ++v; });
+          checksum.update([code](long& v) { v += code; });
+        }
+        return 0;
+      });
+    }
+    const auto start = std::chrono::steady_clock::now();
+    for (auto& p : ps) p.start();
+    for (auto& p : ps) {
+      BOOST_REQUIRE(p.join_for(90s));
+      BOOST_TEST(*p.exitcode() == 0);
+    }
+    const double took = seconds_since(start);
+    BOOST_TEST_MESSAGE(consumers << " consumer(s): " << kMessages << " messages in " << took << " s");
+    BOOST_TEST(taken.load() == kMessages);
+    long expected = 0;
+    for (long i = 0; i < kMessages; ++i) expected += i % 26;
+    BOOST_TEST(checksum.load() == expected);
+    return took;
+  };
+  const double alone = run(1);
+  for (const int consumers : {2, 4}) {
+    BOOST_TEST_CONTEXT(consumers << " consumers") {
+      // A missed wake-up costs a 100 ms slice: the old code took 8-13 s here, a few hundred times
+      // the one consumer's time; now about as long (a sanitizer build slows both alike).
+      BOOST_TEST(run(consumers) < 20 * alone + 2.0);
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(try_put_and_try_get_do_not_wait_for_a_busy_end, *boost::unit_test::timeout(60)) {
   // try_put and try_get once waited, without limit, for an end held by another thread: here a
   // producer stopped while streaming a message larger than the ring (holding the producer end's
