@@ -40,8 +40,10 @@
 //     held in the server (a lock) is released when its session ends (the server looks every
 //     100 ms). A stopped client (SIGSTOP) holds up nobody but itself.
 //   - The manager's server killed: every call waiting for a reply, and every later call, throws
-//     Error(errc::disconnected) naming the manager — within about 20 ms (measured; at most
-//     100 ms), never a hang. Its data is lost. shutdown() then reaps it and removes the names.
+//     Error(errc::disconnected) naming the manager — within about 20 ms (one waiting thread of a
+//     process looks that often and wakes the others; at most about 120 ms, when that thread has
+//     just had its answer), never a hang. Its data is lost. shutdown() then reaps it and removes
+//     the names.
 //   - The starting process killed: the server notices within about 100 ms, removes the names and
 //     exits (its data is lost); clients then get errc::disconnected.
 //   - A client killed while setting up its connection: the pipe's name is removed by the server

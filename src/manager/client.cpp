@@ -2,6 +2,8 @@
 // and ObjectRef::call (see transport.hpp for the protocol).
 #include "transport.hpp"
 
+#include "../pipe/connection_impl.hpp"
+
 #include "../process/liveness.hpp"
 
 #include <multiproc/codec.hpp>
@@ -29,6 +31,8 @@ namespace detail::manager {
 namespace {
 
 constexpr auto kSlice = std::chrono::milliseconds(20);  // how often a waiting client looks
+// How often the other threads waiting for answers look, while one watches (ClientState::watcher).
+constexpr auto kIdleSlice = std::chrono::milliseconds(100);
 // How long one look at the server's liveness serves every thread of this process (server_gone).
 constexpr std::chrono::nanoseconds kGoneRecheck = std::chrono::milliseconds(2);
 constexpr auto kHandshakeLimit = std::chrono::seconds(30);
@@ -82,6 +86,17 @@ bool ClientState::server_gone(bool fresh) const noexcept {
   if (process_liveness(server_pid, server_start) != Liveness::dead) return false;
   gone_seen.store(true, std::memory_order_relaxed);
   return true;
+}
+
+void ClientState::wake_waiters() noexcept {
+  if (waiters_woken.exchange(true)) return;
+  std::lock_guard<std::mutex> lock(connect_mutex());
+  for (const auto& tc : connections) {
+    if (tc == nullptr || tc->conn == nullptr || tc->pid != current_pid()) continue;
+    if (const ChannelRef* ch = tc->conn->receive_channel()) {
+      ChannelRef::notify(ch->state()->data, INT_MAX);  // its observer asks server_gone() again
+    }
+  }
 }
 
 void ClientState::fail_disconnected(const std::string& during) {
@@ -296,13 +311,40 @@ std::optional<std::string> ObjectRef::call_until(
     tc.conn->send_bytes(request);
     tc.sent = n;
     bool timed = give_up != std::chrono::steady_clock::time_point::max();
-    for (;;) {
-      std::chrono::steady_clock::duration slice = kSlice;
-      if (timed) {  // an untimed call (most) reads no clock here
-        const auto left = give_up - std::chrono::steady_clock::now();
-        if (left < slice) slice = std::max(left, slice.zero());
+    // Waits for the answer registered once for the whole wait (poll_watching), looking at the
+    // server's liveness now and then: one waiting thread of the process every kSlice (the
+    // watcher, which wakes the others when the server is gone), the others every kIdleSlice, or
+    // as soon as the watcher's place is free, to take it. One look at /proc serves all threads
+    // (server_gone). 1,000 threads blocked in calls, each polling afresh every 20 ms (a
+    // membarrier and a liveness scan of the pipe's peer each time), took more than a CPU.
+    struct Watching {
+      ClientState& c;
+      bool held = false;
+      bool claim() {
+        if (held) return true;
+        pid_t w = c.watcher.load();
+        if (w == current_pid()) return false;  // another thread of ours watches
+        held = c.watcher.compare_exchange_strong(w, current_pid());
+        return held;
       }
-      if (tc.conn->poll(slice)) {
+      ~Watching() {
+        pid_t me = current_pid();
+        if (held) c.watcher.compare_exchange_strong(me, 0);
+      }
+    } watching{c};
+    for (;;) {
+      const bool watcher = watching.claim();
+      const SliceWatch watch{
+          watcher ? kSlice : kIdleSlice,
+          watcher ? +[](const void* state) {
+            return !static_cast<const ClientState*>(state)->server_gone();
+          }
+                  : +[](const void* state) {
+                      const auto* cs = static_cast<const ClientState*>(state);
+                      return !cs->server_gone() && cs->watcher.load() == current_pid();
+                    },
+          &c};
+      if (poll_watching(*tc.conn, timed ? give_up : Clock::time_point::max(), watch)) {
         try {
           reply = tc.conn->recv_bytes();
         } catch (const std::bad_alloc&) {
@@ -319,7 +361,10 @@ std::optional<std::string> ObjectRef::call_until(
         }
         break;
       }
-      if (c.server_gone()) c.fail_disconnected(kind_ + " '" + name_ + "'");
+      if (c.server_gone()) {
+        c.wake_waiters();
+        c.fail_disconnected(kind_ + " '" + name_ + "'");
+      }
       if (timed && std::chrono::steady_clock::now() >= give_up) {
         std::uint64_t expected = (n << 2) | kClaimPending;
         if (word.compare_exchange_strong(expected, (n << 2) | kClaimAbandoned,
@@ -335,7 +380,10 @@ std::optional<std::string> ObjectRef::call_until(
   } catch (const Error& e) {
     if (e.code() == errc::eof || e.code() == errc::closed) {
       // A fresh look: a cached one (2 ms) could miss a server that closed its ends and died.
-      if (c.shut_down.load() || c.server_gone(true)) c.fail_disconnected(kind_ + " '" + name_ + "'");
+      if (c.shut_down.load() || c.server_gone(true)) {
+        c.wake_waiters();
+        c.fail_disconnected(kind_ + " '" + name_ + "'");
+      }
       // The server lives: only this thread's connection broke (its pipe's bytes damaged, say).
       // This call fails; the next makes a new connection. Before, every thread of the process
       // was told the server was gone, for good (an outside probe: one byte written into one

@@ -2,6 +2,8 @@
 // and holds the named objects (see transport.hpp for the protocol).
 #include "transport.hpp"
 
+#include "../pipe/connection_impl.hpp"
+
 #include <multiproc/manager.hpp>
 
 #include "../process/liveness.hpp"
@@ -14,6 +16,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <exception>
+#include <mutex>
 #include <new>
 #include <thread>
 #include <typeinfo>
@@ -42,6 +45,41 @@ bool parse_client(std::string_view rest, pid_t& pid, std::uint64_t& start) {
   return pid > 0;
 }
 
+// Whether client process (pid, start) has died. Every session of a client process asks every
+// slice (100 ms), and a process with 1,000 threads in calls has 1,000 sessions: one look at /proc
+// answers all of them for kLivenessReuse. A death is final, so it is kept (and never looked up
+// again); entries not asked about for a minute are dropped.
+constexpr auto kLivenessReuse = std::chrono::milliseconds(20);
+bool client_dead(pid_t pid, std::uint64_t start) {
+  struct Seen {
+    pid_t pid;
+    std::uint64_t start;
+    std::chrono::steady_clock::time_point at;
+    bool dead;
+  };
+  static std::mutex m;
+  static std::vector<Seen> seen;
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard<std::mutex> lock(m);
+    for (const Seen& e : seen) {
+      if (e.pid == pid && e.start == start && (e.dead || now - e.at < kLivenessReuse)) {
+        return e.dead;
+      }
+    }
+  }
+  const bool dead = process_liveness(pid, start) == Liveness::dead;
+  std::lock_guard<std::mutex> lock(m);
+  seen.erase(std::remove_if(seen.begin(), seen.end(),
+                            [&](const Seen& e) {
+                              return (e.pid == pid && e.start == start) ||
+                                     now - e.at > std::chrono::minutes(1);
+                            }),
+             seen.end());
+  seen.push_back({pid, start, now, dead});
+  return dead;
+}
+
 class ServerSession final : public Session {
  public:
   ServerSession(std::uint64_t id, pid_t pid, std::uint64_t start, Connection conn,
@@ -49,14 +87,16 @@ class ServerSession final : public Session {
       : id_(id), pid_(pid), start_(start), conn_(std::move(conn)), claim_(std::move(claim)) {}
   std::uint64_t id() const noexcept override { return id_; }
   pid_t pid() const noexcept override { return pid_; }
+  // The client's thread closed its end (it ended), or its process died. No scan of the pipe's
+  // holders: the client's process is the one that counts (a forked child of it may hold the end
+  // too, and keeps no session alive). gone() looks at it now; gone_lately() takes a look at most
+  // kLivenessReuse old, shared by all its sessions (client_dead).
   bool gone() const override {
-    if (ended_.load()) return true;
-    try {
-      if (conn_.peer_closed()) return true;
-    } catch (...) {
-      return true;
-    }
-    return process_liveness(pid_, start_) == Liveness::dead;
+    return ended_.load() || peer_marked_closed(conn_) ||
+           process_liveness(pid_, start_) == Liveness::dead;
+  }
+  bool gone_lately() const override {
+    return ended_.load() || peer_marked_closed(conn_) || client_dead(pid_, start_);
   }
   bool abandoned() const override {
     const std::uint64_t word = claim_word(claim_).load(std::memory_order_acquire);
@@ -107,7 +147,14 @@ class Server {
       const char* skipped = nullptr;  // why a request was not read whole
       errc skipped_code = errc::corrupt;
       try {
-        if (!s->conn().poll(kSessionSlice)) {
+        // Registered once for the whole wait, looking at the client every slice (poll_watching
+        // says why: 1,000 idle sessions polling afresh each slice took most of a CPU).
+        const SliceWatch watch{kSessionSlice,
+                               [](const void* session) {
+                                 return !static_cast<const ServerSession*>(session)->gone_lately();
+                               },
+                               s.get()};
+        if (!poll_watching(s->conn(), Clock::time_point::max(), watch)) {
           if (s->gone()) break;
           continue;
         }

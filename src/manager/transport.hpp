@@ -142,6 +142,12 @@ struct ClientState : std::enable_shared_from_this<ClientState> {
   // Every thread's connection in this process (and copies of the parent's in a forked child,
   // never used there). Guarded by the process-wide connect mutex (client.cpp).
   std::vector<std::shared_ptr<ThreadConnection>> connections;
+  // The pid of the process one of whose threads, waiting for an answer, watches the server for
+  // all of them: it looks every 20 ms and, finding the server gone, wakes the others
+  // (wake_waiters), who look only every 100 ms — so that 1,000 threads blocked in calls do not
+  // each wake 50 times a second. 0: nobody watches; another pid (a forked child's copy): free.
+  std::atomic<pid_t> watcher{0};
+  std::atomic<bool> waiters_woken{false};
 
   ClientState();
   //! The calling thread's connection, made now if needed. Throws Error(errc::disconnected).
@@ -155,6 +161,8 @@ struct ClientState : std::enable_shared_from_this<ClientState> {
   //! Whether the server process is gone (and so the manager). Asked by every waiting thread at
   //! every slice; the answer (a read of /proc) is shared for kGoneRecheck, unless `fresh`.
   bool server_gone(bool fresh = false) const noexcept;
+  //! Wakes every thread of this process waiting for an answer (the server is gone), once.
+  void wake_waiters() noexcept;
   //! A place among the threads connecting to this manager (gate_cv), waited for until `until`:
   //! false when none came by then. Throws Error(disconnected) when the server is gone meanwhile.
   bool enter_connect_gate(std::chrono::steady_clock::time_point until);

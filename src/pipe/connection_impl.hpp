@@ -57,6 +57,19 @@ void send_parts(const Connection& c, std::string_view head, const std::byte* bod
 void set_send_stall_limit(const Connection& c, std::chrono::milliseconds limit);
 //! Whether the receiver of c has taken everything sent on it (a snapshot).
 bool send_drained(const Connection& c);
+
+//! Connection::poll until `deadline` (Clock::time_point::max(): none) for a server or a client
+//! that watches its peer's process itself: every `watch.every` with nothing to receive it calls
+//! watch.keep_waiting(watch.ctx), and returns false when that says no. Returns true as poll():
+//! a message, or the peer's end closed. Unlike poll() it stays registered as a sleeper for the
+//! whole wait (one membarrier, not one per slice) and makes no liveness scan of the peer's
+//! holders (/proc reads): the watch does that job, once for all of a process's connections (a
+//! Manager's client asks whether its server lives, the server whether a client's process does).
+//! Throws: as poll().
+bool poll_watching(const Connection& c, Clock::time_point deadline, const SliceWatch& watch);
+//! Whether the peer's end of c is marked closed (its last holder closed it, or a liveness scan
+//! found them all dead): the flag only, no scan.
+bool peer_marked_closed(const Connection& c) noexcept;
 //! What a send throws when set_send_stall_limit's limit passed with no room.
 struct SendStalled : Error {
   using Error::Error;

@@ -271,6 +271,27 @@ void detail::set_send_stall_limit(const Connection& c, std::chrono::milliseconds
 
 bool detail::send_drained(const Connection& c) { return detail::PipeFactory::impl(c).send_.drained(); }
 
+bool detail::peer_marked_closed(const Connection& c) noexcept {
+  return holder_table_closed(detail::PipeFactory::impl(c).peer());
+}
+
+bool detail::poll_watching(const Connection& c, Clock::time_point deadline,
+                           const SliceWatch& watch) {
+  const ConnectionImpl& impl = detail::PipeFactory::impl(c);
+  impl.require_recv();
+  const ChannelRef& ch = impl.recv_;
+  const auto ready = [&] { return ch.data_hint() || impl.peer().closed.load() != 0; };
+  if (ready()) return true;
+  impl.throw_if_closed_while_waiting("poll");
+  const Clock::time_point* until = deadline == Clock::time_point::max() ? nullptr : &deadline;
+  // An observer, as poll(): it takes nothing. Our own close() (another thread) ends the wait too.
+  ch.sleep_until(ch.state()->data, [&] { return ready() || impl.closed_.load(); }, until, true,
+                 &watch);
+  if (ready()) return true;
+  impl.throw_if_closed_while_waiting("poll");
+  return false;
+}
+
 Connection::Connection(open_only_t, const Name& name, PipeEnd end)
     : Connection(detail::PipeFactory::open(Segment::open(name, Kind::pipe, nullptr), end)) {}
 

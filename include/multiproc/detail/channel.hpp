@@ -310,6 +310,18 @@ MULTIPROC_PROCESS_WIDE inline thread_local bool tls_share_cpu = false;
 //! slow path (acquire_slow), so the fast path pays no clock read.
 inline constexpr Clock::time_point kNoWait = Clock::time_point::min();
 
+//! For a long observer wait that must look at something else now and then (ChannelRef::sleep_until):
+//! keep_waiting(ctx) is called every `every` while nothing arrives, and after every wake-up that
+//! brought nothing; the wait ends when it returns false. The sleeper stays registered throughout.
+//! A wait in slices that registered afresh for each paid a membarrier every slice: 1,000 threads
+//! blocked in Manager calls, each looking every 20 ms, spent more than a CPU on them (and the
+//! server, its 100 ms slices per client, most of another).
+struct SliceWatch {
+  Clock::duration every;
+  bool (*keep_waiting)(const void* ctx);
+  const void* ctx;
+};
+
 //! How an end is held: not at all, by lease (fast path), or under its mutex.
 enum class EndToken : std::uint8_t { none, lease, locked };
 
@@ -483,11 +495,13 @@ class ChannelRef {
   // ---- waiting, holding nothing (or the end, for a Pipe mid-message) ----------------------
   //! Sleeps until `ready()` may have changed (the signal's epoch moved), the deadline, or a
   //! liveness slice elapses. `ready` is re-checked after registering, so no wake-up is lost.
-  //! Returns false only when the deadline passed.
+  //! Returns false only when the deadline passed (or `watch` said to stop).
   //! An observer (wait(), poll()) only looks and is woken by every notify; a waiter takes.
+  //! `watch` (observers only): stay registered for the whole wait, however long, and ask
+  //! watch->keep_waiting every watch->every (returns false when it says no) — see SliceWatch.
   template <class Ready>
   bool sleep_until(Signal& s, Ready&& ready, const Clock::time_point* deadline,
-                   bool observer = false) const {
+                   bool observer = false, const SliceWatch* watch = nullptr) const {
     // A partner that is running usually answers within a microsecond or two: spin that long
     // before paying for a sleep (membarrier, futex, two context switches).
     //
@@ -569,10 +583,34 @@ class ChannelRef {
     // and then our ready() below (after the heavy fence) sees what it published.
     if (!observer) s.asleep.store(1);
     asymmetric_fence_heavy();
-    const std::uint32_t epoch = s.epoch.load(std::memory_order_acquire);
     bool in_time = true;
     bool ran_out = false;
-    if (!ready()) in_time = sleep_on(s, epoch, deadline, ran_out);
+    Clock::time_point next_look{};
+    if (watch != nullptr) next_look = Clock::now() + watch->every;
+    for (;;) {
+      const std::uint32_t epoch = s.epoch.load(std::memory_order_acquire);
+      if (ready()) break;
+      if (watch == nullptr) {
+        in_time = sleep_on(s, epoch, deadline, ran_out);
+        break;
+      }
+      // Still registered (and fenced) since before the epoch load above: a notify after it bumps
+      // the epoch, so this sleep returns at once — no wake-up is lost across the slices.
+      const bool last = deadline != nullptr && *deadline <= next_look;
+      const Clock::time_point until = last ? *deadline : next_look;
+      const bool passed = !sleep_on(s, epoch, &until, ran_out);
+      if (passed && last) {
+        in_time = ready();
+        break;
+      }
+      // Asked at every look, and at every wake-up that brought nothing: a wake-up may be sent to
+      // say that what the watch looks at changed (a Manager's client found its server gone).
+      if (!ready() && !watch->keep_waiting(watch->ctx)) {
+        in_time = false;
+        break;
+      }
+      if (passed) next_look = Clock::now() + watch->every;
+    }
     tls_idle_signal = ran_out ? &s : nullptr;
     unregister_sleeper(s, observer, slot);
     return in_time;

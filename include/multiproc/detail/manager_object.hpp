@@ -38,6 +38,10 @@ class Session {
   //! get, a lock acquire, an event wait) waits in slices of at most 100 ms and gives up, with
   //! nothing taken, when this turns true.
   virtual bool gone() const = 0;
+  //! gone() as it was lately: a look that may be some milliseconds old, shared with the client's
+  //! other sessions — for the periodic looks of a wait that has nothing to take. Right before an
+  //! operation takes anything, it asks gone().
+  virtual bool gone_lately() const { return gone(); }
   //! Called by an operation with a deadline right before it changes anything (takes an item,
   //! puts one, takes a lock), under its own lock. Returns false when the client has given up on
   //! this request (its deadline passed while the server did not answer: a server stopped, or
