@@ -218,24 +218,43 @@ BOOST_AUTO_TEST_CASE(waiting_without_the_lock_is_an_error_and_leaves_no_waiter, 
   BOOST_TEST(state_of(cv)->arrived == 0u);  // nothing was even registered
 }
 
-BOOST_AUTO_TEST_CASE(notify_n_wakes_at_most_n_waiting_processes, *boost::unit_test::timeout(120)) {
-  constexpr int kWaiters = 5;
+namespace {
+// Processes that each wait once on cv (no predicate: they count real notifications), adding
+// themselves to `woken` and signalling `woke` when notified. Returns once all of them wait.
+struct NotifiedProcesses {
   mp::Mutex m;
   mp::Condition cv;
-  mp::SharedValue<int> woken(0);
+  mp::SharedValue<int> woken{0};
   Gate woke;
   std::vector<mp::Process> waiters;
-  for (int i = 0; i < kWaiters; ++i) {
-    waiters.emplace_back([&] {
-      std::unique_lock lock(m);
-      if (!cv.wait_for(lock, 60s)) return 1;  // no predicate: count real notifications
-      woken.update([](int& w) { ++w; });
-      woke.signal();
-      return 0;
-    });
-    waiters.back().start();
+  explicit NotifiedProcesses(int n) {
+    for (int i = 0; i < n; ++i) {
+      waiters.emplace_back([this] {
+        std::unique_lock lock(m);
+        if (!cv.wait_for(lock, 60s)) return 1;
+        woken.update([](int& w) { ++w; });
+        woke.signal();
+        return 0;
+      });
+      waiters.back().start();
+    }
+    BOOST_REQUIRE(eventually([&] { return waiting(cv) == static_cast<std::uint64_t>(n); }));
   }
-  BOOST_REQUIRE(eventually([&] { return waiting(cv) == kWaiters; }));
+  void join_all() {
+    for (auto& w : waiters) {
+      BOOST_REQUIRE(w.join_for(30s));
+      BOOST_TEST(*w.exitcode() == 0);
+    }
+  }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(notify_n_wakes_at_most_n_waiting_processes, *boost::unit_test::timeout(120)) {
+  constexpr int kWaiters = 5;
+  NotifiedProcesses p(kWaiters);
+  mp::Condition& cv = p.cv;
+  mp::SharedValue<int>& woken = p.woken;
+  Gate& woke = p.woke;
   cv.notify_one();
   BOOST_REQUIRE(woke.wait());
   BOOST_TEST(!woke.wait(200ms));
@@ -248,10 +267,7 @@ BOOST_AUTO_TEST_CASE(notify_n_wakes_at_most_n_waiting_processes, *boost::unit_te
   cv.notify_all();
   BOOST_REQUIRE(woke.wait());
   BOOST_REQUIRE(woke.wait());
-  for (auto& w : waiters) {
-    BOOST_REQUIRE(w.join_for(30s));
-    BOOST_TEST(*w.exitcode() == 0);
-  }
+  p.join_all();
   BOOST_TEST(woken.load() == kWaiters);
   cv.notify_all();  // nobody waiting: a no-op
   BOOST_TEST(waiting(cv) == 0u);
@@ -262,39 +278,23 @@ BOOST_AUTO_TEST_CASE(notify_takes_any_integer_without_narrowing_it, *boost::unit
   // notify(0)), and notify(-1) woke everyone. Now n <= 0 wakes nobody, as Python's notify does,
   // and a count of 2^32 - 1 or more wakes all.
   constexpr int kWaiters = 3;
-  mp::Mutex m;
-  mp::Condition cv;
-  mp::SharedValue<int> woken(0);
-  Gate woke;
-  std::vector<mp::Process> waiters;
-  for (int i = 0; i < kWaiters; ++i) {
-    waiters.emplace_back([&] {
-      std::unique_lock lock(m);
-      if (!cv.wait_for(lock, 60s)) return 1;  // no predicate: count real notifications
-      woken.update([](int& w) { ++w; });
-      woke.signal();
-      return 0;
-    });
-    waiters.back().start();
-  }
-  BOOST_REQUIRE(eventually([&] { return waiting(cv) == kWaiters; }));
+  NotifiedProcesses p(kWaiters);
+  mp::Condition& cv = p.cv;
+  Gate& woke = p.woke;
   cv.notify(-1);
   cv.notify(std::numeric_limits<long long>::min());
   cv.notify(0u);
   cv.notify(std::int8_t{-3});
   BOOST_TEST(!woke.wait(200ms));
-  BOOST_TEST(woken.load() == 0);
+  BOOST_TEST(p.woken.load() == 0);
   BOOST_TEST(waiting(cv) == kWaiters);
   cv.notify(std::uint8_t{1});
   BOOST_REQUIRE(woke.wait());
   BOOST_TEST(!woke.wait(200ms));
   cv.notify(std::uint64_t{1} << 32);
   for (int i = 1; i < kWaiters; ++i) BOOST_REQUIRE(woke.wait());
-  for (auto& w : waiters) {
-    BOOST_REQUIRE(w.join_for(30s));
-    BOOST_TEST(*w.exitcode() == 0);
-  }
-  BOOST_TEST(woken.load() == kWaiters);
+  p.join_all();
+  BOOST_TEST(p.woken.load() == kWaiters);
 }
 
 BOOST_AUTO_TEST_CASE(bounded_buffer_between_processes_gives_exact_sums, *boost::unit_test::timeout(120)) {
