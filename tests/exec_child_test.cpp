@@ -189,6 +189,13 @@ MPTEST_SCENARIO(exec_take_one) {
   return mp::inherited<mp::Queue<int>>("q").get();
 }
 
+// Returns the sum of the two handed-over values "a" and "b".
+MPTEST_SCENARIO(exec_sum_two) {
+  (void)args;
+  return static_cast<int>(mp::inherited<mp::SharedValue<long>>("a").load() +
+                          mp::inherited<mp::SharedValue<long>>("b").load());
+}
+
 // ---- the tests ------------------------------------------------------------------------------------
 
 BOOST_FIXTURE_TEST_SUITE(exec_child, Clean)
@@ -338,6 +345,28 @@ BOOST_AUTO_TEST_CASE(an_object_made_under_a_prefix_set_in_the_program_is_found_b
   BOOST_TEST(p.exitcode().value_or(-1) == 42);
 }
 
+BOOST_AUTO_TEST_CASE(objects_made_under_other_prefixes_are_found_by_the_child,
+                     *boost::unit_test::timeout(60)) {
+  // The handover carried only the name, which the child spelled with the prefix in effect at
+  // start(): an object made before set_name_prefix() changed it, or under with_prefix(), was "not
+  // found" there (an outside probe). Now each entry says its file's prefix.
+  const std::string before = mp::name_prefix();
+  mp::SharedValue<long> a(mp::create_only, unique_name("a"), 30);  // the prefix in effect now
+  mp::SharedValue<long> b(mp::create_only, mp::with_prefix(unique_name("b"), before + "other."), 12);
+  BOOST_TEST(a.segment().prefix() == before);
+  BOOST_TEST(b.segment().prefix() == before + "other.");
+  mp::set_name_prefix(before + "later.");
+  struct Restore {
+    std::string p;
+    ~Restore() { mp::set_name_prefix(p); }
+  } restore{before};
+  mp::Process p(self_command("exec_sum_two"));
+  p.pass("a", a).pass("b", b);
+  p.start();
+  BOOST_REQUIRE(p.join_for(30s));
+  BOOST_TEST(p.exitcode().value_or(-1) == 42);
+}
+
 BOOST_AUTO_TEST_CASE(handing_over_wrong_things_is_refused, *boost::unit_test::timeout(60)) {
   mp::Queue<int> anonymous(4);
   mp::SharedValue<int> named(mp::create_only, unique_name("v"), 0);
@@ -474,8 +503,16 @@ BOOST_AUTO_TEST_CASE(the_handover_format_round_trips_any_key_and_name, *boost::u
     BOOST_TEST(out[i].end == in[i].end);
     BOOST_TEST(out[i].fd == in[i].fd);
   }
+  // The prefix field: optional on objects and pipe ends (empty is a prefix too), never more.
+  const auto prefixed = mp::detail::decode_handover("1;o,a,b,p.x;c,c,0,d,;o,e,f");
+  BOOST_REQUIRE(prefixed.size() == 3u);
+  BOOST_TEST((prefixed[0].prefix == std::optional<std::string>("p.x")));
+  BOOST_TEST((prefixed[1].prefix == std::optional<std::string>("")));
+  BOOST_TEST(!prefixed[2].prefix.has_value());
+  BOOST_TEST(mp::detail::encode_handover(prefixed) == "1;o,a,b,p.x;c,c,0,d,;o,e,f");
   for (const char* bad : {"2;o,a,b", "1;x,a,b", "1;o,a", "1;o,,b", "1;f,a,-1", "1;f,a,9x",
-                          "1;c,a,2,b", "1;o,a%4,b", "1;o,a%zz,b"}) {
+                          "1;c,a,2,b", "1;o,a%4,b", "1;o,a%zz,b", "1;o,a,b,p,q", "1;f,a,5,p",
+                          "1;c,a,0,b,p,q"}) {
     expect_errc([&] { mp::detail::decode_handover(bad); }, mp::errc::corrupt);
   }
   BOOST_TEST(mp::detail::decode_handover("1").empty());

@@ -99,6 +99,16 @@ struct Fussy {
   std::string how_;
 };
 
+// A constructor that takes its time: it says it started (the Event named by `gate` + ".in") and
+// waits, in the server, until the test sets the Event named `gate` (at most 60 s).
+struct Gated {
+  explicit Gated(const std::string& gate) {
+    mp::Event(mp::open_only, gate + ".in").set();
+    (void)mp::Event(mp::open_only, gate).wait_for(std::chrono::seconds(60));
+  }
+  long get() const { return 1; }
+};
+
 // Registered once per process (a Manager's server serves what was registered before it started).
 void register_test_types() {
   static const bool done = [] {
@@ -109,6 +119,7 @@ void register_test_types() {
         .method("describe", &Counter::describe)
         .method("fail", &Counter::fail);
     mp::register_type<Fussy, std::string>("Fussy").method("how", &Fussy::how);
+    mp::register_type<Gated, std::string>("Gated").method("get", &Gated::get);
     return true;
   }();
   (void)done;
@@ -285,6 +296,43 @@ BOOST_AUTO_TEST_CASE(event_object_set_then_clear_releases_a_waiter,
   waiter.join();
   BOOST_TEST(is_true(got));
   BOOST_TEST(!is_true(ev->call(s, mgr::sync_op::event_is_set, "")));
+}
+
+BOOST_AUTO_TEST_CASE(a_slow_constructor_holds_up_only_the_opens_of_its_name,
+                     *boost::unit_test::timeout(120)) {
+  // The server made objects under its own lock: a registered type's constructor that took 3 s
+  // held up every other client's first use of any object and every open, and a timed get of a
+  // queue holding an item gave up empty (an outside probe). Now only the opens of the name being
+  // made wait for it.
+  register_test_types();
+  mp::Manager m;
+  auto d = m.dict<int, int>("d");
+  d.set(1, 1);
+  auto q = m.Queue<int>("q");
+  q.put(7);
+  const std::string gate = unique_name("gate");
+  mp::Event open_gate(mp::create_only, gate), started(mp::create_only, gate + ".in");
+  std::thread maker([&] { BOOST_CHECK(mp::object(m, "Gated", "g", gate).call<long>("get") == 1); });
+  BOOST_REQUIRE(started.wait_for(30s));  // the constructor runs, and waits for the gate
+  // New threads (new connections, first uses) and new objects, while it waits.
+  std::optional<int> got, item;
+  bool made = false;
+  std::thread other([&] {
+    item = q.get_for(10s);  // a timed first call: it gave up empty, the server held up
+    got = d.get(1);
+    m.dict<int, int>("e").set(2, 2);
+    made = m.dict<int, int>("e").get(2) == std::optional<int>(2);
+  });
+  other.join();
+  BOOST_TEST(!open_gate.is_set());  // all of that while the constructor still waited
+  BOOST_TEST((got == std::optional<int>(1)));
+  BOOST_TEST((item == std::optional<int>(7)));
+  BOOST_TEST(made);
+  // An open of the same name waits for the making, then gets the object made.
+  std::thread second([&] { BOOST_CHECK(mp::object(m, "Gated", "g", gate).call<long>("get") == 1); });
+  open_gate.set();
+  maker.join();
+  second.join();
 }
 
 BOOST_AUTO_TEST_CASE(registered_object_calls_by_name_and_checks_what_it_is_sent,

@@ -15,9 +15,13 @@
 // Format. The parent puts one environment variable in the child's environment:
 //   MULTIPROC_HANDOVER=1;<entry>;<entry>...
 // where "1" is the format version and each entry is one of
-//   o,<key>,<name>        a multiproc object, opened by its name
-//   c,<key>,<end>,<name>  one end of a named Pipe: <end> is 0 (PipeEnd::first) or 1 (second)
-//   f,<key>,<fd>          a file descriptor, inherited under that number
+//   o,<key>,<name>[,<prefix>]        a multiproc object, opened by its name
+//   c,<key>,<end>,<name>[,<prefix>]  one end of a named Pipe: <end> is 0 (PipeEnd::first) or 1
+//   f,<key>,<fd>                     a file descriptor, inherited under that number
+// <prefix> is the name prefix the object's file is spelled with in the parent (Segment::prefix),
+// which the program uses for it whatever its own MULTIPROC_PREFIX (an object made under another
+// prefix, or before set_name_prefix() changed it, was not found); without it (a handover written
+// by an older build), the program's own prefix.
 // Keys and names are percent-encoded: every byte but A-Z a-z 0-9 . _ - is written %XX (upper-
 // case hex), so ',' ';' and '%' never appear inside a field. A Command's own MULTIPROC_HANDOVER
 // entry is replaced (a program started with no objects gets none); the variable is left in the
@@ -54,6 +58,11 @@ std::vector<HandoverEntry> decode_handover(std::string_view text);
 //! The entry of this process's handover under `key`, which must be of kind `kind` ('o' for an
 //! object or pipe end, 'f' for a descriptor). Throws: as the header comment says.
 HandoverEntry inherited_entry(std::string_view key, char kind);
+//! The name to open a handed-over object by: spelled with the prefix its file had in the parent
+//! when the entry says it (else this process's prefix).
+inline Name handed_name(const HandoverEntry& e) {
+  return e.prefix ? with_prefix(Name(e.name), *e.prefix) : Name(e.name);
+}
 }  // namespace detail
 
 //! Returns: the object handed over under `key`, opened as T (a Connection for a pipe end).
@@ -65,13 +74,13 @@ T inherited(std::string_view key) {
       throw Error(errc::wrong_kind, "handover '" + std::string(key) +
                                         "': an object, not a pipe end (open it as its own type)");
     }
-    return Connection(open_only, Name(e.name), e.end == 0 ? PipeEnd::first : PipeEnd::second);
+    return Connection(open_only, detail::handed_name(e), e.end == 0 ? PipeEnd::first : PipeEnd::second);
   } else {
     if (e.kind == 'c') {
       throw Error(errc::wrong_kind, "handover '" + std::string(key) +
                                         "': a pipe end: use inherited<Connection>");
     }
-    return T(open_only, Name(e.name));
+    return T(open_only, detail::handed_name(e));
   }
 }
 

@@ -178,6 +178,9 @@ struct HandoverEntry {
   char kind = 0;     //!< 'o' an object by name, 'c' a pipe end by name, 'f' a descriptor
   std::string key;
   std::string name;  //!< 'o' and 'c': the object's name
+  //! 'o' and 'c': the prefix its file is spelled with (Segment::prefix); none in a handover
+  //! written without it: the child's own prefix then
+  std::optional<std::string> prefix;
   int end = -1;      //!< 'c': 0 first end, 1 second end
   int fd = -1;       //!< 'f': the descriptor
 };
@@ -243,6 +246,7 @@ class Process {
       e.end = static_cast<int>(object.end());
     }
     e.name = seg.name();
+    if (seg.named()) e.prefix = seg.prefix();  // the child opens the very file, whatever its prefix
     check_handover(e, seg.named() ? nullptr : &seg.describe());
     // The copy kept: made as a capture, so a Connection counts the child as a holder.
     detail::Captured* outer = detail::current_capture();

@@ -310,6 +310,9 @@ class Segment {
   bool named() const noexcept;
   //! The name given at creation or open; empty for an anonymous segment.
   const std::string& name() const noexcept;
+  //! The prefix its file is spelled with (/dev/shm/mp.<prefix><name>): its Name's with_prefix,
+  //! else the one in effect when it was created or opened; empty for an anonymous segment.
+  std::string prefix() const;
   //! Whether destroying the last handle in this process removes the name.
   bool owns_name() const noexcept;
 

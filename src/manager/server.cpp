@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <dirent.h>
@@ -251,28 +252,56 @@ class Server {
 
   std::string open(const std::string& kind, std::string name, const std::string& create_args,
                    std::shared_ptr<Object>& object) {
-    std::lock_guard<std::mutex> lock(m_);
+    std::unique_lock<std::mutex> lock(m_);
     if (name.empty()) {
       do {
         name = kind + "." + std::to_string(++unnamed_);
-      } while (by_name_.count(name) != 0);
+      } while (by_name_.count(name) != 0 || making_.count(name) != 0);
     }
     std::uint64_t id = 0;
-    auto it = by_name_.find(name);
-    if (it != by_name_.end()) {
-      if (it->second.kind != kind) {
-        throw Error(errc::wrong_kind, describe() + ": '" + name + "' is a " + it->second.kind +
-                                          ", not a " + kind);
+    for (;;) {
+      auto it = by_name_.find(name);
+      if (it != by_name_.end()) {
+        if (it->second.kind != kind) {
+          throw Error(errc::wrong_kind, describe() + ": '" + name + "' is a " + it->second.kind +
+                                            ", not a " + kind);
+        }
+        id = it->second.id;
+        object = it->second.object;
+        break;
       }
-      id = it->second.id;
-      object = it->second.object;
-    } else {
+      if (auto m = making_.find(name); m != making_.end()) {
+        // Another client's open is making it: wait for that, then look again (if its making
+        // failed, this open makes it in turn, with its own arguments).
+        const std::shared_ptr<Making> pending = m->second;
+        pending->done.wait(lock, [&] { return pending->finished; });
+        continue;
+      }
       std::shared_ptr<const Factory> make = find_kind(kind);
       if (!make) {
         throw Error(errc::not_found, describe() + ": its server knows no kind '" + kind +
                                          "' (register it before starting the manager)");
       }
-      std::shared_ptr<Object> o = (*make)(name, create_args);
+      // Made without the server's lock: a registered type's constructor is the user's code and
+      // may take long (or never return). Under the lock it held up every other client's first
+      // use of any object, and every open — an outside probe's 3 s constructor stalled
+      // unrelated dicts and made a timed get of a full queue give up. Only opens of this very
+      // name wait for it (above).
+      const auto pending = std::make_shared<Making>();
+      making_.emplace(name, pending);
+      lock.unlock();
+      std::shared_ptr<Object> o;
+      std::exception_ptr failed;
+      try {
+        o = (*make)(name, create_args);
+      } catch (...) {
+        failed = std::current_exception();
+      }
+      lock.lock();
+      making_.erase(name);
+      pending->finished = true;
+      pending->done.notify_all();
+      if (failed) std::rethrow_exception(failed);
       if (!o) {
         throw Error(errc::invalid_argument, describe() + ": kind '" + kind + "' made nothing");
       }
@@ -280,6 +309,7 @@ class Server {
       object = o;
       by_name_.emplace(name, Entry{kind, id, o, create_args});
       by_id_.emplace(id, std::move(o));
+      break;
     }
     std::string out(encoded_size(id, name), '\0');
     encode_fields(reinterpret_cast<std::byte*>(out.data()), id, name);
@@ -353,7 +383,13 @@ class Server {
   }
 
   std::string name_;
+  // An object being made by an open (without m_): the opens of the same name wait for it.
+  struct Making {
+    std::condition_variable done;
+    bool finished = false;  // guarded by m_
+  };
   std::mutex m_;
+  std::unordered_map<std::string, std::shared_ptr<Making>> making_;  // guarded by m_
   std::unordered_map<std::string, Entry> by_name_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Object>> by_id_;
   std::uint64_t next_id_ = 0;

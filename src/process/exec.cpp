@@ -105,6 +105,10 @@ std::string encode_handover(const std::vector<HandoverEntry>& entries) {
     } else {
       if (e.kind == 'c') out += std::to_string(e.end) + ",";
       put_escaped(out, e.name);
+      if (e.prefix) {
+        out += ',';
+        put_escaped(out, *e.prefix);
+      }
     }
   }
   return out;
@@ -121,8 +125,13 @@ std::vector<HandoverEntry> decode_handover(std::string_view text) {
     e.kind = f[0][0];
     const std::size_t want = e.kind == 'c' ? 4 : (e.kind == 'o' || e.kind == 'f') ? 3 : 0;
     if (want == 0) malformed("entry " + std::to_string(i) + " is of unknown kind '" + e.kind + "'");
-    if (f.size() != want) malformed("entry " + std::to_string(i) + " has " +
-                                    std::to_string(f.size()) + " fields, not " + std::to_string(want));
+    // An object or pipe end may carry one more field: the prefix of its file.
+    const bool with_prefix = e.kind != 'f' && f.size() == want + 1;
+    if (f.size() != want && !with_prefix) {
+      malformed("entry " + std::to_string(i) + " has " + std::to_string(f.size()) +
+                " fields, not " + std::to_string(want));
+    }
+    if (with_prefix) e.prefix = unescape(f[want]);
     e.key = unescape(f[1]);
     if (e.key.empty()) malformed("entry " + std::to_string(i) + " has an empty key");
     if (e.kind == 'f') {

@@ -355,6 +355,13 @@ void Segment::prefault() const noexcept {
 }
 bool Segment::named() const noexcept { return !impl_->name.empty(); }
 const std::string& Segment::name() const noexcept { return impl_->name; }
+std::string Segment::prefix() const {
+  // file is "mp." + prefix + name (shm_name).
+  const std::string& f = impl_->file;
+  const std::size_t head = 3, tail = impl_->name.size();
+  if (impl_->name.empty() || f.size() < head + tail) return {};
+  return f.substr(head, f.size() - head - tail);
+}
 bool Segment::owns_name() const noexcept {
   return impl_->owns_name && impl_->owner_pid == ::getpid();
 }
