@@ -433,8 +433,10 @@ class ProcessPoolExecutor {
   // Throws: Error(errc::bad_state) after shutdown().
   void check_open() const;
 
-  Pool pool_;
   std::atomic<bool> shut_down_{false};
+  // Last: constructing it forks the workers, whose copy of this executor must have every other
+  // member built (a task using the executor it runs on read shut_down_ unconstructed).
+  Pool pool_;
 };
 
 }  // namespace multiproc
