@@ -294,6 +294,12 @@ std::vector<std::size_t> detail_wait(const std::vector<Waitable>& objects,
       } else if (it.process != nullptr) {
         r = !it.process->is_alive();
       } else if (it.connection != nullptr) {
+        // Closed by another thread of this process meanwhile (its close() wakes this wait): as
+        // poll() on it. Looking again would sleep on a channel nobody reads for this end.
+        if (it.connection->closed()) {
+          throw Error(errc::closed,
+                      "multiproc::wait: a Connection this process closed while wait() ran");
+        }
         // The peer's closed flag always; its liveness scan (rate-limited) only when asked.
         r = it.channel->data_hint() || (thorough && it.connection->peer_closed());
       } else {

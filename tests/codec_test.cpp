@@ -72,11 +72,13 @@ template <class T>
 struct CountingAllocator {
   using value_type = T;
   static inline int allocations = 0;
+  static inline std::size_t largest = 0;  // bytes of the largest allocation
   CountingAllocator() = default;
   template <class U>
   CountingAllocator(const CountingAllocator<U>&) noexcept {}  // NOLINT: rebinding
   T* allocate(std::size_t n) {
     ++allocations;
+    largest = std::max(largest, n * sizeof(T));
     return std::allocator<T>().allocate(n);
   }
   void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>().deallocate(p, n); }
@@ -259,6 +261,24 @@ BOOST_AUTO_TEST_CASE(a_forged_length_is_corrupt_before_anything_is_allocated, *b
   std::vector<std::byte> fields = encode(std::make_pair(std::string("abc"), 1));
   std::memcpy(fields.data(), &huge, sizeof huge);
   expect_corrupt<std::pair<std::string, int>>(fields, {"longer than the message"});
+}
+
+// An outside probe: a count checked only against the fewest bytes an element takes (8, a length
+// prefix) let an element 64 KiB large in memory reserve 8,000 times the message (an 8.6 GB
+// reservation from 1 MB, std::bad_alloc from 4 MB).
+BOOST_AUTO_TEST_CASE(a_count_reserves_no_more_than_the_message_holds, *boost::unit_test::timeout(60)) {
+  using Big = std::pair<std::string, std::array<char, 65536>>;
+  using Bigs = std::vector<Big, CountingAllocator<Big>>;
+  // 1,000 elements claimed, each with only a zero length prefix: plausible by count alone.
+  const auto buf = with_count(1000, 8 * 1000);
+  CountingAllocator<Big>::largest = 0;
+  expect_corrupt<Bigs>(buf, {"too short"});
+  BOOST_TEST(CountingAllocator<Big>::largest <= buf.size());
+  // Real elements still decode, however much larger in memory than encoded.
+  Bigs v(3);
+  v[1].first = "middle";
+  v[2].second[65535] = 'z';
+  BOOST_TEST((round_trip(v) == v));
 }
 
 BOOST_AUTO_TEST_CASE(enums_are_checked_against_their_opt_in_range, *boost::unit_test::timeout(60)) {

@@ -296,6 +296,24 @@ BOOST_AUTO_TEST_CASE(a_connection_closed_here_is_an_error, *boost::unit_test::ti
   expect_error([&] { (void)mp::wait({d}); }, mp::errc::closed, {"closed"});
 }
 
+// An outside probe: a Connection closed by another thread while wait() slept on it was taken for
+// "not ready" at every wake-up, so wait() slept on, for ever without a timeout (poll() throws).
+BOOST_AUTO_TEST_CASE(a_connection_closed_by_another_thread_during_wait_is_an_error,
+                     *boost::unit_test::timeout(60)) {
+  auto ends = mp::Pipe();
+  mp::Connection& a = ends.first;
+  std::thread closer([&] {
+    // Not a synchronisation: whether close() comes before or during the wait, wait() must throw
+    // closed at once; the pause only makes "during" the likely case.
+    std::this_thread::sleep_for(100ms);
+    a.close();
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_error([&] { (void)mp::wait({a}, 20s); }, mp::errc::closed, {"closed"});
+  closer.join();
+  BOOST_TEST(seconds_since(t0) < 10.0);
+}
+
 // futex_waitv takes at most 128 words: more queues and connections than that were a busy loop
 // (the kernel refused the call, EINVAL, which wait() took for a wake-up). Now it sleeps, and a
 // message to any of them, the 129th and the last included, ends the wait.

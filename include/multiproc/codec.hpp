@@ -2,8 +2,8 @@
 //
 // Python pickles; multiproc asks Codec<T>. Built in, and what decode checks (bytes come from
 // another process, possibly a buggy or hostile one, so every check throws Error(errc::corrupt)
-// naming the type being decoded — never undefined behaviour, never an allocation larger than the
-// message in hand):
+// naming the type being decoded — never undefined behaviour, never an allocation sized by an
+// unchecked count or length: no reservation is larger than the message in hand):
 //   - trivially copyable T (ints, floats, chars, std::byte, PODs, std::array of them): copied byte
 //     for byte; decode checks the size. A Codec of yours for such a type replaces that copy
 //     everywhere: inside vectors and arrays, in a Queue's records, in a Pool's chunks. Every byte pattern is taken as a valid value: the codec
@@ -26,8 +26,10 @@
 //   - std::vector<U>, std::array<U, N>, std::pair<A, B> and std::tuple<Ts...> of other types with a
 //     codec (strings, vectors, bools, enums, optionals, variants, yours): their elements, each with
 //     its length in front when it has no fixed size; a vector's count in front. A count or length
-//     is checked against the bytes that remain before anything is reserved, every element is
-//     checked as its own type says, and trailing bytes are corrupt.
+//     is checked against the bytes that remain before anything is reserved (and a vector
+//     reserves at most the message's size in bytes), every element is checked as its own type
+//     says, and trailing bytes are corrupt. Decoded elements may take more memory than their
+//     encoding (an empty std::string is 8 bytes encoded, 32 in memory); only that memory grows.
 //
 // Types that only point at data elsewhere — raw pointers, std::string_view — have no codec: the
 // data would not travel. Send a std::string instead. Neither do maps and sets (send a vector of
@@ -468,7 +470,11 @@ struct Codec<std::vector<U, Alloc>,
     detail::FieldReader r{in, in + n, typeid(V).name()};
     const std::size_t count = r.template read_count<U>();  // checked before reserving
     V v;
-    v.reserve(count);
+    // Reserved up to the message's own size: a U can be far larger in memory than its shortest
+    // encoding (a pair holding a std::array of 64 KiB has an 8-byte length prefix as its fewest
+    // bytes), so `count` alone could reserve thousands of times the message. Elements beyond
+    // the reservation grow the vector as they decode.
+    v.reserve(std::min(count, n / sizeof(U)));
     for (std::size_t i = 0; i < count; ++i) v.push_back(r.template read<U>());
     r.finish();
     return v;

@@ -116,6 +116,25 @@ BOOST_AUTO_TEST_CASE(fifo_capacity_and_timeouts, *boost::unit_test::timeout(30))
   BOOST_TEST(s.empty());
 }
 
+// An outside probe: get_for(300 years) computed now() + timeout, which overflowed into the past
+// (UBSan: signed integer overflow), and returned nullopt at once.
+BOOST_AUTO_TEST_CASE(timeouts_of_centuries_wait_instead_of_overflowing, *boost::unit_test::timeout(30)) {
+  rd::Queue<int> q(redis.url(), "centuries", 0, opts());
+  rd::JoinableQueue<int> j(redis.url(), "centuries_joinable", 0, opts());
+  std::thread producer([&] {
+    std::this_thread::sleep_for(300ms);  // a put after the get begins to wait
+    rd::Queue<int>(redis.url(), "centuries", 0, opts()).put(42);
+  });
+  const auto t0 = rd::Clock::now();
+  const auto got = q.get_for(std::chrono::hours(24 * 365 * 300));
+  producer.join();
+  BOOST_TEST((got == std::optional<int>(42)));
+  BOOST_TEST(since(t0) < 20.0);
+  BOOST_TEST(q.put_for(7, std::chrono::seconds::max()));
+  BOOST_TEST((q.get_for(std::chrono::duration<double>(1e12)) == std::optional<int>(7)));
+  BOOST_TEST(j.join_for(std::chrono::hours::max()));  // nothing unfinished: at once
+}
+
 BOOST_AUTO_TEST_CASE(another_type_capacity_or_kind_on_open_is_an_error, *boost::unit_test::timeout(30)) {
   rd::Queue<int> q(redis.url(), "m", 10, opts());
   rd::Queue<int> same(redis.url(), "m", 10, opts(1s));  // the lease is the handle's own

@@ -82,6 +82,7 @@
 // get() goes on.
 #pragma once
 
+#include <multiproc/detail/futex.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/redis/client.hpp>
 #include <multiproc/segment.hpp>
@@ -184,9 +185,14 @@ class QueueCore {
   mutable std::atomic<QueueConsumer*> consumer_{nullptr};
 };
 
+// Clamped, as every local timeout is (multiproc::detail::deadline_after): a timeout of centuries
+// (hours::max(), seconds::max()) is no deadline. Adding it to now() overflowed — undefined
+// behaviour, in practice a deadline in the past: get_for(300 years) returned nullopt at once.
 template <class Rep, class Period>
 Deadline after(const std::chrono::duration<Rep, Period>& d) {
-  return Clock::now() + std::chrono::duration_cast<Clock::duration>(d);
+  const Clock::time_point t = multiproc::detail::deadline_after(d);
+  if (t == Clock::time_point::max()) return std::nullopt;
+  return t;
 }
 
 template <class T>
