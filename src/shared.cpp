@@ -151,7 +151,11 @@ void init_lock(LockedHead* head, LockTail* tail, const LockChoice* lock, Recover
   // (A holder no thread can be is taken over as from a dead one, too: kNoSuchTid.)
   const bool pending = ((word & FUTEX_OWNER_DIED) != 0 && (word & FUTEX_TID_MASK) == 0) ||
                        (word & FUTEX_TID_MASK) >= kNoSuchTid;
-  head->repaired_at.store(pending ? recoveries + 1 : recoveries, std::memory_order_relaxed);
+  // The lock counts recoveries in 31 bits (mutex_recoveries): the next one after 2^31 - 1 is 0.
+  // Unwrapped, repaired_at would become 2^31, which the count never equals: the object would read
+  // as half-updated for ever (an outside probe).
+  const std::uint32_t next = (recoveries + 1) & 0x7fffffffu;
+  head->repaired_at.store(pending ? next : recoveries, std::memory_order_relaxed);
   if (choice.seg.named()) {
     const std::string& n = choice.seg.name();
     std::memcpy(tail->name, n.data(), std::min(n.size(), kLockNameSize - 1));

@@ -189,8 +189,15 @@ void StringList::attach(Segment seg) {
                                       ", opened as std::string");
   }
   const std::size_t slot = h.elem_size;
-  if (slot < 8 || slot % 8 != 0 || slot - kLength > kMaxWidth) {
+  // The largest slot a creator makes: kMaxWidth bytes and the length, rounded up to 8 (a check
+  // of slot - kLength against kMaxWidth refused the lists of the widest 4 widths it accepts).
+  constexpr std::size_t kMaxSlot = (kLength + kMaxWidth + 7) / 8 * 8;
+  if (slot < 8 || slot % 8 != 0 || slot > kMaxSlot) {
     seg.fail(errc::corrupt, "its header claims string slots of " + std::to_string(slot) + " bytes");
+  }
+  if (seg.count() > std::numeric_limits<std::size_t>::max() / slot) {  // a damaged header's count
+    seg.fail(errc::corrupt, "its header claims " + std::to_string(seg.count()) +
+                                " elements, more than fit in memory");
   }
   seg.expect_body_size(string_body_size(static_cast<std::size_t>(seg.count()), slot, seg.describe()));
   seg_ = std::move(seg);

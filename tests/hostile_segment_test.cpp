@@ -331,6 +331,50 @@ BOOST_AUTO_TEST_CASE(header_scribbled_after_open_is_not_believed, *boost::unit_t
   }
 }
 
+// An outside probe: a header (with a right checksum) whose count is absurd was reported as
+// invalid_argument ("do not fit in memory", as if the caller had asked for that many), not as the
+// damage it is.
+BOOST_AUTO_TEST_CASE(an_absurd_count_in_a_header_is_corrupt, *boost::unit_test::timeout(60)) {
+  const std::string array = unique_name("absurd_array");
+  const std::string list = unique_name("absurd_list");
+  const std::string strings = unique_name("absurd_strings");
+  mp::SharedArray<int> a(mp::create_only, array, 10);
+  mp::ShareableList<long> l(mp::create_only, list, 3);
+  mp::ShareableList<std::string> s(mp::create_only, strings, 3, 5);
+  for (const std::string& name : {array, list, strings}) {
+    patch(name, [](mp::detail::SegmentHeader& h) {
+      h.count = std::numeric_limits<std::uint64_t>::max();
+      h.checksum = mp::detail::header_checksum(h);
+    });
+  }
+  expect_error([&] { mp::SharedArray<int>(mp::open_only, array); }, mp::errc::corrupt,
+               {array, "more than fit in memory"});
+  expect_error([&] { (void)mp::make_array(mp::open_only, array); }, mp::errc::corrupt, {array});
+  expect_error([&] { mp::ShareableList<long>(mp::open_only, list); }, mp::errc::corrupt, {list});
+  expect_error([&] { mp::ShareableList<std::string>(mp::open_only, strings); }, mp::errc::corrupt,
+               {strings, "more than fit in memory"});
+}
+
+// An outside probe: the body offset was only checked to be a multiple of 64, so a forged header
+// moving the body by 64 bytes handed out a misaligned element of an alignas(256) type (UBSan).
+struct alignas(256) Wide {
+  long x;
+};
+BOOST_AUTO_TEST_CASE(a_body_offset_off_its_elements_alignment_is_corrupt,
+                     *boost::unit_test::timeout(60)) {
+  const std::string name = unique_name("misaligned");
+  mp::SharedArray<Wide> a(mp::create_only, name, 2);
+  struct stat st {};
+  BOOST_REQUIRE(::stat(path_of(name).c_str(), &st) == 0);
+  BOOST_REQUIRE(::truncate(path_of(name).c_str(), st.st_size + 64) == 0);  // room for the move
+  patch(name, [](mp::detail::SegmentHeader& h) {
+    h.body_offset += 64;  // still a multiple of 64, not of 256
+    h.checksum = mp::detail::header_checksum(h);
+  });
+  expect_error([&] { mp::SharedArray<Wide>(mp::open_only, name); }, mp::errc::corrupt,
+               {name, "not aligned to 256"});
+}
+
 // Deliverable 1 for the sync objects: a Barrier's parties and timeout are taken from the segment
 // once, at open, and checked against the header; a scribble afterwards changes nothing.
 BOOST_AUTO_TEST_CASE(barrier_geometry_scribbled, *boost::unit_test::timeout(60)) {

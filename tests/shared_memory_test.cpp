@@ -695,6 +695,16 @@ BOOST_AUTO_TEST_CASE(string_list_holds_fixed_width_strings, *boost::unit_test::t
                mp::errc::invalid_argument, {"ShareableList<std::string>", "do not fit"});
   expect_error([] { mp::ShareableList<std::string>(1, std::size_t{1} << 40); },
                mp::errc::invalid_argument, {"too large"});
+  // The widest widths accepted are usable (an outside probe: 2^30 - 3 .. 2^30 were refused by the
+  // list's own check of its slot, as corrupt). Sparse: only the first slot's length is written.
+  for (std::size_t width : {(std::size_t{1} << 30) - 3, std::size_t{1} << 30}) {
+    mp::ShareableList<std::string> widest(1, width);
+    BOOST_TEST(widest.width() >= width);
+    widest.set(0, "end");
+    BOOST_TEST(widest.get(0) == "end");
+  }
+  expect_error([] { mp::ShareableList<std::string>(1, (std::size_t{1} << 30) + 1); },
+               mp::errc::invalid_argument, {"too large"});
 }
 
 BOOST_AUTO_TEST_CASE(string_list_shared_by_name_and_type_checked, *boost::unit_test::timeout(60)) {

@@ -428,6 +428,25 @@ BOOST_AUTO_TEST_CASE(holder_killed_under_a_shared_lock_makes_every_sibling_suspe
   BOOST_TEST(a.load() + b.load() == 0);
 }
 
+// An outside probe: a value made while its shared lock awaited recovery number 2^31 (the count
+// is 31 bits wide and wraps to 0) recorded 2^31 as the recovery it had seen, which the count
+// never reaches: the value read as half-updated for ever.
+BOOST_AUTO_TEST_CASE(a_value_made_before_the_recovery_count_wraps_is_not_concerned,
+                     *boost::unit_test::timeout(60)) {
+  mp::Mutex m;
+  auto* state = static_cast<mp::detail::MutexState*>(m.segment().body());
+  state->inconsistent.store(0xfffffffeu);  // 2^31 - 1 recoveries so far, data consistent
+  BOOST_TEST(run_child([m] {
+               m.lock();
+               ::kill(::getpid(), SIGKILL);
+               return 1;
+             }) == -SIGKILL);
+  mp::SharedValue<long> later(7, m);  // made after the death, before the lock is taken again
+  BOOST_TEST(later.load() == 7);      // the recovery (count 0 now) does not concern it
+  BOOST_TEST(later.load() == 7);
+  BOOST_TEST(mp::detail::mutex_recoveries(state) == 0u);
+}
+
 MPTEST_SCENARIO(add_to_value_with_named_lock) {
   // Opens two values by name only: their lock is opened from the name each recorded.
   mp::SharedValue<long> x(mp::open_only, args.at(0)), y(mp::open_only, args.at(1));

@@ -113,6 +113,13 @@ void validate(const SegmentHeader& h, std::size_t mapped, const std::string& wha
                                    std::to_string(h.body_size) + " bytes, it has " +
                                    std::to_string(mapped) + ")");
   }
+  // The body must sit on its elements' alignment (the mapping is page-aligned): a forged offset
+  // that is only a multiple of 64 would hand out a misaligned T of alignas(128) or more.
+  if (h.elem_align > detail::kCacheLine && h.body_offset % h.elem_align != 0) {
+    throw Error(errc::corrupt, what + ": the segment header is damaged (its body at offset " +
+                                   std::to_string(h.body_offset) + " is not aligned to " +
+                                   std::to_string(h.elem_align) + " bytes, as its elements need)");
+  }
   if (h.kind != static_cast<std::uint32_t>(kind)) {
     const ElementType e = detail::element_from_header(h);
     const std::string held = detail::object_type_name(static_cast<Kind>(h.kind), &e);

@@ -271,7 +271,13 @@ class ArrayHandle : public Root {
   }
   //! Takes the segment, after checking its body holds count() elements.
   void attach(Segment seg) {
-    seg.expect_body_size(Layout::body_size(static_cast<std::size_t>(seg.count()), seg.describe()));
+    const auto count = seg.count();
+    if (count > (std::numeric_limits<std::size_t>::max() - Layout::data_offset - Layout::tail_size) /
+                    sizeof(T)) {  // a damaged header's count: not the caller's argument
+      seg.fail(errc::corrupt,
+               "its header claims " + std::to_string(count) + " elements, more than fit in memory");
+    }
+    seg.expect_body_size(Layout::body_size(static_cast<std::size_t>(count), seg.describe()));
     this->seg_ = std::move(seg);
     data_ = Layout::data(this->seg_.body());
     size_ = static_cast<std::size_t>(this->seg_.count());
