@@ -250,6 +250,8 @@ void CallState::apply(const std::string& element) {
       throw Error(errc::not_found, who + std::string(body));
     } else if (status == "broken") {
       throw BrokenPool(who + std::string(body));
+    } else if (status == "refused") {  // the server would not store the result
+      throw Error(errc::server_error, who + std::string(body));
     } else {
       throw Error(errc::corrupt, who + std::string(body));
     }

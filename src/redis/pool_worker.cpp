@@ -80,7 +80,7 @@ struct Finished {
 Finished run_job(Shared& s, const std::string& job, const std::string& wid) {
   Finished f;
   const auto eol = job.find('\n');
-  std::string header = job.substr(0, eol == std::string::npos ? 0 : eol);
+  const std::string header = job.substr(0, eol);  // all of it when it has no body (malformed)
   // "<cid> <jobno> <tries> <max> <task>"
   std::vector<std::string> parts;
   for (std::size_t pos = 0; pos <= header.size();) {
@@ -92,7 +92,18 @@ Finished run_job(Shared& s, const std::string& job, const std::string& wid) {
   if (eol == std::string::npos || parts.size() != 5) {
     std::fprintf(stderr, "multiproc::redis::serve: dropped a malformed job in pool '%s'\n",
                  s.options.name.c_str());
-    return f;  // no job key: the next take drops it (the script cannot read its header either)
+    // The take script keeps every held job that begins "<cid> <digits> " while its call lives
+    // (it cannot read the rest): such a job is finished here, as corrupt, so that its call fails
+    // instead of the job coming back at every take (a worker looped on one for ever, deaf to
+    // shutdown_workers()). A job the script cannot read at all, it drops.
+    if (parts.size() >= 2 && !parts[0].empty() && !parts[1].empty() &&
+        parts[1].find_first_not_of("0123456789") == std::string::npos) {
+      f.cid = parts[0];
+      f.job_key = parts[0] + " " + parts[1];
+      f.element = parts[1] + " corrupt\nthe job's header cannot be read (" +
+                  std::to_string(job.size()) + " bytes)";
+    }
+    return f;
   }
   f.cid = parts[0];
   f.job_key = parts[0] + " " + parts[1];
@@ -155,6 +166,7 @@ void serve_one(Shared& s, const std::string& wid) {
   std::chrono::milliseconds backoff{50};
   bool leaving = false;
   bool short_jobs = false;  // the last batch's jobs took under kShortJob each
+  int refusals = 0;         // takes in a row the server refused (see below)
   for (;;) {
     const bool stop = s.should_stop() ||
                       (s.options.max_tasks != 0 && s.jobs_run.load() >= s.options.max_tasks);
@@ -172,8 +184,29 @@ void serve_one(Shared& s, const std::string& wid) {
     try {
       r = c.eval(detail::take_script(), keys, args);
       backoff = std::chrono::milliseconds(50);
+      refusals = 0;
     } catch (const Error& e) {
-      if (!transient(e)) throw;
+      if (!transient(e)) {
+        // The server may refuse the take because of a result it carries: one over its
+        // proto-max-bulk-len, or over its maxmemory. Thrown out of serve(), that killed every
+        // worker the job was retried on, and its caller heard of dead workers (or nothing). So
+        // the largest result is replaced by the refusal (its call fails with server_error),
+        // then all of them; a server that refuses even that is an error of serve().
+        if (finished.empty() || refusals == 2) throw;
+        auto refuse = [&e](Finished& f) {
+          const auto space = f.element.find(' ');
+          f.element = f.element.substr(0, space) + " refused\nthe server refused the result (" +
+                      std::to_string(f.element.size()) + " bytes): " + e.what();
+        };
+        if (++refusals == 1) {
+          refuse(*std::max_element(finished.begin(), finished.end(), [](auto& a, auto& b) {
+            return a.element.size() < b.element.size();
+          }));
+        } else {
+          for (auto& f : finished) refuse(f);
+        }
+        continue;
+      }
       if (stop) leaving = true;  // give up on a server that is gone while stopping
       if (leaving) return;
       std::this_thread::sleep_for(backoff);
@@ -195,7 +228,7 @@ void serve_one(Shared& s, const std::string& wid) {
       const auto started = Clock::now();
       for (auto it = first; it != last; ++it) {
         Finished f = run_job(s, it->str(), wid);
-        if (f.job_key.empty()) continue;  // malformed: the next take drops it
+        if (f.job_key.empty()) continue;  // unreadable even to the take script: it drops it
         finished.push_back(std::move(f));
         ++s.jobs_run;
       }

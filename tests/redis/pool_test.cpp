@@ -265,6 +265,37 @@ BOOST_AUTO_TEST_CASE(wrong_types_unknown_tasks_and_throwing_tasks_are_clear_erro
   stop_workers(pool, ps);
 }
 
+// Outside probes: a job whose header the worker could not read but the take script could (it
+// begins "<cid> <jobno> " of a live call) came back at every take: the worker looped on it for
+// ever and never heard shutdown_workers(). Now it fails its call as corrupt.
+BOOST_AUTO_TEST_CASE(a_malformed_job_of_a_live_call_fails_it_and_the_worker_serves_on,
+                     *boost::unit_test::timeout(60)) {
+  auto ps = start_workers(1, redis.url());
+  rd::Pool pool(redis.url(), quick_pool());
+  wait_for_workers(pool, 1);
+  rd::Client c(redis.url());
+  c.command({"SET", "mp:pool:default:call:deadbeef", "1", "PX", "60000"});
+  c.command({"LPUSH", "mp:pool:default:queue", "deadbeef 0 0 2 square"});  // no body
+  BOOST_TEST(pool.apply<long>("square", 9L) == 81);
+  BOOST_REQUIRE(mptest::eventually([&] { return pool.queued() == 0u; }, 20s));
+  stop_workers(pool, ps);  // joins within 20 s: the worker is not stuck on the job
+}
+
+// ...and a result the server refuses to store (past its proto-max-bulk-len) made serve() throw:
+// every worker the job was retried on died, and the caller heard of dead workers.
+BOOST_AUTO_TEST_CASE(a_result_the_server_refuses_fails_its_call_and_the_worker_serves_on,
+                     *boost::unit_test::timeout(60)) {
+  rd::Client c(redis.url());
+  c.command({"CONFIG", "SET", "proto-max-bulk-len", "1mb"});
+  auto ps = start_workers(1, redis.url());
+  rd::Pool pool(redis.url(), quick_pool());
+  expect_error([&] { pool.apply<std::vector<int>>("function", 600000); },  // 2.4 MB
+               mp::errc::server_error, {"task 'function'", "refused the result"});
+  BOOST_TEST(pool.apply<long>("square", 9L) == 81);  // the same worker, still serving
+  BOOST_TEST(ps.at(0)->is_alive());
+  stop_workers(pool, ps);
+}
+
 BOOST_AUTO_TEST_CASE(a_worker_killed_mid_task_has_it_retried, *boost::unit_test::timeout(60)) {
   auto ps = start_workers(3, redis.url());
   rd::Pool pool(redis.url(), quick_pool(1));

@@ -22,8 +22,11 @@
 // called with an int literal fails: write 3L. An untyped call (no <R>) returns a redis::Result
 // whose as<T>() checks T against the type the worker reported. A task name no worker serves
 // fails with Error(errc::not_found) naming it; a task that throws fails with RemoteError
-// (type() and remote_message() are the worker's); the worker carries on. All workers of a pool
-// are expected to serve the same tasks.
+// (type() and remote_message() are the worker's); the worker carries on. So does it when the
+// server refuses to store a result (larger than its proto-max-bulk-len, or past its maxmemory):
+// that call fails with Error(errc::server_error) quoting the server. A job whose bytes cannot
+// be read fails its call with Error(errc::corrupt). All workers of a pool are expected to serve
+// the same tasks.
 //
 // Workers: serve() runs until stop_serving() (async-signal-safe: call it from a SIGTERM handler),
 // ServeOptions::stop, ServeOptions::max_tasks or Pool::shutdown_workers(); it then finishes the
@@ -321,7 +324,8 @@ class Task {
 //! the header comment); a server that goes away is waited for (reconnecting with backoff).
 //! Returns: the number of jobs this call ran. Throws: Error(errc::invalid_argument) for a bad
 //! task name, a duplicate one, or bad options; Error(errc::server_error) if the server refuses
-//! (a wrong password).
+//! (a wrong password), also once it has refused a take with every result it carried replaced by
+//! a short refusal.
 std::size_t serve(std::string_view url, const std::vector<Task>& tasks, ServeOptions options = {});
 
 //! Effects: makes every serve() of this process return (those running, after the jobs in hand
