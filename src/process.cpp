@@ -78,11 +78,30 @@ struct Registry {
   std::optional<ProcessInfo> parent;
   pid_t forker_pid = 0;  // the process that is forking, and its start time: set by prepare_fork
   std::uint64_t forker_start = 0;
+  // The write ends of the exec failure pipes of Process::start calls in flight (see start()):
+  // every child forked meanwhile by another thread closes them, or the parent's read of its
+  // report would wait for that unrelated child to exit (an outside probe: start() of /bin/true
+  // took as long as a sibling Process forked at the same moment lived).
+  std::vector<int> exec_reports;
 };
+
+// The failure pipe this thread is forking for (its own child keeps it), or -1.
+thread_local int t_exec_report = -1;
+
+// Closes the write end `fd` of an exec failure pipe and takes it off Registry::exec_reports.
+void close_exec_report(int fd) noexcept;
 
 Registry& registry() {
   static Registry* r = new Registry;  // never destroyed: a Process may outlive static destructors
   return *r;
+}
+
+void close_exec_report(int fd) noexcept {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);  // no fork in between: it would inherit the end
+  r.exec_reports.erase(std::remove(r.exec_reports.begin(), r.exec_reports.end(), fd),
+                       r.exec_reports.end());
+  ::close(fd);
 }
 
 void prepare_fork() noexcept {
@@ -99,6 +118,10 @@ void parent_after_fork() noexcept { registry().mutex.unlock(); }
 // parent is the process that forked it, under the name that process had.
 void child_after_fork() noexcept {
   Registry& r = registry();
+  for (int fd : r.exec_reports) {
+    if (fd != t_exec_report) ::close(fd);
+  }
+  r.exec_reports.clear();
   r.active.clear();
   r.parent.reset();
   try {
@@ -476,11 +499,23 @@ void Process::start() {
   child->daemon = daemon_;
   ExecPlan plan;
   int failed[2] = {-1, -1};  // an exec'd child's failure report (CLOEXEC: exec closes it)
+  // Its write end is listed (Registry::exec_reports) from its creation to its close, both under
+  // the registry mutex that every fork's prepare handler takes: no child forked by another thread
+  // meanwhile keeps it open.
+  auto release_report = [&failed] {
+    close_exec_report(failed[1]);
+    ::close(failed[0]);
+  };
   if (command_) {
     plan = make_plan(*command_, handover_, name_);
+    plan.keep.reserve(plan.keep.size() + 1);
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    r.exec_reports.reserve(r.exec_reports.size() + 1);
     if (::pipe2(failed, O_CLOEXEC) != 0) {
       throw Error::from_errno(errno, "Process '" + name_ + "': pipe failed");
     }
+    r.exec_reports.push_back(failed[1]);
     plan.keep.push_back(failed[1]);
   }
   flush_stdio();  // or the child would print the parent's buffered output a second time
@@ -492,19 +527,20 @@ void Process::start() {
   int registered[2] = {-1, -1};
   if (!captured_.empty() && ::pipe2(registered, O_CLOEXEC) != 0) {
     const int err = errno;
-    for (int fd : failed) {
-      if (fd >= 0) ::close(fd);
-    }
+    if (failed[0] >= 0) release_report();
     throw Error::from_errno(err, "Process '" + name_ + "': pipe failed");
   }
   detail::forking_for_process() = true;  // atfork handlers: this child is registered below
+  t_exec_report = failed[1];
   const pid_t pid = ::fork();
+  t_exec_report = -1;
   detail::forking_for_process() = false;
   if (pid < 0) {
     const int err = errno;
-    for (int fd : {registered[0], registered[1], failed[0], failed[1]}) {
+    for (int fd : registered) {
       if (fd >= 0) ::close(fd);
     }
+    if (failed[0] >= 0) release_report();
     throw Error::from_errno(err, "Process '" + name_ + "': fork failed");
   }
   if (pid == 0) {
@@ -551,7 +587,7 @@ void Process::start() {
     ::close(registered[1]);
   }
   if (failed[0] >= 0) {
-    ::close(failed[1]);
+    close_exec_report(failed[1]);
     std::string report;  // empty: the exec succeeded (the pipe closed with it)
     char buf[512];
     for (;;) {

@@ -269,6 +269,40 @@ BOOST_AUTO_TEST_CASE(exec_workers_share_a_queue_and_one_killed_while_idle_loses_
   BOOST_TEST(jobs.empty());
 }
 
+// An outside probe: a child forked by another thread while start() waited for its exec kept the
+// failure pipe's write end, and start() waited for that unrelated child to exit. The siblings
+// here live until the starts are over (or 20 s): the old code's start() waited that long (in
+// most runs of this test: the sibling must fork while a start waits for its exec).
+BOOST_AUTO_TEST_CASE(a_start_does_not_wait_for_siblings_forked_meanwhile,
+                     *boost::unit_test::timeout(120)) {
+  mp::Event release;
+  std::atomic<bool> done{false};
+  std::vector<std::unique_ptr<mp::Process>> siblings;
+  std::thread forker([&] {
+    while (!done.load() && siblings.size() < 100) {
+      siblings.push_back(std::make_unique<mp::Process>([release] {
+        release.wait_for(std::chrono::seconds(20));
+        return 0;
+      }));
+      siblings.back()->start();
+    }
+  });
+  double slowest = 0;
+  for (int k = 0; k < 30; ++k) {
+    mp::Process p(mp::Command{"/bin/true", {}, std::nullopt, ""});
+    const auto t0 = std::chrono::steady_clock::now();
+    p.start();
+    slowest = std::max(slowest, seconds_since(t0));
+    BOOST_REQUIRE(p.join_for(std::chrono::seconds(20)));
+    BOOST_TEST((p.exitcode() == std::optional<int>(0)));
+  }
+  done = true;
+  forker.join();
+  release.set();
+  for (auto& s : siblings) BOOST_REQUIRE(s->join_for(std::chrono::seconds(20)));
+  BOOST_TEST(slowest < 10.0, "the slowest start() took " << slowest << " s");
+}
+
 BOOST_AUTO_TEST_CASE(exec_failures_are_errors_from_start, *boost::unit_test::timeout(60)) {
   {
     mp::Process p(mp::Command{"/nonexistent/program", {}, std::nullopt, ""});
