@@ -331,6 +331,31 @@ BOOST_AUTO_TEST_CASE(header_scribbled_after_open_is_not_believed, *boost::unit_t
   }
 }
 
+// An outside probe: a bool whose byte another process set to 5 was handed out as a bool (undefined
+// behaviour: UBSan flagged the load; at -O2 b and !b were both true). It reads as true now, as
+// Python's c_bool does, and update() and a guard see 0 or 1.
+BOOST_AUTO_TEST_CASE(a_bool_byte_other_than_0_or_1_reads_as_true, *boost::unit_test::timeout(60)) {
+  const auto scribble_byte = [](void* p, unsigned char b) { std::memcpy(p, &b, 1); };
+  mp::SharedValue<bool> v(false);
+  scribble_byte(v.lock().operator->(), 5);
+  BOOST_TEST(v.load());
+  BOOST_TEST(v.exchange(false));
+  scribble_byte(v.lock().operator->(), 0xff);
+  v.update([](bool& b) { b = !b; });  // settled to true first: now false
+  BOOST_TEST(!v.load());
+  mp::RawValue<bool> raw(false);
+  scribble_byte(&raw.get(), 7);
+  BOOST_TEST(raw.load());
+  mp::SharedArray<bool> a(3);
+  scribble_byte(a.data() + 1, 9);
+  BOOST_TEST(a.load(1));
+  BOOST_TEST((a.to_vector() == std::vector<bool>{false, true, false}));
+  const std::string name = unique_name("bool_byte");
+  mp::SharedValue<bool> named(mp::create_only, name, false);
+  scribble_byte(named.lock().operator->(), 5);
+  BOOST_TEST(mp::make_value(mp::open_only, name).load_as<int>() == 1);
+}
+
 // An outside probe: a header (with a right checksum) whose count is absurd was reported as
 // invalid_argument ("do not fit in memory", as if the caller had asked for that many), not as the
 // damage it is.

@@ -188,7 +188,7 @@ class SharedArray
   T load(std::size_t i) const {
     detail::MutexScope scope(this->lock_, this->seg_.describe());
     this->require_consistent();
-    return at(i);
+    return detail::read_value(this->element(i));
   }
   //! Effects: writes element i under the lock. Throws: as load().
   void store(std::size_t i, const T& v) const {
@@ -200,7 +200,13 @@ class SharedArray
   std::vector<T> to_vector() const {
     detail::MutexScope scope(this->lock_, this->seg_.describe());
     this->require_consistent();
-    return std::vector<T>(this->data_, this->data_ + this->size_);
+    if constexpr (std::is_same_v<T, bool>) {  // each byte read as a bool (detail::read_value)
+      std::vector<T> out(this->size_);
+      for (std::size_t i = 0; i < this->size_; ++i) out[i] = detail::read_value(this->data_ + i);
+      return out;
+    } else {
+      return std::vector<T>(this->data_, this->data_ + this->size_);
+    }
   }
   //! Effects: blocks until the lock is held. Returns: a guard giving access to the elements. The
   //! guard keeps the shared memory mapped, so it may outlive this handle.

@@ -104,7 +104,7 @@ class SharedValue : public detail::LockedHandle {
 
    private:
     friend class SharedValue;
-    explicit Guard(const SharedValue& v) : LockedGuard(v), value_(v.value_) {}
+    explicit Guard(const SharedValue& v) : LockedGuard(v), value_(v.value_) { detail::settle(value_); }
     T* value_;
   };
 
@@ -175,7 +175,7 @@ class SharedValue : public detail::LockedHandle {
   T load() const {
     detail::MutexScope scope(lock_, seg_.describe());
     require_consistent();
-    return *value_;
+    return detail::read_value(value_);
   }
   //! Effects: replaces the value under the lock (which also repairs one left half-updated).
   void store(const T& v) const {
@@ -187,7 +187,7 @@ class SharedValue : public detail::LockedHandle {
   T exchange(const T& v) const {
     detail::MutexScope scope(lock_, seg_.describe());
     require_consistent();
-    const T old = *value_;
+    const T old = detail::read_value(value_);
     detail::raw_store(value_, v);
     return old;
   }
@@ -198,6 +198,7 @@ class SharedValue : public detail::LockedHandle {
   decltype(auto) update(F&& f) const {
     detail::MutexScope scope(lock_, seg_.describe());
     require_consistent();
+    detail::settle(value_);
     return std::forward<F>(f)(*value_);
   }
   //! Effects: blocks until the lock is held. Returns: a guard giving access to the value. The

@@ -124,10 +124,44 @@ using raw_word_t = std::conditional_t<
     std::conditional_t<sizeof(T) == 2, std::uint16_t,
                        std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>>;
 
+// A bool in shared memory may hold any byte (another process wrote 5 there): reading it as a bool
+// would be undefined behaviour (UBSan: "load of value 5, which is not a valid value for type
+// 'bool'"; at -O2, b and !b both true). So a bool is read as its byte, any nonzero one true, as
+// Python's c_bool reads it.
+template <class T>
+T read_value(const T* p) noexcept {
+  if constexpr (std::is_same_v<T, bool>) {
+    unsigned char b;
+    std::memcpy(&b, p, 1);
+    return b != 0;
+  } else {
+    return *p;
+  }
+}
+//! Before a reference to a bool in shared memory is handed out (update(), a guard), under its
+//! lock: puts a byte other than 0 or 1 back to 1. Other types: nothing.
+template <class T>
+void settle(T* p) noexcept {
+  if constexpr (std::is_same_v<T, bool>) {
+    unsigned char b;
+    std::memcpy(&b, p, 1);
+    if (b > 1) {
+      b = 1;
+      std::memcpy(static_cast<void*>(p), &b, 1);
+    }
+  } else {
+    (void)p;
+  }
+}
+
 // RawValue::load/store and ShareableList's element access: inline on purpose, they compile to
 // one plain load or store (this is why RawValue is as fast as a local variable).
 template <class T>
 T raw_load(const T* p) noexcept {
+  if constexpr (std::is_same_v<T, bool>) {
+    // relaxed: as below; any nonzero byte is true (see read_value)
+    return __atomic_load_n(reinterpret_cast<const std::uint8_t*>(p), __ATOMIC_RELAXED) != 0;
+  }
   T out;
   if constexpr (raw_atomic_v<T>) {
     // relaxed: a single-copy atomic read, deliberately unordered (RawValue has no lock, and says so)
