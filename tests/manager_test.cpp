@@ -3,6 +3,8 @@
 // (SIGKILL mid-call and mid-send, SIGSTOP) and of the manager.
 #include "support/support.hpp"
 
+#include <limits>
+
 #include <multiproc/inspect.hpp>
 #include <multiproc/manager.hpp>
 #include <multiproc/detail/segment_header.hpp>
@@ -292,6 +294,12 @@ BOOST_AUTO_TEST_CASE(namespace_and_value, *boost::unit_test::timeout(60)) {
   BOOST_TEST(m.Value<long>("v", 100).get() == 8);  // exists: the initial value is not applied
   BOOST_TEST(v.add(2) == 10);
   BOOST_TEST(v.transform([](long x) { return x * 3; }) == 30);
+  // An integer sum that does not fit is an error and stores nothing (it was signed overflow,
+  // undefined behaviour: an outside probe).
+  v.set(std::numeric_limits<long>::max());
+  expect_error([&] { v.add(1); }, mp::errc::invalid_argument, {"does not fit in long"});
+  BOOST_TEST(v.get() == std::numeric_limits<long>::max());
+  v.set(30);
   expect_error([&] { m.Value<int>("v"); }, mp::errc::type_mismatch, {"Value 'v'", "long", "int"});
   auto fresh = m.Value<std::string>({}, "init");
   BOOST_TEST(fresh.get() == "init");

@@ -11,6 +11,7 @@
 #include "redis_server.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <atomic>
 #include <csignal>
 #include <map>
@@ -125,6 +126,9 @@ std::vector<std::string> trace(const Mgr& m) {
   rec([&] { return d.setdefault("d", 9); });
   rec([&] { return d.setdefault("b", 9); });
   rec([&] { return d.add("b", 10); });
+  rec([&] { d.set("max", std::numeric_limits<long>::max()); });
+  rec([&] { return d.add("max", 1); });  // does not fit: an error, nothing stored
+  rec([&] { return d.get("max"); });
   rec([&] { return d.transform("z", [](long x) { return x * 2; }, 21); });
   rec([&] { return d.pop("c"); });
   rec([&] { return d.pop("c", -1); });

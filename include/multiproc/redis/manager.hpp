@@ -67,6 +67,7 @@
 #pragma once
 
 #include <multiproc/codec.hpp>
+#include <multiproc/detail/checked_sum.hpp>
 #include <multiproc/error.hpp>
 #include <multiproc/redis/client.hpp>
 #include <multiproc/redis/detail/manager_stores.hpp>
@@ -238,8 +239,10 @@ class DictProxy {
     }
   }
   //! transform(k, v + delta) for an arithmetic V, from V{} when absent. Returns the new value.
+  //! Throws: Error(errc::invalid_argument) when an integer sum does not fit in V (nothing is
+  //! stored); as transform(). The add() of a list item and of a value does the same.
   V add(const K& k, const V& delta) const {
-    return transform(k, [&delta](const V& v) { return static_cast<V>(v + delta); });
+    return transform(k, [&delta](const V& v) { return multiproc::detail::checked_sum(v, delta); });
   }
 
  private:
@@ -304,7 +307,7 @@ class ListProxy {
     }
   }
   T add(std::ptrdiff_t i, const T& delta) const {
-    return transform(i, [&delta](const T& v) { return static_cast<T>(v + delta); });
+    return transform(i, [&delta](const T& v) { return multiproc::detail::checked_sum(v, delta); });
   }
 
  private:
@@ -377,7 +380,7 @@ class ValueProxy {
     }
   }
   T add(const T& delta) const {
-    return transform([&delta](const T& v) { return static_cast<T>(v + delta); });
+    return transform([&delta](const T& v) { return multiproc::detail::checked_sum(v, delta); });
   }
 
  private:
