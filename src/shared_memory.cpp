@@ -75,7 +75,9 @@ bool SharedMemory::unlink() const {
 }
 
 void SharedMemory::fail_closed(const char* call) const {
-  throw Error(errc::bad_state, what_ + ": " + call + " on a closed handle");
+  // A moved-from handle has no description: say what it is (an outside probe saw ": data()").
+  throw Error(errc::bad_state, (what_.empty() ? std::string("SharedMemory (moved from)") : what_) +
+                                   ": " + call + " on a closed handle");
 }
 
 // ---------------------------------------------------------------------------------------------

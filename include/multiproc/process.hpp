@@ -80,7 +80,9 @@
 // object passed until close(), so the creator cannot remove its name before the program opened
 // it. Descriptors travel as themselves: pass_fd() duplicates the descriptor at once (the caller
 // may close its own), the child inherits the duplicate (not close-on-exec) under that number,
-// and the parent's duplicate is closed when start() returns. A Connection passed counts the
+// and the parent's duplicate is closed when start() returns (a child another Process forks
+// between pass_fd() and that start() inherits it too, and holds it while it lives: pass fds
+// just before start(), or close them in such children). A Connection passed counts the
 // child as one of its holders from start() on (its death is EOF for the peer, as for a forked
 // child); other objects are only opened. Same sentinel(), exitcode(), join/join_for,
 // terminate/kill, daemon and parent-death signal as a forked child; ChildOptions steps 1-3 and 5

@@ -23,10 +23,15 @@
 // thread, e.g. at the open-file limit), is polled instead: wait() looks at its exit status
 // between sleeps of 1 to 16 ms; so are the queues and connections beyond the 128th (futex_waitv
 // watches at most 128 words, one of them the helper's when descriptors are listed). A Connection
-// this process closed is Error(errc::closed), as poll() on it. A peer's death is noticed within
-// 100 ms. A signal caught while
+// this process closed is Error(errc::closed), as poll() on it — also when another thread closes it
+// while wait() runs. A peer's death is noticed within 100 ms. A signal caught while
 // wait() sleeps does not end it by itself: a handler that writes to a pipe listed with
-// Waitable::fd does (the self-pipe trick).
+// Waitable::fd does (the self-pipe trick). A signalfd listed beside a queue or connection is
+// polled by the helper thread, which cannot see a signal sent to the calling thread only
+// (pthread_kill, tgkill): such a signal is noticed at the next liveness look, up to 100 ms late;
+// one sent to the process is seen at once. A queue whose large put_for()/try_put() was given up
+// partway (chunks left in the ring) may be reported ready once with no message: the next get
+// skips the chunks.
 //
 // A pid is checked once, at the call: it must be a child of this process not yet reaped (a
 // running child, or a zombie). If it is reaped while wait() runs (another thread's waitpid, or

@@ -48,7 +48,8 @@
 //   - The data lives in Redis: it survives every client and whoever made it; it survives a
 //     restart of the server only with persistence (AOF, or an RDB snapshot: what changed since the
 //     last snapshot is lost). A server that does not answer: each call fails within its Options
-//     (command_timeout per try, reconnect_for in all) with Error(errc::disconnected), never hangs.
+//     (command_timeout per try, retried for reconnect_for: at most reconnect_for plus one
+//     command_timeout in all) with Error(errc::disconnected), never hangs.
 //   - A lost connection (server restarted, network cut) is reconnected to, with backoff. Then
 //     (at-least-once, Client::command) the calls whose effect and result would be the same if run
 //     twice are sent again: get, contains, size, empty, keys, values, items, slice, set, update,
