@@ -255,6 +255,16 @@ void CallState::apply(const std::string& element) {
     } else {
       throw Error(errc::corrupt, who + std::string(body));
     }
+  } catch (const Error& e) {
+    // A reply body that cannot be read (a damaged stream entry): the codec's message names only
+    // the type, so say whose result it was (an outside probe).
+    if (e.code() == make_error_code(errc::corrupt) && std::string_view(e.what()).rfind(who, 0) != 0) {
+      fail(std::make_exception_ptr(
+          Error(errc::corrupt, who + "a worker's reply cannot be read: " + e.what())));
+    } else {
+      fail(std::current_exception());
+    }
+    return;
   } catch (...) {
     fail(std::current_exception());
     return;

@@ -296,6 +296,21 @@ BOOST_AUTO_TEST_CASE(a_result_the_server_refuses_fails_its_call_and_the_worker_s
   stop_workers(pool, ps);
 }
 
+// An outside probe: a damaged entry in a call's result stream failed the call with only the
+// codec's words ("cannot decode a std::tuple<...> from 0 bytes"), naming neither pool nor task.
+BOOST_AUTO_TEST_CASE(a_damaged_result_entry_fails_its_call_naming_pool_and_task,
+                     *boost::unit_test::timeout(60)) {
+  rd::Pool pool(redis.url(), quick_pool());
+  auto r = pool.apply_async<long>("square", 5L);  // no worker: only the damaged entry answers
+  rd::Client c(redis.url());
+  const rd::Reply calls = c.command({"KEYS", "mp:pool:default:call:*"});
+  BOOST_REQUIRE(calls.elements().size() == 1u);
+  const std::string cid = calls.elements()[0].str().substr(std::string("mp:pool:default:call:").size());
+  c.command({"XADD", "mp:pool:default:result:" + cid, "*", "r", "0 ok\n"});
+  expect_error([&] { (void)r.get_for(20s); }, mp::errc::corrupt,
+               {"Pool 'default'", "task 'square'", "cannot be read"});
+}
+
 BOOST_AUTO_TEST_CASE(a_worker_killed_mid_task_has_it_retried, *boost::unit_test::timeout(60)) {
   auto ps = start_workers(3, redis.url());
   rd::Pool pool(redis.url(), quick_pool(1));
