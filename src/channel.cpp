@@ -3,6 +3,7 @@
 #include <multiproc/detail/channel.hpp>
 
 #include "os.hpp"
+#include "waiter_count.hpp"
 
 #include <multiproc/detail/fork_hooks.hpp>
 
@@ -490,18 +491,6 @@ const unsigned char* ChannelRef::peek(RecordHeader& out) const {
 }
 
 // ---- waiting ---------------------------------------------------------------------------------
-
-namespace {
-
-// Takes one off a sleeper count, never below 0: a healer (ChannelRef::wake) may have taken the
-// unslotted sleepers off already, and a count wrapped round would make every notify a system call.
-void count_down(std::atomic<std::uint32_t>& count) noexcept {
-  std::uint32_t v = count.load(std::memory_order_relaxed);
-  while (v != 0 && !count.compare_exchange_weak(v, v - 1, std::memory_order_relaxed)) {
-  }
-}
-
-}  // namespace
 
 int ChannelRef::register_sleeper(Signal& s, bool observer) noexcept {
   (observer ? s.observers : s.waiters).fetch_add(1);  // seq_cst

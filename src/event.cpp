@@ -1,6 +1,8 @@
 // Event: a flag bit plus a generation in one futex word.
 #include <multiproc/event.hpp>
 
+#include "waiter_count.hpp"
+
 #include <climits>
 
 namespace multiproc::detail {
@@ -25,7 +27,7 @@ void event_set(EventCore* s) noexcept {
   // seq_cst: pairs with the waiter's seq_cst increment of waiters before it re-reads the word.
   // Wake even if the flag was already up: a setter killed between raising it and waking would
   // otherwise leave the waiters asleep until their next slice.
-  if (s->waiters.load() != 0) futex_wake(&s->word, INT_MAX);
+  if (s->waiters.load() != 0) note_wake(s, s->waiters, futex_wake(&s->word, INT_MAX));
 }
 
 void event_clear(EventCore* s) noexcept {
@@ -63,7 +65,7 @@ bool event_wait(EventCore* s, const Clock::time_point* deadline) noexcept {
       break;
     }
   }
-  s->waiters.fetch_sub(1, std::memory_order_relaxed);
+  count_down(s->waiters);
   return result;
 }
 

@@ -2,6 +2,8 @@
 #include <multiproc/semaphore.hpp>
 #include <multiproc/detail/shared_object.hpp>
 
+#include "waiter_count.hpp"
+
 #include <algorithm>
 #include <climits>
 #include <limits>
@@ -73,7 +75,7 @@ bool semaphore_acquire(SemaphoreCore* s, const Clock::time_point* deadline) noex
       break;
     }
   }
-  s->waiters.fetch_sub(1, std::memory_order_relaxed);
+  count_down(s->waiters);
   return got;
 }
 
@@ -92,7 +94,9 @@ void semaphore_release(SemaphoreCore* s, std::uint32_t k, const std::string& wha
     }
     if (s->count.compare_exchange_weak(c, c + k)) break;  // seq_cst: see semaphore_acquire
   }
-  if (s->waiters.load() != 0) futex_wake(&s->count, static_cast<int>(std::min<std::uint32_t>(k, INT_MAX)));
+  if (s->waiters.load() != 0) {
+    note_wake(s, s->waiters, futex_wake(&s->count, static_cast<int>(std::min<std::uint32_t>(k, INT_MAX))));
+  }
 }
 
 namespace {

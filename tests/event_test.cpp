@@ -118,6 +118,36 @@ BOOST_AUTO_TEST_CASE(setter_that_died_before_setting_leaves_waiters_a_timeout, *
   BOOST_TEST(!e.wait_for(100ms));  // the survivor gets its answer at the deadline
 }
 
+// Waiters killed asleep stayed counted for good, and every later set() made a futex system call.
+// Sets that wake nobody for two liveness slices take them off.
+BOOST_AUTO_TEST_CASE(waiters_killed_asleep_leave_no_count_behind, *boost::unit_test::timeout(60)) {
+  mp::Event e;
+  std::vector<std::unique_ptr<mp::Process>> victims;
+  for (int i = 0; i < 3; ++i) {
+    victims.push_back(std::make_unique<mp::Process>([e] { e.wait(); }));
+    victims.back()->start();
+  }
+  for (auto& v : victims) BOOST_REQUIRE(wait_until_in_futex(v->pid()));
+  BOOST_REQUIRE(waiting(e) == 3u);
+  for (auto& v : victims) {
+    v->kill();
+    v->join();
+  }
+  long rounds = 0;
+  BOOST_TEST(eventually([&] {
+    e.set();
+    e.clear();
+    ++rounds;
+    return waiting(e) == 0u;
+  }, 10s));
+  BOOST_TEST(rounds >= 64);
+  mp::Process live([e] { e.wait(); });  // a live waiter is still woken at once
+  live.start();
+  BOOST_REQUIRE(wait_until_in_futex(live.pid()));
+  e.set();
+  BOOST_REQUIRE(live.join_for(5s));
+}
+
 BOOST_AUTO_TEST_CASE(blocked_waiter_uses_no_cpu, *boost::unit_test::timeout(60)) {
   mp::Event e;
   CHECK_CHILD([e] {

@@ -13,8 +13,10 @@
 // Crashes: the flag is one atomic word; no death corrupts it. A setter killed between raising the
 // flag and waking the waiters delays them by at most 100 ms (waiters look again that often). A
 // process that was supposed to set() it and died leaves the flag down: survivors that wait with
-// wait_for() get false at their deadline. A waiter that dies stays counted: later set() calls
-// then make a wake-up system call that a clean event skips.
+// wait_for() get false at their deadline. A waiter that dies stays counted for a while: later
+// set() calls make a wake-up system call that a clean event skips, until a process's sets have
+// woken nobody 64 times over 200 ms; then the count is cleared (a live waiter wrongly cleared
+// with it looks again within 100 ms).
 #pragma once
 
 #include <multiproc/detail/futex.hpp>

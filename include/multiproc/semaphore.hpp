@@ -19,8 +19,10 @@
 // know who holds its units: a unit acquired by a process that dies is not returned (use a Mutex
 // when ownership matters; wait with try_acquire_for where a unit's holder may die). A releaser
 // killed between adding a unit and waking a waiter delays that waiter by at most 100 ms (waiters
-// look again that often). A waiter that dies while blocked stays counted: later releases then
-// make a wake-up system call (~0.3 us) that a clean semaphore skips.
+// look again that often). A waiter that dies while blocked stays counted for a while: later
+// releases make a wake-up system call (~0.3 us) that a clean semaphore skips, until a process's
+// releases have woken nobody 64 times over 200 ms; then the count is cleared (a live waiter
+// wrongly cleared with it looks again within 100 ms).
 #pragma once
 
 #include <multiproc/detail/futex.hpp>
